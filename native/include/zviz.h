@@ -1,0 +1,105 @@
+/* zviz.h — the one public header of libzviz.
+ *
+ * The ABI is deliberately narrow: a version, a host probe, and the life cycle of one
+ * sandbox (spawn → run → release, with kill from any thread). Everything else in the
+ * library is hidden (-fvisibility=hidden). Every function returns 0 or a negative
+ * `enum zviz_code` and fills the caller-owned `struct zviz_error` on failure.
+ *
+ * Bump ZVIZ_ABI_VERSION whenever a prototype, a struct layout or an enum changes:
+ * the TypeScript side refuses to load a library whose version differs from its own.
+ */
+#ifndef ZVIZ_H
+#define ZVIZ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ZVIZ_ABI_VERSION 1
+#define ZVIZ_EXPORT __attribute__((visibility("default")))
+
+enum zviz_code {
+	ZVIZ_OK = 0,
+	ZVIZ_E_INVALID_SPEC = 1, /* the spec from the caller is malformed */
+	ZVIZ_E_SYSTEM = 2,       /* a system call on the trusted side failed */
+	ZVIZ_E_SPAWN = 3,        /* the supervisor could not be started */
+	ZVIZ_E_PROTOCOL = 4,     /* the supervisor broke the control protocol or died */
+	ZVIZ_E_NAMESPACE = 5,    /* creating or joining a namespace failed */
+	ZVIZ_E_MOUNT = 6,        /* building the sandbox's filesystem view failed */
+	ZVIZ_E_CGROUP = 7,       /* creating, limiting or cleaning the cgroup failed */
+	ZVIZ_E_CAPS = 8,         /* dropping privileges failed */
+	ZVIZ_E_EXEC = 9,         /* the runtime could not be executed */
+	ZVIZ_E_TOO_LARGE = 10,   /* an input exceeds a fixed bound */
+	ZVIZ_E__COUNT
+};
+
+struct zviz_error {
+	int32_t code;      /* enum zviz_code */
+	int32_t sys_errno; /* errno of the failing call, 0 if none */
+	char msg[256];     /* names the failing step and quotes the value */
+};
+
+/* Bits of zviz_result.flags. */
+#define ZVIZ_RF_TIMED_OUT        (1u << 0)
+#define ZVIZ_RF_OOM_KILLED       (1u << 1)
+#define ZVIZ_RF_PIDS_LIMITED     (1u << 2)
+#define ZVIZ_RF_STDOUT_TRUNCATED (1u << 3)
+#define ZVIZ_RF_STDERR_TRUNCATED (1u << 4)
+#define ZVIZ_RF_SIGNALED         (1u << 5)
+#define ZVIZ_RF_KILLED_BY_CALLER (1u << 6)
+
+/* What one invocation did. All fields fixed-width so the layout is the same for koffi. */
+struct zviz_result {
+	uint32_t flags;
+	int32_t exit_code;          /* valid unless ZVIZ_RF_SIGNALED */
+	int32_t term_signal;        /* valid if ZVIZ_RF_SIGNALED */
+	uint32_t reserved;
+	uint64_t setup_ns;          /* spawn request → sandbox ready */
+	uint64_t duration_ns;       /* function released → sandbox gone */
+	uint64_t cpu_ns;            /* user + system of the whole tree */
+	uint64_t memory_peak_bytes; /* whole tree */
+	uint64_t oom_kills;
+	uint64_t stdout_len;        /* bytes written to the caller's stdout buffer */
+	uint64_t stderr_len;
+};
+
+/* Handle of one supervisor. Plain ints so it can live in a koffi struct. */
+struct zviz_sandbox {
+	int32_t pid;     /* supervisor pid, 0 once released */
+	int32_t ctl_fd;  /* control socket, -1 once released */
+	int32_t pidfd;   /* supervisor pidfd, -1 once released */
+	int32_t state;   /* internal */
+	uint64_t setup_ns;
+};
+
+ZVIZ_EXPORT int zviz_abi_version(void);
+
+/* Writes a JSON object of kernel facts (landlock ABI, seccomp actions, user namespaces,
+ * uname) into out (NUL-terminated). */
+ZVIZ_EXPORT int zviz_probe(char *out, size_t out_cap, struct zviz_error *err);
+
+/* Starts a supervisor (posix_spawn, so safe from a multi-threaded process), hands it the
+ * encoded spec and waits until the sandbox is created and parked before running anything.
+ * On failure nothing is left behind. */
+ZVIZ_EXPORT int zviz_spawn(const char *supervisor_path, const uint8_t *spec, size_t spec_len,
+			   struct zviz_sandbox *sb, struct zviz_error *err);
+
+/* Releases the parked function, waits for the sandbox to end and fills result, copying at
+ * most *_cap bytes of output. Blocks: call it from a worker thread. */
+ZVIZ_EXPORT int zviz_run(struct zviz_sandbox *sb, struct zviz_result *result, uint8_t *stdout_buf,
+			 size_t stdout_cap, uint8_t *stderr_buf, size_t stderr_cap, struct zviz_error *err);
+
+/* Asks the supervisor to kill the whole sandbox now. Safe to call from another thread while
+ * zviz_run blocks; the run then returns with ZVIZ_RF_KILLED_BY_CALLER. */
+ZVIZ_EXPORT int zviz_kill(const struct zviz_sandbox *sb, struct zviz_error *err);
+
+/* Closes the handle and reaps the supervisor (killing it first if it is still running). */
+ZVIZ_EXPORT int zviz_release(struct zviz_sandbox *sb, struct zviz_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,132 @@
+/* internal.h — shared by the library and the supervisor; never installed. */
+#ifndef ZVIZ_INTERNAL_H
+#define ZVIZ_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "zviz.h"
+
+#define ZV_HIDDEN __attribute__((visibility("hidden")))
+#define ZV_PRINTF(a, b) __attribute__((format(printf, a, b)))
+
+/* ---- error model (error.c) ---------------------------------------------------------- */
+
+/* Fills err and returns -code. sys_errno 0 means "no system call involved". */
+ZV_HIDDEN int zv_fail(struct zviz_error *err, int code, int sys_errno, const char *fmt, ...) ZV_PRINTF(4, 5);
+ZV_HIDDEN void zv_error_clear(struct zviz_error *err);
+ZV_HIDDEN uint64_t zv_now_ns(void);
+
+/* ---- control protocol (proto.c) -------------------------------------------------------
+ * Library ↔ supervisor over a SOCK_STREAM socketpair. Every message is a frame header
+ * followed by `len` payload bytes. The supervisor never trusts the size the peer claims
+ * beyond ZV_MAX_FRAME. */
+
+#define ZV_FRAME_MAGIC 0x7a76697au /* "zviz" */
+#define ZV_MAX_FRAME (64u << 20)
+
+enum zv_frame_type {
+	ZV_FRAME_SPEC = 1,   /* lib → sup: encoded spec */
+	ZV_FRAME_READY = 2,  /* sup → lib: sandbox created and parked */
+	ZV_FRAME_GO = 3,     /* lib → sup: release the function */
+	ZV_FRAME_RESULT = 4, /* sup → lib: struct zviz_result, then stdout, then stderr */
+	ZV_FRAME_ERROR = 5,  /* sup → lib: struct zviz_error */
+	ZV_FRAME_KILL = 6,   /* lib → sup: kill the sandbox now */
+};
+
+struct zv_frame {
+	uint32_t magic;
+	uint32_t type;
+	uint32_t len;
+	uint32_t reserved;
+};
+
+ZV_HIDDEN int zv_write_all(int fd, const void *buf, size_t len);
+ZV_HIDDEN int zv_read_all(int fd, void *buf, size_t len); /* 0 ok, -1 error, 1 EOF at start */
+ZV_HIDDEN int zv_send_frame(int fd, uint32_t type, const void *a, size_t alen, const void *b, size_t blen,
+			    const void *c, size_t clen);
+ZV_HIDDEN int zv_recv_header(int fd, struct zv_frame *f); /* as zv_read_all, plus magic check (-2) */
+
+/* ---- spec (spec.c) --------------------------------------------------------------------
+ * The spec is a sequence of TLV records: u16 tag, u16 zero, u32 length, payload.
+ * Integers are little-endian; strings carry no NUL. Built by worker-pool/spec.ts. */
+
+enum zv_tag {
+	ZV_T_ID = 1,        /* string: invocation id, [A-Za-z0-9-], ≤ 64 */
+	ZV_T_ARGV = 2,      /* string, repeated, at least one; argv[0] absolute */
+	ZV_T_ENV = 3,       /* string "K=V", repeated */
+	ZV_T_FILE = 4,      /* u32 name length, name, content; repeated; written under /fn */
+	ZV_T_STDIN = 5,     /* bytes */
+	ZV_T_LIMITS = 6,    /* struct zv_limits */
+	ZV_T_ROOT_BASE = 7, /* string: empty host directory the new root is mounted on */
+	ZV_T_UID_BASE = 8,  /* u32: first host uid of the sandbox id range */
+	ZV_T_BIND = 9,      /* u32 source length, source, target: read-only bind, repeated */
+	ZV_T_CGROUP = 10,   /* u32 version (1|2), u32 controller length, controller, parent dir; repeated */
+};
+
+#define ZV_LF_TMP_EXEC (1u << 0)
+
+struct zv_limits {
+	uint64_t timeout_ms;
+	uint64_t output_bytes;
+	uint64_t memory_bytes;
+	uint64_t pids;
+	uint64_t cpu_millis; /* 1000 = one full CPU */
+	uint64_t tmp_bytes;
+	uint64_t shm_bytes;
+	uint64_t nofile;
+	uint64_t fsize_bytes;
+	uint32_t flags;
+	uint32_t reserved;
+};
+
+#define ZV_MAX_ARGS 512
+#define ZV_MAX_ENV 256
+#define ZV_MAX_FILES 64
+#define ZV_MAX_BINDS 32
+#define ZV_MAX_CGROUPS 8
+#define ZV_MAX_STRING 65536
+
+struct zv_file {
+	char *name;
+	const uint8_t *data;
+	size_t len;
+};
+
+struct zv_bind {
+	char *source;
+	char *target;
+};
+
+struct zv_cgroup_parent {
+	char *controller; /* "unified" on v2 */
+	char *parent;     /* absolute directory under which the sandbox's cgroup is made */
+};
+
+struct zv_spec {
+	char *id;
+	char **argv; /* NULL-terminated */
+	size_t argc;
+	char **envp; /* NULL-terminated */
+	size_t envc;
+	struct zv_file *files;
+	size_t nfiles;
+	const uint8_t *stdin_data;
+	size_t stdin_len;
+	struct zv_limits limits;
+	char *root_base;
+	uint32_t uid_base;
+	struct zv_bind *binds;
+	size_t nbinds;
+	uint32_t cgroup_version; /* 0: none */
+	struct zv_cgroup_parent *cgroups;
+	size_t ncgroups;
+};
+
+/* Parses buf (which must outlive spec: file data points into it). */
+ZV_HIDDEN int zv_spec_parse(const uint8_t *buf, size_t len, struct zv_spec *spec, struct zviz_error *err);
+ZV_HIDDEN void zv_spec_free(struct zv_spec *spec);
+
+#endif

@@ -1,0 +1,79 @@
+/* proto.c — framing for the library ↔ supervisor control socket. */
+#include <errno.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+int zv_write_all(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+	while (len > 0) {
+		/* send() with MSG_NOSIGNAL: a dead peer must be an error, not a SIGPIPE. */
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+		if (n < 0 && errno == ENOTSOCK)
+			n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int zv_read_all(int fd, void *buf, size_t len)
+{
+	uint8_t *p = buf;
+	size_t got = 0;
+	while (got < len) {
+		ssize_t n = read(fd, p + got, len - got);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (n == 0) {
+			if (got == 0)
+				return 1;
+			errno = EPIPE;
+			return -1;
+		}
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+int zv_send_frame(int fd, uint32_t type, const void *a, size_t alen, const void *b, size_t blen, const void *c,
+		  size_t clen)
+{
+	size_t total = alen + blen + clen;
+	if (total > ZV_MAX_FRAME) {
+		errno = EMSGSIZE;
+		return -1;
+	}
+	struct zv_frame f = { .magic = ZV_FRAME_MAGIC, .type = type, .len = (uint32_t)total, .reserved = 0 };
+	if (zv_write_all(fd, &f, sizeof(f)) < 0)
+		return -1;
+	if (alen && zv_write_all(fd, a, alen) < 0)
+		return -1;
+	if (blen && zv_write_all(fd, b, blen) < 0)
+		return -1;
+	if (clen && zv_write_all(fd, c, clen) < 0)
+		return -1;
+	return 0;
+}
+
+int zv_recv_header(int fd, struct zv_frame *f)
+{
+	int r = zv_read_all(fd, f, sizeof(*f));
+	if (r != 0)
+		return r;
+	if (f->magic != ZV_FRAME_MAGIC || f->len > ZV_MAX_FRAME) {
+		errno = EPROTO;
+		return -2;
+	}
+	return 0;
+}

@@ -1,0 +1,192 @@
+/* sandbox.c — the one place that orders the isolation layers.
+ *
+ * This runs in the child that the supervisor clone()d with new user, mount, pid, ipc,
+ * uts, net and cgroup namespaces. The supervisor is single-threaded, so this child may
+ * allocate and call libc freely; it never returns, it _exit()s.
+ *
+ * The child becomes pid 1 of the sandbox. It builds the view, parks until the caller
+ * releases the function, forks the function's process, reaps every orphan that gets
+ * reparented to it, and exits when the function's main process ends — which makes the
+ * kernel SIGKILL everything left in the pid namespace. */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "sandbox.h"
+
+static void send_msg(int fd, int type, int wait_status, const struct zviz_error *err)
+{
+	struct zv_child_msg m;
+	memset(&m, 0, sizeof(m));
+	m.type = type;
+	m.wait_status = wait_status;
+	if (err)
+		m.err = *err;
+	/* Best effort: if the supervisor is gone we die with it anyway (PDEATHSIG). */
+	ssize_t n = write(fd, &m, sizeof(m));
+	(void)n;
+}
+
+__attribute__((noreturn)) static void die(const struct zv_child_ctx *ctx, const struct zviz_error *err)
+{
+	send_msg(ctx->msg_wr, ZV_MSG_ERROR, 0, err);
+	_exit(127);
+}
+
+static char wait_byte(const struct zv_child_ctx *ctx)
+{
+	char c;
+	for (;;) {
+		ssize_t n = read(ctx->sync_rd, &c, 1);
+		if (n == 1)
+			return c;
+		if (n < 0 && errno == EINTR)
+			continue;
+		_exit(126); /* supervisor gone: nothing to report to */
+	}
+}
+
+/* The function's process: from here on nothing of ours may remain. */
+__attribute__((noreturn)) static void exec_function(const struct zv_child_ctx *ctx, int exec_err_wr)
+{
+	const struct zv_spec *s = ctx->spec;
+	struct zviz_error err;
+	zv_error_clear(&err);
+
+	/* A new session: no controlling terminal, immune to the server's job control. */
+	if (setsid() < 0) {
+		zv_fail(&err, ZVIZ_E_SYSTEM, errno, "setsid");
+		goto fail;
+	}
+	if (zv_proc_stdio(ctx->stdin_rd, ctx->stdout_wr, ctx->stderr_wr, &err) < 0)
+		goto fail;
+	/* Only 0, 1, 2 survive; exec_err_wr is O_CLOEXEC and closes itself at execve. */
+	int keep[] = { exec_err_wr };
+	if (zv_proc_close_fds_from(3, keep, 1, &err) < 0)
+		goto fail;
+	if (zv_proc_set_rlimits(&s->limits, &err) < 0)
+		goto fail;
+	if (zv_caps_lock_down(ctx->cap_last, true, &err) < 0)
+		goto fail;
+	if (chdir("/tmp") < 0) {
+		zv_fail(&err, ZVIZ_E_SYSTEM, errno, "chdir `/tmp`");
+		goto fail;
+	}
+	/* Layers C (Landlock) and B (seccomp) are applied here, last before execve. */
+	execve(s->argv[0], s->argv, s->envp);
+	zv_fail(&err, ZVIZ_E_EXEC, errno, "execve `%s`", s->argv[0]);
+fail: {
+	ssize_t n = write(exec_err_wr, &err, sizeof(err));
+	(void)n;
+	_exit(127);
+}
+}
+
+__attribute__((noreturn)) void zv_sandbox_main(const struct zv_child_ctx *ctx)
+{
+	struct zviz_error err;
+	zv_error_clear(&err);
+
+	/* 1. Die with the supervisor. If it already died between clone and here, the sync
+	 *    read below sees EOF and we exit. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+
+	/* 2. Drop every fd of the supervisor's that is not ours. */
+	int keep[] = { ctx->sync_rd, ctx->msg_wr, ctx->stdin_rd, ctx->stdout_wr, ctx->stderr_wr };
+	/* sorted for zv_proc_close_fds_from */
+	for (size_t i = 0; i < 5; i++)
+		for (size_t j = i + 1; j < 5; j++)
+			if (keep[j] < keep[i]) {
+				int t = keep[i];
+				keep[i] = keep[j];
+				keep[j] = t;
+			}
+	if (zv_proc_close_fds_from(ctx->close_from, keep, 5, &err) < 0)
+		die(ctx, &err);
+
+	/* 3. Wait until the supervisor has written our uid/gid maps (and, on cgroup v1, put
+	 *    us into our cgroup): before that we are nobody and cannot set anything up,
+	 *    and no code runs outside the cgroup. */
+	if (wait_byte(ctx) != 'M')
+		_exit(126);
+
+	/* Still the host's root kuid, which the new namespace does not map: become the
+	 *    namespace's root (the unprivileged host id the supervisor mapped) so files we
+	 *    create have an owner. The namespace's capabilities stay ours for setup. */
+	if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) {
+		zv_fail(&err, ZVIZ_E_NAMESPACE, errno, "become root of the new user namespace");
+		die(ctx, &err);
+	}
+
+	/* 4. uts: our own hostname. */
+	if (sethostname(ZV_HOSTNAME, strlen(ZV_HOSTNAME)) < 0 || setdomainname("(none)", 6) < 0) {
+		zv_fail(&err, ZVIZ_E_NAMESPACE, errno, "set hostname `%s`", ZV_HOSTNAME);
+		die(ctx, &err);
+	}
+	/* 5. net: only lo, up. */
+	if (zv_net_loopback_up(&err) < 0)
+		die(ctx, &err);
+	/* 6. mount: the new root, pivoted into, host tree detached. */
+	if (zv_mnt_build_root(ctx->spec, &err) < 0)
+		die(ctx, &err);
+
+	/* 7. Park until the caller releases the function. */
+	send_msg(ctx->msg_wr, ZV_MSG_READY, 0, NULL);
+	if (wait_byte(ctx) != 'G')
+		_exit(126);
+
+	int exec_pipe[2];
+	if (pipe2(exec_pipe, O_CLOEXEC) < 0) {
+		zv_fail(&err, ZVIZ_E_SYSTEM, errno, "pipe for exec status");
+		die(ctx, &err);
+	}
+	pid_t fn = fork();
+	if (fn < 0) {
+		zv_fail(&err, ZVIZ_E_SYSTEM, errno, "fork the function's process");
+		die(ctx, &err);
+	}
+	if (fn == 0) {
+		close(exec_pipe[0]);
+		exec_function(ctx, exec_pipe[1]);
+	}
+
+	/* 8. init: hold nothing the function could use, then reap. */
+	close(exec_pipe[1]);
+	close(ctx->stdin_rd);
+	close(ctx->stdout_wr);
+	close(ctx->stderr_wr);
+	close(ctx->sync_rd);
+	/* The function's uid differs from ours, and we are not dumpable: it can neither
+	 * ptrace nor read our memory; signals from inside the namespace to pid 1 without a
+	 * handler are discarded by the kernel. */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	if (zv_caps_lock_down(ctx->cap_last, false, &err) < 0)
+		die(ctx, &err);
+
+	struct zviz_error exec_err;
+	ssize_t n;
+	do
+		n = read(exec_pipe[0], &exec_err, sizeof(exec_err));
+	while (n < 0 && errno == EINTR);
+	close(exec_pipe[0]);
+	if (n == (ssize_t)sizeof(exec_err))
+		send_msg(ctx->msg_wr, ZV_MSG_ERROR, 0, &exec_err);
+
+	for (;;) {
+		int st;
+		pid_t p = waitpid(-1, &st, __WALL);
+		if (p == fn) {
+			if (n != (ssize_t)sizeof(exec_err))
+				send_msg(ctx->msg_wr, ZV_MSG_EXIT, st, NULL);
+			_exit(0);
+		}
+		if (p < 0 && errno != EINTR)
+			_exit(0);
+	}
+}

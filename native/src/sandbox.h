@@ -1,0 +1,84 @@
+/* sandbox.h — the isolation layers, one file each, and the one place that orders them
+ * (sandbox.c). Only the supervisor links these. */
+#ifndef ZVIZ_SANDBOX_H
+#define ZVIZ_SANDBOX_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "internal.h"
+
+/* Ids inside the sandbox. Setup runs as 0 (mapped to an unprivileged host uid); the
+ * function runs as ZV_SANDBOX_UID. */
+#define ZV_SANDBOX_UID 1000
+#define ZV_SANDBOX_GID 1000
+#define ZV_HOSTNAME "zviz"
+
+/* Messages from the sandbox's init to its supervisor (over a pipe). */
+enum zv_child_msg_type {
+	ZV_MSG_READY = 1, /* setup done, parked until GO */
+	ZV_MSG_ERROR = 2, /* setup or exec failed; payload is the error */
+	ZV_MSG_EXIT = 3,  /* the function's main process ended; payload has its wait status */
+};
+
+struct zv_child_msg {
+	int32_t type;
+	int32_t wait_status;
+	struct zviz_error err;
+};
+
+/* Everything the child needs, prepared by the supervisor before clone(). */
+struct zv_child_ctx {
+	const struct zv_spec *spec;
+	int sync_rd;   /* supervisor → init: 'M' (maps written), 'G' (go) */
+	int msg_wr;    /* init → supervisor: struct zv_child_msg */
+	int stdin_rd;  /* become the function's fds 0, 1, 2 */
+	int stdout_wr;
+	int stderr_wr;
+	int cap_last;  /* highest capability number the kernel knows */
+	int close_from; /* lowest supervisor-only fd; everything >= it except ours is closed */
+};
+
+/* sandbox.c: runs in the clone()d child (the sandbox's init, pid 1 of its pid namespace). */
+__attribute__((noreturn)) void zv_sandbox_main(const struct zv_child_ctx *ctx);
+
+/* userns.c (supervisor side) */
+int zv_userns_write_maps(pid_t child, uint32_t host_base, struct zviz_error *err);
+
+/* mnt.c (child side) */
+int zv_mnt_build_root(const struct zv_spec *s, struct zviz_error *err);
+
+/* caps.c (child side). drop_to_uid: also switch to the sandbox uid/gid. */
+int zv_caps_lock_down(int cap_last, bool drop_to_uid, struct zviz_error *err);
+
+/* process.c (child side) */
+int zv_proc_set_rlimits(const struct zv_limits *l, struct zviz_error *err);
+int zv_proc_stdio(int in, int out, int errfd, struct zviz_error *err);
+int zv_proc_close_fds_from(int lowest, const int *keep, size_t nkeep, struct zviz_error *err);
+
+/* net.c (child side) */
+int zv_net_loopback_up(struct zviz_error *err);
+
+/* cgroup.c (supervisor side) */
+struct zv_cg_dir {
+	char controller[32];
+	char path[4096];
+	int dirfd;
+};
+
+struct zv_cgroup {
+	uint32_t version; /* 0: no cgroup */
+	size_t n;
+	struct zv_cg_dir dir[ZV_MAX_CGROUPS];
+};
+
+int zv_cg_create(struct zv_cgroup *cg, const struct zv_spec *s, struct zviz_error *err);
+int zv_cg_make_dirs(struct zv_cgroup *cg, const struct zv_spec *s, struct zviz_error *err);
+int zv_cg_apply_limits(struct zv_cgroup *cg, const struct zv_limits *l, struct zviz_error *err);
+int zv_cg_clone_fd(const struct zv_cgroup *cg);
+int zv_cg_attach(struct zv_cgroup *cg, pid_t pid, struct zviz_error *err);
+void zv_cg_kill(struct zv_cgroup *cg);
+void zv_cg_stats(struct zv_cgroup *cg, struct zviz_result *r);
+int zv_cg_destroy(struct zv_cgroup *cg, struct zviz_error *err);
+
+#endif

@@ -1,0 +1,295 @@
+/* spec.c — parse the TLV spec sent by the untrusted-input side (the HTTP request, via
+ * TypeScript). Everything here is bounds-checked against the buffer and against fixed
+ * limits; this is the code the fuzz target drives. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+struct cursor {
+	const uint8_t *p;
+	size_t left;
+};
+
+static uint32_t rd_u32(const uint8_t *p)
+{
+	uint32_t v;
+	memcpy(&v, p, sizeof(v));
+	return v;
+}
+
+static uint16_t rd_u16(const uint8_t *p)
+{
+	uint16_t v;
+	memcpy(&v, p, sizeof(v));
+	return v;
+}
+
+/* Copies len bytes into a fresh NUL-terminated string; rejects embedded NULs. */
+static char *dup_str(const uint8_t *p, size_t len, struct zviz_error *err, const char *what)
+{
+	if (len > ZV_MAX_STRING) {
+		zv_fail(err, ZVIZ_E_TOO_LARGE, 0, "spec %s: %zu bytes exceeds %d", what, len, ZV_MAX_STRING);
+		return NULL;
+	}
+	if (memchr(p, '\0', len) != NULL) {
+		zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec %s: contains a NUL byte", what);
+		return NULL;
+	}
+	char *s = malloc(len + 1);
+	if (!s) {
+		zv_fail(err, ZVIZ_E_SYSTEM, ENOMEM, "spec %s: allocate %zu bytes", what, len + 1);
+		return NULL;
+	}
+	memcpy(s, p, len);
+	s[len] = '\0';
+	return s;
+}
+
+static int push_ptr(void ***arr, size_t *n, size_t max, size_t elem, struct zviz_error *err, const char *what)
+{
+	if (*n >= max)
+		return zv_fail(err, ZVIZ_E_TOO_LARGE, 0, "spec %s: more than %zu entries", what, max);
+	/* +1 keeps string vectors NULL-terminated. */
+	void *grown = realloc(*arr, (*n + 2) * elem);
+	if (!grown)
+		return zv_fail(err, ZVIZ_E_SYSTEM, ENOMEM, "spec %s: grow to %zu entries", what, *n + 2);
+	*arr = grown;
+	memset((char *)grown + (*n + 1) * elem, 0, elem);
+	return 0;
+}
+
+/* A payload split as: u32 first length, first bytes, rest. */
+static int split2(const uint8_t *p, size_t len, const uint8_t **a, size_t *alen, const uint8_t **b, size_t *blen)
+{
+	if (len < 4)
+		return -1;
+	uint32_t l = rd_u32(p);
+	if (l > len - 4)
+		return -1;
+	*a = p + 4;
+	*alen = l;
+	*b = p + 4 + l;
+	*blen = len - 4 - l;
+	return 0;
+}
+
+static bool valid_id(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > 64)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+static bool valid_file_name(const char *s)
+{
+	size_t n = strlen(s);
+	return n > 0 && n <= 255 && strchr(s, '/') == NULL && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
+}
+
+static bool valid_abs_path(const char *s)
+{
+	if (s[0] != '/' || strlen(s) >= 4096)
+		return false;
+	/* No ".." component: a bind target must stay inside the new root. */
+	for (const char *p = s; (p = strstr(p, "..")) != NULL; p += 2) {
+		bool starts = p[-1] == '/';
+		bool ends = p[2] == '\0' || p[2] == '/';
+		if (starts && ends)
+			return false;
+	}
+	return true;
+}
+
+static int parse_record(struct zv_spec *s, uint16_t tag, const uint8_t *p, size_t len, struct zviz_error *err)
+{
+	const uint8_t *a, *b;
+	size_t alen, blen;
+	int r;
+
+	switch ((enum zv_tag)tag) {
+	case ZV_T_ID:
+		if (s->id)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec id: given twice");
+		if (!(s->id = dup_str(p, len, err, "id")))
+			return -err->code;
+		if (!valid_id(s->id))
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec id `%.64s`: must be 1-64 of [A-Za-z0-9-]", s->id);
+		return 0;
+	case ZV_T_ARGV:
+		if ((r = push_ptr((void ***)&s->argv, &s->argc, ZV_MAX_ARGS, sizeof(char *), err, "argv")) < 0)
+			return r;
+		if (!(s->argv[s->argc] = dup_str(p, len, err, "argv")))
+			return -err->code;
+		s->argc++;
+		return 0;
+	case ZV_T_ENV:
+		if ((r = push_ptr((void ***)&s->envp, &s->envc, ZV_MAX_ENV, sizeof(char *), err, "env")) < 0)
+			return r;
+		if (!(s->envp[s->envc] = dup_str(p, len, err, "env")))
+			return -err->code;
+		if (s->envp[s->envc][0] == '=' || strchr(s->envp[s->envc], '=') == NULL) {
+			s->envc++;
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec env `%.64s`: must be NAME=VALUE",
+				       s->envp[s->envc - 1]);
+		}
+		s->envc++;
+		return 0;
+	case ZV_T_FILE: {
+		if (split2(p, len, &a, &alen, &b, &blen) < 0)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec file: truncated record of %zu bytes", len);
+		if ((r = push_ptr((void ***)&s->files, &s->nfiles, ZV_MAX_FILES, sizeof(struct zv_file), err, "files")) < 0)
+			return r;
+		struct zv_file *f = &s->files[s->nfiles];
+		if (!(f->name = dup_str(a, alen, err, "file name")))
+			return -err->code;
+		s->nfiles++;
+		if (!valid_file_name(f->name))
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec file name `%.64s`: must be a plain file name", f->name);
+		f->data = b;
+		f->len = blen;
+		return 0;
+	}
+	case ZV_T_STDIN:
+		if (s->stdin_data)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec stdin: given twice");
+		s->stdin_data = p;
+		s->stdin_len = len;
+		return 0;
+	case ZV_T_LIMITS:
+		if (len != sizeof(s->limits))
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec limits: %zu bytes, expected %zu", len,
+				       sizeof(s->limits));
+		memcpy(&s->limits, p, len);
+		return 0;
+	case ZV_T_ROOT_BASE:
+		if (s->root_base)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec root base: given twice");
+		if (!(s->root_base = dup_str(p, len, err, "root base")))
+			return -err->code;
+		if (!valid_abs_path(s->root_base))
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec root base `%.128s`: must be an absolute path",
+				       s->root_base);
+		return 0;
+	case ZV_T_UID_BASE:
+		if (len != 4)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec uid base: %zu bytes, expected 4", len);
+		s->uid_base = rd_u32(p);
+		return 0;
+	case ZV_T_BIND: {
+		if (split2(p, len, &a, &alen, &b, &blen) < 0)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec bind: truncated record of %zu bytes", len);
+		if ((r = push_ptr((void ***)&s->binds, &s->nbinds, ZV_MAX_BINDS, sizeof(struct zv_bind), err, "binds")) < 0)
+			return r;
+		struct zv_bind *bd = &s->binds[s->nbinds];
+		bd->source = dup_str(a, alen, err, "bind source");
+		bd->target = bd->source ? dup_str(b, blen, err, "bind target") : NULL;
+		s->nbinds++;
+		if (!bd->source || !bd->target)
+			return -err->code;
+		if (!valid_abs_path(bd->source) || !valid_abs_path(bd->target) || strcmp(bd->target, "/") == 0)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec bind `%.100s` -> `%.100s`: paths must be absolute, not / and without ..",
+				       bd->source, bd->target);
+		return 0;
+	}
+	case ZV_T_CGROUP: {
+		if (len < 4)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec cgroup: truncated record of %zu bytes", len);
+		uint32_t version = rd_u32(p);
+		if (version != 1 && version != 2)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec cgroup version %u: must be 1 or 2", version);
+		if (s->cgroup_version && s->cgroup_version != version)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec cgroup: mixes versions %u and %u", s->cgroup_version,
+				       version);
+		s->cgroup_version = version;
+		if (split2(p + 4, len - 4, &a, &alen, &b, &blen) < 0)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec cgroup: truncated record of %zu bytes", len);
+		if ((r = push_ptr((void ***)&s->cgroups, &s->ncgroups, ZV_MAX_CGROUPS, sizeof(struct zv_cgroup_parent), err,
+				  "cgroups")) < 0)
+			return r;
+		struct zv_cgroup_parent *cg = &s->cgroups[s->ncgroups];
+		cg->controller = dup_str(a, alen, err, "cgroup controller");
+		cg->parent = cg->controller ? dup_str(b, blen, err, "cgroup parent") : NULL;
+		s->ncgroups++;
+		if (!cg->controller || !cg->parent)
+			return -err->code;
+		if (!valid_abs_path(cg->parent) || strncmp(cg->parent, "/sys/fs/cgroup/", 15) != 0 ||
+		    strlen(cg->controller) >= 32 || strchr(cg->controller, '/') != NULL || cg->controller[0] == '\0')
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec cgroup `%.32s` parent `%.128s`: must be under /sys/fs/cgroup",
+				       cg->controller, cg->parent);
+		return 0;
+	}
+	}
+	return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec: unknown record tag %u", tag);
+}
+
+int zv_spec_parse(const uint8_t *buf, size_t len, struct zv_spec *s, struct zviz_error *err)
+{
+	memset(s, 0, sizeof(*s));
+	size_t off = 0;
+	while (off < len) {
+		if (len - off < 8)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec: truncated record header at offset %zu", off);
+		uint16_t tag = rd_u16(buf + off);
+		uint16_t zero = rd_u16(buf + off + 2);
+		uint32_t rlen = rd_u32(buf + off + 4);
+		off += 8;
+		if (zero != 0)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec: reserved field %u at offset %zu", zero, off - 6);
+		if (rlen > len - off)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec: record of %u bytes at offset %zu overruns %zu", rlen,
+				       off - 8, len);
+		int r = parse_record(s, tag, buf + off, rlen, err);
+		if (r < 0)
+			return r;
+		off += rlen;
+	}
+	if (!s->id)
+		return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec: missing id");
+	if (s->argc == 0 || s->argv[0][0] != '/')
+		return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec: argv[0] must be an absolute path");
+	if (!s->root_base)
+		return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec: missing root base");
+	if (s->uid_base == 0)
+		return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec: uid base must not be 0");
+	const struct zv_limits *l = &s->limits;
+	if (l->timeout_ms == 0 || l->memory_bytes == 0 || l->pids == 0 || l->cpu_millis == 0 || l->tmp_bytes == 0 ||
+	    l->shm_bytes == 0 || l->nofile == 0 || l->fsize_bytes == 0)
+		return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec limits: missing or zero");
+	if (!s->envp && push_ptr((void ***)&s->envp, &s->envc, ZV_MAX_ENV, sizeof(char *), err, "env") < 0)
+		return -err->code;
+	return 0;
+}
+
+void zv_spec_free(struct zv_spec *s)
+{
+	free(s->id);
+	for (size_t i = 0; i < s->argc; i++)
+		free(s->argv[i]);
+	free(s->argv);
+	for (size_t i = 0; i < s->envc; i++)
+		free(s->envp[i]);
+	free(s->envp);
+	for (size_t i = 0; i < s->nfiles; i++)
+		free(s->files[i].name);
+	free(s->files);
+	free(s->root_base);
+	for (size_t i = 0; i < s->nbinds; i++) {
+		free(s->binds[i].source);
+		free(s->binds[i].target);
+	}
+	free(s->binds);
+	for (size_t i = 0; i < s->ncgroups; i++) {
+		free(s->cgroups[i].controller);
+		free(s->cgroups[i].parent);
+	}
+	free(s->cgroups);
+	memset(s, 0, sizeof(*s));
+}

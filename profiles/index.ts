@@ -1,0 +1,66 @@
+// Loads and validates every profile in a directory. An invalid profile is a start-up error
+// that names the file, the field and the offending value.
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { z } from 'zod';
+import { profileSchema, type Profile } from './schema.js';
+
+export * from './schema.js';
+
+export class ProfileError extends Error {
+  override name = 'ProfileError';
+}
+
+function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
+  let v: unknown = root;
+  for (const k of path) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<PropertyKey, unknown>)[k];
+  }
+  return v;
+}
+
+function describeIssue(file: string, raw: unknown, issue: z.core.$ZodIssue): string {
+  const field = issue.path.length > 0 ? issue.path.join('.') : '(top level)';
+  const value = valueAt(raw, issue.path);
+  const shown = value === undefined ? 'missing' : JSON.stringify(value);
+  return `Invalid profile ${file}: field '${field}' ${issue.message}: current value is ${shown}`;
+}
+
+export function parseProfile(file: string, text: string): Profile {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new ProfileError(`Invalid profile ${file}: not valid JSON: ${(e as Error).message}`);
+  }
+  const parsed = profileSchema.safeParse(raw);
+  if (!parsed.success) {
+    throw new ProfileError(parsed.error.issues.map((i) => describeIssue(file, raw, i)).join('\n'));
+  }
+  const expected = file.replace(/^.*\//, '').replace(/\.json$/, '');
+  if (parsed.data.name !== expected) {
+    throw new ProfileError(
+      `Invalid profile ${file}: field 'name' must match the file name '${expected}': current value is ${JSON.stringify(parsed.data.name)}`,
+    );
+  }
+  return parsed.data;
+}
+
+/** Reads `<dir>/*.json`. Throws ProfileError on the first invalid file, or if none exist. */
+export function loadProfiles(dir: string): Map<string, Profile> {
+  let names: string[];
+  try {
+    names = readdirSync(dir).filter((n) => n.endsWith('.json')).sort();
+  } catch (e) {
+    throw new ProfileError(`Cannot read profiles directory ${dir}: ${(e as Error).message}`);
+  }
+  if (names.length === 0) throw new ProfileError(`No profiles found in ${dir}: expected at least one *.json`);
+  const out = new Map<string, Profile>();
+  for (const n of names) {
+    const file = join(dir, n);
+    const p = parseProfile(file, readFileSync(file, 'utf8'));
+    out.set(p.name, p);
+  }
+  return out;
+}

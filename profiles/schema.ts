@@ -1,0 +1,82 @@
+// The profile contract. A profile is data (profiles/*.json); this schema is the only
+// definition of its shape, and the TypeScript types below come from it.
+import { z } from 'zod';
+
+export const RUNTIMES = ['node', 'python', 'bash'] as const;
+export const runtimeSchema = z.enum(RUNTIMES);
+export type Runtime = z.infer<typeof runtimeSchema>;
+
+/** Hard bounds no profile may exceed: they keep one invocation from owning the host. */
+export const HARD_BOUNDS = {
+  timeoutMs: 15 * 60 * 1000,
+  memoryMb: 64 * 1024,
+  pids: 4096,
+  cpus: 64,
+  outputBytes: 16 * 1024 * 1024,
+} as const;
+
+export const limitsSchema = z.strictObject({
+  timeoutMs: z.number().int().min(1).max(HARD_BOUNDS.timeoutMs),
+  memoryMb: z.number().int().min(16).max(HARD_BOUNDS.memoryMb),
+  pids: z.number().int().min(1).max(HARD_BOUNDS.pids),
+  cpus: z.number().min(0.01).max(HARD_BOUNDS.cpus),
+  outputBytes: z.number().int().min(0).max(HARD_BOUNDS.outputBytes),
+});
+export type Limits = z.infer<typeof limitsSchema>;
+export const LIMIT_NAMES = Object.keys(limitsSchema.shape) as (keyof Limits)[];
+
+const absolutePath = z
+  .string()
+  .min(2)
+  .max(4096)
+  .regex(/^\/[^\0]*$/, 'must be an absolute path')
+  .refine((p) => !p.split('/').includes('..'), 'must not contain ".."');
+
+export const bindSchema = z.strictObject({
+  /** Host path, bound read-only. */
+  source: absolutePath,
+  /** Path inside the sandbox. */
+  target: absolutePath,
+});
+
+export const profileSchema = z
+  .strictObject({
+    name: z.string().regex(/^[a-z][a-z0-9-]{0,62}$/, 'must be lower-case letters, digits and dashes'),
+    description: z.string().max(500).optional(),
+    /** Runtimes this profile may run. */
+    runtimes: z.array(runtimeSchema).min(1),
+    limits: z.strictObject({
+      /** Used when the request does not set a limit. */
+      defaults: limitsSchema,
+      /** The most a request may ask for. */
+      max: limitsSchema,
+    }),
+    filesystem: z.strictObject({
+      tmpSizeMb: z.number().int().min(1).max(16 * 1024),
+      shmSizeMb: z.number().int().min(1).max(16 * 1024),
+      /** Whether /tmp allows execve of files written there. */
+      tmpExec: z.boolean(),
+      /**
+       * Extra host paths bound read-only. Meant for test-only profiles (for example one that
+       * binds the host's /etc to show another layer stops what the mount view no longer does).
+       */
+      readOnlyBinds: z.array(bindSchema).max(32).default([]),
+    }),
+    rlimits: z.strictObject({
+      nofile: z.number().int().min(16).max(1 << 20),
+      fsizeMb: z.number().int().min(1).max(64 * 1024),
+    }),
+  })
+  .superRefine((p, ctx) => {
+    for (const k of LIMIT_NAMES) {
+      if (p.limits.defaults[k] > p.limits.max[k]) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['limits', 'defaults', k],
+          message: `must be at most limits.max.${k} (${p.limits.max[k]})`,
+        });
+      }
+    }
+  });
+
+export type Profile = z.infer<typeof profileSchema>;

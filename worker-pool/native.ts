@@ -1,0 +1,192 @@
+// The only file that imports koffi. It declares the C prototypes of native/include/zviz.h
+// once, refuses a library whose ABI version differs from ours, and exports typed
+// functions. Calls block: use them from piscina worker threads, not the event loop.
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import koffi from 'koffi';
+import { NATIVE_ERROR_CODES, type NativeFailure, type NativeErrorCode } from './types.js';
+
+export const EXPECTED_ABI = 1;
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** Repository root, whether running from source (worker-pool/) or from dist/worker-pool/. */
+const repoRoot = existsSync(join(here, '..', 'package.json')) ? resolve(here, '..') : resolve(here, '..', '..');
+
+/** Directory holding libzviz.so and zviz-supervisor (ZVIZ_NATIVE_DIR selects e.g. the ASan build). */
+export function nativeDir(): string {
+  return process.env.ZVIZ_NATIVE_DIR ? resolve(process.env.ZVIZ_NATIVE_DIR) : join(repoRoot, 'native', 'build');
+}
+
+const ZvizError = koffi.struct('zviz_error', {
+  code: 'int32_t',
+  sys_errno: 'int32_t',
+  msg: koffi.array('char', 256, 'String'),
+});
+
+const ZvizResult = koffi.struct('zviz_result', {
+  flags: 'uint32_t',
+  exit_code: 'int32_t',
+  term_signal: 'int32_t',
+  reserved: 'uint32_t',
+  setup_ns: 'uint64_t',
+  duration_ns: 'uint64_t',
+  cpu_ns: 'uint64_t',
+  memory_peak_bytes: 'uint64_t',
+  oom_kills: 'uint64_t',
+  stdout_len: 'uint64_t',
+  stderr_len: 'uint64_t',
+});
+
+const ZvizSandbox = koffi.struct('zviz_sandbox', {
+  pid: 'int32_t',
+  ctl_fd: 'int32_t',
+  pidfd: 'int32_t',
+  state: 'int32_t',
+  setup_ns: 'uint64_t',
+});
+
+export const RESULT_FLAGS = {
+  TIMED_OUT: 1 << 0,
+  OOM_KILLED: 1 << 1,
+  PIDS_LIMITED: 1 << 2,
+  STDOUT_TRUNCATED: 1 << 3,
+  STDERR_TRUNCATED: 1 << 4,
+  SIGNALED: 1 << 5,
+  KILLED_BY_CALLER: 1 << 6,
+} as const;
+
+export interface RawError {
+  code: number;
+  sys_errno: number;
+  msg: string;
+}
+export interface RawResult {
+  flags: number;
+  exit_code: number;
+  term_signal: number;
+  setup_ns: number | bigint;
+  duration_ns: number | bigint;
+  cpu_ns: number | bigint;
+  memory_peak_bytes: number | bigint;
+  oom_kills: number | bigint;
+  stdout_len: number | bigint;
+  stderr_len: number | bigint;
+}
+export interface SandboxHandle {
+  pid: number;
+  ctl_fd: number;
+  pidfd: number;
+  state: number;
+  setup_ns: number | bigint;
+}
+
+interface Bindings {
+  abiVersion: () => number;
+  probe: (out: Buffer, cap: number, err: RawError) => number;
+  spawn: (path: string, spec: Buffer, len: number, sb: SandboxHandle, err: RawError) => number;
+  run: (sb: SandboxHandle, res: RawResult, out: Buffer, outCap: number, errBuf: Buffer, errCap: number, err: RawError) => number;
+  kill: (sb: SandboxHandle, err: RawError) => number;
+  release: (sb: SandboxHandle, err: RawError) => number;
+}
+
+let bindings: Bindings | null = null;
+
+function load(): Bindings {
+  if (bindings) return bindings;
+  const libPath = join(nativeDir(), 'libzviz.so');
+  if (!existsSync(libPath)) {
+    throw new Error(`Cannot load native library: ${libPath} does not exist (run \`npm run build:native\`)`);
+  }
+  const lib = koffi.load(libPath);
+  const b: Bindings = {
+    abiVersion: lib.func('int zviz_abi_version(void)'),
+    probe: lib.func('int zviz_probe(_Out_ uint8_t *out, size_t cap, _Out_ zviz_error *err)'),
+    spawn: lib.func(
+      'int zviz_spawn(const char *path, const uint8_t *spec, size_t len, _Out_ zviz_sandbox *sb, _Out_ zviz_error *err)',
+    ),
+    run: lib.func(
+      'int zviz_run(_Inout_ zviz_sandbox *sb, _Out_ zviz_result *res, _Out_ uint8_t *out, size_t outCap, _Out_ uint8_t *errBuf, size_t errCap, _Out_ zviz_error *err)',
+    ),
+    kill: lib.func('int zviz_kill(const zviz_sandbox *sb, _Out_ zviz_error *err)'),
+    release: lib.func('int zviz_release(_Inout_ zviz_sandbox *sb, _Out_ zviz_error *err)'),
+  };
+  const abi = b.abiVersion();
+  if (abi !== EXPECTED_ABI) {
+    throw new Error(`Cannot use native library ${libPath}: ABI version is ${abi}, expected ${EXPECTED_ABI} (rebuild native/)`);
+  }
+  bindings = b;
+  return b;
+}
+
+function emptyError(): RawError {
+  return { code: 0, sys_errno: 0, msg: '' };
+}
+
+function toFailure(e: RawError): NativeFailure {
+  const code: NativeErrorCode = NATIVE_ERROR_CODES[e.code] ?? 'PROTOCOL';
+  return { code, errno: e.sys_errno, message: e.msg };
+}
+
+export class NativeError extends Error {
+  override name = 'NativeError';
+  constructor(readonly failure: NativeFailure) {
+    super(failure.message);
+  }
+}
+
+export function abiVersion(): number {
+  return load().abiVersion();
+}
+
+export function supervisorPath(): string {
+  return join(nativeDir(), 'zviz-supervisor');
+}
+
+/** Kernel facts as JSON text (see native/src/probe.c). */
+export function probe(): Record<string, unknown> {
+  const out = Buffer.alloc(4096);
+  const err = emptyError();
+  if (load().probe(out, out.length, err) !== 0) throw new NativeError(toFailure(err));
+  const end = out.indexOf(0);
+  return JSON.parse(out.subarray(0, end < 0 ? out.length : end).toString('utf8')) as Record<string, unknown>;
+}
+
+/** Starts a supervisor and waits until its sandbox is built and parked. */
+export function spawn(spec: Buffer): SandboxHandle {
+  const sb: SandboxHandle = { pid: 0, ctl_fd: -1, pidfd: -1, state: 0, setup_ns: 0 };
+  const err = emptyError();
+  if (load().spawn(supervisorPath(), spec, spec.length, sb, err) !== 0) throw new NativeError(toFailure(err));
+  return sb;
+}
+
+export interface RunOutput {
+  raw: RawResult;
+  stdout: Buffer;
+  stderr: Buffer;
+}
+
+/** Releases the function and blocks until its sandbox is gone. */
+export function run(sb: SandboxHandle, outputCap: number): RunOutput {
+  const stdout = Buffer.alloc(Math.max(outputCap, 1));
+  const stderr = Buffer.alloc(Math.max(outputCap, 1));
+  const raw = {} as RawResult;
+  const err = emptyError();
+  if (load().run(sb, raw, stdout, outputCap, stderr, outputCap, err) !== 0) throw new NativeError(toFailure(err));
+  return {
+    raw,
+    stdout: stdout.subarray(0, Number(raw.stdout_len)),
+    stderr: stderr.subarray(0, Number(raw.stderr_len)),
+  };
+}
+
+export function kill(sb: SandboxHandle): void {
+  const err = emptyError();
+  if (load().kill(sb, err) !== 0) throw new NativeError(toFailure(err));
+}
+
+/** Kills what is left, reaps the supervisor. Idempotent. */
+export function release(sb: SandboxHandle): void {
+  const err = emptyError();
+  load().release(sb, err);
+}

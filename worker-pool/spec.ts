@@ -1,0 +1,90 @@
+// Encodes a SandboxTask into the TLV spec that native/src/spec.c parses. Keep the tags
+// and the limits layout in step with native/src/internal.h.
+import type { SandboxTask } from './types.js';
+
+export const TAG = {
+  ID: 1,
+  ARGV: 2,
+  ENV: 3,
+  FILE: 4,
+  STDIN: 5,
+  LIMITS: 6,
+  ROOT_BASE: 7,
+  UID_BASE: 8,
+  BIND: 9,
+  CGROUP: 10,
+} as const;
+
+const LIMITS_BYTES = 9 * 8 + 8;
+const LF_TMP_EXEC = 1;
+const MiB = 1024 * 1024;
+
+/** Where this host puts sandboxes; fixed for the life of a server. */
+export interface HostLayout {
+  /** Empty host directory the sandbox's new root is mounted on (in its own mount namespace). */
+  rootBase: string;
+  /** First host uid of the range sandbox ids map to. */
+  uidBase: number;
+  cgroup: { version: 1 | 2; parents: Array<{ controllers: string[]; parent: string }> } | null;
+}
+
+function record(tag: number, payload: Buffer): Buffer {
+  const head = Buffer.alloc(8);
+  head.writeUInt16LE(tag, 0);
+  head.writeUInt16LE(0, 2);
+  head.writeUInt32LE(payload.length, 4);
+  return Buffer.concat([head, payload]);
+}
+
+function pair(a: Buffer, b: Buffer): Buffer {
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(a.length, 0);
+  return Buffer.concat([len, a, b]);
+}
+
+function u32(v: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v, 0);
+  return b;
+}
+
+function limits(task: SandboxTask): Buffer {
+  const b = Buffer.alloc(LIMITS_BYTES);
+  const fs = task.profile.filesystem;
+  const values = [
+    task.limits.timeoutMs,
+    task.limits.outputBytes,
+    task.limits.memoryMb * MiB,
+    task.limits.pids,
+    Math.round(task.limits.cpus * 1000),
+    fs.tmpSizeMb * MiB,
+    fs.shmSizeMb * MiB,
+    task.profile.rlimits.nofile,
+    task.profile.rlimits.fsizeMb * MiB,
+  ];
+  values.forEach((v, i) => b.writeBigUInt64LE(BigInt(v), i * 8));
+  b.writeUInt32LE(fs.tmpExec ? LF_TMP_EXEC : 0, 72);
+  return b;
+}
+
+/** `sandboxId` names host objects (cgroups); it must be [A-Za-z0-9-]{1,64}. */
+export function encodeSpec(task: SandboxTask, sandboxId: string, host: HostLayout): Buffer {
+  const parts: Buffer[] = [record(TAG.ID, Buffer.from(sandboxId))];
+  for (const a of task.argv) parts.push(record(TAG.ARGV, Buffer.from(a)));
+  for (const [k, v] of Object.entries(task.env)) parts.push(record(TAG.ENV, Buffer.from(`${k}=${v}`)));
+  for (const f of task.files) parts.push(record(TAG.FILE, pair(Buffer.from(f.name), Buffer.from(f.content))));
+  if (task.stdin.length > 0) parts.push(record(TAG.STDIN, Buffer.from(task.stdin)));
+  parts.push(record(TAG.LIMITS, limits(task)));
+  parts.push(record(TAG.ROOT_BASE, Buffer.from(host.rootBase)));
+  parts.push(record(TAG.UID_BASE, u32(host.uidBase)));
+  for (const b of task.profile.filesystem.readOnlyBinds) {
+    parts.push(record(TAG.BIND, pair(Buffer.from(b.source), Buffer.from(b.target))));
+  }
+  if (host.cgroup) {
+    for (const p of host.cgroup.parents) {
+      const body = pair(Buffer.from(p.controllers.join(',')), Buffer.from(p.parent));
+      parts.push(record(TAG.CGROUP, Buffer.concat([u32(host.cgroup.version), body])));
+    }
+  }
+  return Buffer.concat(parts);
+}

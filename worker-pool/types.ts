@@ -1,0 +1,95 @@
+// Plain data that crosses the piscina boundary. Nothing here is a class or carries
+// methods: the structured clone between threads would strip them (piscina #141).
+import type { Limits, Profile, Runtime } from '../profiles/schema.js';
+
+/** Everything the native layer needs to build one sandbox and run one invocation in it. */
+export interface SandboxTask {
+  id: string;
+  runtime: Runtime;
+  /** argv[0] is an absolute path inside the sandbox. */
+  argv: string[];
+  /** Exactly the environment the function sees. */
+  env: Record<string, string>;
+  /** Files written read-only under /fn. `name` is a plain file name (no slashes). */
+  files: Array<{ name: string; content: string }>;
+  stdin: string;
+  limits: Limits;
+  profile: {
+    name: string;
+    filesystem: Profile['filesystem'];
+    rlimits: Profile['rlimits'];
+  };
+}
+
+/** Closed set of native error codes (mirrors `enum zviz_code` in native/include/zviz.h). */
+export const NATIVE_ERROR_CODES = [
+  'OK',
+  'INVALID_SPEC',
+  'SYSTEM',
+  'SPAWN',
+  'PROTOCOL',
+  'NAMESPACE',
+  'MOUNT',
+  'CGROUP',
+  'CAPS',
+  'EXEC',
+  'TOO_LARGE',
+] as const;
+export type NativeErrorCode = (typeof NATIVE_ERROR_CODES)[number];
+
+export interface NativeFailure {
+  code: NativeErrorCode;
+  /** errno of the failing system call, 0 if none. */
+  errno: number;
+  /** Names the failing step and quotes the value, e.g. "mount `/usr` read-only: Permission denied". */
+  message: string;
+}
+
+/** What happened to one invocation, as measured by its supervisor. */
+export interface SandboxResult {
+  /** Exit code of the function's main process; null if it died of a signal. */
+  exitCode: number | null;
+  /** Signal name (e.g. "SIGKILL") that ended the main process; null if it exited. */
+  signal: string | null;
+  timedOut: boolean;
+  /** The memory limit was hit and the kernel's OOM killer ended a process of the invocation. */
+  oomKilled: boolean;
+  /** A fork/clone failed because the pids limit was reached. */
+  pidsLimited: boolean;
+  stdout: string;
+  stderr: string;
+  stdoutTruncated: boolean;
+  stderrTruncated: boolean;
+  /** Time from release of the function to the end of its sandbox. */
+  durationMs: number;
+  /** Time to create the sandbox (namespaces, mounts, cgroup) before the function ran. */
+  setupMs: number;
+  /** User + system CPU time of the whole process tree. */
+  cpuMs: number;
+  /** Peak memory of the whole process tree (cgroup peak where available). */
+  memoryPeakBytes: number;
+  oomKills: number;
+}
+
+export type SandboxOutcome = { ok: true; result: SandboxResult } | { ok: false; error: NativeFailure };
+
+/** Facts about the host, reported by GET /host and logged at start-up. */
+export interface HostFacts {
+  kernel: string;
+  arch: string;
+  userNamespaces: { available: boolean; maxUserNamespaces: number | null; detail: string };
+  cgroup: {
+    /** Driver ZViz uses: v2 (unified), v1 (per-controller hierarchies), or none. */
+    driver: 'v1' | 'v2' | 'none';
+    /** Controllers usable by ZViz under the server's own cgroup. */
+    controllers: string[];
+    /** Where ZViz creates sandbox cgroups, per controller (v1) or once (v2 key "unified"). */
+    parents: Record<string, string>;
+    detail: string;
+  };
+  landlock: { abi: number; detail: string };
+  seccomp: { available: boolean; actions: string[]; userNotification: boolean; detail: string };
+  nftables: { available: boolean; detail: string };
+  lsm: { list: string[]; apparmor: boolean; selinux: boolean };
+  nativeAbi: number;
+}

@@ -1,0 +1,74 @@
+// The piscina task: one invocation, start to finish, on a worker thread (the native calls
+// block). Takes and returns plain objects only; errors travel as data, never as thrown
+// custom classes (piscina #141).
+import { rmSync } from 'node:fs';
+import { constants } from 'node:os';
+import { workerData } from 'node:worker_threads';
+import * as native from './native.js';
+import { encodeSpec, type HostLayout } from './spec.js';
+import type { SandboxOutcome, SandboxTask } from './types.js';
+
+const signalNames = new Map<number, string>(
+  Object.entries(constants.signals).map(([name, num]) => [num as number, name]),
+);
+
+const NS_PER_MS = 1e6;
+
+function toMs(ns: number | bigint): number {
+  return Number(ns) / NS_PER_MS;
+}
+
+/** Removes the sandbox's cgroups if its supervisor could not (it was SIGKILLed). */
+function removeLeftCgroups(host: HostLayout, sandboxId: string): void {
+  for (const p of host.cgroup?.parents ?? []) {
+    try {
+      rmSync(`${p.parent}/zviz-${sandboxId}`, { recursive: false });
+    } catch {
+      // ENOENT is the normal case: the supervisor removed it.
+    }
+  }
+}
+
+export function runTask(task: SandboxTask, host: HostLayout): SandboxOutcome {
+  // The sandbox id names host objects; the server pid in it lets a restarted server tell
+  // its predecessor's leftovers from a live sibling's.
+  const sandboxId = `${process.pid}-${task.id}`;
+  const spec = encodeSpec(task, sandboxId, host);
+  let handle: native.SandboxHandle | null = null;
+  try {
+    handle = native.spawn(spec);
+    const { raw, stdout, stderr } = native.run(handle, task.limits.outputBytes);
+    const f = raw.flags;
+    const signaled = (f & native.RESULT_FLAGS.SIGNALED) !== 0;
+    return {
+      ok: true,
+      result: {
+        exitCode: signaled ? null : raw.exit_code,
+        signal: signaled ? (signalNames.get(raw.term_signal) ?? `SIG${raw.term_signal}`) : null,
+        timedOut: (f & native.RESULT_FLAGS.TIMED_OUT) !== 0,
+        oomKilled: (f & native.RESULT_FLAGS.OOM_KILLED) !== 0,
+        pidsLimited: (f & native.RESULT_FLAGS.PIDS_LIMITED) !== 0,
+        stdout: stdout.toString('utf8'),
+        stderr: stderr.toString('utf8'),
+        stdoutTruncated: (f & native.RESULT_FLAGS.STDOUT_TRUNCATED) !== 0,
+        stderrTruncated: (f & native.RESULT_FLAGS.STDERR_TRUNCATED) !== 0,
+        durationMs: toMs(raw.duration_ns),
+        setupMs: toMs(raw.setup_ns),
+        cpuMs: toMs(raw.cpu_ns),
+        memoryPeakBytes: Number(raw.memory_peak_bytes),
+        oomKills: Number(raw.oom_kills),
+      },
+    };
+  } catch (e) {
+    if (e instanceof native.NativeError) return { ok: false, error: e.failure };
+    return { ok: false, error: { code: 'SYSTEM', errno: 0, message: (e as Error).message } };
+  } finally {
+    if (handle) native.release(handle);
+    removeLeftCgroups(host, sandboxId);
+  }
+}
+
+/** piscina entry point. */
+export default function task(t: SandboxTask): SandboxOutcome {
+  return runTask(t, (workerData as { host: HostLayout }).host);
+}
