@@ -1,0 +1,98 @@
+// From a validated request to a SandboxTask, and from a SandboxOutcome to the response.
+// Pure functions: no I/O, so the whole mapping is unit-testable.
+import { LIMIT_NAMES, type Limits, type Profile } from '../profiles/schema.js';
+import type { SandboxOutcome, SandboxResult, SandboxTask } from '../worker-pool/types.js';
+import { ApiError } from './errors.js';
+import { argvFor, envFor, RUNTIME_SPECS } from './runtimes.js';
+import type { InvokeReason, InvokeRequest, InvokeResponse, InvokeStatus } from './schemas.js';
+
+export function findProfile(profiles: ReadonlyMap<string, Profile>, name: string): Profile {
+  const profile = profiles.get(name);
+  if (profile === undefined) {
+    throw new ApiError('UNKNOWN_PROFILE', `Cannot find profile: no profile is named '${name}'`, { profile: name });
+  }
+  return profile;
+}
+
+/** Each limit comes from the request if set, else the profile's default; none may pass the profile's max. */
+export function resolveLimits(profile: Profile, requested: Partial<Limits> = {}): Limits {
+  const limits: Limits = { ...profile.limits.defaults };
+  for (const field of LIMIT_NAMES) {
+    const value = requested[field];
+    if (value === undefined) continue;
+    const max = profile.limits.max[field];
+    if (value > max) {
+      throw new ApiError(
+        'LIMIT_EXCEEDS_PROFILE',
+        `Cannot apply limits: ${field} must be at most ${max} for profile '${profile.name}': current value is ${value}`,
+        { field, max, requested: value },
+      );
+    }
+    limits[field] = value;
+  }
+  return limits;
+}
+
+export function buildTask(id: string, body: InvokeRequest, profile: Profile): SandboxTask {
+  if (!profile.runtimes.includes(body.runtime)) {
+    throw new ApiError(
+      'RUNTIME_NOT_ALLOWED',
+      `Cannot run function: runtime '${body.runtime}' is not allowed by profile '${profile.name}': allowed runtimes are ${profile.runtimes.join(', ')}`,
+      { runtime: body.runtime, profile: profile.name, allowed: profile.runtimes },
+    );
+  }
+  return {
+    id,
+    runtime: body.runtime,
+    argv: argvFor(body.runtime, body.args),
+    env: envFor(body.env),
+    files: [{ name: RUNTIME_SPECS[body.runtime].file, content: body.code }],
+    stdin: body.stdin ?? '',
+    limits: resolveLimits(profile, body.limits),
+    profile: { name: profile.name, filesystem: profile.filesystem, rlimits: profile.rlimits },
+  };
+}
+
+/** The order matters: a timeout or OOM kill also leaves a signal, and the cause is what the caller needs. */
+export function classify(r: SandboxResult): { status: InvokeStatus; reason: InvokeReason | null } {
+  if (r.timedOut) return { status: 'timeout', reason: 'timeout' };
+  if (r.oomKilled) return { status: 'oom', reason: 'memory' };
+  // The supervisor kills the sandbox when stdout or stderr passes outputBytes.
+  if (r.outputLimited) return { status: 'killed', reason: 'output-limit' };
+  if (r.signal !== null) return { status: 'killed', reason: r.pidsLimited ? 'pids' : 'signal' };
+  if (r.exitCode === 0) return { status: 'ok', reason: null };
+  return { status: 'error', reason: r.pidsLimited ? 'pids' : null };
+}
+
+const tenth = (ms: number) => Math.round(ms * 10) / 10;
+
+export function toResponse(id: string, profileName: string, limits: Limits, outcome: SandboxOutcome): InvokeResponse {
+  if (!outcome.ok) {
+    const { code, errno, message } = outcome.error;
+    // INVALID_SPEC means we sent the native layer a task it rejects: our bug, not the host's.
+    // The error handler keeps this message in the log and answers with a generic one.
+    if (code === 'INVALID_SPEC') {
+      throw new ApiError('INTERNAL', `Native layer rejected the sandbox spec: ${message}`, { nativeCode: code, errno });
+    }
+    throw new ApiError('SANDBOX_UNAVAILABLE', `Cannot create sandbox: ${message}`, { nativeCode: code, errno });
+  }
+  const r = outcome.result;
+  const { status, reason } = classify(r);
+  return {
+    id,
+    status,
+    exitCode: r.exitCode,
+    signal: r.signal,
+    reason,
+    stdout: r.stdout,
+    stderr: r.stderr,
+    truncated: r.stdoutTruncated || r.stderrTruncated,
+    durationMs: tenth(r.durationMs),
+    setupMs: tenth(r.setupMs),
+    cpuMs: tenth(r.cpuMs),
+    memoryPeakBytes: r.memoryPeakBytes,
+    oomKills: r.oomKills,
+    profile: profileName,
+    limits,
+  };
+}

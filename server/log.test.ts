@@ -1,0 +1,41 @@
+import { describe, expect, it } from 'vitest';
+import { JsonLogger } from './log.js';
+
+function capture(level?: 'debug' | 'info' | 'warn' | 'error') {
+  const lines: string[] = [];
+  const log = new JsonLogger({ level, write: (l) => lines.push(l), now: () => new Date(0) });
+  return { log, lines };
+}
+
+describe('JsonLogger', () => {
+  it('writes one JSON object per line with time, level and msg first', () => {
+    const { log, lines } = capture();
+    log.info('invoke', { id: 'a', durationMs: 1.5 });
+    expect(lines).toEqual(['{"time":"1970-01-01T00:00:00.000Z","level":"info","msg":"invoke","id":"a","durationMs":1.5}']);
+  });
+
+  it('drops lines below its level', () => {
+    const { log, lines } = capture('warn');
+    log.debug('a');
+    log.info('b');
+    log.warn('c');
+    log.error('d');
+    expect(lines.map((l) => (JSON.parse(l) as { msg: string }).msg)).toEqual(['c', 'd']);
+  });
+
+  it('does not let a field forge time, level or msg', () => {
+    const { log, lines } = capture();
+    log.info('real', { msg: 'forged', level: 'error', time: 'never' });
+    expect(JSON.parse(lines[0] ?? '')).toEqual({ time: '1970-01-01T00:00:00.000Z', level: 'info', msg: 'real' });
+  });
+
+  it('keeps an error stack and survives a circular field', () => {
+    const { log, lines } = capture();
+    const circular: Record<string, unknown> = {};
+    circular.self = circular;
+    log.error('boom', { error: new Error('bad') });
+    log.error('loop', { circular });
+    expect(JSON.parse(lines[0] ?? '').error).toMatchObject({ name: 'Error', message: 'bad', stack: expect.stringContaining('Error: bad') });
+    expect(JSON.parse(lines[1] ?? '')).toMatchObject({ msg: 'loop', logError: expect.stringContaining('Cannot serialize log fields') });
+  });
+});

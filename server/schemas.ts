@@ -1,0 +1,97 @@
+// The HTTP contract of POST /invoke. Request and response types come from these schemas.
+import { z } from 'zod';
+import { limitsSchema, runtimeSchema } from '../profiles/schema.js';
+
+export const MAX_CODE_BYTES = 1024 * 1024;
+export const MAX_STDIN_BYTES = 1024 * 1024;
+export const MAX_ARGS = 256;
+export const MAX_ARG_CHARS = 4096;
+export const MAX_ENV_ENTRIES = 128;
+export const MAX_ENV_VALUE_CHARS = 32768;
+export const ENV_KEY_PATTERN = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+export const PROFILE_NAME_PATTERN = /^[a-z][a-z0-9-]{0,62}$/;
+export const DEFAULT_PROFILE = 'default';
+
+/** Limits are on bytes as the sandbox stores them, not on UTF-16 code units. */
+function utf8Bytes(min: number, max: number) {
+  return z.string().superRefine((s, ctx) => {
+    const n = Buffer.byteLength(s, 'utf8');
+    if (n < min) ctx.addIssue({ code: 'custom', message: 'must not be empty' });
+    else if (n > max) {
+      ctx.addIssue({ code: 'custom', message: `must be at most ${max} bytes of UTF-8: current size is ${n} bytes` });
+    }
+  });
+}
+
+// argv and envp are NUL-terminated C strings: a NUL would silently cut the value short.
+const noNul = (s: string) => !s.includes('\0');
+const NUL_MESSAGE = 'must not contain NUL characters';
+
+const envKeySchema = z
+  .string()
+  .regex(ENV_KEY_PATTERN, {
+    error: 'must be letters, digits and underscores, not start with a digit, and be at most 128 characters',
+  });
+
+const envValueSchema = z.string().max(MAX_ENV_VALUE_CHARS).refine(noNul, { error: NUL_MESSAGE });
+
+// JSON.parse keeps "__proto__" as an own key, but zod's record skips it (assigning it would
+// set the prototype): refuse it here rather than run the function without it, silently.
+const envSchema = z.preprocess(
+  (env, ctx) => {
+    if (env !== null && typeof env === 'object' && Object.hasOwn(env, '__proto__')) {
+      ctx.addIssue({ code: 'custom', path: ['__proto__'], message: 'key is reserved', input: env });
+    }
+    return env;
+  },
+  z.record(envKeySchema, envValueSchema).superRefine((env, ctx) => {
+    const n = Object.keys(env).length;
+    if (n > MAX_ENV_ENTRIES) {
+      ctx.addIssue({ code: 'custom', message: `must have at most ${MAX_ENV_ENTRIES} entries: current count is ${n}` });
+    }
+  }),
+);
+
+export const invokeRequestSchema = z.strictObject({
+  runtime: runtimeSchema,
+  code: utf8Bytes(1, MAX_CODE_BYTES),
+  stdin: utf8Bytes(0, MAX_STDIN_BYTES).optional(),
+  args: z
+    .array(z.string().max(MAX_ARG_CHARS).refine(noNul, { error: NUL_MESSAGE }))
+    .max(MAX_ARGS)
+    .optional(),
+  env: envSchema.optional(),
+  profile: z
+    .string()
+    .regex(PROFILE_NAME_PATTERN, { error: 'must be lower-case letters, digits and dashes, starting with a letter' })
+    .default(DEFAULT_PROFILE),
+  /** Each limit is bounded here by the hard bounds; the profile's max is checked later. */
+  limits: limitsSchema.partial().optional(),
+});
+export type InvokeRequest = z.infer<typeof invokeRequestSchema>;
+
+export const INVOKE_STATUSES = ['ok', 'error', 'timeout', 'oom', 'killed'] as const;
+export type InvokeStatus = (typeof INVOKE_STATUSES)[number];
+export const INVOKE_REASONS = ['timeout', 'memory', 'output-limit', 'pids', 'signal'] as const;
+export type InvokeReason = (typeof INVOKE_REASONS)[number];
+
+export const invokeResponseSchema = z.strictObject({
+  id: z.string(),
+  status: z.enum(INVOKE_STATUSES),
+  exitCode: z.number().int().nullable(),
+  signal: z.string().nullable(),
+  /** Why the function did not finish normally; null when it did (ok, or a plain non-zero exit). */
+  reason: z.enum(INVOKE_REASONS).nullable(),
+  stdout: z.string(),
+  stderr: z.string(),
+  truncated: z.boolean(),
+  durationMs: z.number(),
+  setupMs: z.number(),
+  cpuMs: z.number(),
+  memoryPeakBytes: z.number(),
+  oomKills: z.number(),
+  profile: z.string(),
+  /** The limits the invocation actually ran with. */
+  limits: limitsSchema,
+});
+export type InvokeResponse = z.infer<typeof invokeResponseSchema>;
