@@ -92,6 +92,7 @@ export function toResponse(id: string, profileName: string, limits: Limits, outc
     cpuMs: tenth(r.cpuMs),
     memoryPeakBytes: r.memoryPeakBytes,
     oomKills: r.oomKills,
+    audit: r.audit,
     profile: profileName,
     limits,
   };

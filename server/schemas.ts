@@ -75,6 +75,13 @@ export type InvokeStatus = (typeof INVOKE_STATUSES)[number];
 export const INVOKE_REASONS = ['timeout', 'memory', 'output-limit', 'pids', 'signal'] as const;
 export type InvokeReason = (typeof INVOKE_REASONS)[number];
 
+export const auditEventSchema = z.discriminatedUnion('kind', [
+  z.strictObject({ kind: z.literal('seccomp'), syscall: z.string(), nr: z.number().int(), action: z.enum(['errno', 'kill', 'notify']) }),
+  z.strictObject({ kind: z.literal('broker'), path: z.string(), decision: z.enum(['allowed', 'denied']) }),
+  z.strictObject({ kind: z.literal('network'), dst: z.string(), port: z.number().int().nullable(), action: z.literal('drop') }),
+  z.strictObject({ kind: z.literal('limit'), limit: z.enum(['memory', 'pids', 'output', 'timeout']) }),
+]);
+
 export const invokeResponseSchema = z.strictObject({
   id: z.string(),
   status: z.enum(INVOKE_STATUSES),
@@ -90,6 +97,8 @@ export const invokeResponseSchema = z.strictObject({
   cpuMs: z.number(),
   memoryPeakBytes: z.number(),
   oomKills: z.number(),
+  /** Security decisions taken during the invocation (seccomp, broker, network, limits), capped. */
+  audit: z.array(auditEventSchema),
   profile: z.string(),
   /** The limits the invocation actually ran with. */
   limits: limitsSchema,

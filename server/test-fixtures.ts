@@ -40,6 +40,7 @@ export function result(overrides: Partial<SandboxResult> = {}): SandboxResult {
     cpuMs: 7.06,
     memoryPeakBytes: 4_194_304,
     oomKills: 0,
+    audit: [],
     ...overrides,
   };
 }

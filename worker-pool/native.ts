@@ -54,6 +54,7 @@ export const RESULT_FLAGS = {
   STDERR_TRUNCATED: 1 << 4,
   SIGNALED: 1 << 5,
   KILLED_BY_CALLER: 1 << 6,
+  OUTPUT_LIMIT: 1 << 7,
 } as const;
 
 export interface RawError {

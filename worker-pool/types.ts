@@ -45,6 +45,13 @@ export interface NativeFailure {
   message: string;
 }
 
+/** One security decision taken during an invocation (capped per invocation). */
+export type AuditEvent =
+  | { kind: 'seccomp'; syscall: string; nr: number; action: 'errno' | 'kill' | 'notify' }
+  | { kind: 'broker'; path: string; decision: 'allowed' | 'denied' }
+  | { kind: 'network'; dst: string; port: number | null; action: 'drop' }
+  | { kind: 'limit'; limit: 'memory' | 'pids' | 'output' | 'timeout' };
+
 /** What happened to one invocation, as measured by its supervisor. */
 export interface SandboxResult {
   /** Exit code of the function's main process; null if it died of a signal. */
@@ -54,6 +61,8 @@ export interface SandboxResult {
   timedOut: boolean;
   /** The memory limit was hit and the kernel's OOM killer ended a process of the invocation. */
   oomKilled: boolean;
+  /** stdout or stderr went past outputBytes; the sandbox was killed. */
+  outputLimited: boolean;
   /** A fork/clone failed because the pids limit was reached. */
   pidsLimited: boolean;
   stdout: string;
@@ -69,6 +78,8 @@ export interface SandboxResult {
   /** Peak memory of the whole process tree (cgroup peak where available). */
   memoryPeakBytes: number;
   oomKills: number;
+  /** Security decisions of this invocation, oldest first, capped. */
+  audit: AuditEvent[];
 }
 
 export type SandboxOutcome = { ok: true; result: SandboxResult } | { ok: false; error: NativeFailure };

@@ -6,7 +6,7 @@ import { constants } from 'node:os';
 import { workerData } from 'node:worker_threads';
 import * as native from './native.js';
 import { encodeSpec, type HostLayout } from './spec.js';
-import type { SandboxOutcome, SandboxTask } from './types.js';
+import type { AuditEvent, SandboxOutcome, SandboxTask } from './types.js';
 
 const signalNames = new Map<number, string>(
   Object.entries(constants.signals).map(([name, num]) => [num as number, name]),
@@ -29,6 +29,15 @@ function removeLeftCgroups(host: HostLayout, sandboxId: string): void {
   }
 }
 
+function limitEvents(flags: number): AuditEvent[] {
+  const out: AuditEvent[] = [];
+  if (flags & native.RESULT_FLAGS.OOM_KILLED) out.push({ kind: 'limit', limit: 'memory' });
+  if (flags & native.RESULT_FLAGS.PIDS_LIMITED) out.push({ kind: 'limit', limit: 'pids' });
+  if (flags & native.RESULT_FLAGS.OUTPUT_LIMIT) out.push({ kind: 'limit', limit: 'output' });
+  if (flags & native.RESULT_FLAGS.TIMED_OUT) out.push({ kind: 'limit', limit: 'timeout' });
+  return out;
+}
+
 export function runTask(task: SandboxTask, host: HostLayout): SandboxOutcome {
   // The sandbox id names host objects; the server pid in it lets a restarted server tell
   // its predecessor's leftovers from a live sibling's.
@@ -48,6 +57,7 @@ export function runTask(task: SandboxTask, host: HostLayout): SandboxOutcome {
         timedOut: (f & native.RESULT_FLAGS.TIMED_OUT) !== 0,
         oomKilled: (f & native.RESULT_FLAGS.OOM_KILLED) !== 0,
         pidsLimited: (f & native.RESULT_FLAGS.PIDS_LIMITED) !== 0,
+        outputLimited: (f & native.RESULT_FLAGS.OUTPUT_LIMIT) !== 0,
         stdout: stdout.toString('utf8'),
         stderr: stderr.toString('utf8'),
         stdoutTruncated: (f & native.RESULT_FLAGS.STDOUT_TRUNCATED) !== 0,
@@ -57,6 +67,7 @@ export function runTask(task: SandboxTask, host: HostLayout): SandboxOutcome {
         cpuMs: toMs(raw.cpu_ns),
         memoryPeakBytes: Number(raw.memory_peak_bytes),
         oomKills: Number(raw.oom_kills),
+        audit: limitEvents(f),
       },
     };
   } catch (e) {

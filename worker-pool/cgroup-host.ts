@@ -1,0 +1,262 @@
+// Layer D, host side: which cgroup driver this host gets, where sandbox cgroups go, and
+// the start-up sweep of what a crashed server left. The per-sandbox work (mkdir, limits,
+// attach, kill, stats, rmdir) is in native/src/cgroup.c, run by each supervisor.
+//
+// Placement follows systemd's delegation model: beneath the cgroup the server itself
+// runs in (read from /proc/self/cgroup, per controller on v1), in a `zviz` folder —
+// never at the root of a hierarchy, never in a cgroup some other manager owns.
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+
+export const REQUIRED_CONTROLLERS = ['memory', 'pids'] as const;
+export const V1_CONTROLLERS = ['memory', 'pids', 'cpu', 'cpuacct', 'freezer'] as const;
+export const V2_CONTROLLERS = ['memory', 'pids', 'cpu'] as const;
+
+export interface CgroupPlan {
+  driver: 'v1' | 'v2' | 'none';
+  /** Controllers ZViz will use. */
+  controllers: string[];
+  /** One entry per hierarchy: the controllers it carries and the `zviz` folder beneath the server's cgroup. */
+  parents: Array<{ controllers: string[]; parent: string }>;
+  /** For v2: the server's own cgroup directory. */
+  serverCgroup: string | null;
+  detail: string;
+}
+
+/** The file system calls this module makes; tests pass a fake rooted in a temp dir. */
+export interface CgroupFs {
+  readFile(path: string): string;
+  writeFile(path: string, text: string): void;
+  exists(path: string): boolean;
+  mkdir(path: string): void;
+  rmdir(path: string): void;
+  readdir(path: string): string[];
+}
+
+export const realFs: CgroupFs = {
+  readFile: (p) => fs.readFileSync(p, 'utf8'),
+  writeFile: (p, t) => fs.writeFileSync(p, t),
+  exists: (p) => fs.existsSync(p),
+  mkdir: (p) => fs.mkdirSync(p),
+  rmdir: (p) => fs.rmdirSync(p),
+  readdir: (p) => fs.readdirSync(p),
+};
+
+interface Mount {
+  point: string;
+  fstype: string;
+  superOpts: string[];
+}
+
+/** Parses /proc/self/mountinfo (mount point is field 5; fstype and super options follow " - "). */
+export function parseMountinfo(text: string): Mount[] {
+  const out: Mount[] = [];
+  for (const line of text.split('\n')) {
+    const sep = line.indexOf(' - ');
+    if (sep < 0) continue;
+    const left = line.slice(0, sep).split(' ');
+    const right = line.slice(sep + 3).split(' ');
+    const point = left[4];
+    const fstype = right[0];
+    if (!point || !fstype) continue;
+    out.push({ point: point.replace(/\\040/g, ' '), fstype, superOpts: (right[2] ?? '').split(',') });
+  }
+  return out;
+}
+
+/** Parses /proc/self/cgroup into controller → path ("" key for the v2 line). */
+export function parseProcCgroup(text: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const m = /^(\d+):([^:]*):(.*)$/.exec(line);
+    if (!m) continue;
+    const [, , ctrls = '', path = '/'] = m;
+    if (ctrls === '') out.set('', path);
+    for (const c of ctrls.split(',')) if (c) out.set(c, path);
+  }
+  return out;
+}
+
+export function planCgroups(procSelfCgroup: string, mountinfo: string, fsys: CgroupFs = realFs): CgroupPlan {
+  const mounts = parseMountinfo(mountinfo);
+  const own = parseProcCgroup(procSelfCgroup);
+
+  // v2 wins when the unified hierarchy offers our cgroup the controllers we need.
+  const v2 = mounts.find((m) => m.fstype === 'cgroup2');
+  const v2Path = own.get('');
+  if (v2 && v2Path !== undefined) {
+    const serverCgroup = join(v2.point, v2Path);
+    let available: string[] = [];
+    try {
+      available = fsys.readFile(join(serverCgroup, 'cgroup.controllers')).trim().split(/\s+/).filter(Boolean);
+    } catch {
+      available = [];
+    }
+    if (REQUIRED_CONTROLLERS.every((c) => available.includes(c))) {
+      const controllers = V2_CONTROLLERS.filter((c) => available.includes(c));
+      return {
+        driver: 'v2',
+        controllers,
+        parents: [{ controllers: ['unified'], parent: join(serverCgroup, 'zviz') }],
+        serverCgroup,
+        detail: `cgroup v2 at ${v2.point}, server cgroup ${v2Path}, controllers ${controllers.join(' ')}`,
+      };
+    }
+  }
+
+  // v1: one hierarchy per mount; co-mounted controllers share a directory.
+  const parents: CgroupPlan['parents'] = [];
+  const controllers: string[] = [];
+  for (const m of mounts) {
+    if (m.fstype !== 'cgroup') continue;
+    const carried = V1_CONTROLLERS.filter((c) => m.superOpts.includes(c));
+    if (carried.length === 0) continue;
+    const path = own.get(carried[0]!);
+    if (path === undefined) continue;
+    parents.push({ controllers: [...carried], parent: join(m.point, path, 'zviz') });
+    controllers.push(...carried);
+  }
+  if (REQUIRED_CONTROLLERS.every((c) => controllers.includes(c))) {
+    const why = v2 ? ` (the cgroup2 mount at ${v2.point} offers no memory/pids controllers: hybrid host)` : '';
+    return {
+      driver: 'v1',
+      controllers,
+      parents,
+      serverCgroup: null,
+      detail: `cgroup v1, controllers ${controllers.join(' ')}${why}`,
+    };
+  }
+  return {
+    driver: 'none',
+    controllers: [],
+    parents: [],
+    serverCgroup: null,
+    detail: 'no cgroup hierarchy offers the memory and pids controllers to the server',
+  };
+}
+
+/**
+ * v2 only: enable the controllers for the `zviz` subtree. The "no internal processes"
+ * rule forbids enabling controllers in a cgroup that has processes, so if the server's
+ * cgroup is not the root and holds the server itself, the server first moves into a
+ * `zviz-server` leaf beside the sandboxes' folder (what systemd expects of a delegated
+ * service).
+ */
+export function prepareV2(plan: CgroupPlan, fsys: CgroupFs = realFs, pid = process.pid): void {
+  if (plan.driver !== 'v2' || !plan.serverCgroup) return;
+  const enable = plan.controllers.map((c) => `+${c}`).join(' ');
+  const server = plan.serverCgroup;
+  const control = join(server, 'cgroup.subtree_control');
+  try {
+    fsys.writeFile(control, enable);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EBUSY') throw e;
+    const leaf = join(server, 'zviz-server');
+    if (!fsys.exists(leaf)) fsys.mkdir(leaf);
+    fsys.writeFile(join(leaf, 'cgroup.procs'), String(pid));
+    fsys.writeFile(control, enable);
+  }
+  const parent = plan.parents[0]!.parent;
+  if (!fsys.exists(parent)) fsys.mkdir(parent);
+  fsys.writeFile(join(parent, 'cgroup.subtree_control'), enable);
+}
+
+/** Creates the `zviz` folders (v1; v2 does it in prepareV2). */
+export function prepareParents(plan: CgroupPlan, fsys: CgroupFs = realFs): void {
+  if (plan.driver === 'v2') return prepareV2(plan, fsys);
+  for (const p of plan.parents) if (!fsys.exists(p.parent)) fsys.mkdir(p.parent);
+}
+
+const SANDBOX_DIR = /^zviz-(\d+)-[A-Za-z0-9-]+$/;
+
+export interface SweepResult {
+  removed: string[];
+  killed: number[];
+  kept: string[];
+}
+
+/**
+ * Removes sandbox cgroups whose owning server (the pid in the folder name) is no longer
+ * alive, killing any process still inside. Folders of live servers are left alone, so
+ * two servers on one host never sweep each other.
+ */
+export function sweepCgroups(
+  plan: CgroupPlan,
+  isAlive: (pid: number) => boolean,
+  kill: (pid: number) => void,
+  fsys: CgroupFs = realFs,
+): SweepResult {
+  const res: SweepResult = { removed: [], killed: [], kept: [] };
+  for (const p of plan.parents) {
+    if (!fsys.exists(p.parent)) continue;
+    for (const name of fsys.readdir(p.parent)) {
+      const m = SANDBOX_DIR.exec(name);
+      if (!m) continue;
+      const dir = join(p.parent, name);
+      if (isAlive(Number(m[1]))) {
+        res.kept.push(dir);
+        continue;
+      }
+      if (plan.driver === 'v1' && p.controllers.includes('freezer')) {
+        tryWrite(fsys, join(dir, 'freezer.state'), 'FROZEN');
+      }
+      for (const pid of listPids(fsys, dir)) {
+        kill(pid);
+        res.killed.push(pid);
+      }
+      if (plan.driver === 'v1' && p.controllers.includes('freezer')) {
+        tryWrite(fsys, join(dir, 'freezer.state'), 'THAWED');
+      }
+      if (removeWithRetry(fsys, dir)) res.removed.push(dir);
+      else res.kept.push(dir);
+    }
+  }
+  return res;
+}
+
+/** Removes the (empty) `zviz` folders at shutdown; a sibling server's busy folder stays. */
+export function removeParents(plan: CgroupPlan, fsys: CgroupFs = realFs): void {
+  for (const p of plan.parents) {
+    try {
+      fsys.rmdir(p.parent);
+    } catch {
+      // ENOENT or EBUSY/ENOTEMPTY (another server's sandboxes live there)
+    }
+  }
+}
+
+function tryWrite(fsys: CgroupFs, path: string, text: string): void {
+  try {
+    fsys.writeFile(path, text);
+  } catch {
+    // best effort
+  }
+}
+
+function listPids(fsys: CgroupFs, dir: string): number[] {
+  try {
+    return fsys
+      .readFile(join(dir, 'cgroup.procs'))
+      .split('\n')
+      .filter(Boolean)
+      .map(Number)
+      .filter((n) => Number.isInteger(n) && n > 1);
+  } catch {
+    return [];
+  }
+}
+
+function removeWithRetry(fsys: CgroupFs, dir: string): boolean {
+  for (let i = 0; i < 100; i++) {
+    try {
+      fsys.rmdir(dir);
+      return true;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return true;
+      if (code !== 'EBUSY') return false;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+    }
+  }
+  return false;
+}

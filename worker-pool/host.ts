@@ -1,0 +1,82 @@
+// What this host can do: the facts GET /host reports and start-up logs, and the checks
+// that stop start-up when something a sandbox needs is missing.
+import { existsSync, readFileSync } from 'node:fs';
+import * as native from './native.js';
+import { planCgroups, type CgroupPlan } from './cgroup-host.js';
+import type { HostFacts } from './types.js';
+
+function read(path: string): string | null {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return null;
+  }
+}
+
+function findNft(): string | null {
+  for (const p of ['/usr/sbin/nft', '/sbin/nft', '/usr/bin/nft']) if (existsSync(p)) return p;
+  return null;
+}
+
+export function probeHost(): { facts: HostFacts; cgroupPlan: CgroupPlan } {
+  const k = native.probe() as {
+    kernel: string;
+    arch: string;
+    maxUserNamespaces: number;
+    landlockAbi: number;
+    landlockErrno: number;
+    seccomp: { available: boolean; actions: string[] };
+    nativeAbi: number;
+  };
+  const cgroupPlan = planCgroups(read('/proc/self/cgroup') ?? '', read('/proc/self/mountinfo') ?? '');
+  const lsmText = read('/sys/kernel/security/lsm');
+  const lsm = lsmText ? lsmText.trim().split(',').filter(Boolean) : [];
+  const apparmor = lsm.includes('apparmor') || (read('/sys/module/apparmor/parameters/enabled') ?? '').trim() === 'Y';
+  const selinux = lsm.includes('selinux') || existsSync('/sys/fs/selinux/enforce');
+  const nft = findNft();
+  const userns = k.maxUserNamespaces > 0;
+  const parents = Object.fromEntries(cgroupPlan.parents.map((p) => [p.controllers.join(','), p.parent]));
+  return {
+    cgroupPlan,
+    facts: {
+      kernel: k.kernel,
+      arch: k.arch,
+      userNamespaces: {
+        available: userns,
+        maxUserNamespaces: k.maxUserNamespaces >= 0 ? k.maxUserNamespaces : null,
+        detail: userns ? `user.max_user_namespaces = ${k.maxUserNamespaces}` : 'user namespaces are disabled',
+      },
+      cgroup: { driver: cgroupPlan.driver, controllers: cgroupPlan.controllers, parents, detail: cgroupPlan.detail },
+      landlock: {
+        abi: k.landlockAbi,
+        detail: k.landlockAbi > 0 ? `Landlock ABI ${k.landlockAbi}` : `Landlock unavailable (errno ${k.landlockErrno})`,
+      },
+      seccomp: {
+        available: k.seccomp.available,
+        actions: k.seccomp.actions,
+        userNotification: k.seccomp.actions.includes('user_notif'),
+        detail: k.seccomp.available ? `actions: ${k.seccomp.actions.join(' ')}` : 'seccomp unavailable',
+      },
+      nftables: { available: nft !== null, detail: nft ? `nft at ${nft}` : 'nft not installed (apt-get install nftables)' },
+      lsm: { list: lsm, apparmor, selinux },
+      nativeAbi: k.nativeAbi,
+    },
+  };
+}
+
+/** One line per missing requirement, each saying how to fix it. Empty when the host is fit. */
+export function missingRequirements(facts: HostFacts): string[] {
+  const out: string[] = [];
+  if (!facts.userNamespaces.available) {
+    out.push('Host lacks user namespaces (layer A): enable them with `sysctl -w user.max_user_namespaces=65536`');
+  }
+  if (facts.cgroup.driver === 'none') {
+    out.push(
+      `Host lacks usable cgroups (layer D): ${facts.cgroup.detail}; run ZViz in a cgroup with the memory and pids controllers delegated (e.g. systemd Delegate=yes)`,
+    );
+  }
+  if (!existsSync(native.supervisorPath())) {
+    out.push(`Host lacks the sandbox supervisor at ${native.supervisorPath()}: run \`npm run build:native\``);
+  }
+  return out;
+}
