@@ -222,6 +222,7 @@ describe('POST /invoke with a good request', () => {
       cpuMs: 7.1,
       memoryPeakBytes: 4_194_304,
       oomKills: 0,
+      audit: [],
       profile: 'default',
       limits: { timeoutMs: 5000, memoryMb: 256, pids: 64, cpus: 1, outputBytes: 1048576 },
     });
