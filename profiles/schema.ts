@@ -39,6 +39,38 @@ export const bindSchema = z.strictObject({
   target: absolutePath,
 });
 
+const port = z.number().int().min(1).max(65535);
+
+/** Landlock rights the kernel added after ABI 1, and the ABI that added them. */
+export const LANDLOCK_RIGHTS_BY_ABI = {
+  'fs.refer': 2,
+  'fs.truncate': 3,
+  'net.bind_tcp': 4,
+  'net.connect_tcp': 4,
+  'fs.ioctl_dev': 5,
+  'scope.abstract_unix_socket': 6,
+  'scope.signal': 6,
+} as const;
+export const LANDLOCK_MAX_KNOWN_ABI = 7;
+
+export const landlockSchema = z.strictObject({
+  /** Lowest Landlock ABI this profile needs for full enforcement. */
+  minAbi: z.number().int().min(1).max(LANDLOCK_MAX_KNOWN_ABI),
+  /**
+   * On a kernel below minAbi: false refuses to start; true starts, enforces what the
+   * kernel can, and reports the rest (GET /host, start-up log, each result).
+   */
+  bestEffort: z.boolean(),
+  /** Extra sandbox paths readable (files and directories beneath). */
+  readOnly: z.array(absolutePath).max(32).default([]),
+  /** Extra sandbox paths readable and writable (e.g. a workspace). */
+  readWrite: z.array(absolutePath).max(32).default([]),
+  /** TCP ports the function may bind (ABI 4+); none by default. */
+  tcpBind: z.array(port).max(64).default([]),
+  /** TCP ports the function may connect to (ABI 4+); none by default. */
+  tcpConnect: z.array(port).max(64).default([]),
+});
+
 export const profileSchema = z
   .strictObject({
     name: z.string().regex(/^[a-z][a-z0-9-]{0,62}$/, 'must be lower-case letters, digits and dashes'),
@@ -62,6 +94,16 @@ export const profileSchema = z
        */
       readOnlyBinds: z.array(bindSchema).max(32).default([]),
     }),
+    landlock: landlockSchema,
+    /**
+     * AppArmor profile the function is confined by (applied at its execve, as
+     * aa_change_onexec does). Only on hosts where AppArmor is enabled; start-up refuses
+     * a profile naming one on a host without it.
+     */
+    apparmorProfile: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$/, 'must be an AppArmor profile name')
+      .optional(),
     rlimits: z.strictObject({
       nofile: z.number().int().min(16).max(1 << 20),
       fsizeMb: z.number().int().min(1).max(64 * 1024),

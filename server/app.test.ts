@@ -223,6 +223,7 @@ describe('POST /invoke with a good request', () => {
       memoryPeakBytes: 4_194_304,
       oomKills: 0,
       audit: [],
+      unenforced: [],
       profile: 'default',
       limits: { timeoutMs: 5000, memoryMb: 256, pids: 64, cpus: 1, outputBytes: 1048576 },
     });
@@ -243,7 +244,7 @@ describe('POST /invoke with a good request', () => {
     expect(task?.env).toEqual({ PATH: '/usr/local/bin:/usr/bin:/bin', HOME: '/work', LANG: 'C.UTF-8', FOO: 'bar' });
     expect(task?.env).not.toHaveProperty('ZVIZ_CANARY');
     expect(JSON.stringify(task)).not.toContain('must-not-leak');
-    expect(task?.profile).toEqual({ name: 'default', filesystem: expect.any(Object), rlimits: { nofile: 1024, fsizeMb: 64 } });
+    expect(task?.profile).toEqual({ name: 'default', filesystem: expect.any(Object), landlock: expect.any(Object), rlimits: { nofile: 1024, fsizeMb: 64 } });
   });
 
   it.each([

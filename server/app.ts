@@ -66,7 +66,7 @@ export function createApp(deps: AppDeps): Hono {
       const fields = { id, runtime: task.runtime, profile: profile.name };
       let response: InvokeResponse;
       try {
-        response = toResponse(id, profile.name, task.limits, await invoker.invoke(task));
+        response = toResponse(id, profile.name, task.limits, await invoker.invoke(task), deps.hostFacts().landlock.unenforced);
       } catch (e) {
         const err = asError(e);
         const code = err instanceof ApiError ? err.code : 'INTERNAL';

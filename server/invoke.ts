@@ -49,7 +49,13 @@ export function buildTask(id: string, body: InvokeRequest, profile: Profile): Sa
     files: [{ name: RUNTIME_SPECS[body.runtime].file, content: body.code }],
     stdin: body.stdin ?? '',
     limits: resolveLimits(profile, body.limits),
-    profile: { name: profile.name, filesystem: profile.filesystem, rlimits: profile.rlimits },
+    profile: {
+      name: profile.name,
+      filesystem: profile.filesystem,
+      landlock: profile.landlock,
+      rlimits: profile.rlimits,
+      ...(profile.apparmorProfile ? { apparmorProfile: profile.apparmorProfile } : {}),
+    },
   };
 }
 
@@ -66,7 +72,13 @@ export function classify(r: SandboxResult): { status: InvokeStatus; reason: Invo
 
 const tenth = (ms: number) => Math.round(ms * 10) / 10;
 
-export function toResponse(id: string, profileName: string, limits: Limits, outcome: SandboxOutcome): InvokeResponse {
+export function toResponse(
+  id: string,
+  profileName: string,
+  limits: Limits,
+  outcome: SandboxOutcome,
+  unenforced: readonly string[] = [],
+): InvokeResponse {
   if (!outcome.ok) {
     const { code, errno, message } = outcome.error;
     // INVALID_SPEC means we sent the native layer a task it rejects: our bug, not the host's.
@@ -93,6 +105,7 @@ export function toResponse(id: string, profileName: string, limits: Limits, outc
     memoryPeakBytes: r.memoryPeakBytes,
     oomKills: r.oomKills,
     audit: r.audit,
+    unenforced: [...unenforced],
     profile: profileName,
     limits,
   };

@@ -39,7 +39,7 @@ function canaryTask(profile: Profile): SandboxTask {
     files: [],
     stdin: '',
     limits: { ...profile.limits.defaults, timeoutMs: Math.min(5000, profile.limits.max.timeoutMs), outputBytes: 4096 },
-    profile: { name: profile.name, filesystem: profile.filesystem, rlimits: profile.rlimits },
+    profile: { name: profile.name, filesystem: profile.filesystem, landlock: profile.landlock, rlimits: profile.rlimits },
   };
 }
 
@@ -56,7 +56,10 @@ async function main(): Promise<void> {
 
   const { facts, cgroupPlan } = probeHost();
   log.info('host', { ...facts });
-  const missing = missingRequirements(facts);
+  const missing = missingRequirements(facts, profiles.values());
+  if (facts.landlock.unenforced.length > 0) {
+    log.warn('Landlock cannot enforce every right on this kernel', { abi: facts.landlock.abi, unenforced: facts.landlock.unenforced });
+  }
   if (missing.length > 0) fatal(missing.join('\n'));
 
   const rootBase = join(config.stateDir, 'root');

@@ -63,7 +63,7 @@ export const HOST_FACTS: HostFacts = {
   arch: 'x86_64',
   userNamespaces: { available: true, maxUserNamespaces: 1000, detail: 'ok' },
   cgroup: { driver: 'v2', controllers: ['cpu', 'memory', 'pids'], parents: { unified: '/sys/fs/cgroup/zviz' }, detail: 'ok' },
-  landlock: { abi: 4, detail: 'ok' },
+  landlock: { abi: 4, unenforced: [], detail: 'ok' },
   seccomp: { available: true, actions: ['kill_process', 'errno'], userNotification: true, detail: 'ok' },
   nftables: { available: false, detail: 'not installed' },
   lsm: { list: ['capability', 'landlock'], apparmor: false, selinux: false },

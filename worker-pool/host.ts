@@ -3,6 +3,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import * as native from './native.js';
 import { planCgroups, type CgroupPlan } from './cgroup-host.js';
+import type { Profile } from '../profiles/schema.js';
+import { landlockRefusal, unenforcedRights } from './landlock.js';
 import type { HostFacts } from './types.js';
 
 function read(path: string): string | null {
@@ -49,6 +51,7 @@ export function probeHost(): { facts: HostFacts; cgroupPlan: CgroupPlan } {
       cgroup: { driver: cgroupPlan.driver, controllers: cgroupPlan.controllers, parents, detail: cgroupPlan.detail },
       landlock: {
         abi: k.landlockAbi,
+        unenforced: unenforcedRights(k.landlockAbi),
         detail: k.landlockAbi > 0 ? `Landlock ABI ${k.landlockAbi}` : `Landlock unavailable (errno ${k.landlockErrno})`,
       },
       seccomp: {
@@ -65,8 +68,19 @@ export function probeHost(): { facts: HostFacts; cgroupPlan: CgroupPlan } {
 }
 
 /** One line per missing requirement, each saying how to fix it. Empty when the host is fit. */
-export function missingRequirements(facts: HostFacts): string[] {
+export function missingRequirements(facts: HostFacts, profiles: Iterable<Profile> = []): string[] {
   const out: string[] = [];
+  for (const p of profiles) {
+    const why = landlockRefusal(p, facts.landlock.abi);
+    if (why) out.push(why);
+  }
+  for (const p of profiles) {
+    if (p.apparmorProfile && !facts.lsm.apparmor) {
+      out.push(
+        `Profile '${p.name}' names AppArmor profile '${p.apparmorProfile}' but AppArmor is not enabled on this host: remove apparmorProfile from the profile or enable AppArmor`,
+      );
+    }
+  }
   if (!facts.userNamespaces.available) {
     out.push('Host lacks user namespaces (layer A): enable them with `sysctl -w user.max_user_namespaces=65536`');
   }

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import koffi from 'koffi';
 import { NATIVE_ERROR_CODES, type NativeFailure, type NativeErrorCode } from './types.js';
 
-export const EXPECTED_ABI = 1;
+export const EXPECTED_ABI = 2;
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** Repository root, whether running from source (worker-pool/) or from dist/worker-pool/. */

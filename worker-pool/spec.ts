@@ -1,5 +1,6 @@
 // Encodes a SandboxTask into the TLV spec that native/src/spec.c parses. Keep the tags
 // and the limits layout in step with native/src/internal.h.
+import { landlockPolicy } from './landlock.js';
 import type { SandboxTask } from './types.js';
 
 export const TAG = {
@@ -13,7 +14,15 @@ export const TAG = {
   UID_BASE: 8,
   BIND: 9,
   CGROUP: 10,
+  LL_CONF: 11,
+  LL_PATH: 12,
+  LL_PORT: 13,
+  APPARMOR: 14,
 } as const;
+
+const LL_ENABLED = 1;
+const LL_BEST_EFFORT = 2;
+const LLP_OPTIONAL = 1;
 
 const LIMITS_BYTES = 9 * 8 + 8;
 const LF_TMP_EXEC = 1;
@@ -80,6 +89,26 @@ export function encodeSpec(task: SandboxTask, sandboxId: string, host: HostLayou
   for (const b of task.profile.filesystem.readOnlyBinds) {
     parts.push(record(TAG.BIND, pair(Buffer.from(b.source), Buffer.from(b.target))));
   }
+  const ll = landlockPolicy(task.profile);
+  if (ll.enabled) {
+    const conf = Buffer.alloc(8);
+    conf.writeUInt32LE(LL_ENABLED | (ll.bestEffort ? LL_BEST_EFFORT : 0), 0);
+    conf.writeUInt32LE(ll.minAbi, 4);
+    parts.push(record(TAG.LL_CONF, conf));
+    for (const r of ll.paths) {
+      const head = Buffer.alloc(12);
+      head.writeBigUInt64LE(r.access, 0);
+      head.writeUInt32LE(r.optional ? LLP_OPTIONAL : 0, 8);
+      parts.push(record(TAG.LL_PATH, Buffer.concat([head, Buffer.from(r.path)])));
+    }
+    for (const p of ll.ports) {
+      const b = Buffer.alloc(16);
+      b.writeBigUInt64LE(p.access, 0);
+      b.writeBigUInt64LE(BigInt(p.port), 8);
+      parts.push(record(TAG.LL_PORT, b));
+    }
+  }
+  if (task.profile.apparmorProfile) parts.push(record(TAG.APPARMOR, Buffer.from(task.profile.apparmorProfile)));
   if (host.cgroup) {
     for (const p of host.cgroup.parents) {
       const body = pair(Buffer.from(p.controllers.join(',')), Buffer.from(p.parent));

@@ -17,6 +17,8 @@ export interface SandboxTask {
   profile: {
     name: string;
     filesystem: Profile['filesystem'];
+    landlock: Profile['landlock'];
+    apparmorProfile?: string;
     rlimits: Profile['rlimits'];
   };
 }
@@ -34,6 +36,9 @@ export const NATIVE_ERROR_CODES = [
   'CAPS',
   'EXEC',
   'TOO_LARGE',
+  'LANDLOCK',
+  'SECCOMP',
+  'NETWORK',
 ] as const;
 export type NativeErrorCode = (typeof NATIVE_ERROR_CODES)[number];
 
@@ -98,7 +103,8 @@ export interface HostFacts {
     parents: Record<string, string>;
     detail: string;
   };
-  landlock: { abi: number; detail: string };
+  /** Landlock ABI of the kernel and the rights it cannot enforce (reported, see profile bestEffort). */
+  landlock: { abi: number; unenforced: string[]; detail: string };
   seccomp: { available: boolean; actions: string[]; userNotification: boolean; detail: string };
   nftables: { available: boolean; detail: string };
   lsm: { list: string[]; apparmor: boolean; selinux: boolean };

@@ -18,7 +18,7 @@
 extern "C" {
 #endif
 
-#define ZVIZ_ABI_VERSION 1
+#define ZVIZ_ABI_VERSION 2
 #define ZVIZ_EXPORT __attribute__((visibility("default")))
 
 enum zviz_code {
@@ -33,6 +33,9 @@ enum zviz_code {
 	ZVIZ_E_CAPS = 8,         /* dropping privileges failed */
 	ZVIZ_E_EXEC = 9,         /* the runtime could not be executed */
 	ZVIZ_E_TOO_LARGE = 10,   /* an input exceeds a fixed bound */
+	ZVIZ_E_LANDLOCK = 11,    /* building or enforcing the Landlock ruleset failed */
+	ZVIZ_E_SECCOMP = 12,     /* compiling or loading the seccomp filter failed */
+	ZVIZ_E_NETWORK = 13,     /* joining or configuring the network namespace failed */
 	ZVIZ_E__COUNT
 };
 
@@ -50,6 +53,7 @@ struct zviz_error {
 #define ZVIZ_RF_STDERR_TRUNCATED (1u << 4)
 #define ZVIZ_RF_SIGNALED         (1u << 5)
 #define ZVIZ_RF_KILLED_BY_CALLER (1u << 6)
+#define ZVIZ_RF_OUTPUT_LIMIT     (1u << 7) /* killed: stdout or stderr exceeded the cap */
 
 /* What one invocation did. All fields fixed-width so the layout is the same for koffi. */
 struct zviz_result {

@@ -64,6 +64,10 @@ enum zv_tag {
 	ZV_T_UID_BASE = 8,  /* u32: first host uid of the sandbox id range */
 	ZV_T_BIND = 9,      /* u32 source length, source, target: read-only bind, repeated */
 	ZV_T_CGROUP = 10,   /* u32 version (1|2), u32 controller length, controller, parent dir; repeated */
+	ZV_T_LL_CONF = 11,  /* u32 flags (ZV_LL_*), u32 minimum ABI */
+	ZV_T_LL_PATH = 12,  /* u64 access, u32 flags (ZV_LLP_*), path inside the sandbox; repeated */
+	ZV_T_LL_PORT = 13,  /* u64 access (bit 0 bind, bit 1 connect), u64 TCP port; repeated */
+	ZV_T_APPARMOR = 14, /* string: AppArmor profile to apply at execve */
 };
 
 #define ZV_LF_TMP_EXEC (1u << 0)
@@ -87,6 +91,28 @@ struct zv_limits {
 #define ZV_MAX_FILES 64
 #define ZV_MAX_BINDS 32
 #define ZV_MAX_CGROUPS 8
+#define ZV_MAX_LL_PATHS 64
+#define ZV_MAX_LL_PORTS 64
+
+#define ZV_LL_ENABLED (1u << 0)
+#define ZV_LL_BEST_EFFORT (1u << 1)
+#define ZV_LLP_OPTIONAL (1u << 0)
+
+struct zv_ll_conf {
+	uint32_t flags;
+	uint32_t min_abi;
+};
+
+struct zv_ll_path {
+	char *path;
+	uint64_t access;
+	uint32_t flags;
+};
+
+struct zv_ll_port {
+	uint64_t access;
+	uint64_t port;
+};
 #define ZV_MAX_STRING 65536
 
 struct zv_file {
@@ -123,6 +149,12 @@ struct zv_spec {
 	uint32_t cgroup_version; /* 0: none */
 	struct zv_cgroup_parent *cgroups;
 	size_t ncgroups;
+	struct zv_ll_conf landlock;
+	struct zv_ll_path *ll_paths;
+	size_t nll_paths;
+	struct zv_ll_port *ll_ports;
+	size_t nll_ports;
+	char *apparmor_profile;
 };
 
 /* Parses buf (which must outlive spec: file data points into it). */

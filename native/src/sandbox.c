@@ -72,13 +72,20 @@ __attribute__((noreturn)) static void exec_function(const struct zv_child_ctx *c
 		goto fail;
 	if (zv_proc_set_rlimits(&s->limits, &err) < 0)
 		goto fail;
+	/* Layer C, AppArmor (hosts that have it): confinement starts at our execve. */
+	if (zv_apparmor_change_onexec(s->apparmor_profile, &err) < 0)
+		goto fail;
 	if (zv_caps_lock_down(ctx->cap_last, true, &err) < 0)
+		goto fail;
+	/* Layer C, after no_new_privs (which Landlock requires) and before seccomp, which
+	 * comes last so that the filter need not allow the Landlock syscalls. */
+	if (zv_ll_enforce(ctx->ll, &err) < 0)
 		goto fail;
 	if (chdir("/tmp") < 0) {
 		zv_fail(&err, ZVIZ_E_SYSTEM, errno, "chdir `/tmp`");
 		goto fail;
 	}
-	/* Layers C (Landlock) and B (seccomp) are applied here, last before execve. */
+	/* Layer B (seccomp) is applied here, last before execve. */
 	execve(s->argv[0], s->argv, s->envp);
 	zv_fail(&err, ZVIZ_E_EXEC, errno, "execve `%s`", s->argv[0]);
 fail: {
@@ -98,16 +105,17 @@ __attribute__((noreturn)) void zv_sandbox_main(const struct zv_child_ctx *ctx)
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 
 	/* 2. Drop every fd of the supervisor's that is not ours. */
-	int keep[] = { ctx->sync_rd, ctx->msg_wr, ctx->stdin_rd, ctx->stdout_wr, ctx->stderr_wr };
+	int keep[] = { ctx->sync_rd, ctx->msg_wr, ctx->stdin_rd, ctx->stdout_wr, ctx->stderr_wr, ctx->ll->ruleset_fd };
+	size_t nkeep = ctx->ll->ruleset_fd >= 0 ? 6 : 5;
 	/* sorted for zv_proc_close_fds_from */
-	for (size_t i = 0; i < 5; i++)
-		for (size_t j = i + 1; j < 5; j++)
+	for (size_t i = 0; i < nkeep; i++)
+		for (size_t j = i + 1; j < nkeep; j++)
 			if (keep[j] < keep[i]) {
 				int t = keep[i];
 				keep[i] = keep[j];
 				keep[j] = t;
 			}
-	if (zv_proc_close_fds_from(ctx->close_from, keep, 5, &err) < 0)
+	if (zv_proc_close_fds_from(ctx->close_from, keep, nkeep, &err) < 0)
 		die(ctx, &err);
 
 	/* 3. Wait until the supervisor has written our uid/gid maps (and, on cgroup v1, put
@@ -136,7 +144,12 @@ __attribute__((noreturn)) void zv_sandbox_main(const struct zv_child_ctx *ctx)
 	if (zv_mnt_build_root(ctx->spec, &err) < 0)
 		die(ctx, &err);
 
-	/* 7. Park until the caller releases the function. */
+	/* 7. Landlock rules name paths as the sandbox sees them: resolve them now, in the
+	 *    new root. */
+	if (zv_ll_add_paths(ctx->spec, ctx->ll, &err) < 0)
+		die(ctx, &err);
+
+	/* 8. Park until the caller releases the function. */
 	send_msg(ctx->msg_wr, ZV_MSG_READY, 0, NULL);
 	if (wait_byte(ctx) != 'G')
 		_exit(126);
@@ -156,7 +169,7 @@ __attribute__((noreturn)) void zv_sandbox_main(const struct zv_child_ctx *ctx)
 		exec_function(ctx, exec_pipe[1]);
 	}
 
-	/* 8. init: hold nothing the function could use, then reap. */
+	/* 9. init: hold nothing the function could use, then reap. */
 	close(exec_pipe[1]);
 	close(ctx->stdin_rd);
 	close(ctx->stdout_wr);

@@ -27,6 +27,21 @@ struct zv_child_msg {
 	struct zviz_error err;
 };
 
+/* landlock.c: ruleset made by the supervisor, filled by init, enforced by the function. */
+struct zv_landlock {
+	int abi;        /* 0: no Landlock (disabled by profile or kernel) */
+	int ruleset_fd; /* -1 when nothing will be enforced */
+	uint64_t handled_fs;
+};
+
+int zv_ll_abi(void);
+int zv_ll_prepare(const struct zv_spec *s, struct zv_landlock *ll, struct zviz_error *err);
+int zv_ll_add_paths(const struct zv_spec *s, struct zv_landlock *ll, struct zviz_error *err);
+int zv_ll_enforce(struct zv_landlock *ll, struct zviz_error *err);
+
+/* apparmor.c (function process): AppArmor profile at the next execve, if one is named. */
+int zv_apparmor_change_onexec(const char *profile, struct zviz_error *err);
+
 /* Everything the child needs, prepared by the supervisor before clone(). */
 struct zv_child_ctx {
 	const struct zv_spec *spec;
@@ -37,6 +52,7 @@ struct zv_child_ctx {
 	int stderr_wr;
 	int cap_last;  /* highest capability number the kernel knows */
 	int close_from; /* lowest supervisor-only fd; everything >= it except ours is closed */
+	struct zv_landlock *ll;
 };
 
 /* sandbox.c: runs in the clone()d child (the sandbox's init, pid 1 of its pid namespace). */

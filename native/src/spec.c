@@ -61,6 +61,13 @@ static int push_ptr(void ***arr, size_t *n, size_t max, size_t elem, struct zviz
 }
 
 /* A payload split as: u32 first length, first bytes, rest. */
+static uint64_t rd_u64(const uint8_t *p)
+{
+	uint64_t v;
+	memcpy(&v, p, sizeof(v));
+	return v;
+}
+
 static int split2(const uint8_t *p, size_t len, const uint8_t **a, size_t *alen, const uint8_t **b, size_t *blen)
 {
 	if (len < 4)
@@ -226,6 +233,55 @@ static int parse_record(struct zv_spec *s, uint16_t tag, const uint8_t *p, size_
 				       cg->controller, cg->parent);
 		return 0;
 	}
+	case ZV_T_LL_CONF:
+		if (len != 8)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec landlock: %zu bytes, expected 8", len);
+		s->landlock.flags = rd_u32(p);
+		s->landlock.min_abi = rd_u32(p + 4);
+		if (s->landlock.min_abi > 64)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec landlock minimum ABI %u: out of range",
+				       s->landlock.min_abi);
+		return 0;
+	case ZV_T_LL_PATH: {
+		if (len < 13)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec landlock path: truncated record of %zu bytes", len);
+		if ((r = push_ptr((void ***)&s->ll_paths, &s->nll_paths, ZV_MAX_LL_PATHS, sizeof(struct zv_ll_path), err,
+				  "landlock paths")) < 0)
+			return r;
+		struct zv_ll_path *lp = &s->ll_paths[s->nll_paths];
+		lp->access = rd_u64(p);
+		lp->flags = rd_u32(p + 8);
+		if (!(lp->path = dup_str(p + 12, len - 12, err, "landlock path")))
+			return -err->code;
+		s->nll_paths++;
+		if (!valid_abs_path(lp->path))
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec landlock path `%.128s`: must be absolute, without ..",
+				       lp->path);
+		return 0;
+	}
+	case ZV_T_LL_PORT:
+		if (len != 16)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec landlock port: %zu bytes, expected 16", len);
+		if ((r = push_ptr((void ***)&s->ll_ports, &s->nll_ports, ZV_MAX_LL_PORTS, sizeof(struct zv_ll_port), err,
+				  "landlock ports")) < 0)
+			return r;
+		s->ll_ports[s->nll_ports].access = rd_u64(p);
+		s->ll_ports[s->nll_ports].port = rd_u64(p + 8);
+		if (s->ll_ports[s->nll_ports++].port > 65535)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec landlock port %llu: out of range",
+				       (unsigned long long)s->ll_ports[s->nll_ports - 1].port);
+		return 0;
+	case ZV_T_APPARMOR:
+		if (s->apparmor_profile)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec apparmor profile: given twice");
+		if (len == 0 || len > 128)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec apparmor profile: %zu bytes, expected 1-128", len);
+		if (!(s->apparmor_profile = dup_str(p, len, err, "apparmor profile")))
+			return -err->code;
+		if (strpbrk(s->apparmor_profile, " \t\n") != NULL)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec apparmor profile `%.64s`: contains white space",
+				       s->apparmor_profile);
+		return 0;
 	}
 	return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec: unknown record tag %u", tag);
 }
@@ -291,5 +347,10 @@ void zv_spec_free(struct zv_spec *s)
 		free(s->cgroups[i].parent);
 	}
 	free(s->cgroups);
+	for (size_t i = 0; i < s->nll_paths; i++)
+		free(s->ll_paths[i].path);
+	free(s->ll_paths);
+	free(s->ll_ports);
+	free(s->apparmor_profile);
 	memset(s, 0, sizeof(*s));
 }

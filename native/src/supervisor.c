@@ -51,6 +51,7 @@ struct sup {
 	struct zv_spec spec;
 	uint8_t *spec_buf;
 	struct zv_cgroup cg;
+	struct zv_landlock ll;
 	pid_t init_pid;
 	int init_pidfd;
 	int server_pidfd;
@@ -131,6 +132,8 @@ static int create_sandbox(struct sup *s, struct zviz_error *err)
 
 	if ((r = zv_cg_create(&s->cg, &s->spec, err)) < 0)
 		return r;
+	if ((r = zv_ll_prepare(&s->spec, &s->ll, err)) < 0)
+		return r;
 
 	struct zv_child_ctx ctx = {
 		.spec = &s->spec,
@@ -141,6 +144,7 @@ static int create_sandbox(struct sup *s, struct zviz_error *err)
 		.stderr_wr = err_p[1],
 		.cap_last = read_cap_last(),
 		.close_from = CTL_FD,
+		.ll = &s->ll,
 	};
 
 	struct clone_args_v2 ca;
@@ -220,8 +224,8 @@ static void drain(struct pipe_buf *p)
 				p->len += (size_t)n;
 				continue;
 			}
-			/* Over the cap: keep what fits, mark it, and close our end so the writer
-			 * gets EPIPE/SIGPIPE instead of flooding us (and the CPU) until timeout. */
+			/* Over the cap: keep what fits and report it. The caller kills the sandbox
+			 * rather than let a flood burn CPU (ours and the host's) until timeout. */
 			p->truncated = true;
 			close(p->fd);
 			p->fd = -1;
@@ -364,6 +368,10 @@ static bool run_loop(struct sup *s)
 			drain(&s->out);
 		if (pfd[P_ERR].revents)
 			drain(&s->err);
+		if ((s->out.truncated || s->err.truncated) && !(s->res.flags & ZVIZ_RF_OUTPUT_LIMIT) && !s->init_reaped) {
+			s->res.flags |= ZVIZ_RF_OUTPUT_LIMIT;
+			kill_sandbox(s);
+		}
 		if (pfd[P_IN].revents)
 			feed_stdin(s);
 		if (pfd[P_MSG].revents)
@@ -463,6 +471,7 @@ int main(int argc, char **argv)
 	memset(&s, 0, sizeof(s));
 	s.init_pidfd = s.server_pidfd = s.sync_wr = s.msg_rd = s.stdin_wr = s.timer_fd = -1;
 	s.out.fd = s.err.fd = -1;
+	s.ll.ruleset_fd = -1;
 	int rc = 1;
 
 	/* Only the control socket is ours to keep. */
