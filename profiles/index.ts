@@ -1,9 +1,9 @@
 // Loads and validates every profile in a directory. An invalid profile is a start-up error
 // that names the file, the field and the offending value.
 import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { z } from 'zod';
-import { profileSchema, type Profile } from './schema.js';
+import { profileSchema, withPolicyReader, type Profile } from './schema.js';
 
 export * from './schema.js';
 
@@ -34,7 +34,15 @@ export function parseProfile(file: string, text: string): Profile {
   } catch (e) {
     throw new ProfileError(`Invalid profile ${file}: not valid JSON: ${(e as Error).message}`);
   }
-  const parsed = profileSchema.safeParse(raw);
+  const readPolicy = (name: string): unknown => {
+    const path = join(dirname(file), name);
+    try {
+      return JSON.parse(readFileSync(path, 'utf8'));
+    } catch (e) {
+      return { unreadablePolicy: `${path}: ${(e as Error).message}` };
+    }
+  };
+  const parsed = withPolicyReader(readPolicy, () => profileSchema.safeParse(raw));
   if (!parsed.success) {
     throw new ProfileError(parsed.error.issues.map((i) => describeIssue(file, raw, i)).join('\n'));
   }

@@ -71,6 +71,49 @@ export const landlockSchema = z.strictObject({
   tcpConnect: z.array(port).max(64).default([]),
 });
 
+const syscallName = z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, 'must be a syscall name');
+const syscallList = z.array(syscallName).max(512);
+
+/** A syscall allowlist per runtime: `common` plus the runtime's own list. */
+export const seccompPolicySchema = z.strictObject({
+  description: z.string().max(1000).optional(),
+  common: syscallList,
+  runtimes: z.strictObject({ node: syscallList, python: syscallList, bash: syscallList }),
+});
+export type SeccompPolicy = z.infer<typeof seccompPolicySchema>;
+
+export const brokeredFileSchema = z.strictObject({
+  /** Exactly the path the sandbox opens (it need not exist in the sandbox's view). */
+  path: absolutePath,
+  /** Host file the broker opens instead, read-only, without following symlinks. */
+  source: absolutePath,
+});
+
+/**
+ * Reads a policy file named by a profile. Set while a profile file is parsed, so that
+ * `seccomp.policy` may be a file name relative to the profile's directory.
+ */
+let readPolicyFile: ((name: string) => unknown) | null = null;
+export function withPolicyReader<T>(reader: (name: string) => unknown, fn: () => T): T {
+  const prev = readPolicyFile;
+  readPolicyFile = reader;
+  try {
+    return fn();
+  } finally {
+    readPolicyFile = prev;
+  }
+}
+
+export const seccompSchema = z.strictObject({
+  /** The allowlist, inline or as a file name (e.g. "seccomp/default.json") next to the profile. */
+  policy: z.preprocess((v) => {
+    if (typeof v !== 'string') return v;
+    if (!/^[a-z0-9/-]+\.json$/.test(v) || v.includes('..')) return { invalidPolicyName: v };
+    return readPolicyFile ? readPolicyFile(v) : { unreadablePolicy: v };
+  }, seccompPolicySchema),
+  brokeredFiles: z.array(brokeredFileSchema).max(16).default([]),
+});
+
 export const profileSchema = z
   .strictObject({
     name: z.string().regex(/^[a-z][a-z0-9-]{0,62}$/, 'must be lower-case letters, digits and dashes'),
@@ -95,6 +138,7 @@ export const profileSchema = z
       readOnlyBinds: z.array(bindSchema).max(32).default([]),
     }),
     landlock: landlockSchema,
+    seccomp: seccompSchema,
     /**
      * AppArmor profile the function is confined by (applied at its execve, as
      * aa_change_onexec does). Only on hosts where AppArmor is enabled; start-up refuses

@@ -1,6 +1,6 @@
 // From a validated request to a SandboxTask, and from a SandboxOutcome to the response.
 // Pure functions: no I/O, so the whole mapping is unit-testable.
-import { LIMIT_NAMES, type Limits, type Profile } from '../profiles/schema.js';
+import { LIMIT_NAMES, type Limits, type Profile, type Runtime } from '../profiles/schema.js';
 import type { SandboxOutcome, SandboxResult, SandboxTask } from '../worker-pool/types.js';
 import { ApiError } from './errors.js';
 import { argvFor, envFor, RUNTIME_SPECS } from './runtimes.js';
@@ -54,15 +54,26 @@ export function buildTask(id: string, body: InvokeRequest, profile: Profile): Sa
       filesystem: profile.filesystem,
       landlock: profile.landlock,
       rlimits: profile.rlimits,
+      seccompAllow: allowlistFor(profile, body.runtime),
+      brokeredFiles: profile.seccomp.brokeredFiles,
       ...(profile.apparmorProfile ? { apparmorProfile: profile.apparmorProfile } : {}),
     },
   };
+}
+
+/** The syscalls a runtime may make under a profile: the policy's common list plus the runtime's. */
+export function allowlistFor(profile: Profile, runtime: Runtime): string[] {
+  const p = profile.seccomp.policy;
+  return [...new Set([...p.common, ...p.runtimes[runtime]])];
 }
 
 /** The order matters: a timeout or OOM kill also leaves a signal, and the cause is what the caller needs. */
 export function classify(r: SandboxResult): { status: InvokeStatus; reason: InvokeReason | null } {
   if (r.timedOut) return { status: 'timeout', reason: 'timeout' };
   if (r.oomKilled) return { status: 'oom', reason: 'memory' };
+  // Fail closed: without its broker the sandbox was killed, whatever it was doing.
+  if (r.brokerDied) return { status: 'killed', reason: 'broker' };
+  if (r.signal === 'SIGSYS' && r.seccompKilled) return { status: 'killed', reason: 'seccomp' };
   // The supervisor kills the sandbox when stdout or stderr passes outputBytes.
   if (r.outputLimited) return { status: 'killed', reason: 'output-limit' };
   if (r.signal !== null) return { status: 'killed', reason: r.pidsLimited ? 'pids' : 'signal' };

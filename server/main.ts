@@ -13,6 +13,7 @@ import type { SandboxTask } from '../worker-pool/types.js';
 import { createApp, type Invoker, type Readiness } from './app.js';
 import { loadConfig, type Config } from './config.js';
 import { ApiError } from './errors.js';
+import { allowlistFor } from './invoke.js';
 import { JsonLogger } from './log.js';
 
 function fatal(message: string): never {
@@ -39,7 +40,14 @@ function canaryTask(profile: Profile): SandboxTask {
     files: [],
     stdin: '',
     limits: { ...profile.limits.defaults, timeoutMs: Math.min(5000, profile.limits.max.timeoutMs), outputBytes: 4096 },
-    profile: { name: profile.name, filesystem: profile.filesystem, landlock: profile.landlock, rlimits: profile.rlimits },
+    profile: {
+      name: profile.name,
+      filesystem: profile.filesystem,
+      landlock: profile.landlock,
+      rlimits: profile.rlimits,
+      seccompAllow: allowlistFor(profile, 'bash'),
+      brokeredFiles: profile.seccomp.brokeredFiles,
+    },
   };
 }
 

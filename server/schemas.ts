@@ -72,12 +72,12 @@ export type InvokeRequest = z.infer<typeof invokeRequestSchema>;
 
 export const INVOKE_STATUSES = ['ok', 'error', 'timeout', 'oom', 'killed'] as const;
 export type InvokeStatus = (typeof INVOKE_STATUSES)[number];
-export const INVOKE_REASONS = ['timeout', 'memory', 'output-limit', 'pids', 'signal'] as const;
+export const INVOKE_REASONS = ['timeout', 'memory', 'output-limit', 'pids', 'signal', 'seccomp', 'broker'] as const;
 export type InvokeReason = (typeof INVOKE_REASONS)[number];
 
 export const auditEventSchema = z.discriminatedUnion('kind', [
-  z.strictObject({ kind: z.literal('seccomp'), syscall: z.string(), nr: z.number().int(), action: z.enum(['errno', 'kill', 'notify']) }),
-  z.strictObject({ kind: z.literal('broker'), path: z.string(), decision: z.enum(['allowed', 'denied']) }),
+  z.strictObject({ kind: z.literal('seccomp'), syscall: z.string(), nr: z.number().int(), action: z.enum(['errno', 'kill']), count: z.number().int() }),
+  z.strictObject({ kind: z.literal('broker'), path: z.string(), decision: z.enum(['allowed', 'denied']), count: z.number().int() }),
   z.strictObject({ kind: z.literal('network'), dst: z.string(), port: z.number().int().nullable(), action: z.literal('drop') }),
   z.strictObject({ kind: z.literal('limit'), limit: z.enum(['memory', 'pids', 'output', 'timeout']) }),
 ]);

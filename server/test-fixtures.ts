@@ -40,7 +40,10 @@ export function result(overrides: Partial<SandboxResult> = {}): SandboxResult {
     cpuMs: 7.06,
     memoryPeakBytes: 4_194_304,
     oomKills: 0,
+    brokerDied: false,
+    seccompKilled: false,
     audit: [],
+    auditDropped: 0,
     ...overrides,
   };
 }

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import koffi from 'koffi';
 import { NATIVE_ERROR_CODES, type NativeFailure, type NativeErrorCode } from './types.js';
 
-export const EXPECTED_ABI = 2;
+export const EXPECTED_ABI = 3;
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** Repository root, whether running from source (worker-pool/) or from dist/worker-pool/. */
@@ -28,7 +28,7 @@ const ZvizResult = koffi.struct('zviz_result', {
   flags: 'uint32_t',
   exit_code: 'int32_t',
   term_signal: 'int32_t',
-  reserved: 'uint32_t',
+  audit_count: 'uint32_t',
   setup_ns: 'uint64_t',
   duration_ns: 'uint64_t',
   cpu_ns: 'uint64_t',
@@ -36,7 +36,19 @@ const ZvizResult = koffi.struct('zviz_result', {
   oom_kills: 'uint64_t',
   stdout_len: 'uint64_t',
   stderr_len: 'uint64_t',
+  audit_dropped: 'uint64_t',
 });
+
+const ZvizAudit = koffi.struct('zviz_audit', {
+  kind: 'uint32_t',
+  action: 'uint32_t',
+  nr: 'int32_t',
+  count: 'uint32_t',
+  name: koffi.array('char', 32, 'String'),
+  path: koffi.array('char', 224, 'String'),
+});
+const AUDIT_RECORD_BYTES = koffi.sizeof(ZvizAudit);
+export const MAX_AUDIT = 64;
 
 const ZvizSandbox = koffi.struct('zviz_sandbox', {
   pid: 'int32_t',
@@ -55,7 +67,20 @@ export const RESULT_FLAGS = {
   SIGNALED: 1 << 5,
   KILLED_BY_CALLER: 1 << 6,
   OUTPUT_LIMIT: 1 << 7,
+  BROKER_DIED: 1 << 8,
+  SECCOMP_KILLED: 1 << 9,
 } as const;
+
+export const AUDIT = { SECCOMP: 1, BROKER: 2, ERRNO: 1, KILL: 2, ALLOWED: 1, DENIED: 2 } as const;
+
+export interface RawAudit {
+  kind: number;
+  action: number;
+  nr: number;
+  count: number;
+  name: string;
+  path: string;
+}
 
 export interface RawError {
   code: number;
@@ -66,6 +91,8 @@ export interface RawResult {
   flags: number;
   exit_code: number;
   term_signal: number;
+  audit_count: number;
+  audit_dropped: number | bigint;
   setup_ns: number | bigint;
   duration_ns: number | bigint;
   cpu_ns: number | bigint;
@@ -86,7 +113,17 @@ interface Bindings {
   abiVersion: () => number;
   probe: (out: Buffer, cap: number, err: RawError) => number;
   spawn: (path: string, spec: Buffer, len: number, sb: SandboxHandle, err: RawError) => number;
-  run: (sb: SandboxHandle, res: RawResult, out: Buffer, outCap: number, errBuf: Buffer, errCap: number, err: RawError) => number;
+  run: (
+    sb: SandboxHandle,
+    res: RawResult,
+    out: Buffer,
+    outCap: number,
+    errBuf: Buffer,
+    errCap: number,
+    audit: Buffer,
+    auditCap: number,
+    err: RawError,
+  ) => number;
   kill: (sb: SandboxHandle, err: RawError) => number;
   release: (sb: SandboxHandle, err: RawError) => number;
 }
@@ -107,7 +144,7 @@ function load(): Bindings {
       'int zviz_spawn(const char *path, const uint8_t *spec, size_t len, _Out_ zviz_sandbox *sb, _Out_ zviz_error *err)',
     ),
     run: lib.func(
-      'int zviz_run(_Inout_ zviz_sandbox *sb, _Out_ zviz_result *res, _Out_ uint8_t *out, size_t outCap, _Out_ uint8_t *errBuf, size_t errCap, _Out_ zviz_error *err)',
+      'int zviz_run(_Inout_ zviz_sandbox *sb, _Out_ zviz_result *res, _Out_ uint8_t *out, size_t outCap, _Out_ uint8_t *errBuf, size_t errCap, _Out_ uint8_t *audit, size_t auditCap, _Out_ zviz_error *err)',
     ),
     kill: lib.func('int zviz_kill(const zviz_sandbox *sb, _Out_ zviz_error *err)'),
     release: lib.func('int zviz_release(_Inout_ zviz_sandbox *sb, _Out_ zviz_error *err)'),
@@ -165,19 +202,28 @@ export interface RunOutput {
   raw: RawResult;
   stdout: Buffer;
   stderr: Buffer;
+  audit: RawAudit[];
 }
 
 /** Releases the function and blocks until its sandbox is gone. */
 export function run(sb: SandboxHandle, outputCap: number): RunOutput {
   const stdout = Buffer.alloc(Math.max(outputCap, 1));
   const stderr = Buffer.alloc(Math.max(outputCap, 1));
+  const auditBuf = Buffer.alloc(AUDIT_RECORD_BYTES * MAX_AUDIT);
   const raw = {} as RawResult;
   const err = emptyError();
-  if (load().run(sb, raw, stdout, outputCap, stderr, outputCap, err) !== 0) throw new NativeError(toFailure(err));
+  if (load().run(sb, raw, stdout, outputCap, stderr, outputCap, auditBuf, MAX_AUDIT, err) !== 0) {
+    throw new NativeError(toFailure(err));
+  }
+  const audit: RawAudit[] = [];
+  for (let i = 0; i < raw.audit_count; i++) {
+    audit.push(koffi.decode(auditBuf.subarray(i * AUDIT_RECORD_BYTES), ZvizAudit) as RawAudit);
+  }
   return {
     raw,
     stdout: stdout.subarray(0, Number(raw.stdout_len)),
     stderr: stderr.subarray(0, Number(raw.stderr_len)),
+    audit,
   };
 }
 

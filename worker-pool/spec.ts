@@ -18,7 +18,12 @@ export const TAG = {
   LL_PATH: 12,
   LL_PORT: 13,
   APPARMOR: 14,
+  SC_CONF: 15,
+  SC_ALLOW: 16,
+  BROKER_FILE: 17,
 } as const;
+
+const SC_ENABLED = 1;
 
 const LL_ENABLED = 1;
 const LL_BEST_EFFORT = 2;
@@ -107,6 +112,13 @@ export function encodeSpec(task: SandboxTask, sandboxId: string, host: HostLayou
       b.writeBigUInt64LE(BigInt(p.port), 8);
       parts.push(record(TAG.LL_PORT, b));
     }
+  }
+  const sc = Buffer.alloc(4);
+  sc.writeUInt32LE(SC_ENABLED, 0);
+  parts.push(record(TAG.SC_CONF, sc));
+  for (const name of task.profile.seccompAllow) parts.push(record(TAG.SC_ALLOW, Buffer.from(name)));
+  for (const f of task.profile.brokeredFiles) {
+    parts.push(record(TAG.BROKER_FILE, Buffer.concat([u32(0), pair(Buffer.from(f.path), Buffer.from(f.source))])));
   }
   if (task.profile.apparmorProfile) parts.push(record(TAG.APPARMOR, Buffer.from(task.profile.apparmorProfile)));
   if (host.cgroup) {

@@ -19,6 +19,9 @@ export interface SandboxTask {
     filesystem: Profile['filesystem'];
     landlock: Profile['landlock'];
     apparmorProfile?: string;
+    /** The resolved allowlist for this runtime (policy common + runtime list). */
+    seccompAllow: string[];
+    brokeredFiles: Array<{ path: string; source: string }>;
     rlimits: Profile['rlimits'];
   };
 }
@@ -52,8 +55,8 @@ export interface NativeFailure {
 
 /** One security decision taken during an invocation (capped per invocation). */
 export type AuditEvent =
-  | { kind: 'seccomp'; syscall: string; nr: number; action: 'errno' | 'kill' | 'notify' }
-  | { kind: 'broker'; path: string; decision: 'allowed' | 'denied' }
+  | { kind: 'seccomp'; syscall: string; nr: number; action: 'errno' | 'kill'; count: number }
+  | { kind: 'broker'; path: string; decision: 'allowed' | 'denied'; count: number }
   | { kind: 'network'; dst: string; port: number | null; action: 'drop' }
   | { kind: 'limit'; limit: 'memory' | 'pids' | 'output' | 'timeout' };
 
@@ -83,8 +86,14 @@ export interface SandboxResult {
   /** Peak memory of the whole process tree (cgroup peak where available). */
   memoryPeakBytes: number;
   oomKills: number;
-  /** Security decisions of this invocation, oldest first, capped. */
+  /** The seccomp broker died mid-invocation; the sandbox was killed (fail closed). */
+  brokerDied: boolean;
+  /** A process of the invocation was killed by the seccomp filter (SIGSYS). */
+  seccompKilled: boolean;
+  /** Security decisions of this invocation, deduplicated (see count), capped. */
   audit: AuditEvent[];
+  /** Decisions beyond the cap, not listed. */
+  auditDropped: number;
 }
 
 export type SandboxOutcome = { ok: true; result: SandboxResult } | { ok: false; error: NativeFailure };

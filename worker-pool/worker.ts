@@ -29,6 +29,13 @@ function removeLeftCgroups(host: HostLayout, sandboxId: string): void {
   }
 }
 
+function toAuditEvent(a: native.RawAudit): AuditEvent {
+  if (a.kind === native.AUDIT.BROKER) {
+    return { kind: 'broker', path: a.path, decision: a.action === native.AUDIT.ALLOWED ? 'allowed' : 'denied', count: a.count };
+  }
+  return { kind: 'seccomp', syscall: a.name, nr: a.nr, action: a.action === native.AUDIT.KILL ? 'kill' : 'errno', count: a.count };
+}
+
 function limitEvents(flags: number): AuditEvent[] {
   const out: AuditEvent[] = [];
   if (flags & native.RESULT_FLAGS.OOM_KILLED) out.push({ kind: 'limit', limit: 'memory' });
@@ -46,7 +53,7 @@ export function runTask(task: SandboxTask, host: HostLayout): SandboxOutcome {
   let handle: native.SandboxHandle | null = null;
   try {
     handle = native.spawn(spec);
-    const { raw, stdout, stderr } = native.run(handle, task.limits.outputBytes);
+    const { raw, stdout, stderr, audit } = native.run(handle, task.limits.outputBytes);
     const f = raw.flags;
     const signaled = (f & native.RESULT_FLAGS.SIGNALED) !== 0;
     return {
@@ -67,7 +74,10 @@ export function runTask(task: SandboxTask, host: HostLayout): SandboxOutcome {
         cpuMs: toMs(raw.cpu_ns),
         memoryPeakBytes: Number(raw.memory_peak_bytes),
         oomKills: Number(raw.oom_kills),
-        audit: limitEvents(f),
+        brokerDied: (f & native.RESULT_FLAGS.BROKER_DIED) !== 0,
+        seccompKilled: (f & native.RESULT_FLAGS.SECCOMP_KILLED) !== 0,
+        audit: [...audit.map(toAuditEvent), ...limitEvents(f)],
+        auditDropped: Number(raw.audit_dropped),
       },
     };
   } catch (e) {

@@ -18,7 +18,7 @@
 extern "C" {
 #endif
 
-#define ZVIZ_ABI_VERSION 2
+#define ZVIZ_ABI_VERSION 3
 #define ZVIZ_EXPORT __attribute__((visibility("default")))
 
 enum zviz_code {
@@ -54,13 +54,33 @@ struct zviz_error {
 #define ZVIZ_RF_SIGNALED         (1u << 5)
 #define ZVIZ_RF_KILLED_BY_CALLER (1u << 6)
 #define ZVIZ_RF_OUTPUT_LIMIT     (1u << 7) /* killed: stdout or stderr exceeded the cap */
+#define ZVIZ_RF_BROKER_DIED      (1u << 8) /* killed: the seccomp broker died (fail closed) */
+#define ZVIZ_RF_SECCOMP_KILLED   (1u << 9) /* a process died of SIGSYS (seccomp kill action) */
+
+/* One security decision, deduplicated: `count` calls with the same kind/action/nr/path. */
+#define ZVIZ_AUDIT_SECCOMP 1u
+#define ZVIZ_AUDIT_BROKER  2u
+#define ZVIZ_AUDIT_ERRNO   1u /* seccomp: denied with an errno */
+#define ZVIZ_AUDIT_KILL    2u /* seccomp: the process was killed */
+#define ZVIZ_AUDIT_ALLOWED 1u /* broker: served */
+#define ZVIZ_AUDIT_DENIED  2u /* broker: refused */
+#define ZVIZ_MAX_AUDIT 64
+
+struct zviz_audit {
+	uint32_t kind;
+	uint32_t action;
+	int32_t nr;       /* syscall number, -1 if unknown */
+	uint32_t count;
+	char name[32];    /* syscall name */
+	char path[224];   /* broker: the path asked for */
+};
 
 /* What one invocation did. All fields fixed-width so the layout is the same for koffi. */
 struct zviz_result {
 	uint32_t flags;
 	int32_t exit_code;          /* valid unless ZVIZ_RF_SIGNALED */
 	int32_t term_signal;        /* valid if ZVIZ_RF_SIGNALED */
-	uint32_t reserved;
+	uint32_t audit_count;       /* records written to the caller's audit buffer */
 	uint64_t setup_ns;          /* spawn request → sandbox ready */
 	uint64_t duration_ns;       /* function released → sandbox gone */
 	uint64_t cpu_ns;            /* user + system of the whole tree */
@@ -68,6 +88,7 @@ struct zviz_result {
 	uint64_t oom_kills;
 	uint64_t stdout_len;        /* bytes written to the caller's stdout buffer */
 	uint64_t stderr_len;
+	uint64_t audit_dropped;     /* records beyond ZVIZ_MAX_AUDIT */
 };
 
 /* Handle of one supervisor. Plain ints so it can live in a koffi struct. */
@@ -92,9 +113,11 @@ ZVIZ_EXPORT int zviz_spawn(const char *supervisor_path, const uint8_t *spec, siz
 			   struct zviz_sandbox *sb, struct zviz_error *err);
 
 /* Releases the parked function, waits for the sandbox to end and fills result, copying at
- * most *_cap bytes of output. Blocks: call it from a worker thread. */
+ * most *_cap bytes of output and at most audit_cap audit records. Blocks: call it from a
+ * worker thread. */
 ZVIZ_EXPORT int zviz_run(struct zviz_sandbox *sb, struct zviz_result *result, uint8_t *stdout_buf,
-			 size_t stdout_cap, uint8_t *stderr_buf, size_t stderr_cap, struct zviz_error *err);
+			 size_t stdout_cap, uint8_t *stderr_buf, size_t stderr_cap, struct zviz_audit *audit,
+			 size_t audit_cap, struct zviz_error *err);
 
 /* Asks the supervisor to kill the whole sandbox now. Safe to call from another thread while
  * zviz_run blocks; the run then returns with ZVIZ_RF_KILLED_BY_CALLER. */

@@ -45,8 +45,9 @@ struct zv_frame {
 
 ZV_HIDDEN int zv_write_all(int fd, const void *buf, size_t len);
 ZV_HIDDEN int zv_read_all(int fd, void *buf, size_t len); /* 0 ok, -1 error, 1 EOF at start */
-ZV_HIDDEN int zv_send_frame(int fd, uint32_t type, const void *a, size_t alen, const void *b, size_t blen,
-			    const void *c, size_t clen);
+struct iovec;
+ZV_HIDDEN int zv_send_frame(int fd, uint32_t type, const void *payload, size_t len);
+ZV_HIDDEN int zv_send_framev(int fd, uint32_t type, const struct iovec *parts, size_t n);
 ZV_HIDDEN int zv_recv_header(int fd, struct zv_frame *f); /* as zv_read_all, plus magic check (-2) */
 
 /* ---- spec (spec.c) --------------------------------------------------------------------
@@ -68,6 +69,9 @@ enum zv_tag {
 	ZV_T_LL_PATH = 12,  /* u64 access, u32 flags (ZV_LLP_*), path inside the sandbox; repeated */
 	ZV_T_LL_PORT = 13,  /* u64 access (bit 0 bind, bit 1 connect), u64 TCP port; repeated */
 	ZV_T_APPARMOR = 14, /* string: AppArmor profile to apply at execve */
+	ZV_T_SC_CONF = 15,  /* u32 flags (ZV_SC_*) */
+	ZV_T_SC_ALLOW = 16, /* string: syscall name the filter allows; repeated */
+	ZV_T_BROKER_FILE = 17, /* u32 flags, u32 path length, sandbox path, host source path; repeated */
 };
 
 #define ZV_LF_TMP_EXEC (1u << 0)
@@ -93,6 +97,16 @@ struct zv_limits {
 #define ZV_MAX_CGROUPS 8
 #define ZV_MAX_LL_PATHS 64
 #define ZV_MAX_LL_PORTS 64
+
+#define ZV_MAX_SC_ALLOW 512
+#define ZV_MAX_BROKER_FILES 16
+#define ZV_SC_ENABLED (1u << 0)
+
+struct zv_broker_file {
+	char *path;   /* exactly what the sandbox opens */
+	char *source; /* host file the broker opens instead */
+	uint32_t flags;
+};
 
 #define ZV_LL_ENABLED (1u << 0)
 #define ZV_LL_BEST_EFFORT (1u << 1)
@@ -155,6 +169,11 @@ struct zv_spec {
 	struct zv_ll_port *ll_ports;
 	size_t nll_ports;
 	char *apparmor_profile;
+	uint32_t seccomp_flags;
+	char **sc_allow;
+	size_t nsc_allow;
+	struct zv_broker_file *broker_files;
+	size_t nbroker_files;
 };
 
 /* Parses buf (which must outlive spec: file data points into it). */

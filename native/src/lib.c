@@ -132,7 +132,7 @@ ZVIZ_EXPORT int zviz_spawn(const char *supervisor_path, const uint8_t *spec, siz
 	sb->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	sb->state = SB_SPAWNED;
 
-	if (zv_send_frame(sb->ctl_fd, ZV_FRAME_SPEC, spec, spec_len, NULL, 0, NULL, 0) < 0) {
+	if (zv_send_frame(sb->ctl_fd, ZV_FRAME_SPEC, spec, spec_len) < 0) {
 		int e = errno;
 		close_handle(sb, 0);
 		return zv_fail(err, ZVIZ_E_PROTOCOL, e, "send spec of %zu bytes to supervisor", spec_len);
@@ -159,14 +159,15 @@ ZVIZ_EXPORT int zviz_spawn(const char *supervisor_path, const uint8_t *spec, siz
 }
 
 ZVIZ_EXPORT int zviz_run(struct zviz_sandbox *sb, struct zviz_result *result, uint8_t *stdout_buf, size_t stdout_cap,
-			 uint8_t *stderr_buf, size_t stderr_cap, struct zviz_error *err)
+			 uint8_t *stderr_buf, size_t stderr_cap, struct zviz_audit *audit, size_t audit_cap,
+			 struct zviz_error *err)
 {
 	zv_error_clear(err);
 	memset(result, 0, sizeof(*result));
 	if (sb->state != SB_SPAWNED)
 		return zv_fail(err, ZVIZ_E_PROTOCOL, 0, "run: sandbox is not parked (state %d)", sb->state);
 	sb->state = SB_RUN;
-	if (zv_send_frame(sb->ctl_fd, ZV_FRAME_GO, NULL, 0, NULL, 0, NULL, 0) < 0)
+	if (zv_send_frame(sb->ctl_fd, ZV_FRAME_GO, NULL, 0) < 0)
 		return zv_fail(err, ZVIZ_E_PROTOCOL, errno, "send GO to supervisor");
 
 	struct zv_frame f;
@@ -186,9 +187,10 @@ ZVIZ_EXPORT int zviz_run(struct zviz_sandbox *sb, struct zviz_result *result, ui
 	if (zv_read_all(sb->ctl_fd, result, sizeof(*result)) != 0)
 		return zv_fail(err, ZVIZ_E_PROTOCOL, errno, "read result");
 	uint64_t out_len = result->stdout_len, err_len = result->stderr_len;
-	if (out_len + err_len != f.len - sizeof(*result))
-		return zv_fail(err, ZVIZ_E_PROTOCOL, 0, "result lengths %llu + %llu do not match frame of %u bytes",
-			       (unsigned long long)out_len, (unsigned long long)err_len, f.len);
+	uint64_t audit_len = (uint64_t)result->audit_count * sizeof(struct zviz_audit);
+	if (result->audit_count > ZVIZ_MAX_AUDIT || out_len + err_len + audit_len != f.len - sizeof(*result))
+		return zv_fail(err, ZVIZ_E_PROTOCOL, 0, "result lengths %llu + %llu + %llu do not match frame of %u bytes",
+			       (unsigned long long)out_len, (unsigned long long)err_len, (unsigned long long)audit_len, f.len);
 	/* Copy what fits, discard the rest (the supervisor already capped each stream). */
 	struct {
 		uint8_t *buf;
@@ -215,6 +217,20 @@ ZVIZ_EXPORT int zviz_run(struct zviz_sandbox *sb, struct zviz_result *result, ui
 			result->flags |= streams[i].flag;
 		*streams[i].kept = keep;
 	}
+	uint32_t kept = 0;
+	for (uint32_t i = 0; i < result->audit_count; i++) {
+		struct zviz_audit rec;
+		if (zv_read_all(sb->ctl_fd, &rec, sizeof(rec)) != 0)
+			return zv_fail(err, ZVIZ_E_PROTOCOL, errno, "read audit records");
+		if (audit && kept < audit_cap) {
+			rec.name[sizeof(rec.name) - 1] = '\0';
+			rec.path[sizeof(rec.path) - 1] = '\0';
+			audit[kept++] = rec;
+		} else {
+			result->audit_dropped++;
+		}
+	}
+	result->audit_count = kept;
 	result->setup_ns = sb->setup_ns;
 	return 0;
 }

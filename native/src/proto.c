@@ -1,6 +1,7 @@
 /* proto.c — framing for the library ↔ supervisor control socket. */
 #include <errno.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -46,10 +47,11 @@ int zv_read_all(int fd, void *buf, size_t len)
 	return 0;
 }
 
-int zv_send_frame(int fd, uint32_t type, const void *a, size_t alen, const void *b, size_t blen, const void *c,
-		  size_t clen)
+int zv_send_framev(int fd, uint32_t type, const struct iovec *parts, size_t n)
 {
-	size_t total = alen + blen + clen;
+	size_t total = 0;
+	for (size_t i = 0; i < n; i++)
+		total += parts[i].iov_len;
 	if (total > ZV_MAX_FRAME) {
 		errno = EMSGSIZE;
 		return -1;
@@ -57,13 +59,16 @@ int zv_send_frame(int fd, uint32_t type, const void *a, size_t alen, const void 
 	struct zv_frame f = { .magic = ZV_FRAME_MAGIC, .type = type, .len = (uint32_t)total, .reserved = 0 };
 	if (zv_write_all(fd, &f, sizeof(f)) < 0)
 		return -1;
-	if (alen && zv_write_all(fd, a, alen) < 0)
-		return -1;
-	if (blen && zv_write_all(fd, b, blen) < 0)
-		return -1;
-	if (clen && zv_write_all(fd, c, clen) < 0)
-		return -1;
+	for (size_t i = 0; i < n; i++)
+		if (parts[i].iov_len && zv_write_all(fd, parts[i].iov_base, parts[i].iov_len) < 0)
+			return -1;
 	return 0;
+}
+
+int zv_send_frame(int fd, uint32_t type, const void *payload, size_t len)
+{
+	struct iovec part = { .iov_base = (void *)payload, .iov_len = len };
+	return zv_send_framev(fd, type, &part, payload ? 1 : 0);
 }
 
 int zv_recv_header(int fd, struct zv_frame *f)

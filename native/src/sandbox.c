@@ -52,6 +52,18 @@ static char wait_byte(const struct zv_child_ctx *ctx)
 	}
 }
 
+/* zv_proc_close_fds_from wants the fds to keep in ascending order. */
+static void sort_fds(int *fds, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = i + 1; j < n; j++)
+			if (fds[j] < fds[i]) {
+				int t = fds[i];
+				fds[i] = fds[j];
+				fds[j] = t;
+			}
+}
+
 /* The function's process: from here on nothing of ours may remain. */
 __attribute__((noreturn)) static void exec_function(const struct zv_child_ctx *ctx, int exec_err_wr)
 {
@@ -67,8 +79,16 @@ __attribute__((noreturn)) static void exec_function(const struct zv_child_ctx *c
 	if (zv_proc_stdio(ctx->stdin_rd, ctx->stdout_wr, ctx->stderr_wr, &err) < 0)
 		goto fail;
 	/* Only 0, 1, 2 survive; exec_err_wr is O_CLOEXEC and closes itself at execve. */
-	int keep[] = { exec_err_wr };
-	if (zv_proc_close_fds_from(3, keep, 1, &err) < 0)
+	/* Kept until execve, each O_CLOEXEC: the exec-status pipe, the Landlock ruleset and
+	 * the socket to the broker (the last two are closed once used). */
+	int keep[3] = { exec_err_wr };
+	size_t nkeep = 1;
+	if (ctx->ll->ruleset_fd >= 0)
+		keep[nkeep++] = ctx->ll->ruleset_fd;
+	if (ctx->broker_sock >= 0)
+		keep[nkeep++] = ctx->broker_sock;
+	sort_fds(keep, nkeep);
+	if (zv_proc_close_fds_from(3, keep, nkeep, &err) < 0)
 		goto fail;
 	if (zv_proc_set_rlimits(&s->limits, &err) < 0)
 		goto fail;
@@ -85,7 +105,10 @@ __attribute__((noreturn)) static void exec_function(const struct zv_child_ctx *c
 		zv_fail(&err, ZVIZ_E_SYSTEM, errno, "chdir `/tmp`");
 		goto fail;
 	}
-	/* Layer B (seccomp) is applied here, last before execve. */
+	/* Layer B, last before execve: from here on every syscall is filtered, and only
+	 *    what the filter always allows (sendmsg, close, write, execve, exit) is used. */
+	if (zv_sc_load(ctx->sc, ctx->broker_sock, &err) < 0)
+		goto fail;
 	execve(s->argv[0], s->argv, s->envp);
 	zv_fail(&err, ZVIZ_E_EXEC, errno, "execve `%s`", s->argv[0]);
 fail: {
@@ -105,16 +128,13 @@ __attribute__((noreturn)) void zv_sandbox_main(const struct zv_child_ctx *ctx)
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 
 	/* 2. Drop every fd of the supervisor's that is not ours. */
-	int keep[] = { ctx->sync_rd, ctx->msg_wr, ctx->stdin_rd, ctx->stdout_wr, ctx->stderr_wr, ctx->ll->ruleset_fd };
-	size_t nkeep = ctx->ll->ruleset_fd >= 0 ? 6 : 5;
-	/* sorted for zv_proc_close_fds_from */
-	for (size_t i = 0; i < nkeep; i++)
-		for (size_t j = i + 1; j < nkeep; j++)
-			if (keep[j] < keep[i]) {
-				int t = keep[i];
-				keep[i] = keep[j];
-				keep[j] = t;
-			}
+	int keep[7] = { ctx->sync_rd, ctx->msg_wr, ctx->stdin_rd, ctx->stdout_wr, ctx->stderr_wr };
+	size_t nkeep = 5;
+	if (ctx->ll->ruleset_fd >= 0)
+		keep[nkeep++] = ctx->ll->ruleset_fd;
+	if (ctx->broker_sock >= 0)
+		keep[nkeep++] = ctx->broker_sock;
+	sort_fds(keep, nkeep);
 	if (zv_proc_close_fds_from(ctx->close_from, keep, nkeep, &err) < 0)
 		die(ctx, &err);
 
@@ -175,6 +195,8 @@ __attribute__((noreturn)) void zv_sandbox_main(const struct zv_child_ctx *ctx)
 	close(ctx->stdout_wr);
 	close(ctx->stderr_wr);
 	close(ctx->sync_rd);
+	if (ctx->broker_sock >= 0)
+		close(ctx->broker_sock);
 	/* The function's uid differs from ours, and we are not dumpable: it can neither
 	 * ptrace nor read our memory; signals from inside the namespace to pid 1 without a
 	 * handler are discarded by the kernel. */

@@ -39,6 +39,39 @@ int zv_ll_prepare(const struct zv_spec *s, struct zv_landlock *ll, struct zviz_e
 int zv_ll_add_paths(const struct zv_spec *s, struct zv_landlock *ll, struct zviz_error *err);
 int zv_ll_enforce(struct zv_landlock *ll, struct zviz_error *err);
 
+/* seccomp.c: compiled in the supervisor, loaded by the function process last. */
+struct sock_filter;
+struct zv_seccomp {
+	struct sock_filter *prog; /* NULL: no filter */
+	unsigned short len;
+};
+
+bool zv_sc_always_denied(const char *name);
+int zv_sc_compile(const struct zv_spec *s, struct zv_seccomp *sc, struct zviz_error *err);
+int zv_sc_load(const struct zv_seccomp *sc, int broker_sock, struct zviz_error *err);
+void zv_sc_free(struct zv_seccomp *sc);
+
+/* broker.c (supervisor side). prepare (before clone) makes the socket the function
+ * process hands its listener over; spawn (before GO) forks the broker; finish (after the
+ * sandbox is gone) collects its audit records and reaps it. */
+struct zv_broker {
+	pid_t pid;
+	int pidfd;
+	int audit_rd;
+	int sock_child;  /* the function process's end */
+	int sock_broker; /* the broker's end, until it is forked */
+	bool reaped;
+};
+
+int zv_broker_prepare(struct zv_broker *h, const struct zv_seccomp *sc, struct zviz_error *err);
+int zv_broker_spawn(struct zv_broker *h, const struct zv_spec *s, struct zviz_error *err);
+bool zv_broker_exited_abnormally(struct zv_broker *h);
+void zv_broker_finish(struct zv_broker *h, struct zviz_audit *out, uint32_t *n, uint64_t *dropped);
+
+/* audit.c (supervisor side): seccomp kills from the kernel's audit records. */
+int zv_kmsg_open(void);
+void zv_kmsg_collect(int fd, uint32_t host_uid, struct zviz_audit *out, uint32_t *n, uint64_t *dropped);
+
 /* apparmor.c (function process): AppArmor profile at the next execve, if one is named. */
 int zv_apparmor_change_onexec(const char *profile, struct zviz_error *err);
 
@@ -53,6 +86,8 @@ struct zv_child_ctx {
 	int cap_last;  /* highest capability number the kernel knows */
 	int close_from; /* lowest supervisor-only fd; everything >= it except ours is closed */
 	struct zv_landlock *ll;
+	const struct zv_seccomp *sc;
+	int broker_sock; /* -1 without a filter: sends the seccomp listener to the broker */
 };
 
 /* sandbox.c: runs in the clone()d child (the sandbox's init, pid 1 of its pid namespace). */

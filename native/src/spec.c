@@ -282,6 +282,41 @@ static int parse_record(struct zv_spec *s, uint16_t tag, const uint8_t *p, size_
 			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec apparmor profile `%.64s`: contains white space",
 				       s->apparmor_profile);
 		return 0;
+	case ZV_T_SC_CONF:
+		if (len != 4)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec seccomp: %zu bytes, expected 4", len);
+		s->seccomp_flags = rd_u32(p);
+		return 0;
+	case ZV_T_SC_ALLOW:
+		if ((r = push_ptr((void ***)&s->sc_allow, &s->nsc_allow, ZV_MAX_SC_ALLOW, sizeof(char *), err,
+				  "seccomp allowlist")) < 0)
+			return r;
+		if (len == 0 || len > 64)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec seccomp syscall name: %zu bytes, expected 1-64", len);
+		if (!(s->sc_allow[s->nsc_allow] = dup_str(p, len, err, "seccomp syscall name")))
+			return -err->code;
+		s->nsc_allow++;
+		return 0;
+	case ZV_T_BROKER_FILE: {
+		if (len < 4)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec brokered file: truncated record of %zu bytes", len);
+		if (split2(p + 4, len - 4, &a, &alen, &b, &blen) < 0)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec brokered file: truncated record of %zu bytes", len);
+		if ((r = push_ptr((void ***)&s->broker_files, &s->nbroker_files, ZV_MAX_BROKER_FILES,
+				  sizeof(struct zv_broker_file), err, "brokered files")) < 0)
+			return r;
+		struct zv_broker_file *bf = &s->broker_files[s->nbroker_files];
+		bf->flags = rd_u32(p);
+		bf->path = dup_str(a, alen, err, "brokered path");
+		bf->source = bf->path ? dup_str(b, blen, err, "brokered source") : NULL;
+		s->nbroker_files++;
+		if (!bf->path || !bf->source)
+			return -err->code;
+		if (!valid_abs_path(bf->path) || !valid_abs_path(bf->source) || strcmp(bf->source, "/") == 0)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec brokered file `%.100s` <- `%.100s`: paths must be absolute, without ..",
+				       bf->path, bf->source);
+		return 0;
+	}
 	}
 	return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec: unknown record tag %u", tag);
 }
@@ -352,5 +387,13 @@ void zv_spec_free(struct zv_spec *s)
 	free(s->ll_paths);
 	free(s->ll_ports);
 	free(s->apparmor_profile);
+	for (size_t i = 0; i < s->nsc_allow; i++)
+		free(s->sc_allow[i]);
+	free(s->sc_allow);
+	for (size_t i = 0; i < s->nbroker_files; i++) {
+		free(s->broker_files[i].path);
+		free(s->broker_files[i].source);
+	}
+	free(s->broker_files);
 	memset(s, 0, sizeof(*s));
 }

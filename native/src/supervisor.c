@@ -21,6 +21,7 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -52,6 +53,11 @@ struct sup {
 	uint8_t *spec_buf;
 	struct zv_cgroup cg;
 	struct zv_landlock ll;
+	struct zv_seccomp sc;
+	struct zv_broker broker;
+	struct zviz_audit audit[ZVIZ_MAX_AUDIT];
+	uint32_t naudit;
+	int kmsg_fd;
 	pid_t init_pid;
 	int init_pidfd;
 	int server_pidfd;
@@ -82,7 +88,7 @@ static int read_cap_last(void)
 
 static void send_error(const struct zviz_error *err)
 {
-	zv_send_frame(CTL_FD, ZV_FRAME_ERROR, err, sizeof(*err), NULL, 0, NULL, 0);
+	zv_send_frame(CTL_FD, ZV_FRAME_ERROR, err, sizeof(*err));
 }
 
 static int pidfd_open_(pid_t pid)
@@ -134,6 +140,8 @@ static int create_sandbox(struct sup *s, struct zviz_error *err)
 		return r;
 	if ((r = zv_ll_prepare(&s->spec, &s->ll, err)) < 0)
 		return r;
+	if ((r = zv_sc_compile(&s->spec, &s->sc, err)) < 0 || (r = zv_broker_prepare(&s->broker, &s->sc, err)) < 0)
+		return r;
 
 	struct zv_child_ctx ctx = {
 		.spec = &s->spec,
@@ -145,6 +153,8 @@ static int create_sandbox(struct sup *s, struct zviz_error *err)
 		.cap_last = read_cap_last(),
 		.close_from = CTL_FD,
 		.ll = &s->ll,
+		.sc = &s->sc,
+		.broker_sock = s->broker.sock_child,
 	};
 
 	struct clone_args_v2 ca;
@@ -171,6 +181,10 @@ static int create_sandbox(struct sup *s, struct zviz_error *err)
 
 	s->init_pid = (pid_t)pid;
 	s->init_pidfd = pidfd;
+	if (s->broker.sock_child >= 0) {
+		close(s->broker.sock_child);
+		s->broker.sock_child = -1;
+	}
 	close(sync_p[0]);
 	close(msg_p[1]);
 	close(in_p[0]);
@@ -201,7 +215,8 @@ static int create_sandbox(struct sup *s, struct zviz_error *err)
 	}
 	if (m.type != ZV_MSG_READY)
 		return zv_fail(err, ZVIZ_E_PROTOCOL, 0, "sandbox init sent message %d during setup", m.type);
-	return 0;
+	/* The broker exists before anything is filtered: a notification never waits for it. */
+	return zv_broker_spawn(&s->broker, &s->spec, err);
 }
 
 static void set_nonblock(int fd)
@@ -324,7 +339,7 @@ static int arm_timer(struct sup *s, struct zviz_error *err)
 	return 0;
 }
 
-enum { P_CTL, P_SERVER, P_INIT, P_OUT, P_ERR, P_IN, P_MSG, P_TIMER, P_COUNT };
+enum { P_CTL, P_SERVER, P_INIT, P_OUT, P_ERR, P_IN, P_MSG, P_TIMER, P_BROKER, P_COUNT };
 
 /* Returns false if the server is gone (no result to send). */
 static bool run_loop(struct sup *s)
@@ -351,6 +366,7 @@ static bool run_loop(struct sup *s)
 			[P_IN] = s->stdin_wr,
 			[P_MSG] = s->msg_rd,
 			[P_TIMER] = s->timer_fd,
+			[P_BROKER] = s->init_reaped ? -1 : s->broker.pidfd,
 		};
 		for (int i = 0; i < P_COUNT; i++) {
 			pfd[i].fd = fds[i];
@@ -401,10 +417,38 @@ static bool run_loop(struct sup *s)
 			close(s->server_pidfd);
 			s->server_pidfd = -1;
 		}
+		if (pfd[P_BROKER].revents && zv_broker_exited_abnormally(&s->broker) &&
+		    !(s->res.flags & ZVIZ_RF_BROKER_DIED)) {
+			/* Fail closed: filtered calls already get ENOSYS; end the invocation. */
+			s->res.flags |= ZVIZ_RF_BROKER_DIED;
+			kill_sandbox(s);
+		}
 		if (pfd[P_INIT].revents)
 			reap_init(s);
 	}
 	return server_alive && ctl_open;
+}
+
+static bool has_kill_record(const struct sup *s)
+{
+	for (uint32_t i = 0; i < s->naudit; i++)
+		if (s->audit[i].kind == ZVIZ_AUDIT_SECCOMP && s->audit[i].action == ZVIZ_AUDIT_KILL)
+			return true;
+	return false;
+}
+
+/* The SIGSYS status is proof of a kill even when the kernel's record was rate-limited. */
+static void add_unknown_kill(struct sup *s)
+{
+	if (s->naudit >= ZVIZ_MAX_AUDIT)
+		return;
+	struct zviz_audit *a = &s->audit[s->naudit++];
+	memset(a, 0, sizeof(*a));
+	a->kind = ZVIZ_AUDIT_SECCOMP;
+	a->action = ZVIZ_AUDIT_KILL;
+	a->nr = -1;
+	a->count = 1;
+	snprintf(a->name, sizeof(a->name), "unknown");
 }
 
 static void finish_result(struct sup *s)
@@ -425,6 +469,15 @@ static void finish_result(struct sup *s)
 		    ((uint64_t)s->init_rusage.ru_utime.tv_usec + (uint64_t)s->init_rusage.ru_stime.tv_usec) * 1000ull;
 	r->memory_peak_bytes = (uint64_t)s->init_rusage.ru_maxrss * 1024ull;
 	zv_cg_stats(&s->cg, r);
+	zv_broker_finish(&s->broker, s->audit, &s->naudit, &r->audit_dropped);
+	if (WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS)
+		r->flags |= ZVIZ_RF_SECCOMP_KILLED;
+	zv_kmsg_collect(s->kmsg_fd, s->spec.uid_base + 2u * (uint32_t)getpid() + 1u, s->audit, &s->naudit,
+			&r->audit_dropped);
+	s->kmsg_fd = -1;
+	if ((r->flags & ZVIZ_RF_SECCOMP_KILLED) && !has_kill_record(s))
+		add_unknown_kill(s);
+	r->audit_count = s->naudit;
 	if (s->out.truncated)
 		r->flags |= ZVIZ_RF_STDOUT_TRUNCATED;
 	if (s->err.truncated)
@@ -472,6 +525,8 @@ int main(int argc, char **argv)
 	s.init_pidfd = s.server_pidfd = s.sync_wr = s.msg_rd = s.stdin_wr = s.timer_fd = -1;
 	s.out.fd = s.err.fd = -1;
 	s.ll.ruleset_fd = -1;
+	s.kmsg_fd = -1;
+	s.broker.pidfd = s.broker.audit_rd = s.broker.sock_child = s.broker.sock_broker = -1;
 	int rc = 1;
 
 	/* Only the control socket is ours to keep. */
@@ -491,7 +546,7 @@ int main(int argc, char **argv)
 		send_error(&err);
 		goto out;
 	}
-	if (zv_send_frame(CTL_FD, ZV_FRAME_READY, NULL, 0, NULL, 0, NULL, 0) < 0)
+	if (zv_send_frame(CTL_FD, ZV_FRAME_READY, NULL, 0) < 0)
 		goto out;
 	if (wait_for_go(&s, &err) < 0)
 		goto out; /* the caller released or died: nothing to tell */
@@ -508,6 +563,7 @@ int main(int argc, char **argv)
 		send_error(&err);
 		goto out;
 	}
+	s.kmsg_fd = zv_kmsg_open();
 	s.started_ns = zv_now_ns();
 	if (write(s.sync_wr, "G", 1) != 1) {
 		zv_fail(&err, ZVIZ_E_PROTOCOL, errno, "release the function");
@@ -520,8 +576,15 @@ int main(int argc, char **argv)
 	bool reply = run_loop(&s);
 	finish_result(&s);
 	if (reply)
-		zv_send_frame(CTL_FD, ZV_FRAME_RESULT, &s.res, sizeof(s.res), s.out.data, s.out.len, s.err.data,
-			      s.err.len);
+	{
+		struct iovec parts[] = {
+			{ .iov_base = &s.res, .iov_len = sizeof(s.res) },
+			{ .iov_base = s.out.data, .iov_len = s.out.len },
+			{ .iov_base = s.err.data, .iov_len = s.err.len },
+			{ .iov_base = s.audit, .iov_len = s.naudit * sizeof(s.audit[0]) },
+		};
+		zv_send_framev(CTL_FD, ZV_FRAME_RESULT, parts, 4);
+	}
 	rc = 0;
 out:
 	kill_sandbox(&s);
@@ -529,6 +592,11 @@ out:
 		siginfo_t si;
 		waitid((idtype_t)P_PIDFD, (id_t)s.init_pidfd, &si, WEXITED);
 	}
+	{
+		uint64_t ignored = 0;
+		zv_broker_finish(&s.broker, s.audit, &s.naudit, &ignored);
+	}
+	zv_sc_free(&s.sc);
 	if (zv_cg_destroy(&s.cg, &err) < 0)
 		rc = 4;
 	return rc;

@@ -1,0 +1,381 @@
+/* broker.c — layer B: the trusted process that answers the sandbox's filtered syscalls.
+ *
+ * One broker per sandbox, forked from its (single-threaded) supervisor, outside every
+ * namespace of the sandbox. It receives the seccomp listener from the function process
+ * and serves notifications one at a time, with fixed memory and a fixed number of fds:
+ * a sandbox flooding it with threads only queues up behind itself, never touches another
+ * sandbox's broker, and cannot grow ours.
+ *
+ * Decisions:
+ *   - open/openat/openat2/creat (routed here only when the profile brokers files): the
+ *     path is read from the target's memory ONCE; then SECCOMP_IOCTL_NOTIF_ID_VALID
+ *     proves the target is still blocked in this very call. If the path equals a
+ *     brokered path exactly, the broker opens the host file itself (openat2 with
+ *     RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS from its directory) and
+ *     injects the fd (ADDFD + SEND, atomically). A racing thread that rewrites the path
+ *     buffer afterwards changes nothing: the kernel never re-reads it for this answer.
+ *     Any other path "continues": the kernel runs the call in the sandbox, where the
+ *     mount view, DAC and Landlock apply as if the broker were not there — CONTINUE
+ *     grants nothing, which is the only use of it that is safe.
+ *   - clone3: ENOSYS, so glibc falls back to clone (which the filter checks).
+ *   - anything else: EPERM.
+ * Every denial and every brokered decision is recorded (deduplicated, capped) and handed
+ * to the supervisor when the sandbox ends. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "sandbox.h"
+
+#ifndef SECCOMP_IOCTL_NOTIF_ADDFD
+#error "kernel headers too old: SECCOMP_IOCTL_NOTIF_ADDFD missing"
+#endif
+
+struct broker {
+	const struct zv_spec *spec;
+	int listener;
+	struct zviz_audit table[ZVIZ_MAX_AUDIT];
+	size_t n;
+	uint32_t dropped;
+};
+
+static void record(struct broker *b, uint32_t kind, uint32_t action, int nr, const char *path)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		struct zviz_audit *a = &b->table[i];
+		if (a->kind == kind && a->action == action && a->nr == nr &&
+		    (!path || strncmp(a->path, path, sizeof(a->path)) == 0)) {
+			a->count++;
+			return;
+		}
+	}
+	if (b->n == ZVIZ_MAX_AUDIT) {
+		b->dropped++;
+		return;
+	}
+	struct zviz_audit *a = &b->table[b->n++];
+	memset(a, 0, sizeof(*a));
+	a->kind = kind;
+	a->action = action;
+	a->nr = nr;
+	a->count = 1;
+	char *name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
+	snprintf(a->name, sizeof(a->name), "%s", name ? name : "unknown");
+	free(name);
+	if (path)
+		snprintf(a->path, sizeof(a->path), "%s", path);
+}
+
+static int receive_listener(int sock)
+{
+	char dummy;
+	struct iovec iov = { .iov_base = &dummy, .iov_len = 1 };
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} ctl;
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
+	ssize_t n;
+	do
+		n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n != 1)
+		return -1;
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
+		return -1;
+	int fd;
+	memcpy(&fd, CMSG_DATA(c), sizeof(int));
+	return fd;
+}
+
+/* Reads a NUL-terminated path of the target, page by page (a path may end right before
+ * an unmapped page). 0 on success. */
+static int read_path(pid_t pid, uint64_t addr, char *out, size_t cap)
+{
+	char mem[64];
+	snprintf(mem, sizeof(mem), "/proc/%d/mem", (int)pid);
+	int fd = open(mem, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	const uint64_t page = 4096;
+	size_t got = 0;
+	int rc = -1;
+	while (got < cap) {
+		uint64_t at = addr + got;
+		size_t want = (size_t)(page - (at % page));
+		if (want > cap - got)
+			want = cap - got;
+		ssize_t n = pread(fd, out + got, want, (off_t)at);
+		if (n <= 0)
+			break;
+		if (memchr(out + got, '\0', (size_t)n) != NULL) {
+			rc = 0;
+			break;
+		}
+		got += (size_t)n;
+	}
+	close(fd);
+	return rc;
+}
+
+static const struct zv_broker_file *match(const struct broker *b, const char *path)
+{
+	for (size_t i = 0; i < b->spec->nbroker_files; i++)
+		if (strcmp(b->spec->broker_files[i].path, path) == 0)
+			return &b->spec->broker_files[i];
+	return NULL;
+}
+
+static int open_brokered(const struct zv_broker_file *f)
+{
+	/* Open the parent directory, then the last component beneath it: no symlink, no
+	 * magic link, no `..` on the way, whatever was put at the host path. */
+	const char *slash = strrchr(f->source, '/');
+	char dir[4096];
+	size_t dlen = (size_t)(slash - f->source);
+	if (dlen == 0)
+		dlen = 1;
+	if (dlen >= sizeof(dir))
+		return -ENAMETOOLONG;
+	memcpy(dir, f->source, dlen);
+	dir[dlen] = '\0';
+	int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	struct open_how how = {
+		.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY,
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
+	};
+	int fd = (int)syscall(SYS_openat2, dfd, slash + 1, &how, sizeof(how));
+	int e = errno;
+	close(dfd);
+	return fd < 0 ? -e : fd;
+}
+
+static bool id_valid(int listener, uint64_t id)
+{
+	return ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0;
+}
+
+static void handle(struct broker *b, const struct seccomp_notif *req, struct seccomp_notif_resp *resp)
+{
+	int nr = req->data.nr;
+	resp->id = req->id;
+	resp->val = 0;
+	resp->flags = 0;
+	resp->error = -EPERM;
+
+	if (nr == __NR_clone3) {
+		resp->error = -ENOSYS;
+		record(b, ZVIZ_AUDIT_SECCOMP, ZVIZ_AUDIT_ERRNO, nr, NULL);
+		return;
+	}
+	bool is_open = nr == __NR_openat || nr == __NR_openat2 || nr == __NR_open || nr == __NR_creat;
+	if (!is_open || b->spec->nbroker_files == 0) {
+		record(b, ZVIZ_AUDIT_SECCOMP, ZVIZ_AUDIT_ERRNO, nr, NULL);
+		return;
+	}
+
+	uint64_t addr = (nr == __NR_open || nr == __NR_creat) ? req->data.args[0] : req->data.args[1];
+	char path[4096];
+	if (read_path((pid_t)req->pid, addr, path, sizeof(path)) < 0) {
+		resp->error = -EFAULT;
+		return;
+	}
+	/* The read happened while the target was blocked in *this* call; if it no longer is
+	 * (killed, pid reused), what we read means nothing. */
+	if (!id_valid(b->listener, req->id)) {
+		resp->error = -ENOENT;
+		return;
+	}
+	const struct zv_broker_file *f = match(b, path);
+	if (!f) {
+		/* Not ours: the kernel decides, inside the sandbox, with every other layer on. */
+		resp->error = 0;
+		resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+		return;
+	}
+	uint64_t flags = nr == __NR_openat2 ? 0 : (nr == __NR_openat ? req->data.args[2] : req->data.args[1]);
+	if (nr == __NR_creat || (flags & O_ACCMODE) != O_RDONLY || (flags & (O_CREAT | O_TRUNC))) {
+		resp->error = -EACCES;
+		record(b, ZVIZ_AUDIT_BROKER, ZVIZ_AUDIT_DENIED, nr, path);
+		return;
+	}
+	int fd = open_brokered(f);
+	if (fd < 0) {
+		resp->error = fd;
+		record(b, ZVIZ_AUDIT_BROKER, ZVIZ_AUDIT_DENIED, nr, path);
+		return;
+	}
+	struct seccomp_notif_addfd add = {
+		.id = req->id,
+		.flags = SECCOMP_ADDFD_FLAG_SEND,
+		.srcfd = (uint32_t)fd,
+		.newfd = 0,
+		.newfd_flags = (flags & O_CLOEXEC) ? O_CLOEXEC : 0,
+	};
+	/* ADDFD + SEND installs the fd and completes the call in one step: there is no
+	 * moment where the fd exists in the target but the call has not returned. */
+	int r = ioctl(b->listener, SECCOMP_IOCTL_NOTIF_ADDFD, &add);
+	close(fd);
+	record(b, ZVIZ_AUDIT_BROKER, r >= 0 ? ZVIZ_AUDIT_ALLOWED : ZVIZ_AUDIT_DENIED, nr, path);
+	resp->id = 0; /* answered */
+}
+
+__attribute__((noreturn)) static void broker_main(const struct zv_spec *spec, int sock, int audit_wr)
+{
+	struct broker b;
+	memset(&b, 0, sizeof(b));
+	b.spec = spec;
+	b.listener = receive_listener(sock);
+	close(sock);
+	if (b.listener >= 0) {
+		struct seccomp_notif_sizes sizes;
+		if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes) < 0)
+			_exit(3);
+		/* The kernel may know a larger struct than our headers: size buffers by it. */
+		struct seccomp_notif *req = calloc(1, sizes.seccomp_notif > sizeof(*req) ? sizes.seccomp_notif : sizeof(*req));
+		struct seccomp_notif_resp *resp =
+			calloc(1, sizes.seccomp_notif_resp > sizeof(*resp) ? sizes.seccomp_notif_resp : sizeof(*resp));
+		if (!req || !resp)
+			_exit(3);
+		for (;;) {
+			struct pollfd p = { .fd = b.listener, .events = POLLIN };
+			if (poll(&p, 1, -1) < 0) {
+				if (errno == EINTR)
+					continue;
+				break;
+			}
+			if (p.revents & (POLLHUP | POLLERR | POLLNVAL))
+				break; /* every filtered task is gone */
+			memset(req, 0, sizes.seccomp_notif);
+			if (ioctl(b.listener, SECCOMP_IOCTL_NOTIF_RECV, req) < 0) {
+				if (errno == EINTR || errno == ENOENT)
+					continue;
+				break;
+			}
+			memset(resp, 0, sizes.seccomp_notif_resp);
+			handle(&b, req, resp);
+			if (resp->id != 0 && ioctl(b.listener, SECCOMP_IOCTL_NOTIF_SEND, resp) < 0 && errno != ENOENT)
+				break;
+		}
+	}
+	/* Hand the audit over: count, dropped, records. */
+	uint32_t head[2] = { (uint32_t)b.n, b.dropped };
+	if (zv_write_all(audit_wr, head, sizeof(head)) == 0 && b.n > 0)
+		zv_write_all(audit_wr, b.table, b.n * sizeof(b.table[0]));
+	_exit(0);
+}
+
+int zv_broker_prepare(struct zv_broker *h, const struct zv_seccomp *sc, struct zviz_error *err)
+{
+	memset(h, 0, sizeof(*h));
+	h->pidfd = h->audit_rd = h->sock_child = h->sock_broker = -1;
+	if (!sc->prog)
+		return 0;
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return zv_fail(err, ZVIZ_E_SECCOMP, errno, "socketpair for the seccomp listener");
+	h->sock_broker = sv[0];
+	h->sock_child = sv[1];
+	return 0;
+}
+
+int zv_broker_spawn(struct zv_broker *h, const struct zv_spec *s, struct zviz_error *err)
+{
+	if (h->sock_broker < 0)
+		return 0;
+	int ap[2];
+	if (pipe2(ap, O_CLOEXEC) < 0)
+		return zv_fail(err, ZVIZ_E_SECCOMP, errno, "pipe for the broker's audit");
+	pid_t pid = fork();
+	if (pid < 0) {
+		int e = errno;
+		close(ap[0]);
+		close(ap[1]);
+		return zv_fail(err, ZVIZ_E_SECCOMP, e, "fork the broker");
+	}
+	if (pid == 0) {
+		pid_t parent = getppid();
+		prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+		if (getppid() != parent)
+			_exit(3); /* the supervisor died before we armed PDEATHSIG */
+		prctl(PR_SET_NAME, "zviz-broker", 0, 0, 0);
+		int a = h->sock_broker, b = ap[1];
+		int keep[] = { a < b ? a : b, a < b ? b : a };
+		struct zviz_error ignored;
+		if (zv_proc_close_fds_from(3, keep, 2, &ignored) < 0)
+			_exit(3);
+		broker_main(s, h->sock_broker, ap[1]);
+	}
+	close(ap[1]);
+	close(h->sock_broker);
+	h->sock_broker = -1;
+	h->pid = pid;
+	h->audit_rd = ap[0];
+	h->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (h->pidfd < 0)
+		return zv_fail(err, ZVIZ_E_SECCOMP, errno, "pidfd_open of the broker");
+	return 0;
+}
+
+bool zv_broker_exited_abnormally(struct zv_broker *h)
+{
+	siginfo_t si;
+	memset(&si, 0, sizeof(si));
+	if (h->pid <= 0 || h->reaped)
+		return false;
+	if (waitid(P_PIDFD, (id_t)h->pidfd, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid == 0)
+		return false;
+	return !(si.si_code == CLD_EXITED && si.si_status == 0);
+}
+
+void zv_broker_finish(struct zv_broker *h, struct zviz_audit *out, uint32_t *n, uint64_t *dropped)
+{
+	*n = 0;
+	if (h->audit_rd >= 0) {
+		/* All filtered tasks are gone, so the listener hung up and the broker is writing;
+		 * a broker that does not answer within 2 s is not waited for. */
+		struct pollfd p = { .fd = h->audit_rd, .events = POLLIN };
+		uint32_t head[2];
+		if (poll(&p, 1, 2000) > 0 && zv_read_all(h->audit_rd, head, sizeof(head)) == 0 && head[0] <= ZVIZ_MAX_AUDIT &&
+		    (head[0] == 0 || zv_read_all(h->audit_rd, out, head[0] * sizeof(*out)) == 0)) {
+			*n = head[0];
+			*dropped += head[1];
+			for (uint32_t i = 0; i < *n; i++) {
+				out[i].name[sizeof(out[i].name) - 1] = '\0';
+				out[i].path[sizeof(out[i].path) - 1] = '\0';
+			}
+		}
+		close(h->audit_rd);
+		h->audit_rd = -1;
+	}
+	if (h->pid > 0 && !h->reaped) {
+		siginfo_t si;
+		if (h->pidfd >= 0)
+			syscall(SYS_pidfd_send_signal, h->pidfd, SIGKILL, NULL, 0);
+		waitid(P_PIDFD, (id_t)h->pidfd, &si, WEXITED);
+		h->reaped = true;
+	}
+	if (h->pidfd >= 0)
+		close(h->pidfd);
+	if (h->sock_broker >= 0)
+		close(h->sock_broker);
+	if (h->sock_child >= 0)
+		close(h->sock_child);
+	h->pidfd = h->sock_broker = h->sock_child = -1;
+}
