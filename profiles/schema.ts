@@ -114,6 +114,43 @@ export const seccompSchema = z.strictObject({
   brokeredFiles: z.array(brokeredFileSchema).max(16).default([]),
 });
 
+const ipv4 = z.string().regex(/^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/, 'must be an IPv4 address');
+const cidr4 = z
+  .string()
+  .regex(/^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}\/([0-9]|[12]\d|3[0-2])$/, 'must be an IPv4 CIDR');
+
+export const networkSchema = z.discriminatedUnion('mode', [
+  /** Only `lo`, no routes, no resolver. */
+  z.strictObject({ mode: z.literal('none') }),
+  /** A veth to the router namespace; only the allowlist passes. */
+  z.strictObject({
+    mode: z.literal('egress'),
+    allow: z
+      .array(
+        z.strictObject({
+          cidr: cidr4,
+          /** Destination ports; empty means every port of the protocol. */
+          ports: z.array(port).max(64).default([]),
+          protocol: z.enum(['tcp', 'udp']).default('tcp'),
+        }),
+      )
+      .max(64),
+    /** Resolver the sandbox may query on port 53 (written to its /etc/resolv.conf). */
+    dns: ipv4.optional(),
+    limits: z
+      .strictObject({
+        maxConnections: z.number().int().min(1).max(65535).optional(),
+        newConnectionsPerSecond: z.number().int().min(1).max(100000).optional(),
+      })
+      .default({}),
+  }),
+  /**
+   * Test-only: join an existing named network namespace (made and owned by someone
+   * else), so a test can show what the other layers stop on their own.
+   */
+  z.strictObject({ mode: z.literal('join'), netns: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/) }),
+]);
+
 export const profileSchema = z
   .strictObject({
     name: z.string().regex(/^[a-z][a-z0-9-]{0,62}$/, 'must be lower-case letters, digits and dashes'),
@@ -139,6 +176,7 @@ export const profileSchema = z
     }),
     landlock: landlockSchema,
     seccomp: seccompSchema,
+    network: networkSchema.default({ mode: 'none' }),
     /**
      * AppArmor profile the function is confined by (applied at its execve, as
      * aa_change_onexec does). Only on hosts where AppArmor is enabled; start-up refuses

@@ -14,12 +14,26 @@ export function findProfile(profiles: ReadonlyMap<string, Profile>, name: string
   return profile;
 }
 
-/** Each limit comes from the request if set, else the profile's default; none may pass the profile's max. */
-export function resolveLimits(profile: Profile, requested: Partial<Limits> = {}): Limits {
+/** A tenant's caps below the profile (quotas.maxLimits). */
+export interface TenantCap {
+  tenant: string;
+  max: Partial<Limits>;
+}
+
+/**
+ * Each limit comes from the request if set, else the profile's default lowered to the
+ * tenant's cap; none may pass the profile's max (LIMIT_EXCEEDS_PROFILE) or the tenant's cap
+ * (QUOTA_LIMITS).
+ */
+export function resolveLimits(profile: Profile, requested: Partial<Limits> = {}, cap?: TenantCap): Limits {
   const limits: Limits = { ...profile.limits.defaults };
   for (const field of LIMIT_NAMES) {
+    const capped = cap?.max[field];
     const value = requested[field];
-    if (value === undefined) continue;
+    if (value === undefined) {
+      if (capped !== undefined && capped < limits[field]) limits[field] = capped;
+      continue;
+    }
     const max = profile.limits.max[field];
     if (value > max) {
       throw new ApiError(
@@ -28,12 +42,19 @@ export function resolveLimits(profile: Profile, requested: Partial<Limits> = {})
         { field, max, requested: value },
       );
     }
+    if (cap !== undefined && capped !== undefined && value > capped) {
+      throw new ApiError(
+        'QUOTA_LIMITS',
+        `Cannot apply limits: ${field} must be at most ${capped} for tenant '${cap.tenant}': current value is ${value}`,
+        { quota: 'limits', field, max: capped, requested: value },
+      );
+    }
     limits[field] = value;
   }
   return limits;
 }
 
-export function buildTask(id: string, body: InvokeRequest, profile: Profile): SandboxTask {
+export function buildTask(id: string, body: InvokeRequest, profile: Profile, cap?: TenantCap): SandboxTask {
   if (!profile.runtimes.includes(body.runtime)) {
     throw new ApiError(
       'RUNTIME_NOT_ALLOWED',
@@ -48,7 +69,7 @@ export function buildTask(id: string, body: InvokeRequest, profile: Profile): Sa
     env: envFor(body.env),
     files: [{ name: RUNTIME_SPECS[body.runtime].file, content: body.code }],
     stdin: body.stdin ?? '',
-    limits: resolveLimits(profile, body.limits),
+    limits: resolveLimits(profile, body.limits, cap),
     profile: {
       name: profile.name,
       filesystem: profile.filesystem,
@@ -56,6 +77,7 @@ export function buildTask(id: string, body: InvokeRequest, profile: Profile): Sa
       rlimits: profile.rlimits,
       seccompAllow: allowlistFor(profile, body.runtime),
       brokeredFiles: profile.seccomp.brokeredFiles,
+      network: profile.network,
       ...(profile.apparmorProfile ? { apparmorProfile: profile.apparmorProfile } : {}),
     },
   };

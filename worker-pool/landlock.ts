@@ -53,6 +53,8 @@ export interface PathRule {
 export interface LandlockPolicy {
   enabled: boolean;
   bestEffort: boolean;
+  /** TCP connect is left to the network layer (an egress entry allows every port). */
+  connectUnrestricted: boolean;
   minAbi: number;
   paths: PathRule[];
   ports: Array<{ port: number; access: bigint }>;
@@ -71,7 +73,7 @@ const ETC_FILES = [
   '/etc/protocols',
 ];
 
-export function landlockPolicy(profile: Pick<Profile, 'landlock' | 'filesystem'>): LandlockPolicy {
+export function landlockPolicy(profile: Pick<Profile, 'landlock' | 'filesystem' | 'network'>): LandlockPolicy {
   const ll = profile.landlock;
   const rule = (path: string, access: bigint, optional = false): PathRule => ({ path, access, optional });
   const paths: PathRule[] = [
@@ -94,10 +96,16 @@ export function landlockPolicy(profile: Pick<Profile, 'landlock' | 'filesystem'>
   ];
   const ports = new Map<number, bigint>();
   for (const p of ll.tcpBind) ports.set(p, (ports.get(p) ?? 0n) | NET.bind_tcp);
-  for (const p of ll.tcpConnect) ports.set(p, (ports.get(p) ?? 0n) | NET.connect_tcp);
+  // TCP connect: the profile's own ports plus what the network allowlist lets out.
+  const net = profile.network;
+  const egressPorts = net.mode === 'egress' ? net.allow.filter((a) => a.protocol === 'tcp').flatMap((a) => a.ports) : [];
+  const dnsPorts = net.mode === 'egress' && net.dns ? [53] : [];
+  for (const p of [...ll.tcpConnect, ...egressPorts, ...dnsPorts]) ports.set(p, (ports.get(p) ?? 0n) | NET.connect_tcp);
+  const connectUnrestricted = net.mode === 'egress' && net.allow.some((a) => a.protocol === 'tcp' && a.ports.length === 0);
   return {
     enabled: true,
     bestEffort: ll.bestEffort,
+    connectUnrestricted,
     minAbi: ll.minAbi,
     paths,
     ports: [...ports].map(([port, access]) => ({ port, access })),

@@ -1,6 +1,7 @@
 // Encodes a SandboxTask into the TLV spec that native/src/spec.c parses. Keep the tags
 // and the limits layout in step with native/src/internal.h.
 import { landlockPolicy } from './landlock.js';
+import type { NetworkHost } from './network.js';
 import type { SandboxTask } from './types.js';
 
 export const TAG = {
@@ -21,12 +22,15 @@ export const TAG = {
   SC_CONF: 15,
   SC_ALLOW: 16,
   BROKER_FILE: 17,
+  NETNS: 18,
+  RESOLV: 19,
 } as const;
 
 const SC_ENABLED = 1;
 
 const LL_ENABLED = 1;
 const LL_BEST_EFFORT = 2;
+const LL_CONNECT_UNRESTRICTED = 4;
 const LLP_OPTIONAL = 1;
 
 const LIMITS_BYTES = 9 * 8 + 8;
@@ -40,6 +44,8 @@ export interface HostLayout {
   /** First host uid of the range sandbox ids map to. */
   uidBase: number;
   cgroup: { version: 1 | 2; parents: Array<{ controllers: string[]; parent: string }> } | null;
+  /** Egress networking; null when the host is not set up for it. */
+  network: NetworkHost | null;
 }
 
 function record(tag: number, payload: Buffer): Buffer {
@@ -82,7 +88,18 @@ function limits(task: SandboxTask): Buffer {
 }
 
 /** `sandboxId` names host objects (cgroups); it must be [A-Za-z0-9-]{1,64}. */
-export function encodeSpec(task: SandboxTask, sandboxId: string, host: HostLayout): Buffer {
+/** Where the sandbox's network comes from (see network.ts). */
+export interface SpecNetwork {
+  netnsPath: string | null;
+  resolvConf: string;
+}
+
+export function encodeSpec(
+  task: SandboxTask,
+  sandboxId: string,
+  host: HostLayout,
+  net: SpecNetwork = { netnsPath: null, resolvConf: '' },
+): Buffer {
   const parts: Buffer[] = [record(TAG.ID, Buffer.from(sandboxId))];
   for (const a of task.argv) parts.push(record(TAG.ARGV, Buffer.from(a)));
   for (const [k, v] of Object.entries(task.env)) parts.push(record(TAG.ENV, Buffer.from(`${k}=${v}`)));
@@ -97,7 +114,10 @@ export function encodeSpec(task: SandboxTask, sandboxId: string, host: HostLayou
   const ll = landlockPolicy(task.profile);
   if (ll.enabled) {
     const conf = Buffer.alloc(8);
-    conf.writeUInt32LE(LL_ENABLED | (ll.bestEffort ? LL_BEST_EFFORT : 0), 0);
+    conf.writeUInt32LE(
+      LL_ENABLED | (ll.bestEffort ? LL_BEST_EFFORT : 0) | (ll.connectUnrestricted ? LL_CONNECT_UNRESTRICTED : 0),
+      0,
+    );
     conf.writeUInt32LE(ll.minAbi, 4);
     parts.push(record(TAG.LL_CONF, conf));
     for (const r of ll.paths) {
@@ -120,6 +140,8 @@ export function encodeSpec(task: SandboxTask, sandboxId: string, host: HostLayou
   for (const f of task.profile.brokeredFiles) {
     parts.push(record(TAG.BROKER_FILE, Buffer.concat([u32(0), pair(Buffer.from(f.path), Buffer.from(f.source))])));
   }
+  if (net.netnsPath) parts.push(record(TAG.NETNS, Buffer.from(net.netnsPath)));
+  if (net.resolvConf) parts.push(record(TAG.RESOLV, Buffer.from(net.resolvConf)));
   if (task.profile.apparmorProfile) parts.push(record(TAG.APPARMOR, Buffer.from(task.profile.apparmorProfile)));
   if (host.cgroup) {
     for (const p of host.cgroup.parents) {

@@ -22,6 +22,7 @@ export interface SandboxTask {
     /** The resolved allowlist for this runtime (policy common + runtime list). */
     seccompAllow: string[];
     brokeredFiles: Array<{ path: string; source: string }>;
+    network: Profile['network'];
     rlimits: Profile['rlimits'];
   };
 }

@@ -5,6 +5,7 @@ import { rmSync } from 'node:fs';
 import { constants } from 'node:os';
 import { workerData } from 'node:worker_threads';
 import * as native from './native.js';
+import { setupNetwork, type SandboxNetwork } from './network.js';
 import { encodeSpec, type HostLayout } from './spec.js';
 import type { AuditEvent, SandboxOutcome, SandboxTask } from './types.js';
 
@@ -49,11 +50,17 @@ export function runTask(task: SandboxTask, host: HostLayout): SandboxOutcome {
   // The sandbox id names host objects; the server pid in it lets a restarted server tell
   // its predecessor's leftovers from a live sibling's.
   const sandboxId = `${process.pid}-${task.id}`;
-  const spec = encodeSpec(task, sandboxId, host);
   let handle: native.SandboxHandle | null = null;
+  let net: SandboxNetwork | null = null;
+  let netAudit: AuditEvent[] = [];
   try {
-    handle = native.spawn(spec);
+    net = setupNetwork(host.network, sandboxId, task.profile.network);
+    handle = native.spawn(encodeSpec(task, sandboxId, host, net));
     const { raw, stdout, stderr, audit } = native.run(handle, task.limits.outputBytes);
+    native.release(handle);
+    handle = null;
+    netAudit = net.teardown();
+    net = null;
     const f = raw.flags;
     const signaled = (f & native.RESULT_FLAGS.SIGNALED) !== 0;
     return {
@@ -76,7 +83,7 @@ export function runTask(task: SandboxTask, host: HostLayout): SandboxOutcome {
         oomKills: Number(raw.oom_kills),
         brokerDied: (f & native.RESULT_FLAGS.BROKER_DIED) !== 0,
         seccompKilled: (f & native.RESULT_FLAGS.SECCOMP_KILLED) !== 0,
-        audit: [...audit.map(toAuditEvent), ...limitEvents(f)],
+        audit: [...audit.map(toAuditEvent), ...netAudit, ...limitEvents(f)],
         auditDropped: Number(raw.audit_dropped),
       },
     };
@@ -85,6 +92,7 @@ export function runTask(task: SandboxTask, host: HostLayout): SandboxOutcome {
     return { ok: false, error: { code: 'SYSTEM', errno: 0, message: (e as Error).message } };
   } finally {
     if (handle) native.release(handle);
+    if (net) net.teardown();
     removeLeftCgroups(host, sandboxId);
   }
 }

@@ -72,6 +72,8 @@ enum zv_tag {
 	ZV_T_SC_CONF = 15,  /* u32 flags (ZV_SC_*) */
 	ZV_T_SC_ALLOW = 16, /* string: syscall name the filter allows; repeated */
 	ZV_T_BROKER_FILE = 17, /* u32 flags, u32 path length, sandbox path, host source path; repeated */
+	ZV_T_NETNS = 18,    /* string: network namespace file to join instead of a private one */
+	ZV_T_RESOLV = 19,   /* string: content of the sandbox's /etc/resolv.conf */
 };
 
 #define ZV_LF_TMP_EXEC (1u << 0)
@@ -110,6 +112,7 @@ struct zv_broker_file {
 
 #define ZV_LL_ENABLED (1u << 0)
 #define ZV_LL_BEST_EFFORT (1u << 1)
+#define ZV_LL_CONNECT_UNRESTRICTED (1u << 2) /* the network layer alone decides TCP connect */
 #define ZV_LLP_OPTIONAL (1u << 0)
 
 struct zv_ll_conf {
@@ -174,6 +177,8 @@ struct zv_spec {
 	size_t nsc_allow;
 	struct zv_broker_file *broker_files;
 	size_t nbroker_files;
+	char *netns_path;
+	char *resolv_conf;
 };
 
 /* Parses buf (which must outlive spec: file data points into it). */

@@ -95,7 +95,9 @@ int zv_ll_prepare(const struct zv_spec *s, struct zv_landlock *ll, struct zviz_e
 
 	struct ll_ruleset_attr attr = {
 		.handled_access_fs = fs_rights_for(ll->abi),
-		.handled_access_net = ll->abi >= 4 ? (LL_NET_BIND_TCP | LL_NET_CONNECT_TCP) : 0,
+		.handled_access_net = ll->abi < 4 ? 0
+				      : (s->landlock.flags & ZV_LL_CONNECT_UNRESTRICTED) ? LL_NET_BIND_TCP
+									       : (LL_NET_BIND_TCP | LL_NET_CONNECT_TCP),
 		.scoped = ll->abi >= 6 ? (LL_SCOPE_ABSTRACT_UNIX | LL_SCOPE_SIGNAL) : 0,
 	};
 	/* Older kernels reject an attr larger than they know; pass the size they expect. */

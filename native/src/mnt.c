@@ -170,17 +170,18 @@ static const char *const ETC_PUBLIC[] = {
 	"/etc/ld.so.cache", "/etc/ssl/certs", "/etc/alternatives", "/etc/services", "/etc/protocols",
 };
 
-static int build_etc(struct root *r, struct zviz_error *err)
+static int build_etc(struct root *r, const struct zv_spec *s, struct zviz_error *err)
 {
 	int rc;
 	if ((rc = mount_tmpfs(in_root(r, "/etc"), MS_NOEXEC, 1 << 20, "0755", err)) < 0)
 		return rc;
-	static const struct {
+	const struct {
 		const char *name;
 		const char *text;
 	} files[] = {
 		{ "/etc/passwd", PASSWD },     { "/etc/group", GROUP },      { "/etc/hosts", HOSTS },
-		{ "/etc/nsswitch.conf", NSSWITCH }, { "/etc/hostname", ZV_HOSTNAME "\n" }, { "/etc/resolv.conf", "" },
+		{ "/etc/nsswitch.conf", NSSWITCH }, { "/etc/hostname", ZV_HOSTNAME "\n" },
+		{ "/etc/resolv.conf", s->resolv_conf ? s->resolv_conf : "" },
 	};
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
 		if ((rc = make_file(in_root(r, files[i].name), files[i].text, strlen(files[i].text), 0444, err)) < 0)
@@ -276,7 +277,7 @@ int zv_mnt_build_root(const struct zv_spec *s, struct zviz_error *err)
 
 	if ((rc = bind_ro("/usr", in_root(&r, "/usr"), false, err)) < 0)
 		return rc;
-	if ((rc = build_etc(&r, err)) < 0)
+	if ((rc = build_etc(&r, s, err)) < 0)
 		return rc;
 	if ((rc = build_dev(&r, &s->limits, err)) < 0)
 		return rc;

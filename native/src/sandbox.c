@@ -157,8 +157,8 @@ __attribute__((noreturn)) void zv_sandbox_main(const struct zv_child_ctx *ctx)
 		zv_fail(&err, ZVIZ_E_NAMESPACE, errno, "set hostname `%s`", ZV_HOSTNAME);
 		die(ctx, &err);
 	}
-	/* 5. net: only lo, up. */
-	if (zv_net_loopback_up(&err) < 0)
+	/* 5. net: a private namespace gets only lo, up; a joined one is ZViz's, hands off. */
+	if (!ctx->joined_netns && zv_net_loopback_up(&err) < 0)
 		die(ctx, &err);
 	/* 6. mount: the new root, pivoted into, host tree detached. */
 	if (zv_mnt_build_root(ctx->spec, &err) < 0)

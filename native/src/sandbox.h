@@ -88,6 +88,7 @@ struct zv_child_ctx {
 	struct zv_landlock *ll;
 	const struct zv_seccomp *sc;
 	int broker_sock; /* -1 without a filter: sends the seccomp listener to the broker */
+	bool joined_netns; /* the network namespace is ZViz's, already configured: hands off */
 };
 
 /* sandbox.c: runs in the clone()d child (the sandbox's init, pid 1 of its pid namespace). */
@@ -107,8 +108,9 @@ int zv_proc_set_rlimits(const struct zv_limits *l, struct zviz_error *err);
 int zv_proc_stdio(int in, int out, int errfd, struct zviz_error *err);
 int zv_proc_close_fds_from(int lowest, const int *keep, size_t nkeep, struct zviz_error *err);
 
-/* net.c (child side) */
-int zv_net_loopback_up(struct zviz_error *err);
+/* net.c */
+int zv_net_loopback_up(struct zviz_error *err);                        /* child side */
+int zv_net_join(const char *path, struct zviz_error *err);              /* supervisor side */
 
 /* cgroup.c (supervisor side) */
 struct zv_cg_dir {

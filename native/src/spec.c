@@ -317,6 +317,23 @@ static int parse_record(struct zv_spec *s, uint16_t tag, const uint8_t *p, size_
 				       bf->path, bf->source);
 		return 0;
 	}
+	case ZV_T_NETNS:
+		if (s->netns_path)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec netns: given twice");
+		if (!(s->netns_path = dup_str(p, len, err, "netns")))
+			return -err->code;
+		if (!valid_abs_path(s->netns_path) || strncmp(s->netns_path, "/run/netns/", 11) != 0)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec netns `%.128s`: must be under /run/netns/",
+				       s->netns_path);
+		return 0;
+	case ZV_T_RESOLV:
+		if (s->resolv_conf)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec resolv.conf: given twice");
+		if (len > 4096)
+			return zv_fail(err, ZVIZ_E_TOO_LARGE, 0, "spec resolv.conf: %zu bytes exceeds 4096", len);
+		if (!(s->resolv_conf = dup_str(p, len, err, "resolv.conf")))
+			return -err->code;
+		return 0;
 	}
 	return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec: unknown record tag %u", tag);
 }
@@ -395,5 +412,7 @@ void zv_spec_free(struct zv_spec *s)
 		free(s->broker_files[i].source);
 	}
 	free(s->broker_files);
+	free(s->netns_path);
+	free(s->resolv_conf);
 	memset(s, 0, sizeof(*s));
 }

@@ -160,8 +160,15 @@ static int create_sandbox(struct sup *s, struct zviz_error *err)
 	struct clone_args_v2 ca;
 	memset(&ca, 0, sizeof(ca));
 	int pidfd = -1;
-	ca.flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET |
-		   CLONE_NEWCGROUP | CLONE_PIDFD;
+	ca.flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP | CLONE_PIDFD;
+	if (s->spec.netns_path) {
+		/* Egress: be born in the namespace ZViz made (see net.c). */
+		if ((r = zv_net_join(s->spec.netns_path, err)) < 0)
+			return r;
+		ctx.joined_netns = true;
+	} else {
+		ca.flags |= CLONE_NEWNET;
+	}
 	ca.pidfd = (uint64_t)(uintptr_t)&pidfd;
 	ca.exit_signal = SIGCHLD;
 	int cgfd = zv_cg_clone_fd(&s->cg);
@@ -514,10 +521,39 @@ static int wait_for_go(struct sup *s, struct zviz_error *err)
 	}
 }
 
+/* `zviz-supervisor --export-bpf < spec`: compile the spec's filter and write the BPF
+ * program (prefix included) to stdout, so tests can run the policy on synthetic
+ * seccomp_data without root and without loading it. */
+static int export_bpf(void)
+{
+	static uint8_t buf[ZV_MAX_FRAME / 16];
+	size_t len = 0;
+	for (;;) {
+		ssize_t n = read(0, buf + len, sizeof(buf) - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	struct zviz_error err;
+	struct zv_spec spec;
+	struct zv_seccomp sc;
+	zv_error_clear(&err);
+	if (zv_spec_parse(buf, len, &spec, &err) < 0 || zv_sc_compile(&spec, &sc, &err) < 0) {
+		fprintf(stderr, "zviz-supervisor: %s\n", err.msg);
+		return 1;
+	}
+	int rc = sc.prog && zv_write_all(1, sc.prog, (size_t)sc.len * 8u) == 0 ? 0 : 1;
+	zv_sc_free(&sc);
+	zv_spec_free(&spec);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
-	(void)argc;
-	(void)argv;
+	if (argc == 2 && strcmp(argv[1], "--export-bpf") == 0)
+		return export_bpf();
 	struct zviz_error err;
 	zv_error_clear(&err);
 	struct sup s;
