@@ -21,10 +21,18 @@ function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
 }
 
 function describeIssue(file: string, raw: unknown, issue: z.core.$ZodIssue): string {
-  const field = issue.path.length > 0 ? issue.path.join('.') : '(top level)';
-  const value = valueAt(raw, issue.path);
-  const shown = value === undefined ? 'missing' : JSON.stringify(value);
-  return `Invalid profile ${file}: field '${field}' ${issue.message}: current value is ${shown}`;
+  // An unknown key is named as the field itself, with its own value.
+  const keys = issue.code === 'unrecognized_keys' ? issue.keys : [null];
+  return keys
+    .map((key) => {
+      const path = key === null ? issue.path : [...issue.path, key];
+      const field = path.length > 0 ? path.join('.') : '(top level)';
+      const value = valueAt(raw, path);
+      const shown = value === undefined ? 'missing' : JSON.stringify(value);
+      const message = key === null ? issue.message : 'is not a known field';
+      return `Invalid profile ${file}: field '${field}' ${message}: current value is ${shown}`;
+    })
+    .join('\n');
 }
 
 export function parseProfile(file: string, text: string): Profile {
@@ -39,7 +47,7 @@ export function parseProfile(file: string, text: string): Profile {
     try {
       return JSON.parse(readFileSync(path, 'utf8'));
     } catch (e) {
-      return { unreadablePolicy: `${path}: ${(e as Error).message}` };
+      return new Error(`${path}: ${(e as Error).message}`);
     }
   };
   const parsed = withPolicyReader(readPolicy, () => profileSchema.safeParse(raw));

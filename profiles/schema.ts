@@ -106,10 +106,22 @@ export function withPolicyReader<T>(reader: (name: string) => unknown, fn: () =>
 
 export const seccompSchema = z.strictObject({
   /** The allowlist, inline or as a file name (e.g. "seccomp/default.json") next to the profile. */
-  policy: z.preprocess((v) => {
+  policy: z.preprocess((v, ctx) => {
     if (typeof v !== 'string') return v;
-    if (!/^[a-z0-9/-]+\.json$/.test(v) || v.includes('..')) return { invalidPolicyName: v };
-    return readPolicyFile ? readPolicyFile(v) : { unreadablePolicy: v };
+    if (!/^[a-z0-9/-]+\.json$/.test(v) || v.includes('..')) {
+      ctx.addIssue({ code: 'custom', message: 'must name a .json file beside the profile (letters, digits, - and /)' });
+      return z.NEVER;
+    }
+    if (!readPolicyFile) {
+      ctx.addIssue({ code: 'custom', message: 'names a policy file, but no profile directory is known' });
+      return z.NEVER;
+    }
+    const read = readPolicyFile(v);
+    if (read instanceof Error) {
+      ctx.addIssue({ code: 'custom', message: `cannot read the policy file: ${read.message}` });
+      return z.NEVER;
+    }
+    return read;
   }, seccompPolicySchema),
   brokeredFiles: z.array(brokeredFileSchema).max(16).default([]),
 });

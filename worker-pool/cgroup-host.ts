@@ -43,6 +43,8 @@ export const realFs: CgroupFs = {
 };
 
 interface Mount {
+  /** The path of the hierarchy this mount shows (field 4): not "/" inside a container. */
+  root: string;
   point: string;
   fstype: string;
   superOpts: string[];
@@ -59,7 +61,7 @@ export function parseMountinfo(text: string): Mount[] {
     const point = left[4];
     const fstype = right[0];
     if (!point || !fstype) continue;
-    out.push({ point: point.replace(/\\040/g, ' '), fstype, superOpts: (right[2] ?? '').split(',') });
+    out.push({ root: left[3] ?? '/', point: point.replace(/\\040/g, ' '), fstype, superOpts: (right[2] ?? '').split(',') });
   }
   return out;
 }
@@ -77,6 +79,17 @@ export function parseProcCgroup(text: string): Map<string, string> {
   return out;
 }
 
+/**
+ * Where the cgroup `path` (as /proc/self/cgroup names it) is under a mount whose root is
+ * `root`: a container's mount may already be rooted at its own cgroup.
+ */
+function underMount(m: Mount, path: string): string {
+  if (m.root === '/' || m.root === '') return join(m.point, path);
+  if (path === m.root) return m.point;
+  if (path.startsWith(m.root + '/')) return join(m.point, path.slice(m.root.length));
+  return join(m.point, path);
+}
+
 export function planCgroups(procSelfCgroup: string, mountinfo: string, fsys: CgroupFs = realFs): CgroupPlan {
   const mounts = parseMountinfo(mountinfo);
   const own = parseProcCgroup(procSelfCgroup);
@@ -85,7 +98,7 @@ export function planCgroups(procSelfCgroup: string, mountinfo: string, fsys: Cgr
   const v2 = mounts.find((m) => m.fstype === 'cgroup2');
   const v2Path = own.get('');
   if (v2 && v2Path !== undefined) {
-    const serverCgroup = join(v2.point, v2Path);
+    const serverCgroup = underMount(v2, v2Path);
     let available: string[] = [];
     try {
       available = fsys.readFile(join(serverCgroup, 'cgroup.controllers')).trim().split(/\s+/).filter(Boolean);
@@ -113,7 +126,7 @@ export function planCgroups(procSelfCgroup: string, mountinfo: string, fsys: Cgr
     if (carried.length === 0) continue;
     const path = own.get(carried[0]!);
     if (path === undefined) continue;
-    parents.push({ controllers: [...carried], parent: join(m.point, path, 'zviz') });
+    parents.push({ controllers: [...carried], parent: join(underMount(m, path), 'zviz') });
     controllers.push(...carried);
   }
   if (REQUIRED_CONTROLLERS.every((c) => controllers.includes(c))) {
@@ -201,8 +214,12 @@ export function sweepCgroups(
         tryWrite(fsys, join(dir, 'freezer.state'), 'FROZEN');
       }
       for (const pid of listPids(fsys, dir)) {
-        kill(pid);
-        res.killed.push(pid);
+        try {
+          kill(pid);
+          res.killed.push(pid);
+        } catch {
+          // ESRCH: it ended meanwhile (killing a sandbox's init ends the rest)
+        }
       }
       if (plan.driver === 'v1' && p.controllers.includes('freezer')) {
         tryWrite(fsys, join(dir, 'freezer.state'), 'THAWED');

@@ -56,7 +56,8 @@ static int push_ptr(void ***arr, size_t *n, size_t max, size_t elem, struct zviz
 	if (!grown)
 		return zv_fail(err, ZVIZ_E_SYSTEM, ENOMEM, "spec %s: grow to %zu entries", what, *n + 2);
 	*arr = grown;
-	memset((char *)grown + (*n + 1) * elem, 0, elem);
+	/* Zero the new entry and the terminator: a vector is NULL-terminated at all times. */
+	memset((char *)grown + *n * elem, 0, 2 * elem);
 	return 0;
 }
 
@@ -101,16 +102,21 @@ static bool valid_file_name(const char *s)
 	return n > 0 && n <= 255 && strchr(s, '/') == NULL && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
 }
 
+/* Absolute and canonical: no empty, "." or ".." component, no trailing slash. A bind
+ * target of "//" or "/." would otherwise name the new root itself. */
 static bool valid_abs_path(const char *s)
 {
-	if (s[0] != '/' || strlen(s) >= 4096)
+	size_t n = strlen(s);
+	if (s[0] != '/' || n >= 4096)
 		return false;
-	/* No ".." component: a bind target must stay inside the new root. */
-	for (const char *p = s; (p = strstr(p, "..")) != NULL; p += 2) {
-		bool starts = p[-1] == '/';
-		bool ends = p[2] == '\0' || p[2] == '/';
-		if (starts && ends)
+	if (n == 1)
+		return true;
+	for (const char *p = s; *p;) {
+		const char *c = p + 1; /* component after this slash */
+		size_t len = strcspn(c, "/");
+		if (len == 0 || (len == 1 && c[0] == '.') || (len == 2 && c[0] == '.' && c[1] == '.'))
 			return false;
+		p = c + len;
 	}
 	return true;
 }

@@ -1,0 +1,1204 @@
+/* test_spec.c — table-driven tests of zv_spec_parse (src/spec.c).
+ *
+ * Each case builds a TLV buffer the way worker-pool/spec.ts does (u16 tag LE, u16 zero,
+ * u32 length LE, payload; integers little-endian), parses it, and checks either the
+ * fields that land in struct zv_spec or the error: its code and a message naming the
+ * field. zv_spec_free runs after every case, success or failure, so an ASan build of
+ * this file also proves the parser leaks nothing on its error paths:
+ *   make -C native BUILD=build-asan OPT='-O1 -g' SAN='-fsanitize=address,undefined' build-asan/test-spec
+ */
+#include <malloc.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* ---- TLV builder ---------------------------------------------------------------------- */
+
+struct tlv {
+	uint8_t *p;
+	size_t len;
+	size_t cap;
+};
+
+static void put(struct tlv *b, const void *d, size_t n)
+{
+	if (b->len + n > b->cap) {
+		size_t cap = b->cap ? b->cap : 256;
+		while (cap < b->len + n)
+			cap *= 2;
+		uint8_t *grown = realloc(b->p, cap);
+		if (!grown) {
+			fprintf(stderr, "test-spec: out of memory\n");
+			abort();
+		}
+		b->p = grown;
+		b->cap = cap;
+	}
+	if (n)
+		memcpy(b->p + b->len, d, n);
+	b->len += n;
+}
+
+static void put_u16(struct tlv *b, uint16_t v)
+{
+	uint8_t x[2] = { (uint8_t)v, (uint8_t)(v >> 8) };
+	put(b, x, sizeof(x));
+}
+
+static void put_u32(struct tlv *b, uint32_t v)
+{
+	uint8_t x[4];
+	for (int i = 0; i < 4; i++)
+		x[i] = (uint8_t)(v >> (8 * i));
+	put(b, x, sizeof(x));
+}
+
+static void put_u64(struct tlv *b, uint64_t v)
+{
+	uint8_t x[8];
+	for (int i = 0; i < 8; i++)
+		x[i] = (uint8_t)(v >> (8 * i));
+	put(b, x, sizeof(x));
+}
+
+static void hdr(struct tlv *b, uint16_t tag, uint16_t reserved, uint32_t len)
+{
+	put_u16(b, tag);
+	put_u16(b, reserved);
+	put_u32(b, len);
+}
+
+static void rec(struct tlv *b, uint16_t tag, const void *d, size_t n)
+{
+	hdr(b, tag, 0, (uint32_t)n);
+	put(b, d, n);
+}
+
+static void rec_str(struct tlv *b, uint16_t tag, const char *s)
+{
+	rec(b, tag, s, strlen(s));
+}
+
+/* u32 length of a, a, then b: the layout of FILE and BIND payloads. */
+static void rec_pair(struct tlv *b, uint16_t tag, const char *a, const void *second, size_t second_len)
+{
+	size_t alen = strlen(a);
+	hdr(b, tag, 0, (uint32_t)(4 + alen + second_len));
+	put_u32(b, (uint32_t)alen);
+	put(b, a, alen);
+	put(b, second, second_len);
+}
+
+static void rec_bind(struct tlv *b, const char *source, const char *target)
+{
+	rec_pair(b, ZV_T_BIND, source, target, strlen(target));
+}
+
+static void rec_file(struct tlv *b, const char *name, const char *content)
+{
+	rec_pair(b, ZV_T_FILE, name, content, strlen(content));
+}
+
+static void rec_cgroup(struct tlv *b, uint32_t version, const char *controller, const char *parent)
+{
+	size_t clen = strlen(controller), plen = strlen(parent);
+	hdr(b, ZV_T_CGROUP, 0, (uint32_t)(8 + clen + plen));
+	put_u32(b, version);
+	put_u32(b, (uint32_t)clen);
+	put(b, controller, clen);
+	put(b, parent, plen);
+}
+
+static void rec_u32(struct tlv *b, uint16_t tag, uint32_t v)
+{
+	hdr(b, tag, 0, 4);
+	put_u32(b, v);
+}
+
+/* The limits every valid case uses; each value distinct so a swapped field shows. */
+static const struct zv_limits LIM = {
+	.timeout_ms = 5000,
+	.output_bytes = 1048576,
+	.memory_bytes = 256ull << 20,
+	.pids = 64,
+	.cpu_millis = 1500,
+	.tmp_bytes = 64ull << 20,
+	.shm_bytes = 16ull << 20,
+	.nofile = 1024,
+	.fsize_bytes = 32ull << 20,
+	.flags = ZV_LF_TMP_EXEC,
+	.reserved = 0,
+};
+
+/* Limits written field by field, little-endian, in struct zv_limits order (as spec.ts does). */
+static void rec_limits_of(struct tlv *b, const struct zv_limits *l)
+{
+	hdr(b, ZV_T_LIMITS, 0, 80);
+	put_u64(b, l->timeout_ms);
+	put_u64(b, l->output_bytes);
+	put_u64(b, l->memory_bytes);
+	put_u64(b, l->pids);
+	put_u64(b, l->cpu_millis);
+	put_u64(b, l->tmp_bytes);
+	put_u64(b, l->shm_bytes);
+	put_u64(b, l->nofile);
+	put_u64(b, l->fsize_bytes);
+	put_u32(b, l->flags);
+	put_u32(b, l->reserved);
+}
+
+#define NO_ID (1u << 0)
+#define NO_ARGV (1u << 1)
+#define NO_LIMITS (1u << 2)
+#define NO_ROOT (1u << 3)
+#define NO_UID (1u << 4)
+
+#define ID "inv-0123-abcd"
+#define ARGV0 "/usr/bin/node"
+#define ROOT "/run/zviz/root"
+#define UID 100000u
+
+/* The smallest valid spec, minus the records named in omit. */
+static void base(struct tlv *b, unsigned omit)
+{
+	if (!(omit & NO_ID))
+		rec_str(b, ZV_T_ID, ID);
+	if (!(omit & NO_ARGV))
+		rec_str(b, ZV_T_ARGV, ARGV0);
+	if (!(omit & NO_LIMITS))
+		rec_limits_of(b, &LIM);
+	if (!(omit & NO_ROOT))
+		rec_str(b, ZV_T_ROOT_BASE, ROOT);
+	if (!(omit & NO_UID))
+		rec_u32(b, ZV_T_UID_BASE, UID);
+}
+
+/* ---- checks ------------------------------------------------------------------------------ */
+
+static int npass, nfail;
+static char why[512]; /* first failed expectation of the current case */
+
+ZV_PRINTF(2, 3) static bool expect(bool ok, const char *fmt, ...)
+{
+	if (!ok && why[0] == '\0') {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(why, sizeof(why), fmt, ap);
+		va_end(ap);
+	}
+	return ok;
+}
+
+#define EXPECT(cond) expect((cond), "%s:%d: %s", __FILE__, __LINE__, #cond)
+#define EXPECT_STR(got, want)                                                                            \
+	expect((got) != NULL && strcmp((got), (want)) == 0, "%s:%d: %s is `%s`, expected `%s`", __FILE__, \
+	       __LINE__, #got, (got) ? (got) : "(null)", (want))
+#define EXPECT_U64(got, want)                                                                           \
+	expect((uint64_t)(got) == (uint64_t)(want), "%s:%d: %s is %llu, expected %llu", __FILE__, __LINE__, \
+	       #got, (unsigned long long)(got), (unsigned long long)(want))
+
+/* ---- cases that must parse ---------------------------------------------------------------- */
+
+static void build_minimal(struct tlv *b)
+{
+	base(b, 0);
+}
+
+static void check_minimal(const struct zv_spec *s, const struct tlv *b)
+{
+	(void)b;
+	EXPECT_STR(s->id, ID);
+	EXPECT_U64(s->argc, 1);
+	EXPECT_STR(s->argv[0], ARGV0);
+	EXPECT(s->argv[1] == NULL);
+	EXPECT_U64(s->envc, 0);
+	EXPECT(s->envp != NULL);
+	EXPECT_U64(s->nfiles, 0);
+	EXPECT(s->stdin_data == NULL);
+	EXPECT_U64(s->stdin_len, 0);
+	EXPECT_U64(s->limits.timeout_ms, 5000);
+	EXPECT_U64(s->limits.output_bytes, 1048576);
+	EXPECT_U64(s->limits.memory_bytes, 256ull << 20);
+	EXPECT_U64(s->limits.pids, 64);
+	EXPECT_U64(s->limits.cpu_millis, 1500);
+	EXPECT_U64(s->limits.tmp_bytes, 64ull << 20);
+	EXPECT_U64(s->limits.shm_bytes, 16ull << 20);
+	EXPECT_U64(s->limits.nofile, 1024);
+	EXPECT_U64(s->limits.fsize_bytes, 32ull << 20);
+	EXPECT_U64(s->limits.flags, ZV_LF_TMP_EXEC);
+	EXPECT_STR(s->root_base, ROOT);
+	EXPECT_U64(s->uid_base, UID);
+	EXPECT_U64(s->nbinds, 0);
+	EXPECT_U64(s->cgroup_version, 0);
+	EXPECT_U64(s->ncgroups, 0);
+	EXPECT_U64(s->landlock.flags, 0);
+	EXPECT_U64(s->nll_paths, 0);
+	EXPECT_U64(s->nll_ports, 0);
+	EXPECT(s->apparmor_profile == NULL);
+}
+
+/* No env record still yields an empty NULL-terminated vector: sandbox.c passes envp to
+ * execve as is, so envp[0] must be NULL or execve reads a garbage pointer as the first
+ * variable. */
+static void check_no_env(const struct zv_spec *s, const struct tlv *b)
+{
+	(void)b;
+	EXPECT_U64(s->envc, 0);
+	EXPECT(s->envp != NULL);
+	EXPECT(s->envp != NULL && s->envp[0] == NULL);
+}
+
+static const char SCRIPT[] = "console.log(require('fs').readFileSync(0, 'utf8'))";
+static const char STDIN[] = "{\"x\":1}";
+
+static void build_full(struct tlv *b)
+{
+	/* Record order is free: put the mandatory ones last. */
+	rec_str(b, ZV_T_ENV, "HOME=/tmp");
+	rec_str(b, ZV_T_ENV, "EMPTY=");
+	rec_str(b, ZV_T_ENV, "A=b=c");
+	rec_file(b, "index.js", SCRIPT);
+	rec_file(b, "empty.txt", "");
+	rec(b, ZV_T_STDIN, STDIN, strlen(STDIN));
+	rec_bind(b, "/etc", "/host/etc");
+	rec_cgroup(b, 1, "memory", "/sys/fs/cgroup/memory/zviz");
+	rec_cgroup(b, 1, "cpu,cpuacct", "/sys/fs/cgroup/cpu,cpuacct/zviz");
+	{
+		struct tlv *t = b;
+		hdr(t, ZV_T_LL_CONF, 0, 8);
+		put_u32(t, ZV_LL_ENABLED | ZV_LL_BEST_EFFORT);
+		put_u32(t, 3);
+		hdr(t, ZV_T_LL_PATH, 0, 12 + 4);
+		put_u64(t, 0x7);
+		put_u32(t, ZV_LLP_OPTIONAL);
+		put(t, "/usr", 4);
+		hdr(t, ZV_T_LL_PORT, 0, 16);
+		put_u64(t, 2);
+		put_u64(t, 443);
+	}
+	rec_str(b, ZV_T_APPARMOR, "zviz-fn");
+	base(b, 0);
+	rec_str(b, ZV_T_ARGV, "/fn/index.js");
+	rec_str(b, ZV_T_ARGV, "");
+}
+
+static void check_full(const struct zv_spec *s, const struct tlv *b)
+{
+	EXPECT_U64(s->argc, 3);
+	EXPECT_STR(s->argv[0], ARGV0);
+	EXPECT_STR(s->argv[1], "/fn/index.js");
+	EXPECT_STR(s->argv[2], "");
+	EXPECT(s->argv[3] == NULL);
+	EXPECT_U64(s->envc, 3);
+	EXPECT_STR(s->envp[0], "HOME=/tmp");
+	EXPECT_STR(s->envp[1], "EMPTY=");
+	EXPECT_STR(s->envp[2], "A=b=c");
+	EXPECT(s->envp[3] == NULL);
+	EXPECT_U64(s->nfiles, 2);
+	EXPECT_STR(s->files[0].name, "index.js");
+	EXPECT_U64(s->files[0].len, strlen(SCRIPT));
+	/* File content is not copied: it points into the caller's buffer. */
+	EXPECT(s->files[0].data >= b->p && s->files[0].data + s->files[0].len <= b->p + b->len);
+	EXPECT(memcmp(s->files[0].data, SCRIPT, strlen(SCRIPT)) == 0);
+	EXPECT_STR(s->files[1].name, "empty.txt");
+	EXPECT_U64(s->files[1].len, 0);
+	EXPECT_U64(s->stdin_len, strlen(STDIN));
+	EXPECT(s->stdin_data != NULL && memcmp(s->stdin_data, STDIN, strlen(STDIN)) == 0);
+	EXPECT_U64(s->nbinds, 1);
+	EXPECT_STR(s->binds[0].source, "/etc");
+	EXPECT_STR(s->binds[0].target, "/host/etc");
+	EXPECT_U64(s->cgroup_version, 1);
+	EXPECT_U64(s->ncgroups, 2);
+	EXPECT_STR(s->cgroups[0].controller, "memory");
+	EXPECT_STR(s->cgroups[0].parent, "/sys/fs/cgroup/memory/zviz");
+	EXPECT_STR(s->cgroups[1].controller, "cpu,cpuacct");
+	EXPECT_STR(s->cgroups[1].parent, "/sys/fs/cgroup/cpu,cpuacct/zviz");
+	EXPECT_U64(s->landlock.flags, ZV_LL_ENABLED | ZV_LL_BEST_EFFORT);
+	EXPECT_U64(s->landlock.min_abi, 3);
+	EXPECT_U64(s->nll_paths, 1);
+	EXPECT_STR(s->ll_paths[0].path, "/usr");
+	EXPECT_U64(s->ll_paths[0].access, 0x7);
+	EXPECT_U64(s->ll_paths[0].flags, ZV_LLP_OPTIONAL);
+	EXPECT_U64(s->nll_ports, 1);
+	EXPECT_U64(s->ll_ports[0].access, 2);
+	EXPECT_U64(s->ll_ports[0].port, 443);
+	EXPECT_STR(s->apparmor_profile, "zviz-fn");
+	EXPECT_STR(s->id, ID);
+	EXPECT_STR(s->root_base, ROOT);
+	EXPECT_U64(s->uid_base, UID);
+}
+
+static void build_v2(struct tlv *b)
+{
+	base(b, 0);
+	rec_cgroup(b, 2, "unified", "/sys/fs/cgroup/system.slice/zviz.service/zviz");
+}
+
+static void check_v2(const struct zv_spec *s, const struct tlv *b)
+{
+	(void)b;
+	EXPECT_U64(s->cgroup_version, 2);
+	EXPECT_U64(s->ncgroups, 1);
+	EXPECT_STR(s->cgroups[0].controller, "unified");
+	EXPECT_STR(s->cgroups[0].parent, "/sys/fs/cgroup/system.slice/zviz.service/zviz");
+}
+
+static char id64[65];
+
+static void build_id_64(struct tlv *b)
+{
+	memset(id64, 'a', 64);
+	id64[63] = '9';
+	id64[0] = 'Z';
+	id64[64] = '\0';
+	rec_str(b, ZV_T_ID, id64);
+	base(b, NO_ID);
+}
+
+static void check_id_64(const struct zv_spec *s, const struct tlv *b)
+{
+	(void)b;
+	EXPECT_STR(s->id, id64);
+}
+
+static void build_argv_max(struct tlv *b)
+{
+	base(b, 0);
+	for (int i = 1; i < ZV_MAX_ARGS; i++)
+		rec_str(b, ZV_T_ARGV, "x");
+}
+
+static void check_argv_max(const struct zv_spec *s, const struct tlv *b)
+{
+	(void)b;
+	EXPECT_U64(s->argc, ZV_MAX_ARGS);
+	EXPECT_STR(s->argv[ZV_MAX_ARGS - 1], "x");
+	EXPECT(s->argv[ZV_MAX_ARGS] == NULL);
+}
+
+static void build_string_max(struct tlv *b)
+{
+	base(b, 0);
+	char *big = malloc(ZV_MAX_STRING);
+	memset(big, 'y', ZV_MAX_STRING);
+	rec(b, ZV_T_ARGV, big, ZV_MAX_STRING);
+	free(big);
+}
+
+static void check_string_max(const struct zv_spec *s, const struct tlv *b)
+{
+	(void)b;
+	EXPECT_U64(s->argc, 2);
+	EXPECT_U64(strlen(s->argv[1]), ZV_MAX_STRING);
+}
+
+/* Names that contain dots but are not `.` or `..` are plain file names. */
+static void build_dotty_names(struct tlv *b)
+{
+	base(b, 0);
+	rec_file(b, "...", "a");
+	rec_file(b, "a..b", "b");
+	rec_file(b, ".env", "c");
+	rec_bind(b, "/opt/x..y", "/mnt/..data");
+}
+
+static void check_dotty_names(const struct zv_spec *s, const struct tlv *b)
+{
+	(void)b;
+	EXPECT_U64(s->nfiles, 3);
+	EXPECT_STR(s->files[0].name, "...");
+	EXPECT_STR(s->files[2].name, ".env");
+	EXPECT_U64(s->nbinds, 1);
+	EXPECT_STR(s->binds[0].target, "/mnt/..data");
+}
+
+static void build_empty_stdin(struct tlv *b)
+{
+	base(b, 0);
+	rec(b, ZV_T_STDIN, "", 0);
+}
+
+static void check_empty_stdin(const struct zv_spec *s, const struct tlv *b)
+{
+	(void)b;
+	EXPECT_U64(s->stdin_len, 0);
+}
+
+static void rec_broker_file(struct tlv *b, uint32_t flags, const char *path, const char *source)
+{
+	size_t plen = strlen(path), slen = strlen(source);
+	hdr(b, ZV_T_BROKER_FILE, 0, (uint32_t)(8 + plen + slen));
+	put_u32(b, flags);
+	put_u32(b, (uint32_t)plen);
+	put(b, path, plen);
+	put(b, source, slen);
+}
+
+static void build_seccomp(struct tlv *b)
+{
+	base(b, 0);
+	rec_u32(b, ZV_T_SC_CONF, ZV_SC_ENABLED);
+	rec_str(b, ZV_T_SC_ALLOW, "read");
+	rec_str(b, ZV_T_SC_ALLOW, "write");
+	rec_broker_file(b, 0, "/etc/ssl/cert.pem", "/etc/ssl/certs/ca-certificates.crt");
+}
+
+static void check_seccomp(const struct zv_spec *s, const struct tlv *b)
+{
+	(void)b;
+	EXPECT_U64(s->seccomp_flags, ZV_SC_ENABLED);
+	EXPECT_U64(s->nsc_allow, 2);
+	EXPECT_STR(s->sc_allow[0], "read");
+	EXPECT_STR(s->sc_allow[1], "write");
+	EXPECT_U64(s->nbroker_files, 1);
+	EXPECT_STR(s->broker_files[0].path, "/etc/ssl/cert.pem");
+	EXPECT_STR(s->broker_files[0].source, "/etc/ssl/certs/ca-certificates.crt");
+	EXPECT_U64(s->broker_files[0].flags, 0);
+}
+
+/* ---- cases that must be rejected ---------------------------------------------------------- */
+
+static void build_empty(struct tlv *b)
+{
+	(void)b;
+}
+
+static void build_trunc_header(struct tlv *b)
+{
+	base(b, 0);
+	put(b, "\x03\x00\x00\x00\x05", 5);
+}
+
+static void build_trunc_header_only(struct tlv *b)
+{
+	put(b, "\x01\x00\x00", 3);
+}
+
+static void build_overrun(struct tlv *b)
+{
+	base(b, 0);
+	hdr(b, ZV_T_ENV, 0, 100);
+	put(b, "A=b", 3);
+}
+
+static void build_overrun_huge(struct tlv *b)
+{
+	hdr(b, ZV_T_ID, 0, 0xffffffffu);
+	put(b, ID, strlen(ID));
+}
+
+static void build_reserved(struct tlv *b)
+{
+	base(b, 0);
+	hdr(b, ZV_T_ENV, 1, 3);
+	put(b, "A=b", 3);
+}
+
+static void build_unknown_tag(struct tlv *b)
+{
+	base(b, 0);
+	rec_str(b, 99, "x");
+}
+
+static void build_tag_zero(struct tlv *b)
+{
+	rec_str(b, 0, "");
+	base(b, 0);
+}
+
+static void build_no_id(struct tlv *b) { base(b, NO_ID); }
+static void build_no_argv(struct tlv *b) { base(b, NO_ARGV); }
+static void build_no_root(struct tlv *b) { base(b, NO_ROOT); }
+static void build_no_uid(struct tlv *b) { base(b, NO_UID); }
+static void build_no_limits(struct tlv *b) { base(b, NO_LIMITS); }
+
+static void build_uid_zero(struct tlv *b)
+{
+	base(b, NO_UID);
+	rec_u32(b, ZV_T_UID_BASE, 0);
+}
+
+static void build_uid_short(struct tlv *b)
+{
+	base(b, NO_UID);
+	rec(b, ZV_T_UID_BASE, "\x01\x02", 2);
+}
+
+/* One build per limit that must not be zero (output_bytes may be 0). */
+static size_t zero_field; /* offset into struct zv_limits */
+
+static void build_zero_limit(struct tlv *b)
+{
+	struct zv_limits l = LIM;
+	memset((char *)&l + zero_field, 0, sizeof(uint64_t));
+	base(b, NO_LIMITS);
+	rec_limits_of(b, &l);
+}
+
+static void build_limits_short(struct tlv *b)
+{
+	base(b, NO_LIMITS);
+	uint8_t z[79] = { 1 };
+	rec(b, ZV_T_LIMITS, z, sizeof(z));
+}
+
+static void build_limits_long(struct tlv *b)
+{
+	base(b, NO_LIMITS);
+	uint8_t z[81] = { 1 };
+	rec(b, ZV_T_LIMITS, z, sizeof(z));
+}
+
+static void build_id_chars(struct tlv *b)
+{
+	rec_str(b, ZV_T_ID, "bad_id!");
+	base(b, NO_ID);
+}
+
+static void build_id_slash(struct tlv *b)
+{
+	rec_str(b, ZV_T_ID, "../../etc");
+	base(b, NO_ID);
+}
+
+static void build_id_empty(struct tlv *b)
+{
+	rec_str(b, ZV_T_ID, "");
+	base(b, NO_ID);
+}
+
+static void build_id_65(struct tlv *b)
+{
+	char id[66];
+	memset(id, 'a', 65);
+	id[65] = '\0';
+	rec_str(b, ZV_T_ID, id);
+	base(b, NO_ID);
+}
+
+static void build_id_twice(struct tlv *b)
+{
+	base(b, 0);
+	rec_str(b, ZV_T_ID, "other");
+}
+
+static void build_argv0_relative(struct tlv *b)
+{
+	rec_str(b, ZV_T_ARGV, "node");
+	base(b, NO_ARGV);
+}
+
+static void build_argv0_empty(struct tlv *b)
+{
+	rec_str(b, ZV_T_ARGV, "");
+	base(b, NO_ARGV);
+}
+
+static void build_nul_argv(struct tlv *b)
+{
+	base(b, 0);
+	rec(b, ZV_T_ARGV, "/bin/a\0b", 8);
+}
+
+static void build_nul_id(struct tlv *b)
+{
+	rec(b, ZV_T_ID, "ab\0cd", 5);
+	base(b, NO_ID);
+}
+
+static void build_nul_env(struct tlv *b)
+{
+	base(b, 0);
+	rec(b, ZV_T_ENV, "A=b\0LD_PRELOAD=/x", 17);
+}
+
+static void build_nul_root(struct tlv *b)
+{
+	rec(b, ZV_T_ROOT_BASE, "/run\0/x", 7);
+	base(b, NO_ROOT);
+}
+
+static void build_nul_file_name(struct tlv *b)
+{
+	base(b, 0);
+	hdr(b, ZV_T_FILE, 0, 4 + 5 + 1);
+	put_u32(b, 5);
+	put(b, "a\0b.j", 5);
+	put(b, "x", 1);
+}
+
+static void build_nul_bind_target(struct tlv *b)
+{
+	base(b, 0);
+	rec_pair(b, ZV_T_BIND, "/etc", "/x\0y", 4);
+}
+
+static void build_nul_cgroup_parent(struct tlv *b)
+{
+	base(b, 0);
+	hdr(b, ZV_T_CGROUP, 0, 4 + 4 + 7 + 18);
+	put_u32(b, 2);
+	put_u32(b, 7);
+	put(b, "unified", 7);
+	put(b, "/sys/fs/cgroup/a\0b", 18);
+}
+
+static void build_string_too_large(struct tlv *b)
+{
+	base(b, 0);
+	char *big = malloc(ZV_MAX_STRING + 1);
+	memset(big, 'y', ZV_MAX_STRING + 1);
+	rec(b, ZV_T_ARGV, big, ZV_MAX_STRING + 1);
+	free(big);
+}
+
+static void build_env_no_eq(struct tlv *b)
+{
+	base(b, 0);
+	rec_str(b, ZV_T_ENV, "FOO");
+}
+
+static void build_env_lead_eq(struct tlv *b)
+{
+	base(b, 0);
+	rec_str(b, ZV_T_ENV, "=value");
+}
+
+static void build_env_empty(struct tlv *b)
+{
+	base(b, 0);
+	rec_str(b, ZV_T_ENV, "");
+}
+
+static void build_too_many_env(struct tlv *b)
+{
+	base(b, 0);
+	for (int i = 0; i <= ZV_MAX_ENV; i++)
+		rec_str(b, ZV_T_ENV, "A=b");
+}
+
+static void build_file_slash(struct tlv *b)
+{
+	base(b, 0);
+	rec_file(b, "a/b", "x");
+}
+
+static void build_file_abs(struct tlv *b)
+{
+	base(b, 0);
+	rec_file(b, "/etc/passwd", "x");
+}
+
+static void build_file_dotdot(struct tlv *b)
+{
+	base(b, 0);
+	rec_file(b, "..", "x");
+}
+
+static void build_file_dot(struct tlv *b)
+{
+	base(b, 0);
+	rec_file(b, ".", "x");
+}
+
+static void build_file_empty_name(struct tlv *b)
+{
+	base(b, 0);
+	rec_file(b, "", "x");
+}
+
+static void build_file_name_256(struct tlv *b)
+{
+	char name[257];
+	memset(name, 'f', 256);
+	name[256] = '\0';
+	base(b, 0);
+	rec_file(b, name, "x");
+}
+
+static void build_file_truncated(struct tlv *b)
+{
+	base(b, 0);
+	hdr(b, ZV_T_FILE, 0, 3);
+	put(b, "\x01\x00\x00", 3);
+}
+
+static void build_file_name_overruns(struct tlv *b)
+{
+	base(b, 0);
+	hdr(b, ZV_T_FILE, 0, 4 + 2);
+	put_u32(b, 3); /* claims 3 name bytes, 2 follow */
+	put(b, "ab", 2);
+}
+
+static void build_too_many_files(struct tlv *b)
+{
+	base(b, 0);
+	for (int i = 0; i <= ZV_MAX_FILES; i++)
+		rec_file(b, "f", "x");
+}
+
+static void build_stdin_twice(struct tlv *b)
+{
+	base(b, 0);
+	rec(b, ZV_T_STDIN, "a", 1);
+	rec(b, ZV_T_STDIN, "b", 1);
+}
+
+static void build_stdin_twice_empty(struct tlv *b)
+{
+	base(b, 0);
+	rec(b, ZV_T_STDIN, "", 0);
+	rec(b, ZV_T_STDIN, "", 0);
+}
+
+static void build_root_twice(struct tlv *b)
+{
+	base(b, 0);
+	rec_str(b, ZV_T_ROOT_BASE, "/run/other");
+}
+
+static void build_root_relative(struct tlv *b)
+{
+	rec_str(b, ZV_T_ROOT_BASE, "run/zviz/root");
+	base(b, NO_ROOT);
+}
+
+static void build_root_dotdot(struct tlv *b)
+{
+	rec_str(b, ZV_T_ROOT_BASE, "/run/zviz/../../etc");
+	base(b, NO_ROOT);
+}
+
+static void build_too_many_argv(struct tlv *b)
+{
+	base(b, 0);
+	for (int i = 0; i < ZV_MAX_ARGS; i++)
+		rec_str(b, ZV_T_ARGV, "x");
+}
+
+static void build_bind_root(struct tlv *b)
+{
+	base(b, 0);
+	rec_bind(b, "/etc", "/");
+}
+
+/* The same directory as `/`, spelled another way: mnt.c would bind over the new root. */
+static void build_bind_root_slashes(struct tlv *b)
+{
+	base(b, 0);
+	rec_bind(b, "/etc", "//");
+}
+
+static void build_bind_root_dot(struct tlv *b)
+{
+	base(b, 0);
+	rec_bind(b, "/etc", "/.");
+}
+
+static void build_bind_dotdot(struct tlv *b)
+{
+	base(b, 0);
+	rec_bind(b, "/etc", "/usr/../etc");
+}
+
+static void build_bind_dotdot_end(struct tlv *b)
+{
+	base(b, 0);
+	rec_bind(b, "/etc", "/usr/..");
+}
+
+static void build_bind_dotdot_top(struct tlv *b)
+{
+	base(b, 0);
+	rec_bind(b, "/etc", "/../host");
+}
+
+static void build_bind_source_dotdot(struct tlv *b)
+{
+	base(b, 0);
+	rec_bind(b, "/srv/../etc", "/data");
+}
+
+static void build_bind_relative(struct tlv *b)
+{
+	base(b, 0);
+	rec_bind(b, "/etc", "data");
+}
+
+static void build_bind_source_relative(struct tlv *b)
+{
+	base(b, 0);
+	rec_bind(b, "etc", "/data");
+}
+
+static void build_bind_truncated(struct tlv *b)
+{
+	base(b, 0);
+	hdr(b, ZV_T_BIND, 0, 2);
+	put(b, "\x00\x00", 2);
+}
+
+static void build_too_many_binds(struct tlv *b)
+{
+	base(b, 0);
+	for (int i = 0; i <= ZV_MAX_BINDS; i++)
+		rec_bind(b, "/etc", "/data");
+}
+
+static void build_cg_v3(struct tlv *b)
+{
+	base(b, 0);
+	rec_cgroup(b, 3, "unified", "/sys/fs/cgroup/zviz");
+}
+
+static void build_cg_v0(struct tlv *b)
+{
+	base(b, 0);
+	rec_cgroup(b, 0, "unified", "/sys/fs/cgroup/zviz");
+}
+
+static void build_cg_mixed(struct tlv *b)
+{
+	base(b, 0);
+	rec_cgroup(b, 2, "unified", "/sys/fs/cgroup/zviz");
+	rec_cgroup(b, 1, "memory", "/sys/fs/cgroup/memory/zviz");
+}
+
+static void build_cg_outside(struct tlv *b)
+{
+	base(b, 0);
+	rec_cgroup(b, 2, "unified", "/tmp/zviz");
+}
+
+static void build_cg_prefix_only(struct tlv *b)
+{
+	base(b, 0);
+	rec_cgroup(b, 2, "unified", "/sys/fs/cgroupfs/zviz");
+}
+
+static void build_cg_no_slash(struct tlv *b)
+{
+	base(b, 0);
+	rec_cgroup(b, 2, "unified", "/sys/fs/cgroup");
+}
+
+static void build_cg_escape(struct tlv *b)
+{
+	base(b, 0);
+	rec_cgroup(b, 2, "unified", "/sys/fs/cgroup/../../../etc");
+}
+
+static void build_cg_relative(struct tlv *b)
+{
+	base(b, 0);
+	rec_cgroup(b, 2, "unified", "sys/fs/cgroup/zviz");
+}
+
+static void build_cg_ctrl_slash(struct tlv *b)
+{
+	base(b, 0);
+	rec_cgroup(b, 1, "memory/../pids", "/sys/fs/cgroup/memory/zviz");
+}
+
+static void build_cg_ctrl_empty(struct tlv *b)
+{
+	base(b, 0);
+	rec_cgroup(b, 1, "", "/sys/fs/cgroup/memory/zviz");
+}
+
+static void build_cg_ctrl_32(struct tlv *b)
+{
+	base(b, 0);
+	rec_cgroup(b, 1, "cpu,cpuacct,memory,pids,freezer,x", "/sys/fs/cgroup/memory/zviz");
+}
+
+static void build_cg_truncated(struct tlv *b)
+{
+	base(b, 0);
+	hdr(b, ZV_T_CGROUP, 0, 3);
+	put(b, "\x02\x00\x00", 3);
+}
+
+static void build_cg_truncated_ctrl(struct tlv *b)
+{
+	base(b, 0);
+	hdr(b, ZV_T_CGROUP, 0, 4 + 4 + 3);
+	put_u32(b, 2);
+	put_u32(b, 50); /* claims 50 controller bytes, 3 follow */
+	put(b, "abc", 3);
+}
+
+static void build_too_many_cgroups(struct tlv *b)
+{
+	base(b, 0);
+	for (int i = 0; i <= ZV_MAX_CGROUPS; i++)
+		rec_cgroup(b, 1, "memory", "/sys/fs/cgroup/memory/zviz");
+}
+
+static void build_apparmor_space(struct tlv *b)
+{
+	base(b, 0);
+	rec_str(b, ZV_T_APPARMOR, "zviz fn");
+}
+
+static void build_ll_port_range(struct tlv *b)
+{
+	base(b, 0);
+	hdr(b, ZV_T_LL_PORT, 0, 16);
+	put_u64(b, 2);
+	put_u64(b, 65536);
+}
+
+static void build_ll_path_dotdot(struct tlv *b)
+{
+	base(b, 0);
+	hdr(b, ZV_T_LL_PATH, 0, 12 + 6);
+	put_u64(b, 1);
+	put_u32(b, 0);
+	put(b, "/a/../", 6);
+}
+
+static void build_sc_conf_short(struct tlv *b)
+{
+	base(b, 0);
+	rec(b, ZV_T_SC_CONF, "\x01\x00\x00", 3);
+}
+
+static void build_sc_name_empty(struct tlv *b)
+{
+	base(b, 0);
+	rec_str(b, ZV_T_SC_ALLOW, "");
+}
+
+static void build_sc_name_65(struct tlv *b)
+{
+	char name[66];
+	memset(name, 'r', 65);
+	name[65] = '\0';
+	base(b, 0);
+	rec_str(b, ZV_T_SC_ALLOW, name);
+}
+
+static void build_sc_name_nul(struct tlv *b)
+{
+	base(b, 0);
+	rec(b, ZV_T_SC_ALLOW, "read\0x", 6);
+}
+
+static void build_too_many_sc(struct tlv *b)
+{
+	base(b, 0);
+	for (int i = 0; i <= ZV_MAX_SC_ALLOW; i++)
+		rec_str(b, ZV_T_SC_ALLOW, "read");
+}
+
+static void build_broker_relative(struct tlv *b)
+{
+	base(b, 0);
+	rec_broker_file(b, 0, "etc/x", "/etc/hosts");
+}
+
+static void build_broker_source_dotdot(struct tlv *b)
+{
+	base(b, 0);
+	rec_broker_file(b, 0, "/etc/x", "/etc/../root/.ssh/id_rsa");
+}
+
+static void build_broker_truncated(struct tlv *b)
+{
+	base(b, 0);
+	hdr(b, ZV_T_BROKER_FILE, 0, 6);
+	put_u32(b, 0);
+	put(b, "\x09\x00", 2);
+}
+
+static void build_too_many_broker(struct tlv *b)
+{
+	base(b, 0);
+	for (int i = 0; i <= ZV_MAX_BROKER_FILES; i++)
+		rec_broker_file(b, 0, "/etc/x", "/etc/hosts");
+}
+
+/* ---- the table ----------------------------------------------------------------------------- */
+
+struct spec_case {
+	const char *name;
+	void (*build)(struct tlv *b);
+	int code;                                                /* 0: must parse */
+	const char *needle;                                      /* must appear in err.msg */
+	void (*check)(const struct zv_spec *s, const struct tlv *b); /* for code 0 */
+};
+
+#define OK(n, b, c) { n, b, ZVIZ_OK, NULL, c }
+#define BAD(n, b, needle) { n, b, ZVIZ_E_INVALID_SPEC, needle, NULL }
+#define BIG(n, b, needle) { n, b, ZVIZ_E_TOO_LARGE, needle, NULL }
+
+static const struct spec_case CASES[] = {
+	OK("minimal spec: id, argv, limits, root base and uid base land in struct zv_spec", build_minimal, check_minimal),
+	OK("spec without env records has envp = { NULL } for execve", build_minimal, check_no_env),
+	OK("full spec: env, files, stdin, binds, v1 cgroups, landlock, apparmor, in any order", build_full, check_full),
+	OK("v2 cgroup record: version 2, controller `unified`", build_v2, check_v2),
+	OK("id of exactly 64 characters is accepted", build_id_64, check_id_64),
+	OK("exactly ZV_MAX_ARGS argv entries are accepted", build_argv_max, check_argv_max),
+	OK("a string of exactly ZV_MAX_STRING bytes is accepted", build_string_max, check_string_max),
+	OK("names with dots that are not . or .. are accepted", build_dotty_names, check_dotty_names),
+	OK("empty stdin record is accepted", build_empty_stdin, check_empty_stdin),
+	OK("seccomp records: conf flags, allowlist, brokered file", build_seccomp, check_seccomp),
+
+	BAD("empty buffer is rejected: missing id", build_empty, "missing id"),
+	BAD("truncated record header after valid records", build_trunc_header, "truncated record header at offset"),
+	BAD("buffer shorter than one header", build_trunc_header_only, "truncated record header at offset 0"),
+	BAD("record length overruns the buffer", build_overrun, "overruns"),
+	BAD("record length 0xffffffff overruns the buffer", build_overrun_huge, "record of 4294967295 bytes at offset 0 overruns"),
+	BAD("non-zero reserved field", build_reserved, "reserved field 1"),
+	BAD("unknown tag 99", build_unknown_tag, "unknown record tag 99"),
+	BAD("tag 0 is unknown", build_tag_zero, "unknown record tag 0"),
+	BAD("missing id", build_no_id, "missing id"),
+	BAD("missing argv", build_no_argv, "argv[0]"),
+	BAD("missing root base", build_no_root, "missing root base"),
+	BAD("missing uid base", build_no_uid, "uid base"),
+	BAD("uid base 0", build_uid_zero, "uid base"),
+	BAD("uid base of 2 bytes", build_uid_short, "spec uid base: 2 bytes, expected 4"),
+	BAD("missing limits", build_no_limits, "spec limits"),
+	BAD("limits of 79 bytes", build_limits_short, "spec limits: 79 bytes, expected 80"),
+	BAD("limits of 81 bytes", build_limits_long, "spec limits: 81 bytes, expected 80"),
+	BAD("id with characters outside [A-Za-z0-9-]", build_id_chars, "spec id `bad_id!`"),
+	BAD("id with path characters", build_id_slash, "spec id `../../etc`"),
+	BAD("empty id", build_id_empty, "spec id"),
+	BAD("id of 65 characters", build_id_65, "spec id `aaaa"),
+	BAD("id given twice", build_id_twice, "spec id: given twice"),
+	BAD("argv[0] not absolute", build_argv0_relative, "argv[0] must be an absolute path"),
+	BAD("argv[0] empty", build_argv0_empty, "argv[0] must be an absolute path"),
+	BAD("NUL inside argv", build_nul_argv, "spec argv: contains a NUL byte"),
+	BAD("NUL inside id", build_nul_id, "spec id: contains a NUL byte"),
+	BAD("NUL inside env", build_nul_env, "spec env: contains a NUL byte"),
+	BAD("NUL inside root base", build_nul_root, "spec root base: contains a NUL byte"),
+	BAD("NUL inside file name", build_nul_file_name, "spec file name: contains a NUL byte"),
+	BAD("NUL inside bind target", build_nul_bind_target, "spec bind target: contains a NUL byte"),
+	BAD("NUL inside cgroup parent", build_nul_cgroup_parent, "spec cgroup parent: contains a NUL byte"),
+	BAD("env without =", build_env_no_eq, "spec env `FOO`"),
+	BAD("env starting with =", build_env_lead_eq, "spec env `=value`"),
+	BAD("empty env string", build_env_empty, "spec env ``"),
+	BAD("file name with /", build_file_slash, "spec file name `a/b`"),
+	BAD("file name absolute", build_file_abs, "spec file name `/etc/passwd`"),
+	BAD("file name ..", build_file_dotdot, "spec file name `..`"),
+	BAD("file name .", build_file_dot, "spec file name `.`"),
+	BAD("empty file name", build_file_empty_name, "spec file name ``"),
+	BAD("file name of 256 bytes", build_file_name_256, "spec file name `ffff"),
+	BAD("file record shorter than its u32 name length", build_file_truncated, "spec file: truncated record of 3 bytes"),
+	BAD("file name length past the record", build_file_name_overruns, "spec file: truncated record of 6 bytes"),
+	BAD("stdin given twice", build_stdin_twice, "spec stdin: given twice"),
+	BAD("empty stdin given twice", build_stdin_twice_empty, "spec stdin: given twice"),
+	BAD("root base given twice", build_root_twice, "spec root base: given twice"),
+	BAD("root base relative", build_root_relative, "spec root base `run/zviz/root`"),
+	BAD("root base with ..", build_root_dotdot, "spec root base `/run/zviz/../../etc`"),
+	BAD("bind target /", build_bind_root, "spec bind `/etc` -> `/`"),
+	BAD("bind target // (the root)", build_bind_root_slashes, "spec bind `/etc` -> `//`"),
+	BAD("bind target /. (the root)", build_bind_root_dot, "spec bind `/etc` -> `/.`"),
+	BAD("bind target with a .. component", build_bind_dotdot, "spec bind `/etc` -> `/usr/../etc`"),
+	BAD("bind target ending in ..", build_bind_dotdot_end, "spec bind `/etc` -> `/usr/..`"),
+	BAD("bind target starting with /..", build_bind_dotdot_top, "spec bind `/etc` -> `/../host`"),
+	BAD("bind source with a .. component", build_bind_source_dotdot, "spec bind `/srv/../etc`"),
+	BAD("bind target relative", build_bind_relative, "spec bind `/etc` -> `data`"),
+	BAD("bind source relative", build_bind_source_relative, "spec bind `etc`"),
+	BAD("bind record shorter than its u32", build_bind_truncated, "spec bind: truncated record of 2 bytes"),
+	BAD("cgroup version 3", build_cg_v3, "spec cgroup version 3: must be 1 or 2"),
+	BAD("cgroup version 0", build_cg_v0, "spec cgroup version 0: must be 1 or 2"),
+	BAD("mixed cgroup versions", build_cg_mixed, "spec cgroup: mixes versions 2 and 1"),
+	BAD("cgroup parent outside /sys/fs/cgroup", build_cg_outside, "parent `/tmp/zviz`: must be under /sys/fs/cgroup"),
+	BAD("cgroup parent under /sys/fs/cgroupfs", build_cg_prefix_only, "parent `/sys/fs/cgroupfs/zviz`"),
+	BAD("cgroup parent /sys/fs/cgroup without a slash", build_cg_no_slash, "parent `/sys/fs/cgroup`"),
+	BAD("cgroup parent escaping with ..", build_cg_escape, "parent `/sys/fs/cgroup/../../../etc`"),
+	BAD("cgroup parent relative", build_cg_relative, "parent `sys/fs/cgroup/zviz`"),
+	BAD("cgroup controller containing /", build_cg_ctrl_slash, "spec cgroup `memory/../pids`"),
+	BAD("cgroup controller empty", build_cg_ctrl_empty, "spec cgroup ``"),
+	BAD("cgroup controller of 33 bytes", build_cg_ctrl_32, "spec cgroup `cpu,cpuacct"),
+	BAD("cgroup record shorter than its version", build_cg_truncated, "spec cgroup: truncated record of 3 bytes"),
+	BAD("cgroup controller length past the record", build_cg_truncated_ctrl, "spec cgroup: truncated record of 11 bytes"),
+	BAD("apparmor profile with white space", build_apparmor_space, "spec apparmor profile `zviz fn`"),
+	BAD("landlock port 65536", build_ll_port_range, "spec landlock port 65536"),
+	BAD("landlock path with ..", build_ll_path_dotdot, "spec landlock path `/a/../`"),
+	BAD("seccomp conf of 3 bytes", build_sc_conf_short, "spec seccomp: 3 bytes, expected 4"),
+	BAD("seccomp syscall name empty", build_sc_name_empty, "spec seccomp syscall name: 0 bytes"),
+	BAD("seccomp syscall name of 65 bytes", build_sc_name_65, "spec seccomp syscall name: 65 bytes"),
+	BAD("NUL inside seccomp syscall name", build_sc_name_nul, "spec seccomp syscall name: contains a NUL byte"),
+	BAD("brokered file path relative", build_broker_relative, "spec brokered file `etc/x`"),
+	BAD("brokered file source with ..", build_broker_source_dotdot, "spec brokered file `/etc/x` <- `/etc/../root/.ssh/id_rsa`"),
+	BAD("brokered file record truncated", build_broker_truncated, "spec brokered file: truncated record of 6 bytes"),
+	BIG("too many seccomp names (ZV_MAX_SC_ALLOW + 1)", build_too_many_sc, "spec seccomp allowlist: more than 512 entries"),
+	BIG("too many brokered files (ZV_MAX_BROKER_FILES + 1)", build_too_many_broker, "spec brokered files: more than 16 entries"),
+	BIG("a string of ZV_MAX_STRING + 1 bytes", build_string_too_large, "spec argv: 65537 bytes exceeds 65536"),
+	BIG("too many argv (ZV_MAX_ARGS + 1)", build_too_many_argv, "spec argv: more than 512 entries"),
+	BIG("too many env (ZV_MAX_ENV + 1)", build_too_many_env, "spec env: more than 256 entries"),
+	BIG("too many files (ZV_MAX_FILES + 1)", build_too_many_files, "spec files: more than 64 entries"),
+	BIG("too many binds (ZV_MAX_BINDS + 1)", build_too_many_binds, "spec binds: more than 32 entries"),
+	BIG("too many cgroups (ZV_MAX_CGROUPS + 1)", build_too_many_cgroups, "spec cgroups: more than 8 entries"),
+};
+
+static void run_case(const char *name, void (*build)(struct tlv *b), int code, const char *needle,
+		     void (*check)(const struct zv_spec *s, const struct tlv *b))
+{
+	struct tlv b = { 0 };
+	struct zv_spec s;
+	struct zviz_error err = { .code = -1, .msg = "untouched" };
+	why[0] = '\0';
+	build(&b);
+	/* An empty builder still needs a non-NULL pointer for the parser's arithmetic. */
+	static const uint8_t none[1];
+	int rc = zv_spec_parse(b.p ? b.p : none, b.len, &s, &err);
+	if (code == ZVIZ_OK) {
+		if (expect(rc == 0, "rc %d, err %d `%s`", rc, err.code, err.msg))
+			check(&s, &b);
+	} else {
+		expect(rc == -code, "rc %d, expected %d (msg `%s`)", rc, -code, err.msg);
+		expect(err.code == code, "err.code %d, expected %d (msg `%s`)", err.code, code, err.msg);
+		expect(strstr(err.msg, needle) != NULL, "msg `%s` lacks `%s`", err.msg, needle);
+	}
+	zv_spec_free(&s);
+	free(b.p);
+	if (why[0] == '\0') {
+		npass++;
+		printf("ok   %s\n", name);
+	} else {
+		nfail++;
+		printf("FAIL %s: %s\n", name, why);
+	}
+}
+
+int main(void)
+{
+	/* Fill fresh heap memory with a non-zero pattern, so a vector slot the parser forgot
+	 * to initialise reads as garbage here too, not only under ASan (which does the same). */
+	mallopt(M_PERTURB, 0x5a);
+
+	for (size_t i = 0; i < sizeof(CASES) / sizeof(CASES[0]); i++)
+		run_case(CASES[i].name, CASES[i].build, CASES[i].code, CASES[i].needle, CASES[i].check);
+
+	/* Each limit that the parser requires, zeroed on its own. */
+	static const struct {
+		const char *field;
+		size_t off;
+	} zero[] = {
+		{ "timeout_ms", offsetof(struct zv_limits, timeout_ms) },
+		{ "memory_bytes", offsetof(struct zv_limits, memory_bytes) },
+		{ "pids", offsetof(struct zv_limits, pids) },
+		{ "cpu_millis", offsetof(struct zv_limits, cpu_millis) },
+		{ "tmp_bytes", offsetof(struct zv_limits, tmp_bytes) },
+		{ "shm_bytes", offsetof(struct zv_limits, shm_bytes) },
+		{ "nofile", offsetof(struct zv_limits, nofile) },
+		{ "fsize_bytes", offsetof(struct zv_limits, fsize_bytes) },
+	};
+	for (size_t i = 0; i < sizeof(zero) / sizeof(zero[0]); i++) {
+		char name[96];
+		snprintf(name, sizeof(name), "zero limit %s", zero[i].field);
+		zero_field = zero[i].off;
+		run_case(name, build_zero_limit, ZVIZ_E_INVALID_SPEC, "spec limits: missing or zero", NULL);
+	}
+
+	printf("%d passed, %d failed\n", npass, nfail);
+	return nfail ? 1 : 0;
+}
