@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import koffi from 'koffi';
 import { NATIVE_ERROR_CODES, type NativeFailure, type NativeErrorCode } from './types.js';
 
-export const EXPECTED_ABI = 3;
+export const EXPECTED_ABI = 4;
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** Repository root, whether running from source (worker-pool/) or from dist/worker-pool/. */
@@ -37,6 +37,7 @@ const ZvizResult = koffi.struct('zviz_result', {
   stdout_len: 'uint64_t',
   stderr_len: 'uint64_t',
   audit_dropped: 'uint64_t',
+  reply_len: 'uint64_t',
 });
 
 const ZvizAudit = koffi.struct('zviz_audit', {
@@ -93,6 +94,7 @@ export interface RawResult {
   term_signal: number;
   audit_count: number;
   audit_dropped: number | bigint;
+  reply_len: number | bigint;
   setup_ns: number | bigint;
   duration_ns: number | bigint;
   cpu_ns: number | bigint;
@@ -115,11 +117,15 @@ interface Bindings {
   spawn: (path: string, spec: Buffer, len: number, sb: SandboxHandle, err: RawError) => number;
   run: (
     sb: SandboxHandle,
+    go: Buffer | null,
+    goLen: number,
     res: RawResult,
     out: Buffer,
     outCap: number,
     errBuf: Buffer,
     errCap: number,
+    reply: Buffer,
+    replyCap: number,
     audit: Buffer,
     auditCap: number,
     err: RawError,
@@ -144,7 +150,7 @@ function load(): Bindings {
       'int zviz_spawn(const char *path, const uint8_t *spec, size_t len, _Out_ zviz_sandbox *sb, _Out_ zviz_error *err)',
     ),
     run: lib.func(
-      'int zviz_run(_Inout_ zviz_sandbox *sb, _Out_ zviz_result *res, _Out_ uint8_t *out, size_t outCap, _Out_ uint8_t *errBuf, size_t errCap, _Out_ uint8_t *audit, size_t auditCap, _Out_ zviz_error *err)',
+      'int zviz_run(_Inout_ zviz_sandbox *sb, const uint8_t *go, size_t goLen, _Out_ zviz_result *res, _Out_ uint8_t *out, size_t outCap, _Out_ uint8_t *errBuf, size_t errCap, _Out_ uint8_t *reply, size_t replyCap, _Out_ uint8_t *audit, size_t auditCap, _Out_ zviz_error *err)',
     ),
     kill: lib.func('int zviz_kill(const zviz_sandbox *sb, _Out_ zviz_error *err)'),
     release: lib.func('int zviz_release(_Inout_ zviz_sandbox *sb, _Out_ zviz_error *err)'),
@@ -202,17 +208,23 @@ export interface RunOutput {
   raw: RawResult;
   stdout: Buffer;
   stderr: Buffer;
+  /** What a warm function answered on its fd 4. */
+  reply: Buffer;
   audit: RawAudit[];
 }
 
-/** Releases the function and blocks until its sandbox is gone. */
-export function run(sb: SandboxHandle, outputCap: number): RunOutput {
+/**
+ * Releases the function and blocks until its sandbox is gone. `go` (see spec.ts
+ * encodeGo) carries the invocation's limits, stdin and a warm function's work.
+ */
+export function run(sb: SandboxHandle, outputCap: number, go: Buffer | null = null): RunOutput {
   const stdout = Buffer.alloc(Math.max(outputCap, 1));
   const stderr = Buffer.alloc(Math.max(outputCap, 1));
+  const reply = Buffer.alloc(Math.max(outputCap, 1));
   const auditBuf = Buffer.alloc(AUDIT_RECORD_BYTES * MAX_AUDIT);
   const raw = {} as RawResult;
   const err = emptyError();
-  if (load().run(sb, raw, stdout, outputCap, stderr, outputCap, auditBuf, MAX_AUDIT, err) !== 0) {
+  if (load().run(sb, go, go?.length ?? 0, raw, stdout, outputCap, stderr, outputCap, reply, outputCap, auditBuf, MAX_AUDIT, err) !== 0) {
     throw new NativeError(toFailure(err));
   }
   const audit: RawAudit[] = [];
@@ -223,6 +235,7 @@ export function run(sb: SandboxHandle, outputCap: number): RunOutput {
     raw,
     stdout: stdout.subarray(0, Number(raw.stdout_len)),
     stderr: stderr.subarray(0, Number(raw.stderr_len)),
+    reply: reply.subarray(0, Number(raw.reply_len)),
     audit,
   };
 }

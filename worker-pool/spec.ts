@@ -24,7 +24,12 @@ export const TAG = {
   BROKER_FILE: 17,
   NETNS: 18,
   RESOLV: 19,
+  FLAGS: 20,
 } as const;
+
+/** GO payload tags (native/src/internal.h enum zv_go_tag). */
+export const GO_TAG = { LIMITS: 1, STDIN: 2, CONTROL: 3 } as const;
+const SF_WARM = 1;
 
 const SC_ENABLED = 1;
 
@@ -68,7 +73,7 @@ function u32(v: number): Buffer {
   return b;
 }
 
-function limits(task: SandboxTask): Buffer {
+function limits(task: Pick<SandboxTask, 'limits' | 'profile'>): Buffer {
   const b = Buffer.alloc(LIMITS_BYTES);
   const fs = task.profile.filesystem;
   const values = [
@@ -99,8 +104,10 @@ export function encodeSpec(
   sandboxId: string,
   host: HostLayout,
   net: SpecNetwork = { netnsPath: null, resolvConf: '' },
+  warm = false,
 ): Buffer {
   const parts: Buffer[] = [record(TAG.ID, Buffer.from(sandboxId))];
+  if (warm) parts.push(record(TAG.FLAGS, u32(SF_WARM)));
   for (const a of task.argv) parts.push(record(TAG.ARGV, Buffer.from(a)));
   for (const [k, v] of Object.entries(task.env)) parts.push(record(TAG.ENV, Buffer.from(`${k}=${v}`)));
   for (const f of task.files) parts.push(record(TAG.FILE, pair(Buffer.from(f.name), Buffer.from(f.content))));
@@ -149,5 +156,16 @@ export function encodeSpec(
       parts.push(record(TAG.CGROUP, Buffer.concat([u32(host.cgroup.version), body])));
     }
   }
+  return Buffer.concat(parts);
+}
+
+/**
+ * The GO payload: the invocation's own limits (applied to a pre-made sandbox's cgroup
+ * before anything of the invocation runs), its stdin, and a warm runtime's work (fd 3).
+ */
+export function encodeGo(task: Pick<SandboxTask, 'limits' | 'profile' | 'stdin'>, control: Buffer | null): Buffer {
+  const parts = [record(GO_TAG.LIMITS, limits(task))];
+  if (task.stdin.length > 0) parts.push(record(GO_TAG.STDIN, Buffer.from(task.stdin)));
+  if (control) parts.push(record(GO_TAG.CONTROL, control));
   return Buffer.concat(parts);
 }

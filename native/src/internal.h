@@ -74,6 +74,7 @@ enum zv_tag {
 	ZV_T_BROKER_FILE = 17, /* u32 flags, u32 path length, sandbox path, host source path; repeated */
 	ZV_T_NETNS = 18,    /* string: network namespace file to join instead of a private one */
 	ZV_T_RESOLV = 19,   /* string: content of the sandbox's /etc/resolv.conf */
+	ZV_T_FLAGS = 20,    /* u32 flags (ZV_SF_*) */
 };
 
 #define ZV_LF_TMP_EXEC (1u << 0)
@@ -99,6 +100,17 @@ struct zv_limits {
 #define ZV_MAX_CGROUPS 8
 #define ZV_MAX_LL_PATHS 64
 #define ZV_MAX_LL_PORTS 64
+
+/* Spec flags. WARM: start the function right after setup, before GO; it gets fd 3 to
+ * read its work from and fd 4 to answer on (see worker-pool/bootstrap/). */
+#define ZV_SF_WARM (1u << 0)
+
+/* GO payload: TLV records like the spec's, all optional. */
+enum zv_go_tag {
+	ZV_G_LIMITS = 1,  /* struct zv_limits: timeout, output, memory, pids, cpu replace the spec's */
+	ZV_G_STDIN = 2,   /* bytes: the function's stdin (replaces the spec's) */
+	ZV_G_CONTROL = 3, /* bytes: written to a warm function's fd 3 */
+};
 
 #define ZV_MAX_SC_ALLOW 512
 #define ZV_MAX_BROKER_FILES 16
@@ -179,10 +191,14 @@ struct zv_spec {
 	size_t nbroker_files;
 	char *netns_path;
 	char *resolv_conf;
+	uint32_t flags;
 };
 
 /* Parses buf (which must outlive spec: file data points into it). */
 ZV_HIDDEN int zv_spec_parse(const uint8_t *buf, size_t len, struct zv_spec *spec, struct zviz_error *err);
 ZV_HIDDEN void zv_spec_free(struct zv_spec *spec);
+/* Parses a GO payload into spec (limits, stdin) and control; buf must outlive them. */
+ZV_HIDDEN int zv_go_parse(const uint8_t *buf, size_t len, struct zv_spec *spec, const uint8_t **control,
+			  size_t *control_len, struct zviz_error *err);
 
 #endif

@@ -158,8 +158,9 @@ ZVIZ_EXPORT int zviz_spawn(const char *supervisor_path, const uint8_t *spec, siz
 	return zv_fail(err, ZVIZ_E_PROTOCOL, 0, "supervisor exited or misbehaved during sandbox setup");
 }
 
-ZVIZ_EXPORT int zviz_run(struct zviz_sandbox *sb, struct zviz_result *result, uint8_t *stdout_buf, size_t stdout_cap,
-			 uint8_t *stderr_buf, size_t stderr_cap, struct zviz_audit *audit, size_t audit_cap,
+ZVIZ_EXPORT int zviz_run(struct zviz_sandbox *sb, const uint8_t *go, size_t go_len, struct zviz_result *result,
+			 uint8_t *stdout_buf, size_t stdout_cap, uint8_t *stderr_buf, size_t stderr_cap,
+			 uint8_t *reply_buf, size_t reply_cap, struct zviz_audit *audit, size_t audit_cap,
 			 struct zviz_error *err)
 {
 	zv_error_clear(err);
@@ -167,7 +168,9 @@ ZVIZ_EXPORT int zviz_run(struct zviz_sandbox *sb, struct zviz_result *result, ui
 	if (sb->state != SB_SPAWNED)
 		return zv_fail(err, ZVIZ_E_PROTOCOL, 0, "run: sandbox is not parked (state %d)", sb->state);
 	sb->state = SB_RUN;
-	if (zv_send_frame(sb->ctl_fd, ZV_FRAME_GO, NULL, 0) < 0)
+	if (go_len > ZV_MAX_FRAME)
+		return zv_fail(err, ZVIZ_E_TOO_LARGE, 0, "run: GO payload of %zu bytes exceeds %u", go_len, ZV_MAX_FRAME);
+	if (zv_send_frame(sb->ctl_fd, ZV_FRAME_GO, go_len ? go : NULL, go_len) < 0)
 		return zv_fail(err, ZVIZ_E_PROTOCOL, errno, "send GO to supervisor");
 
 	struct zv_frame f;
@@ -186,11 +189,11 @@ ZVIZ_EXPORT int zviz_run(struct zviz_sandbox *sb, struct zviz_result *result, ui
 		return zv_fail(err, ZVIZ_E_PROTOCOL, 0, "unexpected frame %u of %u bytes", f.type, f.len);
 	if (zv_read_all(sb->ctl_fd, result, sizeof(*result)) != 0)
 		return zv_fail(err, ZVIZ_E_PROTOCOL, errno, "read result");
-	uint64_t out_len = result->stdout_len, err_len = result->stderr_len;
+	uint64_t out_len = result->stdout_len, err_len = result->stderr_len, reply_len = result->reply_len;
 	uint64_t audit_len = (uint64_t)result->audit_count * sizeof(struct zviz_audit);
-	if (result->audit_count > ZVIZ_MAX_AUDIT || out_len + err_len + audit_len != f.len - sizeof(*result))
-		return zv_fail(err, ZVIZ_E_PROTOCOL, 0, "result lengths %llu + %llu + %llu do not match frame of %u bytes",
-			       (unsigned long long)out_len, (unsigned long long)err_len, (unsigned long long)audit_len, f.len);
+	if (result->audit_count > ZVIZ_MAX_AUDIT || out_len > ZV_MAX_FRAME || err_len > ZV_MAX_FRAME ||
+	    reply_len > ZV_MAX_FRAME || out_len + err_len + reply_len + audit_len != f.len - sizeof(*result))
+		return zv_fail(err, ZVIZ_E_PROTOCOL, 0, "result lengths do not match frame of %u bytes", f.len);
 	/* Copy what fits, discard the rest (the supervisor already capped each stream). */
 	struct {
 		uint8_t *buf;
@@ -198,12 +201,15 @@ ZVIZ_EXPORT int zviz_run(struct zviz_sandbox *sb, struct zviz_result *result, ui
 		uint64_t len;
 		uint64_t *kept;
 		uint32_t flag;
-	} streams[2] = {
+	} streams[3] = {
 		{ stdout_buf, stdout_cap, out_len, &result->stdout_len, ZVIZ_RF_STDOUT_TRUNCATED },
 		{ stderr_buf, stderr_cap, err_len, &result->stderr_len, ZVIZ_RF_STDERR_TRUNCATED },
+		{ reply_buf, reply_cap, reply_len, &result->reply_len, 0 },
 	};
 	uint8_t scratch[4096];
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < 3; i++) {
+		if (!streams[i].buf)
+			streams[i].cap = 0;
 		uint64_t keep = streams[i].len < streams[i].cap ? streams[i].len : streams[i].cap;
 		if (keep && zv_read_all(sb->ctl_fd, streams[i].buf, keep) != 0)
 			return zv_fail(err, ZVIZ_E_PROTOCOL, errno, "read output");

@@ -241,7 +241,17 @@ static int build_fn(struct root *r, const struct zv_spec *s, struct zviz_error *
 		return rc;
 	char path[PATH_MAX];
 	for (size_t i = 0; i < s->nfiles; i++) {
+		/* Nested names (lib/util.js): make the directories on the way. */
 		snprintf(path, sizeof(path), "%s/fn/%s", r->base, s->files[i].name);
+		for (char *p = path + strlen(r->base) + 4; *p; p++) {
+			if (*p != '/')
+				continue;
+			*p = '\0';
+			rc = make_dir(path, 0755, err);
+			*p = '/';
+			if (rc < 0)
+				return rc;
+		}
 		if ((rc = make_file(path, s->files[i].data, s->files[i].len, 0444, err)) < 0)
 			return rc;
 	}

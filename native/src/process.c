@@ -48,3 +48,11 @@ int zv_proc_close_fds_from(int lowest, const int *keep, size_t nkeep, struct zvi
 	}
 	return 0;
 }
+
+int zv_proc_place(int src, int dst, struct zviz_error *err)
+{
+	/* dup2 onto a fixed number; the copy loses O_CLOEXEC and survives execve. */
+	if (dup2(src, dst) < 0)
+		return zv_fail(err, ZVIZ_E_SYSTEM, errno, "place fd %d at %d", src, dst);
+	return 0;
+}

@@ -76,19 +76,35 @@ __attribute__((noreturn)) static void exec_function(const struct zv_child_ctx *c
 		zv_fail(&err, ZVIZ_E_SYSTEM, errno, "setsid");
 		goto fail;
 	}
+	/* Only 0, 1, 2 (and a warm function's 3 and 4) survive execve. Kept until then, each
+	 * O_CLOEXEC: the exec-status pipe, the Landlock ruleset and the socket to the broker
+	 * (the last two are closed once used). They move above 63 first, so that placing
+	 * stdio and fds 3 and 4 overwrites none of them. */
+	int broker_sock = ctx->broker_sock;
+	int keep[3];
+	size_t nkeep = 0;
+	int *movers[] = { &exec_err_wr, &ctx->ll->ruleset_fd, &broker_sock };
+	for (size_t i = 0; i < 3; i++) {
+		if (*movers[i] < 0)
+			continue;
+		int high = fcntl(*movers[i], F_DUPFD_CLOEXEC, 64);
+		if (high < 0) {
+			zv_fail(&err, ZVIZ_E_SYSTEM, errno, "move fd %d", *movers[i]);
+			goto fail;
+		}
+		*movers[i] = high;
+		keep[nkeep++] = high;
+	}
+	sort_fds(keep, nkeep);
 	if (zv_proc_stdio(ctx->stdin_rd, ctx->stdout_wr, ctx->stderr_wr, &err) < 0)
 		goto fail;
-	/* Only 0, 1, 2 survive; exec_err_wr is O_CLOEXEC and closes itself at execve. */
-	/* Kept until execve, each O_CLOEXEC: the exec-status pipe, the Landlock ruleset and
-	 * the socket to the broker (the last two are closed once used). */
-	int keep[3] = { exec_err_wr };
-	size_t nkeep = 1;
-	if (ctx->ll->ruleset_fd >= 0)
-		keep[nkeep++] = ctx->ll->ruleset_fd;
-	if (ctx->broker_sock >= 0)
-		keep[nkeep++] = ctx->broker_sock;
-	sort_fds(keep, nkeep);
-	if (zv_proc_close_fds_from(3, keep, nkeep, &err) < 0)
+	int first_free = 3;
+	if (ctx->ctl_rd >= 0) {
+		if (zv_proc_place(ctx->ctl_rd, 3, &err) < 0 || zv_proc_place(ctx->reply_wr, 4, &err) < 0)
+			goto fail;
+		first_free = 5;
+	}
+	if (zv_proc_close_fds_from(first_free, keep, nkeep, &err) < 0)
 		goto fail;
 	if (zv_proc_set_rlimits(&s->limits, &err) < 0)
 		goto fail;
@@ -107,7 +123,7 @@ __attribute__((noreturn)) static void exec_function(const struct zv_child_ctx *c
 	}
 	/* Layer B, last before execve: from here on every syscall is filtered, and only
 	 *    what the filter always allows (sendmsg, close, write, execve, exit) is used. */
-	if (zv_sc_load(ctx->sc, ctx->broker_sock, &err) < 0)
+	if (zv_sc_load(ctx->sc, broker_sock, &err) < 0)
 		goto fail;
 	execve(s->argv[0], s->argv, s->envp);
 	zv_fail(&err, ZVIZ_E_EXEC, errno, "execve `%s`", s->argv[0]);
@@ -128,8 +144,12 @@ __attribute__((noreturn)) void zv_sandbox_main(const struct zv_child_ctx *ctx)
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 
 	/* 2. Drop every fd of the supervisor's that is not ours. */
-	int keep[7] = { ctx->sync_rd, ctx->msg_wr, ctx->stdin_rd, ctx->stdout_wr, ctx->stderr_wr };
+	int keep[9] = { ctx->sync_rd, ctx->msg_wr, ctx->stdin_rd, ctx->stdout_wr, ctx->stderr_wr };
 	size_t nkeep = 5;
+	if (ctx->ctl_rd >= 0) {
+		keep[nkeep++] = ctx->ctl_rd;
+		keep[nkeep++] = ctx->reply_wr;
+	}
 	if (ctx->ll->ruleset_fd >= 0)
 		keep[nkeep++] = ctx->ll->ruleset_fd;
 	if (ctx->broker_sock >= 0)
@@ -195,6 +215,10 @@ __attribute__((noreturn)) void zv_sandbox_main(const struct zv_child_ctx *ctx)
 	close(ctx->stdout_wr);
 	close(ctx->stderr_wr);
 	close(ctx->sync_rd);
+	if (ctx->ctl_rd >= 0) {
+		close(ctx->ctl_rd);
+		close(ctx->reply_wr);
+	}
 	if (ctx->broker_sock >= 0)
 		close(ctx->broker_sock);
 	/* The function's uid differs from ours, and we are not dumpable: it can neither

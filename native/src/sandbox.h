@@ -89,6 +89,8 @@ struct zv_child_ctx {
 	const struct zv_seccomp *sc;
 	int broker_sock; /* -1 without a filter: sends the seccomp listener to the broker */
 	bool joined_netns; /* the network namespace is ZViz's, already configured: hands off */
+	int ctl_rd;   /* warm only (else -1): becomes the function's fd 3 */
+	int reply_wr; /* warm only (else -1): becomes the function's fd 4 */
 };
 
 /* sandbox.c: runs in the clone()d child (the sandbox's init, pid 1 of its pid namespace). */
@@ -106,6 +108,7 @@ int zv_caps_lock_down(int cap_last, bool drop_to_uid, struct zviz_error *err);
 /* process.c (child side) */
 int zv_proc_set_rlimits(const struct zv_limits *l, struct zviz_error *err);
 int zv_proc_stdio(int in, int out, int errfd, struct zviz_error *err);
+int zv_proc_place(int src, int dst, struct zviz_error *err);
 int zv_proc_close_fds_from(int lowest, const int *keep, size_t nkeep, struct zviz_error *err);
 
 /* net.c */

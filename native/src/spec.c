@@ -96,10 +96,26 @@ static bool valid_id(const char *s)
 	return true;
 }
 
+/* A path relative to /fn: canonical, no "." or ".." component, at most 8 levels. */
 static bool valid_file_name(const char *s)
 {
 	size_t n = strlen(s);
-	return n > 0 && n <= 255 && strchr(s, '/') == NULL && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
+	if (n == 0 || n > 1024 || s[0] == '/')
+		return false;
+	int depth = 0;
+	for (const char *p = s; *p;) {
+		size_t len = strcspn(p, "/");
+		if (len == 0 || len > 255 || (len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.'))
+			return false;
+		if (++depth > 8)
+			return false;
+		p += len;
+		if (*p == '/')
+			p++;
+		else
+			break;
+	}
+	return s[n - 1] != '/';
 }
 
 /* Absolute and canonical: no empty, "." or ".." component, no trailing slash. A bind
@@ -165,7 +181,7 @@ static int parse_record(struct zv_spec *s, uint16_t tag, const uint8_t *p, size_
 			return -err->code;
 		s->nfiles++;
 		if (!valid_file_name(f->name))
-			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec file name `%.64s`: must be a plain file name", f->name);
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec file name `%.64s`: must be a relative path without . or .. (at most 8 levels)", f->name);
 		f->data = b;
 		f->len = blen;
 		return 0;
@@ -332,6 +348,13 @@ static int parse_record(struct zv_spec *s, uint16_t tag, const uint8_t *p, size_
 			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec netns `%.128s`: must be under /run/netns/",
 				       s->netns_path);
 		return 0;
+	case ZV_T_FLAGS:
+		if (len != 4)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec flags: %zu bytes, expected 4", len);
+		s->flags = rd_u32(p);
+		if (s->flags & ~ZV_SF_WARM)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec flags 0x%x: unknown bits", s->flags);
+		return 0;
 	case ZV_T_RESOLV:
 		if (s->resolv_conf)
 			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec resolv.conf: given twice");
@@ -421,4 +444,51 @@ void zv_spec_free(struct zv_spec *s)
 	free(s->netns_path);
 	free(s->resolv_conf);
 	memset(s, 0, sizeof(*s));
+}
+
+int zv_go_parse(const uint8_t *buf, size_t len, struct zv_spec *s, const uint8_t **control, size_t *control_len,
+		struct zviz_error *err)
+{
+	*control = NULL;
+	*control_len = 0;
+	bool seen[4] = { false, false, false, false };
+	for (size_t off = 0; off < len;) {
+		if (len - off < 8)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "GO: truncated record header at offset %zu", off);
+		uint16_t tag = rd_u16(buf + off);
+		uint32_t rlen = rd_u32(buf + off + 4);
+		off += 8;
+		if (rd_u16(buf + off - 6) != 0 || rlen > len - off)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "GO: malformed record at offset %zu", off - 8);
+		const uint8_t *p = buf + off;
+		off += rlen;
+		if (tag < 1 || tag > 3 || seen[tag])
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "GO: unknown or repeated record tag %u", tag);
+		seen[tag] = true;
+		switch ((enum zv_go_tag)tag) {
+		case ZV_G_LIMITS: {
+			struct zv_limits l;
+			if (rlen != sizeof(l))
+				return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "GO limits: %u bytes, expected %zu", rlen, sizeof(l));
+			memcpy(&l, p, sizeof(l));
+			if (l.timeout_ms == 0 || l.memory_bytes == 0 || l.pids == 0 || l.cpu_millis == 0)
+				return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "GO limits: missing or zero");
+			s->limits.timeout_ms = l.timeout_ms;
+			s->limits.output_bytes = l.output_bytes;
+			s->limits.memory_bytes = l.memory_bytes;
+			s->limits.pids = l.pids;
+			s->limits.cpu_millis = l.cpu_millis;
+			break;
+		}
+		case ZV_G_STDIN:
+			s->stdin_data = p;
+			s->stdin_len = rlen;
+			break;
+		case ZV_G_CONTROL:
+			*control = p;
+			*control_len = rlen;
+			break;
+		}
+	}
+	return 0;
 }

@@ -1,0 +1,337 @@
+/* loop.c — the supervisor's event loop: one poll over everything a running sandbox
+ * touches (init's pidfd, stdout/stderr/reply pipes, stdin/control pipes, init's message
+ * pipe, the timeout timerfd, the control socket, the server's and the broker's pidfds),
+ * and the measurement of what the invocation did.
+ *
+ * Every stream is bounded: what we read is capped at outputBytes (passing it kills the
+ * sandbox: a flood must not burn the host's CPU until the timeout), what we write is
+ * written non-blocking as the sandbox reads it, so a function that never reads its
+ * stdin cannot stall us. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "supervisor.h"
+
+/* The byte a warm runtime's bootstrap writes on the reply channel once loaded. */
+#define READY_MARK 'R'
+
+void zv_sup_kill_sandbox(struct sup *s)
+{
+	/* The cgroup first: it also reaches processes that left the init's tree (there
+	 * should be none; the pid namespace already confines them). Then init: when pid
+	 * 1 of a pid namespace dies, the kernel SIGKILLs everything else in it. */
+	zv_cg_kill(&s->cg);
+	if (s->init_pidfd >= 0 && !s->init_reaped)
+		syscall(SYS_pidfd_send_signal, s->init_pidfd, SIGKILL, NULL, 0);
+}
+
+static int grow(struct pipe_buf *p, size_t cap, struct zviz_error *err)
+{
+	uint8_t *d = realloc(p->data, cap + 1);
+	if (!d)
+		return zv_fail(err, ZVIZ_E_SYSTEM, ENOMEM, "allocate an output buffer of %zu bytes", cap);
+	p->data = d;
+	p->cap = cap;
+	if (p->len > cap) {
+		p->len = cap;
+		p->truncated = true;
+	}
+	return 0;
+}
+
+int zv_sup_alloc_buffers(struct sup *s, struct zviz_error *err)
+{
+	size_t cap = (size_t)s->spec.limits.output_bytes;
+	int r;
+	if ((r = grow(&s->out, cap, err)) < 0 || (r = grow(&s->err, cap, err)) < 0 || (r = grow(&s->reply, cap, err)) < 0)
+		return r;
+	return 0;
+}
+
+int zv_sup_arm_timer(struct sup *s, uint64_t ms, struct zviz_error *err)
+{
+	if (s->timer_fd < 0)
+		s->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (s->timer_fd < 0)
+		return zv_fail(err, ZVIZ_E_SYSTEM, errno, "timerfd_create");
+	struct itimerspec its;
+	memset(&its, 0, sizeof(its));
+	its.it_value.tv_sec = (time_t)(ms / 1000);
+	its.it_value.tv_nsec = (long)(ms % 1000) * 1000000L;
+	if (timerfd_settime(s->timer_fd, 0, &its, NULL) < 0)
+		return zv_fail(err, ZVIZ_E_SYSTEM, errno, "arm a timer of %llu ms", (unsigned long long)ms);
+	return 0;
+}
+
+static void set_nonblock(int fd)
+{
+	int fl = fd >= 0 ? fcntl(fd, F_GETFL) : -1;
+	if (fl >= 0)
+		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+static void drain(struct pipe_buf *p)
+{
+	uint8_t scratch[65536];
+	for (;;) {
+		size_t room = p->cap - p->len;
+		uint8_t *dst = room ? p->data + p->len : scratch;
+		size_t want = room ? room : sizeof(scratch);
+		ssize_t n = read(p->fd, dst, want);
+		if (n > 0) {
+			if (room) {
+				p->len += (size_t)n;
+				continue;
+			}
+			/* Over the cap: keep what fits and report it; the loop kills the sandbox. */
+			p->truncated = true;
+			close_fd(&p->fd);
+			return;
+		}
+		if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+			close_fd(&p->fd);
+			return;
+		}
+		if (errno == EAGAIN)
+			return;
+	}
+}
+
+static void feed(struct feed *f)
+{
+	while (f->off < f->len) {
+		ssize_t n = write(f->fd, f->data + f->off, f->len - f->off);
+		if (n > 0) {
+			f->off += (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		break; /* EPIPE: the function closed its end; fine */
+	}
+	close_fd(&f->fd);
+}
+
+static void read_child_msg(struct sup *s)
+{
+	struct zv_child_msg m;
+	ssize_t n = read(s->msg_rd, &m, sizeof(m));
+	if (n == (ssize_t)sizeof(m)) {
+		if (m.type == ZV_MSG_EXIT) {
+			s->got_exit = true;
+			s->wait_status = m.wait_status;
+		} else if (m.type == ZV_MSG_ERROR) {
+			/* execve failed: report it on stderr of the result, as a shell would. */
+			m.err.msg[sizeof(m.err.msg) - 1] = '\0';
+			size_t l = strnlen(m.err.msg, sizeof(m.err.msg));
+			if (l + 1 <= s->err.cap - s->err.len) {
+				memcpy(s->err.data + s->err.len, m.err.msg, l);
+				s->err.data[s->err.len + l] = '\n';
+				s->err.len += l + 1;
+			}
+			s->got_exit = true;
+			s->wait_status = 127 << 8;
+		}
+		return;
+	}
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+		close_fd(&s->msg_rd);
+}
+
+static void reap_init(struct sup *s)
+{
+	siginfo_t si;
+	memset(&si, 0, sizeof(si));
+	if (waitid((idtype_t)P_PIDFD, (id_t)s->init_pidfd, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0)
+		return;
+	s->init_reaped = true;
+	getrusage(RUSAGE_CHILDREN, &s->init_rusage);
+	if (!s->got_exit) {
+		/* init died before reporting: it was killed (timeout, OOM, caller). The
+		 * function's main process is gone with it; report the signal init got. */
+		s->wait_status = si.si_code == CLD_EXITED ? (si.si_status & 0xff) << 8 : (si.si_status & 0x7f);
+		s->got_exit = true;
+	}
+}
+
+/* Warm boot: the first byte on the reply channel is the runtime's "loaded" mark. */
+static void check_booted(struct sup *s)
+{
+	if (s->booted || s->reply.len == 0)
+		return;
+	if (s->reply.data[0] == READY_MARK) {
+		memmove(s->reply.data, s->reply.data + 1, s->reply.len - 1);
+		s->reply.len--;
+	}
+	s->booted = true;
+}
+
+enum { P_CTL, P_SERVER, P_INIT, P_OUT, P_ERR, P_REPLY, P_IN, P_CTLIN, P_MSG, P_TIMER, P_BROKER, P_COUNT };
+
+bool zv_sup_loop(struct sup *s, bool until_booted)
+{
+	bool server_alive = true, caller_alive = true;
+	int *fds_nb[] = { &s->out.fd, &s->err.fd, &s->reply.fd, &s->msg_rd, &s->in.fd, &s->ctl.fd };
+	for (size_t i = 0; i < sizeof(fds_nb) / sizeof(fds_nb[0]); i++)
+		set_nonblock(*fds_nb[i]);
+
+	for (;;) {
+		if (until_booted ? (s->booted || s->init_reaped)
+				 : (s->init_reaped && s->out.fd < 0 && s->err.fd < 0 && s->reply.fd < 0))
+			break;
+		/* Before GO the control socket is not ours to read: the caller may be idle. */
+		int fds[P_COUNT] = {
+			[P_CTL] = (!until_booted && caller_alive) ? CTL_FD : -1,
+			[P_SERVER] = s->server_pidfd,
+			[P_INIT] = s->init_reaped ? -1 : s->init_pidfd,
+			[P_OUT] = s->out.fd,
+			[P_ERR] = s->err.fd,
+			[P_REPLY] = s->reply.fd,
+			[P_IN] = s->running ? s->in.fd : -1,
+			[P_CTLIN] = s->running ? s->ctl.fd : -1,
+			[P_MSG] = s->msg_rd,
+			[P_TIMER] = s->timer_fd,
+			[P_BROKER] = s->init_reaped ? -1 : s->broker.pidfd,
+		};
+		struct pollfd pfd[P_COUNT];
+		for (int i = 0; i < P_COUNT; i++) {
+			pfd[i].fd = fds[i];
+			pfd[i].events = (i == P_IN || i == P_CTLIN) ? POLLOUT : POLLIN;
+			pfd[i].revents = 0;
+		}
+		if (poll(pfd, P_COUNT, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			zv_sup_kill_sandbox(s);
+			return false;
+		}
+		if (pfd[P_OUT].revents)
+			drain(&s->out);
+		if (pfd[P_ERR].revents)
+			drain(&s->err);
+		if (pfd[P_REPLY].revents) {
+			drain(&s->reply);
+			check_booted(s);
+		}
+		if ((s->out.truncated || s->err.truncated || s->reply.truncated) && !(s->res.flags & ZVIZ_RF_OUTPUT_LIMIT) &&
+		    !s->init_reaped) {
+			s->res.flags |= ZVIZ_RF_OUTPUT_LIMIT;
+			zv_sup_kill_sandbox(s);
+		}
+		if (pfd[P_IN].revents)
+			feed(&s->in);
+		if (pfd[P_CTLIN].revents)
+			feed(&s->ctl);
+		if (pfd[P_MSG].revents)
+			read_child_msg(s);
+		if (pfd[P_TIMER].revents) {
+			uint64_t ticks;
+			if (read(s->timer_fd, &ticks, sizeof(ticks)) == sizeof(ticks) && !s->init_reaped) {
+				s->res.flags |= ZVIZ_RF_TIMED_OUT;
+				zv_sup_kill_sandbox(s);
+			}
+			close_fd(&s->timer_fd);
+		}
+		if (pfd[P_CTL].revents) {
+			struct zv_frame f;
+			int r = zv_recv_header(CTL_FD, &f);
+			if (r == 0 && f.type == ZV_FRAME_KILL && f.len == 0)
+				s->res.flags |= ZVIZ_RF_KILLED_BY_CALLER;
+			else
+				caller_alive = false; /* EOF or garbage: the caller is gone */
+			zv_sup_kill_sandbox(s);
+		}
+		if (pfd[P_SERVER].revents) {
+			server_alive = false;
+			zv_sup_kill_sandbox(s);
+			close_fd(&s->server_pidfd);
+		}
+		if (pfd[P_BROKER].revents && zv_broker_exited_abnormally(&s->broker) &&
+		    !(s->res.flags & ZVIZ_RF_BROKER_DIED)) {
+			/* Fail closed: filtered calls already get ENOSYS; end the invocation. */
+			s->res.flags |= ZVIZ_RF_BROKER_DIED;
+			zv_sup_kill_sandbox(s);
+		}
+		if (pfd[P_INIT].revents)
+			reap_init(s);
+		if (until_booted && !server_alive)
+			return false;
+	}
+	return server_alive && caller_alive;
+}
+
+static bool has_kill_record(const struct sup *s)
+{
+	for (uint32_t i = 0; i < s->naudit; i++)
+		if (s->audit[i].kind == ZVIZ_AUDIT_SECCOMP && s->audit[i].action == ZVIZ_AUDIT_KILL)
+			return true;
+	return false;
+}
+
+/* The SIGSYS status is proof of a kill even when the kernel's record was rate-limited. */
+static void add_unknown_kill(struct sup *s)
+{
+	if (s->naudit >= ZVIZ_MAX_AUDIT)
+		return;
+	struct zviz_audit *a = &s->audit[s->naudit++];
+	memset(a, 0, sizeof(*a));
+	a->kind = ZVIZ_AUDIT_SECCOMP;
+	a->action = ZVIZ_AUDIT_KILL;
+	a->nr = -1;
+	a->count = 1;
+	snprintf(a->name, sizeof(a->name), "unknown");
+}
+
+void zv_sup_finish_result(struct sup *s)
+{
+	struct zviz_result *r = &s->res;
+	r->duration_ns = zv_now_ns() - s->started_ns;
+	int st = s->wait_status;
+	if (WIFSIGNALED(st)) {
+		r->flags |= ZVIZ_RF_SIGNALED;
+		r->term_signal = WTERMSIG(st);
+		r->exit_code = -1;
+	} else {
+		r->exit_code = WEXITSTATUS(st);
+	}
+	/* Fallback accounting from the init's children (the whole reaped tree); the
+	 * cgroup, where present, overrides it with the exact whole-tree figures. */
+	r->cpu_ns = ((uint64_t)s->init_rusage.ru_utime.tv_sec + (uint64_t)s->init_rusage.ru_stime.tv_sec) * 1000000000ull +
+		    ((uint64_t)s->init_rusage.ru_utime.tv_usec + (uint64_t)s->init_rusage.ru_stime.tv_usec) * 1000ull;
+	r->memory_peak_bytes = (uint64_t)s->init_rusage.ru_maxrss * 1024ull;
+	zv_cg_stats(&s->cg, r);
+	zv_broker_finish(&s->broker, s->audit, &s->naudit, &r->audit_dropped);
+	if (WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS)
+		r->flags |= ZVIZ_RF_SECCOMP_KILLED;
+	zv_kmsg_collect(s->kmsg_fd, s->spec.uid_base + 2u * (uint32_t)getpid() + 1u, s->audit, &s->naudit,
+			&r->audit_dropped);
+	s->kmsg_fd = -1;
+	if ((r->flags & ZVIZ_RF_SECCOMP_KILLED) && !has_kill_record(s))
+		add_unknown_kill(s);
+	r->audit_count = s->naudit;
+	if (s->out.truncated)
+		r->flags |= ZVIZ_RF_STDOUT_TRUNCATED;
+	if (s->err.truncated)
+		r->flags |= ZVIZ_RF_STDERR_TRUNCATED;
+	r->stdout_len = s->out.len;
+	r->stderr_len = s->err.len;
+	r->reply_len = s->reply.len;
+}

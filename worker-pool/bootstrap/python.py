@@ -1,0 +1,81 @@
+# ZViz bootstrap for python, run inside a pre-warmed sandbox before its invocation arrives.
+#   python3 bootstrap.py handler <file>     load def handler(event, context), say ready, run it
+#   python3 bootstrap.py inline <path> args  say ready, then run the code sent as __main__
+# The work arrives on fd 3; the answer goes to fd 4 after a one-byte "R" (runtime loaded).
+import importlib.util
+import json
+import os
+import sys
+import traceback
+
+CTL, REPLY = 3, 4
+
+
+def read_all(fd):
+    chunks = []
+    while True:
+        b = os.read(fd, 1 << 16)
+        if not b:
+            return b"".join(chunks)
+        chunks.append(b)
+
+
+def write_all(fd, data):
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def error_of(e):
+    return {"message": f"{type(e).__name__}: {e}", "stack": "".join(traceback.format_exception(e))}
+
+
+def answer(obj):
+    try:
+        text = json.dumps(obj)
+    except (TypeError, ValueError) as e:
+        text = json.dumps({"ok": False, "error": error_of(TypeError(f"Result is not JSON-serializable: {e}"))})
+    write_all(REPLY, text.encode())
+
+
+def handler_mode(entry):
+    try:
+        sys.path.insert(0, os.path.dirname(entry))
+        spec = importlib.util.spec_from_file_location("handler", entry)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["handler"] = mod
+        spec.loader.exec_module(mod)
+        fn = getattr(mod, "handler")
+    except BaseException as e:  # noqa: BLE001 - any load failure is the function's error
+        write_all(REPLY, b"R")
+        answer({"ok": False, "error": error_of(e)})
+        sys.exit(1)
+    write_all(REPLY, b"R")
+    msg = json.loads(read_all(CTL))
+    try:
+        out = fn(msg["event"], msg["context"])
+    except BaseException as e:  # noqa: BLE001
+        answer({"ok": False, "error": error_of(e)})
+        sys.stdout.flush()
+        sys.exit(1)
+    answer({"ok": True, "output": out})
+    sys.stdout.flush()
+    sys.exit(0)
+
+
+def inline_mode(entry, args):
+    write_all(REPLY, b"R")
+    code = read_all(CTL).decode()
+    os.close(CTL)
+    os.close(REPLY)
+    sys.argv = [entry, *args]
+    sys.path[0] = os.path.dirname(entry)
+    g = {"__name__": "__main__", "__file__": entry, "__builtins__": __builtins__}
+    exec(compile(code, entry, "exec"), g)
+
+
+if __name__ == "__main__":
+    mode, entry, *rest = sys.argv[1:]
+    if mode == "handler":
+        handler_mode(entry)
+    else:
+        inline_mode(entry, rest)
