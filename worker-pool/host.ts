@@ -68,8 +68,9 @@ export function probeHost(): { facts: HostFacts; cgroupPlan: CgroupPlan } {
 }
 
 /** One line per missing requirement, each saying how to fix it. Empty when the host is fit. */
-export function missingRequirements(facts: HostFacts, profiles: Iterable<Profile> = []): string[] {
+export function missingRequirements(facts: HostFacts, profileList: Iterable<Profile> = []): string[] {
   const out: string[] = [];
+  const profiles = [...profileList];
   for (const p of profiles) {
     const why = landlockRefusal(p, facts.landlock.abi);
     if (why) out.push(why);

@@ -680,10 +680,17 @@ static void build_too_many_env(struct tlv *b)
 		rec_str(b, ZV_T_ENV, "A=b");
 }
 
+/* Nested names are fine (lib/util.js); an empty or ".." component is not. */
 static void build_file_slash(struct tlv *b)
 {
 	base(b, 0);
-	rec_file(b, "a/b", "x");
+	rec_file(b, "a//b", "x");
+}
+
+static void build_file_nested_dotdot(struct tlv *b)
+{
+	base(b, 0);
+	rec_file(b, "lib/../../x", "x");
 }
 
 static void build_file_abs(struct tlv *b)
@@ -1083,7 +1090,8 @@ static const struct spec_case CASES[] = {
 	BAD("env without =", build_env_no_eq, "spec env `FOO`"),
 	BAD("env starting with =", build_env_lead_eq, "spec env `=value`"),
 	BAD("empty env string", build_env_empty, "spec env ``"),
-	BAD("file name with /", build_file_slash, "spec file name `a/b`"),
+	BAD("file name with an empty component", build_file_slash, "spec file name `a//b`"),
+	BAD("nested file name with ..", build_file_nested_dotdot, "spec file name `lib/../../x`"),
 	BAD("file name absolute", build_file_abs, "spec file name `/etc/passwd`"),
 	BAD("file name ..", build_file_dotdot, "spec file name `..`"),
 	BAD("file name .", build_file_dot, "spec file name `.`"),
