@@ -3,15 +3,19 @@ import type { SandboxOutcome } from '../worker-pool/types.js';
 import { createApp, type Readiness } from './app.js';
 import { ApiError, type ErrorCode } from './errors.js';
 import { JsonLogger, silentLogger } from './log.js';
-import { FakeInvoker, HOST_FACTS, result, testProfiles } from './test-fixtures.js';
+import { ADMIN_TOKEN, FakeInvoker, HOST_FACTS, result, testProfiles, testState, testTenant } from './test-fixtures.js';
 
 const MiB = 1024 * 1024;
 const JSON_TYPE = { 'content-type': 'application/json' };
 const ready: Readiness = { ready: true, checks: { native: { ok: true, detail: 'abi 1' } } };
 
+/** The tenant key of each app, sent by post(). */
+const tenantAuthOf = new WeakMap<object, Promise<Record<string, string>>>();
+
 function makeApp(opts: { invoker?: FakeInvoker; readiness?: Readiness; maxBodyBytes?: number; lines?: string[] } = {}) {
   const invoker = opts.invoker ?? new FakeInvoker();
   const lines = opts.lines;
+  const state = testState();
   const app = createApp({
     profiles: testProfiles(),
     invoker,
@@ -19,13 +23,16 @@ function makeApp(opts: { invoker?: FakeInvoker; readiness?: Readiness; maxBodyBy
     hostFacts: () => HOST_FACTS,
     log: lines ? new JsonLogger({ level: 'debug', write: (l) => lines.push(l) }) : silentLogger,
     maxBodyBytes: opts.maxBodyBytes,
+    ...state,
   });
+  tenantAuthOf.set(app, testTenant(state).then((t) => t.auth));
   return { app, invoker };
 }
 
-function post(app: ReturnType<typeof makeApp>['app'], body: unknown, headers: Record<string, string> = JSON_TYPE) {
+async function post(app: ReturnType<typeof makeApp>['app'], body: unknown, headers: Record<string, string> = JSON_TYPE) {
   const text = typeof body === 'string' ? body : JSON.stringify(body);
-  return app.request('/invoke', { method: 'POST', headers, body: text });
+  const auth = (await tenantAuthOf.get(app)) ?? {};
+  return app.request('/invoke', { method: 'POST', headers: { ...auth, ...headers }, body: text });
 }
 
 interface ErrorJson {
@@ -154,7 +161,7 @@ describe('routing', () => {
   });
 
   it('GET /host answers the host facts', async () => {
-    const res = await makeApp().app.request('/host');
+    const res = await makeApp().app.request('/host', { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
     expect(await res.json()).toEqual(HOST_FACTS);
   });
 });
@@ -223,6 +230,7 @@ describe('POST /invoke with a good request', () => {
       memoryPeakBytes: 4_194_304,
       oomKills: 0,
       audit: [],
+      warm: false,
       unenforced: [],
       profile: 'default',
       limits: { timeoutMs: 5000, memoryMb: 256, pids: 64, cpus: 1, outputBytes: 1048576 },

@@ -3,6 +3,7 @@
 import { LIMIT_NAMES, type Limits, type Profile, type Runtime } from '../profiles/schema.js';
 import type { SandboxOutcome, SandboxResult, SandboxTask } from '../worker-pool/types.js';
 import { ApiError } from './errors.js';
+import { inlineWarmSpec } from './warm-spec.js';
 import { argvFor, envFor, RUNTIME_SPECS } from './runtimes.js';
 import type { InvokeReason, InvokeRequest, InvokeResponse, InvokeStatus } from './schemas.js';
 
@@ -70,6 +71,7 @@ export function buildTask(id: string, body: InvokeRequest, profile: Profile, cap
     files: [{ name: RUNTIME_SPECS[body.runtime].file, content: body.code }],
     stdin: body.stdin ?? '',
     limits: resolveLimits(profile, body.limits, cap),
+    warm: inlineWarmSpec(body.runtime, profile, body.code, body.args, body.env),
     profile: {
       name: profile.name,
       filesystem: profile.filesystem,
@@ -138,6 +140,7 @@ export function toResponse(
     memoryPeakBytes: r.memoryPeakBytes,
     oomKills: r.oomKills,
     audit: r.audit,
+    warm: r.warm,
     unenforced: [...unenforced],
     profile: profileName,
     limits,

@@ -99,6 +99,8 @@ export const invokeResponseSchema = z.strictObject({
   oomKills: z.number(),
   /** Security decisions taken during the invocation (seccomp, broker, network, limits), capped. */
   audit: z.array(auditEventSchema),
+  /** The invocation ran in a sandbox made before it arrived (a warm pool hit). */
+  warm: z.boolean(),
   /** Landlock rights this host's kernel could not enforce for the invocation (empty when all were). */
   unenforced: z.array(z.string()),
   profile: z.string(),

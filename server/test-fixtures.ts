@@ -1,10 +1,16 @@
 // Shared fixtures for the server's unit tests: real profiles from profiles/*.json, a fake
-// invoker that records tasks, and a result builder. No sockets, no root.
+// invoker that records tasks, a result builder, and in-memory tenants, quotas and audit.
+// No sockets, no root, no Redis.
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseProfile, type Profile } from '../profiles/index.js';
 import type { HostFacts, SandboxOutcome, SandboxResult, SandboxTask } from '../worker-pool/types.js';
 import type { Invoker } from './app.js';
+import { AuditLog } from './audit.js';
+import { silentLogger } from './log.js';
+import { Metrics } from './metrics.js';
+import { MemoryAuditStore, MemoryQuotaStore, MemoryTenantStore, Outage } from './state/memory.js';
+import { quotasSchema, type Quotas } from './tenants.js';
 
 const PROFILES_DIR = fileURLToPath(new URL('../profiles/', import.meta.url));
 
@@ -44,6 +50,8 @@ export function result(overrides: Partial<SandboxResult> = {}): SandboxResult {
     seccompKilled: false,
     audit: [],
     auditDropped: 0,
+    warm: false,
+    reply: null,
     ...overrides,
   };
 }
@@ -72,3 +80,27 @@ export const HOST_FACTS: HostFacts = {
   lsm: { list: ['capability', 'landlock'], apparmor: false, selinux: false },
   nativeAbi: 1,
 };
+
+export const ADMIN_TOKEN = 'unit-test-admin-token-0123456789';
+
+/** Stores that share one outage switch, the audit log and metrics over them. */
+export function testState() {
+  const outage = new Outage();
+  const tenants = new MemoryTenantStore(outage);
+  const quotas = new MemoryQuotaStore(outage);
+  const auditStore = new MemoryAuditStore(outage);
+  const audit = new AuditLog({ store: auditStore, file: null, log: silentLogger });
+  const metrics = new Metrics();
+  return { outage, tenants, quotas, auditStore, audit, metrics, adminToken: ADMIN_TOKEN };
+}
+
+/** A tenant of `state` with generous quotas unless told otherwise, and its key. */
+export async function testTenant(
+  state: { tenants: MemoryTenantStore },
+  name = 'acme',
+  quotas: Partial<Quotas> = {},
+): Promise<{ name: string; apiKey: string; auth: Record<string, string> }> {
+  const base: Partial<Quotas> = { concurrency: 100, invocationsPerMinute: 100_000, cpuSeconds: 100_000 };
+  const { apiKey } = await state.tenants.create(name, quotasSchema.parse({ ...base, ...quotas }));
+  return { name, apiKey, auth: { authorization: `Bearer ${apiKey}` } };
+}

@@ -34,12 +34,20 @@ export interface NetworkHost {
 
 export type NetworkProfile = Profile['network'];
 
+/** What was made for one sandbox, as plain data: it may be torn down by another thread. */
+export interface NetworkInfo {
+  index: number;
+  ns: string;
+  rules: boolean;
+}
+
 export interface SandboxNetwork {
   /** Path of the namespace the supervisor joins, or null for a private one. */
   netnsPath: string | null;
   /** Content of the sandbox's /etc/resolv.conf. */
   resolvConf: string;
-  teardown: () => AuditEvent[];
+  /** null when nothing was made on the host (modes none and join). */
+  info: NetworkInfo | null;
 }
 
 const TABLE = 'inet zviz';
@@ -260,63 +268,64 @@ function resolvConf(net: NetworkProfile): string {
 let nextHint = Math.floor(Math.random() * 1024);
 
 /**
+ * Removes what setupNetwork made for one sandbox (after its supervisor is gone) and
+ * returns the drops recorded for it as audit events.
+ */
+export function teardownNetwork(host: NetworkHost | null, info: NetworkInfo | null): AuditEvent[] {
+  if (!host || !info) return [];
+  let drops: AuditEvent[] = [];
+  if (info.rules) {
+    drops = readDrops(host, info.index);
+    try {
+      inRouter(host, 'nft', ['-f', '-'], removalFor(info.index));
+    } catch {
+      // the sweep at the next start removes what is left
+    }
+  }
+  try {
+    run('ip', ['netns', 'del', info.ns]); // deletes eth0, and with it its peer zvs<index>
+  } catch {
+    // swept later
+  }
+  releaseIndex(host, info.index);
+  return drops;
+}
+
+/**
  * Prepares the sandbox's network before its supervisor starts. For mode "none" nothing
  * is made here (the supervisor creates a private namespace with only `lo`).
  */
 export function setupNetwork(host: NetworkHost | null, sandboxId: string, net: NetworkProfile): SandboxNetwork {
-  if (net.mode === 'none') return { netnsPath: null, resolvConf: '', teardown: () => [] };
+  if (net.mode === 'none') return { netnsPath: null, resolvConf: '', info: null };
   if (net.mode === 'join') {
     // Test-only: join a namespace someone else made and owns; nothing to tear down.
-    return { netnsPath: `/run/netns/${net.netns}`, resolvConf: '', teardown: () => [] };
+    return { netnsPath: `/run/netns/${net.netns}`, resolvConf: '', info: null };
   }
   if (!host) throw new Error('Cannot give a sandbox egress: the host network is not configured');
   const index = claimIndex(host, nextHint++);
-  const ns = `zviz-${sandboxId}`;
+  const info: NetworkInfo = { index, ns: `zviz-${sandboxId}`, rules: false };
   const veth = `zvs${index}`;
   const { outer, inner } = pairFor(host.pool, index);
-  let made = { ns: false, rules: false };
-  const teardown = (): AuditEvent[] => {
-    let drops: AuditEvent[] = [];
-    if (made.rules) {
-      drops = readDrops(host, index);
-      try {
-        inRouter(host, 'nft', ['-f', '-'], removalFor(index));
-      } catch {
-        // the sweep at the next start removes what is left
-      }
-    }
-    if (made.ns) {
-      try {
-        run('ip', ['netns', 'del', ns]); // deletes eth0, and with it its peer zvs<index>
-      } catch {
-        // swept later
-      }
-    }
-    releaseIndex(host, index);
-    made = { ns: false, rules: false };
-    return drops;
-  };
   try {
-    run('ip', ['netns', 'add', ns]);
-    made.ns = true;
+    run('ip', ['netns', 'add', info.ns]);
     run('ip', [...ipArgs(host), '-batch', '-'], [
-      `link add ${veth} type veth peer name eth0 netns ${ns}`,
+      `link add ${veth} type veth peer name eth0 netns ${info.ns}`,
       `addr add ${outer}/31 dev ${veth}`,
       `link set ${veth} up`,
     ].join('\n') + '\n');
-    run('ip', ['-n', ns, '-batch', '-'], [
+    run('ip', ['-n', info.ns, '-batch', '-'], [
       'link set lo up',
       `addr add ${inner}/31 dev eth0`,
       'link set eth0 up',
       `route add default via ${outer}`,
     ].join('\n') + '\n');
     inRouter(host, 'nft', ['-f', '-'], rulesFor(index, net));
-    made.rules = true;
+    info.rules = true;
   } catch (e) {
-    teardown();
+    teardownNetwork(host, info);
     throw e;
   }
-  return { netnsPath: `/run/netns/${ns}`, resolvConf: resolvConf(net), teardown };
+  return { netnsPath: `/run/netns/${info.ns}`, resolvConf: resolvConf(net), info };
 }
 
 /** Removes namespaces, veths, chains and lock files of servers that are gone. */

@@ -3,7 +3,8 @@
 // server turns it into its HTTP error.
 import { Piscina } from 'piscina';
 import type { HostLayout } from './spec.js';
-import type { SandboxOutcome, SandboxTask } from './types.js';
+import type { ParkedSandbox, SandboxOutcome, SandboxTask, SpawnOutcome, WorkerJob } from './types.js';
+import { DEFAULT_WARM, WarmPools, type PoolStats, type WarmOptions } from './warm.js';
 
 export class PoolOverloadedError extends Error {
   override name = 'PoolOverloadedError';
@@ -15,12 +16,15 @@ export interface PoolOptions {
   maxSandboxes: number;
   /** Invocations waiting for a thread before new ones are refused. */
   maxQueue: number;
+  /** Pre-warmed sandboxes (maxSandboxes 0 turns them off). */
+  warm?: WarmOptions;
 }
 
 export class SandboxPool {
   private readonly piscina: Piscina;
   private closing = false;
   private accepted = 0;
+  readonly warm: WarmPools;
 
   constructor(readonly options: PoolOptions) {
     this.piscina = new Piscina({
@@ -33,6 +37,25 @@ export class SandboxPool {
       idleTimeout: 60_000,
       workerData: { host: options.host },
     });
+    this.warm = new WarmPools(
+      {
+        spawn: async (template) => {
+          const out = (await this.piscina.run({ kind: 'spawn', task: template } satisfies WorkerJob)) as SpawnOutcome;
+          if (!out.ok) throw new Error(out.error.message);
+          return out.parked;
+        },
+        release: async (parked: ParkedSandbox) => {
+          await this.piscina.run({ kind: 'release', parked } satisfies WorkerJob);
+        },
+        now: () => performance.now(),
+      },
+      options.warm ?? DEFAULT_WARM,
+    );
+  }
+
+  /** Warm pool sizes and hit/miss counters, per key. */
+  poolStats(): PoolStats[] {
+    return this.warm.stats();
   }
 
   async invoke(task: SandboxTask): Promise<SandboxOutcome> {
@@ -43,15 +66,20 @@ export class SandboxPool {
       );
     }
     this.accepted++;
+    const parked = this.warm.claim(task);
     try {
-      return (await this.piscina.run(task)) as SandboxOutcome;
+      const job: WorkerJob = parked ? { kind: 'run', parked, task } : { kind: 'invoke', task };
+      return (await this.piscina.run(job)) as SandboxOutcome;
     } catch (e) {
+      // A claimed sandbox that never ran must not stay parked: release it.
+      if (parked) this.piscina.run({ kind: 'release', parked } satisfies WorkerJob).catch(() => undefined);
       if (/queue is at limit/i.test((e as Error).message)) {
         throw new PoolOverloadedError(`Cannot queue invocation: the queue is full (ZVIZ_MAX_QUEUE is ${this.options.maxQueue})`);
       }
       throw e;
     } finally {
       this.accepted--;
+      this.warm.done(task);
     }
   }
 
@@ -67,6 +95,7 @@ export class SandboxPool {
   /** Refuses new work, waits for running invocations (each bounded by its timeout). */
   async close(): Promise<void> {
     this.closing = true;
+    await this.warm.close();
     await this.piscina.close();
   }
 }

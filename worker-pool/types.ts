@@ -14,6 +14,8 @@ export interface SandboxTask {
   files: Array<{ name: string; content: string }>;
   stdin: string;
   limits: Limits;
+  /** Set when the task can run in a pre-warmed sandbox (always, for deployed functions). */
+  warm?: WarmSpec;
   profile: {
     name: string;
     filesystem: Profile['filesystem'];
@@ -26,6 +28,36 @@ export interface SandboxTask {
     rlimits: Profile['rlimits'];
   };
 }
+
+/**
+ * How a task may run in a pre-warmed sandbox. Sandboxes made from the same key are
+ * interchangeable; `template` is what such a sandbox is made from (its argv runs the
+ * runtime's bootstrap); `control` is the work sent to it at claim (fd 3).
+ */
+export interface WarmSpec {
+  key: string;
+  template: { argv: string[]; env: Record<string, string>; files: Array<{ name: string; content: string }> };
+  control: string;
+  /** A deployed function: its answer arrives on fd 4 and is the invocation's output. */
+  handler: boolean;
+}
+
+/** A sandbox made ahead of its invocation and parked; plain data, valid in any thread. */
+export interface ParkedSandbox {
+  handle: { pid: number; ctl_fd: number; pidfd: number; state: number; setup_ns: number | bigint };
+  sandboxId: string;
+  net: { index: number; ns: string; rules: boolean } | null;
+  setupMs: number;
+}
+
+/** The jobs a worker thread runs. */
+export type WorkerJob =
+  | { kind: 'invoke'; task: SandboxTask }
+  | { kind: 'spawn'; task: SandboxTask }
+  | { kind: 'run'; parked: ParkedSandbox; task: SandboxTask }
+  | { kind: 'release'; parked: ParkedSandbox };
+
+export type SpawnOutcome = { ok: true; parked: ParkedSandbox } | { ok: false; error: NativeFailure };
 
 /** Closed set of native error codes (mirrors `enum zviz_code` in native/include/zviz.h). */
 export const NATIVE_ERROR_CODES = [
@@ -95,6 +127,10 @@ export interface SandboxResult {
   audit: AuditEvent[];
   /** Decisions beyond the cap, not listed. */
   auditDropped: number;
+  /** The invocation ran in a sandbox made before it arrived. */
+  warm: boolean;
+  /** A deployed function's answer (JSON text from its bootstrap), null for inline code. */
+  reply: string | null;
 }
 
 export type SandboxOutcome = { ok: true; result: SandboxResult } | { ok: false; error: NativeFailure };

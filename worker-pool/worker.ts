@@ -1,22 +1,21 @@
-// The piscina task: one invocation, start to finish, on a worker thread (the native calls
-// block). Takes and returns plain objects only; errors travel as data, never as thrown
-// custom classes (piscina #141).
+// The piscina worker: the native calls block, so each runs on a worker thread. Jobs are
+// plain objects in and out; errors travel as data, never as thrown custom classes
+// (piscina #141). A sandbox handle is plain data too (fds and pids are process-wide),
+// so a sandbox made by one job may be run and released by another, on another thread.
 import { rmSync } from 'node:fs';
 import { constants } from 'node:os';
 import { workerData } from 'node:worker_threads';
 import * as native from './native.js';
-import { setupNetwork, type SandboxNetwork } from './network.js';
-import { encodeSpec, type HostLayout } from './spec.js';
-import type { AuditEvent, SandboxOutcome, SandboxTask } from './types.js';
+import { setupNetwork, teardownNetwork, type NetworkInfo } from './network.js';
+import { encodeGo, encodeSpec, type HostLayout } from './spec.js';
+import type { AuditEvent, ParkedSandbox, SandboxOutcome, SandboxTask, SpawnOutcome, WorkerJob } from './types.js';
 
 const signalNames = new Map<number, string>(
   Object.entries(constants.signals).map(([name, num]) => [num as number, name]),
 );
 
-const NS_PER_MS = 1e6;
-
 function toMs(ns: number | bigint): number {
-  return Number(ns) / NS_PER_MS;
+  return Number(ns) / 1e6;
 }
 
 /** Removes the sandbox's cgroups if its supervisor could not (it was SIGKILLed). */
@@ -46,21 +45,50 @@ function limitEvents(flags: number): AuditEvent[] {
   return out;
 }
 
-export function runTask(task: SandboxTask, host: HostLayout): SandboxOutcome {
-  // The sandbox id names host objects; the server pid in it lets a restarted server tell
-  // its predecessor's leftovers from a live sibling's.
-  const sandboxId = `${process.pid}-${task.id}`;
-  let handle: native.SandboxHandle | null = null;
-  let net: SandboxNetwork | null = null;
-  let netAudit: AuditEvent[] = [];
+function failure(e: unknown): { ok: false; error: native.NativeError['failure'] } {
+  if (e instanceof native.NativeError) return { ok: false, error: e.failure };
+  return { ok: false, error: { code: 'SYSTEM', errno: 0, message: (e as Error).message } };
+}
+
+/** The sandbox id names host objects; the server pid in it tells a restarted server its
+ * predecessor's leftovers from a live sibling's. */
+function sandboxIdFor(task: SandboxTask, suffix = ''): string {
+  return `${process.pid}-${task.id}${suffix}`;
+}
+
+/** Makes a sandbox for `task` and parks it (warm: its runtime is started and loaded). */
+function makeSandbox(task: SandboxTask, host: HostLayout, warm: boolean, sandboxId: string): ParkedSandbox {
+  const spec = warm && task.warm ? { ...task, ...task.warm.template } : task;
+  const net = setupNetwork(host.network, sandboxId, task.profile.network);
   try {
-    net = setupNetwork(host.network, sandboxId, task.profile.network);
-    handle = native.spawn(encodeSpec(task, sandboxId, host, net));
-    const { raw, stdout, stderr, audit } = native.run(handle, task.limits.outputBytes);
-    native.release(handle);
-    handle = null;
-    netAudit = net.teardown();
-    net = null;
+    const handle = native.spawn(encodeSpec(spec, sandboxId, host, net, warm));
+    return { handle, sandboxId, net: net.info, setupMs: toMs(handle.setup_ns) };
+  } catch (e) {
+    teardownNetwork(host.network, net.info);
+    removeLeftCgroups(host, sandboxId);
+    throw e;
+  }
+}
+
+function releaseSandbox(parked: ParkedSandbox, host: HostLayout): AuditEvent[] {
+  native.release(parked.handle as native.SandboxHandle);
+  const drops = teardownNetwork(host.network, parked.net as NetworkInfo | null);
+  removeLeftCgroups(host, parked.sandboxId);
+  return drops;
+}
+
+/** Releases a parked sandbox with the task's own limits and work, and measures it. */
+function runParked(parked: ParkedSandbox, task: SandboxTask, host: HostLayout, warm: boolean): SandboxOutcome {
+  let released = false;
+  try {
+    const control = warm && task.warm ? Buffer.from(task.warm.control) : null;
+    const { raw, stdout, stderr, reply, audit } = native.run(
+      parked.handle as native.SandboxHandle,
+      task.limits.outputBytes,
+      encodeGo(task, control),
+    );
+    const netAudit = releaseSandbox(parked, host);
+    released = true;
     const f = raw.flags;
     const signaled = (f & native.RESULT_FLAGS.SIGNALED) !== 0;
     return {
@@ -77,7 +105,8 @@ export function runTask(task: SandboxTask, host: HostLayout): SandboxOutcome {
         stdoutTruncated: (f & native.RESULT_FLAGS.STDOUT_TRUNCATED) !== 0,
         stderrTruncated: (f & native.RESULT_FLAGS.STDERR_TRUNCATED) !== 0,
         durationMs: toMs(raw.duration_ns),
-        setupMs: toMs(raw.setup_ns),
+        // A warm invocation waited for no setup: the sandbox existed before it arrived.
+        setupMs: warm ? 0 : parked.setupMs,
         cpuMs: toMs(raw.cpu_ns),
         memoryPeakBytes: Number(raw.memory_peak_bytes),
         oomKills: Number(raw.oom_kills),
@@ -85,19 +114,53 @@ export function runTask(task: SandboxTask, host: HostLayout): SandboxOutcome {
         seccompKilled: (f & native.RESULT_FLAGS.SECCOMP_KILLED) !== 0,
         audit: [...audit.map(toAuditEvent), ...netAudit, ...limitEvents(f)],
         auditDropped: Number(raw.audit_dropped),
+        warm,
+        reply: task.warm?.handler ? reply.toString('utf8') : null,
       },
     };
   } catch (e) {
-    if (e instanceof native.NativeError) return { ok: false, error: e.failure };
-    return { ok: false, error: { code: 'SYSTEM', errno: 0, message: (e as Error).message } };
+    return failure(e);
   } finally {
-    if (handle) native.release(handle);
-    if (net) net.teardown();
-    removeLeftCgroups(host, sandboxId);
+    if (!released) releaseSandbox(parked, host);
+  }
+}
+
+/** A cold invocation: made, run and removed within this job. */
+export function runTask(task: SandboxTask, host: HostLayout): SandboxOutcome {
+  // A deployed function always runs through its bootstrap (the handler contract).
+  const viaBootstrap = task.warm?.handler === true;
+  let parked: ParkedSandbox;
+  try {
+    parked = makeSandbox(task, host, viaBootstrap, sandboxIdFor(task));
+  } catch (e) {
+    return failure(e);
+  }
+  const out = runParked(parked, task, host, viaBootstrap);
+  if (out.ok) out.result.warm = false;
+  if (out.ok) out.result.setupMs = parked.setupMs;
+  return out;
+}
+
+function spawnWarm(task: SandboxTask, host: HostLayout): SpawnOutcome {
+  try {
+    return { ok: true, parked: makeSandbox(task, host, true, sandboxIdFor(task, '-w')) };
+  } catch (e) {
+    return failure(e);
   }
 }
 
 /** piscina entry point. */
-export default function task(t: SandboxTask): SandboxOutcome {
-  return runTask(t, (workerData as { host: HostLayout }).host);
+export default function job(j: WorkerJob): SandboxOutcome | SpawnOutcome | null {
+  const host = (workerData as { host: HostLayout }).host;
+  switch (j.kind) {
+    case 'invoke':
+      return runTask(j.task, host);
+    case 'spawn':
+      return spawnWarm(j.task, host);
+    case 'run':
+      return runParked(j.parked, j.task, host, true);
+    case 'release':
+      releaseSandbox(j.parked, host);
+      return null;
+  }
 }

@@ -1,6 +1,7 @@
 // ZViz bootstrap for node, run inside a pre-warmed sandbox before its invocation arrives.
 //   node bootstrap.js handler <module> : load the handler, say ready, run it on the event
-//   node bootstrap.js inline <path> [args…] : say ready, then run the code sent as a module
+//   node bootstrap.js inline <path>         : say ready, then run the code sent as a module
+//                                             (work: { code, args, env })
 // The work arrives on fd 3 (closed by the supervisor after writing); the answer goes to
 // fd 4, after a one-byte "R" that tells the supervisor the runtime has loaded.
 'use strict';
@@ -58,11 +59,12 @@ async function handlerMode(entry) {
   }
 }
 
-function inlineMode(entry, args) {
+function inlineMode(entry) {
   fs.writeSync(REPLY, 'R');
-  const code = readAll(CTL).toString('utf8');
+  const { code, args, env } = JSON.parse(readAll(CTL).toString('utf8'));
   fs.closeSync(CTL);
   fs.closeSync(REPLY);
+  Object.assign(process.env, env);
   process.argv = [process.argv[0], entry, ...args];
   const m = new Module(entry, null);
   m.filename = entry;
@@ -72,6 +74,6 @@ function inlineMode(entry, args) {
   m._compile(code, entry);
 }
 
-const [mode, entry, ...args] = process.argv.slice(2);
+const [mode, entry] = process.argv.slice(2);
 if (mode === 'handler') void handlerMode(entry);
-else inlineMode(entry, args);
+else inlineMode(entry);

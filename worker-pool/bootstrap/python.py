@@ -1,6 +1,7 @@
 # ZViz bootstrap for python, run inside a pre-warmed sandbox before its invocation arrives.
 #   python3 bootstrap.py handler <file>     load def handler(event, context), say ready, run it
-#   python3 bootstrap.py inline <path> args  say ready, then run the code sent as __main__
+#   python3 bootstrap.py inline <path>       say ready, then run the code sent as __main__
+#                                            (work: {"code", "args", "env"})
 # The work arrives on fd 3; the answer goes to fd 4 after a one-byte "R" (runtime loaded).
 import importlib.util
 import json
@@ -62,20 +63,22 @@ def handler_mode(entry):
     sys.exit(0)
 
 
-def inline_mode(entry, args):
+def inline_mode(entry):
     write_all(REPLY, b"R")
-    code = read_all(CTL).decode()
+    work = json.loads(read_all(CTL))
     os.close(CTL)
     os.close(REPLY)
-    sys.argv = [entry, *args]
+    os.environ.update(work["env"])
+    code = work["code"]
+    sys.argv = [entry, *work["args"]]
     sys.path[0] = os.path.dirname(entry)
     g = {"__name__": "__main__", "__file__": entry, "__builtins__": __builtins__}
     exec(compile(code, entry, "exec"), g)
 
 
 if __name__ == "__main__":
-    mode, entry, *rest = sys.argv[1:]
+    mode, entry = sys.argv[1:3]
     if mode == "handler":
         handler_mode(entry)
     else:
-        inline_mode(entry, rest)
+        inline_mode(entry)

@@ -1,0 +1,245 @@
+// Warm pools: single-use sandboxes made before their invocation arrives.
+//
+// A sandbox is used for one invocation only and destroyed after it; pre-warming moves the
+// expensive part of a cold start (namespaces, cgroup, network, mounts, filters, the
+// runtime's boot and the handler's load) out of the request. Pools are keyed by what
+// makes sandboxes interchangeable (function version + profile, or runtime + profile for
+// inline code). Each pool's target follows demand — recent arrival rate × start latency,
+// and the recent peak of concurrent claims — within a host-wide budget of sandboxes and
+// memory; idle pools shrink to nothing. Refill runs in the background with a bounded
+// number of creations in flight, so it never starves running invocations of threads.
+import type { ParkedSandbox, SandboxTask } from './types.js';
+
+export interface WarmOptions {
+  /** Most warm sandboxes on this host, all pools together. 0 disables pre-warming. */
+  maxSandboxes: number;
+  /** Most memory (sum of the memoryMb the sandboxes were made with), all pools together. */
+  budgetMb: number;
+  /** Most sandboxes of one pool. */
+  maxPerPool: number;
+  /** Sandbox creations in flight at once. */
+  concurrency: number;
+  /** A pool without claims for this long shrinks to nothing. */
+  idleMs: number;
+  /** Window over which arrival rate and peak concurrency are measured. */
+  windowMs: number;
+}
+
+export const DEFAULT_WARM: WarmOptions = {
+  maxSandboxes: 16,
+  budgetMb: 4096,
+  maxPerPool: 8,
+  concurrency: 2,
+  idleMs: 60_000,
+  windowMs: 10_000,
+};
+
+/** What the pools need from their owner: make a warm sandbox, destroy one. */
+export interface WarmBackend {
+  spawn(template: SandboxTask): Promise<ParkedSandbox>;
+  release(parked: ParkedSandbox): Promise<void>;
+  now(): number;
+}
+
+export interface PoolStats {
+  key: string;
+  size: number;
+  target: number;
+  creating: number;
+  hits: number;
+  misses: number;
+  startMs: number;
+}
+
+interface Pool {
+  key: string;
+  template: SandboxTask;
+  ready: Array<{ parked: ParkedSandbox; madeAt: number }>;
+  creating: number;
+  arrivals: number[];
+  active: number;
+  peaks: Array<{ at: number; n: number }>;
+  hits: number;
+  misses: number;
+  lastClaim: number;
+  /** Moving average of the time to make one warm sandbox. */
+  startMs: number;
+  memoryMb: number;
+  failures: number;
+}
+
+export class WarmPools {
+  private readonly pools = new Map<string, Pool>();
+  private inFlight = 0;
+  private closed = false;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly backend: WarmBackend,
+    readonly options: WarmOptions = DEFAULT_WARM,
+  ) {
+    if (options.maxSandboxes > 0) {
+      this.timer = setInterval(() => this.tick(), 250);
+      this.timer.unref();
+    }
+  }
+
+  get enabled(): boolean {
+    return this.options.maxSandboxes > 0 && !this.closed;
+  }
+
+  /**
+   * A parked sandbox for the task's key, or null (a miss: the caller cold-starts). Every
+   * call counts as an arrival for sizing, hit or miss.
+   */
+  claim(task: SandboxTask): ParkedSandbox | null {
+    if (!this.enabled || !task.warm) return null;
+    const pool = this.poolFor(task);
+    const now = this.backend.now();
+    pool.arrivals.push(now);
+    pool.lastClaim = now;
+    pool.active++;
+    pool.peaks.push({ at: now, n: pool.active });
+    const got = pool.ready.shift();
+    if (got) pool.hits++;
+    else pool.misses++;
+    this.refill(pool);
+    return got?.parked ?? null;
+  }
+
+  /** The claimed invocation ended (its sandbox is gone either way). */
+  done(task: SandboxTask): void {
+    const pool = task.warm ? this.pools.get(task.warm.key) : undefined;
+    if (pool) pool.active = Math.max(0, pool.active - 1);
+  }
+
+  stats(): PoolStats[] {
+    return [...this.pools.values()].map((p) => ({
+      key: p.key,
+      size: p.ready.length,
+      target: this.target(p),
+      creating: p.creating,
+      hits: p.hits,
+      misses: p.misses,
+      startMs: Math.round(p.startMs * 10) / 10,
+    }));
+  }
+
+  get size(): number {
+    let n = 0;
+    for (const p of this.pools.values()) n += p.ready.length;
+    return n;
+  }
+
+  /** Destroys every warm sandbox and stops refilling. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    const all: Promise<void>[] = [];
+    for (const p of this.pools.values()) {
+      for (const r of p.ready.splice(0)) all.push(this.backend.release(r.parked));
+    }
+    await Promise.allSettled(all);
+  }
+
+  private poolFor(task: SandboxTask): Pool {
+    const key = task.warm!.key;
+    let pool = this.pools.get(key);
+    if (!pool) {
+      pool = {
+        key,
+        // The template carries no one's data: the work, stdin and env arrive at claim.
+        template: { ...task, stdin: '', id: `warm-${this.pools.size}` },
+        ready: [],
+        creating: 0,
+        arrivals: [],
+        active: 0,
+        peaks: [],
+        hits: 0,
+        misses: 0,
+        lastClaim: this.backend.now(),
+        startMs: 100,
+        memoryMb: task.limits.memoryMb,
+        failures: 0,
+      };
+      this.pools.set(key, pool);
+    }
+    return pool;
+  }
+
+  /** Demand: arrivals per ms × start latency, or the recent peak of concurrent claims. */
+  private target(p: Pool): number {
+    const now = this.backend.now();
+    if (now - p.lastClaim > this.options.idleMs) return 0;
+    const since = now - this.options.windowMs;
+    p.arrivals = p.arrivals.filter((t) => t >= since);
+    p.peaks = p.peaks.filter((x) => x.at >= since);
+    const rate = p.arrivals.length / this.options.windowMs;
+    const byRate = Math.ceil(rate * p.startMs * 2);
+    const byPeak = p.peaks.reduce((m, x) => Math.max(m, x.n), 0);
+    return Math.min(this.options.maxPerPool, Math.max(1, byRate, byPeak));
+  }
+
+  private totals(): { count: number; memoryMb: number } {
+    let count = 0;
+    let memoryMb = 0;
+    for (const p of this.pools.values()) {
+      const n = p.ready.length + p.creating;
+      count += n;
+      memoryMb += n * p.memoryMb;
+    }
+    return { count, memoryMb };
+  }
+
+  private refill(p: Pool): void {
+    if (!this.enabled) return;
+    // A pool whose sandboxes keep failing to start backs off instead of spinning.
+    if (p.failures >= 3) return;
+    while (this.inFlight < this.options.concurrency && p.ready.length + p.creating < this.target(p)) {
+      const t = this.totals();
+      if (t.count + 1 > this.options.maxSandboxes || t.memoryMb + p.memoryMb > this.options.budgetMb) return;
+      this.create(p);
+    }
+  }
+
+  private create(p: Pool): void {
+    this.inFlight++;
+    p.creating++;
+    const started = this.backend.now();
+    this.backend
+      .spawn(p.template)
+      .then((parked) => {
+        p.startMs = p.startMs * 0.7 + (this.backend.now() - started) * 0.3;
+        p.failures = 0;
+        if (this.closed) return this.backend.release(parked);
+        p.ready.push({ parked, madeAt: this.backend.now() });
+        return undefined;
+      })
+      .catch(() => {
+        p.failures++;
+      })
+      .finally(() => {
+        this.inFlight--;
+        p.creating--;
+        for (const q of this.pools.values()) this.refill(q);
+      });
+  }
+
+  /** Periodic: shrink idle pools, let failing pools retry, keep targets met. */
+  private tick(): void {
+    if (!this.enabled) return;
+    for (const p of this.pools.values()) {
+      const target = this.target(p);
+      while (p.ready.length > target) {
+        const victim = p.ready.pop()!;
+        void this.backend.release(victim.parked);
+      }
+      if (target === 0 && p.ready.length === 0 && p.creating === 0) {
+        this.pools.delete(p.key);
+        continue;
+      }
+      if (p.failures >= 3 && this.backend.now() - p.lastClaim < this.options.idleMs) p.failures = 2;
+      this.refill(p);
+    }
+  }
+}
