@@ -252,7 +252,10 @@ describe('POST /invoke with a good request', () => {
     expect(task?.env).toEqual({ PATH: '/usr/local/bin:/usr/bin:/bin', HOME: '/work', LANG: 'C.UTF-8', FOO: 'bar' });
     expect(task?.env).not.toHaveProperty('ZVIZ_CANARY');
     expect(JSON.stringify(task)).not.toContain('must-not-leak');
-    expect(task?.profile).toEqual({ name: 'default', filesystem: expect.any(Object), landlock: expect.any(Object), rlimits: { nofile: 1024, fsizeMb: 64 } });
+    expect(task?.profile).toMatchObject({ name: 'default', filesystem: expect.any(Object), landlock: expect.any(Object), rlimits: { nofile: 1024, fsizeMb: 64 }, network: { mode: 'none' }, brokeredFiles: [] });
+    expect(task?.profile.seccompAllow).toContain('read');
+    expect(task?.warm).toMatchObject({ key: 'inline:node:default', handler: false });
+    expect(JSON.stringify(task?.warm)).not.toContain(process.env.ZVIZ_CANARY ?? 'no-canary');
   });
 
   it.each([
