@@ -254,7 +254,9 @@ describe('POST /invoke with a good request', () => {
     expect(JSON.stringify(task)).not.toContain('must-not-leak');
     expect(task?.profile).toMatchObject({ name: 'default', filesystem: expect.any(Object), landlock: expect.any(Object), rlimits: { nofile: 1024, fsizeMb: 64 }, network: { mode: 'none' }, brokeredFiles: [] });
     expect(task?.profile.seccompAllow).toContain('read');
-    expect(task?.warm).toMatchObject({ key: 'inline:node:default', handler: false });
+    expect(task?.warm).toMatchObject({ key: 'inline:python:default', handler: false });
+    expect(JSON.parse(task?.warm?.control ?? '{}')).toEqual({ code: 'print(1)', args: ['a', 'b c'], env: { FOO: 'bar', HOME: '/work' } });
+    expect(task?.warm?.template.env).toEqual({ PATH: '/usr/local/bin:/usr/bin:/bin', HOME: '/tmp', LANG: 'C.UTF-8' });
     expect(JSON.stringify(task?.warm)).not.toContain(process.env.ZVIZ_CANARY ?? 'no-canary');
   });
 
