@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import koffi from 'koffi';
 import { NATIVE_ERROR_CODES, type NativeFailure, type NativeErrorCode } from './types.js';
 
-export const EXPECTED_ABI = 4;
+export const EXPECTED_ABI = 5;
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** Repository root, whether running from source (worker-pool/) or from dist/worker-pool/. */
@@ -58,6 +58,9 @@ const ZvizSandbox = koffi.struct('zviz_sandbox', {
   state: 'int32_t',
   setup_ns: 'uint64_t',
 });
+
+// Declared once so that the zviz_run prototype below can name it.
+koffi.proto('int zviz_output_fn(void *ctx, int32_t stream, void *data, size_t len)');
 
 export const RESULT_FLAGS = {
   TIMED_OUT: 1 << 0,
@@ -128,6 +131,8 @@ interface Bindings {
     replyCap: number,
     audit: Buffer,
     auditCap: number,
+    onOutput: ((ctx: unknown, stream: number, data: unknown, len: number) => number) | null,
+    ctx: null,
     err: RawError,
   ) => number;
   kill: (sb: SandboxHandle, err: RawError) => number;
@@ -150,7 +155,7 @@ function load(): Bindings {
       'int zviz_spawn(const char *path, const uint8_t *spec, size_t len, _Out_ zviz_sandbox *sb, _Out_ zviz_error *err)',
     ),
     run: lib.func(
-      'int zviz_run(_Inout_ zviz_sandbox *sb, const uint8_t *go, size_t goLen, _Out_ zviz_result *res, _Out_ uint8_t *out, size_t outCap, _Out_ uint8_t *errBuf, size_t errCap, _Out_ uint8_t *reply, size_t replyCap, _Out_ uint8_t *audit, size_t auditCap, _Out_ zviz_error *err)',
+      'int zviz_run(_Inout_ zviz_sandbox *sb, const uint8_t *go, size_t goLen, _Out_ zviz_result *res, _Out_ uint8_t *out, size_t outCap, _Out_ uint8_t *errBuf, size_t errCap, _Out_ uint8_t *reply, size_t replyCap, _Out_ uint8_t *audit, size_t auditCap, zviz_output_fn *onOutput, void *ctx, _Out_ zviz_error *err)',
     ),
     kill: lib.func('int zviz_kill(const zviz_sandbox *sb, _Out_ zviz_error *err)'),
     release: lib.func('int zviz_release(_Inout_ zviz_sandbox *sb, _Out_ zviz_error *err)'),
@@ -217,14 +222,27 @@ export interface RunOutput {
  * Releases the function and blocks until its sandbox is gone. `go` (see spec.ts
  * encodeGo) carries the invocation's limits, stdin and a warm function's work.
  */
-export function run(sb: SandboxHandle, outputCap: number, go: Buffer | null = null): RunOutput {
+export function run(
+  sb: SandboxHandle,
+  outputCap: number,
+  go: Buffer | null = null,
+  onOutput: ((stream: 'stdout' | 'stderr', chunk: Buffer) => boolean) | null = null,
+): RunOutput {
   const stdout = Buffer.alloc(Math.max(outputCap, 1));
   const stderr = Buffer.alloc(Math.max(outputCap, 1));
   const reply = Buffer.alloc(Math.max(outputCap, 1));
   const auditBuf = Buffer.alloc(AUDIT_RECORD_BYTES * MAX_AUDIT);
   const raw = {} as RawResult;
   const err = emptyError();
-  if (load().run(sb, go, go?.length ?? 0, raw, stdout, outputCap, stderr, outputCap, reply, outputCap, auditBuf, MAX_AUDIT, err) !== 0) {
+  // Streamed output arrives on this thread, during the call; the chunk is copied out of
+  // the library's buffer before the callback returns.
+  const cb = onOutput
+    ? (_ctx: unknown, stream: number, data: unknown, len: number): number =>
+        onOutput(stream === 2 ? 'stderr' : 'stdout', Buffer.from(new Uint8Array(koffi.view(data as never, len)))) ? 0 : 1
+    : null;
+  if (
+    load().run(sb, go, go?.length ?? 0, raw, stdout, outputCap, stderr, outputCap, reply, outputCap, auditBuf, MAX_AUDIT, cb, null, err) !== 0
+  ) {
     throw new NativeError(toFailure(err));
   }
   const audit: RawAudit[] = [];

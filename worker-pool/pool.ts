@@ -3,7 +3,8 @@
 // server turns it into its HTTP error.
 import { Piscina } from 'piscina';
 import type { HostLayout } from './spec.js';
-import type { ParkedSandbox, SandboxOutcome, SandboxTask, SpawnOutcome, WorkerJob } from './types.js';
+import { MessageChannel } from 'node:worker_threads';
+import type { OutputChunk, ParkedSandbox, SandboxOutcome, SandboxTask, SpawnOutcome, WorkerJob } from './types.js';
 import { DEFAULT_WARM, WarmPools, type PoolStats, type WarmOptions } from './warm.js';
 
 export class PoolOverloadedError extends Error {
@@ -58,7 +59,11 @@ export class SandboxPool {
     return this.warm.stats();
   }
 
-  async invoke(task: SandboxTask): Promise<SandboxOutcome> {
+  /**
+   * Runs one task. With `onOutput`, stdout and stderr are handed over in chunks as the
+   * function writes them (the final result still carries them whole, capped).
+   */
+  async invoke(task: SandboxTask, onOutput?: (chunk: OutputChunk) => void): Promise<SandboxOutcome> {
     if (this.closing) throw new PoolOverloadedError('Cannot run invocation: the server is shutting down');
     if (this.piscina.queueSize >= this.options.maxQueue) {
       throw new PoolOverloadedError(
@@ -68,8 +73,30 @@ export class SandboxPool {
     this.accepted++;
     const parked = this.warm.claim(task);
     try {
-      const job: WorkerJob = parked ? { kind: 'run', parked, task } : { kind: 'invoke', task };
-      return (await this.piscina.run(job)) as SandboxOutcome;
+      let channel: MessageChannel | null = null;
+      let ended: Promise<void> = Promise.resolve();
+      if (onOutput) {
+        const ch = new MessageChannel();
+        channel = ch;
+        // The worker's last message on the port is `end`: every chunk before it is
+        // delivered before the caller sees the result.
+        ended = new Promise<void>((resolve) => {
+          ch.port1.on('message', (m: OutputChunk | { end: true }) => {
+            if ('end' in m) resolve();
+            else onOutput({ stream: m.stream, data: Buffer.from(m.data) });
+          });
+          ch.port1.on('close', () => resolve());
+        });
+      }
+      const stream = channel?.port2;
+      const job: WorkerJob = parked ? { kind: 'run', parked, task, stream } : { kind: 'invoke', task, stream };
+      try {
+        const out = (await this.piscina.run(job, stream ? { transferList: [stream as never] } : {})) as SandboxOutcome;
+        await Promise.race([ended, new Promise((r) => setTimeout(r, 2000).unref())]);
+        return out;
+      } finally {
+        channel?.port1.close();
+      }
     } catch (e) {
       // A claimed sandbox that never ran must not stay parked: release it.
       if (parked) this.piscina.run({ kind: 'release', parked } satisfies WorkerJob).catch(() => undefined);

@@ -28,7 +28,7 @@ export const TAG = {
 } as const;
 
 /** GO payload tags (native/src/internal.h enum zv_go_tag). */
-export const GO_TAG = { LIMITS: 1, STDIN: 2, CONTROL: 3 } as const;
+export const GO_TAG = { LIMITS: 1, STDIN: 2, CONTROL: 3, STREAM: 4 } as const;
 const SF_WARM = 1;
 
 const SC_ENABLED = 1;
@@ -163,8 +163,13 @@ export function encodeSpec(
  * The GO payload: the invocation's own limits (applied to a pre-made sandbox's cgroup
  * before anything of the invocation runs), its stdin, and a warm runtime's work (fd 3).
  */
-export function encodeGo(task: Pick<SandboxTask, 'limits' | 'profile' | 'stdin'>, control: Buffer | null): Buffer {
+export function encodeGo(
+  task: Pick<SandboxTask, 'limits' | 'profile' | 'stdin'>,
+  control: Buffer | null,
+  stream = false,
+): Buffer {
   const parts = [record(GO_TAG.LIMITS, limits(task))];
+  if (stream) parts.push(record(GO_TAG.STREAM, Buffer.alloc(0)));
   if (task.stdin.length > 0) parts.push(record(GO_TAG.STDIN, Buffer.from(task.stdin)));
   if (control) parts.push(record(GO_TAG.CONTROL, control));
   return Buffer.concat(parts);

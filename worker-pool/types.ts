@@ -1,5 +1,6 @@
 // Plain data that crosses the piscina boundary. Nothing here is a class or carries
 // methods: the structured clone between threads would strip them (piscina #141).
+import type { MessagePort } from 'node:worker_threads';
 import type { Limits, Profile, Runtime } from '../profiles/schema.js';
 
 /** Everything the native layer needs to build one sandbox and run one invocation in it. */
@@ -52,10 +53,16 @@ export interface ParkedSandbox {
 
 /** The jobs a worker thread runs. */
 export type WorkerJob =
-  | { kind: 'invoke'; task: SandboxTask }
+  | { kind: 'invoke'; task: SandboxTask; stream?: MessagePort }
   | { kind: 'spawn'; task: SandboxTask }
-  | { kind: 'run'; parked: ParkedSandbox; task: SandboxTask }
+  | { kind: 'run'; parked: ParkedSandbox; task: SandboxTask; stream?: MessagePort }
   | { kind: 'release'; parked: ParkedSandbox };
+
+/** What a streaming invocation posts on its port while it runs. */
+export interface OutputChunk {
+  stream: 'stdout' | 'stderr';
+  data: Uint8Array;
+}
 
 export type SpawnOutcome = { ok: true; parked: ParkedSandbox } | { ok: false; error: NativeFailure };
 

@@ -4,11 +4,19 @@
 // so a sandbox made by one job may be run and released by another, on another thread.
 import { rmSync } from 'node:fs';
 import { constants } from 'node:os';
-import { workerData } from 'node:worker_threads';
+import { workerData, type MessagePort } from 'node:worker_threads';
 import * as native from './native.js';
 import { setupNetwork, teardownNetwork, type NetworkInfo } from './network.js';
 import { encodeGo, encodeSpec, type HostLayout } from './spec.js';
-import type { AuditEvent, ParkedSandbox, SandboxOutcome, SandboxTask, SpawnOutcome, WorkerJob } from './types.js';
+import type {
+  AuditEvent,
+  OutputChunk,
+  ParkedSandbox,
+  SandboxOutcome,
+  SandboxTask,
+  SpawnOutcome,
+  WorkerJob,
+} from './types.js';
 
 const signalNames = new Map<number, string>(
   Object.entries(constants.signals).map(([name, num]) => [num as number, name]),
@@ -78,14 +86,27 @@ function releaseSandbox(parked: ParkedSandbox, host: HostLayout): AuditEvent[] {
 }
 
 /** Releases a parked sandbox with the task's own limits and work, and measures it. */
-function runParked(parked: ParkedSandbox, task: SandboxTask, host: HostLayout, warm: boolean): SandboxOutcome {
+function runParked(
+  parked: ParkedSandbox,
+  task: SandboxTask,
+  host: HostLayout,
+  warm: boolean,
+  stream?: MessagePort,
+): SandboxOutcome {
   let released = false;
   try {
     const control = warm && task.warm ? Buffer.from(task.warm.control) : null;
+    const onOutput = stream
+      ? (which: 'stdout' | 'stderr', data: Buffer): boolean => {
+          stream.postMessage({ stream: which, data } satisfies OutputChunk);
+          return true;
+        }
+      : null;
     const { raw, stdout, stderr, reply, audit } = native.run(
       parked.handle as native.SandboxHandle,
       task.limits.outputBytes,
-      encodeGo(task, control),
+      encodeGo(task, control, stream !== undefined),
+      onOutput,
     );
     const netAudit = releaseSandbox(parked, host);
     released = true;
@@ -122,11 +143,13 @@ function runParked(parked: ParkedSandbox, task: SandboxTask, host: HostLayout, w
     return failure(e);
   } finally {
     if (!released) releaseSandbox(parked, host);
+    stream?.postMessage({ end: true });
+    stream?.close();
   }
 }
 
 /** A cold invocation: made, run and removed within this job. */
-export function runTask(task: SandboxTask, host: HostLayout): SandboxOutcome {
+export function runTask(task: SandboxTask, host: HostLayout, stream?: MessagePort): SandboxOutcome {
   // A deployed function always runs through its bootstrap (the handler contract).
   const viaBootstrap = task.warm?.handler === true;
   let parked: ParkedSandbox;
@@ -135,7 +158,7 @@ export function runTask(task: SandboxTask, host: HostLayout): SandboxOutcome {
   } catch (e) {
     return failure(e);
   }
-  const out = runParked(parked, task, host, viaBootstrap);
+  const out = runParked(parked, task, host, viaBootstrap, stream);
   if (out.ok) out.result.warm = false;
   if (out.ok) out.result.setupMs = parked.setupMs;
   return out;
@@ -154,11 +177,11 @@ export default function job(j: WorkerJob): SandboxOutcome | SpawnOutcome | null 
   const host = (workerData as { host: HostLayout }).host;
   switch (j.kind) {
     case 'invoke':
-      return runTask(j.task, host);
+      return runTask(j.task, host, j.stream);
     case 'spawn':
       return spawnWarm(j.task, host);
     case 'run':
-      return runParked(j.parked, j.task, host, true);
+      return runParked(j.parked, j.task, host, true, j.stream);
     case 'release':
       releaseSandbox(j.parked, host);
       return null;

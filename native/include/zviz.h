@@ -18,7 +18,7 @@
 extern "C" {
 #endif
 
-#define ZVIZ_ABI_VERSION 4
+#define ZVIZ_ABI_VERSION 5
 #define ZVIZ_EXPORT __attribute__((visibility("default")))
 
 enum zviz_code {
@@ -113,14 +113,20 @@ ZVIZ_EXPORT int zviz_probe(char *out, size_t out_cap, struct zviz_error *err);
 ZVIZ_EXPORT int zviz_spawn(const char *supervisor_path, const uint8_t *spec, size_t spec_len,
 			   struct zviz_sandbox *sb, struct zviz_error *err);
 
+/* Called while zviz_run blocks, on the same thread, for each chunk of output when the GO
+ * payload asks for streaming (stream 1 = stdout, 2 = stderr). A non-zero return asks the
+ * supervisor to kill the sandbox (the consumer is gone). */
+typedef int (*zviz_output_fn)(void *ctx, int32_t stream, const uint8_t *data, size_t len);
+
 /* Releases the parked function, waits for the sandbox to end and fills result. `go` is an
- * optional payload (the invocation's limits, stdin, and a warm function's work; TLV as in
- * native/src/internal.h). Copies at most *_cap bytes of stdout, stderr and reply, and
- * at most audit_cap audit records. Blocks: call it from a worker thread. */
+ * optional payload (the invocation's limits, stdin, a warm function's work, streaming;
+ * TLV as in native/src/internal.h). Copies at most *_cap bytes of stdout, stderr and
+ * reply, and at most audit_cap audit records. on_output may be NULL. Blocks: call it
+ * from a worker thread. */
 ZVIZ_EXPORT int zviz_run(struct zviz_sandbox *sb, const uint8_t *go, size_t go_len, struct zviz_result *result,
 			 uint8_t *stdout_buf, size_t stdout_cap, uint8_t *stderr_buf, size_t stderr_cap,
 			 uint8_t *reply_buf, size_t reply_cap, struct zviz_audit *audit, size_t audit_cap,
-			 struct zviz_error *err);
+			 zviz_output_fn on_output, void *ctx, struct zviz_error *err);
 
 /* Asks the supervisor to kill the whole sandbox now. Safe to call from another thread while
  * zviz_run blocks; the run then returns with ZVIZ_RF_KILLED_BY_CALLER. */

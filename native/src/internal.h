@@ -34,6 +34,7 @@ enum zv_frame_type {
 	ZV_FRAME_RESULT = 4, /* sup → lib: struct zviz_result, then stdout, then stderr */
 	ZV_FRAME_ERROR = 5,  /* sup → lib: struct zviz_error */
 	ZV_FRAME_KILL = 6,   /* lib → sup: kill the sandbox now */
+	ZV_FRAME_OUTPUT = 7, /* sup → lib, streaming only: u32 stream (1 stdout, 2 stderr), bytes */
 };
 
 struct zv_frame {
@@ -110,6 +111,7 @@ enum zv_go_tag {
 	ZV_G_LIMITS = 1,  /* struct zv_limits: timeout, output, memory, pids, cpu replace the spec's */
 	ZV_G_STDIN = 2,   /* bytes: the function's stdin (replaces the spec's) */
 	ZV_G_CONTROL = 3, /* bytes: written to a warm function's fd 3 */
+	ZV_G_STREAM = 4,  /* empty: send output as OUTPUT frames while it comes */
 };
 
 #define ZV_MAX_SC_ALLOW 512
@@ -192,6 +194,7 @@ struct zv_spec {
 	char *netns_path;
 	char *resolv_conf;
 	uint32_t flags;
+	bool stream; /* set by GO */
 };
 
 /* Parses buf (which must outlive spec: file data points into it). */

@@ -161,7 +161,7 @@ ZVIZ_EXPORT int zviz_spawn(const char *supervisor_path, const uint8_t *spec, siz
 ZVIZ_EXPORT int zviz_run(struct zviz_sandbox *sb, const uint8_t *go, size_t go_len, struct zviz_result *result,
 			 uint8_t *stdout_buf, size_t stdout_cap, uint8_t *stderr_buf, size_t stderr_cap,
 			 uint8_t *reply_buf, size_t reply_cap, struct zviz_audit *audit, size_t audit_cap,
-			 struct zviz_error *err)
+			 zviz_output_fn on_output, void *ctx, struct zviz_error *err)
 {
 	zv_error_clear(err);
 	memset(result, 0, sizeof(*result));
@@ -174,9 +174,28 @@ ZVIZ_EXPORT int zviz_run(struct zviz_sandbox *sb, const uint8_t *go, size_t go_l
 		return zv_fail(err, ZVIZ_E_PROTOCOL, errno, "send GO to supervisor");
 
 	struct zv_frame f;
-	int r = zv_recv_header(sb->ctl_fd, &f);
-	if (r != 0)
-		return zv_fail(err, ZVIZ_E_PROTOCOL, r < 0 ? errno : 0, "supervisor died before reporting a result");
+	int r;
+	bool consumer_gone = false;
+	for (;;) {
+		r = zv_recv_header(sb->ctl_fd, &f);
+		if (r != 0)
+			return zv_fail(err, ZVIZ_E_PROTOCOL, r < 0 ? errno : 0, "supervisor died before reporting a result");
+		if (f.type != ZV_FRAME_OUTPUT)
+			break;
+		/* Streamed output: bounded chunks (the supervisor reads at most 64 KiB at once). */
+		uint8_t chunk[65536 + 4];
+		if (f.len < 4 || f.len > sizeof(chunk))
+			return zv_fail(err, ZVIZ_E_PROTOCOL, 0, "output frame of %u bytes", f.len);
+		if (zv_read_all(sb->ctl_fd, chunk, f.len) != 0)
+			return zv_fail(err, ZVIZ_E_PROTOCOL, errno, "read output frame");
+		uint32_t stream;
+		memcpy(&stream, chunk, sizeof(stream));
+		if (on_output && !consumer_gone && on_output(ctx, (int32_t)stream, chunk + 4, f.len - 4) != 0) {
+			consumer_gone = true;
+			struct zviz_error ignored;
+			zviz_kill(sb, &ignored);
+		}
+	}
 	if (f.type == ZV_FRAME_ERROR && f.len == sizeof(*err)) {
 		if (zv_read_all(sb->ctl_fd, err, sizeof(*err)) != 0)
 			return zv_fail(err, ZVIZ_E_PROTOCOL, errno, "read error frame");

@@ -86,6 +86,28 @@ static void close_fd(int *fd)
 	*fd = -1;
 }
 
+/* Streaming: forward what drain() just kept to the caller as an OUTPUT frame. */
+static void forward(struct sup *s, int stream, const struct pipe_buf *p, size_t before)
+{
+	if (!s->spec.stream || !s->running || p->len <= before)
+		return;
+	uint32_t id = (uint32_t)stream;
+	for (size_t off = before; off < p->len;) {
+		size_t n = p->len - off < 65536 ? p->len - off : 65536; /* the library's chunk size */
+		struct iovec parts[] = {
+			{ .iov_base = &id, .iov_len = sizeof(id) },
+			{ .iov_base = p->data + off, .iov_len = n },
+		};
+		if (zv_send_framev(CTL_FD, ZV_FRAME_OUTPUT, parts, 2) < 0) {
+			/* The caller stopped reading (send timeout) or is gone: end the invocation. */
+			s->res.flags |= ZVIZ_RF_KILLED_BY_CALLER;
+			zv_sup_kill_sandbox(s);
+			return;
+		}
+		off += n;
+	}
+}
+
 static void drain(struct pipe_buf *p)
 {
 	uint8_t scratch[65536];
@@ -223,10 +245,16 @@ bool zv_sup_loop(struct sup *s, bool until_booted)
 			zv_sup_kill_sandbox(s);
 			return false;
 		}
-		if (pfd[P_OUT].revents)
+		if (pfd[P_OUT].revents) {
+			size_t before = s->out.len;
 			drain(&s->out);
-		if (pfd[P_ERR].revents)
+			forward(s, 1, &s->out, before);
+		}
+		if (pfd[P_ERR].revents) {
+			size_t before = s->err.len;
 			drain(&s->err);
+			forward(s, 2, &s->err, before);
+		}
 		if (pfd[P_REPLY].revents) {
 			drain(&s->reply);
 			check_booted(s);

@@ -451,7 +451,7 @@ int zv_go_parse(const uint8_t *buf, size_t len, struct zv_spec *s, const uint8_t
 {
 	*control = NULL;
 	*control_len = 0;
-	bool seen[4] = { false, false, false, false };
+	bool seen[5] = { false, false, false, false, false };
 	for (size_t off = 0; off < len;) {
 		if (len - off < 8)
 			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "GO: truncated record header at offset %zu", off);
@@ -462,7 +462,7 @@ int zv_go_parse(const uint8_t *buf, size_t len, struct zv_spec *s, const uint8_t
 			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "GO: malformed record at offset %zu", off - 8);
 		const uint8_t *p = buf + off;
 		off += rlen;
-		if (tag < 1 || tag > 3 || seen[tag])
+		if (tag < 1 || tag > 4 || seen[tag])
 			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "GO: unknown or repeated record tag %u", tag);
 		seen[tag] = true;
 		switch ((enum zv_go_tag)tag) {
@@ -487,6 +487,11 @@ int zv_go_parse(const uint8_t *buf, size_t len, struct zv_spec *s, const uint8_t
 		case ZV_G_CONTROL:
 			*control = p;
 			*control_len = rlen;
+			break;
+		case ZV_G_STREAM:
+			if (rlen != 0)
+				return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "GO stream: %u bytes, expected none", rlen);
+			s->stream = true;
 			break;
 		}
 	}

@@ -21,6 +21,8 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -331,6 +333,9 @@ int main(int argc, char **argv)
 	if (fcntl(CTL_FD, F_GETFD) < 0)
 		return 2; /* not started by libzviz */
 	fcntl(CTL_FD, F_SETFD, FD_CLOEXEC);
+	/* Never block for long on a caller that stopped reading (streamed output). */
+	struct timeval snd = { .tv_sec = 10, .tv_usec = 0 };
+	setsockopt(CTL_FD, SOL_SOCKET, SO_SNDTIMEO, &snd, sizeof(snd));
 
 	/* Watch the server: if it dies, so does this sandbox. getppid() after pidfd_open
 	 * closes the race where it died first and we were reparented. */
