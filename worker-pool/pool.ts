@@ -122,6 +122,10 @@ export class SandboxPool {
   /** Refuses new work, waits for running invocations (each bounded by its timeout). */
   async close(): Promise<void> {
     this.closing = true;
+    // Let running invocations finish (each is bounded by its timeout; the server's drain
+    // deadline bounds the whole): a worker thread must never be terminated while it is
+    // inside a native call.
+    while (this.accepted > 0) await new Promise((r) => setTimeout(r, 20));
     await this.warm.close();
     await this.piscina.close();
   }

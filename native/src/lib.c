@@ -117,7 +117,9 @@ ZVIZ_EXPORT int zviz_spawn(const char *supervisor_path, const uint8_t *spec, siz
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
 	char *envp[8];
 	build_env(envp, 8);
-	char *argv[] = { (char *)supervisor_path, NULL };
+	/* argv[0] is a name, not the path: a sandbox's /proc/1/cmdline (its init is a clone
+	 * of the supervisor) must not tell the function where ZViz lives on the host. */
+	char *argv[] = { (char *)"zviz-supervisor", NULL };
 	pid_t pid;
 	int rc = posix_spawn(&pid, supervisor_path, &fa, &attr, argv, envp);
 	posix_spawn_file_actions_destroy(&fa);

@@ -1,6 +1,8 @@
 /* process.c — layer A: what the function's process inherits — rlimits, stdio, and
  * nothing else of ours. Runs in the child; only async-signal-safe calls. */
 #include <errno.h>
+#include <fcntl.h>
+#include <string.h>
 #include <linux/close_range.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -54,5 +56,19 @@ int zv_proc_place(int src, int dst, struct zviz_error *err)
 	/* dup2 onto a fixed number; the copy loses O_CLOEXEC and survives execve. */
 	if (dup2(src, dst) < 0)
 		return zv_fail(err, ZVIZ_E_SYSTEM, errno, "place fd %d at %d", src, dst);
+	return 0;
+}
+
+int zv_proc_write_sysctl(const char *path, const char *value, struct zviz_error *err)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return zv_fail(err, ZVIZ_E_NAMESPACE, errno, "open `%s`", path);
+	size_t len = strlen(value);
+	ssize_t n = write(fd, value, len);
+	int e = errno;
+	close(fd);
+	if (n != (ssize_t)len)
+		return zv_fail(err, ZVIZ_E_NAMESPACE, n < 0 ? e : EIO, "write `%s` to `%s`", value, path);
 	return 0;
 }

@@ -184,6 +184,13 @@ __attribute__((noreturn)) void zv_sandbox_main(const struct zv_child_ctx *ctx)
 	if (zv_mnt_build_root(ctx->spec, &err) < 0)
 		die(ctx, &err);
 
+	/* 6b. No nested user namespaces, as a layer-A backstop to the seccomp rule: a new
+	 *     user namespace would hand the function a full capability set over namespaces
+	 *     it owns (and with it kernel code paths unprivileged users never reach). The
+	 *     limit is per user namespace and ours to set while we hold its capabilities. */
+	if (zv_proc_write_sysctl("/proc/sys/user/max_user_namespaces", "0", &err) < 0)
+		die(ctx, &err);
+
 	/* 7. Landlock rules name paths as the sandbox sees them: resolve them now, in the
 	 *    new root. */
 	if (zv_ll_add_paths(ctx->spec, ctx->ll, &err) < 0)

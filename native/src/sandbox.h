@@ -109,6 +109,7 @@ int zv_caps_lock_down(int cap_last, bool drop_to_uid, struct zviz_error *err);
 int zv_proc_set_rlimits(const struct zv_limits *l, struct zviz_error *err);
 int zv_proc_stdio(int in, int out, int errfd, struct zviz_error *err);
 int zv_proc_place(int src, int dst, struct zviz_error *err);
+int zv_proc_write_sysctl(const char *path, const char *value, struct zviz_error *err);
 int zv_proc_close_fds_from(int lowest, const int *keep, size_t nkeep, struct zviz_error *err);
 
 /* net.c */
