@@ -68,9 +68,20 @@ export function probeHost(): { facts: HostFacts; cgroupPlan: CgroupPlan } {
 }
 
 /** One line per missing requirement, each saying how to fix it. Empty when the host is fit. */
-export function missingRequirements(facts: HostFacts, profileList: Iterable<Profile> = []): string[] {
+export function missingRequirements(
+  facts: HostFacts,
+  profileList: Iterable<Profile> = [],
+  options: { allowTestProfiles?: boolean } = {},
+): string[] {
   const out: string[] = [];
   const profiles = [...profileList];
+  for (const p of profiles) {
+    if (p.network.mode === 'join' && !options.allowTestProfiles) {
+      out.push(
+        `Profile '${p.name}' uses network mode 'join', which is for tests only: remove the profile, or set ZVIZ_ALLOW_TEST_PROFILES=1 on a test host`,
+      );
+    }
+  }
   for (const p of profiles) {
     const why = landlockRefusal(p, facts.landlock.abi);
     if (why) out.push(why);

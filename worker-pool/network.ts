@@ -139,8 +139,14 @@ function releaseIndex(host: NetworkHost, index: number): void {
   }
 }
 
-/** The `inet zviz` table with its base chains; idempotent. */
+/** The `inet zviz` table with its base chains; made once, left as it is if present. */
 export function ensureTable(host: NetworkHost): void {
+  try {
+    inRouter(host, 'nft', ['list', 'table', 'inet', 'zviz']);
+    return; // a sibling server (or our predecessor, swept above) made it
+  } catch {
+    // absent: make it
+  }
   const nat = host.uplink
     ? `chain postrouting { type nat hook postrouting priority srcnat; policy accept; ip saddr @pool4 oifname "${host.uplink}" masquerade }`
     : '';
@@ -168,8 +174,9 @@ export function ensureTable(host: NetworkHost): void {
   );
 }
 
-/** Removes the table (shutdown of the last server using it). */
+/** Removes the table when no sandbox of any server on this host still has rules in it. */
 export function dropTable(host: NetworkHost): void {
+  if (existsSync(host.lockDir) && readdirSync(host.lockDir).length > 0) return;
   try {
     inRouter(host, 'nft', ['delete', 'table', 'inet', 'zviz']);
   } catch {
@@ -183,9 +190,11 @@ function rulesFor(index: number, net: Extract<NetworkProfile, { mode: 'egress' }
   const lines = [
     `add set ${TABLE} d4-${index} { type ipv4_addr . inet_service; size 256; flags dynamic; counter; }`,
     `add set ${TABLE} da-${index} { type ipv4_addr; size 256; flags dynamic; counter; }`,
+    `add set ${TABLE} d6-${index} { type ipv6_addr; size 64; flags dynamic; counter; }`,
     `add chain ${TABLE} ${drop}`,
     `add rule ${TABLE} ${drop} meta l4proto { tcp, udp } add @d4-${index} { ip daddr . th dport } drop`,
     `add rule ${TABLE} ${drop} meta nfproto ipv4 add @da-${index} { ip daddr } drop`,
+    `add rule ${TABLE} ${drop} meta nfproto ipv6 add @d6-${index} { ip6 daddr } drop`,
     `add rule ${TABLE} ${drop} drop`,
     `add chain ${TABLE} ${sb}`,
     `add rule ${TABLE} ${sb} ct state established,related accept`,
@@ -223,6 +232,7 @@ function removalFor(index: number): string {
     `delete chain ${TABLE} sbd-${index}`,
     `delete set ${TABLE} d4-${index}`,
     `delete set ${TABLE} da-${index}`,
+    `delete set ${TABLE} d6-${index}`,
   ].join('\n') + '\n';
 }
 
@@ -233,7 +243,7 @@ interface NftElem {
 /** Dropped destinations recorded in the sandbox's sets, as audit events. */
 function readDrops(host: NetworkHost, index: number): AuditEvent[] {
   const out: AuditEvent[] = [];
-  for (const set of [`d4-${index}`, `da-${index}`]) {
+  for (const set of [`d4-${index}`, `da-${index}`, `d6-${index}`]) {
     let json: { nftables?: Array<{ set?: { elem?: unknown[] } }> };
     try {
       json = JSON.parse(inRouter(host, 'nft', ['-j', 'list', 'set', 'inet', 'zviz', set])) as typeof json;
@@ -253,7 +263,7 @@ function readDrops(host: NetworkHost, index: number): AuditEvent[] {
         port = Number(c[1]);
       }
       if (dst && out.length < MAX_AUDIT && !out.some((o) => o.kind === 'network' && o.dst === dst && o.port === port)) {
-        if (set.startsWith('da-') && out.some((o) => o.kind === 'network' && o.dst === dst)) continue;
+        if (!set.startsWith('d4-') && out.some((o) => o.kind === 'network' && o.dst === dst)) continue;
         out.push({ kind: 'network', dst, port, action: 'drop' });
       }
     }
@@ -313,6 +323,9 @@ export function setupNetwork(host: NetworkHost | null, sandboxId: string, net: N
       `addr add ${outer}/31 dev ${veth}`,
       `link set ${veth} up`,
     ].join('\n') + '\n');
+    // IPv6 off before eth0 comes up: the egress policy is IPv4, and no v6 packet (not
+    // even link-local neighbour discovery) should leave the sandbox.
+    run('ip', ['netns', 'exec', info.ns, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
     run('ip', ['-n', info.ns, '-batch', '-'], [
       'link set lo up',
       `addr add ${inner}/31 dev eth0`,

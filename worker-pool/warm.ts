@@ -8,6 +8,7 @@
 // and the recent peak of concurrent claims — within a host-wide budget of sandboxes and
 // memory; idle pools shrink to nothing. Refill runs in the background with a bounded
 // number of creations in flight, so it never starves running invocations of threads.
+import { randomUUID } from 'node:crypto';
 import type { ParkedSandbox, SandboxTask } from './types.js';
 
 export interface WarmOptions {
@@ -206,8 +207,9 @@ export class WarmPools {
     this.inFlight++;
     p.creating++;
     const started = this.backend.now();
+    // Every sandbox gets its own id: it names the sandbox's cgroup and network namespace.
     this.backend
-      .spawn(p.template)
+      .spawn({ ...p.template, id: `warm-${randomUUID()}` })
       .then((parked) => {
         p.startMs = p.startMs * 0.7 + (this.backend.now() - started) * 0.3;
         p.failures = 0;

@@ -132,6 +132,29 @@ static int read_path(pid_t pid, uint64_t addr, char *out, size_t cap)
 	return rc;
 }
 
+static int read_mem(pid_t pid, uint64_t addr, void *out, size_t len)
+{
+	char mem[64];
+	snprintf(mem, sizeof(mem), "/proc/%d/mem", (int)pid);
+	int fd = open(mem, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = pread(fd, out, len, (off_t)addr);
+	close(fd);
+	return n == (ssize_t)len ? 0 : -1;
+}
+
+/* Whether the profile's allowlist has this open call (the filter routed every open here
+ * only because files are brokered). */
+static bool allowed_call(const struct broker *b, int nr)
+{
+	const char *name = nr == __NR_openat ? "openat" : nr == __NR_openat2 ? "openat2" : nr == __NR_open ? "open" : "creat";
+	for (size_t i = 0; i < b->spec->nsc_allow; i++)
+		if (strcmp(b->spec->sc_allow[i], name) == 0)
+			return true;
+	return false;
+}
+
 static const struct zv_broker_file *match(const struct broker *b, const char *path)
 {
 	for (size_t i = 0; i < b->spec->nbroker_files; i++)
@@ -204,12 +227,26 @@ static void handle(struct broker *b, const struct seccomp_notif *req, struct sec
 	}
 	const struct zv_broker_file *f = match(b, path);
 	if (!f) {
-		/* Not ours: the kernel decides, inside the sandbox, with every other layer on. */
+		/* Not ours: if the profile allows this call, the kernel decides, inside the
+		 * sandbox, with every other layer on; if it does not, it is denied as usual. */
+		if (!allowed_call(b, nr)) {
+			record(b, ZVIZ_AUDIT_SECCOMP, ZVIZ_AUDIT_ERRNO, nr, NULL);
+			return;
+		}
 		resp->error = 0;
 		resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
 		return;
 	}
-	uint64_t flags = nr == __NR_openat2 ? 0 : (nr == __NR_openat ? req->data.args[2] : req->data.args[1]);
+	uint64_t flags = nr == __NR_openat ? req->data.args[2] : req->data.args[1];
+	if (nr == __NR_openat2) {
+		/* openat2's flags are the first field of its struct open_how, in the target's
+		 * memory; read it like the path, and recheck that the call is still pending. */
+		if (read_mem((pid_t)req->pid, req->data.args[2], &flags, sizeof(flags)) < 0 ||
+		    !id_valid(b->listener, req->id)) {
+			resp->error = -EFAULT;
+			return;
+		}
+	}
 	if (nr == __NR_creat || (flags & O_ACCMODE) != O_RDONLY || (flags & (O_CREAT | O_TRUNC))) {
 		resp->error = -EACCES;
 		record(b, ZVIZ_AUDIT_BROKER, ZVIZ_AUDIT_DENIED, nr, path);
@@ -243,6 +280,8 @@ __attribute__((noreturn)) static void broker_main(const struct zv_spec *spec, in
 	b.spec = spec;
 	b.listener = receive_listener(sock);
 	close(sock);
+	/* No listener: the function never loaded its filter (it failed before, and says
+	 * why in its own result; a failed hand-over fails its execve the same way). */
 	if (b.listener >= 0) {
 		struct seccomp_notif_sizes sizes;
 		if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes) < 0)

@@ -159,18 +159,25 @@ int zv_cg_apply_limits(struct zv_cgroup *cg, const struct zv_limits *l, struct z
 		snprintf(v, sizeof(v), "%llu", (unsigned long long)l->pids);
 		if ((r = write_at(d->dirfd, "pids.max", v, d->path, err)) < 0)
 			return r;
+		if (!has_file(d->dirfd, "cpu.max"))
+			return 0; /* no cpu controller delegated: reported by the host probe */
 		snprintf(v, sizeof(v), "%llu %llu", quota, CPU_PERIOD_US);
 		return write_at(d->dirfd, "cpu.max", v, d->path, err);
 	}
 
 	if ((d = find(cg, "memory"))) {
 		snprintf(v, sizeof(v), "%llu", (unsigned long long)l->memory_bytes);
+		/* memsw is memory + swap: the same value means no swap at all. The kernel wants
+		 * memsw >= memory at every moment, so a raise (a warm sandbox claimed with more
+		 * memory than it was made with) writes memsw first, a cut writes it last. */
+		bool memsw = has_file(d->dirfd, "memory.memsw.limit_in_bytes");
+		uint64_t current = 0;
+		bool raise = read_u64(d->dirfd, "memory.limit_in_bytes", &current) && l->memory_bytes > current;
+		if (memsw && raise && (r = write_at(d->dirfd, "memory.memsw.limit_in_bytes", v, d->path, err)) < 0)
+			return r;
 		if ((r = write_at(d->dirfd, "memory.limit_in_bytes", v, d->path, err)) < 0)
 			return r;
-		/* memsw is memory + swap: the same value means no swap at all. Must follow
-		 * memory.limit_in_bytes (the kernel requires memsw >= memory). */
-		if (has_file(d->dirfd, "memory.memsw.limit_in_bytes") &&
-		    (r = write_at(d->dirfd, "memory.memsw.limit_in_bytes", v, d->path, err)) < 0)
+		if (memsw && !raise && (r = write_at(d->dirfd, "memory.memsw.limit_in_bytes", v, d->path, err)) < 0)
 			return r;
 	}
 	if ((d = find(cg, "pids"))) {

@@ -193,6 +193,8 @@ static int parse_record(struct zv_spec *s, uint16_t tag, const uint8_t *p, size_
 		s->stdin_len = len;
 		return 0;
 	case ZV_T_LIMITS:
+		if (s->limits.timeout_ms != 0)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec limits: given twice");
 		if (len != sizeof(s->limits))
 			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec limits: %zu bytes, expected %zu", len,
 				       sizeof(s->limits));
