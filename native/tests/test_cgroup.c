@@ -294,9 +294,18 @@ static void test_v2(void)
 	      "v2 without memory.swap.max and memory.oom.group: neither is created");
 	expect_content(d, "memory.max", "268435456", "v2 old kernel");
 
+	/* Without the cpu controller delegated (no cpu.max) there is no CPU quota, and no error:
+	 * the host probe reports the controllers ZViz has. */
+	empty_dir(d);
+	static const char *const v2_nocpu[] = { "memory.max", "memory.swap.max", "memory.oom.group", "pids.max", NULL };
+	touch_all(d, v2_nocpu);
+	rc = zv_cg_apply_limits(&cg, &f.s.limits, fresh(&err));
+	check(rc == 0 && !exists_at(d, "cpu.max"), "v2 without cpu.max: apply_limits returns 0 and creates none (rc %d, `%s`)",
+	      rc, err.msg);
+
 	/* Every mandatory file, missing on its own, fails with the path named. */
-	static const char *const mandatory[] = { "memory.max", "pids.max", "cpu.max" };
-	for (size_t i = 0; i < 3; i++) {
+	static const char *const mandatory[] = { "memory.max", "pids.max" };
+	for (size_t i = 0; i < 2; i++) {
 		empty_dir(d);
 		touch_all(d, V2_FILES);
 		char p[4096];
