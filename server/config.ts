@@ -2,11 +2,23 @@
 // stops start-up with a message naming the variable and the value.
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = existsSync(join(here, '..', 'package.json')) ? resolve(here, '..') : resolve(here, '..', '..');
+
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version?: unknown };
+    return typeof pkg.version === 'string' ? pkg.version : '0.0.0';
+  } catch {
+    return '0.0.0';
+  }
+}
+
+/** The version in package.json, reported by GET /openapi.json. */
+export const PACKAGE_VERSION = packageVersion();
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
@@ -20,7 +32,51 @@ export const configSchema = z.object({
   ZVIZ_UID_BASE: int(65536, 4_000_000_000).default(1_000_000_000),
   ZVIZ_DRAIN_MS: int(0, 600_000).default(15_000),
   ZVIZ_LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+  /** Named network namespace that routes egress sandboxes; unset: the host's own. */
+  ZVIZ_NET_ROUTER_NETNS: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'must be a network namespace name').optional(),
+  /** IPv4 pool egress sandboxes get /31 pairs from. */
+  ZVIZ_NET_POOL: z
+    .string()
+    .regex(/^\d{1,3}(\.\d{1,3}){3}\/(1[6-9]|2[0-9]|30)$/, 'must be an IPv4 CIDR between /16 and /30')
+    .default('10.199.0.0/16'),
+  /** Accept test-only profile features (network mode "join"). Never on a production host. */
+  ZVIZ_ALLOW_TEST_PROFILES: z.enum(['0', '1']).default('0'),
+  /** Most pre-warmed sandboxes on this host (0 turns warm pools off). */
+  ZVIZ_WARM_MAX: int(0, 1024).default(16),
+  /** Most memory warm sandboxes may be made with, all pools together, in MiB. */
+  ZVIZ_WARM_BUDGET_MB: int(0, 1_048_576).default(4096),
+  /** Most warm sandboxes of one pool (one function version or runtime + profile). */
+  ZVIZ_WARM_PER_POOL: int(1, 1024).default(8),
+  /** Warm sandbox creations in flight at once. */
+  ZVIZ_WARM_CONCURRENCY: int(1, 64).default(2),
+  /** A pool without claims for this long shrinks to nothing. */
+  ZVIZ_WARM_IDLE_MS: int(1000, 86_400_000).default(60_000),
+  /** Interface egress is masqueraded on (production); unset: no NAT. */
+  ZVIZ_NET_UPLINK: z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'must be an interface name').optional(),
+  /** redis://, rediss:// or unix:// URL, or a socket path. Unset: a private redis-server under the state dir. */
+  ZVIZ_REDIS_URL: z
+    .string()
+    .regex(/^(rediss?:\/\/|unix:\/\/\/|\/)/, 'must be a redis://, rediss:// or unix:/// URL or an absolute socket path')
+    .optional(),
+  /** The redis-server binary the private Redis runs (only when ZVIZ_REDIS_URL is unset). */
+  ZVIZ_REDIS_SERVER: z.string().min(1).default('redis-server'),
+  /** Bearer token of the admin API, GET /host and GET /metrics. Unset: those answer 403. */
+  ZVIZ_ADMIN_TOKEN: z
+    .string()
+    .min(16)
+    .max(512)
+    .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces')
+    .optional(),
+  /** A second listener on 127.0.0.1 that serves GET /metrics without a token. Unset: none. */
+  ZVIZ_METRICS_PORT: int(0, 65535).optional(),
+  /** Audit records kept in Redis per stream (global and per tenant); the file keeps all. */
+  ZVIZ_AUDIT_KEEP: int(100, 10_000_000).default(10_000),
+  /** A concurrency lease lives timeoutMs + this long unless refreshed: how soon a dead host's slots free. */
+  ZVIZ_LEASE_SLACK_MS: int(1000, 3_600_000).default(30_000),
 });
+
+/** Variables whose value must never be echoed, even in an error message. */
+const SECRET_VARIABLES = new Set(['ZVIZ_ADMIN_TOKEN', 'ZVIZ_REDIS_URL']);
 
 export interface Config {
   host: string;
@@ -32,6 +88,15 @@ export interface Config {
   uidBase: number;
   drainMs: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
+  net: { routerNetns: string | null; pool: string; uplink: string | null };
+  warm: { maxSandboxes: number; budgetMb: number; maxPerPool: number; concurrency: number; idleMs: number };
+  allowTestProfiles: boolean;
+  redisUrl: string | null;
+  redisServer: string;
+  adminToken: string | null;
+  metricsPort: number | null;
+  auditKeep: number;
+  leaseSlackMs: number;
 }
 
 export class ConfigError extends Error {
@@ -45,7 +110,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => {
       const key = String(i.path[0] ?? '');
-      return `Invalid configuration: ${key} ${i.message}: current value is ${JSON.stringify(present[key])}`;
+      const value = present[key];
+      const shown = SECRET_VARIABLES.has(key) ? `hidden (${value?.length ?? 0} characters)` : JSON.stringify(value);
+      return `Invalid configuration: ${key} ${i.message}: current value is ${shown}`;
     });
     throw new ConfigError(lines.join('\n'));
   }
@@ -60,5 +127,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     uidBase: c.ZVIZ_UID_BASE,
     drainMs: c.ZVIZ_DRAIN_MS,
     logLevel: c.ZVIZ_LOG_LEVEL,
+    net: { routerNetns: c.ZVIZ_NET_ROUTER_NETNS ?? null, pool: c.ZVIZ_NET_POOL, uplink: c.ZVIZ_NET_UPLINK ?? null },
+    allowTestProfiles: c.ZVIZ_ALLOW_TEST_PROFILES === '1',
+    warm: {
+      maxSandboxes: c.ZVIZ_WARM_MAX,
+      budgetMb: c.ZVIZ_WARM_BUDGET_MB,
+      maxPerPool: c.ZVIZ_WARM_PER_POOL,
+      concurrency: c.ZVIZ_WARM_CONCURRENCY,
+      idleMs: c.ZVIZ_WARM_IDLE_MS,
+    },
+    redisUrl: c.ZVIZ_REDIS_URL ?? null,
+    redisServer: c.ZVIZ_REDIS_SERVER,
+    adminToken: c.ZVIZ_ADMIN_TOKEN ?? null,
+    metricsPort: c.ZVIZ_METRICS_PORT ?? null,
+    auditKeep: c.ZVIZ_AUDIT_KEEP,
+    leaseSlackMs: c.ZVIZ_LEASE_SLACK_MS,
   };
 }

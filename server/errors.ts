@@ -18,6 +18,15 @@ export type ErrorCode =
   | 'SANDBOX_UNAVAILABLE'
   | 'OVERLOADED'
   | 'NOT_READY'
+  | 'UNAUTHENTICATED'
+  | 'FORBIDDEN'
+  | 'UNKNOWN_TENANT'
+  | 'TENANT_EXISTS'
+  | 'QUOTA_CONCURRENCY'
+  | 'QUOTA_RATE'
+  | 'QUOTA_CPU'
+  | 'QUOTA_LIMITS'
+  | 'STATE_UNAVAILABLE'
   | 'INTERNAL';
 
 /** Exhaustive: a code added to ErrorCode without a status here does not compile. */
@@ -34,6 +43,16 @@ export const ERROR_STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   SANDBOX_UNAVAILABLE: 503,
   OVERLOADED: 503,
   NOT_READY: 503,
+  UNAUTHENTICATED: 401,
+  FORBIDDEN: 403,
+  UNKNOWN_TENANT: 404,
+  TENANT_EXISTS: 409,
+  QUOTA_CONCURRENCY: 429,
+  QUOTA_RATE: 429,
+  QUOTA_CPU: 429,
+  // The request is well formed but asks for more than this tenant may have.
+  QUOTA_LIMITS: 403,
+  STATE_UNAVAILABLE: 503,
   INTERNAL: 500,
 };
 

@@ -129,3 +129,23 @@ export function jsonBody<S extends z.ZodType>(schema: S): MiddlewareHandler<{ Va
     await next();
   };
 }
+
+/**
+ * Validates the query string with `schema` (400 VALIDATION_FAILED naming the parameter) and
+ * stores the parsed value as `query`. A repeated parameter keeps its first value.
+ */
+export function validQuery<S extends z.ZodType>(schema: S): MiddlewareHandler<{ Variables: { query: z.output<S> } }> {
+  return async function validQuery(c, next) {
+    const raw = c.req.query();
+    const parsed = schema.safeParse(raw);
+    if (!parsed.success) {
+      const details = toFieldIssues(parsed.error.issues, raw);
+      const first = details[0];
+      const where = first === undefined || first.path === '' ? 'query' : `parameter '${first.path}'`;
+      const message = first?.message === 'is not a known field' ? 'is not a known parameter' : (first?.message ?? 'is not valid');
+      throw new ApiError('VALIDATION_FAILED', `Cannot validate query: ${where} ${message}`, details);
+    }
+    c.set('query', parsed.data);
+    await next();
+  };
+}

@@ -1,0 +1,36 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from './config.js';
+
+describe('loadConfig: state, auth and metrics variables', () => {
+  it('defaults to a private Redis, no admin token and no metrics listener', () => {
+    const c = loadConfig({});
+    expect(c).toMatchObject({ redisUrl: null, redisServer: 'redis-server', adminToken: null, metricsPort: null, auditKeep: 10_000, leaseSlackMs: 30_000 });
+  });
+
+  it('reads them when set', () => {
+    const c = loadConfig({
+      ZVIZ_REDIS_URL: 'redis://127.0.0.1:6379/1',
+      ZVIZ_ADMIN_TOKEN: 'a'.repeat(32),
+      ZVIZ_METRICS_PORT: '9464',
+      ZVIZ_AUDIT_KEEP: '500',
+      ZVIZ_LEASE_SLACK_MS: '2000',
+    });
+    expect(c).toMatchObject({ redisUrl: 'redis://127.0.0.1:6379/1', adminToken: 'a'.repeat(32), metricsPort: 9464, auditKeep: 500, leaseSlackMs: 2000 });
+  });
+
+  it.each([
+    ['ZVIZ_ADMIN_TOKEN', 'short-secret'],
+    ['ZVIZ_REDIS_URL', 'http://user:hunter2@example'],
+  ])('an invalid %s is refused without echoing its value', (name, value) => {
+    let err: unknown;
+    try {
+      loadConfig({ [name]: value });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).toContain(name);
+    expect((err as Error).message).toContain(`hidden (${value.length} characters)`);
+    expect((err as Error).message).not.toContain(value);
+  });
+});

@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest';
+import { createApp } from './app.js';
+import { silentLogger } from './log.js';
+import { openApiPath } from './openapi.js';
+import { FakeInvoker, HOST_FACTS, testProfiles, testState } from './test-fixtures.js';
+
+function app() {
+  return createApp({
+    profiles: testProfiles(),
+    invoker: new FakeInvoker(),
+    readiness: async () => ({ ready: true, checks: {} }),
+    hostFacts: () => HOST_FACTS,
+    log: silentLogger,
+    ...testState(),
+  });
+}
+
+const METHODS = new Set(['GET', 'POST', 'PUT', 'PATCH', 'DELETE']);
+
+describe('GET /openapi.json', () => {
+  it('is an OpenAPI 3.1 document, open to all', async () => {
+    const res = await app().request('/openapi.json');
+    expect(res.status).toBe(200);
+    const doc = (await res.json()) as { openapi: string; info: { version: string } };
+    expect(doc.openapi).toBe('3.1.0');
+    expect(doc.info.version).toMatch(/^\d+\.\d+\.\d+/);
+  });
+
+  it('describes every route of the app, and no route the app does not have', async () => {
+    const a = app();
+    const doc = (await (await a.request('/openapi.json')).json()) as { paths: Record<string, Record<string, unknown>> };
+    // Handlers for a method; 'ALL' entries are middleware and the 405 answers.
+    const routes = new Set(a.routes.filter((r) => METHODS.has(r.method)).map((r) => `${r.method.toLowerCase()} ${openApiPath(r.path)}`));
+    const documented = new Set(Object.entries(doc.paths).flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m} ${path}`)));
+    expect(routes.size).toBeGreaterThan(10);
+    expect([...routes].sort()).toEqual([...documented].sort());
+  });
+
+  it('takes request bodies from the zod schemas and documents the error codes of each route', async () => {
+    const doc = (await (await app().request('/openapi.json')).json()) as any;
+    const invoke = doc.paths['/invoke'].post;
+    const body = invoke.requestBody.content['application/json'].schema;
+    expect(body.required).toEqual(['runtime', 'code']);
+    expect(body.properties.runtime.enum).toEqual(['node', 'python', 'bash']);
+    expect(body.additionalProperties).toBe(false);
+    expect(invoke.security).toEqual([{ tenantKey: [] }]);
+    expect(invoke.responses['429'].description).toMatch(/QUOTA_CONCURRENCY.*QUOTA_RATE.*QUOTA_CPU/);
+    expect(invoke.responses['429'].headers['Retry-After']).toBeDefined();
+    expect(invoke.responses['401'].description).toContain('UNAUTHENTICATED');
+    expect(invoke.responses['503'].description).toContain('STATE_UNAVAILABLE');
+    expect(doc.paths['/admin/tenants/{name}'].get.parameters[0]).toMatchObject({ name: 'name', in: 'path', required: true });
+    expect(doc.paths['/admin/audit'].get.parameters.map((p: { name: string }) => p.name)).toEqual(['tenant', 'limit', 'cursor']);
+    expect(doc.components.schemas.Error.properties.error.properties.code.enum).toContain('QUOTA_CPU');
+    expect(doc.paths['/healthz'].get.security).toEqual([]);
+  });
+});

@@ -1,0 +1,71 @@
+// Opens the shared state: the Redis of ZVIZ_REDIS_URL, or a private one under the state dir,
+// and the stores built on it.
+import { join } from 'node:path';
+import type { Redis } from 'ioredis';
+import type { Logger } from '../log.js';
+import { startPrivateRedis, type PrivateRedis } from './private-redis.js';
+import { RedisAuditStore } from './redis-audit.js';
+import { RedisQuotaStore } from './redis-quotas.js';
+import { RedisTenantStore } from './redis-tenants.js';
+import { connectRedis, createRedis, pingRedis, redactUrl } from './redis.js';
+
+export interface StateOptions {
+  /** ZVIZ_REDIS_URL; null starts a private redis-server. */
+  redisUrl: string | null;
+  redisServer: string;
+  stateDir: string;
+  auditKeep: number;
+  log: Logger;
+  /** How long to wait for Redis at start. Default 15 s. */
+  connectTimeoutMs?: number;
+}
+
+export interface State {
+  redis: Redis;
+  tenants: RedisTenantStore;
+  quotas: RedisQuotaStore;
+  audit: RedisAuditStore;
+  /** Null when ZVIZ_REDIS_URL names an external Redis. */
+  privateRedis: PrivateRedis | null;
+  ping(): Promise<{ ok: boolean; detail: string }>;
+  connected(): boolean;
+  /** Closes the connection, then stops the private Redis. */
+  close(): Promise<void>;
+}
+
+export async function openState(opts: StateOptions): Promise<State> {
+  const { log } = opts;
+  let privateRedis: PrivateRedis | null = null;
+  let url = opts.redisUrl;
+  if (url === null) {
+    privateRedis = await startPrivateRedis({ dir: join(opts.stateDir, 'redis'), binary: opts.redisServer, log });
+    url = privateRedis.socket;
+  }
+  const redis = createRedis({ url, log });
+  try {
+    await connectRedis(redis, opts.connectTimeoutMs ?? 15_000);
+  } catch (e) {
+    redis.disconnect();
+    await privateRedis?.stop();
+    throw new Error(`Cannot connect to Redis at ${redactUrl(url)}: ${(e as Error).message}${opts.redisUrl === null ? '' : ' (check ZVIZ_REDIS_URL)'}`);
+  }
+  return {
+    redis,
+    tenants: new RedisTenantStore(redis),
+    quotas: new RedisQuotaStore(redis),
+    audit: new RedisAuditStore(redis, opts.auditKeep),
+    privateRedis,
+    ping: () => pingRedis(redis),
+    connected: () => redis.status === 'ready',
+    async close() {
+      // An orderly close is not an outage: no 'connection closed' warning for it.
+      redis.removeAllListeners('close');
+      try {
+        await redis.quit();
+      } catch {
+        redis.disconnect();
+      }
+      await privateRedis?.stop();
+    },
+  };
+}
