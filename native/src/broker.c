@@ -56,7 +56,9 @@ static void record(struct broker *b, uint32_t kind, uint32_t action, int nr, con
 {
 	for (size_t i = 0; i < b->n; i++) {
 		struct zviz_audit *a = &b->table[i];
-		if (a->kind == kind && a->action == action && a->nr == nr &&
+		/* A brokered file is one decision whichever open call asked for it. */
+		bool same_call = kind == ZVIZ_AUDIT_BROKER || a->nr == nr;
+		if (a->kind == kind && a->action == action && same_call &&
 		    (!path || strncmp(a->path, path, sizeof(a->path)) == 0)) {
 			a->count++;
 			return;
@@ -176,7 +178,13 @@ static int open_brokered(const struct zv_broker_file *f)
 		return -ENAMETOOLONG;
 	memcpy(dir, f->source, dlen);
 	dir[dlen] = '\0';
-	int dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	/* The directory too is resolved without symlinks: a writable directory on the way
+	 * must not be able to point the broker (root) at another file. */
+	struct open_how dhow = {
+		.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+		.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+	};
+	int dfd = (int)syscall(SYS_openat2, AT_FDCWD, dir, &dhow, sizeof(dhow));
 	if (dfd < 0)
 		return -errno;
 	struct open_how how = {
@@ -268,9 +276,16 @@ static void handle(struct broker *b, const struct seccomp_notif *req, struct sec
 	/* ADDFD + SEND installs the fd and completes the call in one step: there is no
 	 * moment where the fd exists in the target but the call has not returned. */
 	int r = ioctl(b->listener, SECCOMP_IOCTL_NOTIF_ADDFD, &add);
+	int e = errno;
 	close(fd);
 	record(b, ZVIZ_AUDIT_BROKER, r >= 0 ? ZVIZ_AUDIT_ALLOWED : ZVIZ_AUDIT_DENIED, nr, path);
-	resp->id = 0; /* answered */
+	if (r >= 0) {
+		resp->id = 0; /* answered by ADDFD + SEND */
+		return;
+	}
+	/* Not installed (e.g. EMFILE: the target's fd table is full): answer the call with
+	 * that error, or it would wait for an answer until its timeout. */
+	resp->error = -e;
 }
 
 __attribute__((noreturn)) static void broker_main(const struct zv_spec *spec, int sock, int audit_wr)

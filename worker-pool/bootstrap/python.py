@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import traceback
+import types
 
 CTL, REPLY = 3, 4
 
@@ -72,8 +73,13 @@ def inline_mode(entry):
     code = work["code"]
     sys.argv = [entry, *work["args"]]
     sys.path[0] = os.path.dirname(entry)
-    g = {"__name__": "__main__", "__file__": entry, "__builtins__": __builtins__}
-    exec(compile(code, entry, "exec"), g)
+    # Run as the real __main__ module, so that pickle (multiprocessing) finds what the
+    # code defines, as it does when python runs the file itself.
+    main = types.ModuleType("__main__")
+    main.__file__ = entry
+    main.__builtins__ = __builtins__
+    sys.modules["__main__"] = main
+    exec(compile(code, entry, "exec"), main.__dict__)
 
 
 if __name__ == "__main__":
