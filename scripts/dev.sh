@@ -15,7 +15,7 @@ node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)
   || die "Node.js 20 or newer is required (found $(node --version))"
 
 # Debian packages: compiler and headers for native/, the services and tools ZViz drives.
-PKGS=(gcc make libc6-dev libseccomp-dev pkg-config redis-server nftables iproute2 bubblewrap)
+PKGS=(gcc make libc6-dev libseccomp-dev pkg-config redis-server nftables iproute2 bubblewrap clang libclang-rt-14-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -43,6 +43,9 @@ case "${1:-}" in
     ;;
   test)
     make -s -C native asan check
+    # A short libFuzzer run of the C code that parses what the server sends (longer:
+    # npm run fuzz); a crash or sanitizer report fails the run.
+    make -s -C native fuzz FUZZ_SECONDS="${ZVIZ_FUZZ_SECONDS:-60}" >/dev/null
     export ZVIZ_MUST_WORK="${ZVIZ_MUST_WORK:-1}"
     exec npx vitest run
     ;;
