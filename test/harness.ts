@@ -142,7 +142,15 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
     ZVIZ_LOG_LEVEL: 'info',
     // Without ZVIZ_REDIS_URL the server runs its own redis-server under stateDir.
     ZVIZ_ADMIN_TOKEN: adminToken,
-    ...(opts.asan ? { ZVIZ_NATIVE_DIR: join(repoRoot, 'native', 'build-asan'), ASAN_OPTIONS: 'detect_leaks=1:abort_on_error=1' } : {}),
+    // The ASan + UBSan supervisor (the library stays the release one: an instrumented
+    // .so cannot be loaded into node without preloading the ASan runtime).
+    ...(opts.asan
+      ? {
+          ZVIZ_SUPERVISOR: join(repoRoot, 'native', 'build-asan', 'zviz-supervisor'),
+          ASAN_OPTIONS: 'detect_leaks=1:abort_on_error=1',
+          UBSAN_OPTIONS: 'print_stacktrace=1:halt_on_error=1',
+        }
+      : {}),
     ...opts.env,
   };
   const child: ChildProcess = spawn(process.execPath, [serverEntry], { env, stdio: ['ignore', 'pipe', 'pipe'] });

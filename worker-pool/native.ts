@@ -188,8 +188,9 @@ export function abiVersion(): number {
   return load().abiVersion();
 }
 
+/** The supervisor executable (ZVIZ_SUPERVISOR selects another build, e.g. the ASan one). */
 export function supervisorPath(): string {
-  return join(nativeDir(), 'zviz-supervisor');
+  return process.env.ZVIZ_SUPERVISOR ? resolve(process.env.ZVIZ_SUPERVISOR) : join(nativeDir(), 'zviz-supervisor');
 }
 
 /** Kernel facts as JSON text (see native/src/probe.c). */

@@ -1,0 +1,78 @@
+// The supervisor built with ASan + UBSan (make -C native asan) runs real invocations —
+// cold and warm, every runtime, the ways an invocation can end — and reports nothing.
+// It is where every byte from the server is parsed and every sandbox is driven.
+import { existsSync, readdirSync, readlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { privilegedReason, repoRoot, startServer, type RunningServer } from './harness.js';
+
+const asanSupervisor = join(repoRoot, 'native', 'build-asan', 'zviz-supervisor');
+
+function reason(): string | null {
+  const why = privilegedReason();
+  if (why) return why;
+  if (!existsSync(asanSupervisor)) {
+    const msg = `ASan supervisor not built (${asanSupervisor}): run \`make -C native asan\``;
+    if (process.env.ZVIZ_MUST_WORK === '1') throw new Error(`ASan suite cannot run but ZVIZ_MUST_WORK=1: ${msg}`);
+    return msg;
+  }
+  return null;
+}
+
+const SANITIZER_REPORT = /AddressSanitizer|LeakSanitizer|UndefinedBehaviorSanitizer|runtime error:/;
+
+describe.skipIf(reason() !== null)('the ASan + UBSan supervisor', () => {
+  let s: RunningServer;
+  beforeAll(async () => {
+    s = await startServer({ asan: true, env: { ZVIZ_WARM_MAX: '4' } });
+  });
+  afterAll(async () => {
+    await s?.stop();
+  });
+
+  const cases: Array<{ name: string; body: Record<string, unknown>; status: string }> = [
+    { name: 'node prints', body: { runtime: 'node', code: 'console.log(1)' }, status: 'ok' },
+    { name: 'python reads stdin', body: { runtime: 'python', code: 'import sys; print(sys.stdin.read())', stdin: 'x' }, status: 'ok' },
+    { name: 'bash exits 3', body: { runtime: 'bash', code: 'exit 3' }, status: 'error' },
+    { name: 'a timeout', body: { runtime: 'bash', code: 'sleep 5', limits: { timeoutMs: 300 } }, status: 'timeout' },
+    { name: 'an output flood', body: { runtime: 'bash', code: 'yes', limits: { outputBytes: 1000 } }, status: 'killed' },
+    { name: 'a memory bomb', body: { runtime: 'python', code: 'b = bytearray(512 * 1024 * 1024)', limits: { memoryMb: 64 } }, status: 'oom' },
+    {
+      name: 'an x32 syscall',
+      body: { runtime: 'python', code: 'import ctypes; ctypes.CDLL(None).syscall(39 | 0x40000000)' },
+      status: 'killed',
+    },
+    { name: 'a denied syscall', body: { runtime: 'python', code: 'import ctypes, sys; sys.exit(1 if ctypes.CDLL(None).unshare(0x10000000) != 0 else 0)' }, status: 'error' },
+  ];
+
+  it.each(cases)('$name ends as $status twice (cold, then warm) without a sanitizer report', async ({ body, status }) => {
+    for (let i = 0; i < 2; i++) {
+      const r = await s.invoke(body);
+      expect(r.status).toBe(status);
+    }
+    expect(s.logs()).not.toMatch(SANITIZER_REPORT);
+  });
+
+  it('the supervisors that run are the ASan build', async () => {
+    const running = s.invoke({ runtime: 'bash', code: 'sleep 1', limits: { timeoutMs: 5000 } });
+    await new Promise((r) => setTimeout(r, 400));
+    const exes = readdirSync('/proc')
+      .filter((n) => /^\d+$/.test(n))
+      .map((pid) => {
+        try {
+          return readlinkSync(`/proc/${pid}/exe`);
+        } catch {
+          return '';
+        }
+      })
+      .filter((exe) => exe.endsWith('/zviz-supervisor') && exe.startsWith(repoRoot));
+    await running;
+    expect(exes.length).toBeGreaterThan(0);
+    expect(exes.every((exe) => exe === asanSupervisor)).toBe(true);
+  });
+
+  it('the server stops cleanly and no supervisor reported anything on exit (LeakSanitizer runs then)', async () => {
+    expect(await s.stop()).toBe(0);
+    expect(s.logs()).not.toMatch(SANITIZER_REPORT);
+  });
+});
