@@ -75,9 +75,14 @@ function limitBody(maxBytes: number): MiddlewareHandler {
       // A chunked body is cut off at the limit, so its size is known only when declared.
       const declared = c.req.header('content-length');
       const current = declared === undefined ? '' : `: current size is ${declared} bytes`;
-      throw new ApiError('PAYLOAD_TOO_LARGE', `Cannot read request body: body must be at most ${maxBytes} bytes${current}`, {
-        maxBytes,
-      });
+      // The rest of the body is never read, so the connection cannot carry another
+      // request: say so, or a keep-alive client reuses a socket the server closes.
+      throw new ApiError(
+        'PAYLOAD_TOO_LARGE',
+        `Cannot read request body: body must be at most ${maxBytes} bytes${current}`,
+        { maxBytes },
+        { headers: { Connection: 'close' } },
+      );
     },
   });
 }

@@ -83,7 +83,7 @@ describe.skipIf(v1Skip !== null)(
   () => {
     let s: RunningServer;
     beforeAll(async () => {
-      s = await startServer();
+      s = await startServer({ env: { ZVIZ_WARM_MAX: '0' } });
     });
     afterAll(async () => {
       await s?.stop();
@@ -274,7 +274,7 @@ describe.skipIf(sweepSkip !== null)(`layer D start-up sweep${sweepSkip !== null 
   const pids: number[] = [];
   const stale: string[] = [];
   beforeAll(async () => {
-    s = await startServer();
+    s = await startServer({ env: { ZVIZ_WARM_MAX: '0' } });
     pids.push(s.pid);
   });
   afterAll(async () => {
@@ -301,7 +301,7 @@ describe.skipIf(sweepSkip !== null)(`layer D start-up sweep${sweepSkip !== null 
     s = null;
     // The first server could not remove its parents (the stale folders are in them).
     for (const d of stale) expect(existsSync(d), d).toBe(true);
-    s = await startServer();
+    s = await startServer({ env: { ZVIZ_WARM_MAX: '0' } });
     pids.push(s.pid);
     for (const d of stale) expect(existsSync(d), d).toBe(false);
     expect(s.logs()).toContain('swept leftovers of a previous server');
@@ -313,7 +313,7 @@ const v2Skip =
 describe.skipIf(v2Skip !== '')(`layer D on cgroup v2${v2Skip ? ` [${v2Skip}]` : ''}`, () => {
   let s: RunningServer;
   beforeAll(async () => {
-    s = await startServer();
+    s = await startServer({ env: { ZVIZ_WARM_MAX: '0' } });
   });
   afterAll(async () => {
     await s?.stop();

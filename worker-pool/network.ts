@@ -292,8 +292,15 @@ export function teardownNetwork(host: NetworkHost | null, info: NetworkInfo | nu
       // the sweep at the next start removes what is left
     }
   }
+  // The veth first, explicitly: deleting a namespace frees its devices asynchronously,
+  // and the /31 pair must not be claimed again while the old router end still exists.
   try {
-    run('ip', ['netns', 'del', info.ns]); // deletes eth0, and with it its peer zvs<index>
+    run('ip', [...ipArgs(host), 'link', 'del', `zvs${info.index}`]);
+  } catch {
+    // never made, or already gone
+  }
+  try {
+    run('ip', ['netns', 'del', info.ns]);
   } catch {
     // swept later
   }
