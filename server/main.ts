@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { serve } from '@hono/node-server';
 import { loadProfiles, type Profile } from '../profiles/index.js';
-import { prepareParents, removeParents, sweepCgroups } from '../worker-pool/cgroup-host.js';
+import { prepareParents, registerServer, removeParents, sweepCgroups, unregisterServer } from '../worker-pool/cgroup-host.js';
 import { missingRequirements, probeHost } from '../worker-pool/host.js';
 import { dropTable, ensureTable, sweepNetwork, type NetworkHost } from '../worker-pool/network.js';
 import { PoolOverloadedError, SandboxPool } from '../worker-pool/pool.js';
@@ -90,6 +90,7 @@ async function main(): Promise<void> {
   }
 
   try {
+    registerServer();
     prepareParents(cgroupPlan);
     const swept = sweepCgroups(cgroupPlan, processAlive, (pid) => process.kill(pid, 'SIGKILL'));
     if (swept.removed.length > 0 || swept.killed.length > 0) log.warn('swept leftovers of a previous server', { ...swept });
@@ -249,7 +250,7 @@ async function main(): Promise<void> {
     await answered;
     await audit.close();
     await state.close();
-    removeParents(cgroupPlan);
+    if (unregisterServer(processAlive)) removeParents(cgroupPlan);
     if (needsEgress) dropTable(netHost);
     log.info('stopped', {});
     process.exit(0);

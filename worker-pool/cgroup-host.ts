@@ -231,6 +231,42 @@ export function sweepCgroups(
   return res;
 }
 
+/**
+ * Servers on this host share the `zviz` folders. Each registers itself (a file named by
+ * its pid); the last one to stop removes the folders. Without this a server stopping
+ * while a sibling runs would remove the sibling's (momentarily empty) folder, and on v2
+ * the controllers enabled in it.
+ */
+export const SERVERS_DIR = '/run/zviz/servers';
+
+export function registerServer(pid = process.pid, dir = SERVERS_DIR): void {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+  fs.writeFileSync(join(dir, String(pid)), '');
+}
+
+/** Unregisters; true when no other live server remains (stale entries are dropped). */
+export function unregisterServer(isAlive: (pid: number) => boolean, pid = process.pid, dir = SERVERS_DIR): boolean {
+  try {
+    fs.rmSync(join(dir, String(pid)), { force: true });
+  } catch {
+    // gone already
+  }
+  let others = 0;
+  let names: string[] = [];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return true;
+  }
+  for (const n of names) {
+    const other = Number(n);
+    if (!Number.isInteger(other) || other <= 0) continue;
+    if (isAlive(other)) others++;
+    else fs.rmSync(join(dir, n), { force: true });
+  }
+  return others === 0;
+}
+
 /** Removes the (empty) `zviz` folders at shutdown; a sibling server's busy folder stays. */
 export function removeParents(plan: CgroupPlan, fsys: CgroupFs = realFs): void {
   for (const p of plan.parents) {
