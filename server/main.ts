@@ -8,6 +8,7 @@ import { serve } from '@hono/node-server';
 import { loadProfiles, type Profile } from '../profiles/index.js';
 import { prepareParents, registerServer, removeParents, sweepCgroups, unregisterServer } from '../worker-pool/cgroup-host.js';
 import { missingRequirements, probeHost } from '../worker-pool/host.js';
+import { processAlive } from '../worker-pool/pids.js';
 import { dropTable, ensureTable, sweepNetwork, type NetworkHost } from '../worker-pool/network.js';
 import { PoolOverloadedError, SandboxPool } from '../worker-pool/pool.js';
 import type { SandboxTask } from '../worker-pool/types.js';
@@ -24,15 +25,6 @@ import { openState, type State } from './state/index.js';
 function fatal(message: string): never {
   process.stderr.write(`zviz: ${message}\n`);
   process.exit(1);
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** The smallest real sandbox: proves namespaces, mounts, cgroup and exec work right now. */

@@ -19,6 +19,7 @@
 import { spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, unlinkSync, writeSync } from 'node:fs';
 import type { Profile } from '../profiles/schema.js';
+import { processAlive } from './pids.js';
 import type { AuditEvent } from './types.js';
 
 export interface NetworkHost {
@@ -91,14 +92,6 @@ export function pairFor(pool: string, index: number): { outer: string; inner: st
   return { outer: ipString(base + 2 * index), inner: ipString(base + 2 * index + 1) };
 }
 
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * Claims a free pool index with an O_EXCL lock file holding our pid; a file left by a

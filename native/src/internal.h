@@ -50,6 +50,8 @@ struct iovec;
 ZV_HIDDEN int zv_send_frame(int fd, uint32_t type, const void *payload, size_t len);
 ZV_HIDDEN int zv_send_framev(int fd, uint32_t type, const struct iovec *parts, size_t n);
 ZV_HIDDEN int zv_recv_header(int fd, struct zv_frame *f); /* as zv_read_all, plus magic check (-2) */
+/* Writes text to an existing file (procfs, sysctl) in one write; fails with `code`. */
+ZV_HIDDEN int zv_write_text(const char *path, const char *text, int code, struct zviz_error *err);
 
 /* ---- spec (spec.c) --------------------------------------------------------------------
  * The spec is a sequence of TLV records: u16 tag, u16 zero, u32 length, payload.

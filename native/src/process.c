@@ -61,14 +61,5 @@ int zv_proc_place(int src, int dst, struct zviz_error *err)
 
 int zv_proc_write_sysctl(const char *path, const char *value, struct zviz_error *err)
 {
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return zv_fail(err, ZVIZ_E_NAMESPACE, errno, "open `%s`", path);
-	size_t len = strlen(value);
-	ssize_t n = write(fd, value, len);
-	int e = errno;
-	close(fd);
-	if (n != (ssize_t)len)
-		return zv_fail(err, ZVIZ_E_NAMESPACE, n < 0 ? e : EIO, "write `%s` to `%s`", value, path);
-	return 0;
+	return zv_write_text(path, value, ZVIZ_E_NAMESPACE, err);
 }

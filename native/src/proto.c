@@ -1,5 +1,7 @@
 /* proto.c — framing for the library ↔ supervisor control socket. */
 #include <errno.h>
+#include <fcntl.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -80,5 +82,19 @@ int zv_recv_header(int fd, struct zv_frame *f)
 		errno = EPROTO;
 		return -2;
 	}
+	return 0;
+}
+
+int zv_write_text(const char *path, const char *text, int code, struct zviz_error *err)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return zv_fail(err, code, errno, "open `%s`", path);
+	size_t len = strlen(text);
+	ssize_t n = write(fd, text, len);
+	int e = errno;
+	close(fd);
+	if (n != (ssize_t)len)
+		return zv_fail(err, code, n < 0 ? e : EIO, "write `%s` to `%s`", text, path);
 	return 0;
 }

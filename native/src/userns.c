@@ -13,20 +13,6 @@
 
 #include "sandbox.h"
 
-static int write_file(const char *path, const char *text, struct zviz_error *err)
-{
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return zv_fail(err, ZVIZ_E_NAMESPACE, errno, "open `%s`", path);
-	size_t len = strlen(text);
-	ssize_t n = write(fd, text, len);
-	int saved = errno;
-	close(fd);
-	if (n != (ssize_t)len)
-		return zv_fail(err, ZVIZ_E_NAMESPACE, n < 0 ? saved : EIO, "write `%s` to `%s`", text, path);
-	return 0;
-}
-
 int zv_userns_write_maps(pid_t child, uint32_t host_base, struct zviz_error *err)
 {
 	if (host_base == 0 || host_base > UINT32_MAX - 2)
@@ -34,10 +20,10 @@ int zv_userns_write_maps(pid_t child, uint32_t host_base, struct zviz_error *err
 	char path[64], map[128];
 	snprintf(map, sizeof(map), "0 %u 1\n%u %u 1\n", host_base, ZV_SANDBOX_UID, host_base + 1);
 	snprintf(path, sizeof(path), "/proc/%d/uid_map", (int)child);
-	int r = write_file(path, map, err);
+	int r = zv_write_text(path, map, ZVIZ_E_NAMESPACE, err);
 	if (r < 0)
 		return r;
 	snprintf(map, sizeof(map), "0 %u 1\n%u %u 1\n", host_base, ZV_SANDBOX_GID, host_base + 1);
 	snprintf(path, sizeof(path), "/proc/%d/gid_map", (int)child);
-	return write_file(path, map, err);
+	return zv_write_text(path, map, ZVIZ_E_NAMESPACE, err);
 }
