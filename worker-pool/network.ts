@@ -17,7 +17,7 @@
 // ZViz never enables forwarding. NAT toward an uplink (ZVIZ_NET_UPLINK) is an operator's
 // production setting; without it nothing is masqueraded.
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, unlinkSync, writeSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readFileSync, readdirSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import type { Profile } from '../profiles/schema.js';
 import { processAlive } from './pids.js';
 import type { AuditEvent } from './types.js';
@@ -93,33 +93,76 @@ export function pairFor(pool: string, index: number): { outer: string; inner: st
 }
 
 
+let tmpSeq = 0;
+
+/** Links a file holding our pid at `path`: the claim and its owner appear at once. */
+function tryClaim(lockDir: string, path: string): boolean {
+  const tmp = `${lockDir}/.claim-${process.pid}-${tmpSeq++}`;
+  writeFileSync(tmp, String(process.pid), { mode: 0o600 });
+  try {
+    linkSync(tmp, path);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    return false;
+  } finally {
+    unlinkSync(tmp);
+  }
+}
+
+function ownerOf(path: string): number | null {
+  try {
+    const owner = Number(readFileSync(path, 'utf8'));
+    return Number.isInteger(owner) && owner > 0 ? owner : 0;
+  } catch {
+    return null; // released meanwhile
+  }
+}
+
 /**
- * Claims a free pool index with an O_EXCL lock file holding our pid; a file left by a
- * dead process is reclaimed. Host-wide, so servers sharing a host never collide.
+ * Frees a lock whose owner is dead. The file is first moved aside (only one of several
+ * reclaimers can move it); if what was moved turns out to be a live claim made in the
+ * meantime, it is put back.
+ */
+export function reclaimIfStale(path: string, isAlive: (pid: number) => boolean = processAlive): boolean {
+  const owner = ownerOf(path);
+  if (owner === null || (owner > 0 && isAlive(owner))) return false;
+  const aside = `${path}.stale-${process.pid}-${tmpSeq++}`;
+  try {
+    renameSync(path, aside);
+  } catch {
+    return false;
+  }
+  const moved = ownerOf(aside);
+  if (moved !== null && moved > 0 && isAlive(moved)) {
+    try {
+      linkSync(aside, path);
+    } catch {
+      // the slot was claimed again meanwhile; the live claim we moved keeps its rules
+    }
+  }
+  unlinkSync(aside);
+  return true;
+}
+
+/**
+ * Claims a free pool index with a lock file holding our pid, linked into place so that a
+ * claim never exists without its owner; a lock of a dead process is reclaimed.
+ * Host-wide, so servers sharing a host never collide.
  */
 export function claimIndex(host: NetworkHost, hint: number): number {
   const { bits } = parseCidr(host.pool);
   const pairs = 2 ** (32 - bits) / 2;
   mkdirSync(host.lockDir, { recursive: true, mode: 0o700 });
-  for (let n = 0; n < pairs; n++) {
+  // Several passes, a millisecond apart: pairs are released and claimed all the time, so
+  // one pass can find each pair taken at the moment it looked although some pair was free
+  // at every moment.
+  for (let n = 0; n < 10 * pairs; n++) {
+    if (n > 0 && n % pairs === 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
     const i = (hint + n) % pairs;
     const path = `${host.lockDir}/${i}`;
-    try {
-      const fd = openSync(path, 'wx', 0o600);
-      writeSync(fd, String(process.pid));
-      closeSync(fd);
-      return i;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      const owner = Number(readFileSync(path, 'utf8'));
-      if (!Number.isInteger(owner) || owner <= 0 || !processAlive(owner)) {
-        try {
-          unlinkSync(path);
-        } catch {
-          // raced with another claimer: try the next one
-        }
-      }
-    }
+    if (tryClaim(host.lockDir, path)) return i;
+    if (reclaimIfStale(path) && tryClaim(host.lockDir, path)) return i;
   }
   throw new Error(`Network pool ${host.pool} is exhausted`);
 }
@@ -180,16 +223,24 @@ export function dropTable(host: NetworkHost): void {
 function rulesFor(index: number, net: Extract<NetworkProfile, { mode: 'egress' }>): string {
   const sb = `sb-${index}`;
   const drop = `sbd-${index}`;
+  // add + flush: whatever a failed teardown left for this pair is emptied, in the same
+  // transaction, before this sandbox's rules go in — a new sandbox never inherits an old
+  // allowlist or its drops.
   const lines = [
     `add set ${TABLE} d4-${index} { type ipv4_addr . inet_service; size 256; flags dynamic; counter; }`,
+    `flush set ${TABLE} d4-${index}`,
     `add set ${TABLE} da-${index} { type ipv4_addr; size 256; flags dynamic; counter; }`,
+    `flush set ${TABLE} da-${index}`,
     `add set ${TABLE} d6-${index} { type ipv6_addr; size 64; flags dynamic; counter; }`,
+    `flush set ${TABLE} d6-${index}`,
     `add chain ${TABLE} ${drop}`,
+    `flush chain ${TABLE} ${drop}`,
     `add rule ${TABLE} ${drop} meta l4proto { tcp, udp } add @d4-${index} { ip daddr . th dport } drop`,
     `add rule ${TABLE} ${drop} meta nfproto ipv4 add @da-${index} { ip daddr } drop`,
     `add rule ${TABLE} ${drop} meta nfproto ipv6 add @d6-${index} { ip6 daddr } drop`,
     `add rule ${TABLE} ${drop} drop`,
     `add chain ${TABLE} ${sb}`,
+    `flush chain ${TABLE} ${sb}`,
     `add rule ${TABLE} ${sb} ct state established,related accept`,
     `add rule ${TABLE} ${sb} meta nfproto ipv6 goto ${drop}`,
     // Never allowlistable: loopback tricks, link-local/metadata, multicast, other sandboxes.
@@ -213,6 +264,25 @@ function rulesFor(index: number, net: Extract<NetworkProfile, { mode: 'egress' }
   lines.push(`add element ${TABLE} sandboxes { "zvs${index}" : goto ${sb} }`);
   lines.push(`add element ${TABLE} sandboxes_in { "zvs${index}" : goto ${drop} }`);
   return lines.join('\n') + '\n';
+}
+
+/**
+ * Removes a pair's rules: one transaction, or, if that fails (something was already
+ * gone, or made by an older version), each command on its own.
+ */
+function removeRules(host: NetworkHost, index: number): void {
+  const script = removalFor(index);
+  try {
+    inRouter(host, 'nft', ['-f', '-'], script);
+  } catch {
+    for (const line of script.trim().split('\n')) {
+      try {
+        inRouter(host, 'nft', ['-f', '-'], `${line}\n`);
+      } catch {
+        // not there
+      }
+    }
+  }
 }
 
 function removalFor(index: number): string {
@@ -279,11 +349,7 @@ export function teardownNetwork(host: NetworkHost | null, info: NetworkInfo | nu
   let drops: AuditEvent[] = [];
   if (info.rules) {
     drops = readDrops(host, info.index);
-    try {
-      inRouter(host, 'nft', ['-f', '-'], removalFor(info.index));
-    } catch {
-      // the sweep at the next start removes what is left
-    }
+    removeRules(host, info.index);
   }
   // The veth first, explicitly: deleting a namespace frees its devices asynchronously,
   // and the /31 pair must not be claimed again while the old router end still exists.
@@ -368,19 +434,17 @@ export function sweepNetwork(host: NetworkHost, isAlive: (pid: number) => boolea
         continue;
       }
       if (isAlive(owner)) continue;
-      try {
-        inRouter(host, 'nft', ['-f', '-'], removalFor(index));
-        removed.push(`nft sb-${index}`);
-      } catch {
-        // no rules left for it
-      }
+      // While the dead owner's lock still stands nobody can claim the pair: clean it,
+      // then free the lock (only if it is still the dead owner's).
+      removeRules(host, index);
+      removed.push(`nft sb-${index}`);
       try {
         run('ip', [...ipArgs(host), 'link', 'del', `zvs${index}`]);
         removed.push(`link zvs${index}`);
       } catch {
         // gone with its namespace
       }
-      releaseIndex(host, index);
+      reclaimIfStale(`${host.lockDir}/${f}`, isAlive);
     }
   }
   return { removed };
