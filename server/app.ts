@@ -1,37 +1,39 @@
 // The HTTP app, built without listening: server/main.ts serves it, tests call app.request().
 //
-// Who may call what: POST /invoke and GET /audit need a tenant's API key; GET /host,
-// GET /metrics and /admin/* need the admin token; /healthz, /readyz and /openapi.json are
-// open. An invocation passes, in order: the declared body size, authentication, body
-// checks, profile and tenant limit caps, quota admission (a lease), the pool; the lease is
-// released exactly once when the invocation ends, however it ends.
-import { randomUUID } from 'node:crypto';
+// Who may call what: POST /invoke, GET /invocations/:id, /functions and GET /audit need a
+// tenant's API key; GET /host, GET /metrics and /admin/* need the admin token; /healthz,
+// /readyz and /openapi.json are open. An invocation passes, in order: the drain check, the
+// declared body size, authentication, body checks, profile and tenant limit caps, quota
+// admission (a lease), the pool; the lease is released exactly once when the invocation
+// ends, however it ends (server/invocations.ts).
 import { Hono, type MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { Profile } from '../profiles/schema.js';
-import type { HostFacts, SandboxOutcome, SandboxTask } from '../worker-pool/types.js';
-import { recordFailed, recordFinished, recordRefused } from './accounting.js';
+import type { HostFacts } from '../worker-pool/types.js';
 import { registerAdminRoutes } from './admin.js';
+import { AsyncInvocations, DEFAULT_RESULT_TTL_S, type HostIdentity, type InvocationStore } from './async-invocations.js';
 import { auditQuerySchema, type AuditLog } from './audit.js';
 import { adminAuth, tenantAuth } from './auth.js';
 import { PACKAGE_VERSION } from './config.js';
+import { Drain } from './drain.js';
 import { ApiError, errorHandler, methodNotAllowed, notFoundHandler } from './errors.js';
-import { buildTask, findProfile, toResponse } from './invoke.js';
+import { registerFunctionRoutes } from './function-routes.js';
+import type { FunctionStore } from './functions.js';
+import { Invocations, type Invoker } from './invocations.js';
+import { registerInvokeRoutes } from './invoke-routes.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import { openApiDocument } from './openapi.js';
-import { QuotaGate, type Lease, type QuotaName, type QuotaStore } from './quotas.js';
-import { invokeRequestSchema, type InvokeResponse } from './schemas.js';
+import { QuotaGate, type QuotaStore } from './quotas.js';
+import { stateGuard } from './state-guard.js';
 import type { TenantStore } from './tenants.js';
-import { jsonBody, validQuery } from './validate.js';
+import { validQuery } from './validate.js';
+
+export type { Invoker } from './invocations.js';
 
 export const DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_LEASE_SLACK_MS = 30_000;
-
-/** Runs one task. May reject with `ApiError('OVERLOADED', ...)` when its queue is full. */
-export interface Invoker {
-  invoke(task: SandboxTask): Promise<SandboxOutcome>;
-}
+export const DEFAULT_CALLBACK_TIMEOUT_MS = 5000;
 
 export interface Readiness {
   ready: boolean;
@@ -48,25 +50,30 @@ export interface AppDeps {
   quotas: QuotaStore;
   audit: AuditLog;
   metrics: Metrics;
+  functions: FunctionStore;
+  /** Async invocations and their results. */
+  invocations: InvocationStore;
   /** ZVIZ_ADMIN_TOKEN; null turns /admin/*, /host and /metrics off (403). */
   adminToken: string | null;
   /** Largest accepted request body in bytes. Default 4 MiB. */
   maxBodyBytes?: number;
   /** A lease lives the invocation's timeoutMs + this long unless refreshed. Default 30 s. */
   leaseSlackMs?: number;
+  /** Shutdown state; main.ts begins it on SIGTERM. Default: a drain that never begins. */
+  drain?: Drain;
+  /** Which server run takes async invocations (read per request: the port is known once listening). */
+  host?: () => HostIdentity;
+  /** `<dir>/<tenant>/<name>` are the secrets the operator provisioned; null (default): none. */
+  secretsDir?: string | null;
+  /** ZVIZ_CALLBACK_HOSTS: hosts callbacks may go to besides loopback. */
+  callbackHosts?: readonly string[];
+  /** ZVIZ_RESULT_TTL_S: how long async results are kept. Default 1 h. */
+  resultTtlS?: number;
+  /** Per callback attempt. Default 5 s. */
+  callbackTimeoutMs?: number;
+  /** Pauses before callback retries. Default 1 s and 3 s (three attempts). */
+  callbackRetryMs?: readonly number[];
 }
-
-/** Hono's error handler only sees Error instances; a thrown string would escape it. */
-function asError(e: unknown): Error {
-  return e instanceof Error ? e : new Error(`Non-error thrown: ${String(e)}`);
-}
-
-const QUOTA_OF_CODE: Partial<Record<string, QuotaName>> = {
-  QUOTA_CONCURRENCY: 'concurrency',
-  QUOTA_RATE: 'rate',
-  QUOTA_CPU: 'cpu',
-  QUOTA_LIMITS: 'limits',
-};
 
 function limitBody(maxBytes: number): MiddlewareHandler {
   return bodyLimit({
@@ -88,87 +95,58 @@ function limitBody(maxBytes: number): MiddlewareHandler {
 }
 
 export function createApp(deps: AppDeps): Hono {
-  const { profiles, invoker, log, tenants, audit, metrics } = deps;
+  const { profiles, log, tenants, audit, metrics } = deps;
   const maxBodyBytes = deps.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const gate = new QuotaGate({ store: deps.quotas, log, leaseSlackMs: deps.leaseSlackMs ?? DEFAULT_LEASE_SLACK_MS });
-  const accounting = { audit, metrics };
+  const drain = deps.drain ?? new Drain();
   const app = new Hono();
   app.onError(errorHandler(log));
   app.notFound(notFoundHandler());
 
-  /** Fail closed: a store that cannot answer refuses the request, it never lets it through unmetered. */
-  async function withState<T>(operation: string, action: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (e) {
-      if (e instanceof ApiError) throw e;
-      metrics.stateErrors.inc({ operation });
-      log.warn('state store unavailable', { operation, error: asError(e).message });
-      throw new ApiError('STATE_UNAVAILABLE', `Cannot ${action}: the state store (Redis) is unavailable: retry shortly`, { operation }, {
-        headers: { 'Retry-After': '1' },
-        cause: e,
-      });
-    }
-  }
-
+  const withState = stateGuard(log, metrics);
   const tenantOnly = tenantAuth({ tenants, audit, metrics, withState });
   const adminOnly = adminAuth({ token: deps.adminToken, audit, metrics });
+  const bodyUpToMax = limitBody(maxBodyBytes);
 
-  /** Audits and counts a refusal (quota or tenant cap) before it is answered. */
-  async function rethrowRefusal(e: unknown, tenant: string, invocationId: string): Promise<never> {
-    const quota = e instanceof ApiError ? QUOTA_OF_CODE[e.code] : undefined;
-    if (quota !== undefined) await recordRefused(accounting, tenant, quota, e as ApiError, invocationId);
-    throw e;
-  }
+  const invocations = new Invocations({
+    profiles,
+    invoker: deps.invoker,
+    functions: deps.functions,
+    gate,
+    accounting: { audit, metrics },
+    log,
+    hostFacts: deps.hostFacts,
+    withState,
+    secretsDir: deps.secretsDir ?? null,
+  });
+  const asyncInvocations = new AsyncInvocations({
+    store: deps.invocations,
+    invocations,
+    drain,
+    audit,
+    log,
+    withState,
+    host: deps.host ?? (() => ({ id: 'local', boot: 'local' })),
+    resultTtlS: deps.resultTtlS ?? DEFAULT_RESULT_TTL_S,
+    callback: {
+      timeoutMs: deps.callbackTimeoutMs ?? DEFAULT_CALLBACK_TIMEOUT_MS,
+      retryDelaysMs: deps.callbackRetryMs ?? [1000, 3000],
+      userAgent: `zviz/${PACKAGE_VERSION}`,
+    },
+  });
 
   // The declared size is checked first: an oversized body is refused unread, before any
   // Redis round trip. The body is parsed only for an authenticated tenant.
-  app.post('/invoke', limitBody(maxBodyBytes), tenantOnly, jsonBody(invokeRequestSchema), async function invoke(c) {
-    const tenant = c.get('tenant');
-    const body = c.get('body');
-    const profile = findProfile(profiles, body.profile);
-    const id = randomUUID();
-    let task: SandboxTask;
-    let lease: Lease;
-    try {
-      task = buildTask(id, body, profile, { tenant: tenant.name, max: tenant.quotas.maxLimits });
-      lease = await withState('quota.acquire', 'check quotas', () => gate.admit(tenant, id, task.limits.timeoutMs));
-    } catch (e) {
-      return rethrowRefusal(e, tenant.name, id);
-    }
-
-    const inv = { tenant: tenant.name, task };
-    const fields = { id, tenant: tenant.name, runtime: task.runtime, profile: profile.name };
-    const started = performance.now();
-    let outcome: SandboxOutcome | undefined;
-    let failure: unknown;
-    metrics.inFlight.inc();
-    try {
-      outcome = await invoker.invoke(task);
-    } catch (e) {
-      failure = e;
-    } finally {
-      metrics.inFlight.dec();
-      // Released before answering, so a client that calls again right away finds its slot free.
-      await lease.release(outcome?.ok ? outcome.result.cpuMs : 0);
-    }
-    const wallMs = performance.now() - started;
-
-    let response: InvokeResponse;
-    try {
-      if (outcome === undefined) throw failure;
-      response = toResponse(id, profile.name, task.limits, outcome, deps.hostFacts().landlock.unenforced);
-    } catch (e) {
-      const err = asError(e);
-      const code = err instanceof ApiError ? err.code : 'INTERNAL';
-      log.info('invoke', { ...fields, status: 'failed', code, durationMs: null });
-      await recordFailed(accounting, inv, code);
-      throw err;
-    }
-    log.info('invoke', { ...fields, status: response.status, durationMs: response.durationMs });
-    await recordFinished(accounting, inv, response, wallMs);
-    return c.json(response, 200);
+  registerInvokeRoutes(app, {
+    invocations,
+    async: asyncInvocations,
+    drain,
+    log,
+    callbackHosts: deps.callbackHosts ?? [],
+    tenantOnly,
+    limitBody: bodyUpToMax,
   });
+  registerFunctionRoutes(app, { functions: deps.functions, profiles, audit, withState, tenantOnly, limitBody: bodyUpToMax });
 
   app.get('/audit', tenantOnly, validQuery(auditQuerySchema), async function tenantAudit(c) {
     const tenant = c.get('tenant');
@@ -193,7 +171,7 @@ export function createApp(deps: AppDeps): Hono {
     try {
       readiness = await deps.readiness();
     } catch (e) {
-      throw new ApiError('NOT_READY', `Cannot check readiness: ${asError(e).message}`);
+      throw new ApiError('NOT_READY', `Cannot check readiness: ${e instanceof Error ? e.message : String(e)}`);
     }
     return c.json(readiness, readiness.ready ? 200 : 503);
   });
@@ -219,6 +197,9 @@ export function createApp(deps: AppDeps): Hono {
   // GET routes also answer HEAD (Hono runs the GET handler and drops the body).
   const ALLOW: ReadonlyArray<readonly [string, string]> = [
     ['/invoke', 'POST'],
+    ['/invocations/:id', 'GET, HEAD'],
+    ['/functions', 'GET, HEAD'],
+    ['/functions/:name', 'GET, HEAD, PUT, DELETE'],
     ['/audit', 'GET, HEAD'],
     ['/healthz', 'GET, HEAD'],
     ['/readyz', 'GET, HEAD'],

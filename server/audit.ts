@@ -12,6 +12,7 @@ import { auditEventSchema, INVOKE_STATUSES, INVOKE_REASONS } from './schemas.js'
 export const AUTH_FAILURE_REASONS = ['missing', 'malformed', 'unknown-key', 'wrong-key', 'disabled', 'wrong-admin-token'] as const;
 export type AuthFailureReason = (typeof AUTH_FAILURE_REASONS)[number];
 export const ADMIN_ACTIONS = ['tenant.create', 'tenant.update', 'tenant.disable', 'key.rotate'] as const;
+export const FUNCTION_ACTIONS = ['function.deploy', 'function.delete'] as const;
 
 const time = z.string().describe('ISO 8601 time the record was made');
 
@@ -71,6 +72,30 @@ export const auditRecordSchema = z.discriminatedUnion('type', [
     action: z.enum(ADMIN_ACTIONS),
     remote: z.string().nullable(),
   }),
+  z.strictObject({
+    type: z.literal('function'),
+    time,
+    tenant: z.string(),
+    action: z.enum(FUNCTION_ACTIONS),
+    function: z.string(),
+    /** The version deployed, or the latest one deleted. */
+    version: z.number().int(),
+    digest: z.string().nullable(),
+    remote: z.string().nullable(),
+  }),
+  z.strictObject({
+    type: z.literal('callback'),
+    time,
+    tenant: z.string(),
+    invocationId: z.string(),
+    /** Scheme, host and port only: a path or query may carry the receiver's tokens. */
+    origin: z.string(),
+    delivered: z.boolean(),
+    attempts: z.number().int(),
+    /** HTTP status of the last answer; null when none came. */
+    status: z.number().int().nullable(),
+    error: z.string().nullable(),
+  }),
 ]);
 export type AuditRecord = z.infer<typeof auditRecordSchema>;
 /** A record as the caller gives it: the log adds the time. */
@@ -116,30 +141,65 @@ export interface AuditLogOptions {
   now?: () => Date;
 }
 
+/** After the audit file failed (disk full, file system gone read-only), how soon it is reopened. */
+export const AUDIT_FILE_RETRY_MS = 5000;
+
 export class AuditLog {
   readonly #store: AuditStore;
   readonly #log: Logger;
   readonly #now: () => Date;
-  readonly #file: WriteStream | null;
-  #fileFailed = false;
+  readonly #path: string | null;
+  #file: WriteStream | null;
+  /** When the file last failed; null while it takes records. */
+  #fileFailedAt: number | null = null;
+  /** The current file outage is logged (one line per outage, not per retry). */
+  #fileOutageLogged = false;
   #storeFailed = false;
 
   constructor(opts: AuditLogOptions) {
     this.#store = opts.store;
     this.#log = opts.log;
     this.#now = opts.now ?? (() => new Date());
+    this.#path = opts.file;
+    this.#file = opts.file === null ? null : this.#open(opts.file);
+  }
+
+  #open(path: string): WriteStream {
     // 'a' is O_APPEND: each line lands at the end even if another process appends too.
-    this.#file = opts.file === null ? null : createWriteStream(opts.file, { flags: 'a', mode: 0o600 });
-    this.#file?.on('error', (e) => {
-      if (!this.#fileFailed) this.#log.error('cannot write audit file', { file: opts.file, error: e.message });
-      this.#fileFailed = true;
+    const file = createWriteStream(path, { flags: 'a', mode: 0o600 });
+    file.on('error', (e) => {
+      // A failed stream is destroyed; a later record reopens the file.
+      if (!this.#fileOutageLogged) this.#log.error('cannot write audit file', { file: path, error: e.message });
+      this.#fileOutageLogged = true;
+      this.#fileFailedAt = Date.now();
     });
+    return file;
+  }
+
+  #writeFile(line: string): void {
+    if (this.#path === null || this.#file === null) return;
+    if (this.#fileFailedAt !== null) {
+      if (Date.now() - this.#fileFailedAt < AUDIT_FILE_RETRY_MS) return;
+      // A full disk may have room again. The line the failure cut may have no newline:
+      // start on a fresh one.
+      this.#file.destroy();
+      this.#file = this.#open(this.#path);
+      this.#fileFailedAt = null;
+      const file = this.#file;
+      file.write('\n' + line, (e) => {
+        if (e || file !== this.#file || !this.#fileOutageLogged) return;
+        this.#fileOutageLogged = false;
+        this.#log.info('audit file takes records again', { file: this.#path });
+      });
+      return;
+    }
+    this.#file.write(line);
   }
 
   /** Never rejects: the audit trail must not turn a served request into a failed one. */
   async record(input: AuditInput): Promise<void> {
     const record = { time: this.#now().toISOString(), ...input } as AuditRecord;
-    if (this.#file !== null && !this.#fileFailed) this.#file.write(JSON.stringify(record) + '\n');
+    this.#writeFile(JSON.stringify(record) + '\n');
     try {
       await this.#store.append(record);
       if (this.#storeFailed) this.#log.info('audit store accepts records again', {});

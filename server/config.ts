@@ -4,6 +4,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { CALLBACK_HOST_PATTERN, parseCallbackHosts } from './callbacks.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repoRoot = existsSync(join(here, '..', 'package.json')) ? resolve(here, '..') : resolve(here, '..', '..');
@@ -73,6 +74,15 @@ export const configSchema = z.object({
   ZVIZ_AUDIT_KEEP: int(100, 10_000_000).default(10_000),
   /** A concurrency lease lives timeoutMs + this long unless refreshed: how soon a dead host's slots free. */
   ZVIZ_LEASE_SLACK_MS: int(1000, 3_600_000).default(30_000),
+  /** How long the result of an async invocation is kept for GET /invocations/:id, in seconds. */
+  ZVIZ_RESULT_TTL_S: int(60, 30 * 24 * 3600).default(3600),
+  /** host[:port] entries, comma-separated, that callbackUrl may name besides loopback. */
+  ZVIZ_CALLBACK_HOSTS: z
+    .string()
+    .refine((v) => parseCallbackHosts(v).every((h) => CALLBACK_HOST_PATTERN.test(h)), 'must be comma-separated host or host:port entries')
+    .default(''),
+  /** Longest a callback attempt may take, in ms (three attempts at most). */
+  ZVIZ_CALLBACK_TIMEOUT_MS: int(100, 60_000).default(5000),
 });
 
 /** Variables whose value must never be echoed, even in an error message. */
@@ -97,6 +107,9 @@ export interface Config {
   metricsPort: number | null;
   auditKeep: number;
   leaseSlackMs: number;
+  resultTtlS: number;
+  callbackHosts: string[];
+  callbackTimeoutMs: number;
 }
 
 export class ConfigError extends Error {
@@ -142,5 +155,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     metricsPort: c.ZVIZ_METRICS_PORT ?? null,
     auditKeep: c.ZVIZ_AUDIT_KEEP,
     leaseSlackMs: c.ZVIZ_LEASE_SLACK_MS,
+    resultTtlS: c.ZVIZ_RESULT_TTL_S,
+    callbackHosts: parseCallbackHosts(c.ZVIZ_CALLBACK_HOSTS),
+    callbackTimeoutMs: c.ZVIZ_CALLBACK_TIMEOUT_MS,
   };
 }

@@ -27,6 +27,12 @@ export type ErrorCode =
   | 'QUOTA_CPU'
   | 'QUOTA_LIMITS'
   | 'STATE_UNAVAILABLE'
+  | 'UNKNOWN_FUNCTION'
+  | 'UNKNOWN_INVOCATION'
+  | 'QUOTA_FUNCTIONS'
+  | 'SECRET_MISSING'
+  | 'CALLBACK_NOT_ALLOWED'
+  | 'SHUTTING_DOWN'
   | 'INTERNAL';
 
 /** Exhaustive: a code added to ErrorCode without a status here does not compile. */
@@ -53,6 +59,15 @@ export const ERROR_STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   // The request is well formed but asks for more than this tenant may have.
   QUOTA_LIMITS: 403,
   STATE_UNAVAILABLE: 503,
+  UNKNOWN_FUNCTION: 404,
+  UNKNOWN_INVOCATION: 404,
+  // Like QUOTA_LIMITS: well formed, but more than this tenant may have.
+  QUOTA_FUNCTIONS: 403,
+  // The function names a secret the operator has not provisioned: retrying will not help
+  // until the host's state changes.
+  SECRET_MISSING: 409,
+  CALLBACK_NOT_ALLOWED: 400,
+  SHUTTING_DOWN: 503,
   INTERNAL: 500,
 };
 
@@ -103,20 +118,26 @@ export function errorResponse(c: Context, err: ApiError): Response {
  */
 export function errorHandler(log: Logger): ErrorHandler {
   return function onError(err, c) {
-    const where = { method: c.req.method, path: c.req.path };
-    if (err instanceof ApiError && err.code !== 'INTERNAL') {
-      const fields = { ...where, code: err.code, message: err.message };
-      if (err.status >= 500) log.warn('request failed', fields);
-      else log.debug('request rejected', fields);
-      return errorResponse(c, err);
-    }
-    const incident = randomUUID();
-    log.error('internal error', { ...where, incident, error: err, details: err instanceof ApiError ? err.details : undefined });
-    return errorResponse(
-      c,
-      new ApiError('INTERNAL', `Internal error: see the server log for incident ${incident}`, { incident }),
-    );
+    return errorResponse(c, publicError(err, log, { method: c.req.method, path: c.req.path }));
   };
+}
+
+/**
+ * The error as a client may see it, logged: an ApiError other than INTERNAL as itself;
+ * anything else as INTERNAL with an incident id, its message and stack in the log only.
+ * For errors that are not answered by the error handler (a stream already started, an
+ * async invocation's stored result).
+ */
+export function publicError(err: unknown, log: Logger, where: Record<string, unknown>): ApiError {
+  if (err instanceof ApiError && err.code !== 'INTERNAL') {
+    const fields = { ...where, code: err.code, message: err.message };
+    if (err.status >= 500) log.warn('request failed', fields);
+    else log.debug('request rejected', fields);
+    return err;
+  }
+  const incident = randomUUID();
+  log.error('internal error', { ...where, incident, error: err, details: err instanceof ApiError ? err.details : undefined });
+  return new ApiError('INTERNAL', `Internal error: see the server log for incident ${incident}`, { incident });
 }
 
 export function notFoundHandler(): NotFoundHandler {

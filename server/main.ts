@@ -1,9 +1,12 @@
 // Serves the app: config, profiles, host probe, cgroup sweep, shared state (Redis), worker
 // pool, HTTP (and the metrics listener), and an orderly shutdown. Everything that can be wrong about the host or the configuration
 // is found here, before the port opens, and reported as one line naming what to fix.
-import { chmodSync, mkdirSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { chmodSync, mkdirSync, realpathSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
+import { hostname } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { serve } from '@hono/node-server';
 import { loadProfiles, type Profile } from '../profiles/index.js';
 import { prepareParents, registerServer, removeParents, sweepCgroups, unregisterServer } from '../worker-pool/cgroup-host.js';
@@ -13,14 +16,33 @@ import { dropTable, ensureTable, sweepNetwork, type NetworkHost } from '../worke
 import { PoolOverloadedError, SandboxPool } from '../worker-pool/pool.js';
 import type { SandboxTask } from '../worker-pool/types.js';
 import { createApp, type Invoker, type Readiness } from './app.js';
+import { recoverRunning, type HostIdentity } from './async-invocations.js';
 import { AuditLog } from './audit.js';
 import { loadConfig, type Config } from './config.js';
 import { createDevTenant, DEV_TENANT, tryCommand } from './dev-tenant.js';
+import { Drain } from './drain.js';
 import { ApiError } from './errors.js';
+import { deployExamples, loadExamples } from './examples.js';
+import { killOwnSandboxes, probeStateDir, probeStateDirSync, sweepServerEntries, unsharedParents } from './host-state.js';
 import { allowlistFor } from './invoke.js';
 import { JsonLogger } from './log.js';
 import { createMetricsApp, Metrics } from './metrics.js';
+import { PoolStatsPublisher } from './pool-stats.js';
+import { stateGuard } from './state-guard.js';
 import { openState, type State } from './state/index.js';
+
+/** functions/ of the repository, from source or from dist/. */
+const here = dirname(fileURLToPath(import.meta.url));
+const EXAMPLES_DIR = [resolve(here, '..', 'functions'), resolve(here, '..', '..', 'functions')].find((d) => {
+  try {
+    return loadExamples(d).length > 0;
+  } catch {
+    return true; // exists but is wrong: deployExamples reports it
+  }
+});
+
+/** After the drain deadline, how long the teardown may take before the process just exits. */
+const FORCED_EXIT_MS = 10_000;
 
 function fatal(message: string): never {
   process.stderr.write(`zviz: ${message}\n`);
@@ -49,7 +71,8 @@ function canaryTask(profile: Profile): SandboxTask {
   };
 }
 
-async function main(): Promise<void> {
+/** Starts the server; it runs until SIGTERM or SIGINT. `zviz serve` calls this too. */
+export async function main(): Promise<void> {
   let config: Config;
   let profiles: Map<string, Profile>;
   try {
@@ -73,16 +96,29 @@ async function main(): Promise<void> {
   // an unprivileged host uid that must be able to traverse every directory on the way,
   // whatever mode an operator gave the state directory.
   const rootBase = '/run/zviz/root';
+  // Secrets the operator provisions for deployed functions: <dir>/<tenant>/<name>, read by
+  // the sandboxes' brokers (which run as the server), never by a tenant's code directly.
+  const secretsDir = join(config.stateDir, 'secrets');
   try {
     mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
+    mkdirSync(secretsDir, { recursive: true, mode: 0o700 });
     mkdirSync(rootBase, { recursive: true, mode: 0o755 });
     for (const dir of ['/run/zviz', rootBase]) chmodSync(dir, 0o755);
   } catch (e) {
+    // A recursive mkdir on a read-only file system says ENOENT: the probe names the cause.
+    const probe = probeStateDirSync(config.stateDir);
+    if (!probe.ok) fatal(probe.detail);
     fatal(`Cannot create state directories ${config.stateDir} and ${rootBase}: ${(e as Error).message} (set ZVIZ_STATE_DIR to a writable path)`);
   }
+  // A state directory that is read-only or full fails here, once, naming the path: not
+  // later, as an audit file that stops taking records or a private Redis that cannot save.
+  const writable = probeStateDirSync(config.stateDir);
+  if (!writable.ok) fatal(writable.detail);
 
   try {
     registerServer();
+    const gone = sweepServerEntries(processAlive);
+    if (gone.length > 0) log.warn('dropped the registration of servers that are gone', { pids: gone });
     prepareParents(cgroupPlan);
     const swept = sweepCgroups(cgroupPlan, processAlive, (pid) => process.kill(pid, 'SIGKILL'));
     if (swept.removed.length > 0 || swept.killed.length > 0) log.warn('swept leftovers of a previous server', { ...swept });
@@ -135,9 +171,9 @@ async function main(): Promise<void> {
   });
 
   const invoker: Invoker = {
-    async invoke(task) {
+    async invoke(task, onOutput) {
       try {
-        return await pool.invoke(task);
+        return await pool.invoke(task, onOutput);
       } catch (e) {
         if (e instanceof PoolOverloadedError) throw new ApiError('OVERLOADED', e.message);
         throw e;
@@ -162,16 +198,21 @@ async function main(): Promise<void> {
   await runCanary();
   if (!canary.ok) fatal(`Cannot create a sandbox on this host: ${canary.detail}`);
 
+  const drain = new Drain();
   async function readiness(): Promise<Readiness> {
+    if (drain.draining) {
+      return { ready: false, checks: { draining: { ok: false, detail: `shutting down: ${drain.active} invocations left` } } };
+    }
     if (Date.now() - canary.at > 10_000) await runCanary();
     const queueOk = pool.queued < config.maxQueue;
-    const redis = await state.ping();
+    const [redis, stateDir] = await Promise.all([state.ping(), probeStateDir(config.stateDir)]);
     return {
-      ready: canary.ok && queueOk && redis.ok,
+      ready: canary.ok && queueOk && redis.ok && stateDir.ok,
       checks: {
         sandbox: { ok: canary.ok, detail: canary.detail },
         capacity: { ok: queueOk, detail: `${pool.inFlight} in flight, ${pool.queued} queued of ${config.maxQueue}` },
         redis,
+        stateDir,
       },
     };
   }
@@ -183,6 +224,9 @@ async function main(): Promise<void> {
     warmPools: () => pool.poolStats(),
   });
   const audit = new AuditLog({ store: state.audit, file: join(config.stateDir, 'audit.log'), log });
+  // This server run, as async invocation records name it: the port is the bound one, known
+  // once listening (before any request can arrive).
+  const host: HostIdentity = { id: `${hostname()}:${config.port}`, boot: randomUUID() };
   const app = createApp({
     profiles,
     invoker,
@@ -195,11 +239,43 @@ async function main(): Promise<void> {
     metrics,
     adminToken: config.adminToken,
     leaseSlackMs: config.leaseSlackMs,
+    functions: state.functions,
+    invocations: state.invocations,
+    drain,
+    host: () => host,
+    secretsDir,
+    callbackHosts: config.callbackHosts,
+    resultTtlS: config.resultTtlS,
+    callbackTimeoutMs: config.callbackTimeoutMs,
   });
+  const withState = stateGuard(log, metrics);
+  let poolStats: PoolStatsPublisher | null = null;
+
+  /** Once listening (the host identity needs the port): recovery, pool stats, examples. */
+  async function afterListening(): Promise<void> {
+    poolStats = new PoolStatsPublisher({ redis: state.redis, host: host.id, stats: () => pool.poolStats(), log });
+    poolStats.start();
+    try {
+      await recoverRunning(state.invocations, host, log);
+    } catch (e) {
+      log.warn('cannot check for async invocations a previous run left running', { host: host.id, error: (e as Error).message });
+    }
+    try {
+      const dev = await state.tenants.get(DEV_TENANT);
+      if (dev?.status === 'active' && EXAMPLES_DIR !== undefined) {
+        await deployExamples({ functions: state.functions, profiles, withState }, dev, loadExamples(EXAMPLES_DIR), log);
+      }
+    } catch (e) {
+      log.warn('cannot deploy the example functions', { tenant: DEV_TENANT, error: (e as Error).message });
+    }
+  }
+
   const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port });
   server.on('error', (e) => fatal(`Cannot listen on ${config.host}:${config.port}: ${e.message}`));
   server.on('listening', () => {
     const addr = server.address() as AddressInfo;
+    host.id = `${hostname()}:${addr.port}`;
+    void afterListening();
     const url = `http://${config.host}:${addr.port}`;
     log.info('listening', { url, profiles: [...profiles.keys()] });
     if (devKey !== null) {
@@ -227,28 +303,62 @@ async function main(): Promise<void> {
   async function shutdown(signal: string): Promise<void> {
     if (stopping) return;
     stopping = true;
-    log.info('shutting down', { signal, inFlight: pool.inFlight, drainMs: config.drainMs });
+    log.info('shutting down', { signal, inFlight: drain.active, drainMs: config.drainMs });
+    let deadlinePassed = false;
     const deadline = setTimeout(() => {
-      log.error('drain deadline passed; exiting with invocations in flight', { inFlight: pool.inFlight });
-      // Supervisors watch our pidfd: they kill their sandboxes and clean up when we exit.
-      process.exit(1);
+      deadlinePassed = true;
+      // Exiting now would terminate worker threads blocked in native calls (V8 aborts the
+      // process in koffi) and skip the teardown below. End the sandboxes instead: their
+      // supervisors report, the handlers answer (killed) and release their leases, and
+      // shutdown goes on below, leaving nothing behind; exit code 1 says it was cut short.
+      const killed = killOwnSandboxes(cgroupPlan);
+      log.error('drain deadline passed; killing the invocations in flight', { inFlight: drain.active, killedProcesses: killed });
+      setTimeout(() => {
+        // Supervisors watch our pidfd: they kill their sandboxes and clean up when we exit.
+        log.error('shutdown did not finish after the drain deadline; exiting', { inFlight: drain.active });
+        process.exit(1);
+      }, FORCED_EXIT_MS).unref();
     }, config.drainMs);
     deadline.unref();
-    // Handlers still release their leases and write audit records after the pool is done,
-    // so Redis stays up until every request has been answered.
+    // 1. New invocations get 503 SHUTTING_DOWN (the listener stays open so they get an
+    //    answer rather than a refused connection); admitted ones, streams and async ones
+    //    with their callbacks run to their end.
+    drain.begin();
+    await drain.idle();
+    // 2. Stop listening; idle keep-alive connections close (Node ≥ 19), responses being
+    //    sent finish.
     const answered = new Promise<void>((resolve) => server.close(() => resolve()));
     metricsServer?.close();
+    // 3. Destroy the warm pools: no sandbox, supervisor or cgroup may outlive the server.
+    await poolStats?.stop();
     await pool.close();
+    // No sandbox of ours exists now: a folder of ours still here is one a killed supervisor
+    // could not remove. Swept like a dead predecessor's (whatever is inside is killed).
+    const ours = sweepCgroups(cgroupPlan, (pid) => pid !== process.pid && processAlive(pid), (pid) => process.kill(pid, 'SIGKILL'));
+    if (ours.removed.length > 0) log.warn('removed sandbox cgroups their supervisors left', { ...ours });
+    // Handlers wrote their audit records before they answered; Redis stays up until then.
     await answered;
     await audit.close();
     await state.close();
-    if (unregisterServer(processAlive)) removeParents(cgroupPlan);
+    // Our registration goes; the `zviz` folders go unless a live sibling in the same cgroup
+    // uses them (it may be between its mkdir and its first sandbox).
+    unregisterServer(processAlive);
+    removeParents(unsharedParents(cgroupPlan, processAlive));
     if (needsEgress) dropTable(netHost);
-    log.info('stopped', {});
-    process.exit(0);
+    log.info('stopped', { deadlinePassed });
+    process.exit(deadlinePassed ? 1 : 0);
   }
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
 }
 
-void main();
+/** True when this file is the program (`node dist/server/main.js`), not imported by `zviz serve`. */
+function isEntryPoint(): boolean {
+  try {
+    return process.argv[1] !== undefined && pathToFileURL(realpathSync(process.argv[1])).href === import.meta.url;
+  } catch {
+    return false;
+  }
+}
+
+if (isEntryPoint()) void main();

@@ -39,10 +39,19 @@ describe('GET /openapi.json', () => {
   it('takes request bodies from the zod schemas and documents the error codes of each route', async () => {
     const doc = (await (await app().request('/openapi.json')).json()) as any;
     const invoke = doc.paths['/invoke'].post;
-    const body = invoke.requestBody.content['application/json'].schema;
-    expect(body.required).toEqual(['runtime', 'code']);
-    expect(body.properties.runtime.enum).toEqual(['node', 'python', 'bash']);
-    expect(body.additionalProperties).toBe(false);
+    // Either inline code or a deployed function, each a closed object.
+    const [inline, fn] = invoke.requestBody.content['application/json'].schema.anyOf;
+    expect(inline.required).toEqual(['runtime', 'code']);
+    expect(inline.properties.runtime.enum).toEqual(['node', 'python', 'bash']);
+    expect(inline.additionalProperties).toBe(false);
+    expect(fn.required).toEqual(['function']);
+    expect(fn.additionalProperties).toBe(false);
+    expect(invoke.parameters.map((p: { name: string }) => p.name)).toEqual(['mode']);
+    expect(Object.keys(invoke.responses['200'].content)).toEqual(['application/json', 'text/event-stream']);
+    expect(invoke.responses['202']).toBeDefined();
+    expect(doc.paths['/functions/{name}'].put.requestBody.content['application/json'].schema.properties.files).toBeDefined();
+    expect(doc.paths['/functions/{name}'].delete.responses['204'].content).toBeUndefined();
+    expect(doc.paths['/invocations/{id}'].get.parameters[0].schema.pattern).toMatch(/0-9a-f/);
     expect(invoke.security).toEqual([{ tenantKey: [] }]);
     expect(invoke.responses['429'].description).toMatch(/QUOTA_CONCURRENCY.*QUOTA_RATE.*QUOTA_CPU/);
     expect(invoke.responses['429'].headers['Retry-After']).toBeDefined();

@@ -4,7 +4,15 @@
 import { z } from 'zod';
 import { auditPageSchema, auditQuerySchema } from './audit.js';
 import { ERROR_STATUS, type ErrorCode } from './errors.js';
-import { invokeRequestSchema, invokeResponseSchema } from './schemas.js';
+import { deployFunctionSchema, functionMetaSchema } from './functions.js';
+import {
+  functionInvokeResponseSchema,
+  invocationDoneSchema,
+  invocationPendingSchema,
+  invokeBodyDocSchema,
+  invokeQuerySchema,
+  invokeResponseSchema,
+} from './schemas.js';
 import {
   createTenantSchema,
   patchTenantSchema,
@@ -14,8 +22,18 @@ import {
   TENANT_NAME_PATTERN,
 } from './tenants.js';
 
-type Method = 'get' | 'post' | 'patch' | 'delete';
+type Method = 'get' | 'post' | 'put' | 'patch' | 'delete';
 type Security = 'none' | 'tenant' | 'admin';
+
+interface Success {
+  status: number;
+  description: string;
+  schema?: z.ZodType;
+  contentType?: string;
+  raw?: object;
+  /** No body (204). */
+  empty?: boolean;
+}
 
 interface Operation {
   method: Method;
@@ -26,7 +44,9 @@ interface Operation {
   security: Security;
   body?: z.ZodType;
   query?: z.ZodObject;
-  success: { status: number; description: string; schema?: z.ZodType; contentType?: string; raw?: object };
+  success: Success;
+  /** Other non-error answers (202 of an async invocation, 204). */
+  more?: Success[];
   /** Besides INTERNAL (every route) and the codes its security implies. */
   errors: ErrorCode[];
 }
@@ -51,22 +71,85 @@ const OPERATIONS: Operation[] = [
     method: 'post',
     path: '/invoke',
     operationId: 'invoke',
-    summary: 'Run a function in a fresh sandbox',
+    summary:
+      'Run inline code, or a deployed function ({ "function": name, "input": JSON }), in a fresh sandbox. ' +
+      'With Accept: text/event-stream: events stdout and stderr (data: a JSON string) as they come, then one result event ' +
+      '(data: the 200 body) or one error event (data: the error shape). With ?mode=async: 202, then GET /invocations/{id}',
     security: 'tenant',
-    body: invokeRequestSchema,
-    success: { status: 200, description: 'The function ran (its own failure is in status)', schema: invokeResponseSchema },
+    body: invokeBodyDocSchema,
+    query: invokeQuerySchema,
+    success: {
+      status: 200,
+      description: 'The function ran (its own failure is in status); a deployed function adds function, version, output and error',
+      schema: z.union([invokeResponseSchema, functionInvokeResponseSchema]),
+    },
+    more: [
+      { status: 202, description: 'mode=async: admitted and queued', schema: invocationPendingSchema },
+      { status: 200, description: 'Accept: text/event-stream', contentType: 'text/event-stream', raw: { type: 'string' } },
+    ],
     errors: [
       ...BODY_ERRORS,
       'UNKNOWN_PROFILE',
+      'UNKNOWN_FUNCTION',
       'RUNTIME_NOT_ALLOWED',
       'LIMIT_EXCEEDS_PROFILE',
+      'SECRET_MISSING',
+      'CALLBACK_NOT_ALLOWED',
       'QUOTA_LIMITS',
       'QUOTA_CONCURRENCY',
       'QUOTA_RATE',
       'QUOTA_CPU',
       'SANDBOX_UNAVAILABLE',
       'OVERLOADED',
+      'SHUTTING_DOWN',
     ],
+  },
+  {
+    method: 'get',
+    path: '/invocations/{id}',
+    operationId: 'getInvocation',
+    summary: "An async invocation of the caller's tenant: 202 while it runs, 200 with its result (or its failure) once it ended",
+    security: 'tenant',
+    success: { status: 200, description: 'It ended: the body POST /invoke would have answered, or status "failed"', schema: invocationDoneSchema },
+    more: [{ status: 202, description: 'Still running', schema: invocationPendingSchema }],
+    errors: ['UNKNOWN_INVOCATION'],
+  },
+  {
+    method: 'put',
+    path: '/functions/{name}',
+    operationId: 'deployFunction',
+    summary: 'Deploy a new immutable version of a function of the caller\'s tenant',
+    security: 'tenant',
+    body: deployFunctionSchema,
+    success: { status: 201, description: 'The new version', schema: functionMetaSchema },
+    errors: [...BODY_ERRORS, 'UNKNOWN_PROFILE', 'RUNTIME_NOT_ALLOWED', 'LIMIT_EXCEEDS_PROFILE', 'QUOTA_LIMITS', 'QUOTA_FUNCTIONS'],
+  },
+  {
+    method: 'get',
+    path: '/functions',
+    operationId: 'listFunctions',
+    summary: "The caller's tenant's functions, latest versions, by name",
+    security: 'tenant',
+    success: { status: 200, description: 'Functions', schema: z.strictObject({ functions: z.array(functionMetaSchema) }) },
+    errors: [],
+  },
+  {
+    method: 'get',
+    path: '/functions/{name}',
+    operationId: 'getFunction',
+    summary: 'The latest version of a function (metadata and code size, not the code)',
+    security: 'tenant',
+    success: { status: 200, description: 'The function', schema: functionMetaSchema },
+    errors: ['VALIDATION_FAILED', 'UNKNOWN_FUNCTION'],
+  },
+  {
+    method: 'delete',
+    path: '/functions/{name}',
+    operationId: 'deleteFunction',
+    summary: 'Delete a function and its stored versions (version numbers are never reused)',
+    security: 'tenant',
+    success: { status: 204, description: 'Deleted', empty: true },
+    errors: ['VALIDATION_FAILED', 'UNKNOWN_FUNCTION'],
   },
   {
     method: 'get',
@@ -218,13 +301,31 @@ function queryParameters(query: z.ZodObject): object[] {
   }));
 }
 
+/** Tenant and function names share one pattern; invocation ids are UUIDs. */
+const PATH_PARAMETER_PATTERNS: Record<string, string> = {
+  name: TENANT_NAME_PATTERN.source,
+  id: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$',
+};
+
 function pathParameters(path: string): object[] {
   return [...path.matchAll(/\{(\w+)\}/g)].map((m) => ({
     name: m[1],
     in: 'path',
     required: true,
-    schema: { type: 'string', pattern: TENANT_NAME_PATTERN.source },
+    schema: { type: 'string', pattern: PATH_PARAMETER_PATTERNS[m[1]!] },
   }));
+}
+
+/** Successes by status; two of one status (200 JSON or an event stream) become two content types. */
+function successResponses(list: readonly Success[]): Record<string, { description: string; content?: Record<string, object> }> {
+  const out: Record<string, { description: string; content?: Record<string, object> }> = {};
+  for (const s of list) {
+    const schema = s.schema ? jsonSchema(s.schema, 'output') : s.raw;
+    const entry = (out[String(s.status)] ??= { description: s.description });
+    if (entry.description !== s.description) entry.description = `${entry.description}; ${s.description}`;
+    if (!s.empty) entry.content = { ...entry.content, [s.contentType ?? 'application/json']: { schema } };
+  }
+  return out;
 }
 
 function errorResponses(codes: readonly ErrorCode[]): Record<string, object> {
@@ -250,8 +351,6 @@ export function openApiDocument(version: string): Record<string, unknown> {
   const paths: Record<string, Record<string, object>> = {};
   for (const op of OPERATIONS) {
     const parameters = [...pathParameters(op.path), ...(op.query ? queryParameters(op.query) : [])];
-    const s = op.success;
-    const successSchema = s.schema ? jsonSchema(s.schema, 'output') : s.raw;
     (paths[op.path] ??= {})[op.method] = {
       operationId: op.operationId,
       summary: op.summary,
@@ -259,10 +358,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
       ...(parameters.length > 0 ? { parameters } : {}),
       ...(op.body ? { requestBody: { required: true, content: { 'application/json': { schema: jsonSchema(op.body, 'input') } } } } : {}),
       responses: {
-        [String(s.status)]: {
-          description: s.description,
-          content: { [s.contentType ?? 'application/json']: { schema: successSchema } },
-        },
+        ...successResponses([op.success, ...(op.more ?? [])]),
         ...errorResponses([...op.errors, ...SECURITY_ERRORS[op.security]]),
       },
     };

@@ -92,10 +92,49 @@ export class QuotaGate {
    */
   async admit(tenant: Tenant, leaseId: string, timeoutMs: number): Promise<Lease> {
     const ttl = this.leaseTtlMs(timeoutMs);
-    const admission = await this.opts.store.acquire(tenant.name, tenant.quotas, leaseId, ttl);
+    let admission: Admission;
+    try {
+      admission = await this.opts.store.acquire(tenant.name, tenant.quotas, leaseId, ttl);
+    } catch (e) {
+      // A command that timed out was sent, and a paused or partitioned Redis still runs it
+      // when it resumes: the lease it takes would hold a slot nobody releases before its
+      // TTL. Release it as a finished invocation's lease is released (nothing to charge).
+      if (e instanceof Error && /timed out/i.test(e.message)) void releaseLease(this.opts, tenant, leaseId, 0);
+      throw e;
+    }
     if (!admission.ok) throw quotaError(tenant, admission);
     return new HeldLease(tenant, leaseId, ttl, this.opts);
   }
+}
+
+/**
+ * Releases a lease in the store; never rejects. A release the store does not take is
+ * retried (the slot frees at the lease's expiry anyway; retrying frees it sooner and
+ * charges the CPU), then given up with one log line. Releasing twice charges once (the
+ * store's contract), so a retry of a release that did run is harmless.
+ */
+async function releaseLease(opts: QuotaGateOptions, tenant: Tenant, leaseId: string, cpuMs: number): Promise<void> {
+  const attempt = async (): Promise<boolean> => {
+    try {
+      await opts.store.release(tenant.name, tenant.quotas, leaseId, cpuMs);
+      return true;
+    } catch (e) {
+      opts.log.warn('cannot release lease', { tenant: tenant.name, lease: leaseId, error: (e as Error).message });
+      return false;
+    }
+  };
+  if (await attempt()) return;
+  const delays = opts.releaseRetryMs ?? DEFAULT_RELEASE_RETRY_MS;
+  let n = 0;
+  const retry = (): void => {
+    const delay = delays[n++];
+    if (delay === undefined) {
+      opts.log.warn('gave up releasing lease: it expires by itself; its CPU is not charged', { tenant: tenant.name, lease: leaseId, cpuMs });
+      return;
+    }
+    setTimeout(() => void attempt().then((ok) => ok || retry()), delay).unref();
+  };
+  retry();
 }
 
 class HeldLease implements Lease {
@@ -128,33 +167,6 @@ class HeldLease implements Lease {
     if (this.#released) return;
     this.#released = true;
     clearInterval(this.#timer);
-    if (await this.#tryRelease(cpuMs)) return;
-    // Redis did not take it: the slot frees at the lease's expiry anyway; keep trying so the
-    // CPU is charged and the slot frees sooner.
-    const delays = this.opts.releaseRetryMs ?? DEFAULT_RELEASE_RETRY_MS;
-    let attempt = 0;
-    const retry = (): void => {
-      const delay = delays[attempt++];
-      if (delay === undefined) {
-        this.opts.log.warn('gave up releasing lease: it expires by itself; its CPU is not charged', {
-          tenant: this.tenant.name,
-          lease: this.id,
-          cpuMs,
-        });
-        return;
-      }
-      setTimeout(() => void this.#tryRelease(cpuMs).then((ok) => ok || retry()), delay).unref();
-    };
-    retry();
-  }
-
-  async #tryRelease(cpuMs: number): Promise<boolean> {
-    try {
-      await this.opts.store.release(this.tenant.name, this.tenant.quotas, this.id, cpuMs);
-      return true;
-    } catch (e) {
-      this.opts.log.warn('cannot release lease', { tenant: this.tenant.name, lease: this.id, error: (e as Error).message });
-      return false;
-    }
+    await releaseLease(this.opts, this.tenant, this.id, cpuMs);
   }
 }

@@ -4,12 +4,12 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseProfile, type Profile } from '../profiles/index.js';
-import type { HostFacts, SandboxOutcome, SandboxResult, SandboxTask } from '../worker-pool/types.js';
+import type { HostFacts, OutputChunk, SandboxOutcome, SandboxResult, SandboxTask } from '../worker-pool/types.js';
 import type { Invoker } from './app.js';
 import { AuditLog } from './audit.js';
 import { silentLogger } from './log.js';
 import { Metrics } from './metrics.js';
-import { MemoryAuditStore, MemoryQuotaStore, MemoryTenantStore, Outage } from './state/memory.js';
+import { MemoryAuditStore, MemoryFunctionStore, MemoryInvocationStore, MemoryQuotaStore, MemoryTenantStore, Outage } from './state/memory.js';
 import { quotasSchema, type Quotas } from './tenants.js';
 
 const PROFILES_DIR = fileURLToPath(new URL('../profiles/', import.meta.url));
@@ -58,14 +58,19 @@ export function result(overrides: Partial<SandboxResult> = {}): SandboxResult {
 
 export class FakeInvoker implements Invoker {
   readonly tasks: SandboxTask[] = [];
-  constructor(private readonly respond: (task: SandboxTask) => Promise<SandboxOutcome> = async () => ({
-    ok: true,
-    result: result(),
-  })) {}
+  /** Whether each call was given an output callback. */
+  readonly streamed: boolean[] = [];
+  constructor(
+    private readonly respond: (task: SandboxTask, onOutput?: (chunk: OutputChunk) => void) => Promise<SandboxOutcome> = async () => ({
+      ok: true,
+      result: result(),
+    }),
+  ) {}
 
-  invoke(task: SandboxTask): Promise<SandboxOutcome> {
+  invoke(task: SandboxTask, onOutput?: (chunk: OutputChunk) => void): Promise<SandboxOutcome> {
     this.tasks.push(task);
-    return this.respond(task);
+    this.streamed.push(onOutput !== undefined);
+    return this.respond(task, onOutput);
   }
 }
 
@@ -91,7 +96,9 @@ export function testState() {
   const auditStore = new MemoryAuditStore(outage);
   const audit = new AuditLog({ store: auditStore, file: null, log: silentLogger });
   const metrics = new Metrics();
-  return { outage, tenants, quotas, auditStore, audit, metrics, adminToken: ADMIN_TOKEN };
+  const functions = new MemoryFunctionStore(outage);
+  const invocations = new MemoryInvocationStore(outage);
+  return { outage, tenants, quotas, auditStore, audit, metrics, functions, invocations, adminToken: ADMIN_TOKEN };
 }
 
 /** A tenant of `state` with generous quotas unless told otherwise, and its key. */

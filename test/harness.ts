@@ -82,6 +82,11 @@ export interface StartOptions {
    * compat-auth.ts). Default true.
    */
   compatAuth?: boolean;
+  /**
+   * Run on this state directory instead of a fresh one, and keep it at stop: a second
+   * server started on it is a restart of the first (crash tests).
+   */
+  stateDir?: string;
 }
 
 /** Quotas no functional test reaches. */
@@ -131,7 +136,8 @@ function stopPrivateRedis(stateDir: string): void {
 }
 
 export async function startServer(opts: StartOptions = {}): Promise<RunningServer> {
-  const stateDir = mkdtempSync(join(tmpdir(), 'zviz-test-'));
+  const ownState = opts.stateDir === undefined;
+  const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'zviz-test-'));
   const adminToken = opts.env?.ZVIZ_ADMIN_TOKEN ?? randomBytes(24).toString('hex');
   let out = '';
   const env: Record<string, string> = {
@@ -160,7 +166,7 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
 
   const cleanUp = (): void => {
     stopPrivateRedis(stateDir);
-    rmSync(stateDir, { recursive: true, force: true });
+    if (ownState) rmSync(stateDir, { recursive: true, force: true });
   };
 
   let url: string;

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import { silentLogger } from '../server/log.js';
 import { RedisAuditStore } from '../server/state/redis-audit.js';
-import { RedisQuotaStore } from '../server/state/redis-quotas.js';
+import { RedisQuotaStore, RELEASED_KEEP_MS } from '../server/state/redis-quotas.js';
 import { RedisTenantStore } from '../server/state/redis-tenants.js';
 import { connectRedis, createRedis, keys } from '../server/state/redis.js';
 import { hashApiKey, keyIdOf, quotasSchema, TenantExistsError, type Quotas } from '../server/tenants.js';
@@ -139,6 +139,22 @@ describe('state scripts in a real Redis', () => {
       now += 200;
       expect(await s.release('t', cq, 'a', 12.2)).toBe(false);
       expect((await s.usage('t', cq)).cpuMsInWindow).toBe(13);
+    });
+
+    // A release that timed out on the client still runs when a paused Redis resumes, and so
+    // does the client's retry of it: the CPU must be charged once.
+    it('a lease released twice is charged once', async () => {
+      const s = quotas();
+      const cq = q({ cpuSeconds: 10, cpuWindowSeconds: 60 });
+      await s.acquire('t', cq, 'a', 10_000);
+      expect(await s.release('t', cq, 'a', 300)).toBe(true);
+      now += 1500;
+      expect(await s.release('t', cq, 'a', 300)).toBe(false);
+      expect(await s.usage('t', cq)).toEqual({ inFlight: 0, cpuMsInWindow: 300 });
+      // Once the memory of it is gone (far longer than any retry), the id is just unknown.
+      now += RELEASED_KEEP_MS + 1;
+      await s.release('t', cq, 'b', 1);
+      expect(await redis.zrange(keys.released('t'), 0, -1)).toEqual(['b']);
     });
 
     it('a changed window starts the count afresh instead of misreading old buckets', async () => {

@@ -5,6 +5,8 @@ import type { Redis } from 'ioredis';
 import type { Logger } from '../log.js';
 import { startPrivateRedis, type PrivateRedis } from './private-redis.js';
 import { RedisAuditStore } from './redis-audit.js';
+import { RedisFunctionStore } from './redis-functions.js';
+import { RedisInvocationStore } from './redis-invocations.js';
 import { RedisQuotaStore } from './redis-quotas.js';
 import { RedisTenantStore } from './redis-tenants.js';
 import { connectRedis, createRedis, pingRedis, redactUrl } from './redis.js';
@@ -25,6 +27,8 @@ export interface State {
   tenants: RedisTenantStore;
   quotas: RedisQuotaStore;
   audit: RedisAuditStore;
+  functions: RedisFunctionStore;
+  invocations: RedisInvocationStore;
   /** Null when ZVIZ_REDIS_URL names an external Redis. */
   privateRedis: PrivateRedis | null;
   ping(): Promise<{ ok: boolean; detail: string }>;
@@ -54,6 +58,8 @@ export async function openState(opts: StateOptions): Promise<State> {
     tenants: new RedisTenantStore(redis),
     quotas: new RedisQuotaStore(redis),
     audit: new RedisAuditStore(redis, opts.auditKeep),
+    functions: new RedisFunctionStore(redis),
+    invocations: new RedisInvocationStore(redis),
     privateRedis,
     ping: () => pingRedis(redis),
     connected: () => redis.status === 'ready',

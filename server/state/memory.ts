@@ -1,7 +1,18 @@
 // In-process stores with the same contracts as the Redis ones, for unit tests of the app
 // (app.request() with no Redis). They count for one process only: never use them to serve.
 // `failing` makes every call reject, as an unreachable Redis does.
+import type { HostIdentity, InvocationStore } from '../async-invocations.js';
 import type { AuditPage, AuditRecord, AuditStore } from '../audit.js';
+import {
+  codeBytesOf,
+  metaOf,
+  type FunctionMeta,
+  type FunctionSpec,
+  type FunctionStore,
+  type FunctionVersion,
+  type PutOptions,
+  type PutOutcome,
+} from '../functions.js';
 import type { Admission, QuotaStore } from '../quotas.js';
 import {
   newApiKey,
@@ -102,6 +113,7 @@ export class MemoryQuotaStore implements QuotaStore {
   readonly #leases = new Map<string, Map<string, number>>();
   readonly #tat = new Map<string, number>();
   readonly #cpu = new Map<string, Array<{ at: number; ms: number }>>();
+  readonly #charged = new Set<string>();
   /** Every release, in order: what the tests check "released exactly once" against. */
   readonly released: Array<{ tenant: string; leaseId: string; cpuMs: number }> = [];
 
@@ -164,7 +176,10 @@ export class MemoryQuotaStore implements QuotaStore {
   async release(tenant: string, _quotas: Quotas, leaseId: string, cpuMs: number): Promise<boolean> {
     this.outage.check();
     this.released.push({ tenant, leaseId, cpuMs });
-    if (cpuMs > 0) this.#cpu.set(tenant, [...(this.#cpu.get(tenant) ?? []), { at: this.now(), ms: Math.ceil(cpuMs) }]);
+    // As the script: a lease's CPU is charged by its first release only.
+    const first = !this.#charged.has(`${tenant}:${leaseId}`);
+    this.#charged.add(`${tenant}:${leaseId}`);
+    if (first && cpuMs > 0) this.#cpu.set(tenant, [...(this.#cpu.get(tenant) ?? []), { at: this.now(), ms: Math.ceil(cpuMs) }]);
     return this.#live(tenant).delete(leaseId);
   }
 
@@ -197,5 +212,113 @@ export class MemoryAuditStore implements AuditStore {
     }
     const page = rows.slice(0, query.limit);
     return { records: page, nextCursor: page.length === query.limit ? page[page.length - 1]!.id : null };
+  }
+}
+
+/** Same rules as the Redis scripts: version numbers never reused, the last `keep` kept. */
+export class MemoryFunctionStore implements FunctionStore {
+  readonly #fns = new Map<string, { latest: number; createdAt: string; digest: string }>();
+  readonly #versions = new Map<string, FunctionVersion>();
+  readonly #seq = new Map<string, number>();
+  constructor(private readonly outage = new Outage()) {}
+
+  async put(tenant: string, name: string, spec: FunctionSpec, digest: string, opts: PutOptions): Promise<PutOutcome> {
+    this.outage.check();
+    const key = `${tenant}:${name}`;
+    const fn = this.#fns.get(key);
+    if (fn && opts.onlyIfChanged && fn.digest === digest) return { outcome: 'unchanged', meta: (await this.get(tenant, name))! };
+    if (!fn) {
+      const count = [...this.#fns.keys()].filter((k) => k.startsWith(`${tenant}:`)).length;
+      if (count >= opts.maxFunctions) return { outcome: 'too-many', count };
+    }
+    const version = (this.#seq.get(key) ?? 0) + 1;
+    this.#seq.set(key, version);
+    const now = new Date().toISOString();
+    const v: FunctionVersion = structuredClone({ ...spec, name, version, digest, codeBytes: codeBytesOf(spec.files), createdAt: now });
+    this.#versions.set(`${key}:${version}`, v);
+    this.#versions.delete(`${key}:${version - opts.keepVersions}`);
+    this.#fns.set(key, { latest: version, createdAt: fn?.createdAt ?? now, digest });
+    return { outcome: 'created', meta: metaOf(v, fn?.createdAt ?? now) };
+  }
+
+  async get(tenant: string, name: string): Promise<FunctionMeta | null> {
+    this.outage.check();
+    const fn = this.#fns.get(`${tenant}:${name}`);
+    const v = fn && this.#versions.get(`${tenant}:${name}:${fn.latest}`);
+    return fn && v ? metaOf(structuredClone(v), fn.createdAt) : null;
+  }
+
+  async list(tenant: string): Promise<FunctionMeta[]> {
+    this.outage.check();
+    const names = [...this.#fns.keys()].filter((k) => k.startsWith(`${tenant}:`)).map((k) => k.slice(tenant.length + 1));
+    const out: FunctionMeta[] = [];
+    for (const n of names.sort()) {
+      const m = await this.get(tenant, n);
+      if (m) out.push(m);
+    }
+    return out;
+  }
+
+  async remove(tenant: string, name: string, keepVersions: number): Promise<boolean> {
+    this.outage.check();
+    const key = `${tenant}:${name}`;
+    const fn = this.#fns.get(key);
+    if (!fn) return false;
+    for (let v = fn.latest - keepVersions + 1; v <= fn.latest; v++) this.#versions.delete(`${key}:${v}`);
+    this.#fns.delete(key);
+    return true;
+  }
+
+  async latest(tenant: string, name: string): Promise<number | null> {
+    this.outage.check();
+    return this.#fns.get(`${tenant}:${name}`)?.latest ?? null;
+  }
+
+  async version(tenant: string, name: string, version: number): Promise<FunctionVersion | null> {
+    this.outage.check();
+    const v = this.#versions.get(`${tenant}:${name}:${version}`);
+    return v ? structuredClone(v) : null;
+  }
+}
+
+export class MemoryInvocationStore implements InvocationStore {
+  readonly records = new Map<string, Record<string, unknown>>();
+  readonly #hosts = new Map<string, Map<string, string>>();
+  constructor(private readonly outage = new Outage()) {}
+
+  async start(tenant: string, id: string, host: HostIdentity): Promise<void> {
+    this.outage.check();
+    this.records.set(`${tenant}:${id}`, { id, status: 'running', host: host.id, boot: host.boot });
+    const index = this.#hosts.get(host.id) ?? new Map<string, string>();
+    index.set(`${tenant}:${id}`, host.boot);
+    this.#hosts.set(host.id, index);
+  }
+
+  async finish(tenant: string, id: string, host: HostIdentity, record: unknown): Promise<void> {
+    this.outage.check();
+    this.records.set(`${tenant}:${id}`, structuredClone(record) as Record<string, unknown>);
+    this.#hosts.get(host.id)?.delete(`${tenant}:${id}`);
+  }
+
+  async get(tenant: string, id: string): Promise<Record<string, unknown> | null> {
+    this.outage.check();
+    const r = this.records.get(`${tenant}:${id}`);
+    return r ? structuredClone(r) : null;
+  }
+
+  async recover(host: HostIdentity, message: string): Promise<number> {
+    this.outage.check();
+    let marked = 0;
+    const index = this.#hosts.get(host.id) ?? new Map<string, string>();
+    for (const [key, boot] of index) {
+      if (boot === host.boot) continue;
+      const r = this.records.get(key);
+      if (r?.status === 'running') {
+        this.records.set(key, { id: r.id, status: 'failed', reason: 'host-restart', error: { code: 'SANDBOX_UNAVAILABLE', message } });
+        marked++;
+      }
+      index.delete(key);
+    }
+    return marked;
   }
 }

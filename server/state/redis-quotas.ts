@@ -1,10 +1,18 @@
 // Quota counters in Redis, per tenant: `zviz:quota:<tenant>:leases` (sorted set of lease ids
-// scored by expiry), `:rate` (GCRA arrival time) and `:cpu` (hash of CPU-ms buckets). The
+// scored by expiry), `:rate` (GCRA arrival time), `:cpu` (hash of CPU-ms buckets) and
+// `:released` (lease ids released in the last RELEASED_KEEP_MS, so a release charges once). The
 // logic is in the Lua scripts of ./scripts.ts; this file only names keys and arguments.
 import type { Redis } from 'ioredis';
 import type { Admission, QuotaStore } from '../quotas.js';
 import type { Quotas, TenantUsage } from '../tenants.js';
 import { keys } from './redis.js';
+
+/**
+ * How long a released lease id is remembered, so that a repeated release charges nothing.
+ * Longer than a release's retries (quotas.ts: 1 + 2 + 4 + 8 + 16 s, each attempt up to the
+ * command timeout): what a paused Redis queued runs in one burst when it resumes.
+ */
+export const RELEASED_KEEP_MS = 120_000;
 
 export interface RedisQuotaStoreOptions {
   /** ms since the epoch for the scripts; default '' = Redis's own clock (one for all hosts). */
@@ -49,10 +57,12 @@ export class RedisQuotaStore implements QuotaStore {
     const held = await this.redis.zvizRelease(
       keys.leases(tenant),
       keys.cpu(tenant),
+      keys.released(tenant),
       this.#now(),
       leaseId,
       Math.max(0, cpuMs),
       quotas.cpuWindowSeconds * 1000,
+      RELEASED_KEEP_MS,
     );
     return held === 1;
   }

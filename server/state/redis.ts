@@ -21,8 +21,18 @@ export const keys = {
   leases: (tenant: string) => `${KEY_PREFIX}quota:${tenant}:leases`,
   rate: (tenant: string) => `${KEY_PREFIX}quota:${tenant}:rate`,
   cpu: (tenant: string) => `${KEY_PREFIX}quota:${tenant}:cpu`,
+  released: (tenant: string) => `${KEY_PREFIX}quota:${tenant}:released`,
   audit: `${KEY_PREFIX}audit`,
   tenantAudit: (tenant: string) => `${KEY_PREFIX}audit:tenant:${tenant}`,
+  // Function names cannot contain ':' either (FUNCTION_NAME_PATTERN).
+  fn: (tenant: string, name: string) => `${KEY_PREFIX}fn:${tenant}:${name}`,
+  fnVersionPrefix: (tenant: string, name: string) => `${KEY_PREFIX}fn:${tenant}:${name}:v`,
+  fnIndex: (tenant: string) => `${KEY_PREFIX}fns:${tenant}`,
+  fnSeq: (tenant: string) => `${KEY_PREFIX}fnseq:${tenant}`,
+  invocationPrefix: `${KEY_PREFIX}inv:`,
+  invocation: (tenant: string, id: string) => `${KEY_PREFIX}inv:${tenant}:${id}`,
+  invocationsOfHost: (host: string) => `${KEY_PREFIX}invhost:${host}`,
+  pool: (host: string, key: string) => `${KEY_PREFIX}pool:${host}:${key}`,
 } as const;
 
 type Arg = string | number;
@@ -30,7 +40,7 @@ type Arg = string | number;
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     zvizAcquire(leases: string, rate: string, cpu: string, ...argv: Arg[]): Result<[string, number, number], Context>;
-    zvizRelease(leases: string, cpu: string, ...argv: Arg[]): Result<number, Context>;
+    zvizRelease(leases: string, cpu: string, released: string, ...argv: Arg[]): Result<number, Context>;
     zvizRefresh(leases: string, ...argv: Arg[]): Result<number, Context>;
     zvizUsage(leases: string, cpu: string, ...argv: Arg[]): Result<[number, number], Context>;
     zvizTenantCreate(tenant: string, apiKey: string, tenants: string, ...argv: Arg[]): Result<number, Context>;
@@ -38,12 +48,15 @@ declare module 'ioredis' {
     zvizTenantRotate(tenant: string, apiKey: string, ...argv: Arg[]): Result<number, Context>;
     zvizTenantSet(tenant: string, ...argv: Arg[]): Result<number, Context>;
     zvizAuditAppend(stream: string, tenantStream: string, ...argv: Arg[]): Result<string, Context>;
+    zvizFnPut(fn: string, index: string, seq: string, ...argv: Arg[]): Result<[string, number, string | null], Context>;
+    zvizFnDelete(fn: string, index: string, ...argv: Arg[]): Result<number, Context>;
+    zvizInvRecover(hostIndex: string, ...argv: Arg[]): Result<number, Context>;
   }
 }
 
 const COMMANDS: Record<string, { numberOfKeys: number; lua: string }> = {
   zvizAcquire: { numberOfKeys: 3, lua: scripts.ACQUIRE },
-  zvizRelease: { numberOfKeys: 2, lua: scripts.RELEASE },
+  zvizRelease: { numberOfKeys: 3, lua: scripts.RELEASE },
   zvizRefresh: { numberOfKeys: 1, lua: scripts.REFRESH },
   zvizUsage: { numberOfKeys: 2, lua: scripts.USAGE },
   zvizTenantCreate: { numberOfKeys: 3, lua: scripts.TENANT_CREATE },
@@ -51,6 +64,9 @@ const COMMANDS: Record<string, { numberOfKeys: number; lua: string }> = {
   zvizTenantRotate: { numberOfKeys: 2, lua: scripts.TENANT_ROTATE },
   zvizTenantSet: { numberOfKeys: 1, lua: scripts.TENANT_SET },
   zvizAuditAppend: { numberOfKeys: 2, lua: scripts.AUDIT_APPEND },
+  zvizFnPut: { numberOfKeys: 3, lua: scripts.FN_PUT },
+  zvizFnDelete: { numberOfKeys: 2, lua: scripts.FN_DELETE },
+  zvizInvRecover: { numberOfKeys: 1, lua: scripts.INV_RECOVER },
 };
 
 /** Where a ZVIZ_REDIS_URL points, for ioredis. A bare absolute path or unix:///path is a socket. */

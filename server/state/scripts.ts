@@ -105,9 +105,13 @@ return { 'ok', 0, in_flight + 1 }
 
 /**
  * Ends a lease and charges its CPU. Charging does not depend on the lease still existing:
- * CPU that was used is owed even when the lease expired meanwhile.
+ * CPU that was used is owed even when the lease expired meanwhile. It happens once per
+ * lease: a release the client gave up on (command timeout) still runs when a paused Redis
+ * resumes, and so does the client's retry of it, so each released id is remembered for
+ * `keepMs` and a second release of it charges nothing.
  *
- * KEYS: leases, cpu   ARGV: now, leaseId, cpuMs, cpuWindowMs
+ * KEYS: leases, cpu, released (zset leaseId → release time)
+ * ARGV: now, leaseId, cpuMs, cpuWindowMs, keepMs
  * Returns 1 when the lease was still held, 0 when it had expired or was released already.
  */
 export const RELEASE = `${NOW}${CPU_WINDOW}
@@ -115,6 +119,11 @@ local expiry = redis.call('ZSCORE', KEYS[1], ARGV[2])
 redis.call('ZREM', KEYS[1], ARGV[2])
 local held = 0
 if expiry and tonumber(expiry) > now then held = 1 end
+local keep = tonumber(ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - keep)
+if redis.call('ZSCORE', KEYS[3], ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[3], now, ARGV[2])
+redis.call('PEXPIRE', KEYS[3], keep)
 local cpu = math.ceil(tonumber(ARGV[3]))
 if cpu > 0 then
   local window = tonumber(ARGV[4])
@@ -232,4 +241,80 @@ if ARGV[3] == '1' then
   if not ok then redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'r', ARGV[2]) end
 end
 return id
+`;
+
+/**
+ * Stores a new version of a function. Version numbers come from a per-tenant counter that
+ * survives deletes, so a number names one content forever (caches and warm pools key on
+ * it). Keeps the last `keep` versions' code.
+ *
+ * KEYS: function hash, tenant's name set, tenant's version counters (hash)
+ * ARGV: version key prefix, name, meta JSON, version JSON, digest, '1' to skip an unchanged
+ *       deploy, keep, max functions per tenant, now ISO
+ * Returns { 'created', version, createdAt } or { 'unchanged', latest, createdAt } or
+ * { 'too-many', count }.
+ */
+export const FN_PUT = `
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+if exists and ARGV[6] == '1' and redis.call('HGET', KEYS[1], 'digest') == ARGV[5] then
+  return { 'unchanged', tonumber(redis.call('HGET', KEYS[1], 'latest')), redis.call('HGET', KEYS[1], 'createdAt') }
+end
+if not exists then
+  local n = redis.call('SCARD', KEYS[2])
+  if n >= tonumber(ARGV[8]) then return { 'too-many', n } end
+  redis.call('HSET', KEYS[1], 'createdAt', ARGV[9])
+end
+local v = redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
+redis.call('SET', ARGV[1] .. v, ARGV[4])
+redis.call('HSET', KEYS[1], 'latest', v, 'meta', ARGV[3], 'digest', ARGV[5])
+redis.call('SADD', KEYS[2], ARGV[2])
+local old = v - tonumber(ARGV[7])
+if old >= 1 then redis.call('DEL', ARGV[1] .. old) end
+return { 'created', v, redis.call('HGET', KEYS[1], 'createdAt') }
+`;
+
+/**
+ * Deletes a function and the code of its kept versions. Its version counter stays.
+ *
+ * KEYS: function hash, tenant's name set   ARGV: version key prefix, name, keep
+ * Returns 1, or 0 when there was no such function.
+ */
+export const FN_DELETE = `
+local latest = tonumber(redis.call('HGET', KEYS[1], 'latest'))
+redis.call('SREM', KEYS[2], ARGV[2])
+if latest == nil then return 0 end
+for v = math.max(1, latest - tonumber(ARGV[3]) + 1), latest do redis.call('DEL', ARGV[1] .. v) end
+redis.call('DEL', KEYS[1])
+return 1
+`;
+
+/**
+ * At start-up: the async invocations a previous run of this host left 'running' can never
+ * end; mark them failed. Entries of the current run (same boot id) are left alone, so
+ * this may run while the server already takes work.
+ *
+ * KEYS: the host's index (hash '<tenant>:<id>' → boot id)
+ * ARGV: current boot id, invocation key prefix, failure message (the record keeps its TTL)
+ * Returns how many records were marked.
+ */
+export const INV_RECOVER = `
+local entries = redis.call('HGETALL', KEYS[1])
+local marked = 0
+for i = 1, #entries, 2 do
+  if entries[i + 1] ~= ARGV[1] then
+    local key = ARGV[2] .. entries[i]
+    local raw = redis.call('GET', key)
+    if raw then
+      local ok, rec = pcall(cjson.decode, raw)
+      if ok and type(rec) == 'table' and rec.status == 'running' then
+        local failed = cjson.encode({ id = rec.id, status = 'failed', reason = 'host-restart',
+          error = { code = 'SANDBOX_UNAVAILABLE', message = ARGV[3] } })
+        redis.call('SET', key, failed, 'KEEPTTL')
+        marked = marked + 1
+      end
+    end
+    redis.call('HDEL', KEYS[1], entries[i])
+  end
+end
+return marked
 `;

@@ -1,0 +1,100 @@
+// The client side of the HTTP API for `zviz invoke` and `zviz deploy`: one JSON request,
+// with the tenant's key, and the server's answer or a clear reason it could not be had.
+// node:http rather than fetch: fetch gives up waiting for headers after 300 s, and an
+// invocation may legitimately run up to its profile's timeout (at most 15 minutes).
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { API_KEY_PATTERN } from '../tenants.js';
+import { parseServerUrl } from './args.js';
+import { EXIT } from './exit-codes.js';
+import { CliError, UsageError } from './io.js';
+
+export const DEFAULT_URL = 'http://127.0.0.1:8080';
+
+export interface Server {
+  url: URL;
+  key: string;
+}
+
+/** --url (or ZVIZ_URL, or the default) and --key (or ZVIZ_KEY), checked. */
+export function serverFrom(values: { url?: string; key?: string }, env: NodeJS.ProcessEnv): Server {
+  const url = parseServerUrl('url', values.url ?? (env.ZVIZ_URL || DEFAULT_URL));
+  const key = values.key ?? env.ZVIZ_KEY;
+  if (key === undefined || key === '') {
+    throw new UsageError('Missing API key: pass --key KEY or set ZVIZ_KEY (the server prints a key for tenant dev on its first start)');
+  }
+  // The key itself is never echoed: it would end up in terminal scrollback and CI logs.
+  if (!API_KEY_PATTERN.test(key)) {
+    throw new UsageError(`Invalid --key: must look like zviz_<16 hex digits>_<43 characters>: current value has ${key.length} characters`);
+  }
+  return { url, key };
+}
+
+export interface Answer {
+  status: number;
+  /** Parsed JSON, or the text when the body is not JSON. */
+  body: unknown;
+  text: string;
+}
+
+export async function callServer(server: Server, method: 'POST' | 'PUT', path: string, body: unknown): Promise<Answer> {
+  const target = new URL(path.replace(/^\//, ''), server.url.href.endsWith('/') ? server.url : new URL(`${server.url.href}/`));
+  const payload = Buffer.from(JSON.stringify(body));
+  const send = target.protocol === 'https:' ? httpsRequest : httpRequest;
+  const res = await new Promise<IncomingMessage>((resolve, reject) => {
+    const req = send(
+      target,
+      {
+        method,
+        headers: {
+          'content-type': 'application/json',
+          'content-length': String(payload.length),
+          authorization: `Bearer ${server.key}`,
+        },
+      },
+      resolve,
+    );
+    req.on('error', reject);
+    req.end(payload);
+  }).catch((e: NodeJS.ErrnoException) => {
+    const hint = e.code === 'ECONNREFUSED' ? " (is 'zviz serve' running there? see --url)" : '';
+    throw new CliError(`Cannot reach the server at ${server.url.origin}: ${e.message}${hint}`, EXIT.ZVIZ_FAILED, 'UNREACHABLE');
+  });
+  const chunks: Buffer[] = [];
+  for await (const c of res) chunks.push(c as Buffer);
+  const text = Buffer.concat(chunks).toString('utf8');
+  let parsed: unknown = text;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    // keep the text
+  }
+  return { status: res.statusCode ?? 0, body: parsed, text };
+}
+
+/** The API's error shape `{ error: { code, message, details? } }`, when the body is one. */
+export function apiError(body: unknown): { code: string; message: string; details?: unknown } | null {
+  if (body === null || typeof body !== 'object') return null;
+  const e = (body as { error?: unknown }).error;
+  if (e === null || typeof e !== 'object') return null;
+  const { code, message, details } = e as Record<string, unknown>;
+  if (typeof code !== 'string' || typeof message !== 'string') return null;
+  return { code, message, ...(details !== undefined ? { details } : {}) };
+}
+
+/** A refusal as one line: the server's message and code, and each field the validator named. */
+export function refusal(answer: Answer, exitCode: number): CliError {
+  const e = apiError(answer.body);
+  if (e === null) {
+    const snippet = answer.text.length > 200 ? `${answer.text.slice(0, 200)}…` : answer.text;
+    return new CliError(`The server answered HTTP ${answer.status}: ${snippet}`, exitCode, 'HTTP');
+  }
+  // Validation errors list every field in details; the message names only the first.
+  const fields = Array.isArray(e.details)
+    ? (e.details as Array<{ path?: unknown; message?: unknown }>)
+        .filter((d) => typeof d?.path === 'string' && typeof d?.message === 'string' && !e.message.includes(String(d.message)))
+        .map((d) => `${String(d.path)} ${String(d.message)}`)
+    : [];
+  const more = fields.length > 0 ? `(also: ${fields.join('; ')}) ` : '';
+  return new CliError(e.message, exitCode, e.code, e.details, `${more}[${e.code}, HTTP ${answer.status}]`.trimStart());
+}

@@ -1,0 +1,405 @@
+// `zviz run [options] -- CMD ARGS…`: a local command in a sandbox with the same layers a
+// server gives a function (A–E as the profile says), like bwrap or nsjail. Its output
+// streams to this terminal as it comes, its stdin is ours (read whole when it is not a
+// terminal), and it exits as the command did (exit-codes.ts).
+//
+// It is a one-sandbox server: the same host checks, /run/zviz state, cgroup parents
+// (prepared, swept of dead servers' leftovers, registered, and removed afterwards when no
+// server runs), the same worker pool with warm pools off.
+import { randomUUID } from 'node:crypto';
+import { accessSync, chmodSync, constants as fsConstants, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import { join } from 'node:path';
+import { loadProfiles, type Limits, type Profile, type Runtime } from '../../profiles/index.js';
+import { prepareParents, registerServer, removeParents, sweepCgroups, unregisterServer, type CgroupPlan } from '../../worker-pool/cgroup-host.js';
+import { missingRequirements, probeHost } from '../../worker-pool/host.js';
+import { dropTable, ensureTable, sweepNetwork, type NetworkHost } from '../../worker-pool/network.js';
+import { processAlive } from '../../worker-pool/pids.js';
+import { SandboxPool } from '../../worker-pool/pool.js';
+import type { HostFacts, NativeFailure, SandboxTask } from '../../worker-pool/types.js';
+import { loadConfig, type Config } from '../config.js';
+import { sweepServerEntries, unsharedParents } from '../host-state.js';
+import { allowlistFor, toResponse } from '../invoke.js';
+import { BASE_ENV, envFor } from '../runtimes.js';
+import { DEFAULT_PROFILE, ENV_KEY_PATTERN } from '../schemas.js';
+import { helpText, parseCommandLine, parseEnvAssignment, shown, type OptionSpecs } from './args.js';
+import { EXIT, exitCodeFor, statusLines } from './exit-codes.js';
+import { CliError, Progress, say, UsageError, utf8OrNull, writeJson, type Io } from './io.js';
+import { LIMIT_OPTIONS, limitsWithin, parseLimitFlags } from './limits.js';
+import { NET_LOCK_DIR, ROOT_BASE, RUN_DIR } from './paths.js';
+
+export const RUN_OPTIONS = {
+  profile: { type: 'string', short: 'p', value: 'NAME', help: `profile the sandbox follows (default: ${DEFAULT_PROFILE})` },
+  ...LIMIT_OPTIONS,
+  env: { type: 'string', short: 'e', multiple: true, value: 'KEY=VALUE', help: 'a variable for the command (repeatable)' },
+  runtime: {
+    type: 'string',
+    value: 'RUNTIME',
+    help: "seccomp allowlist of this runtime only (node, python, bash); default: all of the profile's runtimes",
+  },
+  'no-stdin': { type: 'boolean', help: 'do not read stdin: the command gets an empty one' },
+  json: { type: 'boolean', help: 'print the result (with the output) as JSON on stdout instead of streaming' },
+} as const satisfies OptionSpecs;
+
+export const RUN_HELP = helpText(
+  'zviz run [options] -- CMD [ARGS…]',
+  `Runs a local command in a fresh sandbox with the profile's layers and limits, and exits as
+the command did. Needs root. The command is an absolute path, or a name looked up in
+${'/usr/local/bin:/usr/bin:/bin'}; the sandbox sees the host's /usr read-only, a private /tmp,
+no network (unless the profile gives egress) and uid 1000. Limits default to the profile's
+and may only go up to its maximum.`,
+  RUN_OPTIONS,
+  `exit status: the command's; 124 timeout, 128+N killed by signal N, 137 out of memory,
+125 zviz failed, 127 command not found or not executable, 2 bad usage.`,
+);
+
+/** Where a command name is looked up: the sandbox's PATH (BASE_ENV). */
+export const SANDBOX_PATH = BASE_ENV.PATH!.split(':');
+
+/** Most stdin passed to the command; it travels in the spec. */
+export const MAX_RUN_STDIN_BYTES = 16 * 1024 * 1024;
+
+function hostExecutable(path: string): boolean {
+  try {
+    if (!statSync(path).isFile()) return false;
+    accessSync(path, fsConstants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The command's absolute path. A name is looked up in the sandbox's PATH on the host: the
+ * sandbox sees the host's /usr (and /bin as a link into it), so what exists here exists there.
+ */
+export function resolveCommand(name: string, isExecutable: (path: string) => boolean = hostExecutable): string {
+  if (name.includes('/')) {
+    if (!name.startsWith('/')) {
+      throw new UsageError(`Invalid command ${shown(name)}: must be an absolute path or a name found in ${SANDBOX_PATH.join(':')}`);
+    }
+    return name;
+  }
+  if (name === '' || name === '.' || name === '..') throw new UsageError(`Invalid command ${shown(name)}: must name a program`);
+  for (const dir of SANDBOX_PATH) {
+    const candidate = join(dir, name);
+    if (isExecutable(candidate)) return candidate;
+  }
+  throw new CliError(
+    `Cannot find command ${shown(name)} in ${SANDBOX_PATH.join(':')} (the sandbox sees the host's /usr)`,
+    EXIT.NOT_FOUND,
+    'NOT_FOUND',
+  );
+}
+
+export interface RunPlan {
+  profile: Profile;
+  limits: Limits;
+  argv: string[];
+  /** The command's variables over BASE_ENV. */
+  env: Record<string, string>;
+  runtime: Runtime;
+  seccompAllow: string[];
+  readStdin: boolean;
+  json: boolean;
+}
+
+/** Parses and checks everything about `zviz run` that needs no privilege. null: --help. */
+export function planRun(
+  args: readonly string[],
+  profiles: ReadonlyMap<string, Profile>,
+  isExecutable?: (path: string) => boolean,
+): RunPlan | null {
+  const { values, positionals, rest, help } = parseCommandLine('run', args, RUN_OPTIONS);
+  if (help) return null;
+  if (rest === null) throw new UsageError("Missing '--' before the command: usage is 'zviz run [options] -- CMD [ARGS…]'");
+  if (positionals.length > 0) {
+    throw new UsageError(`Unexpected argument ${shown(positionals[0]!)} before '--': the command goes after '--', as in 'zviz run -- /usr/bin/id'`);
+  }
+  if (rest.length === 0) throw new UsageError("Missing command after '--': usage is 'zviz run [options] -- CMD [ARGS…]'");
+  for (const a of rest) if (a.includes('\0')) throw new UsageError('Invalid command: arguments must not contain NUL characters');
+
+  const profileName = values.profile ?? DEFAULT_PROFILE;
+  const profile = profiles.get(profileName);
+  if (profile === undefined) {
+    throw new UsageError(`Invalid --profile: no profile is named ${shown(profileName)}: known profiles are ${[...profiles.keys()].join(', ')}`);
+  }
+  const limits = limitsWithin(profile, parseLimitFlags(values, true));
+
+  let runtimes: readonly Runtime[] = profile.runtimes;
+  if (values.runtime !== undefined) {
+    const r = profile.runtimes.find((x) => x === values.runtime);
+    if (r === undefined) {
+      throw new UsageError(
+        `Invalid --runtime: profile '${profile.name}' allows ${profile.runtimes.join(', ')}: current value is ${shown(values.runtime)}`,
+      );
+    }
+    runtimes = [r];
+  }
+  const env: Record<string, string> = {};
+  for (const e of values.env ?? []) {
+    const [k, v] = parseEnvAssignment('env', e, ENV_KEY_PATTERN);
+    env[k] = v;
+  }
+  const argv = [resolveCommand(rest[0]!, isExecutable), ...rest.slice(1)];
+  return {
+    profile,
+    limits,
+    argv,
+    env,
+    runtime: runtimes[0]!,
+    // Any command: the union of what the profile lets any of its (chosen) runtimes call.
+    seccompAllow: [...new Set(runtimes.flatMap((r) => allowlistFor(profile, r)))],
+    readStdin: values['no-stdin'] !== true,
+    json: values.json === true,
+  };
+}
+
+/** The task for a plan: like an inline invocation (server/invoke.ts buildTask), with argv the command and no /fn files. */
+export function runTask(plan: RunPlan, id: string, stdin: string): SandboxTask {
+  const p = plan.profile;
+  return {
+    id,
+    runtime: plan.runtime,
+    argv: plan.argv,
+    env: envFor(plan.env),
+    files: [],
+    stdin,
+    limits: plan.limits,
+    profile: {
+      name: p.name,
+      filesystem: p.filesystem,
+      landlock: p.landlock,
+      rlimits: p.rlimits,
+      seccompAllow: plan.seccompAllow,
+      brokeredFiles: p.seccomp.brokeredFiles,
+      network: p.network,
+      ...(p.apparmorProfile ? { apparmorProfile: p.apparmorProfile } : {}),
+    },
+  };
+}
+
+/** The sandbox could not be made (or the command not started in it): zviz failed, 125. */
+export function nativeFailureError(f: NativeFailure): CliError {
+  return new CliError(`Cannot create sandbox: ${f.message}`, EXIT.ZVIZ_FAILED, 'SANDBOX_UNAVAILABLE');
+}
+
+/**
+ * What the result holds beyond what was streamed: the sandbox reports a failed execve on
+ * stderr after the fact, not as streamed output. Only a strict continuation is written.
+ */
+export function unstreamedTail(streamed: readonly Uint8Array[], whole: string): Buffer {
+  const sent = Buffer.concat(streamed);
+  const all = Buffer.from(whole, 'utf8');
+  if (all.length <= sent.length || !all.subarray(0, sent.length).equals(sent)) return Buffer.alloc(0);
+  return all.subarray(sent.length);
+}
+
+function loadSetup(io: Io): { config: Config; profiles: Map<string, Profile> } {
+  let config: Config;
+  try {
+    config = loadConfig(io.env);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  try {
+    return { config, profiles: loadProfiles(config.profilesDir) };
+  } catch (e) {
+    throw new CliError((e as Error).message, EXIT.ZVIZ_FAILED, 'PROFILE');
+  }
+}
+
+async function readStdin(io: Io, plan: RunPlan): Promise<string> {
+  if (!plan.readStdin || io.stdin.isTTY) return '';
+  const bytes = await io.stdin.readAll(MAX_RUN_STDIN_BYTES);
+  const text = utf8OrNull(bytes);
+  // The spec carries stdin as text: binary bytes would arrive changed, so refuse them.
+  if (text === null) throw new UsageError('Cannot pass stdin: it is not UTF-8 text (binary input is not supported; use --no-stdin to pass none)');
+  return text;
+}
+
+interface LocalHost {
+  pool: SandboxPool;
+  cgroupPlan: CgroupPlan;
+}
+
+/**
+ * Sets the host up as a server's start-up does, runs `fn`, and undoes what no other live
+ * server (or `zviz run`) needs: our registration, then the `zviz` cgroup folders and the
+ * nftables table when we were the last.
+ */
+async function withLocalHost<T>(config: Config, plan: RunPlan, cgroupPlan: CgroupPlan, fn: (h: LocalHost) => Promise<T>): Promise<T> {
+  try {
+    mkdirSync(ROOT_BASE, { recursive: true, mode: 0o755 });
+    // The sandbox's setup runs as an unprivileged host uid that must traverse these.
+    for (const dir of [RUN_DIR, ROOT_BASE]) chmodSync(dir, 0o755);
+  } catch (e) {
+    throw new CliError(`Cannot create ${ROOT_BASE}: ${(e as Error).message}`, EXIT.ZVIZ_FAILED, 'HOST');
+  }
+  const egress = plan.profile.network.mode === 'egress';
+  const netHost: NetworkHost = { ...config.net, lockDir: NET_LOCK_DIR };
+  registerServer();
+  try {
+    try {
+      sweepServerEntries(processAlive);
+      prepareParents(cgroupPlan);
+      sweepCgroups(cgroupPlan, processAlive, (pid) => process.kill(pid, 'SIGKILL'));
+    } catch (e) {
+      const where = cgroupPlan.parents.map((p) => p.parent).join(', ');
+      throw new CliError(`Cannot prepare cgroups under ${where}: ${(e as Error).message}`, EXIT.ZVIZ_FAILED, 'HOST');
+    }
+    if (egress) {
+      try {
+        sweepNetwork(netHost, processAlive);
+        ensureTable(netHost);
+      } catch (e) {
+        throw new CliError(`Cannot prepare sandbox networking: ${(e as Error).message}`, EXIT.ZVIZ_FAILED, 'HOST');
+      }
+    }
+    const pool = new SandboxPool({
+      host: {
+        rootBase: ROOT_BASE,
+        uidBase: config.uidBase,
+        cgroup: cgroupPlan.driver === 'none' ? null : { version: cgroupPlan.driver === 'v2' ? 2 : 1, parents: cgroupPlan.parents },
+        network: netHost,
+      },
+      maxSandboxes: 1,
+      maxQueue: 1,
+      warm: { maxSandboxes: 0, budgetMb: 0, maxPerPool: 1, concurrency: 1, idleMs: 60_000, windowMs: 10_000 },
+    });
+    try {
+      return await fn({ pool, cgroupPlan });
+    } finally {
+      await pool.close();
+    }
+  } finally {
+    // As a server's shutdown does: the `zviz` folders go unless a live sibling in the same
+    // cgroup uses them; the nftables table only when no server is left (a live one with
+    // egress profiles needs it even while it has no sandbox).
+    const last = unregisterServer(processAlive);
+    removeParents(unsharedParents(cgroupPlan, processAlive));
+    if (egress && last) dropTable(netHost);
+  }
+}
+
+/** SIGKILLs what runs in the sandbox `sandboxId`; its supervisor then reports it ended. */
+function killSandbox(cgroupPlan: CgroupPlan, sandboxId: string): void {
+  for (const p of cgroupPlan.parents) {
+    let procs: string;
+    try {
+      procs = readFileSync(join(p.parent, `zviz-${sandboxId}`, 'cgroup.procs'), 'utf8');
+    } catch {
+      continue; // not made yet, or gone
+    }
+    for (const pid of procs.split('\n').filter(Boolean).map(Number)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // ended meanwhile
+      }
+    }
+  }
+}
+
+/**
+ * ^C (or SIGTERM, SIGHUP) stops the sandbox and lets the normal clean-up run; a second
+ * one exits at once (the supervisor still kills the sandbox when we are gone).
+ */
+function onInterrupt(stop: () => void): { signal: () => NodeJS.Signals | null; dispose: () => void } {
+  let got: NodeJS.Signals | null = null;
+  let timer: NodeJS.Timeout | null = null;
+  const handler = (sig: NodeJS.Signals): void => {
+    if (got !== null) {
+      unregisterServer(processAlive);
+      process.exit(EXIT.SIGNAL_BASE + osConstants.signals[sig]);
+    }
+    got = sig;
+    stop();
+    // The sandbox may not exist yet: keep trying until the invocation ends.
+    timer = setInterval(stop, 100);
+  };
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  for (const s of signals) process.on(s, handler);
+  return {
+    signal: () => got,
+    dispose: () => {
+      if (timer) clearInterval(timer);
+      for (const s of signals) process.off(s, handler);
+    },
+  };
+}
+
+function hostFailure(lines: string[]): CliError {
+  return new CliError(`Cannot run a sandbox on this host:\n${lines.join('\n')}\n(see 'zviz doctor')`, EXIT.ZVIZ_FAILED, 'HOST');
+}
+
+export async function runCommand(args: readonly string[], io: Io): Promise<number> {
+  // --help and flag syntax first: neither needs the configuration or the profiles.
+  if (parseCommandLine('run', args, RUN_OPTIONS).help) {
+    io.stdout.write(RUN_HELP);
+    return EXIT.OK;
+  }
+  const { config, profiles } = loadSetup(io);
+  const plan = planRun(args, profiles)!;
+  if (process.getuid?.() !== 0) {
+    throw new CliError(
+      `Cannot run a sandbox: zviz run needs root (namespaces, mounts and cgroups are set up by root): current uid is ${process.getuid?.()}`,
+      EXIT.ZVIZ_FAILED,
+      'NOT_ROOT',
+    );
+  }
+  const stdin = await readStdin(io, plan);
+  const progress = new Progress(io.stderr);
+  progress.show('checking host…');
+  let facts: HostFacts;
+  let cgroupPlan: CgroupPlan;
+  try {
+    ({ facts, cgroupPlan } = probeHost());
+  } catch (e) {
+    progress.clear();
+    throw hostFailure([(e as Error).message]);
+  }
+  const missing = missingRequirements(facts, [plan.profile], { allowTestProfiles: config.allowTestProfiles });
+  if (missing.length > 0) {
+    progress.clear();
+    throw hostFailure(missing);
+  }
+
+  const id = randomUUID();
+  const task = runTask(plan, id, stdin);
+  const streamed: Record<'stdout' | 'stderr', Uint8Array[]> = { stdout: [], stderr: [] };
+  const outcome = await withLocalHost(config, plan, cgroupPlan, async ({ pool }) => {
+    const interrupt = onInterrupt(() => killSandbox(cgroupPlan, `${process.pid}-${id}`));
+    progress.show(`starting sandbox (profile ${plan.profile.name})…`);
+    try {
+      const onOutput = plan.json
+        ? undefined
+        : (chunk: { stream: 'stdout' | 'stderr'; data: Uint8Array }): void => {
+            progress.clear();
+            streamed[chunk.stream].push(chunk.data);
+            (chunk.stream === 'stdout' ? io.stdout : io.stderr).write(chunk.data);
+          };
+      return { result: await pool.invoke(task, onOutput), interrupted: interrupt.signal() };
+    } finally {
+      interrupt.dispose();
+      progress.clear();
+    }
+  });
+
+  if (!outcome.result.ok) throw nativeFailureError(outcome.result.error);
+  const response = toResponse(id, plan.profile.name, plan.limits, outcome.result, facts.landlock.unenforced);
+  if (plan.json) writeJson(io.stdout, response);
+  else {
+    io.stdout.write(unstreamedTail(streamed.stdout, response.stdout));
+    io.stderr.write(unstreamedTail(streamed.stderr, response.stderr));
+    const lines = statusLines(response, plan.limits);
+    if (outcome.interrupted) lines.unshift(`interrupted by ${outcome.interrupted}: the sandbox was stopped`);
+    // Said to a person only: a script reads `unenforced` from --json.
+    if (io.stderr.isTTY && response.unenforced.length > 0) {
+      lines.push(`note: this kernel's Landlock could not enforce ${response.unenforced.join(', ')}`);
+    }
+    if (lines.length > 0) say(io.stderr, lines.join('\n'));
+  }
+  if (outcome.interrupted) return EXIT.SIGNAL_BASE + osConstants.signals[outcome.interrupted];
+  return exitCodeFor(response);
+}

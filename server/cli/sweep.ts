@@ -1,0 +1,256 @@
+// `zviz sweep`: removes what dead servers (and dead `zviz run`s) left on this host —
+// sandbox cgroups, `zviz-*` network namespaces, `zvs*` veths, nftables rules, /run/zviz/net
+// lock files and /run/zviz/servers entries — and never anything of a live one.
+//
+// Ownership is read from names: a sandbox cgroup and a namespace carry the pid of the
+// process that made them (`zviz-<pid>-…`), a lock file holds its owner's pid, a servers
+// entry is named by it. What belongs to a live pid stays. What carries no owner at all —
+// empty `zviz` cgroup folders, a veth or chain without a lock file, the nftables table —
+// is removed only when no live server is registered, since a live one may be about to
+// use it.
+import { readdirSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import {
+  parseMountinfo,
+  realFs,
+  removeParents,
+  SERVERS_DIR,
+  sweepCgroups,
+  V1_CONTROLLERS,
+  type CgroupPlan,
+} from '../../worker-pool/cgroup-host.js';
+import { dropTable, sweepNetwork, type NetworkHost } from '../../worker-pool/network.js';
+import { processAlive } from '../../worker-pool/pids.js';
+import { loadConfig } from '../config.js';
+import { sweepServerEntries, unsharedParents } from '../host-state.js';
+import { helpText, noPositionals, parseCommandLine, type OptionSpecs } from './args.js';
+import { EXIT } from './exit-codes.js';
+import { CliError, Progress, UsageError, writeJson, type Io } from './io.js';
+import { NET_LOCK_DIR } from './paths.js';
+
+export const SWEEP_OPTIONS = {
+  json: { type: 'boolean', help: 'print what was removed, killed and left alone as JSON on stdout' },
+} as const satisfies OptionSpecs;
+
+export const SWEEP_HELP = helpText(
+  'zviz sweep [--json]',
+  `Removes the leftovers of ZViz servers that died without cleaning up: sandbox cgroups
+(killing what still runs in them), zviz-* network namespaces, zvs* veths, nftables rules,
+/run/zviz/net lock files and /run/zviz/servers entries. Anything of a live server is left
+alone. Needs root. Uses the same ZVIZ_NET_* settings as the server.`,
+  SWEEP_OPTIONS,
+);
+
+export interface SweepReport {
+  removed: string[];
+  killed: number[];
+  /** Things of live servers, left alone. */
+  kept: string[];
+  /** Stale things that could not be removed. */
+  failed: string[];
+}
+
+/** The child cgroups of a cgroup: its directories (the rest are control files). */
+function subdirectories(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true })
+    .filter((e) => e.isDirectory())
+    .map((e) => e.name);
+}
+
+/**
+ * Every `zviz` folder in the cgroup hierarchies, wherever the server that made it ran
+ * (a server's folder is beneath its own cgroup, which need not be ours), as one plan per
+ * cgroup version. v1 freezer hierarchies come first: their sandboxes are frozen before
+ * they are killed.
+ */
+export function findCgroupParents(mountinfo: string, listDirs: (dir: string) => string[] = subdirectories, maxDirs = 20_000): CgroupPlan[] {
+  const v1: CgroupPlan['parents'] = [];
+  const v2: CgroupPlan['parents'] = [];
+  const seen = new Set<string>();
+  let visited = 0;
+  for (const m of parseMountinfo(mountinfo)) {
+    const carried = m.fstype === 'cgroup2' ? ['unified'] : m.fstype === 'cgroup' ? V1_CONTROLLERS.filter((c) => m.superOpts.includes(c)) : [];
+    if (carried.length === 0 || seen.has(m.point)) continue;
+    seen.add(m.point);
+    const walk = (dir: string, depth: number): void => {
+      if (depth > 8 || visited++ > maxDirs) return;
+      let names: string[];
+      try {
+        names = listDirs(dir);
+      } catch {
+        return;
+      }
+      for (const name of names) {
+        const p = join(dir, name);
+        if (name === 'zviz') {
+          (m.fstype === 'cgroup2' ? v2 : v1).push({ controllers: [...carried], parent: p });
+          continue; // sandboxes beneath are the sweep's business, not the walk's
+        }
+        if (name.startsWith('zviz-')) continue;
+        walk(p, depth + 1);
+      }
+    };
+    walk(m.point, 0);
+  }
+  v1.sort((a, b) => Number(b.controllers.includes('freezer')) - Number(a.controllers.includes('freezer')));
+  const plans: CgroupPlan[] = [];
+  if (v1.length > 0) {
+    plans.push({ driver: 'v1', controllers: [...new Set(v1.flatMap((p) => p.controllers))], parents: v1, serverCgroup: null, detail: '' });
+  }
+  if (v2.length > 0) plans.push({ driver: 'v2', controllers: ['memory', 'pids'], parents: v2, serverCgroup: null, detail: '' });
+  return plans;
+}
+
+/** Removes the entries of dead servers; the pids of live ones. */
+function sweepServers(report: SweepReport): number[] {
+  for (const pid of sweepServerEntries(processAlive)) report.removed.push(`server entry ${join(SERVERS_DIR, String(pid))}`);
+  let names: string[] = [];
+  try {
+    names = readdirSync(SERVERS_DIR);
+  } catch {
+    return [];
+  }
+  const live = names.map(Number).filter((pid) => Number.isInteger(pid) && pid > 0 && processAlive(pid));
+  for (const pid of live) report.kept.push(`server entry ${join(SERVERS_DIR, String(pid))}`);
+  return live;
+}
+
+function tool(cmd: string, args: string[]): { ok: boolean; out: string } {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 10_000 });
+  return { ok: !r.error && r.status === 0, out: r.stdout ?? '' };
+}
+
+function lockExists(index: number): boolean {
+  try {
+    return readdirSync(NET_LOCK_DIR).includes(String(index));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Veths and chains of sandbox index N with no lock file N: a teardown that half failed.
+ * Only called when no live server is registered (one could be claiming N right now).
+ */
+function sweepUnlockedNetwork(host: NetworkHost, report: SweepReport): void {
+  const ns = host.routerNetns ? ['-n', host.routerNetns] : [];
+  const links = tool('ip', [...ns, '-j', 'link', 'show']);
+  if (links.ok) {
+    let list: Array<{ ifname?: string }> = [];
+    try {
+      list = JSON.parse(links.out) as typeof list;
+    } catch {
+      list = [];
+    }
+    for (const l of list) {
+      const m = /^zvs(\d+)$/.exec(l.ifname ?? '');
+      if (!m || lockExists(Number(m[1]))) continue;
+      if (tool('ip', [...ns, 'link', 'del', l.ifname!]).ok) report.removed.push(`link ${l.ifname}`);
+      else report.failed.push(`link ${l.ifname}`);
+    }
+  }
+  const nft = (args: string[]) => (host.routerNetns ? tool('ip', ['netns', 'exec', host.routerNetns, 'nft', ...args]) : tool('nft', args));
+  const table = nft(['-j', 'list', 'table', 'inet', 'zviz']);
+  if (!table.ok) return;
+  let chains: string[] = [];
+  try {
+    const json = JSON.parse(table.out) as { nftables?: Array<{ chain?: { name?: string } }> };
+    chains = (json.nftables ?? []).flatMap((x) => (x.chain?.name ? [x.chain.name] : []));
+  } catch {
+    return;
+  }
+  const indexes = new Set(chains.flatMap((c) => /^sbd?-(\d+)$/.exec(c)?.[1] ?? []).map(Number));
+  for (const i of indexes) {
+    if (lockExists(i)) continue;
+    // One command at a time: a transaction fails whole when any part is already gone.
+    for (const cmd of [
+      `delete element inet zviz sandboxes { "zvs${i}" }`,
+      `delete element inet zviz sandboxes_in { "zvs${i}" }`,
+      `flush chain inet zviz sb-${i}`,
+      `delete chain inet zviz sb-${i}`,
+      `flush chain inet zviz sbd-${i}`,
+      `delete chain inet zviz sbd-${i}`,
+      `delete set inet zviz d4-${i}`,
+      `delete set inet zviz da-${i}`,
+      `delete set inet zviz d6-${i}`,
+    ]) {
+      nft(cmd.split(' '));
+    }
+    report.removed.push(`nft sb-${i}`);
+  }
+}
+
+export function sweepHost(host: NetworkHost, mountinfo: string): SweepReport {
+  const report: SweepReport = { removed: [], killed: [], kept: [], failed: [] };
+  const liveServers = sweepServers(report);
+
+  const plans = findCgroupParents(mountinfo);
+  for (const plan of plans) {
+    const r = sweepCgroups(plan, processAlive, (pid) => process.kill(pid, 'SIGKILL'));
+    report.removed.push(...r.removed.map((d) => `cgroup ${d}`));
+    report.killed.push(...r.killed);
+    for (const d of r.kept) {
+      const owner = Number(/\/zviz-(\d+)-[^/]*$/.exec(d)?.[1]);
+      if (processAlive(owner)) report.kept.push(`cgroup ${d}`);
+      else report.failed.push(`cgroup ${d}`);
+    }
+  }
+
+  const net = sweepNetwork(host, processAlive);
+  report.removed.push(...net.removed);
+
+  // Empty `zviz` folders no live server uses (one in the same cgroup may be between its
+  // mkdir and its first sandbox: unsharedParents keeps those).
+  for (const plan of plans) {
+    const unused = unsharedParents(plan, processAlive);
+    const before = unused.parents.filter((p) => realFs.exists(p.parent));
+    removeParents(unused);
+    for (const p of before) if (!realFs.exists(p.parent)) report.removed.push(`cgroup ${p.parent}`);
+  }
+  if (liveServers.length === 0) {
+    sweepUnlockedNetwork(host, report);
+    dropTable(host);
+  }
+  return report;
+}
+
+export function formatSweep(r: SweepReport): string {
+  const lines = [
+    ...r.removed.map((x) => `removed ${x}`),
+    ...r.killed.map((pid) => `killed process ${pid}`),
+    ...r.failed.map((x) => `could not remove ${x}`),
+  ];
+  if (lines.length === 0) lines.push('nothing to remove');
+  if (r.kept.length > 0) lines.push(`left alone: ${r.kept.length} item${r.kept.length === 1 ? '' : 's'} of live servers`);
+  return `${lines.join('\n')}\n`;
+}
+
+export async function sweepCommand(args: readonly string[], io: Io, mountinfo: () => string): Promise<number> {
+  const parsed = parseCommandLine('sweep', args, SWEEP_OPTIONS);
+  if (parsed.help) {
+    io.stdout.write(SWEEP_HELP);
+    return EXIT.OK;
+  }
+  noPositionals('sweep', [...parsed.positionals, ...(parsed.rest ?? [])]);
+  let config;
+  try {
+    config = loadConfig(io.env);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  if (process.getuid?.() !== 0) {
+    throw new CliError(
+      `Cannot sweep: zviz sweep needs root (cgroups, namespaces and nftables are root's): current uid is ${process.getuid?.()}`,
+      EXIT.FAILURE,
+      'NOT_ROOT',
+    );
+  }
+  const progress = new Progress(io.stderr);
+  progress.show('sweeping…');
+  const report = sweepHost({ ...config.net, lockDir: NET_LOCK_DIR }, mountinfo());
+  progress.clear();
+  if (parsed.values.json === true) writeJson(io.stdout, report);
+  else io.stdout.write(formatSweep(report));
+  return report.failed.length > 0 ? EXIT.FAILURE : EXIT.OK;
+}

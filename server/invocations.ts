@@ -1,0 +1,257 @@
+// One invocation, whatever the route's mode (plain, streaming, async): from a validated
+// body to a task (inline code, or a deployed function through its handler contract),
+// quota admission, the pool, and the response — with its lease released exactly once and
+// its audit records and metrics written, however it ends.
+import { randomUUID } from 'node:crypto';
+import { lstat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Profile } from '../profiles/schema.js';
+import type { HostFacts, OutputChunk, SandboxOutcome, SandboxResult, SandboxTask } from '../worker-pool/types.js';
+import { recordFailed, recordFinished, recordRefused, type AccountingDeps } from './accounting.js';
+import { ApiError } from './errors.js';
+import { checkBrokeredSlots, FUNCTION_VERSIONS_KEPT, VersionCache, type FunctionStore, type FunctionVersion } from './functions.js';
+import { allowlistFor, buildTask, findProfile, resolveLimits, toResponse } from './invoke.js';
+import type { Logger } from './log.js';
+import type { QuotaGate, QuotaName, Lease } from './quotas.js';
+import type {
+  AnyInvokeResponse,
+  FunctionInvokeRequest,
+  FunctionInvokeResponse,
+  InvokeBody,
+  InvokeResponse,
+} from './schemas.js';
+import type { WithState } from './state-guard.js';
+import type { Tenant } from './tenants.js';
+import { functionWarmSpec, parseAnswer } from './warm-spec.js';
+
+/** Runs one task. May reject with `ApiError('OVERLOADED', ...)` when its queue is full. */
+export interface Invoker {
+  invoke(task: SandboxTask, onOutput?: (chunk: OutputChunk) => void): Promise<SandboxOutcome>;
+}
+
+export interface InvocationDeps {
+  profiles: ReadonlyMap<string, Profile>;
+  invoker: Invoker;
+  functions: FunctionStore;
+  gate: QuotaGate;
+  accounting: AccountingDeps;
+  log: Logger;
+  hostFacts: () => HostFacts;
+  withState: WithState;
+  /** Secrets are files `<secretsDir>/<tenant>/<name>` the operator provisioned; null: none exist. */
+  secretsDir: string | null;
+}
+
+/** An invocation ready to be admitted: its task and what the response needs to name. */
+export interface Prepared {
+  id: string;
+  tenant: Tenant;
+  task: SandboxTask;
+  profile: Profile;
+  fn: { name: string; version: number } | null;
+}
+
+export interface Admitted {
+  prep: Prepared;
+  lease: Lease;
+}
+
+const QUOTA_OF_CODE: Partial<Record<string, QuotaName>> = {
+  QUOTA_CONCURRENCY: 'concurrency',
+  QUOTA_RATE: 'rate',
+  QUOTA_CPU: 'cpu',
+  QUOTA_LIMITS: 'limits',
+};
+
+function unknownFunction(name: string, message = `no function is named '${name}'`): ApiError {
+  return new ApiError('UNKNOWN_FUNCTION', `Cannot find function: ${message}`, { function: name });
+}
+
+/** Hono's error handler only sees Error instances; a thrown string would escape it. */
+function asError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(`Non-error thrown: ${String(e)}`);
+}
+
+export class Invocations {
+  readonly #cache = new VersionCache();
+
+  constructor(private readonly deps: InvocationDeps) {}
+
+  /**
+   * Builds the task and takes a lease. Refusals (a tenant's limit cap, a quota) are
+   * audited and counted before they are thrown.
+   */
+  async start(tenant: Tenant, body: InvokeBody, id: string = randomUUID()): Promise<Admitted> {
+    let prep: Prepared;
+    let lease: Lease;
+    try {
+      prep = 'function' in body ? await this.#prepareFunction(tenant, body, id) : this.#prepareInline(tenant, body, id);
+      const timeoutMs = prep.task.limits.timeoutMs;
+      lease = await this.deps.withState('quota.acquire', 'check quotas', () => this.deps.gate.admit(tenant, id, timeoutMs));
+    } catch (e) {
+      const quota = e instanceof ApiError ? QUOTA_OF_CODE[e.code] : undefined;
+      if (quota !== undefined) await recordRefused(this.deps.accounting, tenant.name, quota, e as ApiError, id);
+      throw e;
+    }
+    return { prep, lease };
+  }
+
+  /**
+   * Runs an admitted invocation and answers its response, or throws the ApiError the
+   * route answers (after logging and auditing it). `onOutput` receives stdout and stderr
+   * chunks as the function writes them.
+   */
+  async run({ prep, lease }: Admitted, onOutput?: (chunk: OutputChunk) => void): Promise<AnyInvokeResponse> {
+    const { log, accounting } = this.deps;
+    const { metrics } = accounting;
+    const { id, task, profile, tenant } = prep;
+    const inv = { tenant: tenant.name, task };
+    const fields = { id, tenant: tenant.name, runtime: task.runtime, profile: profile.name, ...(prep.fn ? { function: prep.fn.name, version: prep.fn.version } : {}) };
+    const started = performance.now();
+    let outcome: SandboxOutcome | undefined;
+    let failure: unknown;
+    metrics.inFlight.inc();
+    try {
+      outcome = await this.deps.invoker.invoke(task, onOutput);
+    } catch (e) {
+      failure = e;
+    } finally {
+      metrics.inFlight.dec();
+      // Released before answering, so a client that calls again right away finds its slot free.
+      await lease.release(outcome?.ok ? outcome.result.cpuMs : 0);
+    }
+    const wallMs = performance.now() - started;
+
+    let response: AnyInvokeResponse;
+    try {
+      if (outcome === undefined) throw failure;
+      const base = toResponse(id, profile.name, task.limits, outcome, this.deps.hostFacts().landlock.unenforced);
+      response = prep.fn && outcome.ok ? withAnswer(base, task, outcome.result, prep.fn) : base;
+    } catch (e) {
+      const err = asError(e);
+      const code = err instanceof ApiError ? err.code : 'INTERNAL';
+      log.info('invoke', { ...fields, status: 'failed', code, durationMs: null });
+      await recordFailed(accounting, inv, code);
+      throw err;
+    }
+    log.info('invoke', { ...fields, status: response.status, durationMs: response.durationMs, warm: response.warm });
+    await recordFinished(accounting, inv, response, wallMs);
+    return response;
+  }
+
+  #prepareInline(tenant: Tenant, body: Exclude<InvokeBody, FunctionInvokeRequest>, id: string): Prepared {
+    const profile = findProfile(this.deps.profiles, body.profile);
+    const task = buildTask(id, body, profile, { tenant: tenant.name, max: tenant.quotas.maxLimits });
+    return { id, tenant, task, profile, fn: null };
+  }
+
+  async #prepareFunction(tenant: Tenant, body: FunctionInvokeRequest, id: string): Promise<Prepared> {
+    const fn = await this.#load(tenant.name, body.function, body.version);
+    const profile = findProfile(this.deps.profiles, body.profile ?? fn.profile);
+    if (!profile.runtimes.includes(fn.runtime)) {
+      throw new ApiError(
+        'RUNTIME_NOT_ALLOWED',
+        `Cannot run function '${fn.name}': runtime '${fn.runtime}' is not allowed by profile '${profile.name}': allowed runtimes are ${profile.runtimes.join(', ')}`,
+        { runtime: fn.runtime, profile: profile.name, allowed: profile.runtimes },
+      );
+    }
+    const limits = resolveLimits(profile, { ...fn.limits, ...body.limits }, { tenant: tenant.name, max: tenant.quotas.maxLimits });
+    checkBrokeredSlots(profile, fn.secrets);
+    const secrets = await this.#secretFiles(tenant.name, fn);
+    const context = { invocationId: id, function: fn.name, version: fn.version, tenant: tenant.name, deadlineMs: Date.now() + limits.timeoutMs };
+    const warm = functionWarmSpec({ ...fn, tenant: tenant.name }, profile, body.input, context);
+    const task: SandboxTask = {
+      id,
+      runtime: fn.runtime,
+      // A cold start runs the same bootstrap a warm sandbox was made with.
+      argv: warm.template.argv,
+      env: warm.template.env,
+      files: warm.template.files,
+      // bash's handler contract: the event JSON on stdin.
+      stdin: fn.runtime === 'bash' ? JSON.stringify(body.input) : '',
+      limits,
+      warm,
+      profile: {
+        name: profile.name,
+        filesystem: profile.filesystem,
+        landlock: profile.landlock,
+        rlimits: profile.rlimits,
+        seccompAllow: allowlistFor(profile, fn.runtime),
+        brokeredFiles: [...profile.seccomp.brokeredFiles, ...secrets],
+        network: profile.network,
+        ...(profile.apparmorProfile ? { apparmorProfile: profile.apparmorProfile } : {}),
+      },
+    };
+    return { id, tenant, task, profile, fn: { name: fn.name, version: fn.version } };
+  }
+
+  /** A version of a function: the latest unless asked; only the last FUNCTION_VERSIONS_KEPT exist. */
+  async #load(tenant: string, name: string, version: number | undefined): Promise<FunctionVersion> {
+    const { functions, withState } = this.deps;
+    const latest = await withState('functions.latest', 'read function', () => functions.latest(tenant, name));
+    if (latest === null) throw unknownFunction(name);
+    const v = version ?? latest;
+    if (v > latest || v <= latest - FUNCTION_VERSIONS_KEPT) {
+      const why = v > latest ? 'does not exist' : `is no longer kept (the last ${FUNCTION_VERSIONS_KEPT} are)`;
+      throw unknownFunction(name, `version ${v} of function '${name}' ${why}: the latest is ${latest}`);
+    }
+    const key = VersionCache.key(tenant, name, v);
+    const cached = this.#cache.get(key);
+    if (cached !== undefined) return cached;
+    const fn = await withState('functions.version', 'read function', () => functions.version(tenant, name, v));
+    // Deleted or replaced by enough newer versions since the first read.
+    if (fn === null) throw unknownFunction(name, `version ${v} of function '${name}' is no longer stored`);
+    this.#cache.set(key, fn);
+    return fn;
+  }
+
+  /**
+   * The secrets' host files, as brokered files. The host path comes from the tenant and
+   * the secret's name only (a name has no '/' and cannot be '.' or '..'), so a tenant can
+   * only ever reach files the operator put in its own directory. The broker opens them
+   * read-only without following symlinks; this check only makes a missing one a clear
+   * error instead of an ENOENT inside the function.
+   */
+  async #secretFiles(tenant: string, fn: FunctionVersion): Promise<Array<{ path: string; source: string }>> {
+    const out: Array<{ path: string; source: string }> = [];
+    for (const [path, name] of Object.entries(fn.secrets)) {
+      const source = this.deps.secretsDir === null ? null : join(this.deps.secretsDir, tenant, name);
+      const isFile = source !== null && (await lstat(source).then((s) => s.isFile(), () => false));
+      if (!isFile) {
+        this.deps.log.warn('secret not provisioned', { tenant, function: fn.name, secret: name, expected: source });
+        throw new ApiError(
+          'SECRET_MISSING',
+          `Cannot run function '${fn.name}': secret '${name}' (for ${path}) is not provisioned for tenant '${tenant}': ask the operator to provision it`,
+          { function: fn.name, secret: name, path },
+        );
+      }
+      out.push({ path, source: source! });
+    }
+    return out;
+  }
+}
+
+/** The handler's answer over the sandbox's result: a function that ran but did not answer is an error. */
+export function withAnswer(
+  base: InvokeResponse,
+  task: Pick<SandboxTask, 'runtime'>,
+  result: Pick<SandboxResult, 'reply' | 'stdout'>,
+  fn: { name: string; version: number },
+): FunctionInvokeResponse {
+  const answer = parseAnswer(task.runtime, result.reply, result.stdout);
+  let status = base.status;
+  let output: unknown = null;
+  let error: FunctionInvokeResponse['error'] = null;
+  if (answer?.ok === true) output = answer.output;
+  else if (answer?.ok === false) error = answer.error;
+  if (status === 'ok' && error === null && answer === null) {
+    const what = task.runtime === 'bash' ? 'printed nothing on stdout' : 'ended without answering';
+    error = { message: `Cannot read the function's result: the handler ${what}`, stack: null };
+  }
+  if (status === 'ok' && error !== null) status = 'error';
+  // Status error always comes with an error: a non-zero exit is one even when stdout was JSON.
+  if (status === 'error' && error === null) {
+    error = { message: `The function exited with code ${base.exitCode ?? 'unknown'}`, stack: null };
+  }
+  return { ...base, status, function: fn.name, version: fn.version, output, error };
+}
