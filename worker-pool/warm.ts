@@ -198,9 +198,26 @@ export class WarmPools {
     if (p.failures >= 3) return;
     while (this.inFlight < this.options.concurrency && p.ready.length + p.creating < this.target(p)) {
       const t = this.totals();
-      if (t.count + 1 > this.options.maxSandboxes || t.memoryMb + p.memoryMb > this.options.budgetMb) return;
+      const full = t.count + 1 > this.options.maxSandboxes || t.memoryMb + p.memoryMb > this.options.budgetMb;
+      // A full budget gives way to demand: the pool used least recently gives up one
+      // sandbox, so many rarely used functions cannot keep a busy one cold.
+      if (full && !this.evictFor(p)) return;
+      if (full) continue;
       this.create(p);
     }
+  }
+
+  /** Releases one ready sandbox of the pool claimed longest ago before `p` was. */
+  private evictFor(p: Pool): boolean {
+    let victim: Pool | null = null;
+    for (const q of this.pools.values()) {
+      if (q === p || q.ready.length === 0 || q.lastClaim >= p.lastClaim) continue;
+      if (!victim || q.lastClaim < victim.lastClaim) victim = q;
+    }
+    const r = victim?.ready.pop();
+    if (!r) return false;
+    void this.backend.release(r.parked);
+    return true;
   }
 
   private create(p: Pool): void {
