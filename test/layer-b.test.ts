@@ -685,7 +685,8 @@ print(json.dumps(sorted({e for v in seen.values() for e in v})))`,
     const sample = (): void => {
       try {
         const rssKb = Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${broker!.pid}/status`, 'utf8'))?.[1]);
-        samples.push({ fds: readdirSync(`/proc/${broker!.pid}/fd`).length, rssKb });
+        // An exiting broker (a zombie) has no VmRSS: the flood is over.
+        if (Number.isFinite(rssKb)) samples.push({ fds: readdirSync(`/proc/${broker!.pid}/fd`).length, rssKb });
       } catch {
         // the broker is gone: the flood is over
       }
@@ -700,7 +701,7 @@ print(json.dumps(sorted({e for v in seen.values() for e in v})))`,
     // The first samples see the broker fault in its code and tables; after that, 300 000
     // more notifications must not grow it.
     expect(samples.length).toBeGreaterThan(10);
-    const settled = samples[5]!;
+    const settled = samples[Math.min(5, samples.length - 1)]!;
     expect(Math.max(...samples.map((x) => x.fds))).toBe(samples[0]!.fds);
     expect(Math.max(...samples.slice(5).map((x) => x.rssKb)) - settled.rssKb).toBeLessThan(256);
     expect(other).toMatchObject({ status: 'ok', stdout: '42\n' });
