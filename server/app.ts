@@ -27,7 +27,7 @@ import { openApiDocument } from './openapi.js';
 import { QuotaGate, type QuotaStore } from './quotas.js';
 import { stateGuard } from './state-guard.js';
 import type { TenantStore } from './tenants.js';
-import { validQuery } from './validate.js';
+import { abortedBody, clientAborted, validQuery } from './validate.js';
 
 export type { Invoker } from './invocations.js';
 
@@ -76,7 +76,7 @@ export interface AppDeps {
 }
 
 function limitBody(maxBytes: number): MiddlewareHandler {
-  return bodyLimit({
+  const limit = bodyLimit({
     maxSize: maxBytes,
     onError: function payloadTooLarge(c) {
       // A chunked body is cut off at the limit, so its size is known only when declared.
@@ -92,6 +92,15 @@ function limitBody(maxBytes: number): MiddlewareHandler {
       );
     },
   });
+  // A chunked body is read here, before any handler: a client that hangs up midway is a
+  // refused request, not an internal error.
+  return async function limitBodySize(c, next) {
+    try {
+      return await limit(c, next);
+    } catch (e) {
+      throw clientAborted(e) ? abortedBody() : e;
+    }
+  };
 }
 
 export function createApp(deps: AppDeps): Hono {

@@ -33,6 +33,9 @@ export type ErrorCode =
   | 'SECRET_MISSING'
   | 'CALLBACK_NOT_ALLOWED'
   | 'SHUTTING_DOWN'
+  | 'BAD_REQUEST'
+  | 'HEADERS_TOO_LARGE'
+  | 'REQUEST_TIMEOUT'
   | 'INTERNAL';
 
 /** Exhaustive: a code added to ErrorCode without a status here does not compile. */
@@ -68,6 +71,11 @@ export const ERROR_STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   SECRET_MISSING: 409,
   CALLBACK_NOT_ALLOWED: 400,
   SHUTTING_DOWN: 503,
+  // Answered by the HTTP layer, before routing (server/client-errors.ts): a request it cannot
+  // parse, a request head over Node's limit (16 KiB), a request that did not arrive in time.
+  BAD_REQUEST: 400,
+  HEADERS_TOO_LARGE: 431,
+  REQUEST_TIMEOUT: 408,
   INTERNAL: 500,
 };
 

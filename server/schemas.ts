@@ -93,11 +93,33 @@ export const invokeRequestSchema = z.strictObject({
 });
 export type InvokeRequest = z.infer<typeof invokeRequestSchema>;
 
+/**
+ * Most levels of nesting a deployed function's `input` may have. It is serialized on its way
+ * to the sandbox, and JSON.stringify recurses: an input nested thousands deep (JSON.parse
+ * takes it) would overflow the stack there.
+ */
+export const MAX_INPUT_DEPTH = 64;
+
+/** Whether a JSON value nests deeper than `max` levels; iterative, so any depth is safe to ask about. */
+export function deeperThan(value: unknown, max: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    if (depth >= max) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return false;
+}
+
 /** Invokes a deployed function of the caller's tenant. */
 export const functionInvokeRequestSchema = z.strictObject({
   function: functionNameSchema,
   /** Any JSON: the handler's `event`. */
-  input: z.unknown().default(null),
+  input: z
+    .unknown()
+    .default(null)
+    .refine((v) => !deeperThan(v, MAX_INPUT_DEPTH), { error: `must be nested at most ${MAX_INPUT_DEPTH} levels deep` }),
   /** Default: the latest version. */
   version: z.number().int().min(1).optional(),
   /** Over the function's deployed limits, within the profile. */

@@ -36,8 +36,15 @@ function valueAt(root: unknown, path: readonly Segment[]): unknown {
 }
 
 /** A short rendering of a client value: the message must stay readable when the value is 1 MiB. */
-function show(value: unknown): string {
-  const text = JSON.stringify(value) ?? String(value);
+export function show(value: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    // JSON.stringify recurses: a body nested thousands deep (JSON.parse took it) overflows
+    // the stack. Say what it is instead.
+    text = Array.isArray(value) ? '[…]' : '{…}';
+  }
   return text.length > SHOWN_MAX ? `${text.slice(0, SHOWN_MAX)}…` : text;
 }
 
@@ -88,6 +95,17 @@ export function toFieldIssues(issues: readonly Issue[], input: unknown): FieldIs
   return out;
 }
 
+/** Whether reading the body failed because the client went away before sending all of it. */
+export function clientAborted(e: unknown): boolean {
+  const err = e as NodeJS.ErrnoException | null;
+  return err?.code === 'ECONNRESET' || err?.message === 'aborted';
+}
+
+/** Nobody is left to answer, and nothing went wrong here: a refusal (logged at debug), not INTERNAL. */
+export function abortedBody(): ApiError {
+  return new ApiError('BAD_REQUEST', 'Cannot read request body: the connection closed before all of it arrived');
+}
+
 function isJson(contentType: string | undefined): boolean {
   const essence = contentType?.split(';', 1)[0]?.trim().toLowerCase();
   return essence === 'application/json';
@@ -106,7 +124,14 @@ export function jsonBody<S extends z.ZodType>(schema: S): MiddlewareHandler<{ Va
         `Cannot read request body: content type must be application/json: current value is ${contentType === undefined ? 'missing' : `'${contentType}'`}`,
       );
     }
-    const text = await c.req.text();
+    let text: string;
+    try {
+      text = await c.req.text();
+    } catch (e) {
+      // Anything but a hang-up (the body limit's own error, which its middleware turns into
+      // a 413) goes on as it is.
+      throw clientAborted(e) ? abortedBody() : e;
+    }
     let raw: unknown;
     try {
       raw = JSON.parse(text);

@@ -2,7 +2,7 @@
 // plain objects in and out; errors travel as data, never as thrown custom classes
 // (piscina #141). A sandbox handle is plain data too (fds and pids are process-wide),
 // so a sandbox made by one job may be run and released by another, on another thread.
-import { rmSync } from 'node:fs';
+import { readFileSync, rmdirSync } from 'node:fs';
 import { constants } from 'node:os';
 import { workerData, type MessagePort } from 'node:worker_threads';
 import * as native from './native.js';
@@ -26,14 +26,41 @@ function toMs(ns: number | bigint): number {
   return Number(ns) / 1e6;
 }
 
-/** Removes the sandbox's cgroups if its supervisor could not (it was SIGKILLed). */
+/**
+ * Removes the sandbox's cgroups if its supervisor could not (it was SIGKILLed): kills
+ * what is still inside and retries while the dying tasks keep the folder busy.
+ */
 function removeLeftCgroups(host: HostLayout, sandboxId: string): void {
   for (const p of host.cgroup?.parents ?? []) {
-    try {
-      rmSync(`${p.parent}/zviz-${sandboxId}`, { recursive: false });
-    } catch {
-      // ENOENT is the normal case: the supervisor removed it.
+    const dir = `${p.parent}/zviz-${sandboxId}`;
+    for (let attempt = 0; attempt < 200; attempt++) {
+      try {
+        rmdirSync(dir);
+        break;
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code !== 'EBUSY') break; // ENOENT is the normal case: the supervisor removed it
+        for (const pid of readPids(dir)) {
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch {
+            // gone meanwhile
+          }
+        }
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+      }
     }
+  }
+}
+
+function readPids(dir: string): number[] {
+  try {
+    return readFileSync(`${dir}/cgroup.procs`, 'utf8')
+      .split('\n')
+      .map(Number)
+      .filter((n) => Number.isInteger(n) && n > 1);
+  } catch {
+    return [];
   }
 }
 

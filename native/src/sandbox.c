@@ -171,6 +171,10 @@ __attribute__((noreturn)) void zv_sandbox_main(const struct zv_child_ctx *ctx)
 		zv_fail(&err, ZVIZ_E_NAMESPACE, errno, "become root of the new user namespace");
 		die(ctx, &err);
 	}
+	/* A credential change clears the parent-death signal: arm it again, or a sandbox would
+	 * outlive a killed supervisor (and with it its timeout). A supervisor that died in
+	 * between is seen at the next read of the sync pipe (EOF). */
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 
 	/* 4. uts: our own hostname. */
 	if (sethostname(ZV_HOSTNAME, strlen(ZV_HOSTNAME)) < 0 || setdomainname("(none)", 6) < 0) {
