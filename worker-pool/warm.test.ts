@@ -10,6 +10,10 @@ class FakeBackend implements WarmBackend {
   pending: Array<{ id: string; resolve: (p: ParkedSandbox) => void; reject: (e: Error) => void }> = [];
   failNext = 0;
 
+  constructor() {
+    backends.push(this);
+  }
+
   spawn(template: SandboxTask): Promise<ParkedSandbox> {
     this.made++;
     return new Promise((resolve, reject) => this.pending.push({ id: template.id, resolve, reject }));
@@ -53,8 +57,10 @@ function task(key: string, memoryMb = 128): SandboxTask {
 const OPTIONS: WarmOptions = { maxSandboxes: 4, budgetMb: 10_000, maxPerPool: 3, concurrency: 2, idleMs: 60_000, windowMs: 10_000 };
 
 let pools: WarmPools | null = null;
+const backends: FakeBackend[] = [];
 afterEach(async () => {
-  await pools?.close();
+  // close() waits for creations in flight: let the fake backends complete theirs.
+  await Promise.all([pools?.close(), ...backends.splice(0).map((b) => b.finish())]);
   pools = null;
 });
 
@@ -143,6 +149,18 @@ describe('warm pools', () => {
       await b.finish();
     }
     expect(b.made).toBeLessThanOrEqual(4);
+  });
+
+  it('close waits for a creation in flight and releases what it made', async () => {
+    const b = new FakeBackend();
+    pools = new WarmPools(b, OPTIONS);
+    pools.claim(task('a'));
+    expect(b.pending.length).toBe(1);
+    const closing = pools.close();
+    await b.finish();
+    await closing;
+    expect(b.released.length).toBe(1);
+    expect(pools.size).toBe(0);
   });
 
   it('close releases every ready sandbox and turns the pools off', async () => {

@@ -72,6 +72,7 @@ interface Pool {
 export class WarmPools {
   private readonly pools = new Map<string, Pool>();
   private inFlight = 0;
+  private readonly creating = new Set<Promise<unknown>>();
   private closed = false;
   private timer: NodeJS.Timeout | null = null;
 
@@ -136,10 +137,12 @@ export class WarmPools {
   async close(): Promise<void> {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
-    const all: Promise<void>[] = [];
+    const all: Promise<unknown>[] = [...this.creating];
     for (const p of this.pools.values()) {
       for (const r of p.ready.splice(0)) all.push(this.backend.release(r.parked));
     }
+    // Creations in flight finish (their worker thread is inside a native call) and, the
+    // pools being closed, release what they made.
     await Promise.allSettled(all);
   }
 
@@ -225,7 +228,7 @@ export class WarmPools {
     p.creating++;
     const started = this.backend.now();
     // Every sandbox gets its own id: it names the sandbox's cgroup and network namespace.
-    this.backend
+    const done = this.backend
       .spawn({ ...p.template, id: `warm-${randomUUID()}` })
       .then((parked) => {
         p.startMs = p.startMs * 0.7 + (this.backend.now() - started) * 0.3;
@@ -240,8 +243,10 @@ export class WarmPools {
       .finally(() => {
         this.inFlight--;
         p.creating--;
+        this.creating.delete(done);
         for (const q of this.pools.values()) this.refill(q);
       });
+    this.creating.add(done);
   }
 
   /** Periodic: shrink idle pools, let failing pools retry, keep targets met. */
