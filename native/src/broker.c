@@ -395,6 +395,9 @@ bool zv_broker_exited_abnormally(struct zv_broker *h)
 		return false;
 	if (waitid(P_PIDFD, (id_t)h->pidfd, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid == 0)
 		return false;
+	/* It has exited: its pidfd stays readable until it is reaped, so the caller stops
+	 * watching it (the audit it wrote is collected, and it is reaped, at the end). */
+	h->exited = true;
 	return !(si.si_code == CLD_EXITED && si.si_status == 0);
 }
 

@@ -231,7 +231,7 @@ bool zv_sup_loop(struct sup *s, bool until_booted)
 			[P_CTLIN] = s->running ? s->ctl.fd : -1,
 			[P_MSG] = s->msg_rd,
 			[P_TIMER] = s->timer_fd,
-			[P_BROKER] = s->init_reaped ? -1 : s->broker.pidfd,
+			[P_BROKER] = (s->init_reaped || s->broker.exited) ? -1 : s->broker.pidfd,
 		};
 		struct pollfd pfd[P_COUNT];
 		for (int i = 0; i < P_COUNT; i++) {

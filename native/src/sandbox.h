@@ -60,6 +60,7 @@ struct zv_broker {
 	int audit_rd;
 	int sock_child;  /* the function process's end */
 	int sock_broker; /* the broker's end, until it is forked */
+	bool exited;     /* seen to have exited (not yet reaped) */
 	bool reaped;
 };
 
