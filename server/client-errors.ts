@@ -46,3 +46,37 @@ export function onClientError(err: ClientError, socket: Duplex): void {
       body,
   );
 }
+
+/**
+ * The request targets @hono/node-server refuses before the app sees them (a backslash in
+ * the path, an absolute-form or authority-form target, no Host header), answered with
+ * the API's error shape instead of its empty 400. Null when the request can go on.
+ */
+export function requestTargetError(url: string | undefined, host: string | undefined): ApiError | null {
+  if (url === undefined || !url.startsWith('/')) {
+    return new ApiError('BAD_REQUEST', `Cannot route request: the target must be a path starting with '/': current value is ${JSON.stringify((url ?? '').slice(0, 60))}`);
+  }
+  const path = url.split('?')[0] ?? '';
+  if (path.includes('\\')) {
+    return new ApiError('BAD_REQUEST', `Cannot route request: the path must not contain a backslash: current value is ${JSON.stringify(path.slice(0, 60))}`);
+  }
+  if (host === undefined || host === '') return new ApiError('BAD_REQUEST', 'Cannot route request: the Host header is missing');
+  return null;
+}
+
+/** Puts requestTargetError in front of the server's request listeners. */
+export function guardRequestTargets(server: import('node:http').Server): void {
+  const listeners = server.listeners('request') as Array<(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => void>;
+  server.removeAllListeners('request');
+  server.on('request', function guardedRequest(req, res) {
+    const err = requestTargetError(req.url, req.headers.host);
+    if (err) {
+      const body = JSON.stringify(err.toBody());
+      res.writeHead(err.status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), Connection: 'close' });
+      res.end(body);
+      req.resume();
+      return;
+    }
+    for (const l of listeners) l.call(server, req, res);
+  });
+}

@@ -18,7 +18,7 @@ import type { SandboxTask } from '../worker-pool/types.js';
 import { createApp, type Invoker, type Readiness } from './app.js';
 import { recoverRunning, type HostIdentity } from './async-invocations.js';
 import { AuditLog } from './audit.js';
-import { onClientError } from './client-errors.js';
+import { guardRequestTargets, onClientError } from './client-errors.js';
 import { loadConfig, type Config } from './config.js';
 import { createDevTenant, DEV_TENANT, tryCommand } from './dev-tenant.js';
 import { Drain } from './drain.js';
@@ -274,6 +274,7 @@ export async function main(): Promise<void> {
   const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port });
   server.on('error', (e) => fatal(`Cannot listen on ${config.host}:${config.port}: ${e.message}`));
   server.on('clientError', onClientError);
+  guardRequestTargets(server as import('node:http').Server);
   server.on('listening', () => {
     const addr = server.address() as AddressInfo;
     host.id = `${hostname()}:${addr.port}`;
