@@ -363,7 +363,13 @@ describe.skipIf(skip)('crash safety', () => {
       const inFlight = s
         .request('/invoke', { body: { ...sleeper(15, 301), profile: 'egress-closed', limits: { timeoutMs: 30_000 } } })
         .catch(() => null);
-      await waitFor(() => supervisorServing(s.pid, 'sleep 15.301'), 'the invocation to run');
+      try {
+        await waitFor(() => supervisorServing(s.pid, 'sleep 15.301'), 'the invocation to run');
+      } catch (e) {
+        // Never leave the server running (it would hold its sandbox and pool address).
+        await s.stop('SIGKILL');
+        throw e;
+      }
       const started = Date.now();
       const code = await s.stop('SIGTERM');
       expect(code).toBe(1);
