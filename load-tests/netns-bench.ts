@@ -18,7 +18,7 @@ import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { networkSchema } from '../profiles/schema.js';
-import { ensureTable, setupNetwork, teardownNetwork, type NetworkHost, type NetworkInfo } from '../worker-pool/network.js';
+import { ensureTable, setupNetwork, teardownNetwork, type NetworkHost, type NetworkInfo } from '../worker-pool/network/index.js';
 
 const DEFAULT_N = 200;
 

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { repoRoot } from './harness.js';
 
-const networkModule = join(repoRoot, 'dist', 'worker-pool', 'network.js');
+const networkModule = join(repoRoot, 'dist', 'worker-pool', 'network', 'address-pool.js');
 const skipReason = existsSync(networkModule) ? null : `${networkModule} missing: run \`npx tsc -p tsconfig.build.json\``;
 
 /**

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { networkSchema } from '../profiles/schema.js';
-import { ensureTable, setupNetwork, teardownNetwork } from '../worker-pool/network.js';
+import { ensureTable, setupNetwork, teardownNetwork } from '../worker-pool/network/index.js';
 import { privilegedReason } from './harness.js';
 import { netLeftovers, netnsOf } from './net-probes.js';
 import { networkToolsMissing, sh, trySh, UPSTREAM_IP } from './net-topology.js';

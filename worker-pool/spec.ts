@@ -1,7 +1,7 @@
 // Encodes a SandboxTask into the TLV spec that native/src/spec.c parses. Keep the tags
 // and the limits layout in step with native/src/internal.h.
 import { landlockPolicy } from './landlock.js';
-import type { NetworkHost } from './network.js';
+import type { NetworkHost } from './network/index.js';
 import type { SandboxTask } from './types.js';
 
 export const TAG = {

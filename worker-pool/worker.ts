@@ -6,7 +6,7 @@ import { readFileSync, rmdirSync } from 'node:fs';
 import { constants } from 'node:os';
 import { workerData, type MessagePort } from 'node:worker_threads';
 import * as native from './native.js';
-import { setupNetwork, teardownNetwork, type NetworkInfo } from './network.js';
+import { setupNetwork, teardownNetwork, type NetworkInfo } from './network/index.js';
 import { encodeGo, encodeSpec, type HostLayout } from './spec.js';
 import type {
   AuditEvent,

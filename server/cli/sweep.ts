@@ -9,7 +9,6 @@
 // is removed only when no live server is registered, since a live one may be about to
 // use it.
 import { readdirSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import {
   parseMountinfo,
@@ -20,8 +19,8 @@ import {
   V1_CONTROLLERS,
   type CgroupPlan,
 } from '../../worker-pool/cgroup-host.js';
-import { dropTable, sweepNetwork, type NetworkHost } from '../../worker-pool/network.js';
-import { processAlive } from '../../worker-pool/pids.js';
+import { dropTable, sweepNetwork, sweepUnlockedNetwork, type NetworkHost } from '../../worker-pool/network/index.js';
+import { processAlive } from '../../worker-pool/host/pids.js';
 import { loadConfig } from '../config.js';
 import { sweepServerEntries, unsharedParents } from '../host-state.js';
 import { helpText, noPositionals, parseCommandLine, type OptionSpecs } from './args.js';
@@ -116,71 +115,6 @@ function sweepServers(report: SweepReport): number[] {
   return live;
 }
 
-function tool(cmd: string, args: string[]): { ok: boolean; out: string } {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 10_000 });
-  return { ok: !r.error && r.status === 0, out: r.stdout ?? '' };
-}
-
-function lockExists(index: number): boolean {
-  try {
-    return readdirSync(NET_LOCK_DIR).includes(String(index));
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Veths and chains of sandbox index N with no lock file N: a teardown that half failed.
- * Only called when no live server is registered (one could be claiming N right now).
- */
-function sweepUnlockedNetwork(host: NetworkHost, report: SweepReport): void {
-  const ns = host.routerNetns ? ['-n', host.routerNetns] : [];
-  const links = tool('ip', [...ns, '-j', 'link', 'show']);
-  if (links.ok) {
-    let list: Array<{ ifname?: string }> = [];
-    try {
-      list = JSON.parse(links.out) as typeof list;
-    } catch {
-      list = [];
-    }
-    for (const l of list) {
-      const m = /^zvs(\d+)$/.exec(l.ifname ?? '');
-      if (!m || lockExists(Number(m[1]))) continue;
-      if (tool('ip', [...ns, 'link', 'del', l.ifname!]).ok) report.removed.push(`link ${l.ifname}`);
-      else report.failed.push(`link ${l.ifname}`);
-    }
-  }
-  const nft = (args: string[]) => (host.routerNetns ? tool('ip', ['netns', 'exec', host.routerNetns, 'nft', ...args]) : tool('nft', args));
-  const table = nft(['-j', 'list', 'table', 'inet', 'zviz']);
-  if (!table.ok) return;
-  let chains: string[] = [];
-  try {
-    const json = JSON.parse(table.out) as { nftables?: Array<{ chain?: { name?: string } }> };
-    chains = (json.nftables ?? []).flatMap((x) => (x.chain?.name ? [x.chain.name] : []));
-  } catch {
-    return;
-  }
-  const indexes = new Set(chains.flatMap((c) => /^sbd?-(\d+)$/.exec(c)?.[1] ?? []).map(Number));
-  for (const i of indexes) {
-    if (lockExists(i)) continue;
-    // One command at a time: a transaction fails whole when any part is already gone.
-    for (const cmd of [
-      `delete element inet zviz sandboxes { "zvs${i}" }`,
-      `delete element inet zviz sandboxes_in { "zvs${i}" }`,
-      `flush chain inet zviz sb-${i}`,
-      `delete chain inet zviz sb-${i}`,
-      `flush chain inet zviz sbd-${i}`,
-      `delete chain inet zviz sbd-${i}`,
-      `delete set inet zviz d4-${i}`,
-      `delete set inet zviz da-${i}`,
-      `delete set inet zviz d6-${i}`,
-    ]) {
-      nft(cmd.split(' '));
-    }
-    report.removed.push(`nft sb-${i}`);
-  }
-}
-
 export function sweepHost(host: NetworkHost, mountinfo: string): SweepReport {
   const report: SweepReport = { removed: [], killed: [], kept: [], failed: [] };
   const liveServers = sweepServers(report);
@@ -209,7 +143,9 @@ export function sweepHost(host: NetworkHost, mountinfo: string): SweepReport {
     for (const p of before) if (!realFs.exists(p.parent)) report.removed.push(`cgroup ${p.parent}`);
   }
   if (liveServers.length === 0) {
-    sweepUnlockedNetwork(host, report);
+    const unlocked = sweepUnlockedNetwork(host);
+    report.removed.push(...unlocked.removed);
+    report.failed.push(...unlocked.failed);
     dropTable(host);
   }
   return report;
