@@ -8,14 +8,15 @@
 // spawnSync overhead (a private libuv loop, pipes, waitpid) is inside both baselines;
 // the fork+exec row is that overhead plus the exec of /bin/true.
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, rmdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadProfiles, type Profile } from '../profiles/index.js';
 import { loadConfig } from '../server/config.js';
 import { allowlistFor } from '../server/invoke.js';
 import { envFor } from '../server/runtimes.js';
-import { prepareParents, type CgroupPlan } from '../worker-pool/cgroup-host.js';
-import { probeHost } from '../worker-pool/host.js';
+import { killAndRemove } from '../worker-pool/host/cgroups.js';
+import { openHost, type Host } from '../worker-pool/host/index.js';
+import { sandboxCgroup, sandboxId } from '../worker-pool/host/names.js';
 import * as native from '../worker-pool/native.js';
 import { encodeGo, encodeSpec, type HostLayout } from '../worker-pool/spec.js';
 import type { SandboxTask } from '../worker-pool/types.js';
@@ -62,25 +63,13 @@ export interface ColdResult {
   forkExecCpuMs: number;
 }
 
-export const ROOT_BASE = '/run/zviz/root';
-
-/** The host layout server/main.ts builds (no egress networking: the default profile has none). */
-export function benchHost(): { host: HostLayout; plan: CgroupPlan } {
-  const { cgroupPlan: plan } = probeHost();
-  if (!existsSync(ROOT_BASE)) {
-    // As server/main.ts: every sandbox's setup (as an unprivileged host uid) traverses it.
-    mkdirSync(ROOT_BASE, { recursive: true, mode: 0o755 });
-    for (const dir of ['/run/zviz', ROOT_BASE]) chmodSync(dir, 0o755);
-  }
-  return {
-    plan,
-    host: {
-      rootBase: ROOT_BASE,
-      uidBase: loadConfig({}).uidBase,
-      cgroup: plan.driver === 'none' ? null : { version: plan.driver === 'v2' ? 2 : 1, parents: plan.parents },
-      network: null,
-    },
-  };
+/**
+ * The host as a server opens it (worker-pool/host: registered, cgroup folders prepared and
+ * swept), for the default profile. The caller closes it when the benchmarks end.
+ */
+export function openBenchHost(): Host {
+  const config = loadConfig({});
+  return openHost({ uidBase: config.uidBase, net: config.net, profiles: [defaultProfile()] });
 }
 
 /** The canary of server/main.ts with the default profile: /usr/bin/true, no files, no stdin. */
@@ -152,13 +141,7 @@ function oneSandbox(task: SandboxTask, host: HostLayout, sandboxId: string, into
   } finally {
     if (!released) native.release(sb);
     // As worker.ts: remove what a SIGKILLed supervisor could not (normally nothing).
-    for (const p of host.cgroup?.parents ?? []) {
-      try {
-        rmdirSync(`${p.parent}/zviz-${sandboxId}`);
-      } catch {
-        // ENOENT: the supervisor removed it
-      }
-    }
+    for (const p of host.cgroup?.parents ?? []) killAndRemove(join(p.parent, sandboxCgroup(sandboxId)));
   }
 }
 
@@ -167,9 +150,9 @@ function spawnOk(cmd: string, args: string[]): void {
   if (r.error || r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed: ${r.error?.message ?? `exit ${r.status}`}`);
 }
 
-export function benchCold(n: number, warmup: number): ColdResult {
-  const { host, plan } = benchHost();
-  prepareParents(plan);
+export function benchCold(opened: Host, n: number, warmup: number): ColdResult {
+  const host: HostLayout = { ...opened.layout, network: null };
+  const plan = opened.cgroupPlan;
   const noCg: HostLayout = { ...host, cgroup: null };
   const task = trueTask(defaultProfile());
   const zv = newSamples();
@@ -243,14 +226,14 @@ export async function attachLatency(memParent: string, pidsParent: string, n: nu
   const second: number[] = [];
   for (let i = 0; i < n; i++) {
     // Named like a sandbox's cgroup, so that a server's start-up sweep would remove a leftover.
-    const name = `zviz-${process.pid}-bench-attach-${i}`;
+    const name = sandboxCgroup(sandboxId(`bench-attach-${i}`));
     const dirs = [join(memParent, name), join(pidsParent, name)];
     const child = spawn('/bin/sleep', ['30'], { stdio: 'ignore' });
     const exited = new Promise((r) => child.on('exit', r));
     const unregister = onAbort(async () => {
       child.kill('SIGKILL');
       await exited;
-      for (const d of dirs) await removeCgroupDir(d);
+      for (const d of dirs) killAndRemove(d);
     });
     try {
       for (const d of dirs) mkdirSync(d);
@@ -260,23 +243,9 @@ export async function attachLatency(memParent: string, pidsParent: string, n: nu
     } finally {
       child.kill('SIGKILL');
       await exited;
-      for (const d of dirs) await removeCgroupDir(d);
+      for (const d of dirs) killAndRemove(d);
       unregister();
     }
   }
   return { first: summarize(first), second: summarize(second) };
-}
-
-async function removeCgroupDir(dir: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    try {
-      rmdirSync(dir);
-      return;
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return;
-      if (code !== 'EBUSY') throw e;
-      await sleep(10);
-    }
-  }
 }

@@ -28,7 +28,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { BASE_ENV } from '../server/runtimes.js';
-import type { CgroupPlan } from '../worker-pool/cgroup-host.js';
+import { killAndRemove, type CgroupPlan } from '../worker-pool/host/cgroups.js';
+import { sandboxCgroupPrefix } from '../worker-pool/host/names.js';
 import { deploy, HELLO, invoke, poolSize, repoRoot, startBenchServer, type BenchServer, type Target } from './bench-server.js';
 import { childrenOf, commOf, onAbort, sleep, smapsRollup, statusKiB, statusNumber, summarize, type Summary } from './bench-util.js';
 
@@ -49,20 +50,9 @@ function readBytes(path: string): number {
   }
 }
 
-/** rmdir with retries: a cgroup stays busy for a moment after its last task exits. */
-export async function removeCgroup(dir: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    try {
-      rmdirSync(dir);
-      return;
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return;
-      if (code !== 'EBUSY') throw e;
-      await sleep(10);
-    }
-  }
-  throw new Error(`Cannot remove cgroup ${dir}: still busy after 2 s`);
+/** Removes a cgroup of the benchmark's own (killing what is left in it); throws when it stays. */
+export function removeCgroup(dir: string): void {
+  if (!killAndRemove(dir).removed) throw new Error(`Cannot remove cgroup ${dir}: still busy after 1 s`);
 }
 
 export interface RuntimeBaseline {
@@ -109,7 +99,7 @@ async function plainRuntime(memRoot: string, t: Target, count: number): Promise<
   };
   const unregister = onAbort(async () => {
     await stopAll();
-    await removeCgroup(cg);
+    removeCgroup(cg);
     rmSync(dir, { recursive: true, force: true });
   });
   try {
@@ -152,7 +142,7 @@ async function plainRuntime(memRoot: string, t: Target, count: number): Promise<
   } finally {
     unregister();
     await stopAll();
-    await removeCgroup(cg);
+    removeCgroup(cg);
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -208,7 +198,7 @@ function snapshot(s: BenchServer, memTree: string): Snapshot {
   const zvizDir = join(memTree, 'zviz');
   let names: string[] = [];
   try {
-    names = readdirNames(zvizDir).filter((n) => n.startsWith(`zviz-${s.pid}-`));
+    names = readdirNames(zvizDir).filter((n) => n.startsWith(sandboxCgroupPrefix(s.pid)));
   } catch {
     names = [];
   }
@@ -257,7 +247,7 @@ export async function warmMemory(plan: CgroupPlan, cycles: number): Promise<Warm
     } catch {
       // ENOENT: already gone
     }
-    await removeCgroup(memTree);
+    removeCgroup(memTree);
   };
   // Registered first, so that on an abort it runs after the server's stop.
   const unregister = onAbort(removeTree);

@@ -11,7 +11,8 @@ import { SandboxPool } from '../worker-pool/pool.js';
 import { encodeGo, encodeSpec } from '../worker-pool/spec.js';
 import type { SandboxTask } from '../worker-pool/types.js';
 import { DEFAULT_WARM } from '../worker-pool/warm.js';
-import { benchHost, defaultProfile } from './bench-cold.js';
+import { defaultProfile } from './bench-cold.js';
+import type { Host } from '../worker-pool/host/index.js';
 import { HELLO, invoke, type BenchServer, type Target } from './bench-server.js';
 import { onAbort, sleep, summarize, type Summary } from './bench-util.js';
 import { PAUSE_MS } from './bench-http.js';
@@ -69,9 +70,8 @@ function helloTask(i: number): SandboxTask {
  * same background load: HTTP invoke, 50 ms, SandboxPool.invoke(), 50 ms, … after a
  * warm-up at the same pace. Each path has its own warm pool.
  */
-export async function poolVersusHttp(s: BenchServer, t: Target, n: number, warmupMs: number): Promise<PoolLevel> {
-  const { host } = benchHost();
-  const pool = new SandboxPool({ host, maxSandboxes: 8, maxQueue: 64, warm: DEFAULT_WARM });
+export async function poolVersusHttp(opened: Host, s: BenchServer, t: Target, n: number, warmupMs: number): Promise<PoolLevel> {
+  const pool = new SandboxPool({ host: opened.layout, maxSandboxes: 8, maxQueue: 64, warm: DEFAULT_WARM });
   const unregister = onAbort(() => pool.close());
   let i = 0;
   try {
@@ -134,8 +134,8 @@ export interface NativeFloor {
  * sandboxes are made first (in batches of 10, then 1 s of quiet), then each is run and
  * released on this thread, 50 ms apart — no piscina hop, no refill competing for the CPU.
  */
-export async function nativeWarmFloor(n: number): Promise<NativeFloor> {
-  const { host } = benchHost();
+export async function nativeWarmFloor(opened: Host, n: number): Promise<NativeFloor> {
+  const host = opened.layout;
   const total: number[] = [];
   const run: number[] = [];
   const release: number[] = [];

@@ -14,9 +14,8 @@
 //
 // Network: loopback only. Everything the run creates (servers, their Redis, cgroups,
 // temporary directories) is removed before it exits, also on SIGINT/SIGTERM.
-import { existsSync, rmdirSync } from 'node:fs';
 import { cpus, release } from 'node:os';
-import { attachLatency, benchCold, benchHost, BWRAP_ARGS, type ColdResult } from './bench-cold.js';
+import { attachLatency, benchCold, BWRAP_ARGS, openBenchHost, type ColdResult } from './bench-cold.js';
 import { bursts, ceiling, httpFloors, sequential, throughput, BURST, PAUSE_MS, type Ceiling, type LatencySet, type Throughput } from './bench-http.js';
 import { ownMemoryCgroup, rssOverInvocations, warmMemory, type RssOverTime, type WarmMemory } from './bench-memory.js';
 import { nativeWarmFloor, poolVersusHttp, type NativeFloor, type PoolLevel } from './bench-pool.js';
@@ -352,11 +351,11 @@ async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('Cannot run the benchmarks: they need root (sandboxes, cgroups)');
   const started = new Date();
   const load0 = loadAverage();
-  const { plan } = benchHost();
-  const parentsBefore = new Set(plan.parents.filter((p) => existsSync(p.parent)).map((p) => p.parent));
+  const host = openBenchHost();
+  const plan = host.cgroupPlan;
   try {
     progress(`item 1: cold /bin/true, ${P.coldN} iterations`);
-    const cold = benchCold(P.coldN, P.coldWarmup);
+    const cold = benchCold(host, P.coldN, P.coldWarmup);
 
     const memParent = plan.parents.find((p) => p.controllers.includes('memory'))?.parent;
     const pidsParent = plan.parents.find((p) => p.controllers.includes('pids'))?.parent;
@@ -367,7 +366,7 @@ async function main(): Promise<void> {
     }
 
     progress('item 2 (breakdown): native warm floor');
-    const floor = await nativeWarmFloor(P.floorN);
+    const floor = await nativeWarmFloor(host, P.floorN);
 
     progress(`item 3 (ceiling): env -i node -e 0 × ${P.ceilingRuns}`);
     const ceil = ceiling(P.ceilingRuns);
@@ -390,7 +389,7 @@ async function main(): Promise<void> {
         on[rt] = { seq, burst: await bursts(s, target[rt], P.bursts, true) };
       }
       progress('item 2 (breakdown): node hello over HTTP interleaved with SandboxPool.invoke() in-process');
-      poolLevel = await poolVersusHttp(s, target.node, Math.round(P.seqN / 2), Math.min(P.seqWarmupMs, 5000));
+      poolLevel = await poolVersusHttp(host, s, target.node, Math.round(P.seqN / 2), Math.min(P.seqWarmupMs, 5000));
       progress(`item 3: node hello throughput, ${P.tputSeconds} s`);
       tput = await throughput(s, target.node, P.tputSeconds, TPUT_CONCURRENCY);
       progress(`item 4: server RSS over ${P.rssN} inline bash true`);
@@ -425,15 +424,8 @@ async function main(): Promise<void> {
     console.log('\nNotes');
     for (const n of notes) console.log(`- ${n}`);
   } finally {
-    // As server/main.ts at shutdown: the `zviz` folders go, unless someone else's are there.
-    for (const p of plan.parents) {
-      if (parentsBefore.has(p.parent)) continue;
-      try {
-        rmdirSync(p.parent);
-      } catch {
-        // ENOENT (a server removed it) or EBUSY (another server's sandboxes)
-      }
-    }
+    // As a server's shutdown: the `zviz` folders go unless another server uses them.
+    host.close();
   }
 }
 

@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { networkSchema } from '../profiles/schema.js';
 import { ensureTable, setupNetwork, teardownNetwork, type NetworkHost, type NetworkInfo } from '../worker-pool/network/index.js';
+import { vethName } from '../worker-pool/host/names.js';
 
 const DEFAULT_N = 200;
 
@@ -123,7 +124,7 @@ function main(): void {
       const info = live.shift()!;
       teardown.push(timed(() => teardownNetwork(host, info)));
       // Not timed: is the router-side veth gone when teardown returns?
-      if (ip(['-n', router, 'link', 'show', `zvs${info.index}`]).ok) lingering++;
+      if (ip(['-n', router, 'link', 'show', vethName(info.index)]).ok) lingering++;
     }
 
     const pair = baseAdd.map((a, i) => a + baseDel[i]!);

@@ -13,7 +13,8 @@
 // does. Every slope is printed.
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { planCgroups } from '../worker-pool/cgroup-host.js';
+import { planCgroups } from '../worker-pool/host/cgroups.js';
+import { NETNS_DIR, sandboxCgroupPrefix } from '../worker-pool/host/names.js';
 
 export const METRICS = ['rssMiB', 'heapMiB', 'threads', 'fds', 'supervisors', 'cgroups', 'netns', 'nftRules', 'mounts', 'zombies'] as const;
 export type Metric = (typeof METRICS)[number];
@@ -84,7 +85,7 @@ export interface SamplerOptions {
 export function sampler(opts: SamplerOptions): () => HostSample {
   const { serverPid } = opts;
   const parents = parentsOf(serverPid);
-  const prefix = `zviz-${serverPid}-`;
+  const prefix = sandboxCgroupPrefix(serverPid);
   const nft = opts.routerNetns ? ['ip', ['netns', 'exec', opts.routerNetns, 'nft', '-a', 'list', 'table', 'inet', 'zviz']] as const : ['nft', ['-a', 'list', 'table', 'inet', 'zviz']] as const;
   return () => {
     const procs = processes();
@@ -122,7 +123,7 @@ export function sampler(opts: SamplerOptions): () => HostSample {
       supervisors,
       // One hierarchy is enough: every sandbox has a folder in each.
       cgroups: count(() => (parents[0] && existsSync(parents[0]) ? readdirSync(parents[0]).filter((n) => n.startsWith(prefix)).length : 0)),
-      netns: count(() => (existsSync('/run/netns') ? readdirSync('/run/netns').filter((n) => n.startsWith(prefix)).length : 0)),
+      netns: count(() => (existsSync(NETNS_DIR) ? readdirSync(NETNS_DIR).filter((n) => n.startsWith(prefix)).length : 0)),
       // Every chain, set and rule of the table carries a handle.
       nftRules: run(nft[0], [...nft[1]]).split('\n').filter((l) => l.includes('# handle')).length,
       // Sandboxes mount in namespaces of their own: on the host, only the egress namespaces'

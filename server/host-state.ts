@@ -1,11 +1,8 @@
-// What this server keeps on the host outside Redis, and how it knows it is still usable: the
-// state directory (audit file, private Redis) must take a write, and the registry of servers
-// in /run/zviz/servers must hold only live ones, so that what a dead server registered
-// neither outlives it nor stops a live one from removing its own cgroup folders.
-import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeSync } from 'node:fs';
+// The state directory (audit file, private Redis, secrets) and how the server knows it is
+// still usable: it must take a write, at start-up and at every readiness check.
+import { closeSync, fsyncSync, openSync, rmSync, statSync, writeSync } from 'node:fs';
 import { open, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { planCgroups, SERVERS_DIR, type CgroupPlan } from '../worker-pool/cgroup-host.js';
 
 export interface Check {
   ok: boolean;
@@ -61,91 +58,4 @@ export async function probeStateDir(dir: string): Promise<Check> {
   } catch (e) {
     return failed(dir, e);
   }
-}
-
-function registered(dir: string): number[] {
-  try {
-    return readdirSync(dir)
-      .map(Number)
-      .filter((n) => Number.isInteger(n) && n > 0);
-  } catch {
-    return [];
-  }
-}
-
-/** Start-up: drops the registry entries of servers that are gone (a SIGKILLed predecessor's). */
-export function sweepServerEntries(isAlive: (pid: number) => boolean, dir = SERVERS_DIR): number[] {
-  const removed: number[] = [];
-  for (const pid of registered(dir)) {
-    if (pid === process.pid || isAlive(pid)) continue;
-    try {
-      unlinkSync(join(dir, String(pid)));
-      removed.push(pid);
-    } catch {
-      // a sibling starting at the same time removed it
-    }
-  }
-  return removed;
-}
-
-/**
- * Shutdown: the part of `plan` no other live server uses. Servers in other cgroups have
- * `zviz` folders of their own; only one in the same cgroup shares ours (and may be between
- * its mkdir and its first sandbox, so its empty folder must stay).
- */
-export function unsharedParents(plan: CgroupPlan, isAlive: (pid: number) => boolean, dir = SERVERS_DIR): CgroupPlan {
-  let mountinfo = '';
-  try {
-    mountinfo = readFileSync('/proc/self/mountinfo', 'utf8');
-  } catch {
-    return { ...plan, parents: [] };
-  }
-  const used = new Set<string>();
-  for (const pid of registered(dir)) {
-    if (pid === process.pid || !isAlive(pid)) continue;
-    try {
-      for (const p of planCgroups(readFileSync(`/proc/${pid}/cgroup`, 'utf8'), mountinfo).parents) used.add(p.parent);
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return { ...plan, parents: plan.parents.filter((p) => !used.has(p.parent)) };
-}
-
-/**
- * Kills every process in this server's sandbox cgroups (`zviz-<pid>-…` under each parent),
- * each sandbox's init among them, and with an init its whole pid namespace. Their
- * supervisors then report the invocation as killed and exit, so the worker threads blocked
- * on them return. Returns how many processes were signalled.
- */
-export function killOwnSandboxes(plan: CgroupPlan, pid = process.pid): number {
-  const prefix = `zviz-${pid}-`;
-  let signalled = 0;
-  for (const p of plan.parents) {
-    let names: string[];
-    try {
-      names = readdirSync(p.parent).filter((n) => n.startsWith(prefix));
-    } catch {
-      continue;
-    }
-    for (const name of names) {
-      let procs = '';
-      try {
-        procs = readFileSync(join(p.parent, name, 'cgroup.procs'), 'utf8');
-      } catch {
-        continue; // removed meanwhile
-      }
-      for (const line of procs.split('\n')) {
-        const victim = Number(line);
-        if (!Number.isInteger(victim) || victim <= 1) continue;
-        try {
-          process.kill(victim, 'SIGKILL');
-          signalled++;
-        } catch {
-          // ended meanwhile
-        }
-      }
-    }
-  }
-  return signalled;
 }

@@ -2,17 +2,14 @@
 // pool, HTTP (and the metrics listener), and an orderly shutdown. Everything that can be wrong about the host or the configuration
 // is found here, before the port opens, and reported as one line naming what to fix.
 import { randomUUID } from 'node:crypto';
-import { chmodSync, mkdirSync, realpathSync } from 'node:fs';
+import { mkdirSync, realpathSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { serve } from '@hono/node-server';
 import { loadProfiles, type Profile } from '../profiles/index.js';
-import { prepareParents, registerServer, removeParents, sweepCgroups, unregisterServer } from '../worker-pool/cgroup-host.js';
-import { missingRequirements, probeHost } from '../worker-pool/host.js';
-import { processAlive } from '../worker-pool/host/pids.js';
-import { dropTable, ensureTable, sweepNetwork, type NetworkHost } from '../worker-pool/network/index.js';
+import { openHost, type Host } from '../worker-pool/host/index.js';
 import { PoolOverloadedError, SandboxPool } from '../worker-pool/pool.js';
 import type { SandboxTask } from '../worker-pool/types.js';
 import { createApp, type Invoker, type Readiness } from './app.js';
@@ -24,7 +21,7 @@ import { createDevTenant, DEV_TENANT, tryCommand } from './dev-tenant.js';
 import { Drain } from './drain.js';
 import { ApiError } from './errors.js';
 import { deployExamples, loadExamples } from './examples.js';
-import { killOwnSandboxes, probeStateDir, probeStateDirSync, sweepServerEntries, unsharedParents } from './host-state.js';
+import { probeStateDir, probeStateDirSync } from './host-state.js';
 import { allowlistFor } from './invoke.js';
 import { JsonLogger } from './log.js';
 import { createMetricsApp, Metrics } from './metrics.js';
@@ -84,48 +81,36 @@ export async function main(): Promise<void> {
   }
   const log = new JsonLogger({ level: config.logLevel });
 
-  const { facts, cgroupPlan } = probeHost();
-  log.info('host', { ...facts });
-  const missing = missingRequirements(facts, profiles.values(), { allowTestProfiles: config.allowTestProfiles });
-  if (facts.landlock.unenforced.length > 0) {
-    log.warn('Landlock cannot enforce every right on this kernel', { abi: facts.landlock.abi, unenforced: facts.landlock.unenforced });
+  let host: Host;
+  try {
+    host = openHost({ uidBase: config.uidBase, net: config.net, profiles: profiles.values(), allowTestProfiles: config.allowTestProfiles, log });
+  } catch (e) {
+    fatal((e as Error).message);
   }
-  if (missing.length > 0) fatal(missing.join('\n'));
+  const { facts } = host;
+  log.info('host', { ...facts });
+  /** Start-up failed after the host was opened: undo it, then stop. */
+  const abort: (message: string) => never = (message) => {
+    host.close();
+    fatal(message);
+  };
 
-  // Each sandbox mounts its new root on this empty directory, inside its own mount
-  // namespace. It lives under /run, not the state directory: the sandbox's setup runs as
-  // an unprivileged host uid that must be able to traverse every directory on the way,
-  // whatever mode an operator gave the state directory.
-  const rootBase = '/run/zviz/root';
   // Secrets the operator provisions for deployed functions: <dir>/<tenant>/<name>, read by
   // the sandboxes' brokers (which run as the server), never by a tenant's code directly.
   const secretsDir = join(config.stateDir, 'secrets');
   try {
     mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
     mkdirSync(secretsDir, { recursive: true, mode: 0o700 });
-    mkdirSync(rootBase, { recursive: true, mode: 0o755 });
-    for (const dir of ['/run/zviz', rootBase]) chmodSync(dir, 0o755);
   } catch (e) {
     // A recursive mkdir on a read-only file system says ENOENT: the probe names the cause.
     const probe = probeStateDirSync(config.stateDir);
-    if (!probe.ok) fatal(probe.detail);
-    fatal(`Cannot create state directories ${config.stateDir} and ${rootBase}: ${(e as Error).message} (set ZVIZ_STATE_DIR to a writable path)`);
+    if (!probe.ok) abort(probe.detail);
+    abort(`Cannot create state directory ${config.stateDir}: ${(e as Error).message} (set ZVIZ_STATE_DIR to a writable path)`);
   }
   // A state directory that is read-only or full fails here, once, naming the path: not
   // later, as an audit file that stops taking records or a private Redis that cannot save.
   const writable = probeStateDirSync(config.stateDir);
-  if (!writable.ok) fatal(writable.detail);
-
-  try {
-    registerServer();
-    const gone = sweepServerEntries(processAlive);
-    if (gone.length > 0) log.warn('dropped the registration of servers that are gone', { pids: gone });
-    prepareParents(cgroupPlan);
-    const swept = sweepCgroups(cgroupPlan, processAlive, (pid) => process.kill(pid, 'SIGKILL'));
-    if (swept.removed.length > 0 || swept.killed.length > 0) log.warn('swept leftovers of a previous server', { ...swept });
-  } catch (e) {
-    fatal(`Cannot prepare cgroups under ${cgroupPlan.parents.map((p) => p.parent).join(', ')}: ${(e as Error).message}`);
-  }
+  if (!writable.ok) abort(writable.detail);
 
   // Quotas are enforced in Redis: without it no invocation may run, so it comes first.
   let state: State;
@@ -140,32 +125,12 @@ export async function main(): Promise<void> {
     });
     devKey = await createDevTenant(state.tenants, config.host);
   } catch (e) {
-    fatal((e as Error).message);
+    abort((e as Error).message);
   }
   if (config.adminToken === null) log.warn('ZVIZ_ADMIN_TOKEN is not set: the admin API, GET /host and GET /metrics answer 403', {});
 
-  // Layer E: the nftables table and the sweep of a dead predecessor's namespaces and
-  // veths. Only where some profile gives egress; mode "none" needs nothing on the host.
-  const netHost: NetworkHost = { ...config.net, lockDir: '/run/zviz/net' };
-  const needsEgress = [...profiles.values()].some((p) => p.network.mode === 'egress');
-  try {
-    const swept = sweepNetwork(netHost, processAlive);
-    if (swept.removed.length > 0) log.warn('swept network leftovers of a previous server', { removed: swept.removed });
-    if (needsEgress) ensureTable(netHost);
-  } catch (e) {
-    fatal(`Cannot prepare sandbox networking${config.net.routerNetns ? ` in namespace ${config.net.routerNetns}` : ''}: ${(e as Error).message}`);
-  }
-
   const pool = new SandboxPool({
-    host: {
-      rootBase,
-      uidBase: config.uidBase,
-      cgroup:
-        cgroupPlan.driver === 'none'
-          ? null
-          : { version: cgroupPlan.driver === 'v2' ? 2 : 1, parents: cgroupPlan.parents },
-      network: netHost,
-    },
+    host: host.layout,
     maxSandboxes: config.maxSandboxes,
     maxQueue: config.maxQueue,
     warm: { ...config.warm, windowMs: 10_000 },
@@ -197,7 +162,11 @@ export async function main(): Promise<void> {
     log.debug('canary', { ...canary, tookMs: Date.now() - started });
   }
   await runCanary();
-  if (!canary.ok) fatal(`Cannot create a sandbox on this host: ${canary.detail}`);
+  if (!canary.ok) {
+    await pool.close();
+    await state.close();
+    abort(`Cannot create a sandbox on this host: ${canary.detail}`);
+  }
 
   const drain = new Drain();
   async function readiness(): Promise<Readiness> {
@@ -227,7 +196,7 @@ export async function main(): Promise<void> {
   const audit = new AuditLog({ store: state.audit, file: join(config.stateDir, 'audit.log'), log });
   // This server run, as async invocation records name it: the port is the bound one, known
   // once listening (before any request can arrive).
-  const host: HostIdentity = { id: `${hostname()}:${config.port}`, boot: randomUUID() };
+  const identity: HostIdentity = { id: `${hostname()}:${config.port}`, boot: randomUUID() };
   const app = createApp({
     profiles,
     invoker,
@@ -243,7 +212,7 @@ export async function main(): Promise<void> {
     functions: state.functions,
     invocations: state.invocations,
     drain,
-    host: () => host,
+    host: () => identity,
     secretsDir,
     callbackHosts: config.callbackHosts,
     resultTtlS: config.resultTtlS,
@@ -254,12 +223,12 @@ export async function main(): Promise<void> {
 
   /** Once listening (the host identity needs the port): recovery, pool stats, examples. */
   async function afterListening(): Promise<void> {
-    poolStats = new PoolStatsPublisher({ redis: state.redis, host: host.id, stats: () => pool.poolStats(), log });
+    poolStats = new PoolStatsPublisher({ redis: state.redis, host: identity.id, stats: () => pool.poolStats(), log });
     poolStats.start();
     try {
-      await recoverRunning(state.invocations, host, log);
+      await recoverRunning(state.invocations, identity, log);
     } catch (e) {
-      log.warn('cannot check for async invocations a previous run left running', { host: host.id, error: (e as Error).message });
+      log.warn('cannot check for async invocations a previous run left running', { host: identity.id, error: (e as Error).message });
     }
     try {
       const dev = await state.tenants.get(DEV_TENANT);
@@ -277,7 +246,7 @@ export async function main(): Promise<void> {
   guardRequestTargets(server as import('node:http').Server);
   server.on('listening', () => {
     const addr = server.address() as AddressInfo;
-    host.id = `${hostname()}:${addr.port}`;
+    identity.id = `${hostname()}:${addr.port}`;
     void afterListening();
     const url = `http://${config.host}:${addr.port}`;
     log.info('listening', { url, profiles: [...profiles.keys()] });
@@ -314,7 +283,7 @@ export async function main(): Promise<void> {
       // process in koffi) and skip the teardown below. End the sandboxes instead: their
       // supervisors report, the handlers answer (killed) and release their leases, and
       // shutdown goes on below, leaving nothing behind; exit code 1 says it was cut short.
-      const killed = killOwnSandboxes(cgroupPlan);
+      const killed = host.killSandboxes();
       log.error('drain deadline passed; killing the invocations in flight', { inFlight: drain.active, killedProcesses: killed });
       setTimeout(() => {
         // Supervisors watch our pidfd: they kill their sandboxes and clean up when we exit.
@@ -335,19 +304,13 @@ export async function main(): Promise<void> {
     // 3. Destroy the warm pools: no sandbox, supervisor or cgroup may outlive the server.
     await poolStats?.stop();
     await pool.close();
-    // No sandbox of ours exists now: a folder of ours still here is one a killed supervisor
-    // could not remove. Swept like a dead predecessor's (whatever is inside is killed).
-    const ours = sweepCgroups(cgroupPlan, (pid) => pid !== process.pid && processAlive(pid), (pid) => process.kill(pid, 'SIGKILL'));
-    if (ours.removed.length > 0) log.warn('removed sandbox cgroups their supervisors left', { ...ours });
     // Handlers wrote their audit records before they answered; Redis stays up until then.
     await answered;
     await audit.close();
     await state.close();
-    // Our registration goes; the `zviz` folders go unless a live sibling in the same cgroup
-    // uses them (it may be between its mkdir and its first sandbox).
-    unregisterServer(processAlive);
-    removeParents(unsharedParents(cgroupPlan, processAlive));
-    if (needsEgress) dropTable(netHost);
+    // What the supervisors left goes, then our registration; the `zviz` folders and the
+    // nftables table go only when no live sibling is left to use them.
+    host.close();
     log.info('stopped', { deadlinePassed });
     process.exit(deadlinePassed ? 1 : 0);
   }

@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, wr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { planCgroups } from '../worker-pool/cgroup-host.js';
+import { planCgroups } from '../worker-pool/host/cgroups.js';
 import { hostLeftovers, privilegedReason, repoRoot, startServer, type RunningServer } from './harness.js';
 import { settledLeftovers } from './sandbox-helpers.js';
 

@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { planCgroups } from '../worker-pool/cgroup-host.js';
+import { planCgroups } from '../worker-pool/host/cgroups.js';
 import { hostLeftovers } from './harness.js';
 import { hostProcesses, sleep, type HostProcess } from './sandbox-helpers.js';
 

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parseProfile, type Profile } from '../profiles/index.js';
-import { missingRequirements } from './host.js';
+import { missingRequirements } from './host/probe.js';
 import { FS, landlockPolicy, landlockRefusal, NET, unenforcedRights, type PathRule } from './landlock.js';
 import type { HostFacts } from './types.js';
 

@@ -2,10 +2,12 @@
 // plain objects in and out; errors travel as data, never as thrown custom classes
 // (piscina #141). A sandbox handle is plain data too (fds and pids are process-wide),
 // so a sandbox made by one job may be run and released by another, on another thread.
-import { readFileSync, rmdirSync } from 'node:fs';
 import { constants } from 'node:os';
+import { join } from 'node:path';
 import { workerData, type MessagePort } from 'node:worker_threads';
 import * as native from './native.js';
+import { killAndRemove } from './host/cgroups.js';
+import { sandboxCgroup, sandboxId } from './host/names.js';
 import { setupNetwork, teardownNetwork, type NetworkInfo } from './network/index.js';
 import { encodeGo, encodeSpec, type HostLayout } from './spec.js';
 import type {
@@ -28,40 +30,10 @@ function toMs(ns: number | bigint): number {
 
 /**
  * Removes the sandbox's cgroups if its supervisor could not (it was SIGKILLed): kills
- * what is still inside and retries while the dying tasks keep the folder busy.
+ * what is still inside. Normally the supervisor removed them and there is nothing to do.
  */
-function removeLeftCgroups(host: HostLayout, sandboxId: string): void {
-  for (const p of host.cgroup?.parents ?? []) {
-    const dir = `${p.parent}/zviz-${sandboxId}`;
-    for (let attempt = 0; attempt < 200; attempt++) {
-      try {
-        rmdirSync(dir);
-        break;
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code !== 'EBUSY') break; // ENOENT is the normal case: the supervisor removed it
-        for (const pid of readPids(dir)) {
-          try {
-            process.kill(pid, 'SIGKILL');
-          } catch {
-            // gone meanwhile
-          }
-        }
-        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
-      }
-    }
-  }
-}
-
-function readPids(dir: string): number[] {
-  try {
-    return readFileSync(`${dir}/cgroup.procs`, 'utf8')
-      .split('\n')
-      .map(Number)
-      .filter((n) => Number.isInteger(n) && n > 1);
-  } catch {
-    return [];
-  }
+function removeLeftCgroups(host: HostLayout, sandbox: string): void {
+  for (const p of host.cgroup?.parents ?? []) killAndRemove(join(p.parent, sandboxCgroup(sandbox)));
 }
 
 function toAuditEvent(a: native.RawAudit): AuditEvent {
@@ -85,22 +57,16 @@ function failure(e: unknown): { ok: false; error: native.NativeError['failure'] 
   return { ok: false, error: { code: 'SYSTEM', errno: 0, message: (e as Error).message } };
 }
 
-/** The sandbox id names host objects; the server pid in it tells a restarted server its
- * predecessor's leftovers from a live sibling's. */
-function sandboxIdFor(task: SandboxTask, suffix = ''): string {
-  return `${process.pid}-${task.id}${suffix}`;
-}
-
 /** Makes a sandbox for `task` and parks it (warm: its runtime is started and loaded). */
-function makeSandbox(task: SandboxTask, host: HostLayout, warm: boolean, sandboxId: string): ParkedSandbox {
+function makeSandbox(task: SandboxTask, host: HostLayout, warm: boolean, id: string): ParkedSandbox {
   const spec = warm && task.warm ? { ...task, ...task.warm.template } : task;
-  const net = setupNetwork(host.network, sandboxId, task.profile.network);
+  const net = setupNetwork(host.network, id, task.profile.network);
   try {
-    const handle = native.spawn(encodeSpec(spec, sandboxId, host, net, warm));
-    return { handle, sandboxId, net: net.info, setupMs: toMs(handle.setup_ns) };
+    const handle = native.spawn(encodeSpec(spec, id, host, net, warm));
+    return { handle, sandboxId: id, net: net.info, setupMs: toMs(handle.setup_ns) };
   } catch (e) {
     teardownNetwork(host.network, net.info);
-    removeLeftCgroups(host, sandboxId);
+    removeLeftCgroups(host, id);
     throw e;
   }
 }
@@ -181,7 +147,7 @@ export function runTask(task: SandboxTask, host: HostLayout, stream?: MessagePor
   const viaBootstrap = task.warm?.handler === true;
   let parked: ParkedSandbox;
   try {
-    parked = makeSandbox(task, host, viaBootstrap, sandboxIdFor(task));
+    parked = makeSandbox(task, host, viaBootstrap, sandboxId(task.id));
   } catch (e) {
     return failure(e);
   }
@@ -193,7 +159,7 @@ export function runTask(task: SandboxTask, host: HostLayout, stream?: MessagePor
 
 function spawnWarm(task: SandboxTask, host: HostLayout): SpawnOutcome {
   try {
-    return { ok: true, parked: makeSandbox(task, host, true, sandboxIdFor(task, '-w')) };
+    return { ok: true, parked: makeSandbox(task, host, true, sandboxId(task.id, '-w')) };
   } catch (e) {
     return failure(e);
   }

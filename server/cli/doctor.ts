@@ -7,7 +7,7 @@
 import { existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { loadProfiles, type Profile } from '../../profiles/index.js';
-import { missingRequirements, probeHost } from '../../worker-pool/host.js';
+import { missingRequirements, probeHost } from '../../worker-pool/host/probe.js';
 import { EXPECTED_ABI, supervisorPath } from '../../worker-pool/native.js';
 import type { HostFacts } from '../../worker-pool/types.js';
 import { loadConfig, type Config } from '../config.js';

@@ -3,22 +3,19 @@
 // streams to this terminal as it comes, its stdin is ours (read whole when it is not a
 // terminal), and it exits as the command did (exit-codes.ts).
 //
-// It is a one-sandbox server: the same host checks, /run/zviz state, cgroup parents
-// (prepared, swept of dead servers' leftovers, registered, and removed afterwards when no
-// server runs), the same worker pool with warm pools off.
+// It is a one-sandbox server: the same host lifecycle (worker-pool/host: checks, /run/zviz,
+// registry, cgroup parents, nftables table), the same worker pool with warm pools off.
 import { randomUUID } from 'node:crypto';
-import { accessSync, chmodSync, constants as fsConstants, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { loadProfiles, type Limits, type Profile, type Runtime } from '../../profiles/index.js';
-import { prepareParents, registerServer, removeParents, sweepCgroups, unregisterServer, type CgroupPlan } from '../../worker-pool/cgroup-host.js';
-import { missingRequirements, probeHost } from '../../worker-pool/host.js';
-import { dropTable, ensureTable, sweepNetwork, type NetworkHost } from '../../worker-pool/network/index.js';
-import { processAlive } from '../../worker-pool/host/pids.js';
+import { errorMessage } from '../../common/errors.js';
+import { HostError, openHost, type Host } from '../../worker-pool/host/index.js';
+import { sandboxId } from '../../worker-pool/host/names.js';
 import { SandboxPool } from '../../worker-pool/pool.js';
-import type { HostFacts, NativeFailure, SandboxTask } from '../../worker-pool/types.js';
+import type { NativeFailure, SandboxTask } from '../../worker-pool/types.js';
 import { loadConfig, type Config } from '../config.js';
-import { sweepServerEntries, unsharedParents } from '../host-state.js';
 import { allowlistFor, toResponse } from '../invoke.js';
 import { BASE_ENV, envFor } from '../runtimes.js';
 import { DEFAULT_PROFILE, ENV_KEY_PATTERN } from '../schemas.js';
@@ -26,7 +23,6 @@ import { helpText, parseCommandLine, parseEnvAssignment, shown, type OptionSpecs
 import { EXIT, exitCodeFor, statusLines } from './exit-codes.js';
 import { CliError, Progress, say, UsageError, utf8OrNull, writeJson, type Io } from './io.js';
 import { LIMIT_OPTIONS, limitsWithin, parseLimitFlags } from './limits.js';
-import { NET_LOCK_DIR, ROOT_BASE, RUN_DIR } from './paths.js';
 
 export const RUN_OPTIONS = {
   profile: { type: 'string', short: 'p', value: 'NAME', help: `profile the sandbox follows (default: ${DEFAULT_PROFILE})` },
@@ -218,86 +214,33 @@ async function readStdin(io: Io, plan: RunPlan): Promise<string> {
   return text;
 }
 
-interface LocalHost {
-  pool: SandboxPool;
-  cgroupPlan: CgroupPlan;
-}
-
 /**
- * Sets the host up as a server's start-up does, runs `fn`, and undoes what no other live
- * server (or `zviz run`) needs: our registration, then the `zviz` cgroup folders and the
- * nftables table when we were the last.
+ * Opens the host as a server's start-up does (registered, cgroups prepared and swept, the
+ * nftables table for an egress profile), runs `fn` on a one-sandbox pool, and closes it:
+ * what no other live server (or `zviz run`) needs goes.
  */
-async function withLocalHost<T>(config: Config, plan: RunPlan, cgroupPlan: CgroupPlan, fn: (h: LocalHost) => Promise<T>): Promise<T> {
+async function withLocalHost<T>(config: Config, plan: RunPlan, fn: (pool: SandboxPool, host: Host) => Promise<T>): Promise<T> {
+  let host: Host;
   try {
-    mkdirSync(ROOT_BASE, { recursive: true, mode: 0o755 });
-    // The sandbox's setup runs as an unprivileged host uid that must traverse these.
-    for (const dir of [RUN_DIR, ROOT_BASE]) chmodSync(dir, 0o755);
+    host = openHost({ uidBase: config.uidBase, net: config.net, profiles: [plan.profile], allowTestProfiles: config.allowTestProfiles });
   } catch (e) {
-    throw new CliError(`Cannot create ${ROOT_BASE}: ${(e as Error).message}`, EXIT.ZVIZ_FAILED, 'HOST');
+    if (e instanceof HostError && e.kind === 'requirements') throw hostFailure(e.lines);
+    throw new CliError(errorMessage(e), EXIT.ZVIZ_FAILED, 'HOST');
   }
-  const egress = plan.profile.network.mode === 'egress';
-  const netHost: NetworkHost = { ...config.net, lockDir: NET_LOCK_DIR };
-  registerServer();
   try {
-    try {
-      sweepServerEntries(processAlive);
-      prepareParents(cgroupPlan);
-      sweepCgroups(cgroupPlan, processAlive, (pid) => process.kill(pid, 'SIGKILL'));
-    } catch (e) {
-      const where = cgroupPlan.parents.map((p) => p.parent).join(', ');
-      throw new CliError(`Cannot prepare cgroups under ${where}: ${(e as Error).message}`, EXIT.ZVIZ_FAILED, 'HOST');
-    }
-    if (egress) {
-      try {
-        sweepNetwork(netHost, processAlive);
-        ensureTable(netHost);
-      } catch (e) {
-        throw new CliError(`Cannot prepare sandbox networking: ${(e as Error).message}`, EXIT.ZVIZ_FAILED, 'HOST');
-      }
-    }
     const pool = new SandboxPool({
-      host: {
-        rootBase: ROOT_BASE,
-        uidBase: config.uidBase,
-        cgroup: cgroupPlan.driver === 'none' ? null : { version: cgroupPlan.driver === 'v2' ? 2 : 1, parents: cgroupPlan.parents },
-        network: netHost,
-      },
+      host: host.layout,
       maxSandboxes: 1,
       maxQueue: 1,
       warm: { maxSandboxes: 0, budgetMb: 0, maxPerPool: 1, concurrency: 1, idleMs: 60_000, windowMs: 10_000 },
     });
     try {
-      return await fn({ pool, cgroupPlan });
+      return await fn(pool, host);
     } finally {
       await pool.close();
     }
   } finally {
-    // As a server's shutdown does: the `zviz` folders go unless a live sibling in the same
-    // cgroup uses them; the nftables table only when no server is left (a live one with
-    // egress profiles needs it even while it has no sandbox).
-    const last = unregisterServer(processAlive);
-    removeParents(unsharedParents(cgroupPlan, processAlive));
-    if (egress && last) dropTable(netHost);
-  }
-}
-
-/** SIGKILLs what runs in the sandbox `sandboxId`; its supervisor then reports it ended. */
-function killSandbox(cgroupPlan: CgroupPlan, sandboxId: string): void {
-  for (const p of cgroupPlan.parents) {
-    let procs: string;
-    try {
-      procs = readFileSync(join(p.parent, `zviz-${sandboxId}`, 'cgroup.procs'), 'utf8');
-    } catch {
-      continue; // not made yet, or gone
-    }
-    for (const pid of procs.split('\n').filter(Boolean).map(Number)) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // ended meanwhile
-      }
-    }
+    host.close();
   }
 }
 
@@ -305,12 +248,12 @@ function killSandbox(cgroupPlan: CgroupPlan, sandboxId: string): void {
  * ^C (or SIGTERM, SIGHUP) stops the sandbox and lets the normal clean-up run; a second
  * one exits at once (the supervisor still kills the sandbox when we are gone).
  */
-function onInterrupt(stop: () => void): { signal: () => NodeJS.Signals | null; dispose: () => void } {
+function onInterrupt(stop: () => void, host: Host): { signal: () => NodeJS.Signals | null; dispose: () => void } {
   let got: NodeJS.Signals | null = null;
   let timer: NodeJS.Timeout | null = null;
   const handler = (sig: NodeJS.Signals): void => {
     if (got !== null) {
-      unregisterServer(processAlive);
+      host.close();
       process.exit(EXIT.SIGNAL_BASE + osConstants.signals[sig]);
     }
     got = sig;
@@ -351,25 +294,13 @@ export async function runCommand(args: readonly string[], io: Io): Promise<numbe
   const stdin = await readStdin(io, plan);
   const progress = new Progress(io.stderr);
   progress.show('checking host…');
-  let facts: HostFacts;
-  let cgroupPlan: CgroupPlan;
-  try {
-    ({ facts, cgroupPlan } = probeHost());
-  } catch (e) {
-    progress.clear();
-    throw hostFailure([(e as Error).message]);
-  }
-  const missing = missingRequirements(facts, [plan.profile], { allowTestProfiles: config.allowTestProfiles });
-  if (missing.length > 0) {
-    progress.clear();
-    throw hostFailure(missing);
-  }
-
   const id = randomUUID();
   const task = runTask(plan, id, stdin);
   const streamed: Record<'stdout' | 'stderr', Uint8Array[]> = { stdout: [], stderr: [] };
-  const outcome = await withLocalHost(config, plan, cgroupPlan, async ({ pool }) => {
-    const interrupt = onInterrupt(() => killSandbox(cgroupPlan, `${process.pid}-${id}`));
+  let unenforced: readonly string[] = [];
+  const outcome = await withLocalHost(config, plan, async (pool, host) => {
+    unenforced = host.facts.landlock.unenforced;
+    const interrupt = onInterrupt(() => host.killSandboxes(sandboxId(id)), host);
     progress.show(`starting sandbox (profile ${plan.profile.name})…`);
     try {
       const onOutput = plan.json
@@ -382,12 +313,11 @@ export async function runCommand(args: readonly string[], io: Io): Promise<numbe
       return { result: await pool.invoke(task, onOutput), interrupted: interrupt.signal() };
     } finally {
       interrupt.dispose();
-      progress.clear();
     }
-  });
+  }).finally(() => progress.clear());
 
   if (!outcome.result.ok) throw nativeFailureError(outcome.result.error);
-  const response = toResponse(id, plan.profile.name, plan.limits, outcome.result, facts.landlock.unenforced);
+  const response = toResponse(id, plan.profile.name, plan.limits, outcome.result, unenforced);
   if (plan.json) writeJson(io.stdout, response);
   else {
     io.stdout.write(unstreamedTail(streamed.stdout, response.stdout));

@@ -10,23 +10,16 @@
 // use it.
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import {
-  parseMountinfo,
-  realFs,
-  removeParents,
-  SERVERS_DIR,
-  sweepCgroups,
-  V1_CONTROLLERS,
-  type CgroupPlan,
-} from '../../worker-pool/cgroup-host.js';
-import { dropTable, sweepNetwork, sweepUnlockedNetwork, type NetworkHost } from '../../worker-pool/network/index.js';
+import { errorMessage } from '../../common/errors.js';
+import { parseMountinfo, realFs, removeParents, sweepCgroups, V1_CONTROLLERS, type CgroupPlan } from '../../worker-pool/host/cgroups.js';
+import { CGROUP_PARENT, NET_LOCK_DIR, sandboxCgroupOwner, SERVERS_DIR } from '../../worker-pool/host/names.js';
 import { processAlive } from '../../worker-pool/host/pids.js';
+import { registeredServers, sweepServerEntries, unsharedParents } from '../../worker-pool/host/registry.js';
+import { dropTable, sweepNetwork, sweepUnlockedNetwork, type NetworkHost } from '../../worker-pool/network/index.js';
 import { loadConfig } from '../config.js';
-import { sweepServerEntries, unsharedParents } from '../host-state.js';
 import { helpText, noPositionals, parseCommandLine, type OptionSpecs } from './args.js';
 import { EXIT } from './exit-codes.js';
 import { CliError, Progress, UsageError, writeJson, type Io } from './io.js';
-import { NET_LOCK_DIR } from './paths.js';
 
 export const SWEEP_OPTIONS = {
   json: { type: 'boolean', help: 'print what was removed, killed and left alone as JSON on stdout' },
@@ -82,11 +75,11 @@ export function findCgroupParents(mountinfo: string, listDirs: (dir: string) => 
       }
       for (const name of names) {
         const p = join(dir, name);
-        if (name === 'zviz') {
+        if (name === CGROUP_PARENT) {
           (m.fstype === 'cgroup2' ? v2 : v1).push({ controllers: [...carried], parent: p });
           continue; // sandboxes beneath are the sweep's business, not the walk's
         }
-        if (name.startsWith('zviz-')) continue;
+        if (name.startsWith(`${CGROUP_PARENT}-`)) continue; // a sandbox's or the server leaf
         walk(p, depth + 1);
       }
     };
@@ -104,13 +97,7 @@ export function findCgroupParents(mountinfo: string, listDirs: (dir: string) => 
 /** Removes the entries of dead servers; the pids of live ones. */
 function sweepServers(report: SweepReport): number[] {
   for (const pid of sweepServerEntries(processAlive)) report.removed.push(`server entry ${join(SERVERS_DIR, String(pid))}`);
-  let names: string[] = [];
-  try {
-    names = readdirSync(SERVERS_DIR);
-  } catch {
-    return [];
-  }
-  const live = names.map(Number).filter((pid) => Number.isInteger(pid) && pid > 0 && processAlive(pid));
+  const live = registeredServers().filter(processAlive);
   for (const pid of live) report.kept.push(`server entry ${join(SERVERS_DIR, String(pid))}`);
   return live;
 }
@@ -125,8 +112,8 @@ export function sweepHost(host: NetworkHost, mountinfo: string): SweepReport {
     report.removed.push(...r.removed.map((d) => `cgroup ${d}`));
     report.killed.push(...r.killed);
     for (const d of r.kept) {
-      const owner = Number(/\/zviz-(\d+)-[^/]*$/.exec(d)?.[1]);
-      if (processAlive(owner)) report.kept.push(`cgroup ${d}`);
+      const owner = sandboxCgroupOwner(d.slice(d.lastIndexOf('/') + 1));
+      if (owner !== null && processAlive(owner)) report.kept.push(`cgroup ${d}`);
       else report.failed.push(`cgroup ${d}`);
     }
   }
@@ -173,7 +160,7 @@ export async function sweepCommand(args: readonly string[], io: Io, mountinfo: (
   try {
     config = loadConfig(io.env);
   } catch (e) {
-    throw new UsageError((e as Error).message);
+    throw new UsageError(errorMessage(e));
   }
   if (process.getuid?.() !== 0) {
     throw new CliError(

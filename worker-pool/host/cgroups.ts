@@ -1,5 +1,6 @@
-// Layer D, host side: which cgroup driver this host gets, where sandbox cgroups go, and
-// the start-up sweep of what a crashed server left. The per-sandbox work (mkdir, limits,
+// Layer D, host side: which cgroup driver this host gets, where sandbox cgroups go, the
+// start-up sweep of what a crashed server left, and the one way ZViz kills what is in a
+// sandbox cgroup and removes it (killAndRemove). The per-sandbox work (mkdir, limits,
 // attach, kill, stats, rmdir) is in native/src/cgroup.c, run by each supervisor.
 //
 // Placement follows systemd's delegation model: beneath the cgroup the server itself
@@ -7,6 +8,7 @@
 // never at the root of a hierarchy, never in a cgroup some other manager owns.
 import * as fs from 'node:fs';
 import { join } from 'node:path';
+import { CGROUP_PARENT, SERVER_LEAF, sandboxCgroupOwner } from './names.js';
 
 export const REQUIRED_CONTROLLERS = ['memory', 'pids'] as const;
 export const V1_CONTROLLERS = ['memory', 'pids', 'cpu', 'cpuacct', 'freezer'] as const;
@@ -110,7 +112,7 @@ export function planCgroups(procSelfCgroup: string, mountinfo: string, fsys: Cgr
       return {
         driver: 'v2',
         controllers,
-        parents: [{ controllers: ['unified'], parent: join(serverCgroup, 'zviz') }],
+        parents: [{ controllers: ['unified'], parent: join(serverCgroup, CGROUP_PARENT) }],
         serverCgroup,
         detail: `cgroup v2 at ${v2.point}, server cgroup ${v2Path}, controllers ${controllers.join(' ')}`,
       };
@@ -126,7 +128,7 @@ export function planCgroups(procSelfCgroup: string, mountinfo: string, fsys: Cgr
     if (carried.length === 0) continue;
     const path = own.get(carried[0]!);
     if (path === undefined) continue;
-    parents.push({ controllers: [...carried], parent: join(underMount(m, path), 'zviz') });
+    parents.push({ controllers: [...carried], parent: join(underMount(m, path), CGROUP_PARENT) });
     controllers.push(...carried);
   }
   if (REQUIRED_CONTROLLERS.every((c) => controllers.includes(c))) {
@@ -164,7 +166,7 @@ export function prepareV2(plan: CgroupPlan, fsys: CgroupFs = realFs, pid = proce
     fsys.writeFile(control, enable);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EBUSY') throw e;
-    const leaf = join(server, 'zviz-server');
+    const leaf = join(server, SERVER_LEAF);
     if (!fsys.exists(leaf)) fsys.mkdir(leaf);
     fsys.writeFile(join(leaf, 'cgroup.procs'), String(pid));
     fsys.writeFile(control, enable);
@@ -180,8 +182,6 @@ export function prepareParents(plan: CgroupPlan, fsys: CgroupFs = realFs): void 
   for (const p of plan.parents) if (!fsys.exists(p.parent)) fsys.mkdir(p.parent);
 }
 
-const SANDBOX_DIR = /^zviz-(\d+)-[A-Za-z0-9-]+$/;
-
 export interface SweepResult {
   removed: string[];
   killed: number[];
@@ -196,75 +196,27 @@ export interface SweepResult {
 export function sweepCgroups(
   plan: CgroupPlan,
   isAlive: (pid: number) => boolean,
-  kill: (pid: number) => void,
+  kill: (pid: number) => void = sigkill,
   fsys: CgroupFs = realFs,
 ): SweepResult {
   const res: SweepResult = { removed: [], killed: [], kept: [] };
   for (const p of plan.parents) {
     if (!fsys.exists(p.parent)) continue;
+    const freeze = plan.driver === 'v1' && p.controllers.includes('freezer');
     for (const name of fsys.readdir(p.parent)) {
-      const m = SANDBOX_DIR.exec(name);
-      if (!m) continue;
+      const owner = sandboxCgroupOwner(name);
+      if (owner === null) continue;
       const dir = join(p.parent, name);
-      if (isAlive(Number(m[1]))) {
+      if (isAlive(owner)) {
         res.kept.push(dir);
         continue;
       }
-      if (plan.driver === 'v1' && p.controllers.includes('freezer')) {
-        tryWrite(fsys, join(dir, 'freezer.state'), 'FROZEN');
-      }
-      for (const pid of listPids(fsys, dir)) {
-        try {
-          kill(pid);
-          res.killed.push(pid);
-        } catch {
-          // ESRCH: it ended meanwhile (killing a sandbox's init ends the rest)
-        }
-      }
-      if (plan.driver === 'v1' && p.controllers.includes('freezer')) {
-        tryWrite(fsys, join(dir, 'freezer.state'), 'THAWED');
-      }
-      if (removeWithRetry(fsys, dir)) res.removed.push(dir);
-      else res.kept.push(dir);
+      const out = killAndRemove(dir, { freeze, kill, fsys });
+      res.killed.push(...out.killed);
+      (out.removed ? res.removed : res.kept).push(dir);
     }
   }
   return res;
-}
-
-/**
- * Servers on this host share the `zviz` folders. Each registers itself (a file named by
- * its pid); the last one to stop removes the folders. Without this a server stopping
- * while a sibling runs would remove the sibling's (momentarily empty) folder, and on v2
- * the controllers enabled in it.
- */
-export const SERVERS_DIR = '/run/zviz/servers';
-
-export function registerServer(pid = process.pid, dir = SERVERS_DIR): void {
-  fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
-  fs.writeFileSync(join(dir, String(pid)), '');
-}
-
-/** Unregisters; true when no other live server remains (stale entries are dropped). */
-export function unregisterServer(isAlive: (pid: number) => boolean, pid = process.pid, dir = SERVERS_DIR): boolean {
-  try {
-    fs.rmSync(join(dir, String(pid)), { force: true });
-  } catch {
-    // gone already
-  }
-  let others = 0;
-  let names: string[] = [];
-  try {
-    names = fs.readdirSync(dir);
-  } catch {
-    return true;
-  }
-  for (const n of names) {
-    const other = Number(n);
-    if (!Number.isInteger(other) || other <= 0) continue;
-    if (isAlive(other)) others++;
-    else fs.rmSync(join(dir, n), { force: true });
-  }
-  return others === 0;
 }
 
 /** Removes the (empty) `zviz` folders at shutdown; a sibling server's busy folder stays. */
@@ -273,19 +225,16 @@ export function removeParents(plan: CgroupPlan, fsys: CgroupFs = realFs): void {
     try {
       fsys.rmdir(p.parent);
     } catch {
-      // ENOENT or EBUSY/ENOTEMPTY (another server's sandboxes live there)
+      // ENOENT, or EBUSY/ENOTEMPTY: another server's sandboxes live there
     }
   }
 }
 
-function tryWrite(fsys: CgroupFs, path: string, text: string): void {
-  try {
-    fsys.writeFile(path, text);
-  } catch {
-    // best effort
-  }
+function sigkill(pid: number): void {
+  process.kill(pid, 'SIGKILL');
 }
 
+/** The processes of cgroup `dir` (never 0 or 1); none when it cannot be read (gone). */
 function listPids(fsys: CgroupFs, dir: string): number[] {
   try {
     return fsys
@@ -295,21 +244,65 @@ function listPids(fsys: CgroupFs, dir: string): number[] {
       .map(Number)
       .filter((n) => Number.isInteger(n) && n > 1);
   } catch {
-    return [];
+    return []; // removed meanwhile: nothing is left in it
   }
 }
 
-function removeWithRetry(fsys: CgroupFs, dir: string): boolean {
-  for (let i = 0; i < 100; i++) {
+/**
+ * SIGKILLs every process in cgroup `dir`: killing a sandbox's init ends its whole pid
+ * namespace. The folder stays (its supervisor reports the sandbox killed and removes it).
+ * Returns the pids signalled.
+ */
+export function killProcesses(dir: string, kill: (pid: number) => void = sigkill, fsys: CgroupFs = realFs): number[] {
+  const killed: number[] = [];
+  for (const pid of listPids(fsys, dir)) {
     try {
-      fsys.rmdir(dir);
-      return true;
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return true;
-      if (code !== 'EBUSY') return false;
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+      kill(pid);
+      killed.push(pid);
+    } catch {
+      // ESRCH: it ended meanwhile (killing a sandbox's init ends the rest)
     }
   }
-  return false;
+  return killed;
+}
+
+export interface KillAndRemoveOptions {
+  /** v1 freezer hierarchy: freeze before the kills, so nothing forks in between, and thaw after. */
+  freeze?: boolean;
+  kill?: (pid: number) => void;
+  fsys?: CgroupFs;
+}
+
+/**
+ * The one way ZViz removes a sandbox cgroup it did not see its supervisor remove: rmdir;
+ * while the kernel says EBUSY (tasks inside, or dying ones not yet gone), kill what is
+ * listed and retry, for up to a second. ENOENT counts as removed (the normal case after a
+ * supervisor cleaned up). Any other error, or a folder still busy, leaves it (and says so).
+ */
+export function killAndRemove(dir: string, options: KillAndRemoveOptions = {}): { removed: boolean; killed: number[] } {
+  const fsys = options.fsys ?? realFs;
+  const killed = new Set<number>();
+  for (let attempt = 0; attempt < 200; attempt++) {
+    try {
+      fsys.rmdir(dir);
+      return { removed: true, killed: [...killed] };
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return { removed: true, killed: [...killed] };
+      if (code !== 'EBUSY') return { removed: false, killed: [...killed] };
+    }
+    if (options.freeze) tryWrite(fsys, join(dir, 'freezer.state'), 'FROZEN');
+    for (const pid of killProcesses(dir, options.kill, fsys)) killed.add(pid);
+    if (options.freeze) tryWrite(fsys, join(dir, 'freezer.state'), 'THAWED');
+    if (attempt > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5);
+  }
+  return { removed: false, killed: [...killed] };
+}
+
+function tryWrite(fsys: CgroupFs, path: string, text: string): void {
+  try {
+    fsys.writeFile(path, text);
+  } catch {
+    // the folder went meanwhile; the kill and rmdir that follow say what is left
+  }
 }

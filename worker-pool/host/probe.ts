@@ -1,11 +1,11 @@
 // What this host can do: the facts GET /host reports and start-up logs, and the checks
 // that stop start-up when something a sandbox needs is missing.
 import { existsSync, readFileSync } from 'node:fs';
-import * as native from './native.js';
-import { planCgroups, type CgroupPlan } from './cgroup-host.js';
-import type { Profile } from '../profiles/schema.js';
-import { landlockRefusal, unenforcedRights } from './landlock.js';
-import type { HostFacts } from './types.js';
+import * as native from '../native.js';
+import { planCgroups, type CgroupPlan } from './cgroups.js';
+import type { Profile } from '../../profiles/schema.js';
+import { landlockRefusal, unenforcedRights } from '../landlock.js';
+import type { HostFacts } from '../types.js';
 
 function read(path: string): string | null {
   try {

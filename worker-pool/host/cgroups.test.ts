@@ -3,6 +3,8 @@
 import { posix } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
+  killAndRemove,
+  killProcesses,
   parseMountinfo,
   parseProcCgroup,
   planCgroups,
@@ -12,7 +14,7 @@ import {
   sweepCgroups,
   type CgroupFs,
   type CgroupPlan,
-} from './cgroup-host.js';
+} from './cgroups.js';
 
 const { dirname, join } = posix;
 
@@ -568,5 +570,34 @@ describe('removeParents', () => {
       throw new Error('EACCES');
     };
     expect(() => removeParents(v2Plan(), fsys)).not.toThrow();
+  });
+});
+
+describe('killAndRemove', () => {
+  const dir = `${V2_SERVER}/zviz/zviz-${ALIVE}-left`;
+
+  it('removes a folder its supervisor left, killing what is still inside, and counts a vanished one as removed', () => {
+    const fsys = new FakeFs({ [`${dir}/cgroup.procs`]: '7001\n7002\n' });
+    const out = killAndRemove(dir, { fsys, kill: (pid) => fsys.reap(pid) });
+    expect(out).toEqual({ removed: true, killed: [7001, 7002] });
+    expect(killAndRemove(dir, { fsys, kill: () => {} })).toEqual({ removed: true, killed: [] });
+  });
+
+  it('gives up on a folder that stays busy, and says so', () => {
+    const fsys = new FakeFs({ [`${dir}/cgroup.procs`]: '7003\n' });
+    let kills = 0;
+    const out = killAndRemove(dir, { fsys, kill: () => kills++ });
+    expect(out.removed).toBe(false);
+    expect(out.killed).toEqual([7003]);
+    expect(kills).toBeGreaterThan(1);
+  });
+
+  it('killProcesses signals every listed process but leaves the folder to its supervisor', () => {
+    const fsys = new FakeFs({ [`${dir}/cgroup.procs`]: '1\n7004\n' });
+    const killed: number[] = [];
+    expect(killProcesses(dir, (pid) => killed.push(pid), fsys)).toEqual([7004]);
+    expect(killed).toEqual([7004]);
+    expect(fsys.exists(dir)).toBe(true);
+    expect(killProcesses(`${dir}-gone`, () => {}, fsys)).toEqual([]);
   });
 });
