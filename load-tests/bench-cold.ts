@@ -12,14 +12,12 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadProfiles, type Profile } from '../profiles/index.js';
 import { loadConfig } from '../server/config.js';
-import { allowlistFor } from '../server/invoke.js';
-import { envFor } from '../server/runtimes.js';
 import { killAndRemove } from '../worker-pool/host/cgroups.js';
 import { openHost, type Host } from '../worker-pool/host/index.js';
 import { sandboxCgroup, sandboxId } from '../worker-pool/host/names.js';
 import * as native from '../worker-pool/native.js';
 import { encodeGo, encodeSpec, type HostLayout } from '../worker-pool/spec.js';
-import type { SandboxTask } from '../worker-pool/types.js';
+import { commandTask, type SandboxTask } from '../worker-pool/task.js';
 import { onAbort, procTimes, sleep, summarize, timed, type Summary } from './bench-util.js';
 
 /** bwrap as the issue names it, plus the usr-merge symlinks so that /bin/true resolves. */
@@ -74,25 +72,8 @@ export function openBenchHost(): Host {
 
 /** The canary of server/main.ts with the default profile: /usr/bin/true, no files, no stdin. */
 export function trueTask(profile: Profile): SandboxTask {
-  return {
-    id: 'bench-true',
-    runtime: 'bash',
-    argv: ['/usr/bin/true'],
-    env: envFor(),
-    files: [],
-    stdin: '',
-    limits: { ...profile.limits.defaults, outputBytes: 4096 },
-    profile: {
-      name: profile.name,
-      filesystem: profile.filesystem,
-      landlock: profile.landlock,
-      rlimits: profile.rlimits,
-      seccompAllow: allowlistFor(profile, 'bash'),
-      brokeredFiles: profile.seccomp.brokeredFiles,
-      network: profile.network,
-      ...(profile.apparmorProfile ? { apparmorProfile: profile.apparmorProfile } : {}),
-    },
-  };
+  const limits = { ...profile.limits.defaults, outputBytes: 4096 };
+  return commandTask({ id: 'bench-true', argv: ['/usr/bin/true'], limits, profile, runtimes: ['bash'] });
 }
 
 export function defaultProfile(): Profile {

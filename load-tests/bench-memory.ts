@@ -27,10 +27,10 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, w
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { BASE_ENV } from '../server/runtimes.js';
+import { BASE_ENV, bootstrapFor, runtimeDef } from '../worker-pool/runtime/index.js';
 import { killAndRemove, type CgroupPlan } from '../worker-pool/host/cgroups.js';
 import { sandboxCgroupPrefix } from '../worker-pool/host/names.js';
-import { deploy, HELLO, invoke, poolSize, repoRoot, startBenchServer, type BenchServer, type Target } from './bench-server.js';
+import { deploy, HELLO, invoke, poolSize, startBenchServer, type BenchServer, type Target } from './bench-server.js';
 import { childrenOf, commOf, onAbort, sleep, smapsRollup, statusKiB, statusNumber, summarize, type Summary } from './bench-util.js';
 
 const POOL = 8;
@@ -109,7 +109,7 @@ async function plainRuntime(memRoot: string, t: Target, count: number): Promise<
     // A copy beside the function, as in the sandbox (/fn/.zviz/): under the repository,
     // package.json's "type": "module" would make node load the CommonJS bootstrap as ESM.
     const bootstrap = join(dir, 'bootstrap-node.js');
-    writeFileSync(bootstrap, readFileSync(join(repoRoot, 'worker-pool', 'bootstrap', 'node.js')));
+    writeFileSync(bootstrap, bootstrapFor(runtimeDef('node'), 'inline', '').file.content);
     let args: string[];
     if (t.mode === 'deployed') {
       writeFileSync(join(dir, 'handler.js'), t.fn.code);

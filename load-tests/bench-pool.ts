@@ -4,12 +4,10 @@
 // bootstrap, the default profile): what is left of the HTTP latency is the server's own
 // path (HTTP, auth, Redis quota, function lookup and accounting).
 import { performance } from 'node:perf_hooks';
-import { allowlistFor, resolveLimits } from '../server/invoke.js';
-import { functionWarmSpec } from '../server/warm-spec.js';
 import * as native from '../worker-pool/native.js';
 import { SandboxPool } from '../worker-pool/pool.js';
 import { encodeGo, encodeSpec } from '../worker-pool/spec.js';
-import type { SandboxTask } from '../worker-pool/types.js';
+import { handlerTask, type SandboxTask } from '../worker-pool/task.js';
 import { DEFAULT_WARM } from '../worker-pool/warm.js';
 import { defaultProfile } from './bench-cold.js';
 import type { Host } from '../worker-pool/host/index.js';
@@ -28,41 +26,14 @@ export interface PoolLevel {
   durationMs: Summary;
 }
 
+/** A deployed node hello as server/invocations.ts prepares one: the handler bootstrap, the default profile. */
 function helloTask(i: number): SandboxTask {
   const profile = defaultProfile();
-  const fn = {
-    tenant: 'bench',
-    name: HELLO.node.name,
-    version: 1,
-    runtime: 'node' as const,
-    files: { 'index.js': HELLO.node.code },
-    handler: 'index.js',
-    env: {},
-  };
+  const fn = { tenant: 'bench', name: HELLO.node.name, version: 1, runtime: 'node' as const, files: { 'index.js': HELLO.node.code }, handler: 'index.js', env: {} };
   const id = `bench-pool-${i}`;
-  const limits = resolveLimits(profile);
+  const limits = { ...profile.limits.defaults };
   const context = { invocationId: id, function: fn.name, version: 1, tenant: 'bench', deadlineMs: Date.now() + limits.timeoutMs };
-  const warm = functionWarmSpec(fn, profile, { name: 'bench' }, context);
-  return {
-    id,
-    runtime: 'node',
-    argv: warm.template.argv,
-    env: warm.template.env,
-    files: warm.template.files,
-    stdin: '',
-    limits,
-    warm,
-    profile: {
-      name: profile.name,
-      filesystem: profile.filesystem,
-      landlock: profile.landlock,
-      rlimits: profile.rlimits,
-      seccompAllow: allowlistFor(profile, 'node'),
-      brokeredFiles: profile.seccomp.brokeredFiles,
-      network: profile.network,
-      ...(profile.apparmorProfile ? { apparmorProfile: profile.apparmorProfile } : {}),
-    },
-  };
+  return handlerTask({ id, fn, event: { name: 'bench' }, context, limits, profile });
 }
 
 /**

@@ -3,7 +3,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { z } from 'zod';
-import { profileSchema, withPolicyReader, type Profile } from './schema.js';
+import { profileSchema, withPolicyReader, type Profile, type Runtime } from './schema.js';
 
 export * from './schema.js';
 
@@ -79,4 +79,14 @@ export function loadProfiles(dir: string): Map<string, Profile> {
     out.set(p.name, p);
   }
   return out;
+}
+
+/**
+ * The syscalls a sandbox may make under a profile: the policy's common list plus the list
+ * of each runtime it may run (one for code in a runtime; several for an arbitrary command).
+ */
+export function allowlistFor(profile: Profile, runtimes: Runtime | readonly Runtime[]): string[] {
+  const p = profile.seccomp.policy;
+  const lists = typeof runtimes === 'string' ? [runtimes] : runtimes;
+  return [...new Set([...p.common, ...lists.flatMap((r) => p.runtimes[r])])];
 }

@@ -1,6 +1,6 @@
 // What an invocation leaves behind besides its response: audit records (the invocation, each
 // security decision) and metrics. Quota refusals go the same way.
-import type { SandboxTask } from '../worker-pool/types.js';
+import type { SandboxTask } from '../worker-pool/task.js';
 import type { AuditLog } from './audit.js';
 import type { ApiError, ErrorCode } from './errors.js';
 import type { Metrics } from './metrics.js';

@@ -1,17 +1,14 @@
 // Server configuration, from the environment, validated by one zod schema. A bad value
 // stops start-up with a message naming the variable and the value.
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { PACKAGE_ROOT } from '../common/package-root.js';
 import { CALLBACK_HOST_PATTERN, parseCallbackHosts } from './callbacks.js';
-
-const here = dirname(fileURLToPath(import.meta.url));
-const repoRoot = existsSync(join(here, '..', 'package.json')) ? resolve(here, '..') : resolve(here, '..', '..');
 
 function packageVersion(): string {
   try {
-    const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version?: unknown };
+    const pkg = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version?: unknown };
     return typeof pkg.version === 'string' ? pkg.version : '0.0.0';
   } catch {
     return '0.0.0';
@@ -27,7 +24,7 @@ export const configSchema = z.object({
   ZVIZ_HOST: z.string().min(1).default('127.0.0.1'),
   ZVIZ_PORT: int(0, 65535).default(8080),
   ZVIZ_STATE_DIR: z.string().regex(/^\//, 'must be an absolute path').default('/var/lib/zviz'),
-  ZVIZ_PROFILES_DIR: z.string().min(1).default(join(repoRoot, 'profiles')),
+  ZVIZ_PROFILES_DIR: z.string().min(1).default(join(PACKAGE_ROOT, 'profiles')),
   ZVIZ_MAX_SANDBOXES: int(1, 1024).default(32),
   ZVIZ_MAX_QUEUE: int(0, 100_000).default(256),
   ZVIZ_UID_BASE: int(65536, 4_000_000_000).default(1_000_000_000),

@@ -6,8 +6,9 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { limitsSchema, runtimeSchema, type Limits, type Profile, type Runtime } from '../profiles/schema.js';
+import { runtimeDef } from '../worker-pool/runtime/index.js';
 import { ApiError } from './errors.js';
-import { findProfile, resolveLimits, type TenantCap } from './invoke.js';
+import { checkRuntime, findProfile, resolveLimits, type TenantCap } from './invoke.js';
 import { DEFAULT_PROFILE, envSchema, profileNameSchema } from './schemas.js';
 
 /** Sum of the UTF-8 sizes of a function's files. */
@@ -30,12 +31,8 @@ export const FUNCTION_VERSIONS_KEPT = 5;
 const PATH_COMPONENT = /^[A-Za-z0-9_][A-Za-z0-9._+@=,-]{0,254}$/;
 export const SECRET_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
-const DEFAULT_HANDLER: Readonly<Record<Runtime, string>> = { node: 'main.js', python: 'main.py', bash: 'main.sh' };
-const HANDLER_EXTENSIONS: Readonly<Record<Runtime, readonly string[] | null>> = {
-  node: ['.js', '.cjs', '.mjs'],
-  python: ['.py'],
-  bash: null,
-};
+/** The handler when none is named: the runtime's source file, as for inline code. */
+const defaultHandler = (runtime: Runtime): string => runtimeDef(runtime).source;
 
 const utf8 = (s: string) => Buffer.byteLength(s, 'utf8');
 
@@ -132,7 +129,7 @@ export const deployFunctionSchema = z
       ctx.addIssue({ code: 'custom', path: b.code === undefined ? ['code'] : ['files'], message: 'exactly one of code and files must be given' });
       return;
     }
-    const handler = b.handler ?? DEFAULT_HANDLER[b.runtime];
+    const handler = b.handler ?? defaultHandler(b.runtime);
     if (b.files !== undefined && !Object.hasOwn(b.files, handler)) {
       const why = b.handler === undefined ? `is required: files has no '${handler}'` : `must name one of the files: current value is '${handler}'`;
       ctx.addIssue({ code: 'custom', path: ['handler'], message: why });
@@ -140,7 +137,7 @@ export const deployFunctionSchema = z
     if (b.code !== undefined && b.handler !== undefined && b.handler !== handler) {
       ctx.addIssue({ code: 'custom', path: ['handler'], message: `must be '${handler}' (or left out) with code` });
     }
-    const ext = HANDLER_EXTENSIONS[b.runtime];
+    const ext = runtimeDef(b.runtime).handler.extensions;
     if (ext !== null && !ext.some((e) => handler.endsWith(e))) {
       ctx.addIssue({ code: 'custom', path: ['handler'], message: `must end with ${ext.join(', ')} for runtime '${b.runtime}'` });
     }
@@ -233,7 +230,7 @@ export interface DeployContext {
  * and the tenant's caps, the code cap, brokered file slots) and returns the spec to store.
  */
 export function toFunctionSpec(body: DeployBody, ctx: DeployContext): FunctionSpec {
-  const files = body.files ?? { [DEFAULT_HANDLER[body.runtime]]: body.code ?? '' };
+  const files = body.files ?? { [defaultHandler(body.runtime)]: body.code ?? '' };
   const bytes = Object.values(files).reduce((n, c) => n + utf8(c), 0);
   if (bytes > MAX_FUNCTION_CODE_BYTES) {
     throw new ApiError(
@@ -243,20 +240,14 @@ export function toFunctionSpec(body: DeployBody, ctx: DeployContext): FunctionSp
     );
   }
   const profile = findProfile(ctx.profiles, body.profile);
-  if (!profile.runtimes.includes(body.runtime)) {
-    throw new ApiError(
-      'RUNTIME_NOT_ALLOWED',
-      `Cannot deploy function: runtime '${body.runtime}' is not allowed by profile '${profile.name}': allowed runtimes are ${profile.runtimes.join(', ')}`,
-      { runtime: body.runtime, profile: profile.name, allowed: profile.runtimes },
-    );
-  }
+  checkRuntime(profile, body.runtime, 'deploy function');
   // Throws LIMIT_EXCEEDS_PROFILE or QUOTA_LIMITS now rather than at every invocation.
   resolveLimits(profile, body.limits, ctx.cap);
   checkBrokeredSlots(profile, body.secrets);
   return {
     runtime: body.runtime,
     files,
-    handler: body.handler ?? DEFAULT_HANDLER[body.runtime],
+    handler: body.handler ?? defaultHandler(body.runtime),
     profile: profile.name,
     limits: body.limits,
     env: body.env,

@@ -6,11 +6,13 @@ import { randomUUID } from 'node:crypto';
 import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Profile } from '../profiles/schema.js';
-import type { HostFacts, OutputChunk, SandboxOutcome, SandboxResult, SandboxTask } from '../worker-pool/types.js';
+import { noAnswerMessage, parseAnswer, runtimeDef } from '../worker-pool/runtime/index.js';
+import { handlerTask, type SandboxTask } from '../worker-pool/task.js';
+import type { HostFacts, OutputChunk, SandboxOutcome, SandboxResult } from '../worker-pool/types.js';
 import { recordFailed, recordFinished, recordRefused, type AccountingDeps } from './accounting.js';
 import { ApiError } from './errors.js';
 import { checkBrokeredSlots, FUNCTION_VERSIONS_KEPT, VersionCache, type FunctionStore, type FunctionVersion } from './functions.js';
-import { allowlistFor, buildTask, findProfile, resolveLimits, toResponse } from './invoke.js';
+import { buildTask, checkRuntime, findProfile, resolveLimits, toResponse } from './invoke.js';
 import type { Logger } from './log.js';
 import type { QuotaGate, QuotaName, Lease } from './quotas.js';
 import type {
@@ -22,7 +24,6 @@ import type {
 } from './schemas.js';
 import type { WithState } from './state-guard.js';
 import type { Tenant } from './tenants.js';
-import { functionWarmSpec, parseAnswer } from './warm-spec.js';
 
 /** Runs one task. May reject with `ApiError('OVERLOADED', ...)` when its queue is full. */
 export interface Invoker {
@@ -148,40 +149,12 @@ export class Invocations {
   async #prepareFunction(tenant: Tenant, body: FunctionInvokeRequest, id: string): Promise<Prepared> {
     const fn = await this.#load(tenant.name, body.function, body.version);
     const profile = findProfile(this.deps.profiles, body.profile ?? fn.profile);
-    if (!profile.runtimes.includes(fn.runtime)) {
-      throw new ApiError(
-        'RUNTIME_NOT_ALLOWED',
-        `Cannot run function '${fn.name}': runtime '${fn.runtime}' is not allowed by profile '${profile.name}': allowed runtimes are ${profile.runtimes.join(', ')}`,
-        { runtime: fn.runtime, profile: profile.name, allowed: profile.runtimes },
-      );
-    }
+    checkRuntime(profile, fn.runtime, `run function '${fn.name}'`);
     const limits = resolveLimits(profile, { ...fn.limits, ...body.limits }, { tenant: tenant.name, max: tenant.quotas.maxLimits });
     checkBrokeredSlots(profile, fn.secrets);
     const secrets = await this.#secretFiles(tenant.name, fn);
     const context = { invocationId: id, function: fn.name, version: fn.version, tenant: tenant.name, deadlineMs: Date.now() + limits.timeoutMs };
-    const warm = functionWarmSpec({ ...fn, tenant: tenant.name }, profile, body.input, context);
-    const task: SandboxTask = {
-      id,
-      runtime: fn.runtime,
-      // A cold start runs the same bootstrap a warm sandbox was made with.
-      argv: warm.template.argv,
-      env: warm.template.env,
-      files: warm.template.files,
-      // bash's handler contract: the event JSON on stdin.
-      stdin: fn.runtime === 'bash' ? JSON.stringify(body.input) : '',
-      limits,
-      warm,
-      profile: {
-        name: profile.name,
-        filesystem: profile.filesystem,
-        landlock: profile.landlock,
-        rlimits: profile.rlimits,
-        seccompAllow: allowlistFor(profile, fn.runtime),
-        brokeredFiles: [...profile.seccomp.brokeredFiles, ...secrets],
-        network: profile.network,
-        ...(profile.apparmorProfile ? { apparmorProfile: profile.apparmorProfile } : {}),
-      },
-    };
+    const task = handlerTask({ id, fn: { ...fn, tenant: tenant.name }, event: body.input, context, limits, profile, secrets });
     return { id, tenant, task, profile, fn: { name: fn.name, version: fn.version } };
   }
 
@@ -238,16 +211,14 @@ export function withAnswer(
   result: Pick<SandboxResult, 'reply' | 'stdout'>,
   fn: { name: string; version: number },
 ): FunctionInvokeResponse {
-  const answer = parseAnswer(task.runtime, result.reply, result.stdout);
+  const rt = runtimeDef(task.runtime);
+  const answer = parseAnswer(rt, result.reply, result.stdout);
   let status = base.status;
   let output: unknown = null;
   let error: FunctionInvokeResponse['error'] = null;
   if (answer?.ok === true) output = answer.output;
   else if (answer?.ok === false) error = answer.error;
-  if (status === 'ok' && error === null && answer === null) {
-    const what = task.runtime === 'bash' ? 'printed nothing on stdout' : 'ended without answering';
-    error = { message: `Cannot read the function's result: the handler ${what}`, stack: null };
-  }
+  if (status === 'ok' && error === null && answer === null) error = { message: noAnswerMessage(rt), stack: null };
   if (status === 'ok' && error !== null) status = 'error';
   // Status error always comes with an error: a non-zero exit is one even when stdout was JSON.
   if (status === 'error' && error === null) {

@@ -4,7 +4,8 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { OutputChunk, SandboxOutcome, SandboxTask } from '../worker-pool/types.js';
+import type { OutputChunk, SandboxOutcome } from '../worker-pool/types.js';
+import type { SandboxTask } from '../worker-pool/task.js';
 import { createApp } from './app.js';
 import { callbackAllowed } from './callbacks.js';
 import { Drain } from './drain.js';

@@ -1,10 +1,9 @@
 // From a validated request to a SandboxTask, and from a SandboxOutcome to the response.
 // Pure functions: no I/O, so the whole mapping is unit-testable.
 import { LIMIT_NAMES, type Limits, type Profile, type Runtime } from '../profiles/schema.js';
-import type { SandboxOutcome, SandboxResult, SandboxTask } from '../worker-pool/types.js';
+import { inlineTask, type SandboxTask } from '../worker-pool/task.js';
+import type { SandboxOutcome, SandboxResult } from '../worker-pool/types.js';
 import { ApiError } from './errors.js';
-import { inlineWarmSpec } from './warm-spec.js';
-import { argvFor, envFor, RUNTIME_SPECS } from './runtimes.js';
 import type { InvokeReason, InvokeRequest, InvokeResponse, InvokeStatus } from './schemas.js';
 
 export function findProfile(profiles: ReadonlyMap<string, Profile>, name: string): Profile {
@@ -55,40 +54,28 @@ export function resolveLimits(profile: Profile, requested: Partial<Limits> = {},
   return limits;
 }
 
-export function buildTask(id: string, body: InvokeRequest, profile: Profile, cap?: TenantCap): SandboxTask {
-  if (!profile.runtimes.includes(body.runtime)) {
-    throw new ApiError(
-      'RUNTIME_NOT_ALLOWED',
-      `Cannot run function: runtime '${body.runtime}' is not allowed by profile '${profile.name}': allowed runtimes are ${profile.runtimes.join(', ')}`,
-      { runtime: body.runtime, profile: profile.name, allowed: profile.runtimes },
-    );
-  }
-  return {
-    id,
-    runtime: body.runtime,
-    argv: argvFor(body.runtime, body.args),
-    env: envFor(body.env),
-    files: [{ name: RUNTIME_SPECS[body.runtime].file, content: body.code }],
-    stdin: body.stdin ?? '',
-    limits: resolveLimits(profile, body.limits, cap),
-    warm: inlineWarmSpec(body.runtime, profile, body.code, body.args, body.env),
-    profile: {
-      name: profile.name,
-      filesystem: profile.filesystem,
-      landlock: profile.landlock,
-      rlimits: profile.rlimits,
-      seccompAllow: allowlistFor(profile, body.runtime),
-      brokeredFiles: profile.seccomp.brokeredFiles,
-      network: profile.network,
-      ...(profile.apparmorProfile ? { apparmorProfile: profile.apparmorProfile } : {}),
-    },
-  };
+/** RUNTIME_NOT_ALLOWED unless `profile` lets `runtime` run; `what` names the refused action. */
+export function checkRuntime(profile: Profile, runtime: Runtime, what: string): void {
+  if (profile.runtimes.includes(runtime)) return;
+  throw new ApiError(
+    'RUNTIME_NOT_ALLOWED',
+    `Cannot ${what}: runtime '${runtime}' is not allowed by profile '${profile.name}': allowed runtimes are ${profile.runtimes.join(', ')}`,
+    { runtime, profile: profile.name, allowed: profile.runtimes },
+  );
 }
 
-/** The syscalls a runtime may make under a profile: the policy's common list plus the runtime's. */
-export function allowlistFor(profile: Profile, runtime: Runtime): string[] {
-  const p = profile.seccomp.policy;
-  return [...new Set([...p.common, ...p.runtimes[runtime]])];
+export function buildTask(id: string, body: InvokeRequest, profile: Profile, cap?: TenantCap): SandboxTask {
+  checkRuntime(profile, body.runtime, 'run function');
+  return inlineTask({
+    id,
+    runtime: body.runtime,
+    code: body.code,
+    ...(body.args ? { args: body.args } : {}),
+    ...(body.env ? { env: body.env } : {}),
+    ...(body.stdin !== undefined ? { stdin: body.stdin } : {}),
+    limits: resolveLimits(profile, body.limits, cap),
+    profile,
+  });
 }
 
 /** The order matters: a timeout or OOM kill also leaves a signal, and the cause is what the caller needs. */

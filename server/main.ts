@@ -2,16 +2,17 @@
 // pool, HTTP (and the metrics listener), and an orderly shutdown. Everything that can be wrong about the host or the configuration
 // is found here, before the port opens, and reported as one line naming what to fix.
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, realpathSync } from 'node:fs';
+import { existsSync, mkdirSync, realpathSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { serve } from '@hono/node-server';
+import { PACKAGE_ROOT } from '../common/package-root.js';
 import { loadProfiles, type Profile } from '../profiles/index.js';
 import { openHost, type Host } from '../worker-pool/host/index.js';
 import { PoolOverloadedError, SandboxPool } from '../worker-pool/pool.js';
-import type { SandboxTask } from '../worker-pool/types.js';
+import { commandTask, type SandboxTask } from '../worker-pool/task.js';
 import { createApp, type Invoker, type Readiness } from './app.js';
 import { recoverRunning, type HostIdentity } from './async-invocations.js';
 import { AuditLog } from './audit.js';
@@ -22,22 +23,14 @@ import { Drain } from './drain.js';
 import { ApiError } from './errors.js';
 import { deployExamples, loadExamples } from './examples.js';
 import { probeStateDir, probeStateDirSync } from './host-state.js';
-import { allowlistFor } from './invoke.js';
 import { JsonLogger } from './log.js';
 import { createMetricsApp, Metrics } from './metrics.js';
 import { PoolStatsPublisher } from './pool-stats.js';
 import { stateGuard } from './state-guard.js';
 import { openState, type State } from './state/index.js';
 
-/** functions/ of the repository, from source or from dist/. */
-const here = dirname(fileURLToPath(import.meta.url));
-const EXAMPLES_DIR = [resolve(here, '..', 'functions'), resolve(here, '..', '..', 'functions')].find((d) => {
-  try {
-    return loadExamples(d).length > 0;
-  } catch {
-    return true; // exists but is wrong: deployExamples reports it
-  }
-});
+/** The example functions shipped with the package (absent from a trimmed install). */
+const EXAMPLES_DIR = join(PACKAGE_ROOT, 'functions');
 
 /** After the drain deadline, how long the teardown may take before the process just exits. */
 const FORCED_EXIT_MS = 10_000;
@@ -47,26 +40,13 @@ function fatal(message: string): never {
   process.exit(1);
 }
 
-/** The smallest real sandbox: proves namespaces, mounts, cgroup and exec work right now. */
+/**
+ * The smallest real sandbox: proves namespaces, mounts, cgroup and exec work right now.
+ * Network mode none whatever the profile says: the canary needs nothing on the host.
+ */
 function canaryTask(profile: Profile): SandboxTask {
-  return {
-    id: 'canary',
-    runtime: 'bash',
-    argv: ['/usr/bin/true'],
-    env: {},
-    files: [],
-    stdin: '',
-    limits: { ...profile.limits.defaults, timeoutMs: Math.min(5000, profile.limits.max.timeoutMs), outputBytes: 4096 },
-    profile: {
-      name: profile.name,
-      filesystem: profile.filesystem,
-      landlock: profile.landlock,
-      rlimits: profile.rlimits,
-      seccompAllow: allowlistFor(profile, 'bash'),
-      brokeredFiles: profile.seccomp.brokeredFiles,
-      network: { mode: 'none' },
-    },
-  };
+  const limits = { ...profile.limits.defaults, timeoutMs: Math.min(5000, profile.limits.max.timeoutMs), outputBytes: 4096 };
+  return commandTask({ id: 'canary', argv: ['/usr/bin/true'], limits, profile, runtimes: ['bash'], network: { mode: 'none' } });
 }
 
 /** Starts the server; it runs until SIGTERM or SIGINT. `zviz serve` calls this too. */
@@ -232,7 +212,7 @@ export async function main(): Promise<void> {
     }
     try {
       const dev = await state.tenants.get(DEV_TENANT);
-      if (dev?.status === 'active' && EXAMPLES_DIR !== undefined) {
+      if (dev?.status === 'active' && existsSync(EXAMPLES_DIR)) {
         await deployExamples({ functions: state.functions, profiles, withState }, dev, loadExamples(EXAMPLES_DIR), log);
       }
     } catch (e) {

@@ -4,7 +4,8 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseProfile, type Profile } from '../profiles/index.js';
-import type { HostFacts, OutputChunk, SandboxOutcome, SandboxResult, SandboxTask } from '../worker-pool/types.js';
+import type { HostFacts, OutputChunk, SandboxOutcome, SandboxResult } from '../worker-pool/types.js';
+import type { SandboxTask } from '../worker-pool/task.js';
 import type { Invoker } from './app.js';
 import { AuditLog } from './audit.js';
 import { silentLogger } from './log.js';

@@ -2,20 +2,16 @@
 // once, refuses a library whose ABI version differs from ours, and exports typed
 // functions. Calls block: use them from piscina worker threads, not the event loop.
 import { existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import koffi from 'koffi';
+import { PACKAGE_ROOT } from '../common/package-root.js';
 import { NATIVE_ERROR_CODES, type NativeFailure, type NativeErrorCode } from './types.js';
 
 export const EXPECTED_ABI = 5;
 
-const here = dirname(fileURLToPath(import.meta.url));
-/** Repository root, whether running from source (worker-pool/) or from dist/worker-pool/. */
-const repoRoot = existsSync(join(here, '..', 'package.json')) ? resolve(here, '..') : resolve(here, '..', '..');
-
 /** Directory holding libzviz.so and zviz-supervisor (ZVIZ_NATIVE_DIR selects e.g. the ASan build). */
 export function nativeDir(): string {
-  return process.env.ZVIZ_NATIVE_DIR ? resolve(process.env.ZVIZ_NATIVE_DIR) : join(repoRoot, 'native', 'build');
+  return process.env.ZVIZ_NATIVE_DIR ? resolve(process.env.ZVIZ_NATIVE_DIR) : join(PACKAGE_ROOT, 'native', 'build');
 }
 
 const ZvizError = koffi.struct('zviz_error', {

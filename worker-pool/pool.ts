@@ -4,7 +4,8 @@
 import { Piscina } from 'piscina';
 import type { HostLayout } from './spec.js';
 import { MessageChannel } from 'node:worker_threads';
-import type { OutputChunk, ParkedSandbox, SandboxOutcome, SandboxTask, SpawnOutcome, WorkerJob } from './types.js';
+import type { OutputChunk, ParkedSandbox, SandboxOutcome, SpawnOutcome, WorkerJob } from './types.js';
+import type { SandboxTask } from './task.js';
 import { DEFAULT_WARM, WarmPools, type PoolStats, type WarmOptions } from './warm.js';
 
 export class PoolOverloadedError extends Error {

@@ -8,8 +8,6 @@ import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { loadProfiles, type Profile, type Runtime } from '../profiles/index.js';
-import { buildTask } from '../server/invoke.js';
-import type { InvokeRequest } from '../server/schemas.js';
 import {
   ADDR_NO_RANDOMIZE,
   ALWAYS_ALLOWED,
@@ -27,7 +25,7 @@ import {
   x86_64Syscalls,
 } from '../test/syscall-table.js';
 import { encodeSpec, type HostLayout } from './spec.js';
-import type { SandboxTask } from './types.js';
+import { inlineTask, type SandboxTask } from './task.js';
 
 const SUPERVISOR = fileURLToPath(new URL('../native/build/zviz-supervisor', import.meta.url));
 const PROFILES_DIR = fileURLToPath(new URL('../profiles', import.meta.url));
@@ -199,7 +197,7 @@ describe.skipIf(skip !== null)('the compiled seccomp program (zviz-supervisor --
   const programs = new Map<string, Insn[]>();
 
   function taskFor(runtime: Runtime, edit: (t: SandboxTask) => void = () => {}): SandboxTask {
-    const t = buildTask('bpf-export', { runtime, code: '' } as InvokeRequest, profile);
+    const t = inlineTask({ id: 'bpf-export', runtime, code: '', limits: profile.limits.defaults, profile });
     edit(t);
     return t;
   }

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { landlockPolicy } from './landlock.js';
 import { encodeSpec, TAG, type HostLayout } from './spec.js';
-import type { SandboxTask } from './types.js';
+import type { SandboxTask } from './task.js';
 
 const MiB = 1024 * 1024;
 const INTERNAL_H = fileURLToPath(new URL('../native/src/internal.h', import.meta.url));

@@ -2,7 +2,7 @@
 // and the limits layout in step with native/src/internal.h.
 import { landlockPolicy } from './landlock.js';
 import type { NetworkHost } from './network/index.js';
-import type { SandboxTask } from './types.js';
+import type { SandboxTask } from './task.js';
 
 export const TAG = {
   ID: 1,

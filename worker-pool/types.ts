@@ -1,47 +1,7 @@
 // Plain data that crosses the piscina boundary. Nothing here is a class or carries
 // methods: the structured clone between threads would strip them (piscina #141).
 import type { MessagePort } from 'node:worker_threads';
-import type { Limits, Profile, Runtime } from '../profiles/schema.js';
-
-/** Everything the native layer needs to build one sandbox and run one invocation in it. */
-export interface SandboxTask {
-  id: string;
-  runtime: Runtime;
-  /** argv[0] is an absolute path inside the sandbox. */
-  argv: string[];
-  /** Exactly the environment the function sees. */
-  env: Record<string, string>;
-  /** Files written read-only under /fn. `name` is a plain file name (no slashes). */
-  files: Array<{ name: string; content: string }>;
-  stdin: string;
-  limits: Limits;
-  /** Set when the task can run in a pre-warmed sandbox (always, for deployed functions). */
-  warm?: WarmSpec;
-  profile: {
-    name: string;
-    filesystem: Profile['filesystem'];
-    landlock: Profile['landlock'];
-    apparmorProfile?: string;
-    /** The resolved allowlist for this runtime (policy common + runtime list). */
-    seccompAllow: string[];
-    brokeredFiles: Array<{ path: string; source: string }>;
-    network: Profile['network'];
-    rlimits: Profile['rlimits'];
-  };
-}
-
-/**
- * How a task may run in a pre-warmed sandbox. Sandboxes made from the same key are
- * interchangeable; `template` is what such a sandbox is made from (its argv runs the
- * runtime's bootstrap); `control` is the work sent to it at claim (fd 3).
- */
-export interface WarmSpec {
-  key: string;
-  template: { argv: string[]; env: Record<string, string>; files: Array<{ name: string; content: string }> };
-  control: string;
-  /** A deployed function: its answer arrives on fd 4 and is the invocation's output. */
-  handler: boolean;
-}
+import type { SandboxTask } from './task.js';
 
 /** A sandbox made ahead of its invocation and parked; plain data, valid in any thread. */
 export interface ParkedSandbox {

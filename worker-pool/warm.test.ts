@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import type { ParkedSandbox, SandboxTask } from './types.js';
+import type { ParkedSandbox } from './types.js';
+import type { SandboxTask } from './task.js';
 import { WarmPools, type WarmBackend, type WarmOptions } from './warm.js';
 
 /** A backend whose sandboxes appear when the test says so, on a clock the test moves. */

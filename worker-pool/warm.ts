@@ -9,7 +9,8 @@
 // memory; idle pools shrink to nothing. Refill runs in the background with a bounded
 // number of creations in flight, so it never starves running invocations of threads.
 import { randomUUID } from 'node:crypto';
-import type { ParkedSandbox, SandboxTask } from './types.js';
+import type { ParkedSandbox } from './types.js';
+import type { SandboxTask } from './task.js';
 
 export interface WarmOptions {
   /** Most warm sandboxes on this host, all pools together. 0 disables pre-warming. */

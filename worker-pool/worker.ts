@@ -10,15 +10,8 @@ import { killAndRemove } from './host/cgroups.js';
 import { sandboxCgroup, sandboxId } from './host/names.js';
 import { setupNetwork, teardownNetwork, type NetworkInfo } from './network/index.js';
 import { encodeGo, encodeSpec, type HostLayout } from './spec.js';
-import type {
-  AuditEvent,
-  OutputChunk,
-  ParkedSandbox,
-  SandboxOutcome,
-  SandboxTask,
-  SpawnOutcome,
-  WorkerJob,
-} from './types.js';
+import type { AuditEvent, OutputChunk, ParkedSandbox, SandboxOutcome, SpawnOutcome, WorkerJob } from './types.js';
+import type { SandboxTask } from './task.js';
 
 const signalNames = new Map<number, string>(
   Object.entries(constants.signals).map(([name, num]) => [num as number, name]),

@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { loadProfiles } from '../../profiles/index.js';
 import { loadConfig } from '../config.js';
-import { allowlistFor } from '../invoke.js';
+import { allowlistFor } from '../../profiles/index.js';
 import { cli } from './cli.js';
 import { CliError, UsageError } from './io.js';
 import { planRun, resolveCommand, runTask, unstreamedTail } from './run.js';
@@ -79,9 +79,10 @@ describe('zviz run: the plan', () => {
 
   it("the seccomp allowlist is the union of the profile's runtimes, or one runtime's with --runtime", () => {
     const def = profiles.get('default')!;
-    const all = plan('--', 'id')!.seccompAllow;
+    const allowed = (...args: string[]) => runTask(plan(...args)!, 'x', '').profile.seccompAllow;
+    const all = allowed('--', 'id');
     for (const r of def.runtimes) for (const s of allowlistFor(def, r)) expect(all).toContain(s);
-    expect(new Set(plan('--runtime', 'bash', '--', 'id')!.seccompAllow)).toEqual(new Set(allowlistFor(def, 'bash')));
+    expect(new Set(allowed('--runtime', 'bash', '--', 'id'))).toEqual(new Set(allowlistFor(def, 'bash')));
   });
 
   it('the task is the command as argv: no /fn files, no warm spec, env over the base', () => {
@@ -91,7 +92,7 @@ describe('zviz run: the plan', () => {
     expect(t).toMatchObject({ id: 'abc', argv: ['/usr/bin/cat', '-'], files: [], stdin: 'input', limits: p.limits });
     expect(t.warm).toBeUndefined();
     expect(t.env).toEqual({ PATH: '/usr/local/bin:/usr/bin:/bin', HOME: '/tmp', LANG: 'C.UTF-8', GREETING: 'hi' });
-    expect(t.profile).toMatchObject({ name: 'default', network: { mode: 'none' }, seccompAllow: p.seccompAllow });
+    expect(t.profile).toMatchObject({ name: 'default', network: { mode: 'none' }, seccompAllow: allowlistFor(p.profile, p.runtimes) });
   });
 });
 

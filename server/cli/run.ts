@@ -14,10 +14,11 @@ import { errorMessage } from '../../common/errors.js';
 import { HostError, openHost, type Host } from '../../worker-pool/host/index.js';
 import { sandboxId } from '../../worker-pool/host/names.js';
 import { SandboxPool } from '../../worker-pool/pool.js';
-import type { NativeFailure, SandboxTask } from '../../worker-pool/types.js';
+import type { NativeFailure } from '../../worker-pool/types.js';
+import { BASE_ENV } from '../../worker-pool/runtime/index.js';
+import { commandTask, type SandboxTask } from '../../worker-pool/task.js';
 import { loadConfig, type Config } from '../config.js';
-import { allowlistFor, toResponse } from '../invoke.js';
-import { BASE_ENV, envFor } from '../runtimes.js';
+import { toResponse } from '../invoke.js';
 import { DEFAULT_PROFILE, ENV_KEY_PATTERN } from '../schemas.js';
 import { helpText, parseCommandLine, parseEnvAssignment, shown, type OptionSpecs } from './args.js';
 import { EXIT, exitCodeFor, statusLines } from './exit-codes.js';
@@ -94,8 +95,8 @@ export interface RunPlan {
   argv: string[];
   /** The command's variables over BASE_ENV. */
   env: Record<string, string>;
-  runtime: Runtime;
-  seccompAllow: string[];
+  /** Whose syscalls the command may make: the profile's runtimes, or the one of --runtime. */
+  runtimes: readonly Runtime[];
   readStdin: boolean;
   json: boolean;
 }
@@ -143,36 +144,16 @@ export function planRun(
     limits,
     argv,
     env,
-    runtime: runtimes[0]!,
     // Any command: the union of what the profile lets any of its (chosen) runtimes call.
-    seccompAllow: [...new Set(runtimes.flatMap((r) => allowlistFor(profile, r)))],
+    runtimes,
     readStdin: values['no-stdin'] !== true,
     json: values.json === true,
   };
 }
 
-/** The task for a plan: like an inline invocation (server/invoke.ts buildTask), with argv the command and no /fn files. */
+/** The task for a plan: the command as argv, no /fn files, no warm spec. */
 export function runTask(plan: RunPlan, id: string, stdin: string): SandboxTask {
-  const p = plan.profile;
-  return {
-    id,
-    runtime: plan.runtime,
-    argv: plan.argv,
-    env: envFor(plan.env),
-    files: [],
-    stdin,
-    limits: plan.limits,
-    profile: {
-      name: p.name,
-      filesystem: p.filesystem,
-      landlock: p.landlock,
-      rlimits: p.rlimits,
-      seccompAllow: plan.seccompAllow,
-      brokeredFiles: p.seccomp.brokeredFiles,
-      network: p.network,
-      ...(p.apparmorProfile ? { apparmorProfile: p.apparmorProfile } : {}),
-    },
-  };
+  return commandTask({ id, argv: plan.argv, env: plan.env, stdin, limits: plan.limits, profile: plan.profile, runtimes: plan.runtimes });
 }
 
 /** The sandbox could not be made (or the command not started in it): zviz failed, 125. */

@@ -1,0 +1,191 @@
+// What one sandbox is made of (SandboxTask, plain data that crosses the piscina boundary)
+// and the three ways ZViz makes one: code in a runtime (inlineTask), a deployed function
+// through its handler contract (handlerTask), and a command (commandTask: `zviz run`, the
+// start-up canary, the benchmarks). Each builds the profile's section with sandboxProfile,
+// and asks the runtime's record (worker-pool/runtime) for argv, files and control.
+import { allowlistFor } from '../profiles/index.js';
+import type { Limits, Profile, Runtime } from '../profiles/schema.js';
+import { bootstrapFor, envFor, FUNCTION_DIR, handlerInput, inlineRun, inlineWork, runtimeDef, BASE_ENV, type SandboxFile } from './runtime/index.js';
+
+/** Everything the native layer needs to build one sandbox and run one invocation in it. */
+export interface SandboxTask {
+  id: string;
+  runtime: Runtime;
+  /** argv[0] is an absolute path inside the sandbox. */
+  argv: string[];
+  /** Exactly the environment the function sees. */
+  env: Record<string, string>;
+  /** Files written read-only under /fn; nested paths (lib/util.js) are fine. */
+  files: SandboxFile[];
+  stdin: string;
+  limits: Limits;
+  /** Set when the task can run in a pre-warmed sandbox (always, for deployed functions). */
+  warm?: WarmSpec;
+  profile: SandboxProfile;
+}
+
+/** The sections of a profile the native layer applies to one sandbox, resolved. */
+export interface SandboxProfile {
+  name: string;
+  filesystem: Profile['filesystem'];
+  landlock: Profile['landlock'];
+  apparmorProfile?: string;
+  /** The resolved allowlist (policy common + the runtimes' lists). */
+  seccompAllow: string[];
+  brokeredFiles: Array<{ path: string; source: string }>;
+  network: Profile['network'];
+  rlimits: Profile['rlimits'];
+}
+
+/**
+ * How a task may run in a pre-warmed sandbox. Sandboxes made from the same key are
+ * interchangeable; `template` is what such a sandbox is made from (its argv runs the
+ * runtime's bootstrap); `control` is the work sent to it at claim (fd 3).
+ */
+export interface WarmSpec {
+  key: string;
+  template: { argv: string[]; env: Record<string, string>; files: SandboxFile[] };
+  control: string;
+  /** A deployed function: its answer arrives on fd 4 and is the invocation's output. */
+  handler: boolean;
+}
+
+export interface SandboxProfileOptions {
+  /** Brokered files beyond the profile's own (a deployed function's secrets). */
+  extraBrokeredFiles?: ReadonlyArray<{ path: string; source: string }>;
+  /** Instead of the profile's network (the canary needs nothing on the host). */
+  network?: Profile['network'];
+}
+
+/** The profile's section of a task whose code may make the syscalls of `runtimes`. */
+export function sandboxProfile(profile: Profile, runtimes: Runtime | readonly Runtime[], options: SandboxProfileOptions = {}): SandboxProfile {
+  return {
+    name: profile.name,
+    filesystem: profile.filesystem,
+    landlock: profile.landlock,
+    rlimits: profile.rlimits,
+    seccompAllow: allowlistFor(profile, runtimes),
+    brokeredFiles: [...profile.seccomp.brokeredFiles, ...(options.extraBrokeredFiles ?? [])],
+    network: options.network ?? profile.network,
+    ...(profile.apparmorProfile ? { apparmorProfile: profile.apparmorProfile } : {}),
+  };
+}
+
+export interface InlineCode {
+  id: string;
+  runtime: Runtime;
+  code: string;
+  args?: readonly string[];
+  env?: Readonly<Record<string, string>>;
+  stdin?: string;
+  limits: Limits;
+  profile: Profile;
+}
+
+/**
+ * Code in a runtime. Cold, it is written to the runtime's source file and run. Warm,
+ * sandboxes of one runtime and profile are interchangeable: they start the runtime's
+ * bootstrap with the base environment only; the code, arguments and the request's own
+ * environment arrive at claim, so nothing of one request is in a sandbox made before it.
+ */
+export function inlineTask(c: InlineCode): SandboxTask {
+  const rt = runtimeDef(c.runtime);
+  const args = c.args ?? [];
+  const env = c.env ?? {};
+  const run = inlineRun(rt, c.code, args);
+  const boot = bootstrapFor(rt, 'inline', `${FUNCTION_DIR}/${rt.source}`);
+  return {
+    id: c.id,
+    runtime: c.runtime,
+    argv: run.argv,
+    env: envFor(env),
+    files: run.files,
+    stdin: c.stdin ?? '',
+    limits: c.limits,
+    warm: {
+      key: `inline:${c.runtime}:${c.profile.name}`,
+      template: { argv: boot.argv, env: { ...BASE_ENV }, files: [boot.file] },
+      control: inlineWork(rt, { code: c.code, args, env }),
+      handler: false,
+    },
+    profile: sandboxProfile(c.profile, c.runtime),
+  };
+}
+
+/** A deployed function's code: its files (paths under /fn) and which one is the handler. */
+export interface FunctionCode {
+  tenant: string;
+  name: string;
+  version: number;
+  runtime: Runtime;
+  files: Readonly<Record<string, string>>;
+  /** Path (under /fn) of the handler module (node, python) or script (bash). */
+  handler: string;
+  env: Readonly<Record<string, string>>;
+}
+
+export interface HandlerCall {
+  id: string;
+  fn: FunctionCode;
+  event: unknown;
+  context: Record<string, unknown>;
+  limits: Limits;
+  profile: Profile;
+  /** The function's secrets, as brokered files. */
+  secrets?: ReadonlyArray<{ path: string; source: string }>;
+}
+
+/**
+ * A deployed function always runs through its runtime's bootstrap (the handler contract of
+ * worker-pool/runtime), cold or warm: a cold start runs exactly what a warm sandbox was
+ * made with. Sandboxes of one version and profile are interchangeable, made with the
+ * function's files, environment and handler already loaded.
+ */
+export function handlerTask(c: HandlerCall): SandboxTask {
+  const rt = runtimeDef(c.fn.runtime);
+  const boot = bootstrapFor(rt, 'handler', `${FUNCTION_DIR}/${c.fn.handler}`);
+  const template = {
+    argv: boot.argv,
+    env: { ...BASE_ENV, ...c.fn.env },
+    files: [...Object.entries(c.fn.files).map(([name, content]) => ({ name, content })), boot.file],
+  };
+  const input = handlerInput(rt, c.event, c.context);
+  return {
+    id: c.id,
+    runtime: c.fn.runtime,
+    argv: template.argv,
+    env: template.env,
+    files: template.files,
+    stdin: input.stdin,
+    limits: c.limits,
+    warm: { key: `fn:${c.fn.tenant}:${c.fn.name}:${c.fn.version}:${c.profile.name}`, template, control: input.control, handler: true },
+    profile: sandboxProfile(c.profile, c.fn.runtime, { extraBrokeredFiles: c.secrets ?? [] }),
+  };
+}
+
+export interface Command {
+  id: string;
+  /** argv[0] absolute. */
+  argv: string[];
+  env?: Readonly<Record<string, string>>;
+  stdin?: string;
+  limits: Limits;
+  profile: Profile;
+  /** Whose syscalls the command may make (any of a profile's runtimes, for an arbitrary command). */
+  runtimes: readonly Runtime[];
+  network?: Profile['network'];
+}
+
+/** A command in a sandbox: no /fn files, no warm spec. */
+export function commandTask(c: Command): SandboxTask {
+  return {
+    id: c.id,
+    runtime: c.runtimes[0]!,
+    argv: c.argv,
+    env: envFor(c.env),
+    files: [],
+    stdin: c.stdin ?? '',
+    limits: c.limits,
+    profile: sandboxProfile(c.profile, c.runtimes, c.network === undefined ? {} : { network: c.network }),
+  };
+}
