@@ -1,6 +1,6 @@
 // Item 2 breakdown: a warm invocation without HTTP and Redis, and without piscina. worker-pool/pool.ts's
 // SandboxPool runs in this process, with the host layout server/main.ts builds, and
-// invokes a deployed node hello the way server/invocations.ts prepares one (the handler
+// invokes a deployed node hello the way server/invocation/service.ts prepares one (the handler
 // bootstrap, the default profile): what is left of the HTTP latency is the server's own
 // path (HTTP, auth, Redis quota, function lookup and accounting).
 import { performance } from 'node:perf_hooks';
@@ -26,7 +26,7 @@ export interface PoolLevel {
   durationMs: Summary;
 }
 
-/** A deployed node hello as server/invocations.ts prepares one: the handler bootstrap, the default profile. */
+/** A deployed node hello as server/invocation/service.ts prepares one: the handler bootstrap, the default profile. */
 function helloTask(i: number): SandboxTask {
   const profile = defaultProfile();
   const fn = { tenant: 'bench', name: HELLO.node.name, version: 1, runtime: 'node' as const, files: { 'index.js': HELLO.node.code }, handler: 'index.js', env: {} };

@@ -189,7 +189,7 @@ function httpRows(h: HttpResults): void {
   );
   notes.push(
     `2: breakdown rows: ${h.poolLevel.total} pairs, each an HTTP request to the server, 50 ms, then SandboxPool.invoke() of worker-pool/pool.ts in the benchmark's own process ` +
-      `(the server's host layout, a deployed-function task built as server/invocations.ts builds it, a warm pool of its own), 50 ms — so both see the same background load. ` +
+      `(the server's host layout, a deployed-function task built as server/invocation/service.ts builds it, a warm pool of its own), 50 ms — so both see the same background load. ` +
       `In-process = piscina hop + native run (GO → RESULT) + release; supervisor durationMs (GO → function exit, namespace teardown included) p50 ${fmt(h.poolLevel.durationMs.p50)} p99 ${fmt(h.poolLevel.durationMs.p99)} ms ` +
       `(HTTP side: p50 ${fmt(h.poolLevel.http.durationMs.p50)} p99 ${fmt(h.poolLevel.http.durationMs.p99)} ms). HTTP − in-process = the server's request path (HTTP, auth, Redis quota, function lookup, accounting).`,
   );

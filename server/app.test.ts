@@ -1,9 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { SandboxOutcome } from '../worker-pool/types.js';
 import { createApp, type Readiness } from './app.js';
-import { ApiError, type ErrorCode } from './errors.js';
-import { JsonLogger, silentLogger } from './log.js';
-import { ADMIN_TOKEN, FakeInvoker, HOST_FACTS, result, testProfiles, testState, testTenant } from './test-fixtures.js';
+import { ApiError, type ErrorCode } from './http/errors.js';
+import { JsonLogger, silentLogger } from './ops/log.js';
+import { ADMIN_TOKEN, FakeInvoker, HOST_FACTS, result, testProfiles, testState, testTenant } from '../test/support/fixtures.js';
 
 const MiB = 1024 * 1024;
 const JSON_TYPE = { 'content-type': 'application/json' };

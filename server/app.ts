@@ -5,31 +5,31 @@
 // /readyz and /openapi.json are open. An invocation passes, in order: the drain check, the
 // declared body size, authentication, body checks, profile and tenant limit caps, quota
 // admission (a lease), the pool; the lease is released exactly once when the invocation
-// ends, however it ends (server/invocations.ts).
+// ends, however it ends (server/invocation/service.ts).
 import { Hono, type MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { Profile } from '../profiles/schema.js';
 import type { HostFacts } from '../worker-pool/types.js';
-import { registerAdminRoutes } from './admin.js';
-import { AsyncInvocations, DEFAULT_RESULT_TTL_S, type HostIdentity, type InvocationStore } from './async-invocations.js';
-import { auditQuerySchema, type AuditLog } from './audit.js';
-import { adminAuth, tenantAuth } from './auth.js';
+import { registerAdminRoutes } from './tenancy/admin.js';
+import { AsyncInvocations, DEFAULT_RESULT_TTL_S, type HostIdentity, type InvocationStore } from './invocation/async.js';
+import { auditQuerySchema, type AuditLog } from './tenancy/audit.js';
+import { adminAuth, tenantAuth } from './tenancy/auth.js';
 import { PACKAGE_VERSION } from './config.js';
-import { Drain } from './drain.js';
-import { ApiError, errorHandler, methodNotAllowed, notFoundHandler } from './errors.js';
-import { registerFunctionRoutes } from './function-routes.js';
-import type { FunctionStore } from './functions.js';
-import { Invocations, type Invoker } from './invocations.js';
-import { registerInvokeRoutes } from './invoke-routes.js';
-import type { Logger } from './log.js';
-import type { Metrics } from './metrics.js';
-import { openApiDocument } from './openapi.js';
-import { QuotaGate, type QuotaStore } from './quotas.js';
-import { stateGuard } from './state-guard.js';
-import type { TenantStore } from './tenants.js';
-import { abortedBody, clientAborted, validQuery } from './validate.js';
+import { Drain } from './ops/drain.js';
+import { ApiError, errorHandler, methodNotAllowed, notFoundHandler } from './http/errors.js';
+import { registerFunctionRoutes } from './functions/routes.js';
+import type { FunctionStore } from './functions/store.js';
+import { InvocationService, type Invoker } from './invocation/service.js';
+import { registerInvokeRoutes } from './invocation/routes.js';
+import type { Logger } from './ops/log.js';
+import type { Metrics } from './ops/metrics.js';
+import { openApiDocument } from './http/openapi.js';
+import { QuotaGate, type QuotaStore } from './tenancy/quotas.js';
+import { stateGuard } from './state/guard.js';
+import type { TenantStore } from './tenancy/tenants.js';
+import { abortedBody, clientAborted, validQuery } from './http/validate.js';
 
-export type { Invoker } from './invocations.js';
+export type { Invoker } from './invocation/service.js';
 
 export const DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_LEASE_SLACK_MS = 30_000;
@@ -51,8 +51,8 @@ export interface AppDeps {
   audit: AuditLog;
   metrics: Metrics;
   functions: FunctionStore;
-  /** Async invocations and their results. */
-  invocations: InvocationStore;
+  /** Where async invocations and their results are kept. */
+  results: InvocationStore;
   /** ZVIZ_ADMIN_TOKEN; null turns /admin/*, /host and /metrics off (403). */
   adminToken: string | null;
   /** Largest accepted request body in bytes. Default 4 MiB. */
@@ -117,7 +117,7 @@ export function createApp(deps: AppDeps): Hono {
   const adminOnly = adminAuth({ token: deps.adminToken, audit, metrics });
   const bodyUpToMax = limitBody(maxBodyBytes);
 
-  const invocations = new Invocations({
+  const service = new InvocationService({
     profiles,
     invoker: deps.invoker,
     functions: deps.functions,
@@ -129,8 +129,8 @@ export function createApp(deps: AppDeps): Hono {
     secretsDir: deps.secretsDir ?? null,
   });
   const asyncInvocations = new AsyncInvocations({
-    store: deps.invocations,
-    invocations,
+    store: deps.results,
+    service,
     drain,
     audit,
     log,
@@ -147,7 +147,7 @@ export function createApp(deps: AppDeps): Hono {
   // The declared size is checked first: an oversized body is refused unread, before any
   // Redis round trip. The body is parsed only for an authenticated tenant.
   registerInvokeRoutes(app, {
-    invocations,
+    service,
     async: asyncInvocations,
     drain,
     log,

@@ -14,19 +14,19 @@ import { openHost, type Host } from '../worker-pool/host/index.js';
 import { PoolOverloadedError, SandboxPool } from '../worker-pool/pool.js';
 import { commandTask, type SandboxTask } from '../worker-pool/task.js';
 import { createApp, type Invoker, type Readiness } from './app.js';
-import { recoverRunning, type HostIdentity } from './async-invocations.js';
-import { AuditLog } from './audit.js';
-import { guardRequestTargets, onClientError } from './client-errors.js';
+import { recoverRunning, type HostIdentity } from './invocation/async.js';
+import { AuditLog } from './tenancy/audit.js';
+import { guardRequestTargets, onClientError } from './http/client-errors.js';
 import { loadConfig, type Config } from './config.js';
-import { createDevTenant, DEV_TENANT, tryCommand } from './dev-tenant.js';
-import { Drain } from './drain.js';
-import { ApiError } from './errors.js';
-import { deployExamples, loadExamples } from './examples.js';
-import { probeStateDir, probeStateDirSync } from './host-state.js';
-import { JsonLogger } from './log.js';
-import { createMetricsApp, Metrics } from './metrics.js';
-import { PoolStatsPublisher } from './pool-stats.js';
-import { stateGuard } from './state-guard.js';
+import { createDevTenant, DEV_TENANT, tryCommand } from './tenancy/dev-tenant.js';
+import { Drain } from './ops/drain.js';
+import { ApiError } from './http/errors.js';
+import { deployExamples, loadExamples } from './functions/examples.js';
+import { probeStateDir, probeStateDirSync } from './state/state-dir.js';
+import { JsonLogger } from './ops/log.js';
+import { createMetricsApp, Metrics } from './ops/metrics.js';
+import { PoolStatsPublisher } from './ops/pool-stats.js';
+import { stateGuard } from './state/guard.js';
 import { openState, type State } from './state/index.js';
 
 /** The example functions shipped with the package (absent from a trimmed install). */
@@ -190,7 +190,7 @@ export async function main(): Promise<void> {
     adminToken: config.adminToken,
     leaseSlackMs: config.leaseSlackMs,
     functions: state.functions,
-    invocations: state.invocations,
+    results: state.results,
     drain,
     host: () => identity,
     secretsDir,
@@ -206,7 +206,7 @@ export async function main(): Promise<void> {
     poolStats = new PoolStatsPublisher({ redis: state.redis, host: identity.id, stats: () => pool.poolStats(), log });
     poolStats.start();
     try {
-      await recoverRunning(state.invocations, identity, log);
+      await recoverRunning(state.results, identity, log);
     } catch (e) {
       log.warn('cannot check for async invocations a previous run left running', { host: identity.id, error: (e as Error).message });
     }

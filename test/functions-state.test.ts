@@ -1,11 +1,11 @@
 // The Redis side of deployed functions, async invocations and pool stats, against a real
 // redis-server of the test's own (server/state/redis-functions.ts, redis-invocations.ts,
-// server/pool-stats.ts and their Lua scripts). Needs no root.
+// server/ops/pool-stats.ts and their Lua scripts). Needs no root.
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { digestOf, type FunctionSpec, type PutOptions } from '../server/functions.js';
-import { silentLogger } from '../server/log.js';
-import { PoolStatsPublisher } from '../server/pool-stats.js';
+import { digestOf, type FunctionSpec, type PutOptions } from '../server/functions/store.js';
+import { silentLogger } from '../server/ops/log.js';
+import { PoolStatsPublisher } from '../server/ops/pool-stats.js';
 import { RedisFunctionStore } from '../server/state/redis-functions.js';
 import { RedisInvocationStore } from '../server/state/redis-invocations.js';
 import { connectRedis, createRedis, keys } from '../server/state/redis.js';

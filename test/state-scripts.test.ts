@@ -2,12 +2,12 @@
 // with the clock passed in (ARGV now) so every window and expiry is exact. Needs no root.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
-import { silentLogger } from '../server/log.js';
+import { silentLogger } from '../server/ops/log.js';
 import { RedisAuditStore } from '../server/state/redis-audit.js';
 import { RedisQuotaStore, RELEASED_KEEP_MS } from '../server/state/redis-quotas.js';
 import { RedisTenantStore } from '../server/state/redis-tenants.js';
 import { connectRedis, createRedis, keys } from '../server/state/redis.js';
-import { hashApiKey, keyIdOf, quotasSchema, TenantExistsError, type Quotas } from '../server/tenants.js';
+import { hashApiKey, keyIdOf, quotasSchema, TenantExistsError, type Quotas } from '../server/tenancy/tenants.js';
 import { startRedis, type TestRedis } from './redis-helpers.js';
 
 describe('state scripts in a real Redis', () => {

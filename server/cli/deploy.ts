@@ -4,7 +4,7 @@
 import { lstatSync, readdirSync, readFileSync } from 'node:fs';
 import { join, relative, resolve, sep } from 'node:path';
 import type { z } from 'zod';
-import { MANIFEST, manifestSchema } from '../examples.js';
+import { MANIFEST, manifestSchema } from '../functions/examples.js';
 import { helpText, parseCommandLine, shown, type OptionSpecs } from './args.js';
 import { EXIT } from './exit-codes.js';
 import { callServer, refusal, serverFrom } from './http.js';

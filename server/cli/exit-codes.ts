@@ -16,7 +16,7 @@
 // from its own, and `--json` is the way to know for sure.
 import { constants } from 'node:os';
 import type { Limits } from '../../profiles/schema.js';
-import type { InvokeReason, InvokeStatus } from '../schemas.js';
+import type { InvokeReason, InvokeStatus } from '../invocation/schemas.js';
 
 export const EXIT = {
   OK: 0,

@@ -4,7 +4,7 @@
 // invocation may legitimately run up to its profile's timeout (at most 15 minutes).
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { API_KEY_PATTERN } from '../tenants.js';
+import { API_KEY_PATTERN } from '../tenancy/tenants.js';
 import { parseServerUrl } from './args.js';
 import { EXIT } from './exit-codes.js';
 import { CliError, UsageError } from './io.js';

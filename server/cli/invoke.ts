@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import type { Limits } from '../../profiles/schema.js';
 import { RUNTIMES } from '../../profiles/schema.js';
-import { ENV_KEY_PATTERN, FUNCTION_NAME_PATTERN, PROFILE_NAME_PATTERN, type InvokeReason, type InvokeStatus } from '../schemas.js';
+import { ENV_KEY_PATTERN, FUNCTION_NAME_PATTERN, PROFILE_NAME_PATTERN, type InvokeReason, type InvokeStatus } from '../invocation/schemas.js';
 import {
   helpText,
   noPositionals,

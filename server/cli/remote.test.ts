@@ -9,7 +9,6 @@ import { deployRequest, parseManifest } from './deploy.js';
 import { serverFrom } from './http.js';
 import { INVOKE_OPTIONS, invokeBody } from './invoke.js';
 import { CliError } from './io.js';
-import { findCgroupParents } from './sweep.js';
 import { recordedIo } from './test-io.js';
 
 const KEY = `zviz_0123456789abcdef_${'A'.repeat(43)}`;
@@ -152,38 +151,5 @@ describe('zviz deploy: the request', () => {
     const io = recordedIo({ env: { ZVIZ_KEY: KEY } });
     expect(await cli(['deploy'], io)).toBe(2);
     expect(io.err()).toBe('zviz: Missing DIR: usage is zviz deploy [options] DIR\n');
-  });
-});
-
-describe('zviz sweep: where leftovers can be', () => {
-  it('finds every zviz folder in every cgroup hierarchy, freezer first, without entering sandboxes', () => {
-    const mountinfo = [
-      '30 25 0:26 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw',
-      '31 25 0:27 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory',
-      '32 25 0:28 / /sys/fs/cgroup/freezer rw - cgroup cgroup rw,freezer',
-      '33 25 0:29 / /sys/fs/cgroup/devices rw - cgroup cgroup rw,devices',
-      '34 25 0:30 / /proc rw - proc proc rw',
-    ].join('\n');
-    const tree: Record<string, string[]> = {
-      '/sys/fs/cgroup/unified': ['system.slice'],
-      '/sys/fs/cgroup/unified/system.slice': ['zviz.service'],
-      '/sys/fs/cgroup/unified/system.slice/zviz.service': ['zviz', 'zviz-server'],
-      '/sys/fs/cgroup/memory': ['a', 'zviz'],
-      '/sys/fs/cgroup/memory/a': ['zviz'],
-      '/sys/fs/cgroup/freezer': ['zviz'],
-      '/sys/fs/cgroup/devices': ['zviz'],
-    };
-    const plans = findCgroupParents(mountinfo, (d) => tree[d] ?? []);
-    expect(plans).toEqual([
-      expect.objectContaining({
-        driver: 'v1',
-        parents: [
-          { controllers: ['freezer'], parent: '/sys/fs/cgroup/freezer/zviz' },
-          { controllers: ['memory'], parent: '/sys/fs/cgroup/memory/a/zviz' },
-          { controllers: ['memory'], parent: '/sys/fs/cgroup/memory/zviz' },
-        ],
-      }),
-      expect.objectContaining({ driver: 'v2', parents: [{ controllers: ['unified'], parent: '/sys/fs/cgroup/unified/system.slice/zviz.service/zviz' }] }),
-    ]);
   });
 });

@@ -2,7 +2,7 @@
 // and the stores built on it.
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
-import type { Logger } from '../log.js';
+import type { Logger } from '../ops/log.js';
 import { startPrivateRedis, type PrivateRedis } from './private-redis.js';
 import { RedisAuditStore } from './redis-audit.js';
 import { RedisFunctionStore } from './redis-functions.js';
@@ -28,7 +28,8 @@ export interface State {
   quotas: RedisQuotaStore;
   audit: RedisAuditStore;
   functions: RedisFunctionStore;
-  invocations: RedisInvocationStore;
+  /** Async invocations and their results. */
+  results: RedisInvocationStore;
   /** Null when ZVIZ_REDIS_URL names an external Redis. */
   privateRedis: PrivateRedis | null;
   ping(): Promise<{ ok: boolean; detail: string }>;
@@ -59,7 +60,7 @@ export async function openState(opts: StateOptions): Promise<State> {
     quotas: new RedisQuotaStore(redis),
     audit: new RedisAuditStore(redis, opts.auditKeep),
     functions: new RedisFunctionStore(redis),
-    invocations: new RedisInvocationStore(redis),
+    results: new RedisInvocationStore(redis),
     privateRedis,
     ping: () => pingRedis(redis),
     connected: () => redis.status === 'ready',

@@ -2,7 +2,7 @@
 // each capped near ZVIZ_AUDIT_KEEP entries. A record has the same id in both streams, and
 // ids only grow, so an id is a cursor for paging backwards.
 import type { Redis } from 'ioredis';
-import type { AuditEntry, AuditPage, AuditRecord, AuditStore } from '../audit.js';
+import type { AuditEntry, AuditPage, AuditRecord, AuditStore } from '../tenancy/audit.js';
 import { keys } from './redis.js';
 
 export class RedisAuditStore implements AuditStore {

@@ -4,17 +4,7 @@
 // last version number given to each name, kept across deletes). Changes run as one Lua
 // script each (./scripts.ts).
 import type { Redis } from 'ioredis';
-import {
-  metaOf,
-  parseStoredVersion,
-  type FunctionMeta,
-  type FunctionSpec,
-  type FunctionStore,
-  type FunctionVersion,
-  type PutOptions,
-  type PutOutcome,
-  codeBytesOf,
-} from '../functions.js';
+import { metaOf, parseStoredVersion, type FunctionMeta, type FunctionSpec, type FunctionStore, type FunctionVersion, type PutOptions, type PutOutcome, codeBytesOf } from '../functions/store.js';
 import { keys } from './redis.js';
 
 /** The hash's `meta` with the hash's own `latest` and `createdAt` (the JSON is written before they are known). */

@@ -3,7 +3,7 @@
 // and `zviz:invhost:<host>` (hash `<tenant>:<id>` → boot id of the server run that took
 // it), so a restarted host can find what its previous run left running.
 import type { Redis } from 'ioredis';
-import type { HostIdentity, InvocationStore } from '../async-invocations.js';
+import type { HostIdentity, InvocationStore } from '../invocation/async.js';
 import { keys } from './redis.js';
 
 export class RedisInvocationStore implements InvocationStore {

@@ -3,13 +3,13 @@
 // `:released` (lease ids released in the last RELEASED_KEEP_MS, so a release charges once). The
 // logic is in the Lua scripts of ./scripts.ts; this file only names keys and arguments.
 import type { Redis } from 'ioredis';
-import type { Admission, QuotaStore } from '../quotas.js';
-import type { Quotas, TenantUsage } from '../tenants.js';
+import type { Admission, QuotaStore } from '../tenancy/quotas.js';
+import type { Quotas, TenantUsage } from '../tenancy/tenants.js';
 import { keys } from './redis.js';
 
 /**
  * How long a released lease id is remembered, so that a repeated release charges nothing.
- * Longer than a release's retries (quotas.ts: 1 + 2 + 4 + 8 + 16 s, each attempt up to the
+ * Longer than a release's retries (server/tenancy/quotas.ts: 1 + 2 + 4 + 8 + 16 s, each attempt up to the
  * command timeout): what a paused Redis queued runs in one burst when it resumes.
  */
 export const RELEASED_KEEP_MS = 120_000;

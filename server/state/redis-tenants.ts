@@ -11,7 +11,7 @@ import {
   type StoredTenant,
   type Tenant,
   type TenantStore,
-} from '../tenants.js';
+} from '../tenancy/tenants.js';
 import { keys } from './redis.js';
 
 function fromHash(h: Record<string, string>): StoredTenant | null {

@@ -6,7 +6,7 @@
 // command sent to a Redis that stopped answering. ioredis reconnects on its own
 // (retryStrategy), so the server recovers without a restart.
 import { Redis, type RedisOptions, type Result } from 'ioredis';
-import type { Logger } from '../log.js';
+import type { Logger } from '../ops/log.js';
 import * as scripts from './scripts.js';
 
 export const KEY_PREFIX = 'zviz:';

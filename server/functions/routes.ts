@@ -1,0 +1,138 @@
+// Deployed functions, tenant-scoped: PUT /functions/:name deploys a new immutable version,
+// GET lists or describes, DELETE removes. A tenant sees only its own functions: another
+// tenant's name is simply not found.
+import type { Context, Hono, MiddlewareHandler } from 'hono';
+import type { Profile } from '../../profiles/schema.js';
+import type { AuditLog } from '../tenancy/audit.js';
+import { remoteAddress, type TenantEnv } from '../tenancy/auth.js';
+import { ApiError } from '../http/errors.js';
+import { deployFunctionSchema, FUNCTION_VERSIONS_KEPT, MAX_FUNCTIONS_PER_TENANT, toFunctionSpec, type DeployFunctionRequest } from './deploy.js';
+import { digestOf, type FunctionMeta, type FunctionStore } from './store.js';
+import { FUNCTION_NAME_PATTERN } from '../invocation/schemas.js';
+import type { WithState } from '../state/guard.js';
+import type { Tenant } from '../tenancy/tenants.js';
+import { jsonBody } from '../http/validate.js';
+
+export interface FunctionRouteDeps {
+  functions: FunctionStore;
+  profiles: ReadonlyMap<string, Profile>;
+  audit: AuditLog;
+  withState: WithState;
+  tenantOnly: MiddlewareHandler<TenantEnv>;
+  limitBody: MiddlewareHandler;
+}
+
+function unknownFunction(name: string): ApiError {
+  return new ApiError('UNKNOWN_FUNCTION', `Cannot find function: no function is named '${name}'`, { function: name });
+}
+
+function nameParam(c: Context): string {
+  const name = c.req.param('name') ?? '';
+  if (!FUNCTION_NAME_PATTERN.test(name)) {
+    throw new ApiError(
+      'VALIDATION_FAILED',
+      `Cannot use function name: it must be lower-case letters, digits and dashes, starting with a letter, at most 63 characters: current value is ${JSON.stringify(name.slice(0, 80))}`,
+      [{ path: 'name', message: 'must be lower-case letters, digits and dashes, starting with a letter, at most 63 characters' }],
+    );
+  }
+  return name;
+}
+
+export interface DeployResult {
+  created: boolean;
+  meta: FunctionMeta;
+}
+
+/**
+ * Validates and stores one deploy. With `onlyIfChanged`, a deploy identical to the latest
+ * version (same digest) makes no new version. Used by the route and the example deployer.
+ */
+export async function deployFunction(
+  deps: Pick<FunctionRouteDeps, 'functions' | 'profiles' | 'withState'>,
+  tenant: Tenant,
+  name: string,
+  request: DeployFunctionRequest,
+  onlyIfChanged: boolean,
+): Promise<DeployResult> {
+  const parsed = deployFunctionSchema.safeParse(request);
+  if (!parsed.success) throw new Error(`Invalid deploy of '${name}': ${parsed.error.message}`);
+  return store(deps, tenant, name, parsed.data, onlyIfChanged);
+}
+
+async function store(
+  deps: Pick<FunctionRouteDeps, 'functions' | 'profiles' | 'withState'>,
+  tenant: Tenant,
+  name: string,
+  body: ReturnType<typeof deployFunctionSchema.parse>,
+  onlyIfChanged: boolean,
+): Promise<DeployResult> {
+  const spec = toFunctionSpec(body, { profiles: deps.profiles, cap: { tenant: tenant.name, max: tenant.quotas.maxLimits } });
+  const out = await deps.withState('functions.put', 'store function', () =>
+    deps.functions.put(tenant.name, name, spec, digestOf(spec), {
+      onlyIfChanged,
+      maxFunctions: MAX_FUNCTIONS_PER_TENANT,
+      keepVersions: FUNCTION_VERSIONS_KEPT,
+    }),
+  );
+  if (out.outcome === 'too-many') {
+    throw new ApiError(
+      'QUOTA_FUNCTIONS',
+      `Cannot deploy function '${name}': tenant '${tenant.name}' has ${out.count} functions: at most ${MAX_FUNCTIONS_PER_TENANT} are allowed`,
+      { quota: 'functions', limit: MAX_FUNCTIONS_PER_TENANT, count: out.count },
+    );
+  }
+  return { created: out.outcome === 'created', meta: out.meta };
+}
+
+export function registerFunctionRoutes(app: Hono, deps: FunctionRouteDeps): void {
+  const { functions, withState, audit, tenantOnly } = deps;
+
+  app.put('/functions/:name', deps.limitBody, tenantOnly, jsonBody(deployFunctionSchema), async function deploy(c) {
+    const tenant = c.get('tenant');
+    const name = nameParam(c);
+    const { meta } = await store(deps, tenant, name, c.get('body'), false);
+    await audit.record({
+      type: 'function',
+      tenant: tenant.name,
+      action: 'function.deploy',
+      function: name,
+      version: meta.version,
+      digest: meta.digest,
+      remote: remoteAddress(c),
+    });
+    return c.json(meta, 201);
+  });
+
+  app.get('/functions', tenantOnly, async function listFunctions(c) {
+    const tenant = c.get('tenant');
+    const list = await withState('functions.list', 'list functions', () => functions.list(tenant.name));
+    return c.json({ functions: list }, 200);
+  });
+
+  app.get('/functions/:name', tenantOnly, async function getFunction(c) {
+    const tenant = c.get('tenant');
+    const name = nameParam(c);
+    const meta = await withState('functions.get', 'read function', () => functions.get(tenant.name, name));
+    if (meta === null) throw unknownFunction(name);
+    return c.json(meta, 200);
+  });
+
+  app.delete('/functions/:name', tenantOnly, async function deleteFunction(c) {
+    const tenant = c.get('tenant');
+    const name = nameParam(c);
+    const meta = await withState('functions.get', 'read function', () => functions.get(tenant.name, name));
+    if (meta === null || !(await withState('functions.delete', 'delete function', () => functions.remove(tenant.name, name, FUNCTION_VERSIONS_KEPT)))) {
+      throw unknownFunction(name);
+    }
+    await audit.record({
+      type: 'function',
+      tenant: tenant.name,
+      action: 'function.delete',
+      function: name,
+      version: meta.version,
+      digest: meta.digest,
+      remote: remoteAddress(c),
+    });
+    return c.body(null, 204);
+  });
+}

@@ -1,0 +1,167 @@
+// The one error shape every response uses: `{ "error": { "code", "message", "details"? } }`.
+// Codes are stable API; messages are for people and may change.
+import { randomUUID } from 'node:crypto';
+import type { Context, ErrorHandler, NotFoundHandler } from 'hono';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import type { Logger } from '../ops/log.js';
+
+export type ErrorCode =
+  | 'BAD_JSON'
+  | 'VALIDATION_FAILED'
+  | 'UNSUPPORTED_MEDIA_TYPE'
+  | 'PAYLOAD_TOO_LARGE'
+  | 'UNKNOWN_PROFILE'
+  | 'RUNTIME_NOT_ALLOWED'
+  | 'LIMIT_EXCEEDS_PROFILE'
+  | 'NOT_FOUND'
+  | 'METHOD_NOT_ALLOWED'
+  | 'SANDBOX_UNAVAILABLE'
+  | 'OVERLOADED'
+  | 'NOT_READY'
+  | 'UNAUTHENTICATED'
+  | 'FORBIDDEN'
+  | 'UNKNOWN_TENANT'
+  | 'TENANT_EXISTS'
+  | 'QUOTA_CONCURRENCY'
+  | 'QUOTA_RATE'
+  | 'QUOTA_CPU'
+  | 'QUOTA_LIMITS'
+  | 'STATE_UNAVAILABLE'
+  | 'UNKNOWN_FUNCTION'
+  | 'UNKNOWN_INVOCATION'
+  | 'QUOTA_FUNCTIONS'
+  | 'SECRET_MISSING'
+  | 'CALLBACK_NOT_ALLOWED'
+  | 'SHUTTING_DOWN'
+  | 'BAD_REQUEST'
+  | 'HEADERS_TOO_LARGE'
+  | 'REQUEST_TIMEOUT'
+  | 'INTERNAL';
+
+/** Exhaustive: a code added to ErrorCode without a status here does not compile. */
+export const ERROR_STATUS: Record<ErrorCode, ContentfulStatusCode> = {
+  BAD_JSON: 400,
+  VALIDATION_FAILED: 400,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  PAYLOAD_TOO_LARGE: 413,
+  UNKNOWN_PROFILE: 404,
+  RUNTIME_NOT_ALLOWED: 400,
+  LIMIT_EXCEEDS_PROFILE: 400,
+  NOT_FOUND: 404,
+  METHOD_NOT_ALLOWED: 405,
+  SANDBOX_UNAVAILABLE: 503,
+  OVERLOADED: 503,
+  NOT_READY: 503,
+  UNAUTHENTICATED: 401,
+  FORBIDDEN: 403,
+  UNKNOWN_TENANT: 404,
+  TENANT_EXISTS: 409,
+  QUOTA_CONCURRENCY: 429,
+  QUOTA_RATE: 429,
+  QUOTA_CPU: 429,
+  // The request is well formed but asks for more than this tenant may have.
+  QUOTA_LIMITS: 403,
+  STATE_UNAVAILABLE: 503,
+  UNKNOWN_FUNCTION: 404,
+  UNKNOWN_INVOCATION: 404,
+  // Like QUOTA_LIMITS: well formed, but more than this tenant may have.
+  QUOTA_FUNCTIONS: 403,
+  // The function names a secret the operator has not provisioned: retrying will not help
+  // until the host's state changes.
+  SECRET_MISSING: 409,
+  CALLBACK_NOT_ALLOWED: 400,
+  SHUTTING_DOWN: 503,
+  // Answered by the HTTP layer, before routing (server/http/client-errors.ts): a request it cannot
+  // parse, a request head over Node's limit (16 KiB), a request that did not arrive in time.
+  BAD_REQUEST: 400,
+  HEADERS_TOO_LARGE: 431,
+  REQUEST_TIMEOUT: 408,
+  INTERNAL: 500,
+};
+
+export interface ErrorBody {
+  error: { code: ErrorCode; message: string; details?: unknown };
+}
+
+export interface ApiErrorOptions {
+  /** Extra response headers, e.g. `Allow` on a 405. */
+  headers?: Record<string, string>;
+  cause?: unknown;
+}
+
+export class ApiError extends Error {
+  override name = 'ApiError';
+  readonly code: ErrorCode;
+  readonly details: unknown;
+  readonly headers: Record<string, string>;
+
+  constructor(code: ErrorCode, message: string, details?: unknown, options: ApiErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.details = details;
+    this.headers = options.headers ?? {};
+  }
+
+  get status(): ContentfulStatusCode {
+    return ERROR_STATUS[this.code];
+  }
+
+  toBody(): ErrorBody {
+    const error: ErrorBody['error'] = { code: this.code, message: this.message };
+    if (this.details !== undefined) error.details = this.details;
+    return { error };
+  }
+}
+
+export function errorResponse(c: Context, err: ApiError): Response {
+  for (const [name, value] of Object.entries(err.headers)) c.header(name, value);
+  return c.json(err.toBody(), err.status);
+}
+
+/**
+ * Turns any throwable into the error shape. An ApiError is answered as itself, except
+ * INTERNAL; everything else becomes INTERNAL. An INTERNAL answer never carries the
+ * message or stack (they can name host paths, native state or secrets): those go to the
+ * log under an incident id the client can quote.
+ */
+export function errorHandler(log: Logger): ErrorHandler {
+  return function onError(err, c) {
+    return errorResponse(c, publicError(err, log, { method: c.req.method, path: c.req.path }));
+  };
+}
+
+/**
+ * The error as a client may see it, logged: an ApiError other than INTERNAL as itself;
+ * anything else as INTERNAL with an incident id, its message and stack in the log only.
+ * For errors that are not answered by the error handler (a stream already started, an
+ * async invocation's stored result).
+ */
+export function publicError(err: unknown, log: Logger, where: Record<string, unknown>): ApiError {
+  if (err instanceof ApiError && err.code !== 'INTERNAL') {
+    const fields = { ...where, code: err.code, message: err.message };
+    if (err.status >= 500) log.warn('request failed', fields);
+    else log.debug('request rejected', fields);
+    return err;
+  }
+  const incident = randomUUID();
+  log.error('internal error', { ...where, incident, error: err, details: err instanceof ApiError ? err.details : undefined });
+  return new ApiError('INTERNAL', `Internal error: see the server log for incident ${incident}`, { incident });
+}
+
+export function notFoundHandler(): NotFoundHandler {
+  return function notFound(c) {
+    return errorResponse(c, new ApiError('NOT_FOUND', `Cannot find route: no route for ${c.req.method} '${c.req.path}'`));
+  };
+}
+
+/** For a path that exists but not with this method. `allow` is the Allow header value. */
+export function methodNotAllowed(allow: string) {
+  return function methodNotAllowed(c: Context): never {
+    throw new ApiError(
+      'METHOD_NOT_ALLOWED',
+      `Cannot ${c.req.method} '${c.req.path}': method not allowed: allowed methods are ${allow}`,
+      { allow: allow.split(', ') },
+      { headers: { Allow: allow } },
+    );
+  };
+}

@@ -1,0 +1,176 @@
+// The one JSON-body validator every JSON route uses. It answers in the project's error
+// shape, never with zod's raw output, and leaves the typed value in `c.get('body')`.
+import type { MiddlewareHandler } from 'hono';
+import type { z } from 'zod';
+import { ApiError } from './errors.js';
+
+export interface FieldIssue {
+  /** `limits.memoryMb`, `args[3]`, `env["1BAD"]`; '' for the body itself. */
+  path: string;
+  message: string;
+}
+
+type Issue = z.core.$ZodIssue;
+type Segment = PropertyKey;
+
+const IDENTIFIER = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
+const SHOWN_MAX = 60;
+
+function formatPath(path: readonly Segment[]): string {
+  let out = '';
+  for (const seg of path) {
+    if (typeof seg === 'number') out += `[${seg}]`;
+    else if (typeof seg === 'string' && IDENTIFIER.test(seg)) out += out === '' ? seg : `.${seg}`;
+    else out += `[${JSON.stringify(String(seg))}]`;
+  }
+  return out;
+}
+
+function valueAt(root: unknown, path: readonly Segment[]): unknown {
+  let v: unknown = root;
+  for (const k of path) {
+    if (v === null || typeof v !== 'object' || !Object.hasOwn(v, k)) return undefined;
+    v = (v as Record<PropertyKey, unknown>)[k];
+  }
+  return v;
+}
+
+/** A short rendering of a client value: the message must stay readable when the value is 1 MiB. */
+export function show(value: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    // JSON.stringify recurses: a body nested thousands deep (JSON.parse took it) overflows
+    // the stack. Say what it is instead.
+    text = Array.isArray(value) ? '[…]' : '{…}';
+  }
+  return text.length > SHOWN_MAX ? `${text.slice(0, SHOWN_MAX)}…` : text;
+}
+
+const TYPE_NAMES: Record<string, string> = { int: 'an integer', object: 'an object', array: 'an array' };
+
+function describe(issue: Issue, value: unknown): string {
+  switch (issue.code) {
+    case 'invalid_type':
+      if (value === undefined) return 'is required';
+      return `must be ${TYPE_NAMES[issue.expected] ?? `a ${issue.expected}`}: current value is ${show(value)}`;
+    case 'invalid_value':
+      return `must be one of ${issue.values.map((v) => show(v)).join(', ')}: current value is ${show(value)}`;
+    case 'too_big':
+    case 'too_small': {
+      const bound = issue.code === 'too_big' ? 'at most' : 'at least';
+      const limit = issue.code === 'too_big' ? issue.maximum : issue.minimum;
+      if (issue.origin === 'string' && typeof value === 'string') {
+        return `must be ${bound} ${limit} characters: current length is ${value.length}`;
+      }
+      if (issue.origin === 'array' && Array.isArray(value)) {
+        return `must have ${bound} ${limit} items: current length is ${value.length}`;
+      }
+      return `must be ${bound} ${limit}: current value is ${show(value)}`;
+    }
+    case 'invalid_format':
+      return `${issue.message}: current value is ${show(value)}`;
+    case 'invalid_key': {
+      // The key itself is the last path segment, so the path already shows the value.
+      const inner = issue.issues[0];
+      return `key ${inner?.message ?? 'is not valid'}`;
+    }
+    default:
+      // custom refinements carry their own value in the message (see invocation/schemas.ts).
+      return issue.message;
+  }
+}
+
+/** zod issues → our details: one entry per problem, unknown keys one entry each. */
+export function toFieldIssues(issues: readonly Issue[], input: unknown): FieldIssue[] {
+  const out: FieldIssue[] = [];
+  for (const issue of issues) {
+    if (issue.code === 'unrecognized_keys') {
+      for (const key of issue.keys) out.push({ path: formatPath([...issue.path, key]), message: 'is not a known field' });
+    } else {
+      out.push({ path: formatPath(issue.path), message: describe(issue, valueAt(input, issue.path)) });
+    }
+  }
+  return out;
+}
+
+/** Whether reading the body failed because the client went away before sending all of it. */
+export function clientAborted(e: unknown): boolean {
+  const err = e as NodeJS.ErrnoException | null;
+  return err?.code === 'ECONNRESET' || err?.message === 'aborted';
+}
+
+/** Nobody is left to answer, and nothing went wrong here: a refusal (logged at debug), not INTERNAL. */
+export function abortedBody(): ApiError {
+  return new ApiError('BAD_REQUEST', 'Cannot read request body: the connection closed before all of it arrived');
+}
+
+function isJson(contentType: string | undefined): boolean {
+  const essence = contentType?.split(';', 1)[0]?.trim().toLowerCase();
+  return essence === 'application/json';
+}
+
+/**
+ * Rejects a non-JSON content type (415), parses the body (400 BAD_JSON), validates it
+ * with `schema` (400 VALIDATION_FAILED), and stores the parsed value as `body`.
+ */
+export function jsonBody<S extends z.ZodType>(schema: S): MiddlewareHandler<{ Variables: { body: z.output<S> } }> {
+  return async function jsonBody(c, next) {
+    const contentType = c.req.header('content-type');
+    if (!isJson(contentType)) {
+      throw new ApiError(
+        'UNSUPPORTED_MEDIA_TYPE',
+        `Cannot read request body: content type must be application/json: current value is ${contentType === undefined ? 'missing' : `'${contentType}'`}`,
+      );
+    }
+    let text: string;
+    try {
+      text = await c.req.text();
+    } catch (e) {
+      // Anything but a hang-up (the body limit's own error, which its middleware turns into
+      // a 413) goes on as it is.
+      throw clientAborted(e) ? abortedBody() : e;
+    }
+    let raw: unknown;
+    try {
+      raw = JSON.parse(text);
+    } catch (e) {
+      throw new ApiError('BAD_JSON', `Cannot parse request body as JSON: ${(e as Error).message}`);
+    }
+    const parsed = schema.safeParse(raw);
+    if (!parsed.success) {
+      const details = toFieldIssues(parsed.error.issues, raw);
+      const first = details[0];
+      const where = first === undefined || first.path === '' ? 'body' : `field '${first.path}'`;
+      const more = details.length > 1 ? ` (and ${details.length - 1} more)` : '';
+      throw new ApiError(
+        'VALIDATION_FAILED',
+        `Cannot validate request body: ${where} ${first?.message ?? 'is not valid'}${more}`,
+        details,
+      );
+    }
+    c.set('body', parsed.data);
+    await next();
+  };
+}
+
+/**
+ * Validates the query string with `schema` (400 VALIDATION_FAILED naming the parameter) and
+ * stores the parsed value as `query`. A repeated parameter keeps its first value.
+ */
+export function validQuery<S extends z.ZodType>(schema: S): MiddlewareHandler<{ Variables: { query: z.output<S> } }> {
+  return async function validQuery(c, next) {
+    const raw = c.req.query();
+    const parsed = schema.safeParse(raw);
+    if (!parsed.success) {
+      const details = toFieldIssues(parsed.error.issues, raw);
+      const first = details[0];
+      const where = first === undefined || first.path === '' ? 'query' : `parameter '${first.path}'`;
+      const message = first?.message === 'is not a known field' ? 'is not a known parameter' : (first?.message ?? 'is not valid');
+      throw new ApiError('VALIDATION_FAILED', `Cannot validate query: ${where} ${message}`, details);
+    }
+    c.set('query', parsed.data);
+    await next();
+  };
+}

@@ -1,0 +1,139 @@
+// POST /invoke?mode=async: the invocation is admitted (quotas first, as always), recorded
+// in Redis as running on this host, answered 202, and run in the background; its result
+// replaces the record (kept ZVIZ_RESULT_TTL_S) and, with a callbackUrl, is POSTed there.
+//
+// Not silently lost: a record names the host (hostname:port) and the boot id of the
+// server run that took it. A server that dies leaves its records 'running'; the next
+// start of the same host marks them failed with reason 'host-restart'.
+import type { AuditLog } from '../tenancy/audit.js';
+import { deliver, type DeliveryOptions } from './callbacks.js';
+import type { Drain } from '../ops/drain.js';
+import { publicError } from '../http/errors.js';
+import type { Admitted, InvocationService } from './service.js';
+import type { Logger } from '../ops/log.js';
+import type { AnyInvokeResponse, InvocationFailed } from './schemas.js';
+import type { WithState } from '../state/guard.js';
+
+export const DEFAULT_RESULT_TTL_S = 3600;
+
+/** Which server run took an invocation: `hostname:port`, and a random id per start. */
+export interface HostIdentity {
+  id: string;
+  boot: string;
+}
+
+/** Where async invocations are kept. Every method may reject when the store is unreachable. */
+export interface InvocationStore {
+  /** Records the invocation as running on `host` for `ttlS`. */
+  start(tenant: string, id: string, host: HostIdentity, ttlS: number): Promise<void>;
+  /** Replaces the record with the final one, kept `ttlS`. */
+  finish(tenant: string, id: string, host: HostIdentity, record: unknown, ttlS: number): Promise<void>;
+  /** The record, or null when there is none (never was, expired, another tenant's). */
+  get(tenant: string, id: string): Promise<Record<string, unknown> | null>;
+  /** Marks what earlier runs of `host` left running as failed; resolves with how many. */
+  recover(host: HostIdentity, message: string): Promise<number>;
+}
+
+export interface AsyncDeps {
+  store: InvocationStore;
+  service: InvocationService;
+  drain: Drain;
+  audit: AuditLog;
+  log: Logger;
+  withState: WithState;
+  host: () => HostIdentity;
+  resultTtlS: number;
+  callback: Omit<DeliveryOptions, 'mayRetry'>;
+  /** Delays between attempts to store a result Redis did not take. */
+  storeRetryMs?: readonly number[];
+}
+
+/**
+ * At start-up: fail what an earlier run of this host left running. Only records of this
+ * host identity and another boot id are touched, so it is safe while the server serves.
+ */
+export async function recoverRunning(store: InvocationStore, host: HostIdentity, log: Logger): Promise<number> {
+  const message = `The server running this invocation (${host.id}) stopped before it ended`;
+  const marked = await store.recover(host, message);
+  if (marked > 0) log.warn('marked async invocations of a previous run as failed', { host: host.id, count: marked });
+  return marked;
+}
+
+const DEFAULT_STORE_RETRY_MS = [500, 1000, 2000, 4000];
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class AsyncInvocations {
+  constructor(private readonly deps: AsyncDeps) {}
+
+  /**
+   * Records an admitted invocation as running, then runs it in the background. Rejects
+   * (with the lease released) when the record cannot be written: an invocation nobody
+   * could ever ask about must not run.
+   */
+  async accept(admitted: Admitted, callbackUrl: string | undefined): Promise<void> {
+    const { prep, lease } = admitted;
+    const ttlS = this.deps.resultTtlS + Math.ceil(prep.task.limits.timeoutMs / 1000) + 60;
+    try {
+      await this.deps.withState('invocations.start', 'record the invocation', () =>
+        this.deps.store.start(prep.tenant.name, prep.id, this.deps.host(), ttlS),
+      );
+    } catch (e) {
+      await lease.release(0);
+      throw e;
+    }
+    void this.deps.drain.track(this.#background(admitted, callbackUrl));
+  }
+
+  get(tenant: string, id: string): Promise<Record<string, unknown> | null> {
+    return this.deps.withState('invocations.get', 'read the invocation', () => this.deps.store.get(tenant, id));
+  }
+
+  async #background(admitted: Admitted, callbackUrl: string | undefined): Promise<void> {
+    const { prep } = admitted;
+    let record: AnyInvokeResponse | InvocationFailed;
+    try {
+      record = await this.deps.service.run(admitted);
+    } catch (e) {
+      const err = publicError(e, this.deps.log, { route: 'async invocation', id: prep.id });
+      record = { id: prep.id, status: 'failed', reason: null, error: err.toBody().error };
+    }
+    await this.#store(prep.tenant.name, prep.id, record);
+    if (callbackUrl !== undefined) await this.#callback(prep.tenant.name, prep.id, callbackUrl, record);
+  }
+
+  async #store(tenant: string, id: string, record: unknown): Promise<void> {
+    const delays = this.deps.storeRetryMs ?? DEFAULT_STORE_RETRY_MS;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.deps.store.finish(tenant, id, this.deps.host(), record, this.deps.resultTtlS);
+        return;
+      } catch (e) {
+        const delay = delays[attempt];
+        if (delay === undefined) {
+          // The record stays 'running' until it expires; the next start of this host fails it.
+          this.deps.log.error('cannot store the result of an async invocation', { tenant, id, error: (e as Error).message });
+          return;
+        }
+        await sleep(delay);
+      }
+    }
+  }
+
+  async #callback(tenant: string, id: string, callbackUrl: string, record: unknown): Promise<void> {
+    const origin = new URL(callbackUrl).origin;
+    const d = await deliver(callbackUrl, id, record, { ...this.deps.callback, mayRetry: () => !this.deps.drain.draining });
+    const fields = { tenant, id, origin, attempts: d.attempts, status: d.status };
+    if (d.delivered) this.deps.log.info('callback delivered', fields);
+    else this.deps.log.warn('callback failed', { ...fields, error: d.error });
+    await this.deps.audit.record({
+      type: 'callback',
+      tenant,
+      invocationId: id,
+      origin,
+      delivered: d.delivered,
+      attempts: d.attempts,
+      status: d.status,
+      error: d.error,
+    });
+  }
+}

@@ -1,0 +1,233 @@
+// The HTTP contract of POST /invoke. Request and response types come from these schemas.
+import { z } from 'zod';
+import { limitsSchema, runtimeSchema } from '../../profiles/schema.js';
+import type { ErrorCode } from '../http/errors.js';
+
+export const MAX_CODE_BYTES = 1024 * 1024;
+export const MAX_STDIN_BYTES = 1024 * 1024;
+export const MAX_ARGS = 256;
+export const MAX_ARG_CHARS = 4096;
+export const MAX_ENV_ENTRIES = 128;
+export const MAX_ENV_VALUE_CHARS = 32768;
+export const ENV_KEY_PATTERN = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+export const PROFILE_NAME_PATTERN = /^[a-z][a-z0-9-]{0,62}$/;
+export const FUNCTION_NAME_PATTERN = /^[a-z][a-z0-9-]{0,62}$/;
+export const MAX_CALLBACK_URL_CHARS = 2048;
+export const DEFAULT_PROFILE = 'default';
+
+/** Limits are on bytes as the sandbox stores them, not on UTF-16 code units. */
+function utf8Bytes(min: number, max: number) {
+  return z.string().superRefine((s, ctx) => {
+    const n = Buffer.byteLength(s, 'utf8');
+    if (n < min) ctx.addIssue({ code: 'custom', message: 'must not be empty' });
+    else if (n > max) {
+      ctx.addIssue({ code: 'custom', message: `must be at most ${max} bytes of UTF-8: current size is ${n} bytes` });
+    }
+  });
+}
+
+// argv and envp are NUL-terminated C strings: a NUL would silently cut the value short.
+const noNul = (s: string) => !s.includes('\0');
+const NUL_MESSAGE = 'must not contain NUL characters';
+
+const envKeySchema = z
+  .string()
+  .regex(ENV_KEY_PATTERN, {
+    error: 'must be letters, digits and underscores, not start with a digit, and be at most 128 characters',
+  });
+
+const envValueSchema = z.string().max(MAX_ENV_VALUE_CHARS).refine(noNul, { error: NUL_MESSAGE });
+
+// JSON.parse keeps "__proto__" as an own key, but zod's record skips it (assigning it would
+// set the prototype): refuse it here rather than run the function without it, silently.
+export const envSchema = z.preprocess(
+  (env, ctx) => {
+    if (env !== null && typeof env === 'object' && Object.hasOwn(env, '__proto__')) {
+      ctx.addIssue({ code: 'custom', path: ['__proto__'], message: 'key is reserved', input: env });
+    }
+    return env;
+  },
+  z.record(envKeySchema, envValueSchema).superRefine((env, ctx) => {
+    const n = Object.keys(env).length;
+    if (n > MAX_ENV_ENTRIES) {
+      ctx.addIssue({ code: 'custom', message: `must have at most ${MAX_ENV_ENTRIES} entries: current count is ${n}` });
+    }
+  }),
+);
+
+export const profileNameSchema = z
+  .string()
+  .regex(PROFILE_NAME_PATTERN, { error: 'must be lower-case letters, digits and dashes, starting with a letter' });
+
+export const functionNameSchema = z
+  .string()
+  .regex(FUNCTION_NAME_PATTERN, { error: 'must be lower-case letters, digits and dashes, starting with a letter, at most 63 characters' });
+
+/** Where an async invocation's result is POSTed; which hosts may be named is checked at the route (ZVIZ_CALLBACK_HOSTS). */
+export const callbackUrlSchema = z
+  .string()
+  .max(MAX_CALLBACK_URL_CHARS)
+  .refine((s) => {
+    try {
+      const u = new URL(s);
+      return (u.protocol === 'http:' || u.protocol === 'https:') && u.username === '' && u.password === '';
+    } catch {
+      return false;
+    }
+  }, { error: 'must be an http:// or https:// URL without credentials' });
+
+export const invokeRequestSchema = z.strictObject({
+  runtime: runtimeSchema,
+  code: utf8Bytes(1, MAX_CODE_BYTES),
+  stdin: utf8Bytes(0, MAX_STDIN_BYTES).optional(),
+  args: z
+    .array(z.string().max(MAX_ARG_CHARS).refine(noNul, { error: NUL_MESSAGE }))
+    .max(MAX_ARGS)
+    .optional(),
+  env: envSchema.optional(),
+  profile: profileNameSchema.default(DEFAULT_PROFILE),
+  /** Each limit is bounded here by the hard bounds; the profile's max is checked later. */
+  limits: limitsSchema.partial().optional(),
+  /** Only with ?mode=async: the result is POSTed here when the invocation ends. */
+  callbackUrl: callbackUrlSchema.optional(),
+});
+export type InvokeRequest = z.infer<typeof invokeRequestSchema>;
+
+/**
+ * Most levels of nesting a deployed function's `input` may have. It is serialized on its way
+ * to the sandbox, and JSON.stringify recurses: an input nested thousands deep (JSON.parse
+ * takes it) would overflow the stack there.
+ */
+export const MAX_INPUT_DEPTH = 64;
+
+/** Whether a JSON value nests deeper than `max` levels; iterative, so any depth is safe to ask about. */
+export function deeperThan(value: unknown, max: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    if (depth >= max) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return false;
+}
+
+/** Invokes a deployed function of the caller's tenant. */
+export const functionInvokeRequestSchema = z.strictObject({
+  function: functionNameSchema,
+  /** Any JSON: the handler's `event`. */
+  input: z
+    .unknown()
+    .default(null)
+    .refine((v) => !deeperThan(v, MAX_INPUT_DEPTH), { error: `must be nested at most ${MAX_INPUT_DEPTH} levels deep` }),
+  /** Default: the latest version. */
+  version: z.number().int().min(1).optional(),
+  /** Over the function's deployed limits, within the profile. */
+  limits: limitsSchema.partial().optional(),
+  /** Default: the profile the function was deployed with. */
+  profile: profileNameSchema.optional(),
+  callbackUrl: callbackUrlSchema.optional(),
+});
+export type FunctionInvokeRequest = z.infer<typeof functionInvokeRequestSchema>;
+export type InvokeBody = InvokeRequest | FunctionInvokeRequest;
+
+/** A body with a `function` field names a deployed function; any other is inline code. */
+export function namesFunction(raw: unknown): boolean {
+  return raw !== null && typeof raw === 'object' && !Array.isArray(raw) && Object.hasOwn(raw, 'function');
+}
+
+/**
+ * POST /invoke's body: inline code or a deployed function, told apart by the `function`
+ * field. Not a z.union: a union's error would list both variants' complaints; this way
+ * each request is judged (and its mistakes named) as the one variant it is.
+ */
+export const invokeBodySchema = z.unknown().transform((raw, ctx): InvokeBody => {
+  const parsed = namesFunction(raw) ? functionInvokeRequestSchema.safeParse(raw) : invokeRequestSchema.safeParse(raw);
+  if (parsed.success) return parsed.data;
+  for (const issue of parsed.error.issues) ctx.addIssue({ ...issue } as Parameters<typeof ctx.addIssue>[0] & object);
+  return z.NEVER;
+});
+
+/** The documented form of the same body (OpenAPI): either variant. */
+export const invokeBodyDocSchema = z.union([invokeRequestSchema, functionInvokeRequestSchema]);
+
+export const invokeQuerySchema = z.strictObject({
+  /** async: answer 202 at once and keep the result for GET /invocations/:id. */
+  mode: z.enum(['sync', 'async']).default('sync'),
+});
+
+export const INVOKE_STATUSES = ['ok', 'error', 'timeout', 'oom', 'killed'] as const;
+export type InvokeStatus = (typeof INVOKE_STATUSES)[number];
+export const INVOKE_REASONS = ['timeout', 'memory', 'output-limit', 'pids', 'signal', 'seccomp', 'broker'] as const;
+export type InvokeReason = (typeof INVOKE_REASONS)[number];
+
+export const auditEventSchema = z.discriminatedUnion('kind', [
+  z.strictObject({ kind: z.literal('seccomp'), syscall: z.string(), nr: z.number().int(), action: z.enum(['errno', 'kill']), count: z.number().int() }),
+  z.strictObject({ kind: z.literal('broker'), path: z.string(), decision: z.enum(['allowed', 'denied']), count: z.number().int() }),
+  z.strictObject({ kind: z.literal('network'), dst: z.string(), port: z.number().int().nullable(), action: z.literal('drop') }),
+  z.strictObject({ kind: z.literal('limit'), limit: z.enum(['memory', 'pids', 'output', 'timeout']) }),
+]);
+
+export const invokeResponseSchema = z.strictObject({
+  id: z.string(),
+  status: z.enum(INVOKE_STATUSES),
+  exitCode: z.number().int().nullable(),
+  signal: z.string().nullable(),
+  /** Why the function did not finish normally; null when it did (ok, or a plain non-zero exit). */
+  reason: z.enum(INVOKE_REASONS).nullable(),
+  stdout: z.string(),
+  stderr: z.string(),
+  truncated: z.boolean(),
+  durationMs: z.number(),
+  setupMs: z.number(),
+  cpuMs: z.number(),
+  memoryPeakBytes: z.number(),
+  oomKills: z.number(),
+  /** Security decisions taken during the invocation (seccomp, broker, network, limits), capped. */
+  audit: z.array(auditEventSchema),
+  /** The invocation ran in a sandbox made before it arrived (a warm pool hit). */
+  warm: z.boolean(),
+  /** Landlock rights this host's kernel could not enforce for the invocation (empty when all were). */
+  unenforced: z.array(z.string()),
+  profile: z.string(),
+  /** The limits the invocation actually ran with. */
+  limits: limitsSchema,
+});
+export type InvokeResponse = z.infer<typeof invokeResponseSchema>;
+
+/** What a deployed function's handler raised, or why its answer could not be read. */
+export const handlerErrorSchema = z.strictObject({
+  message: z.string(),
+  stack: z.string().nullable(),
+});
+
+/** An invocation of a deployed function: the usual fields plus the handler's answer. */
+export const functionInvokeResponseSchema = invokeResponseSchema.extend({
+  function: z.string(),
+  version: z.number().int(),
+  /** The handler's JSON result; null when it gave none (it threw, or the sandbox was stopped). */
+  output: z.unknown(),
+  /** Set when the handler threw or answered something that is not JSON; status is then 'error'. */
+  error: handlerErrorSchema.nullable(),
+});
+export type FunctionInvokeResponse = z.infer<typeof functionInvokeResponseSchema>;
+export type AnyInvokeResponse = InvokeResponse | FunctionInvokeResponse;
+
+export const invocationPendingSchema = z.strictObject({
+  id: z.string(),
+  /** 'queued' in the 202 of POST /invoke?mode=async; 'running' from GET /invocations/:id until it ends. */
+  status: z.enum(['queued', 'running']),
+});
+
+/** An async invocation that got no result: the error POST /invoke would have answered, or its host restarted. */
+export const invocationFailedSchema = z.strictObject({
+  id: z.string(),
+  status: z.literal('failed'),
+  /** 'host-restart': the server running it stopped before it ended; null: see error. */
+  reason: z.literal('host-restart').nullable(),
+  error: z.strictObject({ code: z.string(), message: z.string(), details: z.unknown().optional() }),
+});
+export type InvocationFailed = z.infer<typeof invocationFailedSchema> & { error: { code: ErrorCode } };
+
+/** GET /invocations/:id when the invocation ended: its result, as the plain mode answers it, or the failure. */
+export const invocationDoneSchema = z.union([invokeResponseSchema, functionInvokeResponseSchema, invocationFailedSchema]);

@@ -1,0 +1,211 @@
+// One invocation, whatever the route's mode (plain, streaming, async): from a validated
+// body to a task (inline code, or a deployed function through its handler contract),
+// quota admission, the pool, and the response — with its lease released exactly once and
+// its audit records and metrics written, however it ends.
+import { randomUUID } from 'node:crypto';
+import { asError } from '../../common/errors.js';
+import { lstat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Profile } from '../../profiles/schema.js';
+import { handlerTask, inlineTask, type SandboxTask } from '../../worker-pool/task.js';
+import type { HostFacts, OutputChunk, SandboxOutcome } from '../../worker-pool/types.js';
+import { recordFailed, recordFinished, recordRefused, type AccountingDeps } from '../tenancy/accounting.js';
+import { ApiError } from '../http/errors.js';
+import { checkBrokeredSlots, FUNCTION_VERSIONS_KEPT } from '../functions/deploy.js';
+import { VersionCache, type FunctionStore, type FunctionVersion } from '../functions/store.js';
+import { checkRuntime, findProfile, resolveLimits, type TenantCap } from './limits.js';
+import { toResponse, withAnswer } from './response.js';
+import type { Logger } from '../ops/log.js';
+import type { QuotaGate, QuotaName, Lease } from '../tenancy/quotas.js';
+import type { AnyInvokeResponse, FunctionInvokeRequest, InvokeBody, InvokeRequest } from './schemas.js';
+import type { WithState } from '../state/guard.js';
+import type { Tenant } from '../tenancy/tenants.js';
+
+/** Runs one task. May reject with `ApiError('OVERLOADED', ...)` when its queue is full. */
+export interface Invoker {
+  invoke(task: SandboxTask, onOutput?: (chunk: OutputChunk) => void): Promise<SandboxOutcome>;
+}
+
+export interface InvocationDeps {
+  profiles: ReadonlyMap<string, Profile>;
+  invoker: Invoker;
+  functions: FunctionStore;
+  gate: QuotaGate;
+  accounting: AccountingDeps;
+  log: Logger;
+  hostFacts: () => HostFacts;
+  withState: WithState;
+  /** Secrets are files `<secretsDir>/<tenant>/<name>` the operator provisioned; null: none exist. */
+  secretsDir: string | null;
+}
+
+/** An invocation ready to be admitted: its task and what the response needs to name. */
+export interface Prepared {
+  id: string;
+  tenant: Tenant;
+  task: SandboxTask;
+  profile: Profile;
+  fn: { name: string; version: number } | null;
+}
+
+export interface Admitted {
+  prep: Prepared;
+  lease: Lease;
+}
+
+const QUOTA_OF_CODE: Partial<Record<string, QuotaName>> = {
+  QUOTA_CONCURRENCY: 'concurrency',
+  QUOTA_RATE: 'rate',
+  QUOTA_CPU: 'cpu',
+  QUOTA_LIMITS: 'limits',
+};
+
+function unknownFunction(name: string, message = `no function is named '${name}'`): ApiError {
+  return new ApiError('UNKNOWN_FUNCTION', `Cannot find function: ${message}`, { function: name });
+}
+
+/** An inline invocation's task: the runtime checked against the profile, limits resolved. */
+function buildTask(id: string, body: InvokeRequest, profile: Profile, cap?: TenantCap): SandboxTask {
+  checkRuntime(profile, body.runtime, 'run function');
+  return inlineTask({
+    id,
+    runtime: body.runtime,
+    code: body.code,
+    ...(body.args ? { args: body.args } : {}),
+    ...(body.env ? { env: body.env } : {}),
+    ...(body.stdin !== undefined ? { stdin: body.stdin } : {}),
+    limits: resolveLimits(profile, body.limits, cap),
+    profile,
+  });
+}
+
+export class InvocationService {
+  readonly #cache = new VersionCache();
+
+  constructor(private readonly deps: InvocationDeps) {}
+
+  /**
+   * Builds the task and takes a lease. Refusals (a tenant's limit cap, a quota) are
+   * audited and counted before they are thrown.
+   */
+  async start(tenant: Tenant, body: InvokeBody, id: string = randomUUID()): Promise<Admitted> {
+    let prep: Prepared;
+    let lease: Lease;
+    try {
+      prep = 'function' in body ? await this.#prepareFunction(tenant, body, id) : this.#prepareInline(tenant, body, id);
+      const timeoutMs = prep.task.limits.timeoutMs;
+      lease = await this.deps.withState('quota.acquire', 'check quotas', () => this.deps.gate.admit(tenant, id, timeoutMs));
+    } catch (e) {
+      const quota = e instanceof ApiError ? QUOTA_OF_CODE[e.code] : undefined;
+      if (quota !== undefined) await recordRefused(this.deps.accounting, tenant.name, quota, e as ApiError, id);
+      throw e;
+    }
+    return { prep, lease };
+  }
+
+  /**
+   * Runs an admitted invocation and answers its response, or throws the ApiError the
+   * route answers (after logging and auditing it). `onOutput` receives stdout and stderr
+   * chunks as the function writes them.
+   */
+  async run({ prep, lease }: Admitted, onOutput?: (chunk: OutputChunk) => void): Promise<AnyInvokeResponse> {
+    const { log, accounting } = this.deps;
+    const { metrics } = accounting;
+    const { id, task, profile, tenant } = prep;
+    const inv = { tenant: tenant.name, task };
+    const fields = { id, tenant: tenant.name, runtime: task.runtime, profile: profile.name, ...(prep.fn ? { function: prep.fn.name, version: prep.fn.version } : {}) };
+    const started = performance.now();
+    let outcome: SandboxOutcome | undefined;
+    let failure: unknown;
+    metrics.inFlight.inc();
+    try {
+      outcome = await this.deps.invoker.invoke(task, onOutput);
+    } catch (e) {
+      failure = e;
+    } finally {
+      metrics.inFlight.dec();
+      // Released before answering, so a client that calls again right away finds its slot free.
+      await lease.release(outcome?.ok ? outcome.result.cpuMs : 0);
+    }
+    const wallMs = performance.now() - started;
+
+    let response: AnyInvokeResponse;
+    try {
+      if (outcome === undefined) throw failure;
+      const base = toResponse(id, profile.name, task.limits, outcome, this.deps.hostFacts().landlock.unenforced);
+      response = prep.fn && outcome.ok ? withAnswer(base, task, outcome.result, prep.fn) : base;
+    } catch (e) {
+      const err = asError(e);
+      const code = err instanceof ApiError ? err.code : 'INTERNAL';
+      log.info('invoke', { ...fields, status: 'failed', code, durationMs: null });
+      await recordFailed(accounting, inv, code);
+      throw err;
+    }
+    log.info('invoke', { ...fields, status: response.status, durationMs: response.durationMs, warm: response.warm });
+    await recordFinished(accounting, inv, response, wallMs);
+    return response;
+  }
+
+  #prepareInline(tenant: Tenant, body: Exclude<InvokeBody, FunctionInvokeRequest>, id: string): Prepared {
+    const profile = findProfile(this.deps.profiles, body.profile);
+    const task = buildTask(id, body, profile, { tenant: tenant.name, max: tenant.quotas.maxLimits });
+    return { id, tenant, task, profile, fn: null };
+  }
+
+  async #prepareFunction(tenant: Tenant, body: FunctionInvokeRequest, id: string): Promise<Prepared> {
+    const fn = await this.#load(tenant.name, body.function, body.version);
+    const profile = findProfile(this.deps.profiles, body.profile ?? fn.profile);
+    checkRuntime(profile, fn.runtime, `run function '${fn.name}'`);
+    const limits = resolveLimits(profile, { ...fn.limits, ...body.limits }, { tenant: tenant.name, max: tenant.quotas.maxLimits });
+    checkBrokeredSlots(profile, fn.secrets);
+    const secrets = await this.#secretFiles(tenant.name, fn);
+    const context = { invocationId: id, function: fn.name, version: fn.version, tenant: tenant.name, deadlineMs: Date.now() + limits.timeoutMs };
+    const task = handlerTask({ id, fn: { ...fn, tenant: tenant.name }, event: body.input, context, limits, profile, secrets });
+    return { id, tenant, task, profile, fn: { name: fn.name, version: fn.version } };
+  }
+
+  /** A version of a function: the latest unless asked; only the last FUNCTION_VERSIONS_KEPT exist. */
+  async #load(tenant: string, name: string, version: number | undefined): Promise<FunctionVersion> {
+    const { functions, withState } = this.deps;
+    const latest = await withState('functions.latest', 'read function', () => functions.latest(tenant, name));
+    if (latest === null) throw unknownFunction(name);
+    const v = version ?? latest;
+    if (v > latest || v <= latest - FUNCTION_VERSIONS_KEPT) {
+      const why = v > latest ? 'does not exist' : `is no longer kept (the last ${FUNCTION_VERSIONS_KEPT} are)`;
+      throw unknownFunction(name, `version ${v} of function '${name}' ${why}: the latest is ${latest}`);
+    }
+    const key = VersionCache.key(tenant, name, v);
+    const cached = this.#cache.get(key);
+    if (cached !== undefined) return cached;
+    const fn = await withState('functions.version', 'read function', () => functions.version(tenant, name, v));
+    // Deleted or replaced by enough newer versions since the first read.
+    if (fn === null) throw unknownFunction(name, `version ${v} of function '${name}' is no longer stored`);
+    this.#cache.set(key, fn);
+    return fn;
+  }
+
+  /**
+   * The secrets' host files, as brokered files. The host path comes from the tenant and
+   * the secret's name only (a name has no '/' and cannot be '.' or '..'), so a tenant can
+   * only ever reach files the operator put in its own directory. The broker opens them
+   * read-only without following symlinks; this check only makes a missing one a clear
+   * error instead of an ENOENT inside the function.
+   */
+  async #secretFiles(tenant: string, fn: FunctionVersion): Promise<Array<{ path: string; source: string }>> {
+    const out: Array<{ path: string; source: string }> = [];
+    for (const [path, name] of Object.entries(fn.secrets)) {
+      const source = this.deps.secretsDir === null ? null : join(this.deps.secretsDir, tenant, name);
+      const isFile = source !== null && (await lstat(source).then((s) => s.isFile(), () => false));
+      if (!isFile) {
+        this.deps.log.warn('secret not provisioned', { tenant, function: fn.name, secret: name, expected: source });
+        throw new ApiError(
+          'SECRET_MISSING',
+          `Cannot run function '${fn.name}': secret '${name}' (for ${path}) is not provisioned for tenant '${tenant}': ask the operator to provision it`,
+          { function: fn.name, secret: name, path },
+        );
+      }
+      out.push({ path, source: source! });
+    }
+    return out;
+  }
+}
