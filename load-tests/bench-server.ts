@@ -1,45 +1,23 @@
-// A real server for the HTTP benchmarks, and the client that drives it.
-//
-// startBenchServer() does what test/harness.ts startServer() does — the built server
-// (dist/server/main.js) on an ephemeral loopback port, its own state directory and so
-// its own private Redis, an admin token, a tenant with quotas no benchmark reaches — but
-// resolves the repository from dist/load-tests/ too: the harness, compiled to dist/test/,
-// would look for dist/dist/server/main.js. Optionally the server starts inside a memory
-// cgroup of the benchmark's own (item 4 measures the whole tree's charge).
-//
-// The client is node:http with a keep-alive agent: one TCP connection per concurrent
-// request, reused, as a load balancer in front of ZViz would.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { Agent, request as httpRequest } from 'node:http';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
+// A real server for the HTTP benchmarks, and the client that drives it: the built server as
+// the test harness starts it (test/support/server-process.ts) with a tenant whose quotas no
+// benchmark reaches, driven by the keep-alive client of test/support/http-client.ts.
+// Optionally the server starts inside a memory cgroup of the benchmark's own (item 4
+// measures the whole tree's charge).
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createLoadTenant, loadClient, type Auth, type LoadReply } from '../test/support/http-client.js';
+import { startServerProcess } from '../test/support/server-process.js';
 import { onAbort } from './bench-util.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-/** Repository root, from load-tests/ or dist/load-tests/. */
-export const repoRoot = existsSync(join(here, '..', 'package.json')) ? resolve(here, '..') : resolve(here, '..', '..');
-const serverEntry = join(repoRoot, 'dist', 'server', 'main.js');
-
-/** As test/harness.ts GENEROUS_QUOTAS: quotas no benchmark reaches. */
-const GENEROUS_QUOTAS = { concurrency: 10_000, invocationsPerMinute: 1_000_000, cpuSeconds: 1_000_000_000 };
-
-export interface Reply {
-  status: number;
-  body: any;
-  /** Client-side wall time from writing the request to the end of the response. */
-  ms: number;
-}
+export type Reply = LoadReply;
 
 export interface BenchServer {
   url: string;
   pid: number;
   stateDir: string;
   tenant: string;
-  request: (method: string, path: string, body?: unknown, auth?: 'tenant' | 'admin') => Promise<Reply>;
+  request: (method: string, path: string, body?: unknown, auth?: Auth) => Promise<Reply>;
   /** PIDs of the server's private redis-server (null if not found). */
   redisPid: () => number | null;
   logsTail: () => string;
@@ -52,144 +30,42 @@ export interface BenchServerOptions {
   memoryCgroup?: string;
 }
 
-function stopPrivateRedis(stateDir: string): void {
-  try {
-    const pid = Number(readFileSync(join(stateDir, 'redis', 'redis.pid'), 'utf8').trim());
-    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    if (cmdline.includes('redis-server') && cmdline.includes(stateDir)) process.kill(pid, 'SIGKILL');
-  } catch {
-    // no pidfile, or gone: the server stopped it
-  }
-}
-
 export async function startBenchServer(opts: BenchServerOptions = {}): Promise<BenchServer> {
-  if (!existsSync(serverEntry)) throw new Error(`Cannot start the server: ${serverEntry} is missing (run \`npm run build\`)`);
-  const stateDir = mkdtempSync(join(tmpdir(), 'zviz-bench-'));
-  const adminToken = randomBytes(24).toString('hex');
-  const env: Record<string, string> = {
-    PATH: process.env.PATH ?? '/usr/bin:/bin',
-    ZVIZ_HOST: '127.0.0.1',
-    ZVIZ_PORT: '0',
-    ZVIZ_STATE_DIR: stateDir,
-    ZVIZ_LOG_LEVEL: 'info',
-    ZVIZ_ADMIN_TOKEN: adminToken,
-    ...opts.env,
-  };
-  // `exec` keeps the pid: the shell becomes the server once it has joined the cgroup.
-  const child: ChildProcess = opts.memoryCgroup
-    ? spawn('/bin/sh', ['-c', 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', 'sh', opts.memoryCgroup, process.execPath, serverEntry], {
-        env,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      })
-    : spawn(process.execPath, [serverEntry], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  // The first lines (start-up) and a bounded tail: 10 000 invocations log 10 000 lines.
-  let head = '';
-  let tail = '';
-  const keep = (d: Buffer): void => {
-    const s = d.toString();
-    if (head.length < 16_384) head += s;
-    tail = (tail + s).slice(-16_384);
-  };
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
-  const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
-  const cleanUp = (): void => {
-    stopPrivateRedis(stateDir);
-    rmSync(stateDir, { recursive: true, force: true });
-  };
-
-  let url: string;
+  const proc = await startServerProcess({
+    boundedLogs: true,
+    ...(opts.env ? { env: opts.env } : {}),
+    ...(opts.memoryCgroup ? { memoryCgroup: opts.memoryCgroup } : {}),
+  });
+  const client = loadClient(proc.url, proc.adminToken);
+  const tenant = 'bench';
   try {
-    url = await new Promise<string>((res, rej) => {
-      const timer = setTimeout(() => rej(new Error(`server did not start within 20 s:\n${head}`)), 20_000);
-      const check = (): void => {
-        const m = /"msg":"listening","url":"([^"]+)"/.exec(head);
-        if (m) {
-          clearTimeout(timer);
-          res(m[1]!);
-        }
-      };
-      child.stdout!.on('data', check);
-      void exited.then((code) => {
-        clearTimeout(timer);
-        rej(new Error(`server exited with ${code} before listening:\n${head}`));
-      });
-    });
+    await createLoadTenant(client, tenant);
   } catch (e) {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    await exited;
-    cleanUp();
+    client.close();
+    await proc.stop('SIGKILL');
     throw e;
   }
-
-  const agent = new Agent({ keepAlive: true, maxSockets: 64 });
-  let apiKey = '';
-  const request = (method: string, path: string, body?: unknown, auth: 'tenant' | 'admin' = 'tenant'): Promise<Reply> =>
-    new Promise<Reply>((res, rej) => {
-      const payload = body === undefined ? undefined : JSON.stringify(body);
-      const headers: Record<string, string> = { authorization: `Bearer ${auth === 'admin' ? adminToken : apiKey}` };
-      if (payload !== undefined) {
-        headers['content-type'] = 'application/json';
-        headers['content-length'] = String(Buffer.byteLength(payload));
-      }
-      const t0 = performance.now();
-      const req = httpRequest(url + path, { method, agent, headers }, (r) => {
-        const chunks: Buffer[] = [];
-        r.on('data', (c: Buffer) => chunks.push(c));
-        r.on('end', () => {
-          const ms = performance.now() - t0;
-          const text = Buffer.concat(chunks).toString('utf8');
-          let parsed: unknown = text;
-          try {
-            parsed = JSON.parse(text);
-          } catch {
-            // keep the text
-          }
-          res({ status: r.statusCode ?? 0, body: parsed, ms });
-        });
-        r.on('error', rej);
-      });
-      req.on('error', rej);
-      req.end(payload);
-    });
-
-  const tenant = 'bench';
-  const created = await request('POST', '/admin/tenants', { name: tenant, quotas: GENEROUS_QUOTAS }, 'admin');
-  if (created.status !== 201) {
-    child.kill('SIGKILL');
-    await exited;
-    cleanUp();
-    throw new Error(`Cannot create the benchmark tenant: ${created.status} ${JSON.stringify(created.body)}`);
-  }
-  apiKey = (created.body as { apiKey: string }).apiKey;
-
   const stop = async (): Promise<void> => {
     unregister();
-    agent.destroy();
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-    const code = await Promise.race([exited, new Promise<'late'>((r) => setTimeout(() => r('late'), 30_000))]);
-    if (code === 'late') {
-      child.kill('SIGKILL');
-      await exited;
-    }
-    cleanUp();
+    client.close();
+    await proc.stop('SIGTERM', 30_000);
   };
   const unregister = onAbort(stop);
 
   return {
-    url,
-    pid: child.pid!,
-    stateDir,
+    url: proc.url,
+    pid: proc.pid,
+    stateDir: proc.stateDir,
     tenant,
-    request,
+    request: client.request,
     redisPid: () => {
       try {
-        return Number(readFileSync(join(stateDir, 'redis', 'redis.pid'), 'utf8').trim()) || null;
+        return Number(readFileSync(join(proc.stateDir, 'redis', 'redis.pid'), 'utf8').trim()) || null;
       } catch {
-        return null;
+        return null; // not started (yet), or stopped
       }
     },
-    logsTail: () => tail,
+    logsTail: proc.logs,
     stop,
   };
 }

@@ -7,22 +7,19 @@
 //   node dist/load-tests/soak.js [--quick] [-n 10000] [--concurrency 4] [--every 50]
 //
 // --quick is the CI size (300 invocations). Needs root, like the server. The server runs
-// like test/harness.ts starts it: the built dist/server/main.js on an ephemeral loopback
+// like the test harness starts it (test/support/server-process.ts): the built dist/server/main.js on an ephemeral loopback
 // port, its own state directory (and private Redis), and here also its own router network
 // namespace for the egress sandboxes and ZVIZ_WARM_IDLE_MS short enough for its warm pools
 // to drain once the load stops.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { Agent, request as httpRequest } from 'node:http';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { execFileSync } from 'node:child_process';
+import { isEntryPoint } from '../common/entry-point.js';
+import { errorMessage } from '../common/errors.js';
+import { createLoadTenant, loadClient, type LoadReply } from '../test/support/http-client.js';
+import { makeProfilesDir } from '../test/support/profiles.js';
+import { startServerProcess, type ServerProcess } from '../test/support/server-process.js';
+import { trySh } from '../test/support/shell.js';
 import { END_TOLERANCE, fdDiff, fdKinds, judge, METRICS, sampler, table, type HostSample, type Sample, type Verdict } from './soak-metrics.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repoRoot = existsSync(join(here, '..', 'package.json')) ? resolve(here, '..') : resolve(here, '..', '..');
-const serverEntry = join(repoRoot, 'dist', 'server', 'main.js');
 
 export interface SoakOptions {
   invocations: number;
@@ -36,10 +33,7 @@ export interface SoakOptions {
 export const FULL: SoakOptions = { invocations: 10_000, concurrency: 4, every: 50 };
 export const QUICK: SoakOptions = { invocations: 300, concurrency: 4, every: 10 };
 
-interface Reply {
-  status: number;
-  body: any;
-}
+type Reply = Pick<LoadReply, 'status' | 'body'>;
 
 /** One kind of invocation in the mix: its request, and what its answer must show. */
 interface Kind {
@@ -126,144 +120,57 @@ interface SoakServer {
   stop: () => Promise<number | null>;
 }
 
-/** The shipped profiles plus `egress-closed`: egress mode with nothing allowed (a veth, nft rules, no reachable peer). */
-function profilesDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'zvsoak-profiles-'));
-  for (const f of ['default.json', 'minimal.json', 'seccomp']) cpSync(join(repoRoot, 'profiles', f), join(dir, f), { recursive: true });
-  const p = JSON.parse(readFileSync(join(dir, 'default.json'), 'utf8'));
-  p.name = 'egress-closed';
-  p.description = 'soak: egress mode with an empty allowlist';
-  p.network = { mode: 'egress', allow: [] };
-  writeFileSync(join(dir, 'egress-closed.json'), JSON.stringify(p, null, 2));
-  return dir;
-}
-
 async function startSoakServer(): Promise<SoakServer> {
-  if (!existsSync(serverEntry)) throw new Error(`Cannot start the server: ${serverEntry} is missing (run \`npm run build\`)`);
-  const stateDir = mkdtempSync(join(tmpdir(), 'zvsoak-'));
-  const profiles = profilesDir();
+  // The shipped profiles plus `egress-closed`: egress mode with nothing allowed (a veth, nft rules, no reachable peer).
+  const profiles = makeProfilesDir({
+    'egress-closed': (p) => {
+      p.description = 'soak: egress mode with an empty allowlist';
+      p.network = { mode: 'egress', allow: [] };
+    },
+  });
   const routerNetns = `zvsoak-${process.pid}`;
   execFileSync('ip', ['netns', 'add', routerNetns]);
-  const adminToken = randomBytes(24).toString('hex');
-  const child: ChildProcess = spawn(process.execPath, [serverEntry], {
-    env: {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      ZVIZ_HOST: '127.0.0.1',
-      ZVIZ_PORT: '0',
-      ZVIZ_STATE_DIR: stateDir,
-      ZVIZ_ADMIN_TOKEN: adminToken,
-      ZVIZ_PROFILES_DIR: profiles,
-      ZVIZ_NET_ROUTER_NETNS: routerNetns,
-      ZVIZ_NET_POOL: '10.199.128.0/24',
-      // Pools drain 2 s after the load stops, so the end state is comparable to the start.
-      ZVIZ_WARM_IDLE_MS: '2000',
-      ZVIZ_LOG_LEVEL: 'info',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  // The first lines and a bounded tail: 10 000 invocations may log a lot.
-  let head = '';
-  let tail = '';
-  const keep = (d: Buffer): void => {
-    const s = d.toString();
-    if (head.length < 16_384) head += s;
-    tail = (tail + s).slice(-16_384);
-  };
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
-  const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
   const cleanUp = (): void => {
-    rmSync(stateDir, { recursive: true, force: true });
-    rmSync(profiles, { recursive: true, force: true });
-    try {
-      execFileSync('ip', ['netns', 'del', routerNetns]);
-    } catch {
-      // gone
-    }
+    profiles.remove();
+    trySh('ip', ['netns', 'del', routerNetns]);
   };
-  let url: string;
+  let proc: ServerProcess;
   try {
-    url = await new Promise<string>((res, rej) => {
-      const timer = setTimeout(() => rej(new Error(`server did not start within 30 s:\n${head}`)), 30_000);
-      const check = (): void => {
-        const m = /"msg":"listening","url":"([^"]+)"/.exec(head);
-        if (m) {
-          clearTimeout(timer);
-          res(m[1]!);
-        }
-      };
-      child.stdout!.on('data', check);
-      void exited.then((code) => {
-        clearTimeout(timer);
-        rej(new Error(`server exited with ${code} before listening:\n${head}`));
-      });
+    proc = await startServerProcess({
+      boundedLogs: true,
+      startTimeoutMs: 30_000,
+      env: {
+        ZVIZ_PROFILES_DIR: profiles.dir,
+        ZVIZ_NET_ROUTER_NETNS: routerNetns,
+        ZVIZ_NET_POOL: '10.199.128.0/24',
+        // Pools drain 2 s after the load stops, so the end state is comparable to the start.
+        ZVIZ_WARM_IDLE_MS: '2000',
+      },
     });
   } catch (e) {
-    if (child.exitCode === null) child.kill('SIGKILL');
-    await exited;
     cleanUp();
     throw e;
   }
-
-  let agent = new Agent({ keepAlive: true, maxSockets: 64 });
-  let apiKey = '';
-  const request = (method: string, path: string, body?: unknown, auth: 'tenant' | 'admin' = 'tenant'): Promise<Reply> =>
-    new Promise<Reply>((res, rej) => {
-      const payload = body === undefined ? undefined : JSON.stringify(body);
-      const headers: Record<string, string> = { authorization: `Bearer ${auth === 'admin' ? adminToken : apiKey}` };
-      if (payload !== undefined) headers['content-type'] = 'application/json';
-      const req = httpRequest(url + path, { method, agent, headers }, (r) => {
-        const chunks: Buffer[] = [];
-        r.on('data', (c: Buffer) => chunks.push(c));
-        r.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          let parsed: unknown = text;
-          try {
-            parsed = JSON.parse(text);
-          } catch {
-            // keep the text
-          }
-          res({ status: r.statusCode ?? 0, body: parsed });
-        });
-        r.on('error', rej);
-      });
-      req.setTimeout(60_000, () => req.destroy(new Error(`no answer to ${method} ${path} within 60 s`)));
-      req.on('error', rej);
-      req.end(payload);
-    });
-
-  const created = await request(
-    'POST',
-    '/admin/tenants',
-    { name: 'soak', quotas: { concurrency: 10_000, invocationsPerMinute: 1_000_000, cpuSeconds: 1_000_000_000 } },
-    'admin',
-  );
-  if (created.status !== 201) {
-    child.kill('SIGKILL');
-    await exited;
+  const client = loadClient(proc.url, proc.adminToken, { timeoutMs: 60_000 });
+  try {
+    await createLoadTenant(client, 'soak');
+  } catch (e) {
+    client.close();
+    await proc.stop('SIGKILL');
     cleanUp();
-    throw new Error(`Cannot create the soak tenant: ${created.status} ${JSON.stringify(created.body)}`);
+    throw e;
   }
-  apiKey = created.body.apiKey;
   return {
-    pid: child.pid!,
+    pid: proc.pid,
     routerNetns,
-    request,
-    logs: () => `${head}\n…\n${tail}`,
-    idleClient: () => {
-      agent.destroy();
-      agent = new Agent({ keepAlive: true, maxSockets: 64 });
-    },
+    request: client.request,
+    logs: proc.logs,
+    idleClient: client.reset,
     stop: async () => {
-      agent.destroy();
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      const code = await Promise.race([exited, new Promise<'late'>((r) => setTimeout(() => r('late'), 60_000))]);
-      if (code === 'late') {
-        child.kill('SIGKILL');
-        await exited;
-      }
+      client.close();
+      const code = await proc.stop('SIGTERM', 60_000);
       cleanUp();
-      return code === 'late' ? null : code;
+      return code;
     },
   };
 }
@@ -426,12 +333,12 @@ function parseArgs(argv: string[]): SoakOptions {
   return opts;
 }
 
-if (process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+if (isEntryPoint(import.meta.url)) {
   try {
     const report = await soak(parseArgs(process.argv.slice(2)));
     process.exitCode = report.ok ? 0 : 1;
   } catch (e) {
-    process.stderr.write(`soak: ${(e as Error).message}\n`);
+    process.stderr.write(`soak: ${errorMessage(e)}\n`);
     process.exitCode = 2;
   }
 }

@@ -1,9 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { SandboxOutcome } from '../worker-pool/types.js';
-import { createApp, type Readiness } from './app.js';
+import { type Readiness } from './app.js';
 import { ApiError, type ErrorCode } from './http/errors.js';
 import { JsonLogger, silentLogger } from './ops/log.js';
-import { ADMIN_TOKEN, FakeInvoker, HOST_FACTS, result, testProfiles, testState, testTenant } from '../test/support/fixtures.js';
+import { ADMIN_TOKEN, FakeInvoker, HOST_FACTS, result, testState, testTenant, testApp } from '../test/support/fixtures.js';
 
 const MiB = 1024 * 1024;
 const JSON_TYPE = { 'content-type': 'application/json' };
@@ -16,15 +16,15 @@ function makeApp(opts: { invoker?: FakeInvoker; readiness?: Readiness; maxBodyBy
   const invoker = opts.invoker ?? new FakeInvoker();
   const lines = opts.lines;
   const state = testState();
-  const app = createApp({
-    profiles: testProfiles(),
-    invoker,
-    readiness: async () => opts.readiness ?? ready,
-    hostFacts: () => HOST_FACTS,
-    log: lines ? new JsonLogger({ level: 'debug', write: (l) => lines.push(l) }) : silentLogger,
-    maxBodyBytes: opts.maxBodyBytes,
-    ...state,
-  });
+  const app = testApp(
+    {
+      invoker,
+      readiness: async () => opts.readiness ?? ready,
+      log: lines ? new JsonLogger({ level: 'debug', write: (l) => lines.push(l) }) : silentLogger,
+      maxBodyBytes: opts.maxBodyBytes,
+    },
+    state,
+  );
   tenantAuthOf.set(app, testTenant(state).then((t) => t.auth));
   return { app, invoker };
 }

@@ -2,12 +2,12 @@
 // pool, HTTP (and the metrics listener), and an orderly shutdown. Everything that can be wrong about the host or the configuration
 // is found here, before the port opens, and reported as one line naming what to fix.
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, realpathSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { serve } from '@hono/node-server';
+import { isEntryPoint } from '../common/entry-point.js';
 import { PACKAGE_ROOT } from '../common/package-root.js';
 import { loadProfiles, type Profile } from '../profiles/index.js';
 import { openHost, type Host } from '../worker-pool/host/index.js';
@@ -298,13 +298,4 @@ export async function main(): Promise<void> {
   process.on('SIGINT', () => void shutdown('SIGINT'));
 }
 
-/** True when this file is the program (`node dist/server/main.js`), not imported by `zviz serve`. */
-function isEntryPoint(): boolean {
-  try {
-    return process.argv[1] !== undefined && pathToFileURL(realpathSync(process.argv[1])).href === import.meta.url;
-  } catch {
-    return false;
-  }
-}
-
-if (isEntryPoint()) void main();
+if (isEntryPoint(import.meta.url)) void main();

@@ -14,7 +14,7 @@
 import { connect } from 'node:net';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { privilegedReason, startServer, type RunningServer } from './harness.js';
+import { privilegedReason, type RunningServer, startServer } from './support/server.js';
 
 const RUNS = Number(process.env.ZVIZ_FUZZ_RUNS ?? 150);
 const SEED = process.env.ZVIZ_FUZZ_SEED === undefined ? undefined : Number(process.env.ZVIZ_FUZZ_SEED);

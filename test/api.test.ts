@@ -9,8 +9,10 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } 
 import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hostLeftovers, privilegedReason, repoRoot, startServer, type RunningServer } from './harness.js';
-import { run, settledLeftovers, sleep, type Runtime } from './sandbox-helpers.js';
+import { hostLeftovers, settledLeftovers } from './support/leftovers.js';
+import { run, type Runtime } from './support/sandboxes.js';
+import { privilegedReason, repoRoot, type RunningServer, startServer } from './support/server.js';
+import { sleep } from './support/wait.js';
 
 const serverEntry = join(repoRoot, 'dist', 'server', 'main.js');
 const MiB = 1024 * 1024;

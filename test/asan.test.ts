@@ -4,7 +4,7 @@
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { privilegedReason, repoRoot, startServer, type RunningServer } from './harness.js';
+import { privilegedReason, repoRoot, type RunningServer, startServer } from './support/server.js';
 
 const asanSupervisor = join(repoRoot, 'native', 'build-asan', 'zviz-supervisor');
 

@@ -4,8 +4,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { rawFetch } from './compat-auth.js';
-import { privilegedReason, startServer, type RunningServer } from './harness.js';
+import { rawFetch } from './support/compat-auth.js';
+import { privilegedReason, type RunningServer, startServer } from './support/server.js';
 
 type Sample = { name: string; labels: Record<string, string>; value: number };
 

@@ -8,8 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { planCgroups } from '../worker-pool/host/cgroups.js';
-import { hostLeftovers, privilegedReason, repoRoot, startServer, type RunningServer } from './harness.js';
-import { settledLeftovers } from './sandbox-helpers.js';
+import { hostLeftovers, settledLeftovers } from './support/leftovers.js';
+import { privilegedReason, repoRoot, type RunningServer, startServer } from './support/server.js';
 
 const entry = join(repoRoot, 'dist', 'server', 'cli', 'main.js');
 

@@ -3,15 +3,18 @@
 // and paused; SIGTERM with a drain deadline; a state directory that is unusable or fills up.
 // After each, the host is scanned for everything a dead server could leave (crash-helpers.ts).
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, leftoversOf, ourHostLeftovers, settledLeftoversOf, supervisorServing, supervisorsOf, waitFor } from './crash-helpers.js';
-import { GENEROUS_QUOTAS, privilegedReason, repoRoot, startServer, type Reply, type RunningServer } from './harness.js';
-import { startRedis, type TestRedis } from './redis-helpers.js';
-import { pollUntil, sleep } from './sandbox-helpers.js';
-import { makeProfilesDir, type ProfilesDir } from './test-profiles.js';
+
+import { leftoversInScope, ourHostLeftovers, settledLeftoversInScope } from './support/leftovers.js';
+import { makeProfilesDir, type ProfilesDir } from './support/profiles.js';
+import { startRedis, type TestRedis } from './support/redis.js';
+import { supervisorServing, supervisorsOf } from './support/sandboxes.js';
+import { freePort } from './support/server-process.js';
+import { GENEROUS_QUOTAS, privilegedReason, repoRoot, type Reply, type RunningServer, startServer } from './support/server.js';
+import { pollUntil, sleep, waitFor } from './support/wait.js';
 
 const skip = privilegedReason() !== null;
 
@@ -48,7 +51,7 @@ describe.skipIf(skip)('crash safety', () => {
   beforeAll(() => {
     profiles = makeProfilesDir({ 'egress-closed': (p) => (p.network = { mode: 'egress', allow: [] }) });
     execFileSync('ip', ['netns', 'add', routerNetns]);
-    baseline = leftoversOf({ deadPids: [], livePids: [], routerNetns });
+    baseline = leftoversInScope({ deadPids: [], livePids: [], routerNetns });
   });
   afterAll(() => {
     profiles?.remove();
@@ -137,7 +140,7 @@ describe.skipIf(skip)('crash safety', () => {
       second = await startServer({ stateDir, env, tenant: false, compatAuth: false });
       expect(second.logs()).toContain('swept');
       // The sweep ran before the port opened: nothing of the dead server is left now.
-      const left = await settledLeftoversOf({ deadPids: [deadPid], livePids: [second.pid], routerNetns }, 3000);
+      const left = await settledLeftoversInScope({ deadPids: [deadPid], livePids: [second.pid], routerNetns }, 3000);
       expect(left.filter((l) => !baseline.includes(l))).toEqual([]);
     });
 
@@ -175,7 +178,7 @@ describe.skipIf(skip)('crash safety', () => {
       second = null;
       expect(await s.stop()).toBe(0);
       expect(await pollUntil(() => ourHostLeftovers([first.pid, s.pid]), (l) => l.length === 0, 3000, 100)).toEqual([]);
-      const left = await settledLeftoversOf({ deadPids: [first.pid, s.pid], livePids: [], routerNetns });
+      const left = await settledLeftoversInScope({ deadPids: [first.pid, s.pid], livePids: [], routerNetns });
       expect(left.filter((l) => !baseline.includes(l))).toEqual([]);
     });
   });
@@ -245,7 +248,7 @@ describe.skipIf(skip)('crash safety', () => {
     it("the killed supervisor's sandbox and broker die with it", async () => {
       const uids = [uidBase + 2 * victim.supervisor, uidBase + 2 * victim.supervisor + 1];
       const alive = () =>
-        leftoversOf({ deadPids: [], livePids: [], uidBase }).filter(
+        leftoversInScope({ deadPids: [], livePids: [], uidBase }).filter(
           (l) => uids.some((u) => l.includes(`uid ${u}`)) || l.includes(`(parent ${victim.supervisor})`),
         );
       expect(await pollUntil(alive, (l) => l.length === 0, 3000, 100)).toEqual([]);
@@ -381,7 +384,7 @@ describe.skipIf(skip)('crash safety', () => {
       expect(r?.status).toBe(200);
       expect(r?.body).toMatchObject({ status: 'killed', signal: 'SIGKILL' });
       expect(await pollUntil(() => ourHostLeftovers([s.pid]), (l) => l.length === 0, 3000, 100)).toEqual([]);
-      const left = await settledLeftoversOf({ deadPids: [s.pid], livePids: [], routerNetns });
+      const left = await settledLeftoversInScope({ deadPids: [s.pid], livePids: [], routerNetns });
       expect(left.filter((l) => !baseline.includes(l))).toEqual([]);
     });
 

@@ -7,9 +7,11 @@ import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hostLeftovers, privilegedReason, startServer, type Reply, type RunningServer } from './harness.js';
-import { startRedis, type TestRedis } from './redis-helpers.js';
-import { pollUntil, settledLeftovers, sleep, token } from './sandbox-helpers.js';
+
+import { hostLeftovers, settledLeftovers } from './support/leftovers.js';
+import { startRedis, type TestRedis } from './support/redis.js';
+import { privilegedReason, type Reply, type RunningServer, startServer } from './support/server.js';
+import { pollUntil, sleep, token } from './support/wait.js';
 
 /** The fields of a result that do not depend on timing or on which kind of sandbox ran it. */
 const DETERMINISTIC = ['status', 'exitCode', 'signal', 'reason', 'stdout', 'stderr', 'truncated', 'profile', 'limits', 'unenforced', 'oomKills', 'function', 'version', 'output', 'error'];

@@ -2,14 +2,14 @@
 // redis-server of the test's own (server/state/redis-functions.ts, redis-invocations.ts,
 // server/ops/pool-stats.ts and their Lua scripts). Needs no root.
 import type { Redis } from 'ioredis';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { digestOf, type FunctionSpec, type PutOptions } from '../server/functions/store.js';
 import { silentLogger } from '../server/ops/log.js';
 import { PoolStatsPublisher } from '../server/ops/pool-stats.js';
 import { RedisFunctionStore } from '../server/state/redis-functions.js';
 import { RedisInvocationStore } from '../server/state/redis-invocations.js';
-import { connectRedis, createRedis, keys } from '../server/state/redis.js';
-import { startRedis, type TestRedis } from './redis-helpers.js';
+import { createRedis, keys } from '../server/state/redis.js';
+import { redisForSuite } from './support/redis.js';
 
 const spec = (code: string, over: Partial<FunctionSpec> = {}): FunctionSpec => ({
   runtime: 'node',
@@ -24,20 +24,10 @@ const spec = (code: string, over: Partial<FunctionSpec> = {}): FunctionSpec => (
 const opts = (over: Partial<PutOptions> = {}): PutOptions => ({ onlyIfChanged: false, maxFunctions: 100, keepVersions: 3, ...over });
 
 describe('deployed functions, async records and pool stats in a real Redis', () => {
-  let server: TestRedis;
+  const db = redisForSuite();
   let redis: Redis;
-
-  beforeAll(async () => {
-    server = await startRedis();
-    redis = createRedis({ url: server.url, log: silentLogger });
-    await connectRedis(redis, 5000);
-  });
-  afterAll(async () => {
-    redis?.disconnect();
-    await server?.stop();
-  });
-  beforeEach(async () => {
-    await redis.flushall();
+  beforeAll(() => {
+    redis = db.client;
   });
 
   describe('RedisFunctionStore', () => {

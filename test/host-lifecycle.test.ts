@@ -3,10 +3,11 @@
 // Two real servers with an egress profile route through one router namespace this suite
 // creates (no packet leaves it: the egress profile allows nothing).
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { privilegedReason, startServer, type RunningServer } from './harness.js';
-import { networkToolsMissing, sh, trySh } from './net-topology.js';
-import { token } from './sandbox-helpers.js';
-import { makeProfilesDir, type ProfilesDir } from './test-profiles.js';
+import { networkToolsMissing } from './support/net-topology.js';
+import { makeProfilesDir, type ProfilesDir } from './support/profiles.js';
+import { privilegedReason, type RunningServer, startServer } from './support/server.js';
+import { sh, trySh } from './support/shell.js';
+import { token } from './support/wait.js';
 
 const skipReason = privilegedReason() ?? networkToolsMissing();
 

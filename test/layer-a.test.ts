@@ -5,19 +5,11 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hostLeftovers, privilegedReason, startServer, type RunningServer } from './harness.js';
-import {
-  PY_LIBC,
-  hostProcessesMatching,
-  hostUidOf,
-  pollUntil,
-  run,
-  runJson,
-  runOk,
-  settledLeftovers,
-  token,
-  zombiesUnder,
-} from './sandbox-helpers.js';
+import { hostLeftovers, settledLeftovers } from './support/leftovers.js';
+import { hostProcessesMatching, zombiesUnder } from './support/procfs.js';
+import { hostUidOf, PY_LIBC, run, runJson, runOk } from './support/sandboxes.js';
+import { privilegedReason, type RunningServer, startServer } from './support/server.js';
+import { pollUntil, token } from './support/wait.js';
 
 const BASE_ENV = { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: '/tmp', LANG: 'C.UTF-8' };
 

@@ -13,36 +13,13 @@ import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { privilegedReason, startServer, type RunningServer } from './harness.js';
-import {
-  ADDR_NO_RANDOMIZE,
-  ALWAYS_DENIED,
-  CLONE_NEWUSER,
-  FIONREAD,
-  READ_IMPLIES_EXEC,
-  TCGETS,
-  TIOCLINUX,
-  TIOCSTI,
-  X32_SYSCALL_BIT,
-  syscallTableUnavailable,
-  x86_64Syscalls,
-} from './syscall-table.js';
-import {
-  PY_SYSCALL,
-  brokerEvents,
-  invoke,
-  leftoversOf,
-  makeProfilesDir,
-  pollFor,
-  procInfo,
-  processMarker,
-  pyJson,
-  pyNameSelf,
-  sandboxByMarker,
-  seccompEvents,
-  type Invocation,
-  type ProfilesDir,
-} from './test-profiles.js';
+import { serverLeftovers } from './support/leftovers.js';
+import { hostProcess } from './support/procfs.js';
+import { makeProfilesDir, type ProfilesDir } from './support/profiles.js';
+import { brokerEvents, type Invocation, processMarker, PY_SYSCALL, pyJson, pyNameSelf, run, sandboxByMarker, seccompEvents } from './support/sandboxes.js';
+import { privilegedReason, type RunningServer, startServer } from './support/server.js';
+import { ADDR_NO_RANDOMIZE, ALWAYS_DENIED, CLONE_NEWUSER, FIONREAD, READ_IMPLIES_EXEC, syscallTableUnavailable, TCGETS, TIOCLINUX, TIOCSTI, X32_SYSCALL_BIT, x86_64Syscalls } from './support/syscall-table.js';
+import { pollFor } from './support/wait.js';
 
 const skip = privilegedReason() ?? syscallTableUnavailable();
 
@@ -267,7 +244,7 @@ print(json.dumps(res))`);
     });
 
     it('Node worker_threads still start (glibc falls back to clone), and the audit lists clone3 as errno', async () => {
-      const r = await invoke(s, 'node', `
+      const r = await run(s, 'node', `
 const { Worker } = require('node:worker_threads');
 const ws = [1, 2, 3].map((n) => new Promise((res, rej) => {
   const w = new Worker('require("node:worker_threads").parentPort.postMessage(require("node:worker_threads").workerData * 7)', { eval: true, workerData: n });
@@ -284,7 +261,7 @@ Promise.all(ws).then((v) => console.log(JSON.stringify(v)));`);
 
   describe('foreign ABIs die with SIGSYS', () => {
     it('an x32 syscall (getpid | 0x40000000) kills the process: killed/seccomp, audited as x32:getpid', async () => {
-      const r = await invoke(s, 'python', `
+      const r = await run(s, 'python', `
 import ctypes
 libc = ctypes.CDLL(None, use_errno=True)
 print('before', flush=True)
@@ -299,7 +276,7 @@ print('survived', flush=True)`);
 
     it('an i386 getpid by int 0x80 kills the process: killed/seccomp, audited as a kill (i386: name unless rate-limited)', async () => {
       // mov eax, 20 (i386 getpid); int 0x80; ret — on an anonymous RWX page, called through ctypes.
-      const r = await invoke(s, 'python', `
+      const r = await run(s, 'python', `
 import ctypes, mmap
 page = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
 page.write(bytes.fromhex('b814000000cd80c3'))
@@ -419,11 +396,11 @@ printf '{"top":"%s","lines":%d,"sub":"%s","waited":true,"stdin":"%s","host":"%s"
 
       it.each(CASES)('%s', async (_what, runtime, code, stdin, expected) => {
         const opts = stdin === undefined ? {} : { stdin };
-        let r = await invoke(server, runtime, code, opts);
+        let r = await run(server, runtime, code, opts);
         // A warm pool fills after its first claims: retry until a warm sandbox served it.
         for (let i = 0; warm && r.warm === false && i < 10; i++) {
           await new Promise((res) => setTimeout(res, 300));
-          r = await invoke(server, runtime, code, opts);
+          r = await run(server, runtime, code, opts);
         }
         if (r.warm !== undefined) expect(r.warm, 'served by the wrong kind of sandbox').toBe(warm);
         expect(r.status, `${r.stdout}\n--- stderr\n${r.stderr}`).toBe('ok');
@@ -626,7 +603,7 @@ print(json.dumps(res))`,
 
   it('killing the broker mid-invocation ends it as killed/broker and leaves nothing of the sandbox behind', async () => {
     const marker = processMarker();
-    const pending = invoke(s, 'python', `${PY_SYSCALL}
+    const pending = run(s, 'python', `${PY_SYSCALL}
 import time
 ${pyNameSelf(marker)}
 time.sleep(2)
@@ -649,8 +626,8 @@ for _ in range(1000):
     // Nothing of that sandbox is left: no process, no cgroup folder.
     const pids = [sb!.fn.pid, sb!.init.pid, sb!.supervisor.pid, sb!.broker!.pid];
     const left = (): string[] => [
-      ...pids.filter((p) => procInfo(p) !== null).map((p) => `process ${p}`),
-      ...leftoversOf(s).filter((l) => sb!.cgroups.some((c) => l.includes(`/${c}`))),
+      ...pids.filter((p) => hostProcess(p) !== null).map((p) => `process ${p}`),
+      ...serverLeftovers(s).filter((l) => sb!.cgroups.some((c) => l.includes(`/${c}`))),
     ];
     const last = await pollFor(() => (left().length === 0 ? [] : null), 3000, 50);
     expect(last, left().join('\n')).toEqual([]);
@@ -659,7 +636,7 @@ for _ in range(1000):
   it('16 threads flooding the broker with 320 000 denied calls finish in time, deduplicated, while another invocation runs normally', async () => {
     const names = ['ptrace', 'bpf', 'mount', 'process_vm_readv'];
     const marker = processMarker();
-    const flood = invoke(
+    const flood = run(
       s,
       'python',
       `${PY_SYSCALL}
@@ -695,7 +672,7 @@ print(json.dumps(sorted({e for v in seen.values() for e in v})))`,
     const sampler = setInterval(sample, 100);
     // Meanwhile, an ordinary invocation on its own sandbox and broker.
     await new Promise((res) => setTimeout(res, 300));
-    const other = await invoke(s, 'bash', 'echo "$((6 * 7))"');
+    const other = await run(s, 'bash', 'echo "$((6 * 7))"');
     const r = await flood;
     clearInterval(sampler);
     // The first samples see the broker fault in its code and tables; after that, 300 000
@@ -721,6 +698,6 @@ print(json.dumps(sorted({e for v in seen.values() for e in v})))`,
   it('stopping the server leaves no cgroup, supervisor or mount of it behind', async () => {
     stopped = true;
     expect(await s.stop()).toBe(0);
-    expect(leftoversOf(s)).toEqual([]);
+    expect(serverLeftovers(s)).toEqual([]);
   });
 });

@@ -8,20 +8,11 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } fr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { privilegedReason, repoRoot, startServer, type RunningServer } from './harness.js';
-import {
-  PY_SYSCALL,
-  invoke,
-  leftoversOf,
-  makeProfilesDir,
-  pollFor,
-  processMarker,
-  pyJson,
-  pyNameSelf,
-  randomToken,
-  sandboxByMarker,
-  type ProfilesDir,
-} from './test-profiles.js';
+import { serverLeftovers } from './support/leftovers.js';
+import { makeProfilesDir, type ProfilesDir } from './support/profiles.js';
+import { processMarker, PY_SYSCALL, pyJson, pyNameSelf, run, sandboxByMarker } from './support/sandboxes.js';
+import { privilegedReason, repoRoot, type RunningServer, startServer } from './support/server.js';
+import { pollFor, token } from './support/wait.js';
 
 const skip = privilegedReason();
 const HOST_PYTHON = '/usr/bin/python3';
@@ -217,7 +208,7 @@ print(json.dumps(res))`, { profile: 'ports' });
 
   describe('scopes', () => {
     let canary: ChildProcess | null = null;
-    const name = `zviz-canary-${randomToken()}`;
+    const name = `zviz-canary-${token()}`;
 
     beforeAll(async () => {
       // A process of the test, on the host, listening on an abstract unix socket.
@@ -261,9 +252,9 @@ print(json.dumps(res))`);
       // netns, so the namespace no longer separates them and an abstract socket has no DAC:
       // what refuses the connection is Landlock's abstract-unix scope (the canary is
       // outside the function's domain).
-      const inner = `zviz-canary-${randomToken()}`;
+      const inner = `zviz-canary-${token()}`;
       const marker = processMarker();
-      const pending = invoke(s, 'python', `${PY_SYSCALL}
+      const pending = run(s, 'python', `${PY_SYSCALL}
 import socket, time
 ${pyNameSelf(marker)}
 name = ${JSON.stringify(inner)}
@@ -327,7 +318,7 @@ print(json.dumps(res))`);
       // uid 1000, the function's uid): DAC would allow the signal, Landlock's signal scope
       // does not.
       const marker = processMarker();
-      const pending = invoke(s, 'python', `${PY_SYSCALL}
+      const pending = run(s, 'python', `${PY_SYSCALL}
 import signal, time
 ${pyNameSelf(marker)}
 res = {}
@@ -372,14 +363,14 @@ print(json.dumps(res))`, { limits: { timeoutMs: 20_000 } });
   });
 
   it('a profile requiring Landlock ABI 7 without best effort runs here, and reports nothing unenforced', async () => {
-    const r = await invoke(s, 'bash', 'echo strict', { profile: 'strict-abi' });
+    const r = await run(s, 'bash', 'echo strict', { profile: 'strict-abi' });
     expect(r).toMatchObject({ status: 'ok', stdout: 'strict\n', unenforced: [] });
   });
 
   it('stopping the server leaves no cgroup, supervisor or mount of it behind', async () => {
     stopped = true;
     expect(await s.stop()).toBe(0);
-    expect(leftoversOf(s)).toEqual([]);
+    expect(serverLeftovers(s)).toEqual([]);
   });
 });
 

@@ -5,22 +5,13 @@
 import { existsSync, mkdirSync, rmdirSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import {
-  belongsToOthers,
-  CGROUP_ROOT,
-  MiB,
-  deadPid,
-  findDirs,
-  hostCgroupDriver,
-  newSandboxProcesses,
-  pollUntil,
-  procCgroups,
-  readTrim,
-  sampleMemAvailable,
-  sandboxProcesses,
-  sleep,
-} from './cgroup-helpers.js';
-import { hostLeftovers, privilegedReason, privilegedUnavailable, startServer, type RunningServer } from './harness.js';
+import { sandboxCgroupPrefix } from '../worker-pool/host/names.js';
+import { CGROUP_ROOT, deadPid, findDirs, hostCgroupDriver, MiB, sampleMemAvailable } from './support/cgroups.js';
+import { belongsToOthers, hostLeftovers } from './support/leftovers.js';
+import { procCgroups, readTrim } from './support/procfs.js';
+import { newSandboxProcesses, sandboxProcesses } from './support/sandboxes.js';
+import { privilegedReason, privilegedUnavailable, type RunningServer, startServer } from './support/server.js';
+import { pollUntil, sleep } from './support/wait.js';
 
 const skipReason = privilegedReason();
 const driver = hostCgroupDriver();
@@ -72,23 +63,30 @@ async function expectNoLeftovers(mine: number[]): Promise<void> {
   expect(left, left.join('\n')).toEqual([]);
 }
 
+/** A server without warm pools for the describe block (`use` receives it); afterwards nothing of it may be left. */
+function coldServerForSuite(use: (s: RunningServer) => void): void {
+  let s: RunningServer | undefined;
+  beforeAll(async () => {
+    s = await startServer({ env: { ZVIZ_WARM_MAX: '0' } });
+    use(s);
+  });
+  afterAll(async () => {
+    await s?.stop();
+    await expectNoLeftovers(s ? [s.pid] : []);
+  });
+}
+
 /** The sandbox cgroup folders of `s` in one v1 hierarchy (or the v2 mount). */
 function sandboxDirs(s: RunningServer, hierarchy: string): string[] {
-  return findDirs(join(CGROUP_ROOT, hierarchy), `zviz-${s.pid}-`);
+  return findDirs(join(CGROUP_ROOT, hierarchy), sandboxCgroupPrefix(s.pid));
 }
 
 const v1Skip = skipReason ?? (driver !== 'v1' ? `this host's cgroup driver is ${driver}, not v1` : null);
 describe.skipIf(v1Skip !== null)(
   `layer D on cgroup v1${v1Skip !== null ? ` [skipped: ${v1Skip}]` : ''}`,
   () => {
-    let s: RunningServer;
-    beforeAll(async () => {
-      s = await startServer({ env: { ZVIZ_WARM_MAX: '0' } });
-    });
-    afterAll(async () => {
-      await s?.stop();
-      await expectNoLeftovers(s ? [s.pid] : []);
-    });
+    let s!: RunningServer;
+    coldServerForSuite((started) => (s = started));
 
     test('a bash fork bomb under pids 32 ends, other requests answer meanwhile, and no process is left', async () => {
       const before = sandboxProcesses(s.pid);
@@ -313,14 +311,8 @@ describe.skipIf(sweepSkip !== null)(`layer D start-up sweep${sweepSkip !== null 
 const v2Skip =
   driver !== 'v2' ? `skipped: this host's cgroup driver is ${driver}, not v2` : (privilegedUnavailable() ?? '');
 describe.skipIf(v2Skip !== '')(`layer D on cgroup v2${v2Skip ? ` [${v2Skip}]` : ''}`, () => {
-  let s: RunningServer;
-  beforeAll(async () => {
-    s = await startServer({ env: { ZVIZ_WARM_MAX: '0' } });
-  });
-  afterAll(async () => {
-    await s?.stop();
-    await expectNoLeftovers(s ? [s.pid] : []);
-  });
+  let s!: RunningServer;
+  coldServerForSuite((started) => (s = started));
 
   test('the server reports the v2 driver', async () => {
     expect((await getJson(s, '/host')).body.cgroup.driver).toBe('v2');

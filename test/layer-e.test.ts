@@ -11,21 +11,13 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
-import { belongsToOthers } from './cgroup-helpers.js';
-import { hostLeftovers, privilegedReason, repoRoot, startServer, type RunningServer } from './harness.js';
-import { DROPPED, drop, LOCK_DIR, netLeftovers, netnsOf, networkAudit, PY_NET, PY_NET_ADMIN, type NetAudit } from './net-probes.js';
-import {
-  createTopology,
-  LINK_LOCAL_IP,
-  networkToolsMissing,
-  pythonIn,
-  ROUTER_IP,
-  sh,
-  trySh,
-  UPSTREAM_IP,
-  type Topology,
-} from './net-topology.js';
-import { pollUntil, sleep, token } from './sandbox-helpers.js';
+import { NET_LOCK_DIR } from '../worker-pool/host/names.js';
+import { belongsToOthers, hostLeftovers } from './support/leftovers.js';
+import { drop, DROPPED, type NetAudit, netLeftovers, netnsOf, networkAudit, PY_NET, PY_NET_ADMIN } from './support/net-probes.js';
+import { createTopology, LINK_LOCAL_IP, networkToolsMissing, pythonIn, ROUTER_IP, type Topology, UPSTREAM_IP } from './support/net-topology.js';
+import { privilegedReason, repoRoot, type RunningServer, startServer } from './support/server.js';
+import { sh, trySh } from './support/shell.js';
+import { pollUntil, sleep, token } from './support/wait.js';
 
 const skipReason = privilegedReason() ?? networkToolsMissing();
 const POOL = '10.199.0.0/24';
@@ -558,7 +550,7 @@ print(json.dumps(results))`,
       const table = trySh('ip', ['netns', 'exec', topo!.router, 'nft', 'list', 'table', 'inet', 'zviz']);
       // The server keeps the table while any pool lock exists (another server may still use
       // it): on a shared host a sibling's lock keeps it, and that is not ours to judge.
-      const foreignLocks = readdirSafe(LOCK_DIR);
+      const foreignLocks = readdirSafe(NET_LOCK_DIR);
       if (foreignLocks.length > 0) {
         console.warn(`inet zviz kept: other servers hold pool locks ${foreignLocks.join(' ')}`);
         return;

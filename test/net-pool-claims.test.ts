@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
-import { repoRoot } from './harness.js';
+import { repoRoot } from './support/server.js';
 
 const networkModule = join(repoRoot, 'dist', 'worker-pool', 'network', 'address-pool.js');
 const skipReason = existsSync(networkModule) ? null : `${networkModule} missing: run \`npx tsc -p tsconfig.build.json\``;

@@ -8,10 +8,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { networkSchema } from '../profiles/schema.js';
 import { ensureTable, setupNetwork, teardownNetwork } from '../worker-pool/network/index.js';
-import { privilegedReason } from './harness.js';
-import { netLeftovers, netnsOf } from './net-probes.js';
-import { networkToolsMissing, sh, trySh, UPSTREAM_IP } from './net-topology.js';
-import { pollUntil, token } from './sandbox-helpers.js';
+import { netLeftovers, netnsOf } from './support/net-probes.js';
+import { networkToolsMissing, UPSTREAM_IP } from './support/net-topology.js';
+import { privilegedReason } from './support/server.js';
+import { sh, trySh } from './support/shell.js';
+import { pollUntil, token } from './support/wait.js';
 
 const skipReason = privilegedReason() ?? networkToolsMissing();
 

@@ -5,9 +5,11 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { privilegedReason, startServer, type Reply, type RunningServer } from './harness.js';
-import { startRedis, type TestRedis } from './redis-helpers.js';
-import { leftoversNotOfOtherServers, sleep } from './sandbox-helpers.js';
+
+import { leftoversNotOfOtherServers } from './support/leftovers.js';
+import { startRedis, type TestRedis } from './support/redis.js';
+import { privilegedReason, type Reply, type RunningServer, startServer } from './support/server.js';
+import { sleep } from './support/wait.js';
 
 const skip = privilegedReason() !== null;
 const slow = (seconds: number) => ({ runtime: 'bash', code: `sleep ${seconds}; echo done` });

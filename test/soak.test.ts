@@ -3,7 +3,7 @@
 // be the one its kind expects. The full size is `node dist/load-tests/soak.js`.
 import { describe, expect, it } from 'vitest';
 import { QUICK, soak } from '../load-tests/soak.js';
-import { privilegedReason } from './harness.js';
+import { privilegedReason } from './support/server.js';
 
 describe.skipIf(privilegedReason() !== null)('soak (CI size)', () => {
   it(

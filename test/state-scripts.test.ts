@@ -1,33 +1,25 @@
 // The Lua scripts of server/state/scripts.ts against a real redis-server of the test's own,
 // with the clock passed in (ARGV now) so every window and expiry is exact. Needs no root.
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Redis } from 'ioredis';
-import { silentLogger } from '../server/ops/log.js';
 import { RedisAuditStore } from '../server/state/redis-audit.js';
 import { RedisQuotaStore, RELEASED_KEEP_MS } from '../server/state/redis-quotas.js';
 import { RedisTenantStore } from '../server/state/redis-tenants.js';
-import { connectRedis, createRedis, keys } from '../server/state/redis.js';
+import { keys } from '../server/state/redis.js';
 import { hashApiKey, keyIdOf, quotasSchema, TenantExistsError, type Quotas } from '../server/tenancy/tenants.js';
-import { startRedis, type TestRedis } from './redis-helpers.js';
+import { redisForSuite } from './support/redis.js';
 
 describe('state scripts in a real Redis', () => {
-  let server: TestRedis;
+  const db = redisForSuite();
   let redis: Redis;
   let now = 0;
   const q = (over: Partial<Quotas> = {}): Quotas =>
     quotasSchema.parse({ concurrency: 1000, invocationsPerMinute: 1_000_000, cpuSeconds: 1000, cpuWindowSeconds: 3600, ...over });
 
-  beforeAll(async () => {
-    server = await startRedis();
-    redis = createRedis({ url: server.url, log: silentLogger });
-    await connectRedis(redis, 5000);
+  beforeAll(() => {
+    redis = db.client;
   });
-  afterAll(async () => {
-    redis?.disconnect();
-    await server?.stop();
-  });
-  beforeEach(async () => {
-    await redis.flushall();
+  beforeEach(() => {
     now = 1_000_000;
   });
   const quotas = () => new RedisQuotaStore(redis, { now: () => now });

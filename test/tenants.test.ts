@@ -2,7 +2,7 @@
 // Redis) with real sandboxes. Authentication is tested with exactly the headers each case
 // sends (RunningServer.request, compatAuth off).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { privilegedReason, startServer, type RunningServer } from './harness.js';
+import { privilegedReason, type RunningServer, startServer } from './support/server.js';
 
 const bashHello = { runtime: 'bash', code: 'echo hello' };
 

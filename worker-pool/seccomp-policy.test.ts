@@ -23,7 +23,7 @@ import {
   X32_SYSCALL_BIT,
   syscallTableUnavailable,
   x86_64Syscalls,
-} from '../test/syscall-table.js';
+} from '../test/support/syscall-table.js';
 import { encodeSpec, type HostLayout } from './spec.js';
 import { inlineTask, type SandboxTask } from './task.js';
 

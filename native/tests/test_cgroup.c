@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "sandbox.h"
+#include "test_limits.h"
 
 static int npass, nfail;
 static char root[64];
@@ -168,17 +169,7 @@ static void fake_spec(struct fake_spec *f, const char *id, uint32_t version)
 	f->s.id = f->id;
 	f->s.cgroup_version = version;
 	f->s.cgroups = f->parents;
-	f->s.limits = (struct zv_limits){
-		.timeout_ms = 5000,
-		.output_bytes = 1 << 20,
-		.memory_bytes = 256ull << 20,
-		.pids = 64,
-		.cpu_millis = 1500,
-		.tmp_bytes = 64ull << 20,
-		.shm_bytes = 16ull << 20,
-		.nofile = 1024,
-		.fsize_bytes = 32ull << 20,
-	};
+	f->s.limits = TEST_LIMITS;
 }
 
 /* Adds a hierarchy: its parent is <root>/<hier>/srv/zviz, and <root>/<hier>/srv exists
@@ -228,6 +219,38 @@ static bool reaped_by_sigkill(pid_t pid)
 	kill(pid, SIGKILL);
 	waitpid(pid, &st, 0);
 	return false;
+}
+
+/* apply_limits with `file` (in `dir`) missing must fail with ZVIZ_E_CGROUP/ENOENT naming its path. */
+static void expect_missing_fails(struct zv_cgroup *cg, const struct zv_limits *l, const char *dir, const char *file,
+				 const char *label)
+{
+	struct zviz_error err;
+	char p[4096];
+	pathf(p, sizeof(p), "%s/%s", dir, file);
+	unlink(p);
+	int rc = zv_cg_apply_limits(cg, l, fresh(&err));
+	check(rc == -ZVIZ_E_CGROUP && err.code == ZVIZ_E_CGROUP && err.sys_errno == ENOENT,
+	      "%s without %s: ZVIZ_E_CGROUP/ENOENT (rc %d, code %d, errno %d)", label, file, rc, err.code, err.sys_errno);
+	check(strstr(err.msg, p) != NULL, "%s without %s: message names `%s` (got `%s`)", label, file, p, err.msg);
+}
+
+/* What zv_cg_stats must read from the accounting files the kernel fills. */
+struct stats_want {
+	const char *label;
+	unsigned long long cpu_ns, memory_peak_bytes, oom_kills;
+	uint32_t flags;
+};
+
+static void expect_stats(struct zv_cgroup *cg, const struct stats_want *w)
+{
+	struct zviz_result r = { 0 };
+	zv_cg_stats(cg, &r);
+	check(r.cpu_ns == w->cpu_ns && r.memory_peak_bytes == w->memory_peak_bytes && r.oom_kills == w->oom_kills &&
+		      r.flags == w->flags,
+	      "%s: cpu_ns %llu, memory_peak_bytes %llu, oom_kills %llu, flags %#x (got %llu, %llu, %llu, %#x)", w->label,
+	      w->cpu_ns, w->memory_peak_bytes, w->oom_kills, w->flags, (unsigned long long)r.cpu_ns,
+	      (unsigned long long)r.memory_peak_bytes, (unsigned long long)r.oom_kills, r.flags);
 }
 
 /* ---- v2 ----------------------------------------------------------------------------------- */
@@ -308,15 +331,7 @@ static void test_v2(void)
 	for (size_t i = 0; i < 2; i++) {
 		empty_dir(d);
 		touch_all(d, V2_FILES);
-		char p[4096];
-		pathf(p, sizeof(p), "%s/%s", d, mandatory[i]);
-		unlink(p);
-		rc = zv_cg_apply_limits(&cg, &f.s.limits, fresh(&err));
-		check(rc == -ZVIZ_E_CGROUP && err.code == ZVIZ_E_CGROUP && err.sys_errno == ENOENT,
-		      "v2 without %s: ZVIZ_E_CGROUP/ENOENT (rc %d, code %d, errno %d)", mandatory[i], rc, err.code,
-		      err.sys_errno);
-		check(strstr(err.msg, p) != NULL, "v2 without %s: message names `%s` (got `%s`)", mandatory[i], p,
-		      err.msg);
+		expect_missing_fails(&cg, &f.s.limits, d, mandatory[i], "v2");
 	}
 
 	/* Accounting. */
@@ -326,30 +341,17 @@ static void test_v2(void)
 	put_file(d, "memory.peak", "5242880\n");
 	put_file(d, "memory.events", "low 0\nhigh 0\nmax 9\noom 2\noom_kill 2\noom_group_kill 1\n");
 	put_file(d, "pids.events", "max 3\n");
-	struct zviz_result r = { 0 };
-	zv_cg_stats(&cg, &r);
-	check(r.cpu_ns == 1234000, "v2 stats: cpu_ns from cpu.stat usage_usec (got %llu)", (unsigned long long)r.cpu_ns);
-	check(r.memory_peak_bytes == 5242880, "v2 stats: memory_peak_bytes from memory.peak (got %llu)",
-	      (unsigned long long)r.memory_peak_bytes);
-	check(r.oom_kills == 2, "v2 stats: oom_kills from memory.events oom_kill, not oom (got %llu)",
-	      (unsigned long long)r.oom_kills);
-	check(r.flags == (ZVIZ_RF_OOM_KILLED | ZVIZ_RF_PIDS_LIMITED), "v2 stats: flags OOM_KILLED | PIDS_LIMITED (got %#x)",
-	      r.flags);
+	/* cpu from usage_usec, the peak, oom_kill (not oom), and both limit flags. */
+	expect_stats(&cg, &(struct stats_want){ "v2 stats", 1234000, 5242880, 2, ZVIZ_RF_OOM_KILLED | ZVIZ_RF_PIDS_LIMITED });
 
 	/* A quiet run: zero counters set no flag; newer keys that share a prefix are not read. */
 	put_file(d, "memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n");
 	put_file(d, "pids.events", "max.imposed 5\nmax 0\n");
-	memset(&r, 0, sizeof(r));
-	zv_cg_stats(&cg, &r);
-	check(r.oom_kills == 0 && r.flags == 0, "v2 stats: no OOM and pids.events max 0 set no flag (flags %#x, oom %llu)",
-	      r.flags, (unsigned long long)r.oom_kills);
+	expect_stats(&cg, &(struct stats_want){ "v2 stats, no OOM and pids.events max 0", 1234000, 5242880, 0, 0 });
 
 	/* Missing accounting files leave the result as it was. */
 	empty_dir(d);
-	memset(&r, 0, sizeof(r));
-	zv_cg_stats(&cg, &r);
-	check(r.cpu_ns == 0 && r.memory_peak_bytes == 0 && r.oom_kills == 0 && r.flags == 0,
-	      "v2 stats: missing files leave the result zero");
+	expect_stats(&cg, &(struct stats_want){ "v2 stats, missing files", 0, 0, 0, 0 });
 
 	/* Kill: cgroup.kill where the kernel has it (5.14+). */
 	touch_all(d, V2_FILES);
@@ -518,13 +520,7 @@ static void test_v1(void)
 	};
 	for (size_t i = 0; i < sizeof(mandatory) / sizeof(mandatory[0]); i++) {
 		v1_touch(&cg);
-		pathf(p, sizeof(p), "%s/%s", cg.dir[mandatory[i].dir].path, mandatory[i].file);
-		unlink(p);
-		rc = zv_cg_apply_limits(&cg, &f.s.limits, fresh(&err));
-		check(rc == -ZVIZ_E_CGROUP && err.code == ZVIZ_E_CGROUP && err.sys_errno == ENOENT,
-		      "v1 without %s: ZVIZ_E_CGROUP/ENOENT (rc %d, code %d)", mandatory[i].file, rc, err.code);
-		check(strstr(err.msg, p) != NULL, "v1 without %s: message names `%s` (got `%s`)", mandatory[i].file, p,
-		      err.msg);
+		expect_missing_fails(&cg, &f.s.limits, cg.dir[mandatory[i].dir].path, mandatory[i].file, "v1");
 	}
 
 	/* Accounting. */
@@ -533,21 +529,12 @@ static void test_v1(void)
 	put_file(mem, "memory.max_usage_in_bytes", "7340032\n");
 	put_file(mem, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n");
 	put_file(pids, "pids.events", "max 3\n");
-	struct zviz_result r = { 0 };
-	zv_cg_stats(&cg, &r);
-	check(r.cpu_ns == 987654321, "v1 stats: cpu_ns from cpuacct.usage (got %llu)", (unsigned long long)r.cpu_ns);
-	check(r.memory_peak_bytes == 7340032, "v1 stats: memory_peak_bytes from memory.max_usage_in_bytes (got %llu)",
-	      (unsigned long long)r.memory_peak_bytes);
-	check(r.oom_kills == 1, "v1 stats: oom_kills from memory.oom_control oom_kill, not oom_kill_disable (got %llu)",
-	      (unsigned long long)r.oom_kills);
-	check(r.flags == (ZVIZ_RF_OOM_KILLED | ZVIZ_RF_PIDS_LIMITED), "v1 stats: flags OOM_KILLED | PIDS_LIMITED (got %#x)",
-	      r.flags);
+	/* cpu from cpuacct.usage, the peak from max_usage, oom_kill (not oom_kill_disable), both flags. */
+	expect_stats(&cg, &(struct stats_want){ "v1 stats", 987654321, 7340032, 1, ZVIZ_RF_OOM_KILLED | ZVIZ_RF_PIDS_LIMITED });
 
 	put_file(mem, "memory.oom_control", "oom_kill_disable 1\nunder_oom 1\noom_kill 0\n");
 	put_file(pids, "pids.events", "max 0\n");
-	memset(&r, 0, sizeof(r));
-	zv_cg_stats(&cg, &r);
-	check(r.oom_kills == 0 && r.flags == 0, "v1 stats: oom_kill 0 and max 0 set no flag (flags %#x)", r.flags);
+	expect_stats(&cg, &(struct stats_want){ "v1 stats, oom_kill 0 and max 0", 987654321, 7340032, 0, 0 });
 
 	/* Attach and kill, with a real child standing in for the sandbox's init. */
 	v1_touch(&cg);
@@ -611,9 +598,7 @@ static void test_v1_split_cpu(void)
 	expect_content(cg.dir[2].path, "cpu.cfs_quota_us", "150000", "v1 split cpu/cpuacct");
 	check(!exists_at(cg.dir[3].path, "cpu.cfs_quota_us"), "v1 split cpu/cpuacct: nothing written to the cpuacct dir");
 	put_file(cg.dir[3].path, "cpuacct.usage", "42\n");
-	struct zviz_result r = { 0 };
-	zv_cg_stats(&cg, &r);
-	check(r.cpu_ns == 42, "v1 split cpu/cpuacct: cpu_ns from the cpuacct dir (got %llu)", (unsigned long long)r.cpu_ns);
+	expect_stats(&cg, &(struct stats_want){ "v1 split cpu/cpuacct: cpu_ns from the cpuacct dir", 42, 0, 0, 0 });
 	for (size_t i = 0; i < cg.n; i++)
 		empty_dir(cg.dir[i].path);
 	rc = zv_cg_destroy(&cg, fresh(&err));

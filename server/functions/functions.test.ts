@@ -4,12 +4,10 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createApp } from '../app.js';
 import type { ErrorCode } from '../http/errors.js';
 import { FUNCTION_VERSIONS_KEPT, MAX_FUNCTION_CODE_BYTES, MAX_FUNCTION_FILES } from './deploy.js';
 import { canonicalJson } from './store.js';
-import { silentLogger } from '../ops/log.js';
-import { FakeInvoker, HOST_FACTS, result, testProfiles, testState, testTenant } from '../../test/support/fixtures.js';
+import { FakeInvoker, result, testState, testTenant, testApp } from '../../test/support/fixtures.js';
 
 const JSON_TYPE = { 'content-type': 'application/json' };
 const secretsDir = mkdtempSync(join(tmpdir(), 'zviz-secrets-'));
@@ -17,15 +15,7 @@ afterAll(() => rmSync(secretsDir, { recursive: true, force: true }));
 
 async function setup(invoker = new FakeInvoker()) {
   const state = testState();
-  const app = createApp({
-    profiles: testProfiles(),
-    invoker,
-    readiness: async () => ({ ready: true, checks: {} }),
-    hostFacts: () => HOST_FACTS,
-    log: silentLogger,
-    secretsDir,
-    ...state,
-  });
+  const app = testApp({ invoker, secretsDir }, state);
   const acme = await testTenant(state, 'acme');
   const other = await testTenant(state, 'other');
   const call = (method: string, path: string, body?: unknown, auth = acme.auth) =>

@@ -1,18 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { createApp } from '../app.js';
-import { silentLogger } from '../ops/log.js';
 import { openApiPath } from './openapi.js';
-import { FakeInvoker, HOST_FACTS, testProfiles, testState } from '../../test/support/fixtures.js';
+import { testApp } from '../../test/support/fixtures.js';
 
 function app() {
-  return createApp({
-    profiles: testProfiles(),
-    invoker: new FakeInvoker(),
-    readiness: async () => ({ ready: true, checks: {} }),
-    hostFacts: () => HOST_FACTS,
-    log: silentLogger,
-    ...testState(),
-  });
+  return testApp();
 }
 
 const METHODS = new Set(['GET', 'POST', 'PUT', 'PATCH', 'DELETE']);

@@ -6,12 +6,10 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { OutputChunk, SandboxOutcome } from '../../worker-pool/types.js';
 import type { SandboxTask } from '../../worker-pool/task.js';
-import { createApp } from '../app.js';
 import { callbackAllowed } from './callbacks.js';
 import { Drain } from '../ops/drain.js';
 import { ApiError } from '../http/errors.js';
-import { silentLogger } from '../ops/log.js';
-import { FakeInvoker, HOST_FACTS, result, testProfiles, testState, testTenant } from '../../test/support/fixtures.js';
+import { FakeInvoker, result, testState, testTenant, testApp } from '../../test/support/fixtures.js';
 
 const JSON_TYPE = { 'content-type': 'application/json' };
 const inline = { runtime: 'bash', code: 'echo hi' };
@@ -21,12 +19,8 @@ type Respond = (task: SandboxTask, onOutput?: (chunk: OutputChunk) => void) => P
 async function setup(opts: { respond?: Respond; drain?: Drain; callbackHosts?: string[] } = {}) {
   const state = testState();
   const invoker = new FakeInvoker(opts.respond);
-  const app = createApp({
-    profiles: testProfiles(),
+  const app = testApp({
     invoker,
-    readiness: async () => ({ ready: true, checks: {} }),
-    hostFacts: () => HOST_FACTS,
-    log: silentLogger,
     callbackRetryMs: [10, 10],
     callbackTimeoutMs: 2000,
     ...(opts.drain ? { drain: opts.drain } : {}),

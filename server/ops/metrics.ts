@@ -118,33 +118,26 @@ export class Metrics {
     }
     const { warmPools } = opts;
     if (warmPools) {
-      const gauge = (name: string, help: string, pick: (p: WarmPoolStats) => number) =>
-        new Gauge({
+      // One series per warm pool, read at scrape time. Sizes are gauges; hits and misses are
+      // cumulative counts kept by the pool itself: counters, set at scrape time.
+      const perPool = (Metric: typeof Gauge | typeof Counter, name: string, help: string, pick: (p: WarmPoolStats) => number) =>
+        new Metric({
           name,
           help,
           labelNames: ['pool'],
           registers,
-          collect() {
+          collect(this: Gauge<'pool'> | Counter<'pool'>) {
             this.reset();
-            for (const p of warmPools()) this.set({ pool: p.key }, pick(p));
+            for (const p of warmPools()) {
+              if (this instanceof Gauge) this.set({ pool: p.key }, pick(p));
+              else this.inc({ pool: p.key }, pick(p));
+            }
           },
         });
-      gauge('zviz_warm_pool_size', 'Pre-warmed sandboxes ready, per warm pool', (p) => p.size);
-      gauge('zviz_warm_pool_target', 'Pre-warmed sandboxes each warm pool aims to keep', (p) => p.target);
-      // Cumulative counts kept by the pool itself: counters, set at scrape time.
-      const counter = (name: string, help: string, pick: (p: WarmPoolStats) => number) =>
-        new Counter({
-          name,
-          help,
-          labelNames: ['pool'],
-          registers,
-          collect() {
-            this.reset();
-            for (const p of warmPools()) this.inc({ pool: p.key }, pick(p));
-          },
-        });
-      counter('zviz_warm_pool_hits_total', 'Invocations that got a pre-warmed sandbox, per warm pool', (p) => p.hits);
-      counter('zviz_warm_pool_misses_total', 'Invocations that had to build a sandbox, per warm pool', (p) => p.misses);
+      perPool(Gauge, 'zviz_warm_pool_size', 'Pre-warmed sandboxes ready, per warm pool', (p) => p.size);
+      perPool(Gauge, 'zviz_warm_pool_target', 'Pre-warmed sandboxes each warm pool aims to keep', (p) => p.target);
+      perPool(Counter, 'zviz_warm_pool_hits_total', 'Invocations that got a pre-warmed sandbox, per warm pool', (p) => p.hits);
+      perPool(Counter, 'zviz_warm_pool_misses_total', 'Invocations that had to build a sandbox, per warm pool', (p) => p.misses);
     }
     if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry });
   }

@@ -3,10 +3,8 @@
 // sandboxes is in test/tenants.test.ts, test/quotas.test.ts and test/audit-metrics.test.ts.
 import { describe, expect, it } from 'vitest';
 import type { SandboxOutcome } from '../../worker-pool/types.js';
-import { createApp } from '../app.js';
 import { ApiError, type ErrorCode } from '../http/errors.js';
-import { silentLogger } from '../ops/log.js';
-import { ADMIN_TOKEN, FakeInvoker, HOST_FACTS, result, testProfiles, testState, testTenant } from '../../test/support/fixtures.js';
+import { ADMIN_TOKEN, FakeInvoker, result, testState, testTenant, testApp } from '../../test/support/fixtures.js';
 import type { Quotas } from './tenants.js';
 
 const JSON_TYPE = { 'content-type': 'application/json' };
@@ -16,15 +14,7 @@ const good = { runtime: 'node', code: 'console.log(1)' };
 function setup(opts: { invoker?: FakeInvoker; adminToken?: string | null } = {}) {
   const state = testState();
   const invoker = opts.invoker ?? new FakeInvoker();
-  const app = createApp({
-    profiles: testProfiles(),
-    invoker,
-    readiness: async () => ({ ready: true, checks: {} }),
-    hostFacts: () => HOST_FACTS,
-    log: silentLogger,
-    ...state,
-    adminToken: opts.adminToken === undefined ? ADMIN_TOKEN : opts.adminToken,
-  });
+  const app = testApp({ invoker, adminToken: opts.adminToken === undefined ? ADMIN_TOKEN : opts.adminToken }, state);
   const request = async (path: string, init: { method?: string; body?: unknown; headers?: Record<string, string> } = {}) => {
     const res = await app.request(path, {
       method: init.method ?? 'GET',

@@ -6,7 +6,8 @@ import { PACKAGE_ROOT } from '../../common/package-root.js';
 import { parseProfile, type Profile } from '../../profiles/index.js';
 import type { HostFacts, OutputChunk, SandboxOutcome, SandboxResult } from '../../worker-pool/types.js';
 import type { SandboxTask } from '../../worker-pool/task.js';
-import type { Invoker } from '../../server/app.js';
+import type { Hono } from 'hono';
+import { createApp, type AppDeps, type Invoker } from '../../server/app.js';
 import { AuditLog } from '../../server/tenancy/audit.js';
 import { silentLogger } from '../../server/ops/log.js';
 import { Metrics } from '../../server/ops/metrics.js';
@@ -111,4 +112,17 @@ export async function testTenant(
   const base: Partial<Quotas> = { concurrency: 100, invocationsPerMinute: 100_000, cpuSeconds: 100_000 };
   const { apiKey } = await state.tenants.create(name, quotasSchema.parse({ ...base, ...quotas }));
   return { name, apiKey, auth: { authorization: `Bearer ${apiKey}` } };
+}
+
+/** The app over `state` with what every unit test gives it; `deps` replace any of it. */
+export function testApp(deps: Partial<AppDeps> = {}, state: ReturnType<typeof testState> = testState()): Hono {
+  return createApp({
+    profiles: testProfiles(),
+    invoker: new FakeInvoker(),
+    readiness: async () => ({ ready: true, checks: {} }),
+    hostFacts: () => HOST_FACTS,
+    log: silentLogger,
+    ...state,
+    ...deps,
+  });
 }

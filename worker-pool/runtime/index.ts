@@ -42,31 +42,22 @@ export interface RuntimeDef {
   };
 }
 
+/** A runtime whose interpreter runs from the host's /usr: the run step is `interpreter source`. */
+function hostInterpreter(
+  name: Runtime,
+  source: string,
+  interpreter: string,
+  bootstrap: Omit<RuntimeDef['bootstrap'], 'interpreter'>,
+  handler: RuntimeDef['handler'],
+): RuntimeDef {
+  return { name, root: { kind: 'host' }, source, run: [interpreter, SOURCE_PLACEHOLDER], bootstrap: { ...bootstrap, interpreter }, handler };
+}
+
 export const RUNTIMES: Readonly<Record<Runtime, RuntimeDef>> = {
-  node: {
-    name: 'node',
-    root: { kind: 'host' },
-    source: 'main.js',
-    run: ['/usr/bin/node', SOURCE_PLACEHOLDER],
-    bootstrap: { file: 'node.js', interpreter: '/usr/bin/node', work: 'json' },
-    handler: { extensions: ['.js', '.cjs', '.mjs'], event: 'control', answer: 'reply' },
-  },
-  python: {
-    name: 'python',
-    root: { kind: 'host' },
-    source: 'main.py',
-    run: ['/usr/bin/python3', SOURCE_PLACEHOLDER],
-    bootstrap: { file: 'python.py', interpreter: '/usr/bin/python3', work: 'json' },
-    handler: { extensions: ['.py'], event: 'control', answer: 'reply' },
-  },
-  bash: {
-    name: 'bash',
-    root: { kind: 'host' },
-    source: 'main.sh',
-    run: ['/usr/bin/bash', SOURCE_PLACEHOLDER],
-    bootstrap: { file: 'bash.sh', interpreter: '/usr/bin/bash', work: 'nul-fields' },
-    handler: { extensions: null, event: 'stdin', answer: 'stdout' },
-  },
+  node: hostInterpreter('node', 'main.js', '/usr/bin/node', { file: 'node.js', work: 'json' }, { extensions: ['.js', '.cjs', '.mjs'], event: 'control', answer: 'reply' }),
+  python: hostInterpreter('python', 'main.py', '/usr/bin/python3', { file: 'python.py', work: 'json' }, { extensions: ['.py'], event: 'control', answer: 'reply' }),
+  // bash reads its work with `read -d ''`, and its handler contract is the shell's: stdin in, stdout out.
+  bash: hostInterpreter('bash', 'main.sh', '/usr/bin/bash', { file: 'bash.sh', work: 'nul-fields' }, { extensions: null, event: 'stdin', answer: 'stdout' }),
 };
 
 export function runtimeDef(name: Runtime): RuntimeDef {

@@ -5,6 +5,9 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { afterAll, beforeAll, beforeEach } from 'vitest';
+import { silentLogger } from '../../server/ops/log.js';
+import { connectRedis, createRedis } from '../../server/state/redis.js';
 
 export interface TestRedis {
   /** Socket path: a valid ZVIZ_REDIS_URL. */
@@ -82,4 +85,26 @@ export async function startRedis(): Promise<TestRedis> {
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * For a describe block: a redis-server of its own, started before its tests and stopped
+ * after them, and a client as ZViz makes one (server/state/redis.ts), emptied before each test.
+ */
+export function redisForSuite(): { readonly client: Redis } {
+  const holder = {} as { client: Redis };
+  let server: TestRedis | undefined;
+  beforeAll(async () => {
+    server = await startRedis();
+    holder.client = createRedis({ url: server.url, log: silentLogger });
+    await connectRedis(holder.client, 5000);
+  });
+  afterAll(async () => {
+    holder.client?.disconnect();
+    await server?.stop();
+  });
+  beforeEach(async () => {
+    await holder.client.flushall();
+  });
+  return holder;
 }

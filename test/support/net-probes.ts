@@ -3,10 +3,8 @@
 // sandboxes in the host's and the router's namespaces that is still there.
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { sh, trySh } from './net-topology.js';
-
-/** Host-wide pool lock files of ZViz (worker-pool/network.ts). */
-export const LOCK_DIR = '/run/zviz/net';
+import { NET_LOCK_DIR, netnsName } from '../../worker-pool/host/names.js';
+import { sh, trySh } from './shell.js';
 
 /** Probe outcomes that mean "the packet never got an answer": nftables dropped it. */
 export const DROPPED = ['timeout', 'EHOSTUNREACH'];
@@ -130,7 +128,7 @@ export function netnsOf(pid: number): string[] {
   return sh('ip', ['netns', 'list'])
     .split('\n')
     .map((l) => l.split(' ')[0] ?? '')
-    .filter((n) => n.startsWith(`zviz-${pid}-`));
+    .filter((n) => n.startsWith(netnsName(`${pid}-`)));
 }
 
 function linksNamedZv(ipArgs: string[]): string[] {
@@ -158,13 +156,13 @@ export function netLeftovers(pid: number, router: string): string[] {
   }
   let locks: string[] = [];
   try {
-    locks = readdirSync(LOCK_DIR);
+    locks = readdirSync(NET_LOCK_DIR);
   } catch {
     // no lock directory: nothing claimed
   }
   for (const f of locks) {
     try {
-      if (Number(readFileSync(join(LOCK_DIR, f), 'utf8')) === pid) found.push(`lock ${LOCK_DIR}/${f}`);
+      if (Number(readFileSync(join(NET_LOCK_DIR, f), 'utf8')) === pid) found.push(`lock ${NET_LOCK_DIR}/${f}`);
     } catch {
       // released while we looked
     }

@@ -4,10 +4,11 @@
 // nothing here touches the host's own network, forwarding or NAT.
 //
 //   sandbox eth0 ── zvs<i> [router: 10.77.0.1/24, forwarding on] nt-r ══ nt-u [upstream: 10.77.0.2/24, 169.254.77.1/32]
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { sh, trySh } from './shell.js';
 
 export const ROUTER_IP = '10.77.0.1';
 export const UPSTREAM_IP = '10.77.0.2';
@@ -32,20 +33,6 @@ export interface Topology {
   /** pid of the upstream's server process (ours to end). */
   serverPid: number;
   destroy: () => void;
-}
-
-/** Runs a command that must succeed; the error names it and shows what it said. */
-export function sh(cmd: string, args: string[], input?: string): string {
-  const r = spawnSync(cmd, args, { input, encoding: 'utf8', timeout: 15_000 });
-  if (r.error) throw new Error(`${cmd} ${args.join(' ')}: ${r.error.message}`);
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}: ${r.stderr.trim()}`);
-  return r.stdout;
-}
-
-/** Like sh() but never throws: for clean-up and probes. */
-export function trySh(cmd: string, args: string[], input?: string): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(cmd, args, { input, encoding: 'utf8', timeout: 15_000 });
-  return { status: r.error ? null : r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? String(r.error ?? '') };
 }
 
 /** Why the topology cannot be built here, or null. */
