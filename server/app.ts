@@ -6,14 +6,16 @@
 // declared body size, authentication, body checks, profile and tenant limit caps, quota
 // admission (a lease), the pool; the lease is released exactly once when the invocation
 // ends, however it ends (server/invocation/service.ts).
-import { Hono, type MiddlewareHandler } from 'hono';
+import type { OpenAPIHono } from '@hono/zod-openapi';
+import { errorMessage } from '../common/errors.js';
+import type { MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { Profile } from '../profiles/schema.js';
 import type { HostFacts } from '../worker-pool/types.js';
 import { registerAdminRoutes } from './tenancy/admin.js';
 import { AsyncInvocations, DEFAULT_RESULT_TTL_S, type HostIdentity, type InvocationStore } from './invocation/async.js';
-import { auditQuerySchema, type AuditLog } from './tenancy/audit.js';
-import { adminAuth, tenantAuth } from './tenancy/auth.js';
+import { auditPageSchema, auditQuerySchema, type AuditLog } from './tenancy/audit.js';
+import { adminAuth, tenantAuth, type TenantEnv } from './tenancy/auth.js';
 import { PACKAGE_VERSION } from './config.js';
 import { Drain } from './ops/drain.js';
 import { ApiError, errorHandler, methodNotAllowed, notFoundHandler } from './http/errors.js';
@@ -23,11 +25,12 @@ import { InvocationService, type Invoker } from './invocation/service.js';
 import { registerInvokeRoutes } from './invocation/routes.js';
 import type { Logger } from './ops/log.js';
 import type { Metrics } from './ops/metrics.js';
-import { openApiDocument } from './http/openapi.js';
+import { apiRoute, createApiApp, registerApiDocs } from './http/openapi.js';
 import { QuotaGate, type QuotaStore } from './tenancy/quotas.js';
 import { stateGuard } from './state/guard.js';
 import type { TenantStore } from './tenancy/tenants.js';
-import { abortedBody, clientAborted, validQuery } from './http/validate.js';
+import { abortedBody, clientAborted } from './http/validate.js';
+import { z } from 'zod';
 
 export type { Invoker } from './invocation/service.js';
 
@@ -103,12 +106,32 @@ function limitBody(maxBytes: number): MiddlewareHandler {
   };
 }
 
-export function createApp(deps: AppDeps): Hono {
+const readinessSchema = z.strictObject({
+  ready: z.boolean(),
+  checks: z.record(z.string(), z.strictObject({ ok: z.boolean(), detail: z.string() })),
+});
+
+const METHOD_ORDER = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'];
+
+/** Each path's methods, as an Allow header: what the app's routes declare. */
+function allowedMethods(app: OpenAPIHono<TenantEnv>): Map<string, string> {
+  const byPath = new Map<string, Set<string>>();
+  for (const r of app.routes) {
+    if (!METHOD_ORDER.includes(r.method)) continue; // middleware ('ALL')
+    const set = byPath.get(r.path) ?? new Set<string>();
+    set.add(r.method);
+    if (r.method === 'GET') set.add('HEAD');
+    byPath.set(r.path, set);
+  }
+  return new Map([...byPath].map(([path, set]) => [path, METHOD_ORDER.filter((m) => set.has(m)).join(', ')]));
+}
+
+export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
   const { profiles, log, tenants, audit, metrics } = deps;
   const maxBodyBytes = deps.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const gate = new QuotaGate({ store: deps.quotas, log, leaseSlackMs: deps.leaseSlackMs ?? DEFAULT_LEASE_SLACK_MS });
   const drain = deps.drain ?? new Drain();
-  const app = new Hono();
+  const app = createApiApp<TenantEnv>();
   app.onError(errorHandler(log));
   app.notFound(notFoundHandler());
 
@@ -157,70 +180,110 @@ export function createApp(deps: AppDeps): Hono {
   });
   registerFunctionRoutes(app, { functions: deps.functions, profiles, audit, withState, tenantOnly, limitBody: bodyUpToMax });
 
-  app.get('/audit', tenantOnly, validQuery(auditQuerySchema), async function tenantAudit(c) {
-    const tenant = c.get('tenant');
-    const q = c.get('query');
-    if (q.tenant !== undefined && q.tenant !== tenant.name) {
-      throw new ApiError('FORBIDDEN', `Cannot read audit records of tenant '${q.tenant}': a key reads only its own tenant's records`, {
-        tenant: q.tenant,
-      });
-    }
-    const page = await withState('audit.list', 'read audit records', () =>
-      audit.list({ tenant: tenant.name, limit: q.limit, ...(q.cursor !== undefined ? { cursor: q.cursor } : {}) }),
-    );
-    return c.json(page, 200);
-  });
+  app.openapi(
+    apiRoute({
+      method: 'get',
+      path: '/audit',
+      operationId: 'tenantAudit',
+      summary: "The calling tenant's recent audit records, newest first",
+      security: 'tenant',
+      middleware: [tenantOnly],
+      query: auditQuerySchema,
+      answers: [{ status: 200, description: 'A page of records', schema: auditPageSchema }],
+      errors: ['VALIDATION_FAILED', 'FORBIDDEN'],
+    }),
+    async function tenantAudit(c) {
+      const tenant = c.get('tenant');
+      const q = c.req.valid('query');
+      if (q.tenant !== undefined && q.tenant !== tenant.name) {
+        throw new ApiError('FORBIDDEN', `Cannot read audit records of tenant '${q.tenant}': a key reads only its own tenant's records`, {
+          tenant: q.tenant,
+        });
+      }
+      const page = await withState('audit.list', 'read audit records', () =>
+        audit.list({ tenant: tenant.name, limit: q.limit, ...(q.cursor !== undefined ? { cursor: q.cursor } : {}) }),
+      );
+      return c.json(page, 200);
+    },
+  );
 
-  app.get('/healthz', function healthz(c) {
-    return c.json({ status: 'ok' }, 200);
-  });
+  app.openapi(
+    apiRoute({
+      method: 'get',
+      path: '/healthz',
+      operationId: 'health',
+      summary: 'Liveness: the process answers',
+      security: 'none',
+      answers: [{ status: 200, description: 'Alive', schema: z.strictObject({ status: z.literal('ok') }) }],
+      errors: [],
+    }),
+    function healthz(c) {
+      return c.json({ status: 'ok' as const }, 200);
+    },
+  );
 
-  app.get('/readyz', async function readyz(c) {
-    let readiness: Readiness;
-    try {
-      readiness = await deps.readiness();
-    } catch (e) {
-      throw new ApiError('NOT_READY', `Cannot check readiness: ${e instanceof Error ? e.message : String(e)}`);
-    }
-    return c.json(readiness, readiness.ready ? 200 : 503);
-  });
+  app.openapi(
+    apiRoute({
+      method: 'get',
+      path: '/readyz',
+      operationId: 'ready',
+      summary: 'Readiness: sandboxes can be made, the queue has room, Redis answers',
+      security: 'none',
+      answers: [{ status: 200, description: 'Ready (503 with the same shape when not)', schema: readinessSchema }],
+      errors: ['NOT_READY'],
+    }),
+    async function readyz(c) {
+      let readiness: Readiness;
+      try {
+        readiness = await deps.readiness();
+      } catch (e) {
+        throw new ApiError('NOT_READY', `Cannot check readiness: ${errorMessage(e)}`);
+      }
+      return c.json(readiness, readiness.ready ? 200 : 503);
+    },
+  );
 
-  app.get('/host', adminOnly, function host(c) {
-    return c.json(deps.hostFacts(), 200);
-  });
+  app.openapi(
+    apiRoute({
+      method: 'get',
+      path: '/host',
+      operationId: 'hostFacts',
+      summary: 'Kernel and isolation-layer facts of this host',
+      security: 'admin',
+      middleware: [adminOnly],
+      answers: [{ status: 200, description: 'Host facts', schema: z.record(z.string(), z.unknown()) }],
+      errors: [],
+    }),
+    function host(c) {
+      return c.json(deps.hostFacts() as unknown as Record<string, unknown>, 200);
+    },
+  );
 
-  app.get('/metrics', adminOnly, async function metricsText(c) {
-    return c.body(await metrics.text(), 200, { 'Content-Type': metrics.contentType });
-  });
+  app.openapi(
+    apiRoute({
+      method: 'get',
+      path: '/metrics',
+      operationId: 'metrics',
+      summary: 'Prometheus metrics (also on ZVIZ_METRICS_PORT without a token, loopback only)',
+      security: 'admin',
+      middleware: [adminOnly],
+      answers: [{ status: 200, description: 'Prometheus text format 0.0.4', contentType: 'text/plain', schema: z.string() }],
+      errors: [],
+    }),
+    async function metricsText(c) {
+      return c.body(await metrics.text(), 200, { 'Content-Type': metrics.contentType });
+    },
+  );
 
-  let document: Record<string, unknown> | null = null;
-  app.get('/openapi.json', function openapi(c) {
-    document ??= openApiDocument(PACKAGE_VERSION);
-    return c.json(document, 200);
-  });
+  registerApiDocs(app, PACKAGE_VERSION);
 
   app.use('/admin/*', adminOnly);
   registerAdminRoutes(app, { tenants, quotas: deps.quotas, audit, withState, limitBody });
 
-  // Registered last: they match only when no handler above answered for the method.
-  // GET routes also answer HEAD (Hono runs the GET handler and drops the body).
-  const ALLOW: ReadonlyArray<readonly [string, string]> = [
-    ['/invoke', 'POST'],
-    ['/invocations/:id', 'GET, HEAD'],
-    ['/functions', 'GET, HEAD'],
-    ['/functions/:name', 'GET, HEAD, PUT, DELETE'],
-    ['/audit', 'GET, HEAD'],
-    ['/healthz', 'GET, HEAD'],
-    ['/readyz', 'GET, HEAD'],
-    ['/host', 'GET, HEAD'],
-    ['/metrics', 'GET, HEAD'],
-    ['/openapi.json', 'GET, HEAD'],
-    ['/admin/tenants', 'GET, HEAD, POST'],
-    ['/admin/tenants/:name', 'GET, HEAD, PATCH, DELETE'],
-    ['/admin/tenants/:name/keys', 'POST'],
-    ['/admin/audit', 'GET, HEAD'],
-  ];
-  for (const [path, allow] of ALLOW) app.all(path, methodNotAllowed(allow));
+  // Registered last: they match only when no handler above answered for the method. The
+  // Allow header lists what the routes above declare; GET routes also answer HEAD (Hono
+  // runs the GET handler and drops the body).
+  for (const [path, allow] of allowedMethods(app)) app.all(path, methodNotAllowed(allow));
 
   return app;
 }

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rawFetch } from './support/compat-auth.js';
+import { logEntry } from './support/server-process.js';
 import { privilegedReason, type RunningServer, startServer } from './support/server.js';
 
 type Sample = { name: string; labels: Record<string, string>; value: number };
@@ -63,7 +64,7 @@ describe.skipIf(privilegedReason() !== null)('audit log and metrics over a real 
     const tb = await s.request('/admin/tenants', { auth: 'admin', body: { name: 'tenant-b', quotas: { invocationsPerMinute: 1 } } });
     a = { bearer: ta.body.apiKey };
     b = { bearer: tb.body.apiKey };
-    metricsUrl = /"msg":"metrics listening","url":"([^"]+)"/.exec(s.logs())![1]!;
+    metricsUrl = String(logEntry(s.logs(), 'metrics listening')?.url);
   });
   afterAll(async () => {
     await s?.stop();

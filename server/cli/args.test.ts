@@ -44,6 +44,11 @@ describe('parseCommandLine', () => {
     expect(p.values).toEqual({ json: true });
   });
 
+  it('takes a value that starts with one dash (a negative number is a value, not an option)', () => {
+    expect(parseCommandLine('run', ['--profile', '-5'], SPECS).values).toEqual({ profile: '-5' });
+    expect(parseCommandLine('run', ['-p', 'x', '--profile=--y'], SPECS).values).toEqual({ profile: '--y' });
+  });
+
   it('sees --help and -h before -- only', () => {
     expect(parseCommandLine('run', ['-h'], SPECS).help).toBe(true);
     expect(parseCommandLine('run', ['--', '--help'], SPECS).help).toBe(false);

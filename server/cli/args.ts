@@ -1,7 +1,9 @@
-// Command-line parsing for every subcommand: a small parser (node:util parseArgs cannot
-// name the flag and the value in its errors the way ours must), the value parsers the
-// subcommands share (durations, sizes, numbers, URLs, JSON) and the --help text. Every
-// mistake is a UsageError: exit code 2 and one line naming the flag and the value.
+// Command-line parsing for every subcommand: node:util parseArgs, judged into our errors,
+// the value parsers the subcommands share (durations, sizes, numbers, URLs, JSON) and the
+// --help text. Every mistake is a UsageError: exit code 2 and one line naming the flag and
+// the value.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { errorMessage } from '../../common/errors.js';
 import { UsageError } from './io.js';
 
 export interface OptionSpec {
@@ -34,49 +36,43 @@ export function shown(value: string): string {
   return JSON.stringify(value);
 }
 
+/**
+ * node:util parseArgs does the tokenizing (long and short options, `--flag=value`, repeated
+ * options, the `--` terminator); this only judges its tokens, so that every mistake is one
+ * line naming the flag and the value. It runs non-strict because strict mode's errors are
+ * several sentences that name no command, and it would take `--memory -5` for a mistake.
+ */
 export function parseCommandLine<S extends OptionSpecs>(command: string, argv: readonly string[], specs: S): Parsed<S> {
+  const options: ParseArgsConfig['options'] = { help: { type: 'boolean', short: 'h' } };
+  for (const [name, spec] of Object.entries(specs)) options[name] = { type: spec.type, ...(spec.short ? { short: spec.short } : {}) };
+  const { tokens } = parseArgs({ args: [...argv], options, strict: false, allowPositionals: true, tokens: true });
   const values: Record<string, string | boolean | string[]> = {};
   const positionals: string[] = [];
-  const byShort = new Map(Object.entries(specs).flatMap(([name, s]) => (s.short ? [[s.short, name] as const] : [])));
   let help = false;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--') return { values: values as Values<S>, positionals, rest: argv.slice(i + 1), help };
-    if (arg === '--help' || arg === '-h') {
+  for (const token of tokens) {
+    if (token.kind === 'option-terminator') return { values: values as Values<S>, positionals, rest: argv.slice(token.index + 1), help };
+    if (token.kind === 'positional') {
+      positionals.push(token.value);
+      continue;
+    }
+    if (token.name === 'help') {
       help = true;
       continue;
     }
-    let name: string;
-    let inline: string | undefined;
-    if (arg.startsWith('--')) {
-      const eq = arg.indexOf('=');
-      name = eq < 0 ? arg.slice(2) : arg.slice(2, eq);
-      inline = eq < 0 ? undefined : arg.slice(eq + 1);
-    } else if (arg.startsWith('-') && arg.length > 1) {
-      const long = arg.length === 2 ? byShort.get(arg[1]!) : undefined;
-      if (long === undefined) throw new UsageError(`Unknown option ${arg} for 'zviz ${command}': see 'zviz ${command} --help'`);
-      name = long;
-    } else {
-      positionals.push(arg);
-      continue;
-    }
-    const spec = specs[name];
-    if (spec === undefined) throw new UsageError(`Unknown option --${name} for 'zviz ${command}': see 'zviz ${command} --help'`);
+    const spec = Object.hasOwn(specs, token.name) ? specs[token.name] : undefined;
+    const flag = token.rawName.startsWith('--') ? `--${token.name}` : token.rawName;
+    if (spec === undefined) throw new UsageError(`Unknown option ${flag} for 'zviz ${command}': see 'zviz ${command} --help'`);
     if (spec.type === 'boolean') {
-      if (inline !== undefined) throw new UsageError(`Invalid --${name}: it takes no value: current value is ${shown(inline)}`);
-      values[name] = true;
+      if (token.value !== undefined) throw new UsageError(`Invalid --${token.name}: it takes no value: current value is ${shown(token.value)}`);
+      values[token.name] = true;
       continue;
     }
-    let value = inline;
-    if (value === undefined) {
-      const next = argv[i + 1];
-      // `--memory --json` is a forgotten value, not a memory size of "--json".
-      if (next === undefined || next.startsWith('--')) throw new UsageError(`Missing value for --${name}: expected ${spec.value ?? 'a value'}`);
-      value = next;
-      i++;
+    // `--memory --json` is a forgotten value, not a memory size of "--json".
+    if (token.value === undefined || (!token.inlineValue && token.value.startsWith('--'))) {
+      throw new UsageError(`Missing value for --${token.name}: expected ${spec.value ?? 'a value'}`);
     }
-    if (spec.multiple) values[name] = [...((values[name] as string[] | undefined) ?? []), value];
-    else values[name] = value;
+    if (spec.multiple) values[token.name] = [...((values[token.name] as string[] | undefined) ?? []), token.value];
+    else values[token.name] = token.value;
   }
   return { values: values as Values<S>, positionals, rest: null, help };
 }
@@ -173,7 +169,7 @@ export function parseJsonValue(flag: string, text: string): unknown {
     return JSON.parse(text);
   } catch (e) {
     const short = text.length > 60 ? `${text.slice(0, 60)}…` : text;
-    throw new UsageError(`Invalid --${flag}: must be JSON (${(e as Error).message}): current value is ${shown(short)}`);
+    throw new UsageError(`Invalid --${flag}: must be JSON (${errorMessage(e)}): current value is ${shown(short)}`);
   }
 }
 

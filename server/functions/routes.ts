@@ -1,17 +1,20 @@
 // Deployed functions, tenant-scoped: PUT /functions/:name deploys a new immutable version,
 // GET lists or describes, DELETE removes. A tenant sees only its own functions: another
 // tenant's name is simply not found.
-import type { Context, Hono, MiddlewareHandler } from 'hono';
+import type { OpenAPIHono } from '@hono/zod-openapi';
+import type { Context, MiddlewareHandler } from 'hono';
+import { z } from 'zod';
 import type { Profile } from '../../profiles/schema.js';
 import type { AuditLog } from '../tenancy/audit.js';
 import { remoteAddress, type TenantEnv } from '../tenancy/auth.js';
 import { ApiError } from '../http/errors.js';
 import { deployFunctionSchema, FUNCTION_VERSIONS_KEPT, MAX_FUNCTIONS_PER_TENANT, toFunctionSpec, type DeployFunctionRequest } from './deploy.js';
-import { digestOf, type FunctionMeta, type FunctionStore } from './store.js';
+import { digestOf, functionMetaSchema, type FunctionMeta, type FunctionStore } from './store.js';
 import { FUNCTION_NAME_PATTERN } from '../invocation/schemas.js';
 import type { WithState } from '../state/guard.js';
 import type { Tenant } from '../tenancy/tenants.js';
-import { jsonBody } from '../http/validate.js';
+import { apiRoute, BODY_ERRORS } from '../http/openapi.js';
+import { jsonRequest } from '../http/validate.js';
 
 export interface FunctionRouteDeps {
   functions: FunctionStore;
@@ -84,55 +87,109 @@ async function store(
   return { created: out.outcome === 'created', meta: out.meta };
 }
 
-export function registerFunctionRoutes(app: Hono, deps: FunctionRouteDeps): void {
+const NAME = { name: FUNCTION_NAME_PATTERN.source };
+
+export function registerFunctionRoutes(app: OpenAPIHono<TenantEnv>, deps: FunctionRouteDeps): void {
   const { functions, withState, audit, tenantOnly } = deps;
 
-  app.put('/functions/:name', deps.limitBody, tenantOnly, jsonBody(deployFunctionSchema), async function deploy(c) {
-    const tenant = c.get('tenant');
-    const name = nameParam(c);
-    const { meta } = await store(deps, tenant, name, c.get('body'), false);
-    await audit.record({
-      type: 'function',
-      tenant: tenant.name,
-      action: 'function.deploy',
-      function: name,
-      version: meta.version,
-      digest: meta.digest,
-      remote: remoteAddress(c),
-    });
-    return c.json(meta, 201);
-  });
+  app.openapi(
+    apiRoute({
+      method: 'put',
+      path: '/functions/{name}',
+      operationId: 'deployFunction',
+      summary: "Deploy a new immutable version of a function of the caller's tenant",
+      security: 'tenant',
+      middleware: [deps.limitBody, tenantOnly, jsonRequest()],
+      params: NAME,
+      body: deployFunctionSchema,
+      answers: [{ status: 201, description: 'The new version', schema: functionMetaSchema }],
+      errors: [...BODY_ERRORS, 'UNKNOWN_PROFILE', 'RUNTIME_NOT_ALLOWED', 'LIMIT_EXCEEDS_PROFILE', 'QUOTA_LIMITS', 'QUOTA_FUNCTIONS'],
+    }),
+    async function deploy(c) {
+      const tenant = c.get('tenant');
+      const name = nameParam(c);
+      const { meta } = await store(deps, tenant, name, c.req.valid('json'), false);
+      await audit.record({
+        type: 'function',
+        tenant: tenant.name,
+        action: 'function.deploy',
+        function: name,
+        version: meta.version,
+        digest: meta.digest,
+        remote: remoteAddress(c),
+      });
+      return c.json(meta, 201);
+    },
+  );
 
-  app.get('/functions', tenantOnly, async function listFunctions(c) {
-    const tenant = c.get('tenant');
-    const list = await withState('functions.list', 'list functions', () => functions.list(tenant.name));
-    return c.json({ functions: list }, 200);
-  });
+  app.openapi(
+    apiRoute({
+      method: 'get',
+      path: '/functions',
+      operationId: 'listFunctions',
+      summary: "The caller's tenant's functions, latest versions, by name",
+      security: 'tenant',
+      middleware: [tenantOnly],
+      answers: [{ status: 200, description: 'Functions', schema: z.strictObject({ functions: z.array(functionMetaSchema) }) }],
+      errors: [],
+    }),
+    async function listFunctions(c) {
+      const tenant = c.get('tenant');
+      const list = await withState('functions.list', 'list functions', () => functions.list(tenant.name));
+      return c.json({ functions: list }, 200);
+    },
+  );
 
-  app.get('/functions/:name', tenantOnly, async function getFunction(c) {
-    const tenant = c.get('tenant');
-    const name = nameParam(c);
-    const meta = await withState('functions.get', 'read function', () => functions.get(tenant.name, name));
-    if (meta === null) throw unknownFunction(name);
-    return c.json(meta, 200);
-  });
+  app.openapi(
+    apiRoute({
+      method: 'get',
+      path: '/functions/{name}',
+      operationId: 'getFunction',
+      summary: 'The latest version of a function (metadata and code size, not the code)',
+      security: 'tenant',
+      middleware: [tenantOnly],
+      params: NAME,
+      answers: [{ status: 200, description: 'The function', schema: functionMetaSchema }],
+      errors: ['VALIDATION_FAILED', 'UNKNOWN_FUNCTION'],
+    }),
+    async function getFunction(c) {
+      const tenant = c.get('tenant');
+      const name = nameParam(c);
+      const meta = await withState('functions.get', 'read function', () => functions.get(tenant.name, name));
+      if (meta === null) throw unknownFunction(name);
+      return c.json(meta, 200);
+    },
+  );
 
-  app.delete('/functions/:name', tenantOnly, async function deleteFunction(c) {
-    const tenant = c.get('tenant');
-    const name = nameParam(c);
-    const meta = await withState('functions.get', 'read function', () => functions.get(tenant.name, name));
-    if (meta === null || !(await withState('functions.delete', 'delete function', () => functions.remove(tenant.name, name, FUNCTION_VERSIONS_KEPT)))) {
-      throw unknownFunction(name);
-    }
-    await audit.record({
-      type: 'function',
-      tenant: tenant.name,
-      action: 'function.delete',
-      function: name,
-      version: meta.version,
-      digest: meta.digest,
-      remote: remoteAddress(c),
-    });
-    return c.body(null, 204);
-  });
+  app.openapi(
+    apiRoute({
+      method: 'delete',
+      path: '/functions/{name}',
+      operationId: 'deleteFunction',
+      summary: 'Delete a function and its stored versions (version numbers are never reused)',
+      security: 'tenant',
+      middleware: [tenantOnly],
+      params: NAME,
+      answers: [{ status: 204, description: 'Deleted' }],
+      errors: ['VALIDATION_FAILED', 'UNKNOWN_FUNCTION'],
+    }),
+    async function deleteFunction(c) {
+      const tenant = c.get('tenant');
+      const name = nameParam(c);
+      const meta = await withState('functions.get', 'read function', () => functions.get(tenant.name, name));
+      if (meta === null || !(await withState('functions.delete', 'delete function', () => functions.remove(tenant.name, name, FUNCTION_VERSIONS_KEPT)))) {
+        throw unknownFunction(name);
+      }
+      await audit.record({
+        type: 'function',
+        tenant: tenant.name,
+        action: 'function.delete',
+        function: name,
+        version: meta.version,
+        digest: meta.digest,
+        remote: remoteAddress(c),
+      });
+      return c.body(null, 204);
+    },
+  );
 }

@@ -54,3 +54,20 @@ describe('GET /openapi.json', () => {
     expect(doc.paths['/healthz'].get.security).toEqual([]);
   });
 });
+
+describe('GET /docs', () => {
+  it('is a browsable reference of the document, open to all', async () => {
+    const res = await app().request('/docs');
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/html/);
+    const page = await res.text();
+    expect(page).toContain('ZViz API');
+    expect(page).toContain('/openapi.json');
+  });
+
+  it('answers another method with 405 and the Allow header the routes declare', async () => {
+    const res = await app().request('/docs', { method: 'POST' });
+    expect(res.status).toBe(405);
+    expect(res.headers.get('allow')).toBe('GET, HEAD');
+  });
+});

@@ -1,17 +1,52 @@
-import { Hono } from 'hono';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { errorHandler } from './errors.js';
 import { silentLogger } from '../ops/log.js';
 import { deeperThan, functionInvokeRequestSchema, MAX_INPUT_DEPTH } from '../invocation/schemas.js';
-import { jsonBody, show } from './validate.js';
+import { apiRoute, createApiApp } from './openapi.js';
+import { jsonRequest, show } from './validate.js';
 
 const nested = (levels: number): unknown => JSON.parse('['.repeat(levels) + ']'.repeat(levels));
 
-describe('jsonBody', () => {
-  const app = new Hono();
+describe('a JSON body through jsonRequest and the validation hook', () => {
+  const app = createApiApp();
   app.onError(errorHandler(silentLogger));
-  app.post('/', jsonBody(z.strictObject({ name: z.string() })), (c) => c.json({ ok: true }));
+  const route = apiRoute({
+    method: 'post',
+    path: '/',
+    operationId: 'test',
+    summary: 'test',
+    security: 'none',
+    middleware: [jsonRequest()],
+    body: z.strictObject({ name: z.string() }),
+    query: z.strictObject({ mode: z.enum(['a', 'b']).default('a') }),
+    answers: [{ status: 200, description: 'ok' }],
+    errors: [],
+  });
+  app.openapi(route, (c) => c.json({ ok: true, mode: c.req.valid('query').mode }, 200));
+  const post = (body: string, query = '', type = 'application/json') =>
+    app.request(`/${query}`, { method: 'POST', body, headers: { 'content-type': type } });
+
+  it('answers each kind of bad body in the error shape, naming what is wrong', async () => {
+    const cases: Array<[Response, number, string, string]> = [
+      [await post('{"name": 1}'), 400, 'VALIDATION_FAILED', "Cannot validate request body: field 'name' must be a string: current value is 1"],
+      [await post('{"name": "x", "extra": 1}'), 400, 'VALIDATION_FAILED', "Cannot validate request body: field 'extra' is not a known field"],
+      [await post('{"name":'), 400, 'BAD_JSON', 'Cannot parse request body as JSON: '],
+      [await post('{"name": "x"}', '', 'text/plain'), 415, 'UNSUPPORTED_MEDIA_TYPE', "content type must be application/json: current value is 'text/plain'"],
+      [await post('{"name": "x"}', '?mode=c'), 400, 'VALIDATION_FAILED', "Cannot validate query: parameter 'mode' must be one of \"a\", \"b\": current value is \"c\""],
+      [await post('{"name": "x"}', '?other=1'), 400, 'VALIDATION_FAILED', "Cannot validate query: parameter 'other' is not a known parameter"],
+    ];
+    for (const [res, status, code, message] of cases) {
+      const body = (await res.json()) as { error: { code: string; message: string } };
+      expect({ status: res.status, code: body.error.code }).toEqual({ status, code });
+      expect(body.error.message).toContain(message);
+    }
+  });
+
+  it('takes the first value of a query parameter given more than once', async () => {
+    const res = await post('{"name": "x"}', '?mode=b&mode=a');
+    expect(await res.json()).toEqual({ ok: true, mode: 'b' });
+  });
 
   // Found by test/api-fuzz.test.ts: JSON.parse takes a body nested 20 000 deep, and the
   // message that quoted it ran JSON.stringify into a stack overflow: 500 INTERNAL.

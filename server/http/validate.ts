@@ -1,5 +1,6 @@
-// The one JSON-body validator every JSON route uses. It answers in the project's error
-// shape, never with zod's raw output, and leaves the typed value in `c.get('body')`.
+// Request validation in the project's error shape: the JSON body gate every JSON route puts
+// before its schema (415, BAD_JSON), and the one hook every route's zod schemas report to
+// (400 VALIDATION_FAILED naming the field or parameter, never zod's raw output).
 import type { MiddlewareHandler } from 'hono';
 import type { z } from 'zod';
 import { ApiError } from './errors.js';
@@ -112,11 +113,13 @@ function isJson(contentType: string | undefined): boolean {
 }
 
 /**
- * Rejects a non-JSON content type (415), parses the body (400 BAD_JSON), validates it
- * with `schema` (400 VALIDATION_FAILED), and stores the parsed value as `body`.
+ * For a route with a JSON body, before its schema is checked: refuses a non-JSON content
+ * type (415) and a body that is not JSON (400 BAD_JSON), and turns a client that hung up
+ * midway into a refusal. The parsed body stays in Hono's body cache, where the route's
+ * validator reads it.
  */
-export function jsonBody<S extends z.ZodType>(schema: S): MiddlewareHandler<{ Variables: { body: z.output<S> } }> {
-  return async function jsonBody(c, next) {
+export function jsonRequest(): MiddlewareHandler {
+  return async function jsonRequest(c, next) {
     const contentType = c.req.header('content-type');
     if (!isJson(contentType)) {
       throw new ApiError(
@@ -124,53 +127,38 @@ export function jsonBody<S extends z.ZodType>(schema: S): MiddlewareHandler<{ Va
         `Cannot read request body: content type must be application/json: current value is ${contentType === undefined ? 'missing' : `'${contentType}'`}`,
       );
     }
-    let text: string;
     try {
-      text = await c.req.text();
+      await c.req.json();
     } catch (e) {
+      if (e instanceof SyntaxError) throw new ApiError('BAD_JSON', `Cannot parse request body as JSON: ${e.message}`);
       // Anything but a hang-up (the body limit's own error, which its middleware turns into
       // a 413) goes on as it is.
       throw clientAborted(e) ? abortedBody() : e;
     }
-    let raw: unknown;
-    try {
-      raw = JSON.parse(text);
-    } catch (e) {
-      throw new ApiError('BAD_JSON', `Cannot parse request body as JSON: ${(e as Error).message}`);
-    }
-    const parsed = schema.safeParse(raw);
-    if (!parsed.success) {
-      const details = toFieldIssues(parsed.error.issues, raw);
-      const first = details[0];
-      const where = first === undefined || first.path === '' ? 'body' : `field '${first.path}'`;
-      const more = details.length > 1 ? ` (and ${details.length - 1} more)` : '';
-      throw new ApiError(
-        'VALIDATION_FAILED',
-        `Cannot validate request body: ${where} ${first?.message ?? 'is not valid'}${more}`,
-        details,
-      );
-    }
-    c.set('body', parsed.data);
     await next();
   };
 }
 
+/** What a failed check of each part of a request is called in the message. */
+const WHERE: Record<string, { checked: string; whole: string; part: string }> = {
+  json: { checked: 'request body', whole: 'body', part: 'field' },
+  query: { checked: 'query', whole: 'query', part: 'parameter' },
+  param: { checked: 'path', whole: 'path', part: 'parameter' },
+};
+
 /**
- * Validates the query string with `schema` (400 VALIDATION_FAILED naming the parameter) and
- * stores the parsed value as `query`. A repeated parameter keeps its first value.
+ * The one hook every route's schemas report to (@hono/zod-openapi's defaultHook): a
+ * failure becomes 400 VALIDATION_FAILED in the project's error shape, one detail per
+ * problem, the message naming the first. Never zod's raw output.
  */
-export function validQuery<S extends z.ZodType>(schema: S): MiddlewareHandler<{ Variables: { query: z.output<S> } }> {
-  return async function validQuery(c, next) {
-    const raw = c.req.query();
-    const parsed = schema.safeParse(raw);
-    if (!parsed.success) {
-      const details = toFieldIssues(parsed.error.issues, raw);
-      const first = details[0];
-      const where = first === undefined || first.path === '' ? 'query' : `parameter '${first.path}'`;
-      const message = first?.message === 'is not a known field' ? 'is not a known parameter' : (first?.message ?? 'is not valid');
-      throw new ApiError('VALIDATION_FAILED', `Cannot validate query: ${where} ${message}`, details);
-    }
-    c.set('query', parsed.data);
-    await next();
-  };
+export function validationHook(result: { success: boolean; target: string; data?: unknown; error?: z.ZodError }): void {
+  if (result.success || result.error === undefined) return;
+  const where = WHERE[result.target] ?? { checked: result.target, whole: result.target, part: 'field' };
+  const details = toFieldIssues(result.error.issues, result.data);
+  const first = details[0];
+  const subject = first === undefined || first.path === '' ? where.whole : `${where.part} '${first.path}'`;
+  let message = first?.message ?? 'is not valid';
+  if (where.part === 'parameter' && message === 'is not a known field') message = 'is not a known parameter';
+  const more = details.length > 1 ? ` (and ${details.length - 1} more)` : '';
+  throw new ApiError('VALIDATION_FAILED', `Cannot validate ${where.checked}: ${subject} ${message}${more}`, details);
 }

@@ -8,7 +8,8 @@
 // - async (?mode=async): 202 { id, status: "queued" } once admitted; the result is kept
 //   for GET /invocations/:id and POSTed to callbackUrl when one was given.
 import { StringDecoder } from 'node:string_decoder';
-import type { Context, Hono, MiddlewareHandler } from 'hono';
+import type { OpenAPIHono } from '@hono/zod-openapi';
+import type { Context, MiddlewareHandler } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import type { OutputChunk } from '../../worker-pool/types.js';
 import type { AsyncInvocations } from './async.js';
@@ -18,8 +19,18 @@ import type { Drain } from '../ops/drain.js';
 import { ApiError, publicError } from '../http/errors.js';
 import type { Admitted, InvocationService } from './service.js';
 import type { Logger } from '../ops/log.js';
-import { invokeBodySchema, invokeQuerySchema, type InvokeBody } from './schemas.js';
-import { jsonBody, validQuery } from '../http/validate.js';
+import { z } from 'zod';
+import { apiRoute, BODY_ERRORS } from '../http/openapi.js';
+import { jsonRequest } from '../http/validate.js';
+import {
+  functionInvokeResponseSchema,
+  invocationDoneSchema,
+  invocationPendingSchema,
+  invokeBodySchema,
+  invokeQuerySchema,
+  invokeResponseSchema,
+  type InvokeBody,
+} from './schemas.js';
 
 export interface InvokeRouteDeps {
   service: InvocationService;
@@ -35,6 +46,65 @@ export interface InvokeRouteDeps {
 /** Invocation ids are UUIDs; anything else is simply not found. */
 const ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
+/** The declared size is checked first: an oversized body is refused unread, before any Redis round trip. */
+function invokeRoute(deps: InvokeRouteDeps) {
+  return apiRoute({
+    method: 'post',
+    path: '/invoke',
+    operationId: 'invoke',
+    summary:
+      'Run inline code, or a deployed function ({ "function": name, "input": JSON }), in a fresh sandbox. ' +
+      'With Accept: text/event-stream: events stdout and stderr (data: a JSON string) as they come, then one result event ' +
+      '(data: the 200 body) or one error event (data: the error shape). With ?mode=async: 202, then GET /invocations/{id}',
+    security: 'tenant',
+    middleware: [refuseWhileDraining(deps.drain), deps.limitBody, deps.tenantOnly, jsonRequest()],
+    query: invokeQuerySchema,
+    body: invokeBodySchema,
+    answers: [
+      {
+        status: 200,
+        description: 'The function ran (its own failure is in status); a deployed function adds function, version, output and error',
+        schema: z.union([invokeResponseSchema, functionInvokeResponseSchema]),
+      },
+      { status: 202, description: 'mode=async: admitted and queued', schema: invocationPendingSchema },
+      { status: 200, description: 'Accept: text/event-stream', contentType: 'text/event-stream', schema: z.string() },
+    ],
+    errors: [
+      ...BODY_ERRORS,
+      'UNKNOWN_PROFILE',
+      'UNKNOWN_FUNCTION',
+      'RUNTIME_NOT_ALLOWED',
+      'LIMIT_EXCEEDS_PROFILE',
+      'SECRET_MISSING',
+      'CALLBACK_NOT_ALLOWED',
+      'QUOTA_LIMITS',
+      'QUOTA_CONCURRENCY',
+      'QUOTA_RATE',
+      'QUOTA_CPU',
+      'SANDBOX_UNAVAILABLE',
+      'OVERLOADED',
+      'SHUTTING_DOWN',
+    ],
+  });
+}
+
+function getInvocationRoute(deps: InvokeRouteDeps) {
+  return apiRoute({
+    method: 'get',
+    path: '/invocations/{id}',
+    operationId: 'getInvocation',
+    summary: "An async invocation of the caller's tenant: 202 while it runs, 200 with its result (or its failure) once it ended",
+    security: 'tenant',
+    middleware: [deps.tenantOnly],
+    params: { id: ID_PATTERN.source },
+    answers: [
+      { status: 200, description: 'It ended: the body POST /invoke would have answered, or status "failed"', schema: invocationDoneSchema },
+      { status: 202, description: 'Still running', schema: invocationPendingSchema },
+    ],
+    errors: ['UNKNOWN_INVOCATION'],
+  });
+}
+
 function wantsEventStream(c: Context): boolean {
   return (c.req.header('accept') ?? '')
     .split(',')
@@ -49,7 +119,7 @@ function refuseWhileDraining(drain: Drain): MiddlewareHandler {
   };
 }
 
-export function registerInvokeRoutes(app: Hono, deps: InvokeRouteDeps): void {
+export function registerInvokeRoutes(app: OpenAPIHono<TenantEnv>, deps: InvokeRouteDeps): void {
   const { service, drain, log } = deps;
 
   function checkCallbackUrl(body: InvokeBody, mode: 'sync' | 'async'): void {
@@ -62,17 +132,12 @@ export function registerInvokeRoutes(app: Hono, deps: InvokeRouteDeps): void {
     checkCallback(body.callbackUrl, deps.callbackHosts);
   }
 
-  app.post(
-    '/invoke',
-    refuseWhileDraining(drain),
-    deps.limitBody,
-    deps.tenantOnly,
-    validQuery(invokeQuerySchema),
-    jsonBody(invokeBodySchema),
+  app.openapi(
+    invokeRoute(deps),
     async function invoke(c) {
       const tenant = c.get('tenant');
-      const body = c.get('body');
-      const { mode } = c.get('query');
+      const body = c.req.valid('json');
+      const { mode } = c.req.valid('query');
       // Checked again here: draining may have begun while the body was read. From here on
       // the invocation counts as in flight until it has ended (and, async, been stored).
       drain.refuseIfDraining();
@@ -133,9 +198,9 @@ export function registerInvokeRoutes(app: Hono, deps: InvokeRouteDeps): void {
     });
   }
 
-  app.get('/invocations/:id', deps.tenantOnly, async function getInvocation(c) {
+  app.openapi(getInvocationRoute(deps), async function getInvocation(c) {
     const tenant = c.get('tenant');
-    const id = c.req.param('id');
+    const id = c.req.param('id') ?? '';
     const notFound = new ApiError('UNKNOWN_INVOCATION', `Cannot find invocation: no invocation '${id}' of tenant '${tenant.name}' is kept`, { id });
     if (!ID_PATTERN.test(id)) throw notFound;
     // Keys are per tenant: another tenant's invocation is simply not found.

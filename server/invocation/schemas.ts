@@ -1,5 +1,5 @@
 // The HTTP contract of POST /invoke. Request and response types come from these schemas.
-import { z } from 'zod';
+import { z } from '@hono/zod-openapi';
 import { limitsSchema, runtimeSchema } from '../../profiles/schema.js';
 import type { ErrorCode } from '../http/errors.js';
 
@@ -72,7 +72,7 @@ export const callbackUrlSchema = z
       const u = new URL(s);
       return (u.protocol === 'http:' || u.protocol === 'https:') && u.username === '' && u.password === '';
     } catch {
-      return false;
+      return false; // not a URL at all
     }
   }, { error: 'must be an http:// or https:// URL without credentials' });
 
@@ -136,20 +136,30 @@ export function namesFunction(raw: unknown): boolean {
   return raw !== null && typeof raw === 'object' && !Array.isArray(raw) && Object.hasOwn(raw, 'function');
 }
 
+/** Either variant of POST /invoke's body, as the document shows it. */
+function documentedEither(): Record<string, unknown> {
+  const { $schema: _dialect, ...either } = z.toJSONSchema(z.union([invokeRequestSchema, functionInvokeRequestSchema]), {
+    io: 'input',
+    unrepresentable: 'any',
+  }) as Record<string, unknown>;
+  return either;
+}
+
 /**
  * POST /invoke's body: inline code or a deployed function, told apart by the `function`
  * field. Not a z.union: a union's error would list both variants' complaints; this way
- * each request is judged (and its mistakes named) as the one variant it is.
+ * each request is judged (and its mistakes named) as the one variant it is. The document
+ * shows it as what it accepts, either variant.
  */
-export const invokeBodySchema = z.unknown().transform((raw, ctx): InvokeBody => {
-  const parsed = namesFunction(raw) ? functionInvokeRequestSchema.safeParse(raw) : invokeRequestSchema.safeParse(raw);
-  if (parsed.success) return parsed.data;
-  for (const issue of parsed.error.issues) ctx.addIssue({ ...issue } as Parameters<typeof ctx.addIssue>[0] & object);
-  return z.NEVER;
-});
-
-/** The documented form of the same body (OpenAPI): either variant. */
-export const invokeBodyDocSchema = z.union([invokeRequestSchema, functionInvokeRequestSchema]);
+export const invokeBodySchema = z
+  .unknown()
+  .transform((raw, ctx): InvokeBody => {
+    const parsed = namesFunction(raw) ? functionInvokeRequestSchema.safeParse(raw) : invokeRequestSchema.safeParse(raw);
+    if (parsed.success) return parsed.data;
+    for (const issue of parsed.error.issues) ctx.addIssue({ ...issue } as Parameters<typeof ctx.addIssue>[0] & object);
+    return z.NEVER;
+  })
+  .openapi(documentedEither());
 
 export const invokeQuerySchema = z.strictObject({
   /** async: answer 202 at once and keep the result for GET /invocations/:id. */

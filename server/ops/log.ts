@@ -1,5 +1,9 @@
-// A tiny JSON-lines logger: one object per line on stdout, `{ time, level, msg, ...fields }`.
-// No dependency: the server logs little, and every line must stay machine-readable.
+// The server's log: JSON lines on stdout through pino, one object per line,
+// `{ "level": "info", "time": "<ISO 8601>", ...fields, "msg": "…" }`. A field cannot forge
+// level, time or msg; an Error field keeps what an operator needs (name, message, stack).
+// Written synchronously: the server logs about a line per invocation, and every line must
+// be out before a process.exit() at shutdown or on a fatal start-up error.
+import { pino, type Logger as Pino } from 'pino';
 
 export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -21,55 +25,53 @@ export interface JsonLoggerOptions {
   now?: () => Date;
 }
 
-/** Errors do not survive JSON.stringify (they become `{}`); keep what an operator needs. */
-function replacer(_key: string, value: unknown): unknown {
+/** Keys of every line; a field of the same name would forge them. */
+const RESERVED = new Set(['level', 'time', 'msg']);
+
+/** Errors do not survive JSON (they become `{}`); keep what an operator needs, at any depth. */
+function plain(value: unknown, depth = 0): unknown {
   if (value instanceof Error) return { name: value.name, message: value.message, stack: value.stack };
-  if (typeof value === 'bigint') return value.toString();
-  return value;
+  if (depth > 3 || value === null || typeof value !== 'object' || Array.isArray(value)) return value;
+  const proto = Object.getPrototypeOf(value) as unknown;
+  if (proto !== Object.prototype && proto !== null) return value;
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, plain(v, depth + 1)]));
 }
 
 export class JsonLogger implements Logger {
   readonly level: LogLevel;
-  readonly #min: number;
-  readonly #write: (line: string) => void;
-  readonly #now: () => Date;
+  readonly #pino: Pino;
 
   constructor(options: JsonLoggerOptions = {}) {
     this.level = options.level ?? 'info';
-    this.#min = LOG_LEVELS.indexOf(this.level);
-    this.#write = options.write ?? ((line) => process.stdout.write(line + '\n'));
-    this.#now = options.now ?? (() => new Date());
+    const now = options.now ?? (() => new Date());
+    const write = options.write;
+    const destination = write ? { write: (line: string) => write(line.endsWith('\n') ? line.slice(0, -1) : line) } : pino.destination({ dest: 1, sync: true });
+    this.#pino = pino(
+      {
+        level: this.level,
+        base: undefined,
+        messageKey: 'msg',
+        timestamp: () => `,"time":"${now().toISOString()}"`,
+        formatters: {
+          level: (label) => ({ level: label }),
+          log: (fields) => Object.fromEntries(Object.entries(fields).filter(([k]) => !RESERVED.has(k)).map(([k, v]) => [k, plain(v)])),
+        },
+      },
+      destination,
+    );
   }
 
   debug(msg: string, fields?: LogFields): void {
-    this.#log('debug', msg, fields);
+    this.#pino.debug(fields ?? {}, msg);
   }
   info(msg: string, fields?: LogFields): void {
-    this.#log('info', msg, fields);
+    this.#pino.info(fields ?? {}, msg);
   }
   warn(msg: string, fields?: LogFields): void {
-    this.#log('warn', msg, fields);
+    this.#pino.warn(fields ?? {}, msg);
   }
   error(msg: string, fields?: LogFields): void {
-    this.#log('error', msg, fields);
-  }
-
-  #log(level: LogLevel, msg: string, fields: LogFields | undefined): void {
-    if (LOG_LEVELS.indexOf(level) < this.#min) return;
-    const time = this.#now().toISOString();
-    // Spread first so time/level/msg lead the line, then re-assign so a field cannot forge them.
-    const entry: LogFields = { time, level, msg, ...fields };
-    entry.time = time;
-    entry.level = level;
-    entry.msg = msg;
-    let line: string;
-    try {
-      line = JSON.stringify(entry, replacer);
-    } catch (e) {
-      // A circular field must not take the request down with it.
-      line = JSON.stringify({ time, level, msg, logError: `Cannot serialize log fields: ${(e as Error).message}` });
-    }
-    this.#write(line);
+    this.#pino.error(fields ?? {}, msg);
   }
 }
 

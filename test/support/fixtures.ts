@@ -6,7 +6,6 @@ import { PACKAGE_ROOT } from '../../common/package-root.js';
 import { parseProfile, type Profile } from '../../profiles/index.js';
 import type { HostFacts, OutputChunk, SandboxOutcome, SandboxResult } from '../../worker-pool/types.js';
 import type { SandboxTask } from '../../worker-pool/task.js';
-import type { Hono } from 'hono';
 import { createApp, type AppDeps, type Invoker } from '../../server/app.js';
 import { AuditLog } from '../../server/tenancy/audit.js';
 import { silentLogger } from '../../server/ops/log.js';
@@ -115,7 +114,7 @@ export async function testTenant(
 }
 
 /** The app over `state` with what every unit test gives it; `deps` replace any of it. */
-export function testApp(deps: Partial<AppDeps> = {}, state: ReturnType<typeof testState> = testState()): Hono {
+export function testApp(deps: Partial<AppDeps> = {}, state: ReturnType<typeof testState> = testState()): ReturnType<typeof createApp> {
   return createApp({
     profiles: testProfiles(),
     invoker: new FakeInvoker(),

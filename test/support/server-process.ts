@@ -105,10 +105,10 @@ export async function startServerProcess(opts: ServerProcessOptions = {}): Promi
     url = await new Promise<string>((res, rej) => {
       const timer = setTimeout(() => rej(new Error(`server did not start within ${timeoutMs / 1000} s:\n${logs()}`)), timeoutMs);
       const check = (): void => {
-        const m = /"msg":"listening","url":"([^"]+)"/.exec(head);
-        if (m) {
+        const listening = logEntry(head, 'listening');
+        if (typeof listening?.url === 'string') {
           clearTimeout(timer);
-          res(m[1]!);
+          res(listening.url);
         }
       };
       child.stdout!.on('data', check);
@@ -144,6 +144,20 @@ export async function startServerProcess(opts: ServerProcessOptions = {}): Promi
       return code;
     },
   };
+}
+
+/** The first line of a server's JSON-lines log whose msg is `msg`, parsed; null when there is none (yet). */
+export function logEntry(logs: string, msg: string): Record<string, unknown> | null {
+  for (const line of logs.split('\n')) {
+    if (!line.includes(`"msg":${JSON.stringify(msg)}`)) continue;
+    try {
+      const entry = JSON.parse(line) as Record<string, unknown>;
+      if (entry.msg === msg) return entry;
+    } catch {
+      // a line still being written, or not one of the log's: look on
+    }
+  }
+  return null;
 }
 
 /** A TCP port free on 127.0.0.1 right now (for a server that must keep its port across a restart). */
