@@ -194,8 +194,7 @@ function kernelThreadCpu(): Map<number, number> {
   for (const pid of childrenOf(2)) {
     try {
       out.set(pid, procTimes(pid).selfMs);
-    } catch {
-      // exited meanwhile
+    } catch { // a child that exited meanwhile has no times to add
     }
   }
   return out;

@@ -74,8 +74,7 @@ export function charged(dir: string): { totalKiB: number; kmemKiB: number } {
     const stat = readFileSync(join(dir, 'memory.stat'), 'utf8');
     const get = (k: string): number => Number(new RegExp(`^${k} (\\d+)$`, 'm').exec(stat)?.[1] ?? NaN);
     user = get('total_rss') + get('total_cache');
-  } catch {
-    // gone
+  } catch { // the cgroup is gone: its charge reads NaN, which the report shows
   }
   const kmem = readBytes(join(dir, 'memory.kmem.usage_in_bytes'));
   return { totalKiB: (user + kmem) / 1024, kmemKiB: kmem / 1024 };
@@ -244,8 +243,7 @@ export async function warmMemory(plan: CgroupPlan, cycles: number): Promise<Warm
     // The server removed its zviz folder at shutdown (removeParents); ours goes now.
     try {
       rmdirSync(join(memTree, 'zviz'));
-    } catch {
-      // ENOENT: already gone
+    } catch { // ENOENT: the server removed its folder already
     }
     removeCgroup(memTree);
   };

@@ -109,8 +109,7 @@ export function childrenOf(ppid: number): number[] {
     try {
       const text = readFileSync(`/proc/${ppid}/task/${tid}/children`, 'utf8').trim();
       for (const p of text.split(/\s+/).filter(Boolean)) out.add(Number(p));
-    } catch {
-      // the thread ended meanwhile
+    } catch { // a thread that ended meanwhile has no children to list
     }
   }
   return [...out];
@@ -149,8 +148,7 @@ export async function runAbortCleanups(): Promise<void> {
     abortCleanups.delete(fn);
     try {
       await fn();
-    } catch {
-      // best effort: keep cleaning the rest
+    } catch { // an abort is best effort: one clean-up that fails must not stop the rest
     }
   }
 }

@@ -11,10 +11,11 @@
 // to its working size) must not be both above a floor and significantly positive (more than
 // three standard errors above zero), so noise alone does not fail a run and a steady growth
 // does. Every slope is printed.
-import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { planCgroups } from '../worker-pool/host/cgroups.js';
 import { NETNS_DIR, sandboxCgroupPrefix } from '../worker-pool/host/names.js';
+import { hostProcesses, type HostProcess } from '../test/support/procfs.js';
+import { output } from '../test/support/shell.js';
 
 export const METRICS = ['rssMiB', 'heapMiB', 'threads', 'fds', 'supervisors', 'cgroups', 'netns', 'nftRules', 'mounts', 'zombies'] as const;
 export type Metric = (typeof METRICS)[number];
@@ -26,40 +27,11 @@ export interface Sample extends HostSample {
   done: number;
 }
 
-interface Proc {
-  pid: number;
-  ppid: number;
-  state: string;
-}
-
-function processes(): Proc[] {
-  const out: Proc[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      out.push({ pid: Number(name), state: rest[0]!, ppid: Number(rest[1]) });
-    } catch {
-      // exited while we looked
-    }
-  }
-  return out;
-}
-
 function count(fn: () => number): number {
   try {
     return fn();
   } catch {
     return 0;
-  }
-}
-
-function run(cmd: string, args: string[]): string {
-  try {
-    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
-  } catch {
-    return '';
   }
 }
 
@@ -88,8 +60,8 @@ export function sampler(opts: SamplerOptions): () => HostSample {
   const prefix = sandboxCgroupPrefix(serverPid);
   const nft = opts.routerNetns ? ['ip', ['netns', 'exec', opts.routerNetns, 'nft', '-a', 'list', 'table', 'inet', 'zviz']] as const : ['nft', ['-a', 'list', 'table', 'inet', 'zviz']] as const;
   return () => {
-    const procs = processes();
-    const children = new Map<number, Proc[]>();
+    const procs = hostProcesses();
+    const children = new Map<number, HostProcess[]>();
     for (const p of procs) children.set(p.ppid, [...(children.get(p.ppid) ?? []), p]);
     // Zombies anywhere under the server: a child someone forgot to reap.
     let zombies = 0;
@@ -109,8 +81,7 @@ export function sampler(opts: SamplerOptions): () => HostSample {
     let status = '';
     try {
       status = readFileSync(`/proc/${serverPid}/status`, 'utf8');
-    } catch {
-      // gone: every count reads 0
+    } catch { // the server is gone: its thread and fd counts read 0
     }
     const rssKiB = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? 0);
     return {
@@ -125,7 +96,7 @@ export function sampler(opts: SamplerOptions): () => HostSample {
       cgroups: count(() => (parents[0] && existsSync(parents[0]) ? readdirSync(parents[0]).filter((n) => n.startsWith(prefix)).length : 0)),
       netns: count(() => (existsSync(NETNS_DIR) ? readdirSync(NETNS_DIR).filter((n) => n.startsWith(prefix)).length : 0)),
       // Every chain, set and rule of the table carries a handle.
-      nftRules: run(nft[0], [...nft[1]]).split('\n').filter((l) => l.includes('# handle')).length,
+      nftRules: output(nft[0], [...nft[1]]).split('\n').filter((l) => l.includes('# handle')).length,
       // Sandboxes mount in namespaces of their own: on the host, only the egress namespaces'
       // nsfs mounts (/run/netns/zviz-<pid>-…) are ours, and nothing may appear under /run/zviz.
       mounts: readFileSync('/proc/self/mountinfo', 'utf8')

@@ -260,7 +260,7 @@ export async function soak(opts: SoakOptions): Promise<SoakReport> {
         try {
           problem = kind.expect(await s.request('POST', kind.path, kind.body));
         } catch (e) {
-          problem = (e as Error).message;
+          problem = errorMessage(e);
         }
         tally[kind.name]!.n++;
         if (problem !== null) {

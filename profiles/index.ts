@@ -4,6 +4,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { z } from 'zod';
 import { profileSchema, withPolicyReader, type Profile, type Runtime } from './schema.js';
+import { errorMessage } from '../common/errors.js';
 
 export * from './schema.js';
 
@@ -40,14 +41,14 @@ export function parseProfile(file: string, text: string): Profile {
   try {
     raw = JSON.parse(text);
   } catch (e) {
-    throw new ProfileError(`Invalid profile ${file}: not valid JSON: ${(e as Error).message}`);
+    throw new ProfileError(`Invalid profile ${file}: not valid JSON: ${errorMessage(e)}`);
   }
   const readPolicy = (name: string): unknown => {
     const path = join(dirname(file), name);
     try {
       return JSON.parse(readFileSync(path, 'utf8'));
     } catch (e) {
-      return new Error(`${path}: ${(e as Error).message}`);
+      return new Error(`${path}: ${errorMessage(e)}`);
     }
   };
   const parsed = withPolicyReader(readPolicy, () => profileSchema.safeParse(raw));
@@ -69,7 +70,7 @@ export function loadProfiles(dir: string): Map<string, Profile> {
   try {
     names = readdirSync(dir).filter((n) => n.endsWith('.json')).sort();
   } catch (e) {
-    throw new ProfileError(`Cannot read profiles directory ${dir}: ${(e as Error).message}`);
+    throw new ProfileError(`Cannot read profiles directory ${dir}: ${errorMessage(e)}`);
   }
   if (names.length === 0) throw new ProfileError(`No profiles found in ${dir}: expected at least one *.json`);
   const out = new Map<string, Profile>();

@@ -11,7 +11,7 @@ function packageVersion(): string {
     const pkg = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version?: unknown };
     return typeof pkg.version === 'string' ? pkg.version : '0.0.0';
   } catch {
-    return '0.0.0';
+    return '0.0.0'; // no readable package.json (a trimmed install): an unknown version
   }
 }
 

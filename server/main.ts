@@ -28,6 +28,7 @@ import { createMetricsApp, Metrics } from './ops/metrics.js';
 import { PoolStatsPublisher } from './ops/pool-stats.js';
 import { stateGuard } from './state/guard.js';
 import { openState, type State } from './state/index.js';
+import { errorMessage } from '../common/errors.js';
 
 /** The example functions shipped with the package (absent from a trimmed install). */
 const EXAMPLES_DIR = join(PACKAGE_ROOT, 'functions');
@@ -57,7 +58,7 @@ export async function main(): Promise<void> {
     config = loadConfig();
     profiles = loadProfiles(config.profilesDir);
   } catch (e) {
-    fatal((e as Error).message);
+    fatal(errorMessage(e));
   }
   const log = new JsonLogger({ level: config.logLevel });
 
@@ -65,7 +66,7 @@ export async function main(): Promise<void> {
   try {
     host = openHost({ uidBase: config.uidBase, net: config.net, profiles: profiles.values(), allowTestProfiles: config.allowTestProfiles, log });
   } catch (e) {
-    fatal((e as Error).message);
+    fatal(errorMessage(e));
   }
   const { facts } = host;
   log.info('host', { ...facts });
@@ -85,7 +86,7 @@ export async function main(): Promise<void> {
     // A recursive mkdir on a read-only file system says ENOENT: the probe names the cause.
     const probe = probeStateDirSync(config.stateDir);
     if (!probe.ok) abort(probe.detail);
-    abort(`Cannot create state directory ${config.stateDir}: ${(e as Error).message} (set ZVIZ_STATE_DIR to a writable path)`);
+    abort(`Cannot create state directory ${config.stateDir}: ${errorMessage(e)} (set ZVIZ_STATE_DIR to a writable path)`);
   }
   // A state directory that is read-only or full fails here, once, naming the path: not
   // later, as an audit file that stops taking records or a private Redis that cannot save.
@@ -105,7 +106,7 @@ export async function main(): Promise<void> {
     });
     devKey = await createDevTenant(state.tenants, config.host);
   } catch (e) {
-    abort((e as Error).message);
+    abort(errorMessage(e));
   }
   if (config.adminToken === null) log.warn('ZVIZ_ADMIN_TOKEN is not set: the admin API, GET /host and GET /metrics answer 403', {});
 
@@ -137,7 +138,7 @@ export async function main(): Promise<void> {
         ? { at: Date.now(), ok: out.result.exitCode === 0, detail: `sandbox created in ${out.result.setupMs.toFixed(1)} ms` }
         : { at: Date.now(), ok: false, detail: out.error.message };
     } catch (e) {
-      canary = { at: Date.now(), ok: false, detail: (e as Error).message };
+      canary = { at: Date.now(), ok: false, detail: errorMessage(e) };
     }
     log.debug('canary', { ...canary, tookMs: Date.now() - started });
   }
@@ -208,7 +209,7 @@ export async function main(): Promise<void> {
     try {
       await recoverRunning(state.results, identity, log);
     } catch (e) {
-      log.warn('cannot check for async invocations a previous run left running', { host: identity.id, error: (e as Error).message });
+      log.warn('cannot check for async invocations a previous run left running', { host: identity.id, error: errorMessage(e) });
     }
     try {
       const dev = await state.tenants.get(DEV_TENANT);
@@ -216,7 +217,7 @@ export async function main(): Promise<void> {
         await deployExamples({ functions: state.functions, profiles, withState }, dev, loadExamples(EXAMPLES_DIR), log);
       }
     } catch (e) {
-      log.warn('cannot deploy the example functions', { tenant: DEV_TENANT, error: (e as Error).message });
+      log.warn('cannot deploy the example functions', { tenant: DEV_TENANT, error: errorMessage(e) });
     }
   }
 

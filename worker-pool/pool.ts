@@ -7,6 +7,7 @@ import { MessageChannel } from 'node:worker_threads';
 import type { OutputChunk, ParkedSandbox, SandboxOutcome, SpawnOutcome, WorkerJob } from './types.js';
 import type { SandboxTask } from './task.js';
 import { DEFAULT_WARM, WarmPools, type PoolStats, type WarmOptions } from './warm.js';
+import { errorMessage } from '../common/errors.js';
 
 export class PoolOverloadedError extends Error {
   override name = 'PoolOverloadedError';
@@ -100,8 +101,8 @@ export class SandboxPool {
       }
     } catch (e) {
       // A claimed sandbox that never ran must not stay parked: release it.
-      if (parked) this.piscina.run({ kind: 'release', parked } satisfies WorkerJob).catch(() => undefined);
-      if (/queue is at limit/i.test((e as Error).message)) {
+      if (parked) this.piscina.run({ kind: 'release', parked } satisfies WorkerJob).catch(() => undefined); // the pool is closing: the supervisor, seeing our pidfd close, cleans up
+      if (/queue is at limit/i.test(errorMessage(e))) {
         throw new PoolOverloadedError(`Cannot queue invocation: the queue is full (ZVIZ_MAX_QUEUE is ${this.options.maxQueue})`);
       }
       throw e;

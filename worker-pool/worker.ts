@@ -12,6 +12,7 @@ import { setupNetwork, teardownNetwork, type NetworkInfo } from './network/index
 import { encodeGo, encodeSpec, type HostLayout } from './spec.js';
 import type { AuditEvent, OutputChunk, ParkedSandbox, SandboxOutcome, SpawnOutcome, WorkerJob } from './types.js';
 import type { SandboxTask } from './task.js';
+import { errorMessage } from '../common/errors.js';
 
 const signalNames = new Map<number, string>(
   Object.entries(constants.signals).map(([name, num]) => [num as number, name]),
@@ -47,7 +48,7 @@ function limitEvents(flags: number): AuditEvent[] {
 
 function failure(e: unknown): { ok: false; error: native.NativeError['failure'] } {
   if (e instanceof native.NativeError) return { ok: false, error: e.failure };
-  return { ok: false, error: { code: 'SYSTEM', errno: 0, message: (e as Error).message } };
+  return { ok: false, error: { code: 'SYSTEM', errno: 0, message: errorMessage(e) } };
 }
 
 /** Makes a sandbox for `task` and parks it (warm: its runtime is started and loaded). */

@@ -19,7 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "supervisor.h"
+#include "loop.h"
 
 /* The byte a warm runtime's bootstrap writes on the reply channel once loaded. */
 #define READY_MARK 'R'

@@ -1,7 +1,8 @@
-/* supervisor.h — state of one supervisor, shared by supervisor.c (protocol, sandbox
- * creation) and loop.c (the event loop that runs a sandbox and measures it). */
-#ifndef ZVIZ_SUPERVISOR_H
-#define ZVIZ_SUPERVISOR_H
+/* sup.h — struct sup, the state of one supervisor: what supervisor.c (protocol, sandbox
+ * creation) fills in and loop.c (the event loop that runs a sandbox) works on. Its own
+ * header, so that neither of the two files reaches into the other. */
+#ifndef ZVIZ_SUP_H
+#define ZVIZ_SUP_H
 
 #include <stdbool.h>
 #include <sys/resource.h>
@@ -53,14 +54,5 @@ struct sup {
 	struct zviz_result res;
 	uint64_t started_ns;
 };
-
-/* loop.c */
-void zv_sup_kill_sandbox(struct sup *s);
-int zv_sup_alloc_buffers(struct sup *s, struct zviz_error *err);
-int zv_sup_arm_timer(struct sup *s, uint64_t ms, struct zviz_error *err);
-/* Runs the loop until the sandbox is gone (or, with until_booted, until a warm runtime
- * is ready). Returns false if the server or the caller is gone (no result to send). */
-bool zv_sup_loop(struct sup *s, bool until_booted);
-void zv_sup_finish_result(struct sup *s);
 
 #endif

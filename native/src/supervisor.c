@@ -27,7 +27,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "supervisor.h"
+#include "loop.h"
+#include "sup.h"
 
 #ifndef CLONE_INTO_CGROUP
 #define CLONE_INTO_CGROUP 0x200000000ULL
@@ -344,8 +345,15 @@ int main(int argc, char **argv)
 	if (s.server_pidfd < 0 || getppid() != server)
 		return 3;
 
-	if (read_spec(&s, &err) < 0 || (s.warm = (s.spec.flags & ZV_SF_WARM) != 0, create_sandbox(&s, &err) < 0) ||
-	    (s.warm && boot(&s, &err) < 0)) {
+	/* The spec says whether the sandbox is warm; a warm one's runtime boots before READY. */
+	int made = read_spec(&s, &err);
+	if (made >= 0) {
+		s.warm = (s.spec.flags & ZV_SF_WARM) != 0;
+		made = create_sandbox(&s, &err);
+	}
+	if (made >= 0 && s.warm)
+		made = boot(&s, &err);
+	if (made < 0) {
 		send_error(&err);
 		goto out;
 	}

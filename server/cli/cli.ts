@@ -2,6 +2,7 @@
 // and one `zviz: …` line on stderr (plus, under --json, the error as JSON on stdout).
 // Each subcommand is imported only when it runs: `zviz invoke` never loads koffi or
 // piscina, `zviz doctor` never loads the HTTP server.
+import { asError } from '../../common/errors.js';
 import { PACKAGE_VERSION } from '../config.js';
 import { EXIT } from './exit-codes.js';
 import { CliError, say, UsageError, writeJson, type Io } from './io.js';
@@ -82,7 +83,7 @@ export async function cli(argv: readonly string[], io: Io): Promise<number | 'se
   try {
     return await (await command.load())(args, io);
   } catch (e) {
-    const err = e instanceof CliError ? e : new CliError(`Unexpected failure: ${(e as Error)?.stack ?? String(e)}`, command.failure, 'INTERNAL');
+    const err = e instanceof CliError ? e : new CliError(`Unexpected failure: ${asError(e).stack ?? String(e)}`, command.failure, 'INTERNAL');
     if (wantsJson(args) && !(err instanceof UsageError)) {
       writeJson(io.stdout, { error: { code: err.code, message: err.message, ...(err.details !== undefined ? { details: err.details } : {}) } });
     }

@@ -10,6 +10,7 @@ import { EXIT } from './exit-codes.js';
 import { callServer, refusal, serverFrom } from './http.js';
 import { CliError, Progress, UsageError, utf8OrNull, writeJson, type Io } from './io.js';
 import { REMOTE_OPTIONS } from './invoke.js';
+import { errorMessage } from '../../common/errors.js';
 
 export const DEPLOY_OPTIONS = {
   ...REMOTE_OPTIONS,
@@ -37,7 +38,7 @@ export function parseManifest(file: string, text: string): Manifest {
   try {
     raw = JSON.parse(text);
   } catch (e) {
-    throw new UsageError(`Invalid ${file}: not JSON: ${(e as Error).message}`);
+    throw new UsageError(`Invalid ${file}: not JSON: ${errorMessage(e)}`);
   }
   const parsed = manifestSchema.safeParse(raw);
   if (parsed.success) return parsed.data;

@@ -14,6 +14,7 @@ import { loadConfig, type Config } from '../config.js';
 import { helpText, noPositionals, parseCommandLine, type OptionSpecs } from './args.js';
 import { EXIT } from './exit-codes.js';
 import { Progress, writeJson, type Io } from './io.js';
+import { errorMessage } from '../../common/errors.js';
 
 export const DOCTOR_OPTIONS = {
   json: { type: 'boolean', help: 'print the report (facts, checks, what to fix) as JSON on stdout' },
@@ -196,14 +197,14 @@ export async function doctorCommand(args: readonly string[], io: Io): Promise<nu
     config = loadConfig(io.env);
     profiles = [...loadProfiles(config.profilesDir).values()];
   } catch (e) {
-    profiles = { error: (e as Error).message };
+    profiles = { error: errorMessage(e) };
   }
   let facts: HostFacts | null = null;
   let probeError: string | null = null;
   try {
     facts = probeHost().facts;
   } catch (e) {
-    probeError = (e as Error).message;
+    probeError = errorMessage(e);
   }
   const sbin = ['/usr/sbin', '/sbin', '/usr/bin', '/bin'];
   const redis = config?.redisServer ?? 'redis-server';

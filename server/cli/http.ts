@@ -66,8 +66,7 @@ export async function callServer(server: Server, method: 'POST' | 'PUT', path: s
   let parsed: unknown = text;
   try {
     parsed = JSON.parse(text);
-  } catch {
-    // keep the text
+  } catch { // not JSON (an HTML error page of a proxy): the caller shows the text
   }
   return { status: res.statusCode ?? 0, body: parsed, text };
 }

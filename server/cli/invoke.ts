@@ -20,6 +20,7 @@ import { EXIT, exitCodeFor, statusLines } from './exit-codes.js';
 import { callServer, DEFAULT_URL, refusal, serverFrom } from './http.js';
 import { Progress, say, UsageError, utf8OrNull, writeJson, type Io } from './io.js';
 import { LIMIT_OPTIONS, limitsObject, parseLimitFlags } from './limits.js';
+import { errorMessage } from '../../common/errors.js';
 
 export const REMOTE_OPTIONS = {
   url: { type: 'string', value: 'URL', help: `server to call (default: $ZVIZ_URL or ${DEFAULT_URL})` },
@@ -82,7 +83,7 @@ async function textOf(flag: string, source: string, io: Io): Promise<string> {
     try {
       bytes = readFileSync(source);
     } catch (e) {
-      throw new UsageError(`Invalid --${flag}: cannot read ${shown(source)}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      throw new UsageError(`Invalid --${flag}: cannot read ${shown(source)}: ${(e as NodeJS.ErrnoException).code ?? errorMessage(e)}`);
     }
   }
   const text = utf8OrNull(bytes);
@@ -173,7 +174,7 @@ function sameJson(text: string, value: unknown): boolean {
   try {
     return JSON.stringify(JSON.parse(text)) === JSON.stringify(value);
   } catch {
-    return false;
+    return false; // not JSON: not the same value
   }
 }
 

@@ -95,7 +95,7 @@ export function utf8OrNull(bytes: Uint8Array): string | null {
   try {
     return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
   } catch {
-    return null;
+    return null; // not UTF-8: the caller says so
   }
 }
 

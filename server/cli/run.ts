@@ -62,7 +62,7 @@ function hostExecutable(path: string): boolean {
     accessSync(path, fsConstants.X_OK);
     return true;
   } catch {
-    return false;
+    return false; // missing, or not ours to execute: look on in PATH
   }
 }
 
@@ -177,12 +177,12 @@ function loadSetup(io: Io): { config: Config; profiles: Map<string, Profile> } {
   try {
     config = loadConfig(io.env);
   } catch (e) {
-    throw new UsageError((e as Error).message);
+    throw new UsageError(errorMessage(e));
   }
   try {
     return { config, profiles: loadProfiles(config.profilesDir) };
   } catch (e) {
-    throw new CliError((e as Error).message, EXIT.ZVIZ_FAILED, 'PROFILE');
+    throw new CliError(errorMessage(e), EXIT.ZVIZ_FAILED, 'PROFILE');
   }
 }
 

@@ -10,6 +10,7 @@ import type { DeployFunctionRequest } from './deploy.js';
 import type { Logger } from '../ops/log.js';
 import { envSchema, functionNameSchema, profileNameSchema } from '../invocation/schemas.js';
 import type { Tenant } from '../tenancy/tenants.js';
+import { errorMessage } from '../../common/errors.js';
 
 export const MANIFEST = 'manifest.json';
 
@@ -44,7 +45,7 @@ export function loadExamples(dir: string): Example[] {
   try {
     names = readdirSync(dir).filter((n) => statSync(join(dir, n)).isDirectory());
   } catch {
-    return [];
+    return []; // no functions/ folder: no examples to deploy
   }
   const out: Example[] = [];
   for (const n of names.sort()) {
@@ -54,7 +55,7 @@ export function loadExamples(dir: string): Example[] {
       raw = JSON.parse(readFileSync(file, 'utf8'));
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
-      throw new Error(`Cannot read example ${file}: ${(e as Error).message}`);
+      throw new Error(`Cannot read example ${file}: ${errorMessage(e)}`);
     }
     const m = manifestSchema.safeParse(raw);
     if (!m.success) throw new Error(`Cannot read example ${file}: ${m.error.issues.map((i) => `${i.path.join('.')} ${i.message}`).join('; ')}`);
@@ -77,7 +78,7 @@ export async function deployExamples(
       const { created, meta } = await deployFunction(deps, tenant, ex.name, ex.deploy, true);
       if (created) deployed.push(`${ex.name}@${meta.version}`);
     } catch (e) {
-      log.warn('cannot deploy example function', { tenant: tenant.name, function: ex.name, error: (e as Error).message });
+      log.warn('cannot deploy example function', { tenant: tenant.name, function: ex.name, error: errorMessage(e) });
     }
   }
   if (deployed.length > 0) log.info('deployed example functions', { tenant: tenant.name, functions: deployed });

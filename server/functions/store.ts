@@ -122,7 +122,7 @@ export function parseStoredVersion(text: string | null, name: string, version: n
     if (typeof v !== 'object' || v === null || typeof v.files !== 'object' || typeof v.handler !== 'string') return null;
     return { ...v, name, version };
   } catch {
-    return null;
+    return null; // not JSON: not a version ZViz stored
   }
 }
 

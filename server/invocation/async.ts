@@ -13,6 +13,7 @@ import type { Admitted, InvocationService } from './service.js';
 import type { Logger } from '../ops/log.js';
 import type { AnyInvokeResponse, InvocationFailed } from './schemas.js';
 import type { WithState } from '../state/guard.js';
+import { errorMessage } from '../../common/errors.js';
 
 export const DEFAULT_RESULT_TTL_S = 3600;
 
@@ -111,7 +112,7 @@ export class AsyncInvocations {
         const delay = delays[attempt];
         if (delay === undefined) {
           // The record stays 'running' until it expires; the next start of this host fails it.
-          this.deps.log.error('cannot store the result of an async invocation', { tenant, id, error: (e as Error).message });
+          this.deps.log.error('cannot store the result of an async invocation', { tenant, id, error: errorMessage(e) });
           return;
         }
         await sleep(delay);

@@ -80,7 +80,7 @@ export async function deliver(callbackUrl: string, id: string, body: unknown, op
         signal: AbortSignal.timeout(opts.timeoutMs),
       });
       // The answer's body is not ours to read; release the connection.
-      await res.body?.cancel().catch(() => undefined);
+      await res.body?.cancel().catch(() => undefined); // the receiver closed first: its body is gone anyway
       const ok = res.status >= 200 && res.status < 300;
       last = { delivered: ok, attempts: attempt + 1, status: res.status, error: ok ? null : `answered ${res.status}` };
       if (ok) return last;

@@ -7,6 +7,7 @@ import type { Redis } from 'ioredis';
 import type { PoolStats } from '../../worker-pool/warm.js';
 import type { Logger } from './log.js';
 import { keys } from '../state/redis.js';
+import { errorMessage } from '../../common/errors.js';
 
 export const POOL_STATS_INTERVAL_MS = 2000;
 export const POOL_STATS_TTL_S = 10;
@@ -60,7 +61,7 @@ export class PoolStatsPublisher {
       this.#failing = false;
     } catch (e) {
       // One line per outage; the hashes expire meanwhile, which is the truth: unknown.
-      if (!this.#failing) this.opts.log.debug('cannot publish warm pool stats', { error: (e as Error).message });
+      if (!this.#failing) this.opts.log.debug('cannot publish warm pool stats', { error: errorMessage(e) });
       this.#failing = true;
     }
   }
@@ -73,6 +74,6 @@ export class PoolStatsPublisher {
     if (this.#written.size === 0) return;
     const pipeline = this.opts.redis.pipeline();
     for (const key of this.#written) pipeline.del(key);
-    await pipeline.exec().catch(() => undefined);
+    await pipeline.exec().catch(() => undefined); // Redis down: the hashes expire by themselves
   }
 }

@@ -10,6 +10,7 @@ import { RedisInvocationStore } from './redis-invocations.js';
 import { RedisQuotaStore } from './redis-quotas.js';
 import { RedisTenantStore } from './redis-tenants.js';
 import { connectRedis, createRedis, pingRedis, redactUrl } from './redis.js';
+import { errorMessage } from '../../common/errors.js';
 
 export interface StateOptions {
   /** ZVIZ_REDIS_URL; null starts a private redis-server. */
@@ -52,7 +53,7 @@ export async function openState(opts: StateOptions): Promise<State> {
   } catch (e) {
     redis.disconnect();
     await privateRedis?.stop();
-    throw new Error(`Cannot connect to Redis at ${redactUrl(url)}: ${(e as Error).message}${opts.redisUrl === null ? '' : ' (check ZVIZ_REDIS_URL)'}`);
+    throw new Error(`Cannot connect to Redis at ${redactUrl(url)}: ${errorMessage(e)}${opts.redisUrl === null ? '' : ' (check ZVIZ_REDIS_URL)'}`);
   }
   return {
     redis,
@@ -70,7 +71,7 @@ export async function openState(opts: StateOptions): Promise<State> {
       try {
         await redis.quit();
       } catch {
-        redis.disconnect();
+        redis.disconnect(); // QUIT failed (Redis gone): drop the connection instead
       }
       await privateRedis?.stop();
     },

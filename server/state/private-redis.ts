@@ -59,14 +59,14 @@ async function stopLeftover(pidfile: string, socket: string, log: Logger): Promi
   try {
     pid = Number(readFileSync(pidfile, 'utf8').trim());
   } catch {
-    return;
+    return; // no pidfile: no redis-server of ours to stop
   }
   if (!Number.isInteger(pid) || pid <= 1 || !alive(pid)) return;
   let cmdline = '';
   try {
     cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
   } catch {
-    return;
+    return; // it exited meanwhile: nothing to stop
   }
   // The pid may have been reused by another process: only ours names our socket.
   if (!cmdline.includes('redis-server') || !cmdline.includes(socket)) return;
@@ -103,7 +103,7 @@ function logTail(dir: string): string {
   try {
     return readFileSync(join(dir, 'redis.log'), 'utf8').trim().split('\n').slice(-5).join('\n');
   } catch {
-    return '(no redis.log)';
+    return '(no redis.log)'; // it never started far enough to write one
   }
 }
 

@@ -32,8 +32,7 @@ export class RedisAuditStore implements AuditStore {
       if (at < 0 || at + 1 >= fields.length) continue;
       try {
         records.push({ id, ...(JSON.parse(fields[at + 1]!) as AuditRecord) });
-      } catch {
-        // A record that does not parse was not written by ZViz; skip it.
+      } catch { // a record that does not parse was not written by ZViz: skip it
       }
     }
     const last = rows[rows.length - 1];

@@ -13,7 +13,7 @@ function fromHash(latest: string | null, meta: string | null, createdAt: string 
   try {
     return { ...(JSON.parse(meta) as FunctionMeta), version: Number(latest), createdAt: createdAt ?? '' };
   } catch {
-    return null;
+    return null; // not JSON: not metadata ZViz stored
   }
 }
 

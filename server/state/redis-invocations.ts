@@ -39,7 +39,7 @@ export class RedisInvocationStore implements InvocationStore {
       const v = JSON.parse(raw) as unknown;
       return v !== null && typeof v === 'object' ? (v as Record<string, unknown>) : null;
     } catch {
-      return null;
+      return null; // not JSON: not a record ZViz stored
     }
   }
 

@@ -21,8 +21,7 @@ function fromHash(h: Record<string, string>): StoredTenant | null {
   let raw: unknown = null;
   try {
     raw = JSON.parse(h.quotas ?? 'null');
-  } catch {
-    // stays null, fails the parse below
+  } catch { // unparseable quotas stay null and fail the schema below: the tenant reads as disabled
   }
   const quotas = quotasSchema.safeParse(raw);
   return {

@@ -8,6 +8,7 @@
 import { Redis, type RedisOptions, type Result } from 'ioredis';
 import type { Logger } from '../ops/log.js';
 import * as scripts from './scripts.js';
+import { errorMessage } from '../../common/errors.js';
 
 export const KEY_PREFIX = 'zviz:';
 
@@ -100,7 +101,7 @@ export function redactUrl(url: string): string {
     if (u.password) u.password = '***';
     return u.toString();
   } catch {
-    return '(unparseable URL)';
+    return '(unparseable URL)'; // shown in a message: never the URL itself, it may hold a password
   }
 }
 
@@ -163,7 +164,7 @@ export async function connectRedis(redis: Redis, timeoutMs: number): Promise<voi
       redis.once('ready', onReady);
       // connect() rejects on the first failure, but ioredis keeps retrying; 'ready' decides.
       if (redis.status === 'ready') onReady();
-      else if (redis.status === 'wait') redis.connect().catch(() => {});
+      else if (redis.status === 'wait') redis.connect().catch(() => {}); // the error event reports it; the next call retries
     });
   } finally {
     redis.off('error', onError);
@@ -178,6 +179,6 @@ export async function pingRedis(redis: Redis): Promise<{ ok: boolean; detail: st
     await redis.ping();
     return { ok: true, detail: `ping ${(performance.now() - started).toFixed(1)} ms` };
   } catch (e) {
-    return { ok: false, detail: `ping failed: ${(e as Error).message}` };
+    return { ok: false, detail: `ping failed: ${errorMessage(e)}` };
   }
 }

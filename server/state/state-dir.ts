@@ -52,7 +52,7 @@ export async function probeStateDir(dir: string): Promise<Check> {
       await file.sync();
     } finally {
       await file.close();
-      await unlink(path).catch(() => undefined);
+      await unlink(path).catch(() => undefined); // the probe file was not made: the write above failed and says why
     }
     return { ok: true, detail: `writable (${dir})` };
   } catch (e) {

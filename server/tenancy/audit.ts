@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { limitsSchema } from '../../profiles/schema.js';
 import type { Logger } from '../ops/log.js';
 import { auditEventSchema, INVOKE_STATUSES, INVOKE_REASONS } from '../invocation/schemas.js';
+import { errorMessage } from '../../common/errors.js';
 
 export const AUTH_FAILURE_REASONS = ['missing', 'malformed', 'unknown-key', 'wrong-key', 'disabled', 'wrong-admin-token'] as const;
 export type AuthFailureReason = (typeof AUTH_FAILURE_REASONS)[number];
@@ -206,7 +207,7 @@ export class AuditLog {
       this.#storeFailed = false;
     } catch (e) {
       // One line per outage, not one per record; the file still has every record.
-      if (!this.#storeFailed) this.#log.warn('cannot store audit record; the audit file still has it', { error: (e as Error).message });
+      if (!this.#storeFailed) this.#log.warn('cannot store audit record; the audit file still has it', { error: errorMessage(e) });
       this.#storeFailed = true;
     }
   }

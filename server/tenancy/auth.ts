@@ -6,7 +6,6 @@ import { getConnInfo } from '@hono/node-server/conninfo';
 import type { Context, MiddlewareHandler } from 'hono';
 import type { AuditLog, AuthFailureReason } from './audit.js';
 import { ApiError } from '../http/errors.js';
-import type { Logger } from '../ops/log.js';
 import type { Metrics } from '../ops/metrics.js';
 import { keyIdOf, keyMatches, tokenMatches, type Tenant, type TenantStore } from './tenants.js';
 
@@ -20,7 +19,7 @@ export function remoteAddress(c: Context): string | null {
   try {
     return getConnInfo(c).remote.address ?? null;
   } catch {
-    return null;
+    return null; // no socket (app.request() in tests): no remote address
   }
 }
 

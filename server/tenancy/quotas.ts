@@ -5,6 +5,7 @@
 import { ApiError, type ErrorCode } from '../http/errors.js';
 import type { Logger } from '../ops/log.js';
 import type { Quotas, Tenant, TenantUsage } from './tenants.js';
+import { errorMessage } from '../../common/errors.js';
 
 export const QUOTA_NAMES = ['concurrency', 'rate', 'cpu', 'limits'] as const;
 export type QuotaName = (typeof QUOTA_NAMES)[number];
@@ -119,7 +120,7 @@ async function releaseLease(opts: QuotaGateOptions, tenant: Tenant, leaseId: str
       await opts.store.release(tenant.name, tenant.quotas, leaseId, cpuMs);
       return true;
     } catch (e) {
-      opts.log.warn('cannot release lease', { tenant: tenant.name, lease: leaseId, error: (e as Error).message });
+      opts.log.warn('cannot release lease', { tenant: tenant.name, lease: leaseId, error: errorMessage(e) });
       return false;
     }
   };
@@ -159,7 +160,7 @@ class HeldLease implements Lease {
         this.opts.log.warn('lease expired while its invocation runs', { tenant: this.tenant.name, lease: this.id });
       }
     } catch (e) {
-      this.opts.log.warn('cannot refresh lease', { tenant: this.tenant.name, lease: this.id, error: (e as Error).message });
+      this.opts.log.warn('cannot refresh lease', { tenant: this.tenant.name, lease: this.id, error: errorMessage(e) });
     }
   }
 

@@ -105,7 +105,7 @@ export function planCgroups(procSelfCgroup: string, mountinfo: string, fsys: Cgr
     try {
       available = fsys.readFile(join(serverCgroup, 'cgroup.controllers')).trim().split(/\s+/).filter(Boolean);
     } catch {
-      available = [];
+      available = []; // no cgroup.controllers: v2 offers nothing here
     }
     if (REQUIRED_CONTROLLERS.every((c) => available.includes(c))) {
       const controllers = V2_CONTROLLERS.filter((c) => available.includes(c));
@@ -224,8 +224,7 @@ export function removeParents(plan: CgroupPlan, fsys: CgroupFs = realFs): void {
   for (const p of plan.parents) {
     try {
       fsys.rmdir(p.parent);
-    } catch {
-      // ENOENT, or EBUSY/ENOTEMPTY: another server's sandboxes live there
+    } catch { // ENOENT, or EBUSY/ENOTEMPTY: another server's sandboxes live there and it removes the folder
     }
   }
 }
@@ -259,8 +258,7 @@ export function killProcesses(dir: string, kill: (pid: number) => void = sigkill
     try {
       kill(pid);
       killed.push(pid);
-    } catch {
-      // ESRCH: it ended meanwhile (killing a sandbox's init ends the rest)
+    } catch { // ESRCH: it ended meanwhile (killing a sandbox's init ends the rest)
     }
   }
   return killed;
@@ -302,7 +300,6 @@ export function killAndRemove(dir: string, options: KillAndRemoveOptions = {}): 
 function tryWrite(fsys: CgroupFs, path: string, text: string): void {
   try {
     fsys.writeFile(path, text);
-  } catch {
-    // the folder went meanwhile; the kill and rmdir that follow say what is left
+  } catch { // the folder went meanwhile; the kill and rmdir that follow say what is left
   }
 }

@@ -11,7 +11,7 @@ function read(path: string): string | null {
   try {
     return readFileSync(path, 'utf8');
   } catch {
-    return null;
+    return null; // absent on this kernel: the fact reads as unknown
   }
 }
 

@@ -29,7 +29,7 @@ function readRegistration(dir: string, pid: number): Registration {
     const r = JSON.parse(fs.readFileSync(join(dir, String(pid)), 'utf8')) as Registration;
     return typeof r === 'object' && r !== null ? r : UNKNOWN;
   } catch {
-    return UNKNOWN;
+    return UNKNOWN; // unreadable (an older version wrote an empty file): may use anything
   }
 }
 
@@ -58,8 +58,7 @@ export function sweepServerEntries(isAlive: (pid: number) => boolean, dir = SERV
     try {
       fs.unlinkSync(join(dir, String(pid)));
       removed.push(pid);
-    } catch {
-      // a sibling starting at the same time removed it
+    } catch { // a sibling starting at the same time removed it first
     }
   }
   return removed;
@@ -94,8 +93,7 @@ export function unsharedParents(plan: CgroupPlan, isAlive: (pid: number) => bool
     if (pid === process.pid || !isAlive(pid)) continue;
     try {
       for (const p of planCgroups(fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8'), mountinfo).parents) used.add(p.parent);
-    } catch {
-      // it exited meanwhile: it uses nothing
+    } catch { // it exited meanwhile, so it uses no folder
     }
   }
   return { ...plan, parents: plan.parents.filter((p) => !used.has(p.parent)) };

@@ -53,7 +53,7 @@ export function findCgroupParents(mountinfo: string, listDirs: (dir: string) => 
       try {
         names = listDirs(dir);
       } catch {
-        return;
+        return; // not a directory we may read: nothing of ours below
       }
       for (const name of names) {
         const p = join(dir, name);

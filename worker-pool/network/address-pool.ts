@@ -77,8 +77,7 @@ export function reclaimIfStale(path: string, isAlive: (pid: number) => boolean =
   if (moved !== null && moved > 0 && isAlive(moved)) {
     try {
       linkSync(aside, path);
-    } catch {
-      // the slot was claimed again meanwhile; the live claim we moved keeps its rules
+    } catch { // the slot was claimed again meanwhile; the live claim we moved keeps its rules
     }
   }
   unlinkSync(aside);
@@ -108,8 +107,7 @@ export function claimIndex(host: { pool: string; lockDir: string }, hint: number
 export function releaseIndex(lockDir: string, index: number): void {
   try {
     unlinkSync(`${lockDir}/${index}`);
-  } catch {
-    // already gone: a sweep reclaimed it after our owner looked dead
+  } catch { // already gone: a sweep reclaimed it after our owner looked dead
   }
 }
 

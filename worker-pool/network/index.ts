@@ -75,8 +75,7 @@ export function dropTable(host: NetworkHost): void {
   if (claims(host.lockDir).length > 0) return;
   try {
     nft(host, ['delete', 'table', ...TABLE_ARGS]);
-  } catch {
-    // absent already
+  } catch { // the table is absent already: nothing to remove
   }
 }
 
@@ -92,8 +91,7 @@ function removeRules(host: Router, index: number): void {
     for (const line of commands) {
       try {
         nft(host, ['-f', '-'], `${line}\n`);
-      } catch {
-        // this part was not there
+      } catch { // this part was not there (removed before, or never made): the others still go
       }
     }
   }
@@ -105,8 +103,7 @@ function readDrops(host: Router, index: number): AuditEvent[] {
   for (const name of dropSetNames(index)) {
     try {
       sets.push({ name, json: JSON.parse(nft(host, ['-j', 'list', 'set', ...TABLE_ARGS, name])) });
-    } catch {
-      // a set that is not there recorded nothing
+    } catch { // a set that is not there recorded no drop
     }
   }
   return dropAudit(sets);

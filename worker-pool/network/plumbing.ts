@@ -67,7 +67,7 @@ export function deleteNetns(ns: string): boolean {
     run('ip', ['netns', 'del', ns]);
     return true;
   } catch {
-    return false;
+    return false; // busy or gone: the next sweep retries
   }
 }
 
