@@ -31,16 +31,6 @@ const ASYNC_ROUTE = hasAsyncRoute();
 /** A bash function that sleeps `seconds`; the fractional part makes its `sleep` process findable. */
 const sleeper = (seconds: number, tag: number) => ({ runtime: 'bash', code: `sleep ${seconds}.${String(tag).padStart(3, '0')}; echo done` });
 
-async function until<T>(get: () => Promise<T>, done: (v: T) => boolean, timeoutMs: number, everyMs = 200): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let v = await get();
-  while (!done(v) && Date.now() < end) {
-    await sleep(everyMs);
-    v = await get();
-  }
-  return v;
-}
-
 describe.skipIf(skip)('crash safety', () => {
   const scratch: string[] = [];
   let profiles: ProfilesDir;
@@ -147,7 +137,7 @@ describe.skipIf(skip)('crash safety', () => {
     it("releases the dead server's concurrency slots (at the lease TTL): a tenant with concurrency 2 runs 2 at once again", async () => {
       const s = second!;
       const usage = () => s.request('/admin/tenants/pair', { auth: 'admin' });
-      const drained = await until(usage, (r) => r.body.usage?.inFlight === 0, 15_000);
+      const drained = await pollUntil(usage, (r) => r.body.usage?.inFlight === 0, 15_000, 200);
       expect(drained.body.usage.inFlight).toBe(0);
       const both = await Promise.all([1, 2].map((t) => s.request('/invoke', { body: sleeper(1, 100 + t), auth: { bearer: pairKey } })));
       expect(both.map((r) => r.status)).toEqual([200, 200]);
@@ -156,7 +146,7 @@ describe.skipIf(skip)('crash safety', () => {
 
     it.runIf(ASYNC_ROUTE)("reports the dead server's async invocation as failed with reason 'host-restart', and never runs it again", async () => {
       const s = second!;
-      const r = await until(() => s.request(`/invocations/${asyncId}`, { auth: { bearer: first.apiKey! } }), (x) => x.body?.status === 'failed', 10_000);
+      const r = await pollUntil(() => s.request(`/invocations/${asyncId}`, { auth: { bearer: first.apiKey! } }), (x) => x.body?.status === 'failed', 10_000, 200);
       expect(r.status).toBe(200);
       expect(r.body).toMatchObject({ id: asyncId, status: 'failed', reason: 'host-restart' });
       // Never run twice: no sandbox of it appears on the new server, and no run of it (any
@@ -218,7 +208,7 @@ describe.skipIf(skip)('crash safety', () => {
 
     it("fails only that invocation, with 503 SANDBOX_UNAVAILABLE 'supervisor died …'; the others succeed and the pool refills", async () => {
       expect((await s.request('/invoke', { body: { runtime: 'bash', code: 'echo warm' } })).status).toBe(200);
-      await until(warmSize, (n) => n > 0, 10_000);
+      await pollUntil(warmSize, (n) => n > 0, 10_000, 200);
       const doomed = s.request('/invoke', { body: { ...sleeper(8, 201), limits: { timeoutMs: 20_000 } } });
       const others = [202, 203, 204].map((t) => s.request('/invoke', { body: sleeper(2, t) }));
       victim.supervisor = await waitFor(() => supervisorServing(s.pid, 'sleep 8.201'), "the victim's supervisor");
@@ -238,7 +228,7 @@ describe.skipIf(skip)('crash safety', () => {
         [200, 'done\n'],
       ]);
       // The pool it may have come from refills, and the next invocation gets a warm sandbox.
-      expect(await until(warmSize, (n) => n > 0, 10_000)).toBeGreaterThan(0);
+      expect(await pollUntil(warmSize, (n) => n > 0, 10_000, 200)).toBeGreaterThan(0);
       const next = await s.request('/invoke', { body: { runtime: 'bash', code: 'echo again' } });
       expect(next.body).toMatchObject({ status: 'ok', stdout: 'again\n', warm: true });
     });
@@ -312,7 +302,7 @@ describe.skipIf(skip)('crash safety', () => {
 
     it('stopped: new invocations get 503 STATE_UNAVAILABLE with Retry-After, the one in flight still answers, and service resumes when Redis is back', async () => {
       const inFlight = invoke(burn(2));
-      expect((await until(usage, (u) => u.inFlight === 1, 5000)).inFlight).toBe(1);
+      expect((await pollUntil(usage, (u) => u.inFlight === 1, 5000, 200)).inFlight).toBe(1);
       await redis.kill('SIGTERM');
       expectStateUnavailable(await invoke({ runtime: 'bash', code: 'echo must-not-run' }));
       const ready = await s.request('/readyz', { auth: false });
@@ -321,14 +311,14 @@ describe.skipIf(skip)('crash safety', () => {
       expect((await inFlight).status).toBe(200);
 
       await redis.restart();
-      const back = await until(() => invoke(burn(0)), (r) => r.status === 200, 15_000);
+      const back = await pollUntil(() => invoke(burn(0)), (r) => r.status === 200, 15_000, 200);
       expect(back.status).toBe(200);
       expect((await s.request('/readyz', { auth: false })).status).toBe(200);
     });
 
     it('paused (SIGSTOP): requests fail with 503 within the command timeout instead of hanging; after SIGCONT service resumes', async () => {
       const inFlight = invoke(burn(2));
-      expect((await until(usage, (u) => u.inFlight === 1, 5000)).inFlight).toBe(1);
+      expect((await pollUntil(usage, (u) => u.inFlight === 1, 5000, 200)).inFlight).toBe(1);
       process.kill(redis.pid()!, 'SIGSTOP');
       try {
         const started = Date.now();
@@ -343,14 +333,14 @@ describe.skipIf(skip)('crash safety', () => {
       } finally {
         process.kill(redis.pid()!, 'SIGCONT');
       }
-      const back = await until(() => invoke(burn(0)), (r) => r.status === 200, 15_000);
+      const back = await pollUntil(() => invoke(burn(0)), (r) => r.status === 200, 15_000, 200);
       expect(back.status).toBe(200);
     });
 
     it('leaks no slot and charges no CPU twice: 0 in flight, and the CPU charged is what the invocations that ran used', async () => {
       // The retries of the releases Redis missed run within 1 + 2 + 4 + 8 + 16 s.
       const expected = ran.reduce((a, b) => a + b, 0);
-      let u = await until(usage, (x) => x.inFlight === 0 && x.cpuMsInWindow >= expected - ran.length, 35_000, 500);
+      let u = await pollUntil(usage, (x) => x.inFlight === 0 && x.cpuMsInWindow >= expected - ran.length, 35_000, 500);
       expect(u.inFlight).toBe(0);
       await sleep(5000);
       u = await usage();
@@ -499,9 +489,9 @@ describe.skipIf(skip)('crash safety', () => {
         }
 
         rmSync(filler);
-        const back = await until(() => s.request('/readyz', { auth: false }), (r) => r.status === 200, 20_000, 500);
+        const back = await pollUntil(() => s.request('/readyz', { auth: false }), (r) => r.status === 200, 20_000, 500);
         expect(back.body.checks.stateDir.ok).toBe(true);
-        const again = await until(() => s.request('/invoke', { body: { runtime: 'bash', code: 'echo after' } }), (r) => r.status === 200, 20_000, 500);
+        const again = await pollUntil(() => s.request('/invoke', { body: { runtime: 'bash', code: 'echo after' } }), (r) => r.status === 200, 20_000, 500);
         expect(again.body.stdout).toBe('after\n');
         expect(s.logs()).not.toMatch(/uncaught|unhandled/i);
       } finally {

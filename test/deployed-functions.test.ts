@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hostLeftovers, settledLeftovers } from './support/leftovers.js';
 import { startRedis, type TestRedis } from './support/redis.js';
 import { privilegedReason, type Reply, type RunningServer, startServer } from './support/server.js';
+import { parseSse } from './support/sse.js';
 import { pollUntil, sleep, token } from './support/wait.js';
 
 /** The fields of a result that do not depend on timing or on which kind of sandbox ran it. */
@@ -36,31 +37,6 @@ async function invokeWarm(s: RunningServer, body: Record<string, unknown>, tries
     await sleep(150);
   }
   return r;
-}
-
-/** Calls `get` until `done` holds or `ms` pass; returns the last value either way. */
-async function eventually<T>(get: () => Promise<T>, done: (v: T) => boolean, ms = 10_000): Promise<T> {
-  const end = Date.now() + ms;
-  let v = await get();
-  while (!done(v) && Date.now() < end) {
-    await sleep(100);
-    v = await get();
-  }
-  return v;
-}
-
-/** `event: x\ndata: y` blocks of a text/event-stream body. */
-function parseSse(text: string): Array<{ event: string; data: any }> {
-  return text
-    .split('\n\n')
-    .filter((b) => b.trim() !== '')
-    .map((block) => {
-      const lines = block.split('\n');
-      return {
-        event: lines.find((l) => l.startsWith('event: '))?.slice(7) ?? 'message',
-        data: JSON.parse(lines.filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n')),
-      };
-    });
 }
 
 describe.skipIf(privilegedReason() !== null)('deployed functions on a real server', () => {
@@ -214,7 +190,7 @@ describe.skipIf(privilegedReason() !== null)('deployed functions on a real serve
           const [name] = await redis.keys(pattern);
           return name === undefined ? null : { name, hash: await redis.hgetall(name) };
         };
-        const found = await eventually(hitsOf, (f) => Number(f?.hash.hits ?? 0) > 0, 8000);
+        const found = await pollUntil(hitsOf, (f) => Number(f?.hash.hits ?? 0) > 0, 8000, 100);
         expect(found).not.toBeNull();
         const { name, hash } = found!;
         expect(await redis.keys(pattern)).toHaveLength(1);
@@ -302,7 +278,7 @@ describe.skipIf(privilegedReason() !== null)('deployed functions on a real serve
       const res = await s.request('/invoke', { method: 'POST', body, headers: { accept: 'text/event-stream' } });
       expect(res.status).toBe(200);
       expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
-      const events = parseSse(res.body as string);
+      const events = parseSse(res.body as string).map((e) => ({ ...e, data: JSON.parse(e.data) as any }));
       const result = events.at(-1)!;
       expect(result.event).toBe('result');
       expect(events.filter((e) => e.event === 'stdout').map((e) => e.data).join('')).toBe('to stdout\n');
@@ -376,7 +352,7 @@ describe.skipIf(privilegedReason() !== null)('example functions', () => {
       const devKey = /"apiKey":"(zviz_[^"]+)"/.exec(first.logs())?.[1];
       expect(devKey).toBeDefined();
       // Deployed right after the server starts listening.
-      const list = await eventually(() => first!.request('/functions', { auth: { bearer: devKey! } }), (r) => r.body.functions?.length === 5);
+      const list = await pollUntil(() => first!.request('/functions', { auth: { bearer: devKey! } }), (r) => r.body.functions?.length === 5, 10_000, 100);
       const names = (list.body.functions as Array<{ name: string; version: number }>).map((f) => `${f.name}@${f.version}`);
       expect(names).toEqual(['cpu-bench@1', 'hello-bash@1', 'hello-node@1', 'hello-python@1', 'transform@1']);
       const hello = await first.request('/invoke', { method: 'POST', body: { function: 'hello-node', input: { name: 'Ada' } }, auth: { bearer: devKey! } });
@@ -392,7 +368,7 @@ describe.skipIf(privilegedReason() !== null)('example functions', () => {
       second = await startServer({ env: { ZVIZ_REDIS_URL: redis.url }, tenant: { name: 'second' } });
       const client = await redis.client();
       // The second start checked the examples (and found them unchanged) once its log says so or soon after.
-      await eventually(async () => second!.logs(), (l) => l.includes('deployed example functions'), 2000);
+      await pollUntil(async () => second!.logs(), (l) => l.includes('deployed example functions'), 2000, 100);
       expect(second.logs()).not.toContain('deployed example functions');
       expect(await client.hget('zviz:fn:dev:hello-node', 'latest')).toBe('1');
     } finally {
@@ -433,7 +409,7 @@ describe.skipIf(privilegedReason() !== null)('an async invocation whose server d
       // Same host identity (hostname:port), a new run.
       second = await startServer({ env: { ZVIZ_REDIS_URL: redis.url, ZVIZ_PORT: port }, tenant: { name: 'second' } });
       // Recovery runs right after the second server starts listening.
-      const parsed = await eventually(async () => JSON.parse((await client.get(`zviz:inv:harness:${id}`))!), (r) => r.status !== 'running', 5000);
+      const parsed = await pollUntil(async () => JSON.parse((await client.get(`zviz:inv:harness:${id}`))!), (r) => r.status !== 'running', 5000, 100);
       expect(parsed).toEqual({
         id,
         status: 'failed',

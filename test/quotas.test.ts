@@ -9,24 +9,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { leftoversNotOfOtherServers } from './support/leftovers.js';
 import { startRedis, type TestRedis } from './support/redis.js';
 import { privilegedReason, type Reply, type RunningServer, startServer } from './support/server.js';
-import { sleep } from './support/wait.js';
+import { pollUntil, sleep } from './support/wait.js';
 
 const skip = privilegedReason() !== null;
 const slow = (seconds: number) => ({ runtime: 'bash', code: `sleep ${seconds}; echo done` });
 
 function statuses(replies: Reply[]): number[] {
   return replies.map((r) => r.status).sort();
-}
-
-/** Calls `get` every 200 ms until `done` holds or `timeoutMs` passes; returns the last value. */
-async function until<T>(get: () => Promise<T>, done: (v: T) => boolean, timeoutMs: number): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let v = await get();
-  while (!done(v) && Date.now() < end) {
-    await sleep(200);
-    v = await get();
-  }
-  return v;
 }
 
 describe.skipIf(skip)('quotas on one server', () => {
@@ -82,7 +71,7 @@ describe.skipIf(skip)('quotas on one server', () => {
     expect(wait).toBeGreaterThanOrEqual(1);
     expect(wait).toBeLessThanOrEqual(3);
     const refusedAt = Date.now();
-    const later = await until(() => s.request('/invoke', { body: slow(0), auth }), (r) => r.status !== 429, 8000);
+    const later = await pollUntil(() => s.request('/invoke', { body: slow(0), auth }), (r) => r.status !== 429, 8000, 200);
     expect(later.status).toBe(200);
     // Not before the charge left the window.
     expect(Date.now() - refusedAt).toBeGreaterThan(500);
@@ -166,7 +155,7 @@ describe.skipIf(skip)('quotas shared through one Redis', () => {
 
     await redis.restart();
     for (const s of [a, b]) {
-      const r = await until(() => s.request('/invoke', { body: slow(0), auth }), (x) => x.status === 200, 15_000);
+      const r = await pollUntil(() => s.request('/invoke', { body: slow(0), auth }), (x) => x.status === 200, 15_000, 200);
       expect(r.status).toBe(200);
       expect((await s.request('/readyz', { auth: false })).status).toBe(200);
     }
@@ -181,13 +170,13 @@ describe.skipIf(skip)('quotas shared through one Redis', () => {
     const survivor = servers[0]!;
     // Two long invocations on the victim hold both slots: lease TTL = 3000 + 1000 ms.
     const held = [1, 2].map(() => victim.request('/invoke', { body: { ...slow(30), limits: { timeoutMs: 3000 } }, auth }).catch(() => null));
-    expect(await until(() => client.zcard('zviz:quota:shared:leases'), (n) => n === 2, 5000)).toBe(2);
+    expect(await pollUntil(() => client.zcard('zviz:quota:shared:leases'), (n) => n === 2, 5000, 200)).toBe(2);
     const killedAt = Date.now();
     expect(await victim.stop('SIGKILL')).toBeNull();
     servers.splice(servers.indexOf(victim), 1);
     await Promise.all(held);
     expect((await survivor.request('/invoke', { body: slow(0), auth })).body.error?.code).toBe('QUOTA_CONCURRENCY');
-    const later = await until(() => survivor.request('/invoke', { body: slow(0), auth }), (r) => r.status !== 429, 15_000);
+    const later = await pollUntil(() => survivor.request('/invoke', { body: slow(0), auth }), (r) => r.status !== 429, 15_000, 200);
     expect(later.status).toBe(200);
     // The leases were taken for 4 s (timeoutMs 3000 + ZVIZ_LEASE_SLACK_MS 1000).
     expect(Date.now() - killedAt).toBeLessThan(8000);

@@ -10,6 +10,8 @@ import { callbackAllowed } from './callbacks.js';
 import { Drain } from '../ops/drain.js';
 import { ApiError } from '../http/errors.js';
 import { FakeInvoker, result, testState, testTenant, testApp } from '../../test/support/fixtures.js';
+import { parseSse } from '../../test/support/sse.js';
+import { pollUntil } from '../../test/support/wait.js';
 
 const JSON_TYPE = { 'content-type': 'application/json' };
 const inline = { runtime: 'bash', code: 'echo hi' };
@@ -33,19 +35,6 @@ async function setup(opts: { respond?: Respond; drain?: Drain; callbackHosts?: s
     app.request(`/invoke${query}`, { method: 'POST', headers: { ...acme.auth, ...JSON_TYPE, ...headers }, body: JSON.stringify(body) });
   const get = async (path: string, auth = acme.auth) => app.request(path, { headers: auth });
   return { app, state, invoker, acme, other, post, get };
-}
-
-/** `event: x\ndata: y\n\n` blocks → [{ event, data }]. */
-function parseSse(text: string): Array<{ event: string; data: string }> {
-  return text
-    .split('\n\n')
-    .filter((b) => b.trim() !== '')
-    .map((block) => {
-      const lines = block.split('\n');
-      const event = lines.find((l) => l.startsWith('event: '))?.slice(7) ?? 'message';
-      const data = lines.filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
-      return { event, data };
-    });
 }
 
 /** The fields that may differ between two runs of the same invocation. */
@@ -116,15 +105,6 @@ function deferred() {
   return { promise, resolve };
 }
 
-async function until<T>(get: () => Promise<T>, done: (v: T) => boolean, ms = 3000): Promise<T> {
-  const end = Date.now() + ms;
-  let v = await get();
-  while (!done(v) && Date.now() < end) {
-    await new Promise((r) => setTimeout(r, 10));
-    v = await get();
-  }
-  return v;
-}
 
 describe('POST /invoke?mode=async and GET /invocations/:id', () => {
   it('answers 202 queued at once, 202 running while it runs, then 200 with what the plain mode answers', async () => {
@@ -145,7 +125,7 @@ describe('POST /invoke?mode=async and GET /invocations/:id', () => {
     expect(running.status).toBe(202);
     expect(await running.json()).toEqual({ id, status: 'running' });
     gate.resolve();
-    const done = await until(() => get(`/invocations/${id}`), (r) => r.status !== 202);
+    const done = await pollUntil(() => get(`/invocations/${id}`), (r) => r.status !== 202, 3000, 10);
     expect(done.status).toBe(200);
     const body = (await done.json()) as Record<string, unknown>;
     expect(body.id).toBe(id);
@@ -155,7 +135,7 @@ describe('POST /invoke?mode=async and GET /invocations/:id', () => {
   it("is 404 for unknown ids, malformed ids and another tenant's invocation", async () => {
     const { post, get, other } = await setup();
     const { id } = (await (await post(inline, '?mode=async')).json()) as { id: string };
-    await until(() => get(`/invocations/${id}`), (r) => r.status === 200);
+    await pollUntil(() => get(`/invocations/${id}`), (r) => r.status === 200, 3000, 10);
     for (const [path, auth] of [
       [`/invocations/${id}`, other.auth],
       ['/invocations/00000000-0000-4000-8000-000000000000', undefined],
@@ -181,7 +161,7 @@ describe('POST /invoke?mode=async and GET /invocations/:id', () => {
   it('stores a failure the plain mode would have answered as an error', async () => {
     const { post, get } = await setup({ respond: async () => ({ ok: false, error: { code: 'CGROUP', errno: 13, message: 'mkdir: Permission denied' } }) });
     const { id } = (await (await post(inline, '?mode=async')).json()) as { id: string };
-    const done = await until(() => get(`/invocations/${id}`), (r) => r.status === 200);
+    const done = await pollUntil(() => get(`/invocations/${id}`), (r) => r.status === 200, 3000, 10);
     expect(await done.json()).toEqual({
       id,
       status: 'failed',
@@ -226,11 +206,11 @@ describe('callbacks of async invocations', () => {
     const { url, received } = await listen(204);
     const { post, get, state } = await setup();
     const { id } = (await (await post({ ...inline, callbackUrl: url }, '?mode=async')).json()) as { id: string };
-    await until(async () => received.length, (n) => n > 0);
+    await pollUntil(async () => received.length, (n) => n > 0, 3000, 10);
     const stored = (await (await get(`/invocations/${id}`)).json()) as Record<string, unknown>;
     expect(received[0]!.body).toEqual(stored);
     expect(received[0]!.headers['x-zviz-invocation']).toBe(id);
-    const audit = await until(async () => state.auditStore.records.filter((r) => r.type === 'callback'), (r) => r.length > 0);
+    const audit = await pollUntil(async () => state.auditStore.records.filter((r) => r.type === 'callback'), (r) => r.length > 0, 3000, 10);
     expect(audit).toEqual([expect.objectContaining({ invocationId: id, origin: new URL(url).origin, delivered: true, attempts: 1, status: 204 })]);
     expect(JSON.stringify(audit)).not.toContain('t0p');
   });
@@ -239,7 +219,7 @@ describe('callbacks of async invocations', () => {
     const { url, received } = await listen(500);
     const { post, state } = await setup();
     await post({ ...inline, callbackUrl: url }, '?mode=async');
-    const audit = await until(async () => state.auditStore.records.filter((r) => r.type === 'callback'), (r) => r.length > 0);
+    const audit = await pollUntil(async () => state.auditStore.records.filter((r) => r.type === 'callback'), (r) => r.length > 0, 3000, 10);
     expect(received).toHaveLength(3);
     expect(audit).toEqual([expect.objectContaining({ delivered: false, attempts: 3, status: 500, error: 'answered 500' })]);
   });
@@ -292,7 +272,7 @@ describe('draining', () => {
     const inFlight = post(inline);
     const asyncOne = await post(inline, '?mode=async');
     expect(asyncOne.status).toBe(202);
-    await until(async () => drain.active, (n) => n === 2);
+    await pollUntil(async () => drain.active, (n) => n === 2, 3000, 10);
     drain.begin();
     let idle = false;
     const idlePromise = drain.idle().then(() => (idle = true));
