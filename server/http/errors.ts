@@ -1,7 +1,9 @@
 // The one error shape every response uses: `{ "error": { "code", "message", "details"? } }`.
 // Codes are stable API; messages are for people and may change.
 import { randomUUID } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
 import type { Context, ErrorHandler, NotFoundHandler } from 'hono';
+import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import type { Logger } from '../ops/log.js';
 
@@ -126,8 +128,28 @@ export function errorResponse(c: Context, err: ApiError): Response {
  */
 export function errorHandler(log: Logger): ErrorHandler {
   return function onError(err, c) {
-    return errorResponse(c, publicError(err, log, { method: c.req.method, path: c.req.path }));
+    const refusal = err instanceof HTTPException ? fromHttpException(err) : err;
+    return errorResponse(c, publicError(refusal, log, { method: c.req.method, path: c.req.path }));
   };
+}
+
+/** What a library under the routes refuses with Hono's HTTPException, by its status. */
+const HTTP_EXCEPTION_CODES: Partial<Record<number, ErrorCode>> = {
+  400: 'BAD_REQUEST',
+  404: 'NOT_FOUND',
+  408: 'REQUEST_TIMEOUT',
+  413: 'PAYLOAD_TOO_LARGE',
+  415: 'UNSUPPORTED_MEDIA_TYPE',
+  431: 'HEADERS_TOO_LARGE',
+};
+
+/**
+ * A refusal of Hono or a middleware library (a validator's media type gate, its JSON
+ * reader) in the error shape with its own status; any other status is an INTERNAL.
+ */
+function fromHttpException(e: HTTPException): unknown {
+  const code = HTTP_EXCEPTION_CODES[e.status];
+  return code === undefined ? e : new ApiError(code, `Cannot handle request: ${e.message || STATUS_CODES[e.status] || 'refused'}`, undefined, { cause: e });
 }
 
 /**

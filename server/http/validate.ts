@@ -107,9 +107,11 @@ export function abortedBody(): ApiError {
   return new ApiError('BAD_REQUEST', 'Cannot read request body: the connection closed before all of it arrived');
 }
 
+/** application/json, with well-formed parameters only (as the route validator's own gate requires too). */
+const JSON_CONTENT_TYPE = /^application\/json(;\s*[a-zA-Z0-9-]+=[^;]+)*$/i;
+
 function isJson(contentType: string | undefined): boolean {
-  const essence = contentType?.split(';', 1)[0]?.trim().toLowerCase();
-  return essence === 'application/json';
+  return contentType !== undefined && JSON_CONTENT_TYPE.test(contentType.trim());
 }
 
 /**
