@@ -20,11 +20,7 @@ const skip = privilegedReason() !== null;
 
 /** Whether the built server has async invocations (another issue adds them). */
 function hasAsyncRoute(): boolean {
-  try {
-    return readFileSync(join(repoRoot, 'dist', 'server', 'app.js'), 'utf8').includes('/invocations/:id');
-  } catch {
-    return false;
-  }
+  return existsSync(join(repoRoot, 'dist', 'server', 'invocation', 'async.js'));
 }
 const ASYNC_ROUTE = hasAsyncRoute();
 
