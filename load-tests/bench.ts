@@ -14,7 +14,7 @@
 //
 // Network: loopback only. Everything the run creates (servers, their Redis, cgroups,
 // temporary directories) is removed before it exits, also on SIGINT/SIGTERM.
-import { asError } from '../common/errors.js';
+import { asError } from '../worker-pool/util/errors.js';
 import { cpus, release } from 'node:os';
 import { attachLatency, benchCold, BWRAP_ARGS, openBenchHost, type ColdResult } from './bench-cold.js';
 import { bursts, ceiling, httpFloors, sequential, throughput, BURST, PAUSE_MS, type Ceiling, type LatencySet, type Throughput } from './bench-http.js';

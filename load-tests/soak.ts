@@ -12,8 +12,8 @@
 // namespace for the egress sandboxes and ZVIZ_WARM_IDLE_MS short enough for its warm pools
 // to drain once the load stops.
 import { execFileSync } from 'node:child_process';
-import { isEntryPoint } from '../common/entry-point.js';
-import { errorMessage } from '../common/errors.js';
+import { isEntryPoint } from '../worker-pool/util/entry-point.js';
+import { errorMessage } from '../worker-pool/util/errors.js';
 import { createLoadTenant, loadClient, type LoadReply } from '../test/support/http-client.js';
 import { makeProfilesDir } from '../test/support/profiles.js';
 import { startServerProcess, type ServerProcess } from '../test/support/server-process.js';

@@ -4,7 +4,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { z } from 'zod';
 import { profileSchema, withPolicyReader, type Profile, type Runtime } from './schema.js';
-import { errorMessage } from '../common/errors.js';
+import { errorMessage } from '../worker-pool/util/errors.js';
 
 export * from './schema.js';
 

@@ -7,7 +7,7 @@
 // admission (a lease), the pool; the lease is released exactly once when the invocation
 // ends, however it ends (server/invocation/service.ts).
 import type { OpenAPIHono } from '@hono/zod-openapi';
-import { errorMessage } from '../common/errors.js';
+import { errorMessage } from '../worker-pool/util/errors.js';
 import type { MiddlewareHandler } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { Profile } from '../profiles/schema.js';

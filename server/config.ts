@@ -3,7 +3,7 @@
 import { join, resolve } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { PACKAGE_ROOT } from '../common/package-root.js';
+import { PACKAGE_ROOT } from '../worker-pool/util/package-root.js';
 import { CALLBACK_HOST_PATTERN, parseCallbackHosts } from './invocation/callbacks.js';
 
 function packageVersion(): string {

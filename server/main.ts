@@ -7,8 +7,8 @@ import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { serve } from '@hono/node-server';
-import { isEntryPoint } from '../common/entry-point.js';
-import { PACKAGE_ROOT } from '../common/package-root.js';
+import { isEntryPoint } from '../worker-pool/util/entry-point.js';
+import { PACKAGE_ROOT } from '../worker-pool/util/package-root.js';
 import { loadProfiles, type Profile } from '../profiles/index.js';
 import { openHost, type Host } from '../worker-pool/host/index.js';
 import { PoolOverloadedError, SandboxPool } from '../worker-pool/pool.js';
@@ -28,7 +28,7 @@ import { createMetricsApp, Metrics } from './ops/metrics.js';
 import { PoolStatsPublisher } from './ops/pool-stats.js';
 import { stateGuard } from './state/guard.js';
 import { openState, type State } from './state/index.js';
-import { errorMessage } from '../common/errors.js';
+import { errorMessage } from '../worker-pool/util/errors.js';
 
 /** The example functions shipped with the package (absent from a trimmed install). */
 const EXAMPLES_DIR = join(PACKAGE_ROOT, 'functions');

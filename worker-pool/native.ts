@@ -4,7 +4,7 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import koffi from 'koffi';
-import { PACKAGE_ROOT } from '../common/package-root.js';
+import { PACKAGE_ROOT } from './util/package-root.js';
 import { NATIVE_ERROR_CODES, type NativeFailure, type NativeErrorCode } from './types.js';
 
 export const EXPECTED_ABI = 5;

@@ -7,7 +7,7 @@ import { MessageChannel } from 'node:worker_threads';
 import type { OutputChunk, ParkedSandbox, SandboxOutcome, SpawnOutcome, WorkerJob } from './types.js';
 import type { SandboxTask } from './task.js';
 import { DEFAULT_WARM, WarmPools, type PoolStats, type WarmOptions } from './warm.js';
-import { errorMessage } from '../common/errors.js';
+import { errorMessage } from './util/errors.js';
 
 export class PoolOverloadedError extends Error {
   override name = 'PoolOverloadedError';

@@ -1,7 +1,7 @@
 // The three ways a task is made, and the one profile section they share.
 import { describe, expect, it } from 'vitest';
 import { allowlistFor, loadProfiles, type Profile } from '../profiles/index.js';
-import { PACKAGE_ROOT } from '../common/package-root.js';
+import { PACKAGE_ROOT } from './util/package-root.js';
 import { commandTask, handlerTask, inlineTask, sandboxProfile } from './task.js';
 
 const shipped = loadProfiles(`${PACKAGE_ROOT}/profiles`);

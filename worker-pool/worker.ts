@@ -12,7 +12,7 @@ import { setupNetwork, teardownNetwork, type NetworkInfo } from './network/index
 import { encodeGo, encodeSpec, type HostLayout } from './spec.js';
 import type { AuditEvent, OutputChunk, ParkedSandbox, SandboxOutcome, SpawnOutcome, WorkerJob } from './types.js';
 import type { SandboxTask } from './task.js';
-import { errorMessage } from '../common/errors.js';
+import { errorMessage } from './util/errors.js';
 
 const signalNames = new Map<number, string>(
   Object.entries(constants.signals).map(([name, num]) => [num as number, name]),

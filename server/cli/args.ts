@@ -3,7 +3,7 @@
 // --help text. Every mistake is a UsageError: exit code 2 and one line naming the flag and
 // the value.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { errorMessage } from '../../common/errors.js';
+import { errorMessage } from '../../worker-pool/util/errors.js';
 import { UsageError } from './io.js';
 
 export interface OptionSpec {

@@ -2,7 +2,7 @@
 // and one `zviz: …` line on stderr (plus, under --json, the error as JSON on stdout).
 // Each subcommand is imported only when it runs: `zviz invoke` never loads koffi or
 // piscina, `zviz doctor` never loads the HTTP server.
-import { asError } from '../../common/errors.js';
+import { asError } from '../../worker-pool/util/errors.js';
 import { PACKAGE_VERSION } from '../config.js';
 import { EXIT } from './exit-codes.js';
 import { CliError, say, UsageError, writeJson, type Io } from './io.js';

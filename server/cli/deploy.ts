@@ -10,7 +10,7 @@ import { EXIT } from './exit-codes.js';
 import { callServer, refusal, serverFrom } from './http.js';
 import { CliError, Progress, UsageError, utf8OrNull, writeJson, type Io } from './io.js';
 import { REMOTE_OPTIONS } from './invoke.js';
-import { errorMessage } from '../../common/errors.js';
+import { errorMessage } from '../../worker-pool/util/errors.js';
 
 export const DEPLOY_OPTIONS = {
   ...REMOTE_OPTIONS,

@@ -14,7 +14,7 @@ import { loadConfig, type Config } from '../config.js';
 import { helpText, noPositionals, parseCommandLine, type OptionSpecs } from './args.js';
 import { EXIT } from './exit-codes.js';
 import { Progress, writeJson, type Io } from './io.js';
-import { errorMessage } from '../../common/errors.js';
+import { errorMessage } from '../../worker-pool/util/errors.js';
 
 export const DOCTOR_OPTIONS = {
   json: { type: 'boolean', help: 'print the report (facts, checks, what to fix) as JSON on stdout' },

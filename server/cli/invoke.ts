@@ -20,7 +20,7 @@ import { EXIT, exitCodeFor, statusLines } from './exit-codes.js';
 import { callServer, DEFAULT_URL, refusal, serverFrom } from './http.js';
 import { Progress, say, UsageError, utf8OrNull, writeJson, type Io } from './io.js';
 import { LIMIT_OPTIONS, limitsObject, parseLimitFlags } from './limits.js';
-import { errorMessage } from '../../common/errors.js';
+import { errorMessage } from '../../worker-pool/util/errors.js';
 
 export const REMOTE_OPTIONS = {
   url: { type: 'string', value: 'URL', help: `server to call (default: $ZVIZ_URL or ${DEFAULT_URL})` },

@@ -10,7 +10,7 @@ import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { loadProfiles, type Limits, type Profile, type Runtime } from '../../profiles/index.js';
-import { errorMessage } from '../../common/errors.js';
+import { errorMessage } from '../../worker-pool/util/errors.js';
 import { HostError, openHost, type Host } from '../../worker-pool/host/index.js';
 import { sandboxId } from '../../worker-pool/host/names.js';
 import { SandboxPool } from '../../worker-pool/pool.js';

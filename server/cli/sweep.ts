@@ -1,6 +1,6 @@
 // `zviz sweep`: removes what dead servers (and dead `zviz run`s) left on this host, and
 // never anything of a live one (worker-pool/host/sweep.ts), and says what it did.
-import { errorMessage } from '../../common/errors.js';
+import { errorMessage } from '../../worker-pool/util/errors.js';
 import { NET_LOCK_DIR } from '../../worker-pool/host/names.js';
 import { sweepHost, type SweepReport } from '../../worker-pool/host/sweep.js';
 import { loadConfig } from '../config.js';

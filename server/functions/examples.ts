@@ -10,7 +10,7 @@ import type { DeployFunctionRequest } from './deploy.js';
 import type { Logger } from '../ops/log.js';
 import { envSchema, functionNameSchema, profileNameSchema } from '../invocation/schemas.js';
 import type { Tenant } from '../tenancy/tenants.js';
-import { errorMessage } from '../../common/errors.js';
+import { errorMessage } from '../../worker-pool/util/errors.js';
 
 export const MANIFEST = 'manifest.json';
 

@@ -13,7 +13,7 @@ import type { Admitted, InvocationService } from './service.js';
 import type { Logger } from '../ops/log.js';
 import type { AnyInvokeResponse, InvocationFailed } from './schemas.js';
 import type { WithState } from '../state/guard.js';
-import { errorMessage } from '../../common/errors.js';
+import { errorMessage } from '../../worker-pool/util/errors.js';
 
 export const DEFAULT_RESULT_TTL_S = 3600;
 

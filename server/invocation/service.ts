@@ -3,7 +3,7 @@
 // quota admission, the pool, and the response — with its lease released exactly once and
 // its audit records and metrics written, however it ends.
 import { randomUUID } from 'node:crypto';
-import { asError } from '../../common/errors.js';
+import { asError } from '../../worker-pool/util/errors.js';
 import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Profile } from '../../profiles/schema.js';

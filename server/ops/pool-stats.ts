@@ -7,7 +7,7 @@ import type { Redis } from 'ioredis';
 import type { PoolStats } from '../../worker-pool/warm.js';
 import type { Logger } from './log.js';
 import { keys } from '../state/redis.js';
-import { errorMessage } from '../../common/errors.js';
+import { errorMessage } from '../../worker-pool/util/errors.js';
 
 export const POOL_STATS_INTERVAL_MS = 2000;
 export const POOL_STATS_TTL_S = 10;

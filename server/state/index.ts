@@ -10,7 +10,7 @@ import { RedisInvocationStore } from './redis-invocations.js';
 import { RedisQuotaStore } from './redis-quotas.js';
 import { RedisTenantStore } from './redis-tenants.js';
 import { connectRedis, createRedis, pingRedis, redactUrl } from './redis.js';
-import { errorMessage } from '../../common/errors.js';
+import { errorMessage } from '../../worker-pool/util/errors.js';
 
 export interface StateOptions {
   /** ZVIZ_REDIS_URL; null starts a private redis-server. */

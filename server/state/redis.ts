@@ -8,7 +8,7 @@
 import { Redis, type RedisOptions, type Result } from 'ioredis';
 import type { Logger } from '../ops/log.js';
 import * as scripts from './scripts.js';
-import { errorMessage } from '../../common/errors.js';
+import { errorMessage } from '../../worker-pool/util/errors.js';
 
 export const KEY_PREFIX = 'zviz:';
 

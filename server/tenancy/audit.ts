@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { limitsSchema } from '../../profiles/schema.js';
 import type { Logger } from '../ops/log.js';
 import { auditEventSchema, INVOKE_STATUSES, INVOKE_REASONS } from '../invocation/schemas.js';
-import { errorMessage } from '../../common/errors.js';
+import { errorMessage } from '../../worker-pool/util/errors.js';
 
 export const AUTH_FAILURE_REASONS = ['missing', 'malformed', 'unknown-key', 'wrong-key', 'disabled', 'wrong-admin-token'] as const;
 export type AuthFailureReason = (typeof AUTH_FAILURE_REASONS)[number];

@@ -5,7 +5,7 @@
 import { ApiError, type ErrorCode } from '../http/errors.js';
 import type { Logger } from '../ops/log.js';
 import type { Quotas, Tenant, TenantUsage } from './tenants.js';
-import { errorMessage } from '../../common/errors.js';
+import { errorMessage } from '../../worker-pool/util/errors.js';
 
 export const QUOTA_NAMES = ['concurrency', 'rate', 'cpu', 'limits'] as const;
 export type QuotaName = (typeof QUOTA_NAMES)[number];

@@ -2,7 +2,7 @@
 // invoker that records tasks, a result builder, and in-memory tenants, quotas and audit.
 // No sockets, no root, no Redis.
 import { readFileSync } from 'node:fs';
-import { PACKAGE_ROOT } from '../../common/package-root.js';
+import { PACKAGE_ROOT } from '../../worker-pool/util/package-root.js';
 import { parseProfile, type Profile } from '../../profiles/index.js';
 import type { HostFacts, OutputChunk, SandboxOutcome, SandboxResult } from '../../worker-pool/types.js';
 import type { SandboxTask } from '../../worker-pool/task.js';

@@ -4,7 +4,7 @@
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PACKAGE_ROOT } from '../../common/package-root.js';
+import { PACKAGE_ROOT } from '../../worker-pool/util/package-root.js';
 
 /** Edits a parsed copy of profiles/default.json in place (name is set already). */
 export type ProfileEdit = (raw: any) => void;

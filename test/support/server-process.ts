@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PACKAGE_ROOT } from '../../common/package-root.js';
+import { PACKAGE_ROOT } from '../../worker-pool/util/package-root.js';
 
 export const SERVER_ENTRY = join(PACKAGE_ROOT, 'dist', 'server', 'main.js');
 

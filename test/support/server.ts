@@ -3,7 +3,7 @@
 // admin API whose key post()/invoke() send, and whether this host can run them at all.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { PACKAGE_ROOT } from '../../common/package-root.js';
+import { PACKAGE_ROOT } from '../../worker-pool/util/package-root.js';
 import { rawFetch, registerServer, unregisterServer } from './compat-auth.js';
 import { GENEROUS_QUOTAS, SERVER_ENTRY, startServerProcess } from './server-process.js';
 

@@ -6,7 +6,7 @@
 // compile step before the run step) is another record of the same shape.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { PACKAGE_ROOT } from '../../common/package-root.js';
+import { PACKAGE_ROOT } from '../util/package-root.js';
 import type { Runtime } from '../../profiles/schema.js';
 
 /** Where the native layer writes the function's files, read-only, inside the sandbox. */

@@ -1,5 +1,5 @@
 // Where the package is: the nearest folder above this file holding package.json. The same
-// answer from source (common/) and from the build (dist/common/), so code that reads files
+// answer from source (worker-pool/util/) and from the build (dist/worker-pool/util/), so code that reads files
 // shipped beside it (profiles, native builds, bootstraps, examples) finds them either way.
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
