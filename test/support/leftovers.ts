@@ -143,8 +143,16 @@ export function belongsToOthers(entry: string, mine: readonly number[]): boolean
     const ppid = parentPid(Number(proc[1]));
     return ppid > 1 && !mine.includes(ppid) && alive(ppid);
   }
-  const sandbox = /\/zviz-(\d+)-[^/]*$/.exec(entry);
-  if (sandbox) return !mine.includes(Number(sandbox[1])) && alive(Number(sandbox[1]));
+  const sandbox = /^cgroup \/sys\/fs\/cgroup\/([^/]+)\/.*\/zviz-(\d+)-[^/]*$/.exec(entry);
+  if (sandbox) {
+    // Our servers put their sandboxes beneath our own cgroup; a sandbox folder elsewhere
+    // (a fleet test's per-server subtree, another run's) is someone else's, even when the
+    // server that made it is dead and its sweep is still to come.
+    const [, hierarchy, owner] = sandbox;
+    const own = procCgroups('self').get(hierarchy === 'unified' ? '' : hierarchy!);
+    if (own === undefined || !entry.startsWith(`cgroup ${join(CGROUP_ROOT, hierarchy!, own, 'zviz')}/`)) return true;
+    return !mine.includes(Number(owner)) && alive(Number(owner));
+  }
   const parent = /^cgroup (\/sys\/fs\/cgroup\/([^/]+)\/.*zviz)$/.exec(entry);
   if (parent) {
     const [, path, hierarchy] = parent;
