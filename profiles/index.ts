@@ -7,6 +7,7 @@ import { profileSchema, withPolicyReader, type Profile, type Runtime } from './s
 import { errorMessage } from '../worker-pool/util/errors.js';
 
 export * from './schema.js';
+export * from './socket-families.js';
 
 export class ProfileError extends Error {
   override name = 'ProfileError';

@@ -50,6 +50,17 @@ describe('shipped profiles', () => {
     }
   });
 
+  it('allow AF_UNIX, AF_INET and AF_INET6 sockets, and no other family (no AF_VSOCK, no AF_NETLINK)', () => {
+    for (const p of loadProfiles(DIR).values()) expect(p.seccomp.socketFamilies).toEqual(['AF_UNIX', 'AF_INET', 'AF_INET6']);
+  });
+
+  it('a profile that does not name socket families gets AF_UNIX, AF_INET and AF_INET6', () => {
+    const p = parseEdited((raw) => delete at(raw, 'seccomp').socketFamilies)();
+    expect(p.seccomp.socketFamilies).toEqual(['AF_UNIX', 'AF_INET', 'AF_INET6']);
+    const none = parseEdited((raw) => (at(raw, 'seccomp').socketFamilies = []))();
+    expect(none.seccomp.socketFamilies).toEqual([]);
+  });
+
   it('resolve the seccomp policy file named relative to the profile', () => {
     const p = loadProfiles(DIR).get('default')!;
     expect(Array.isArray(p.seccomp.policy.common)).toBe(true);
@@ -140,6 +151,17 @@ describe('parseProfile refuses invalid profiles, naming file, field and value', 
   it('text that is not JSON', () => {
     const msg = messageOf(() => parseProfile(DEFAULT_FILE, '{ "name": "default", '));
     expect(msg).toMatch(new RegExp(`^Invalid profile ${DEFAULT_FILE.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: not valid JSON: `));
+  });
+
+  it('a socket family that is not an AF_* name, and one named twice', () => {
+    let msg = messageOf(parseEdited((p) => (at(p, 'seccomp').socketFamilies = ['AF_UNIX', 'AF_VSOCKET'])));
+    expect(msg).toContain(`Invalid profile ${DEFAULT_FILE}: field 'seccomp.socketFamilies.1'`);
+    expect(msg).toContain('current value is "AF_VSOCKET"');
+    msg = messageOf(parseEdited((p) => (at(p, 'seccomp').socketFamilies = [40])));
+    expect(msg).toContain("field 'seccomp.socketFamilies.0'");
+    msg = messageOf(parseEdited((p) => (at(p, 'seccomp').socketFamilies = ['AF_INET', 'AF_INET'])));
+    expect(msg).toContain("field 'seccomp.socketFamilies'");
+    expect(msg).toContain('must not name a family twice');
   });
 
   it('a seccomp policy name that climbs out of the profiles directory', () => {

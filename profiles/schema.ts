@@ -1,6 +1,7 @@
 // The profile contract. A profile is data (profiles/*.json); this schema is the only
 // definition of its shape, and the TypeScript types below come from it.
 import { z } from 'zod';
+import { DEFAULT_SOCKET_FAMILIES, SOCKET_FAMILY_NAMES } from './socket-families.js';
 
 export const RUNTIMES = ['node', 'python', 'bash'] as const;
 export const runtimeSchema = z.enum(RUNTIMES);
@@ -124,6 +125,15 @@ export const seccompSchema = z.strictObject({
     return read;
   }, seccompPolicySchema),
   brokeredFiles: z.array(brokeredFileSchema).max(16).default([]),
+  /**
+   * Address families socket() and socketpair() may use (AF_* names). Any other family is
+   * refused with EAFNOSUPPORT and audited, whatever the allowlist says.
+   */
+  socketFamilies: z
+    .array(z.enum(SOCKET_FAMILY_NAMES))
+    .max(SOCKET_FAMILY_NAMES.length)
+    .refine((l) => new Set(l).size === l.length, 'must not name a family twice')
+    .default(DEFAULT_SOCKET_FAMILIES),
 });
 
 const ipv4 = z.string().regex(/^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/, 'must be an IPv4 address');

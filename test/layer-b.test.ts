@@ -4,7 +4,8 @@
 //
 // The invalid-argument technique (bubblewrap try-syscall.c): every dangerous call gets a
 // bad fd (-1) or a bad pointer (1), so that were it let through, the kernel would answer
-// EBADF, EFAULT or EINVAL. The policy answers EPERM. The function runs unprivileged, so
+// EBADF, EFAULT or EINVAL. The policy answers EPERM (EAFNOSUPPORT for a socket family the
+// profile does not name). The function runs unprivileged, so
 // for a call the kernel would refuse with EPERM anyway (mount, reboot, …) the proof is the
 // audit record the broker wrote for it.
 import { spawnSync } from 'node:child_process';
@@ -13,11 +14,13 @@ import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SOCKET_FAMILIES } from '../profiles/index.js';
 import { serverLeftovers } from './support/leftovers.js';
 import { hostProcess } from './support/procfs.js';
 import { makeProfilesDir, type ProfilesDir } from './support/profiles.js';
 import { brokerEvents, type Invocation, processMarker, PY_SYSCALL, pyJson, pyNameSelf, run, sandboxByMarker, seccompEvents } from './support/sandboxes.js';
 import { privilegedReason, type RunningServer, startServer } from './support/server.js';
+import { ALL_FAMILIES, EXPECTED_REAL, EXPECTED_REFUSALS, expectedSweep, FAMILY_NAME, pySocketFamilies, type SocketFamiliesOut } from './support/socket-families.js';
 import { ADDR_NO_RANDOMIZE, ALWAYS_DENIED, CLONE_NEWUSER, FIONREAD, READ_IMPLIES_EXEC, syscallTableUnavailable, TCGETS, TIOCLINUX, TIOCSTI, X32_SYSCALL_BIT, x86_64Syscalls } from './support/syscall-table.js';
 import { pollFor } from './support/wait.js';
 
@@ -224,6 +227,42 @@ print(json.dumps(out))`);
     expect(seccompEvents(r).filter((a) => a.syscall === 'ioctl')).toEqual([
       { kind: 'seccomp', syscall: 'ioctl', nr: nr('ioctl'), action: 'errno', count: 5 },
     ]);
+  });
+
+  describe('socket address families (default profile: AF_UNIX, AF_INET, AF_INET6)', () => {
+    const ALLOWED: number[] = [SOCKET_FAMILIES.AF_UNIX, SOCKET_FAMILIES.AF_INET, SOCKET_FAMILIES.AF_INET6];
+    const REFUSED = ALL_FAMILIES.filter((f) => !ALLOWED.includes(f)).map((f) => [f, FAMILY_NAME.get(f)!] as const);
+    let got: SocketFamiliesOut;
+    let r: Invocation;
+
+    beforeAll(async () => {
+      ({ out: got, r } = await pyJson<SocketFamiliesOut>(s, pySocketFamilies(nr('socket'), nr('socketpair'))));
+    });
+
+    it('control: unfiltered, as an unprivileged host user, every family 0-45 answers EINVAL to the bad type', () => {
+      const host = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '/usr/bin/python3', '-c', pySocketFamilies(nr('socket'), nr('socketpair'), { real: false })], {
+        encoding: 'utf8',
+        timeout: 10_000,
+      });
+      expect(host.stderr).toBe('');
+      expect((JSON.parse(host.stdout) as SocketFamiliesOut).sweep).toEqual(expectedSweep(ALL_FAMILIES));
+    });
+
+    it.each(REFUSED)('family %i (%s): socket and socketpair answer EAFNOSUPPORT, the policy errno', (f) => {
+      expect(got.sweep[String(f)]).toEqual({ socket: 'EAFNOSUPPORT', socketpair: 'EAFNOSUPPORT' });
+    });
+
+    it('AF_UNIX, AF_INET and AF_INET6 reach the kernel (EINVAL for the bad type), and real sockets of them work', () => {
+      for (const f of ALLOWED) expect(got.sweep[String(f)], FAMILY_NAME.get(f)).toEqual({ socket: 'EINVAL', socketpair: 'EINVAL' });
+      expect(got.real).toEqual(EXPECTED_REAL);
+    });
+
+    it('the audit counts every refusal, as errno on socket and socketpair', () => {
+      expect(seccompEvents(r).filter((a) => a.syscall === 'socket' || a.syscall === 'socketpair')).toEqual([
+        { kind: 'seccomp', syscall: 'socket', nr: nr('socket'), action: 'errno', count: EXPECTED_REFUSALS.socket },
+        { kind: 'seccomp', syscall: 'socketpair', nr: nr('socketpair'), action: 'errno', count: EXPECTED_REFUSALS.socketpair },
+      ]);
+    });
   });
 
   describe('clone3', () => {

@@ -11,12 +11,15 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { SOCKET_FAMILIES } from '../profiles/index.js';
 import { NET_LOCK_DIR } from '../worker-pool/host/names.js';
 import { belongsToOthers, hostLeftovers } from './support/leftovers.js';
 import { drop, DROPPED, type NetAudit, netLeftovers, netnsOf, networkAudit, PY_NET, PY_NET_ADMIN } from './support/net-probes.js';
 import { createTopology, LINK_LOCAL_IP, networkToolsMissing, pythonIn, ROUTER_IP, type Topology, UPSTREAM_IP } from './support/net-topology.js';
 import { privilegedReason, repoRoot, type RunningServer, startServer } from './support/server.js';
 import { sh, trySh } from './support/shell.js';
+import { EXPECTED_REAL, EXPECTED_REFUSALS, expectedSweep, pySocketFamilies } from './support/socket-families.js';
+import { x86_64Syscalls } from './support/syscall-table.js';
 import { pollUntil, sleep, token } from './support/wait.js';
 
 const skipReason = privilegedReason() ?? networkToolsMissing();
@@ -136,6 +139,14 @@ describe.skipIf(skipReason !== null)(`layer E: sandbox networking${skipReason ? 
     writeProfile('egress-any', (p) => {
       egress([{ cidr: `${UPSTREAM_IP}/32`, ports: [] }])(p);
       p.landlock.tcpBind = [PEER_PORT];
+    });
+    // The same two, also naming AF_NETLINK and AF_PACKET, so that the missing capabilities
+    // alone must stop what those sockets try (the shipped families refuse the sockets).
+    const rawFamilies = (p: any) => (p.seccomp.socketFamilies = ['AF_UNIX', 'AF_INET', 'AF_INET6', 'AF_NETLINK', 'AF_PACKET']);
+    writeProfile('default-raw', rawFamilies);
+    writeProfile('egress-any-raw', (p) => {
+      egress([{ cidr: `${UPSTREAM_IP}/32`, ports: [] }])(p);
+      rawFamilies(p);
     });
     writeProfile('egress-rate', egress([{ cidr: `${UPSTREAM_IP}/32`, ports: [8080] }], { limits: { newConnectionsPerSecond: 2 } }));
     writeProfile('egress-maxconn', egress([{ cidr: `${UPSTREAM_IP}/32`, ports: [8080] }], { limits: { maxConnections: 2 } }));
@@ -364,7 +375,7 @@ print(json.dumps(len(socks)))`,
     });
 
     describe('no CAP_NET_ADMIN or CAP_NET_RAW inside', () => {
-      test.each(['default', 'egress-any'])('under %s the sandbox cannot add an address or a route, nor list or flush nft rules (EPERM)', async (profile) => {
+      test.each(['default-raw', 'egress-any-raw'])('under %s (AF_NETLINK allowed) the sandbox cannot add an address or a route, nor list or flush nft rules (EPERM)', async (profile) => {
         const { out } = await py(s, profile, PY_NET_ADMIN);
         expect(out).toEqual({
           addr: 'EPERM',
@@ -374,7 +385,7 @@ print(json.dumps(len(socks)))`,
         });
       });
 
-      test.each(['default', 'egress-any'])('under %s the sandbox cannot open raw or packet sockets (EPERM)', async (profile) => {
+      test.each(['default-raw', 'egress-any-raw'])('under %s (AF_PACKET allowed) the sandbox cannot open raw or packet sockets (EPERM)', async (profile) => {
         const { out } = await py(
           s,
           profile,
@@ -392,6 +403,35 @@ print(json.dumps({
 }))`,
         );
         expect(out).toEqual({ raw_icmp: 'EPERM', raw_tcp: 'EPERM', packet: 'EPERM', packet_dgram: 'EPERM' });
+      });
+    });
+
+    describe('socket address families (shipped families: AF_UNIX, AF_INET, AF_INET6)', () => {
+      test('under egress-any every other family 0-45 is refused with EAFNOSUPPORT by socket and socketpair (AF_VSOCK and AF_NETLINK included), and the audit counts them', async () => {
+        const NR = x86_64Syscalls();
+        const [SOCKET_NR, SOCKETPAIR_NR] = [NR.get('socket')!, NR.get('socketpair')!];
+        const { out, raw } = await py(s, 'egress-any', pySocketFamilies(SOCKET_NR, SOCKETPAIR_NR));
+        expect(out.sweep).toEqual(expectedSweep([SOCKET_FAMILIES.AF_UNIX, SOCKET_FAMILIES.AF_INET, SOCKET_FAMILIES.AF_INET6]));
+        expect(out.real).toEqual(EXPECTED_REAL);
+        expect((raw.audit as Array<{ kind: string; syscall?: string }>).filter((a) => a.kind === 'seccomp' && /^socket/.test(a.syscall ?? ''))).toEqual([
+          { kind: 'seccomp', syscall: 'socket', nr: SOCKET_NR, action: 'errno', count: EXPECTED_REFUSALS.socket },
+          { kind: 'seccomp', syscall: 'socketpair', nr: SOCKETPAIR_NR, action: 'errno', count: EXPECTED_REFUSALS.socketpair },
+        ]);
+      });
+
+      test.each(['default', 'egress-any'])('under %s netlink and packet sockets are refused before the kernel sees them (EAFNOSUPPORT)', async (profile) => {
+        const { out } = await py(
+          s,
+          profile,
+          `def sock(*a):
+    try:
+        socket.socket(*a).close()
+        return 'ok'
+    except OSError as e:
+        return outcome(e)
+print(json.dumps({'netlink': sock(socket.AF_NETLINK, socket.SOCK_RAW, 0), 'packet': sock(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))}))`,
+        );
+        expect(out).toEqual({ netlink: 'EAFNOSUPPORT', packet: 'EAFNOSUPPORT' });
       });
     });
 

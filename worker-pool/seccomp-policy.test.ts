@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { loadProfiles, type Profile, type Runtime } from '../profiles/index.js';
+import { loadProfiles, type Profile, type Runtime, SOCKET_FAMILIES as AF } from '../profiles/index.js';
 import {
   ADDR_NO_RANDOMIZE,
   ALWAYS_ALLOWED,
@@ -239,12 +239,15 @@ describe.skipIf(skip !== null)('the compiled seccomp program (zviz-supervisor --
     }
   });
 
+  /** First arguments that the argument rules allow; every other syscall is tried with zeros. */
+  const HARMLESS_ARGS: Record<string, number[]> = { personality: [0xffffffff], socket: [AF.AF_UNIX], socketpair: [AF.AF_UNIX] };
+
   describe.each(['node', 'python', 'bash'] as const)('runtime %s', (rt) => {
-    it('allows every syscall of its allowlist (clone and personality with harmless arguments)', () => {
+    it('allows every syscall of its allowlist (clone, personality and socket with harmless arguments)', () => {
       const allow = taskFor(rt).profile.seccompAllow;
       expect(allow.length).toBeGreaterThan(100);
       const wrong = allow
-        .map((n) => [n, name(runBpf(program(rt), { nr: nr(n), args: n === 'personality' ? [0xffffffff] : [] }))] as const)
+        .map((n) => [n, name(runBpf(program(rt), { nr: nr(n), args: HARMLESS_ARGS[n] ?? [] }))] as const)
         .filter(([, r]) => r !== 'ALLOW');
       expect(wrong).toEqual([]);
     });
@@ -319,6 +322,55 @@ describe.skipIf(skip !== null)('the compiled seccomp program (zviz-supervisor --
   describe.each(['node', 'python', 'bash'] as const)('arguments and architectures, runtime %s', (rt) => {
     it.each(ARG_CASES)('%s → %s', (_what, expected, data) => {
       expect(name(runBpf(program(rt), data()))).toBe(expected);
+    });
+  });
+
+  describe('socket address families', () => {
+    // Every family number the kernel knows (0 to AF_MAX - 1 = 45) and a few it does not.
+    const FAMILIES = [...Array(64).keys()];
+    const verdicts = (prog: Insn[], call: 'socket' | 'socketpair'): Record<number, string> =>
+      Object.fromEntries(FAMILIES.map((f) => [f, name(runBpf(prog, { nr: nr(call), args: [f, 1, 0, 1] }))]));
+    const expected = (allowed: readonly number[]): Record<number, string> =>
+      Object.fromEntries(FAMILIES.map((f) => [f, allowed.includes(f) ? 'ALLOW' : 'USER_NOTIF']));
+
+    it('the table has every family from 0 to AF_MAX - 1 (45), AF_VSOCK at 40', () => {
+      expect(Object.values(AF).sort((a, b) => a - b)).toEqual([...Array(46).keys()]);
+      expect(AF.AF_VSOCK).toBe(40);
+    });
+
+    describe.each(['node', 'python', 'bash'] as const)('runtime %s, shipped default profile', (rt) => {
+      it.each(['socket', 'socketpair'] as const)('%s: AF_UNIX, AF_INET and AF_INET6 pass (if allowlisted), every other family 0-63 goes to the broker', (call) => {
+        const listed = taskFor(rt).profile.seccompAllow.includes(call);
+        expect(verdicts(program(rt), call)).toEqual(expected(listed ? [AF.AF_UNIX, AF.AF_INET, AF.AF_INET6] : []));
+      });
+    });
+
+    it.each([
+      ['AF_INET | 1 << 32', 0x1_0000_0000n | BigInt(AF.AF_INET)],
+      ['AF_UNIX | 0xffffffff << 32', 0xffff_ffff_0000_0000n | BigInt(AF.AF_UNIX)],
+      ['AF_VSOCK | 1 << 32', 0x1_0000_0000n | BigInt(AF.AF_VSOCK)],
+      ['-1', -1],
+    ])('socket(%s): a family word with high bits set goes to the broker, even when its low half is allowed', (_what, family) => {
+      expect(name(runBpf(program('python'), { nr: nr('socket'), args: [family, 1, 0] }))).toBe('USER_NOTIF');
+    });
+
+    it('a profile naming AF_NETLINK and AF_VSOCK lets exactly those through, as well', () => {
+      const prog = compile(taskFor('python', (t) => (t.profile.socketFamilies = [AF.AF_UNIX, AF.AF_NETLINK, AF.AF_VSOCK])));
+      expect(verdicts(prog, 'socket')).toEqual(expected([AF.AF_UNIX, AF.AF_NETLINK, AF.AF_VSOCK]));
+      expect(verdicts(prog, 'socketpair')).toEqual(expected([AF.AF_UNIX, AF.AF_NETLINK, AF.AF_VSOCK]));
+    });
+
+    it('a profile naming no family sends every socket and socketpair to the broker', () => {
+      const prog = compile(taskFor('python', (t) => (t.profile.socketFamilies = [])));
+      expect(verdicts(prog, 'socket')).toEqual(expected([]));
+      expect(verdicts(prog, 'socketpair')).toEqual(expected([]));
+      expect(name(runBpf(prog, { nr: nr('read') }))).toBe('ALLOW');
+    });
+
+    it('families do not allow socket to a profile whose allowlist lacks it', () => {
+      const prog = compile(taskFor('python', (t) => (t.profile.seccompAllow = t.profile.seccompAllow.filter((n) => n !== 'socket'))));
+      expect(verdicts(prog, 'socket')).toEqual(expected([]));
+      expect(verdicts(prog, 'socketpair')).toEqual(expected([AF.AF_UNIX, AF.AF_INET, AF.AF_INET6]));
     });
   });
 

@@ -89,6 +89,7 @@ function makeTask(over: { limits?: Partial<SandboxTask['limits']>; profile?: Par
       filesystem: { tmpSizeMb: 64, shmSizeMb: 16, tmpExec: false, readOnlyBinds: [] },
       landlock: { minAbi: 3, bestEffort: true, readOnly: [], readWrite: [], tcpBind: [], tcpConnect: [] },
       seccompAllow: ['read', 'write', 'exit_group'],
+      socketFamilies: [1, 2, 10],
       brokeredFiles: [],
       network: { mode: 'none' },
       rlimits: { nofile: 1024, fsizeMb: 32 },
@@ -326,13 +327,16 @@ describe('encodeSpec landlock and seccomp', () => {
     expect(only(decode(encodeSpec(task, ID, HOST)), TAG.LL_CONF).readUInt32LE(0)).toBe(1 | 2 | 4);
   });
 
-  it('writes SC_CONF enabled, one SC_ALLOW per syscall, brokered files as u32 flags + pair', () => {
+  it('writes SC_CONF enabled with the socket families as a bit mask, one SC_ALLOW per syscall, brokered files as u32 flags + pair', () => {
     const task = makeTask();
     task.profile.brokeredFiles = [{ path: '/etc/ssl/cert.pem', source: '/etc/ssl/certs/ca-certificates.crt' }];
+    task.profile.socketFamilies = [1, 2, 10, 45];
     const recs = decode(encodeSpec(task, ID, HOST));
     const conf = only(recs, TAG.SC_CONF);
-    expect(conf.length).toBe(4);
+    expect(conf.length).toBe(16);
     expect(conf.readUInt32LE(0)).toBe(1);
+    expect(conf.readUInt32LE(4)).toBe(0);
+    expect(conf.readBigUInt64LE(8)).toBe((1n << 1n) | (1n << 2n) | (1n << 10n) | (1n << 45n));
     expect(strings(recs, TAG.SC_ALLOW)).toEqual(['read', 'write', 'exit_group']);
     const files = payloads(recs, TAG.BROKER_FILE).map((p) => {
       const [path, source] = split2(p.subarray(4));

@@ -140,8 +140,10 @@ export function encodeSpec(
       parts.push(record(TAG.LL_PORT, b));
     }
   }
-  const sc = Buffer.alloc(4);
+  // u32 flags, u32 zero, u64 socket families (bit n: AF number n allowed).
+  const sc = Buffer.alloc(16);
   sc.writeUInt32LE(SC_ENABLED, 0);
+  sc.writeBigUInt64LE(task.profile.socketFamilies.reduce((m, f) => m | (1n << BigInt(f)), 0n), 8);
   parts.push(record(TAG.SC_CONF, sc));
   for (const name of task.profile.seccompAllow) parts.push(record(TAG.SC_ALLOW, Buffer.from(name)));
   for (const f of task.profile.brokeredFiles) {

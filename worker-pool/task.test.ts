@@ -18,6 +18,7 @@ describe('sandboxProfile', () => {
       landlock: base.landlock,
       rlimits: base.rlimits,
       seccompAllow: allowlistFor(base, 'python'),
+      socketFamilies: [1, 2, 10], // AF_UNIX, AF_INET, AF_INET6: the default when a profile does not say
       brokeredFiles: base.seccomp.brokeredFiles,
       network: base.network,
     });

@@ -3,7 +3,7 @@
 // through its handler contract (handlerTask), and a command (commandTask: `zviz run`, the
 // start-up canary, the benchmarks). Each builds the profile's section with sandboxProfile,
 // and asks the runtime's record (worker-pool/runtime) for argv, files and control.
-import { allowlistFor } from '../profiles/index.js';
+import { allowlistFor, SOCKET_FAMILIES } from '../profiles/index.js';
 import type { Limits, Profile, Runtime } from '../profiles/schema.js';
 import { bootstrapFor, envFor, FUNCTION_DIR, handlerInput, inlineRun, inlineWork, runtimeDef, BASE_ENV, type SandboxFile } from './runtime/index.js';
 
@@ -32,6 +32,8 @@ export interface SandboxProfile {
   apparmorProfile?: string;
   /** The resolved allowlist (policy common + the runtimes' lists). */
   seccompAllow: string[];
+  /** Socket address families (AF_* numbers) the filter lets socket() and socketpair() use. */
+  socketFamilies: number[];
   brokeredFiles: Array<{ path: string; source: string }>;
   network: Profile['network'];
   rlimits: Profile['rlimits'];
@@ -65,6 +67,7 @@ export function sandboxProfile(profile: Profile, runtimes: Runtime | readonly Ru
     landlock: profile.landlock,
     rlimits: profile.rlimits,
     seccompAllow: allowlistFor(profile, runtimes),
+    socketFamilies: profile.seccomp.socketFamilies.map((f) => SOCKET_FAMILIES[f]),
     brokeredFiles: [...profile.seccomp.brokeredFiles, ...(options.extraBrokeredFiles ?? [])],
     network: options.network ?? profile.network,
     ...(profile.apparmorProfile ? { apparmorProfile: profile.apparmorProfile } : {}),

@@ -18,6 +18,7 @@
  *     mount view, DAC and Landlock apply as if the broker were not there — CONTINUE
  *     grants nothing, which is the only use of it that is safe.
  *   - clone3: ENOSYS, so glibc falls back to clone (which the filter checks).
+ *   - socket/socketpair (an address family the profile does not name): EAFNOSUPPORT.
  *   - anything else: EPERM.
  * Every denial and every brokered decision is recorded (deduplicated, capped) and handed
  * to the supervisor when the sandbox ends. */
@@ -212,6 +213,13 @@ static void handle(struct broker *b, const struct seccomp_notif *req, struct sec
 
 	if (nr == __NR_clone3) {
 		resp->error = -ENOSYS;
+		record(b, ZVIZ_AUDIT_SECCOMP, ZVIZ_AUDIT_ERRNO, nr, NULL);
+		return;
+	}
+	if (nr == __NR_socket || nr == __NR_socketpair) {
+		/* An address family the profile does not name: what a kernel without it says, so
+		 * runtimes fall back as they would there. */
+		resp->error = -EAFNOSUPPORT;
 		record(b, ZVIZ_AUDIT_SECCOMP, ZVIZ_AUDIT_ERRNO, nr, NULL);
 		return;
 	}

@@ -72,7 +72,7 @@ enum zv_tag {
 	ZV_T_LL_PATH = 12,  /* u64 access, u32 flags (ZV_LLP_*), path inside the sandbox; repeated */
 	ZV_T_LL_PORT = 13,  /* u64 access (bit 0 bind, bit 1 connect), u64 TCP port; repeated */
 	ZV_T_APPARMOR = 14, /* string: AppArmor profile to apply at execve */
-	ZV_T_SC_CONF = 15,  /* u32 flags (ZV_SC_*) */
+	ZV_T_SC_CONF = 15,  /* u32 flags (ZV_SC_*), u32 zero, u64 socket families (bit n: AF n allowed) */
 	ZV_T_SC_ALLOW = 16, /* string: syscall name the filter allows; repeated */
 	ZV_T_BROKER_FILE = 17, /* u32 flags, u32 path length, sandbox path, host source path; repeated */
 	ZV_T_NETNS = 18,    /* string: network namespace file to join instead of a private one */
@@ -189,6 +189,7 @@ struct zv_spec {
 	size_t nll_ports;
 	char *apparmor_profile;
 	uint32_t seccomp_flags;
+	uint64_t sc_families; /* bit n: socket()/socketpair() may use address family n */
 	char **sc_allow;
 	size_t nsc_allow;
 	struct zv_broker_file *broker_files;

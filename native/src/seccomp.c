@@ -6,7 +6,8 @@
  *
  * Everything not allowed goes to the broker (SECCOMP_RET_USER_NOTIF): it records the
  * call for the invocation's audit and answers EPERM (ENOSYS for clone3, so glibc falls
- * back to clone). If the broker is gone, the kernel answers ENOSYS: the filter fails
+ * back to clone; EAFNOSUPPORT for socket and socketpair, which are allowed only for the
+ * address families the profile names). If the broker is gone, the kernel answers ENOSYS: the filter fails
  * closed. The always-denied list below wins over any profile.
  *
  * A hand-written prefix runs before libseccomp's program, for what libseccomp cannot
@@ -81,7 +82,8 @@ static bool is_open_call(const char *name)
 	       strcmp(name, "creat") == 0;
 }
 
-static int add_allow(scmp_filter_ctx ctx, const char *name, bool brokered_opens, struct zviz_error *err)
+static int add_allow(scmp_filter_ctx ctx, const char *name, bool brokered_opens, uint64_t families,
+		     struct zviz_error *err)
 {
 	int nr = seccomp_syscall_resolve_name(name);
 	if (nr == __NR_SCMP_ERROR)
@@ -94,6 +96,18 @@ static int add_allow(scmp_filter_ctx ctx, const char *name, bool brokered_opens,
 	if (strcmp(name, "clone") == 0) {
 		/* Threads and processes yes, new namespaces no. */
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A0(SCMP_CMP_MASKED_EQ, NS_FLAGS, 0));
+	} else if (strcmp(name, "socket") == 0 || strcmp(name, "socketpair") == 0) {
+		/* Only the address families the profile names. vsock is not namespaced (inside a
+		 * microVM it reaches the hypervisor's host services past layer E), and most other
+		 * families are kernel code no function needs. The comparison is on all 64 bits:
+		 * the kernel reads an int, so a value with high bits set is refused even when its
+		 * low half names an allowed family — the safe way to disagree. Every other
+		 * family reaches the default action: the broker counts it and answers
+		 * EAFNOSUPPORT. With no family allowed the call is simply never allowed. */
+		rc = 0;
+		for (int f = 0; f < 64 && rc == 0; f++)
+			if (families & ((uint64_t)1 << f))
+				rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A0(SCMP_CMP_EQ, (uint64_t)f));
 	} else if (strcmp(name, "personality") == 0) {
 		/* Querying (0xffffffff) and PER_LINUX only: no READ_IMPLIES_EXEC, no ADDR_NO_RANDOMIZE. */
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A0(SCMP_CMP_EQ, 0xffffffffULL));
@@ -139,10 +153,10 @@ int zv_sc_compile(const struct zv_spec *s, struct zv_seccomp *sc, struct zviz_er
 		goto out;
 	}
 	for (size_t i = 0; i < sizeof(ALWAYS_ALLOWED) / sizeof(ALWAYS_ALLOWED[0]); i++)
-		if ((rc = add_allow(ctx, ALWAYS_ALLOWED[i], false, err)) < 0)
+		if ((rc = add_allow(ctx, ALWAYS_ALLOWED[i], false, 0, err)) < 0)
 			goto out;
 	for (size_t i = 0; i < s->nsc_allow; i++)
-		if ((rc = add_allow(ctx, s->sc_allow[i], brokered, err)) < 0)
+		if ((rc = add_allow(ctx, s->sc_allow[i], brokered, s->sc_families, err)) < 0)
 			goto out;
 
 	/* libseccomp 2.5 exports to an fd only; a memfd keeps it off any file system. */

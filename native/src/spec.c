@@ -307,9 +307,12 @@ static int parse_record(struct zv_spec *s, uint16_t tag, const uint8_t *p, size_
 				       s->apparmor_profile);
 		return 0;
 	case ZV_T_SC_CONF:
-		if (len != 4)
-			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec seccomp: %zu bytes, expected 4", len);
+		if (len != 16)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec seccomp: %zu bytes, expected 16", len);
 		s->seccomp_flags = rd_u32(p);
+		if (rd_u32(p + 4) != 0)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec seccomp: reserved word is %u, expected 0", rd_u32(p + 4));
+		s->sc_families = rd_u64(p + 8);
 		return 0;
 	case ZV_T_SC_ALLOW:
 		if ((r = push_ptr((void ***)&s->sc_allow, &s->nsc_allow, ZV_MAX_SC_ALLOW, sizeof(char *), err,

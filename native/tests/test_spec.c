@@ -430,7 +430,8 @@ static void check_empty_stdin(const struct zv_spec *s, const struct tlv *b)
 static void build_seccomp(struct tlv *b)
 {
 	base(b, 0);
-	rec_u32(b, ZV_T_SC_CONF, ZV_SC_ENABLED);
+	/* flags, reserved, families AF_UNIX | AF_INET | AF_INET6 | AF_VSOCK */
+	rec(b, ZV_T_SC_CONF, "\x01\0\0\0" "\0\0\0\0" "\x06\x04\0\0\0\x01\0\0", 16);
 	rec_str(b, ZV_T_SC_ALLOW, "read");
 	rec_str(b, ZV_T_SC_ALLOW, "write");
 	rec_broker_file(b, 0, "/etc/ssl/cert.pem", "/etc/ssl/certs/ca-certificates.crt");
@@ -440,6 +441,7 @@ static void check_seccomp(const struct zv_spec *s, const struct tlv *b)
 {
 	(void)b;
 	EXPECT_U64(s->seccomp_flags, ZV_SC_ENABLED);
+	EXPECT_U64(s->sc_families, (1ull << 1) | (1ull << 2) | (1ull << 10) | (1ull << 40));
 	EXPECT_U64(s->nsc_allow, 2);
 	EXPECT_STR(s->sc_allow[0], "read");
 	EXPECT_STR(s->sc_allow[1], "write");
@@ -668,7 +670,9 @@ static const struct record_case RECORD_CASES[] = {
 	{ "bind record shorter than its u32", R_BYTES, .tag = ZV_T_BIND, BYTES("\x00\x00"), .needle = "spec bind: truncated record of 2 bytes" },
 	{ "cgroup record shorter than its version", R_BYTES, .tag = ZV_T_CGROUP, BYTES("\x02\x00\x00"), .needle = "spec cgroup: truncated record of 3 bytes" },
 	{ "cgroup controller length past the record", R_BYTES, .tag = ZV_T_CGROUP, BYTES("\x02\0\0\0" "\x32\0\0\0" "abc"), .needle = "spec cgroup: truncated record of 11 bytes" },
-	{ "seccomp conf of 3 bytes", R_BYTES, .tag = ZV_T_SC_CONF, BYTES("\x01\x00\x00"), .needle = "spec seccomp: 3 bytes, expected 4" },
+	{ "seccomp conf of 3 bytes", R_BYTES, .tag = ZV_T_SC_CONF, BYTES("\x01\x00\x00"), .needle = "spec seccomp: 3 bytes, expected 16" },
+	{ "seccomp conf of 4 bytes (no socket families)", R_BYTES, .tag = ZV_T_SC_CONF, BYTES("\x01\0\0\0"), .needle = "spec seccomp: 4 bytes, expected 16" },
+	{ "seccomp conf with its reserved word set", R_BYTES, .tag = ZV_T_SC_CONF, BYTES("\x01\0\0\0" "\x01\0\0\0" "\x02\0\0\0\0\0\0\0"), .needle = "spec seccomp: reserved word is 1, expected 0" },
 	{ "NUL inside seccomp syscall name", R_BYTES, .tag = ZV_T_SC_ALLOW, BYTES("read\0x"), .needle = "spec seccomp syscall name: contains a NUL byte" },
 	{ "brokered file record truncated", R_BYTES, .tag = ZV_T_BROKER_FILE, BYTES("\0\0\0\0" "\x09\x00"), .needle = "spec brokered file: truncated record of 6 bytes" },
 	{ "stdin given twice", R_BYTES, .tag = ZV_T_STDIN, BYTES("a"), .count = 2, .needle = "spec stdin: given twice" },
