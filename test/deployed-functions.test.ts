@@ -137,26 +137,37 @@ describe.skipIf(privilegedReason() !== null)('deployed functions on a real serve
   });
 
   describe('secrets', () => {
-    it('a function reads the secret the operator provisioned, read-only, at its sandbox path', async () => {
+    it('a function reads the secret the operator provisioned, read-only, at its sandbox path, through an fd that names no host path', async () => {
       const content = `postgres://user:${token()}@db/app`;
       mkdirSync(join(s.stateDir, 'secrets', 'harness'), { recursive: true, mode: 0o700 });
       writeFileSync(join(s.stateDir, 'secrets', 'harness', 'db'), content, { mode: 0o600 });
       const code = [
         'import os',
         'def handler(event, context):',
-        '    with open("/run/secrets/db") as f: value = f.read()',
+        '    with open("/run/secrets/db") as f: value, link = f.read(), os.readlink("/proc/self/fd/%d" % f.fileno())',
         '    try:',
         '        open("/run/secrets/db", "w")',
         '        writable = True',
         '    except OSError:',
         '        writable = False',
-        '    return {"value": value, "writable": writable}',
+        '    return {"value": value, "writable": writable, "link": link}',
       ].join('\n');
       expect((await deploy(s, 'reads-secret', { runtime: 'python', code, secrets: { '/run/secrets/db': 'db' } })).status).toBe(201);
       const r = await s.invoke({ function: 'reads-secret' });
       expect(r.status, JSON.stringify(r)).toBe('ok');
-      expect(r.output).toEqual({ value: content, writable: false });
+      // The fd is a sealed copy named after the sandbox path: nothing of the state directory or the tenant.
+      expect(r.output).toEqual({ value: content, writable: false, link: '/memfd:db (deleted)' });
       expect(r.audit).toContainEqual(expect.objectContaining({ kind: 'broker', path: '/run/secrets/db', decision: 'allowed' }));
+    });
+
+    it('a secret over 1 MiB on disk is a clear 409 at invoke (SECRET_TOO_LARGE), naming no host path', async () => {
+      mkdirSync(join(s.stateDir, 'secrets', 'harness'), { recursive: true, mode: 0o700 });
+      writeFileSync(join(s.stateDir, 'secrets', 'harness', 'huge'), Buffer.alloc((1 << 20) + 1, 0x61), { mode: 0o600 });
+      await deploy(s, 'huge-secret', { runtime: 'node', code: 'module.exports = async () => 1', secrets: { '/run/secrets/huge': 'huge' } });
+      const r = await s.request('/invoke', { method: 'POST', body: { function: 'huge-secret' } });
+      expect(r.status).toBe(409);
+      expect(r.body.error).toMatchObject({ code: 'SECRET_TOO_LARGE', message: expect.stringContaining("secret 'huge'") });
+      expect(JSON.stringify(r.body)).not.toContain(s.stateDir);
     });
 
     it('a missing secret file is a clear error at invoke', async () => {

@@ -14,6 +14,7 @@ import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MAX_BROKERED_FILE_BYTES } from '../worker-pool/spec.js';
 import { SOCKET_FAMILIES } from '../profiles/index.js';
 import { serverLeftovers } from './support/leftovers.js';
 import { hostProcess } from './support/procfs.js';
@@ -120,8 +121,13 @@ describe.skipIf(skip !== null)('layer B: seccomp allowlists and the broker, in r
     symlinkSync('/etc/hostname', join(hostDir, 'link-to-hostname'));
     symlinkSync('/etc', join(hostDir, 'link-to-etc'));
     chmodSync(hostDir, 0o700);
+    // Around the size the broker copies (MAX_BROKERED_FILE_BYTES): one byte over, exactly.
+    writeFileSync(join(hostDir, 'big'), 'b'.repeat(MAX_BROKERED_FILE_BYTES + 1), { mode: 0o600 });
+    writeFileSync(join(hostDir, 'edge'), 'e'.repeat(MAX_BROKERED_FILE_BYTES), { mode: 0o600 });
     const brokered = [
       { path: '/run/secrets/db', source: secretFile },
+      { path: '/run/secrets/big', source: join(hostDir, 'big') },
+      { path: '/run/secrets/edge', source: join(hostDir, 'edge') },
       { path: '/run/secrets/link', source: join(hostDir, 'link-to-hostname') },
       { path: '/run/secrets/parent-link', source: join(hostDir, 'link-to-etc', 'hostname') },
     ];
@@ -488,6 +494,53 @@ print(json.dumps({'os.open': read_via(lambda: os.open('/run/secrets/db', os.O_RD
         { kind: 'broker', path: '/run/secrets/db', decision: 'allowed', count: 2 },
       ]);
       expect(brokerEvents(r).filter((a) => a.decision === 'denied')).toEqual([]);
+    });
+
+    it('the fd names nothing of the host: a sealed memfd named after the sandbox path, read-only, one offset per open', async () => {
+      const { out } = await pyJson(s, `${PY_OPEN}
+import fcntl
+fd = os.open('/run/secrets/db', os.O_RDONLY)
+fd2 = os.open('/run/secrets/db', os.O_RDONLY)
+first = os.read(fd, 4096).decode()
+def reopen_and_write():
+    w = os.open('/proc/self/fd/%d' % fd, os.O_RDWR)
+    try:
+        os.write(w, b'x')
+    finally:
+        os.close(w)
+print(json.dumps({
+  'readlink': os.readlink('/proc/self/fd/%d' % fd),
+  'first open': first,
+  'second open': os.read(fd2, 4096).decode(),
+  'seals': fcntl.fcntl(fd, 1034) & 0xf,  # F_GET_SEALS: WRITE | GROW | SHRINK | SEAL (EXEC too on 6.3+)
+  'write': attempt(lambda: os.write(fd, b'x')),
+  'ftruncate': attempt(lambda: os.ftruncate(fd, 0)),
+  'reopen for write, then write': attempt(reopen_and_write),
+  'after': os.pread(fd2, 4096, 0).decode(),
+}))`, { profile: 'broker' });
+      expect(out).toEqual({
+        readlink: '/memfd:db (deleted)',
+        'first open': secret,
+        'second open': secret,
+        seals: 0xf,
+        write: 'EBADF',
+        ftruncate: expect.stringMatching(/^E(INVAL|BADF)$/),
+        'reopen for write, then write': expect.stringMatching(/^E(PERM|ACCES)$/),
+        after: secret,
+      });
+      expect(readFileSync(secretFile, 'utf8')).toBe(secret);
+    });
+
+    it('a brokered file over MAX_BROKERED_FILE_BYTES is refused with EFBIG and audited as denied; one of exactly that size is served whole', async () => {
+      const { out, r } = await pyJson(s, `${PY_OPEN}
+def size_of(path):
+    with open(path, 'rb') as f:
+        return len(f.read())
+print(json.dumps({'big': attempt(lambda: size_of('/run/secrets/big')), 'edge': size_of('/run/secrets/edge')}))`, { profile: 'broker' });
+      expect(out).toEqual({ big: 'EFBIG', edge: MAX_BROKERED_FILE_BYTES });
+      expect(brokerEvents(r).filter((a) => a.path === '/run/secrets/big')).toEqual([
+        { kind: 'broker', path: '/run/secrets/big', decision: 'denied', count: 1 },
+      ]);
     });
 
     // [what, python expression returning an fd] — none may reach the secret.

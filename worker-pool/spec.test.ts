@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { landlockPolicy } from './landlock.js';
-import { encodeSpec, TAG, type HostLayout } from './spec.js';
+import { encodeSpec, MAX_BROKERED_FILE_BYTES, TAG, type HostLayout } from './spec.js';
 import type { SandboxTask } from './task.js';
 
 const MiB = 1024 * 1024;
@@ -115,6 +115,12 @@ describe('encodeSpec record framing', () => {
     for (const m of header.matchAll(/^\s*ZV_T_([A-Z0-9_]+)\s*=\s*(\d+)\s*,/gm)) native.set(m[1]!, Number(m[2]));
     expect(native.size).toBeGreaterThan(0);
     expect(Object.fromEntries(native)).toEqual({ ...TAG });
+  });
+
+  it('bounds brokered files as native/src/internal.h does (ZV_MAX_BROKERED_BYTES)', () => {
+    const m = /#define ZV_MAX_BROKERED_BYTES \(1u << (\d+)\)/.exec(readFileSync(INTERNAL_H, 'utf8'));
+    expect(m).not.toBeNull();
+    expect(2 ** Number(m![1])).toBe(MAX_BROKERED_FILE_BYTES);
   });
 });
 

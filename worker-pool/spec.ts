@@ -27,6 +27,13 @@ export const TAG = {
   FLAGS: 20,
 } as const;
 
+/**
+ * The broker serves a brokered file (a profile's, or a function's secret) from a sealed
+ * in-memory copy of at most this many bytes (ZV_MAX_BROKERED_BYTES in internal.h); a
+ * larger one is refused with EFBIG.
+ */
+export const MAX_BROKERED_FILE_BYTES = 1 << 20;
+
 /** GO payload tags (native/src/internal.h enum zv_go_tag). */
 export const GO_TAG = { LIMITS: 1, STDIN: 2, CONTROL: 3, STREAM: 4 } as const;
 const SF_WARM = 1;

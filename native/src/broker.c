@@ -11,8 +11,9 @@
  *     path is read from the target's memory ONCE; then SECCOMP_IOCTL_NOTIF_ID_VALID
  *     proves the target is still blocked in this very call. If the path equals a
  *     brokered path exactly, the broker opens the host file itself (openat2 with
- *     RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS from its directory) and
- *     injects the fd (ADDFD + SEND, atomically). A racing thread that rewrites the path
+ *     RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS from its directory), copies
+ *     it into a sealed memfd (once per sandbox) and injects a read-only fd of that copy
+ *     (ADDFD + SEND, atomically): the sandbox never holds an fd that names a host path. A racing thread that rewrites the path
  *     buffer afterwards changes nothing: the kernel never re-reads it for this answer.
  *     Any other path "continues": the kernel runs the call in the sandbox, where the
  *     mount view, DAC and Landlock apply as if the broker were not there — CONTINUE
@@ -33,6 +34,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -41,6 +44,10 @@
 
 #include "sandbox.h"
 
+#ifndef MFD_NOEXEC_SEAL
+#define MFD_NOEXEC_SEAL 0x0008U
+#endif
+
 #ifndef SECCOMP_IOCTL_NOTIF_ADDFD
 #error "kernel headers too old: SECCOMP_IOCTL_NOTIF_ADDFD missing"
 #endif
@@ -48,6 +55,7 @@
 struct broker {
 	const struct zv_spec *spec;
 	int listener;
+	int copies[ZV_MAX_BROKER_FILES]; /* sealed memfd copy per brokered file, made at its first open; -1 */
 	struct zviz_audit table[ZVIZ_MAX_AUDIT];
 	size_t n;
 	uint32_t dropped;
@@ -189,13 +197,111 @@ static int open_brokered(const struct zv_broker_file *f)
 	if (dfd < 0)
 		return -errno;
 	struct open_how how = {
-		.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY,
+		/* O_NONBLOCK: a FIFO put at the source must not hang the broker; the copy below
+		 * refuses anything but a regular file anyway. */
+		.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK,
 		.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
 	};
 	int fd = (int)syscall(SYS_openat2, dfd, slash + 1, &how, sizeof(how));
 	int e = errno;
 	close(dfd);
 	return fd < 0 ? -e : fd;
+}
+
+/* A sealed in-memory copy of a brokered file. The sandbox gets an fd of this copy, never
+ * of the host file: readlink of /proc/self/fd/N shows "/memfd:<name> (deleted)", named
+ * after the sandbox path, and nothing of the host (the host path of a secret names the
+ * state directory and the tenant). Sealed against writing, growing, shrinking and
+ * unsealing, so the fd cannot be turned into a channel or changed by anyone. At most
+ * ZV_MAX_BROKERED_BYTES, read with a fixed buffer: a file that is not regular, or larger
+ * (also one growing while it is read), is refused. */
+static int sealed_copy(const struct zv_broker_file *f)
+{
+	int src = open_brokered(f);
+	if (src < 0)
+		return src;
+	int rc = 0, mfd = -1;
+	struct stat st;
+	if (fstat(src, &st) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		rc = -EINVAL;
+		goto out;
+	}
+	if (st.st_size > (off_t)ZV_MAX_BROKERED_BYTES) {
+		rc = -EFBIG;
+		goto out;
+	}
+	char name[64];
+	const char *base = strrchr(f->path, '/');
+	snprintf(name, sizeof(name), "%s", base && base[1] ? base + 1 : "brokered");
+	/* Not executable where the kernel knows the flag (6.3+); older kernels refuse it. */
+	mfd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_NOEXEC_SEAL);
+	if (mfd < 0 && errno == EINVAL)
+		mfd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (mfd < 0) {
+		rc = -errno;
+		goto out;
+	}
+	char buf[16384];
+	off_t off = 0;
+	for (;;) {
+		ssize_t n = read(src, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			rc = -errno;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		if (off + n > (off_t)ZV_MAX_BROKERED_BYTES) {
+			rc = -EFBIG;
+			goto out;
+		}
+		/* pwrite: the copy's offset stays 0 (the fds handed out are fresh opens anyway). */
+		for (ssize_t done = 0; done < n;) {
+			ssize_t w = pwrite(mfd, buf + done, (size_t)(n - done), off + done);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0) {
+				rc = w < 0 ? -errno : -EIO;
+				goto out;
+			}
+			done += w;
+		}
+		off += n;
+	}
+	if (fcntl(mfd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) < 0)
+		rc = -errno;
+out:
+	close(src);
+	if (rc < 0) {
+		if (mfd >= 0)
+			close(mfd);
+		return rc;
+	}
+	return mfd;
+}
+
+/* A read-only fd of brokered file f for one open: a fresh open of its sealed copy (made at
+ * the first open), so every open has its own offset, as an open of the file would, and the
+ * copy's memory is spent once per sandbox however often the function opens it. */
+static int brokered_fd(struct broker *b, const struct zv_broker_file *f)
+{
+	size_t i = (size_t)(f - b->spec->broker_files);
+	if (b->copies[i] < 0) {
+		int c = sealed_copy(f);
+		if (c < 0)
+			return c;
+		b->copies[i] = c;
+	}
+	char self[64];
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", b->copies[i]);
+	int fd = open(self, O_RDONLY | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
 }
 
 static bool id_valid(int listener, uint64_t id)
@@ -268,7 +374,7 @@ static void handle(struct broker *b, const struct seccomp_notif *req, struct sec
 		record(b, ZVIZ_AUDIT_BROKER, ZVIZ_AUDIT_DENIED, nr, path);
 		return;
 	}
-	int fd = open_brokered(f);
+	int fd = brokered_fd(b, f);
 	if (fd < 0) {
 		resp->error = fd;
 		record(b, ZVIZ_AUDIT_BROKER, ZVIZ_AUDIT_DENIED, nr, path);
@@ -301,6 +407,8 @@ __attribute__((noreturn)) static void broker_main(const struct zv_spec *spec, in
 	struct broker b;
 	memset(&b, 0, sizeof(b));
 	b.spec = spec;
+	for (size_t i = 0; i < ZV_MAX_BROKER_FILES; i++)
+		b.copies[i] = -1;
 	b.listener = receive_listener(sock);
 	close(sock);
 	/* No listener: the function never loaded its filter (it failed before, and says

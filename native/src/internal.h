@@ -118,6 +118,7 @@ enum zv_go_tag {
 
 #define ZV_MAX_SC_ALLOW 512
 #define ZV_MAX_BROKER_FILES 16
+#define ZV_MAX_BROKERED_BYTES (1u << 20) /* a brokered file (a secret) is served from a memfd copy of at most this */
 #define ZV_SC_ENABLED (1u << 0)
 
 struct zv_broker_file {

@@ -7,6 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { ErrorCode } from '../http/errors.js';
 import { FUNCTION_VERSIONS_KEPT, MAX_FUNCTION_CODE_BYTES, MAX_FUNCTION_FILES } from './deploy.js';
 import { canonicalJson } from './store.js';
+import { MAX_BROKERED_FILE_BYTES } from '../../worker-pool/spec.js';
 import { FakeInvoker, result, testState, testTenant, testApp } from '../../test/support/fixtures.js';
 
 const JSON_TYPE = { 'content-type': 'application/json' };
@@ -254,6 +255,23 @@ describe('secrets of deployed functions', () => {
       expect(json.error.message).not.toContain(secretsDir);
     }
     expect(invoker.tasks).toHaveLength(0);
+  });
+
+  it('a secret over 1 MiB is SECRET_TOO_LARGE at invoke, naming the secret and both sizes but not the host path; 1 MiB exactly is served', async () => {
+    provision('acme', 'big', 'x'.repeat(MAX_BROKERED_FILE_BYTES + 1));
+    provision('acme', 'edge', 'x'.repeat(MAX_BROKERED_FILE_BYTES));
+    const { call, invoker } = await setup();
+    await call('PUT', '/functions/f-big', { ...hello, secrets: { '/run/secrets/x': 'big' } });
+    const res = await call('POST', '/invoke', { function: 'f-big' });
+    expect(res.status).toBe(409);
+    const json = (await res.json()) as { error: { code: string; message: string } };
+    expect(json.error.code).toBe('SECRET_TOO_LARGE');
+    expect(json.error.message).toContain(`secret 'big'`);
+    expect(json.error.message).toContain(`at most ${MAX_BROKERED_FILE_BYTES} bytes: current size is ${MAX_BROKERED_FILE_BYTES + 1}`);
+    expect(json.error.message).not.toContain(secretsDir);
+    expect(invoker.tasks).toHaveLength(0);
+    await call('PUT', '/functions/f-edge', { ...hello, secrets: { '/run/secrets/x': 'edge' } });
+    expect((await call('POST', '/invoke', { function: 'f-edge' })).status).toBe(200);
   });
 
   it('a symlink in place of a secret is not a provisioned secret', async () => {

@@ -33,6 +33,7 @@ export type ErrorCode =
   | 'UNKNOWN_INVOCATION'
   | 'QUOTA_FUNCTIONS'
   | 'SECRET_MISSING'
+  | 'SECRET_TOO_LARGE'
   | 'CALLBACK_NOT_ALLOWED'
   | 'SHUTTING_DOWN'
   | 'BAD_REQUEST'
@@ -71,6 +72,8 @@ export const ERROR_STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   // The function names a secret the operator has not provisioned: retrying will not help
   // until the host's state changes.
   SECRET_MISSING: 409,
+  // A provisioned secret larger than the broker serves (1 MiB): the same kind of conflict.
+  SECRET_TOO_LARGE: 409,
   CALLBACK_NOT_ALLOWED: 400,
   SHUTTING_DOWN: 503,
   // Answered by the HTTP layer, before routing (server/http/client-errors.ts): a request it cannot

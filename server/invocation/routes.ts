@@ -76,6 +76,7 @@ function invokeRoute(deps: InvokeRouteDeps) {
       'RUNTIME_NOT_ALLOWED',
       'LIMIT_EXCEEDS_PROFILE',
       'SECRET_MISSING',
+      'SECRET_TOO_LARGE',
       'CALLBACK_NOT_ALLOWED',
       'QUOTA_LIMITS',
       'QUOTA_CONCURRENCY',

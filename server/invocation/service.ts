@@ -7,6 +7,7 @@ import { asError } from '../../worker-pool/util/errors.js';
 import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Profile } from '../../profiles/schema.js';
+import { MAX_BROKERED_FILE_BYTES } from '../../worker-pool/spec.js';
 import { handlerTask, inlineTask, type SandboxTask } from '../../worker-pool/task.js';
 import type { HostFacts, OutputChunk, SandboxOutcome } from '../../worker-pool/types.js';
 import { recordFailed, recordFinished, recordRefused, type AccountingDeps } from '../tenancy/accounting.js';
@@ -188,20 +189,30 @@ export class InvocationService {
    * The secrets' host files, as brokered files. The host path comes from the tenant and
    * the secret's name only (a name has no '/' and cannot be '.' or '..'), so a tenant can
    * only ever reach files the operator put in its own directory. The broker opens them
-   * read-only without following symlinks; this check only makes a missing one a clear
-   * error instead of an ENOENT inside the function.
+   * read-only without following symlinks and serves a sealed copy of at most
+   * MAX_BROKERED_FILE_BYTES; this check only makes a missing or too large one a clear
+   * error instead of an ENOENT or EFBIG inside the function.
    */
   async #secretFiles(tenant: string, fn: FunctionVersion): Promise<Array<{ path: string; source: string }>> {
     const out: Array<{ path: string; source: string }> = [];
     for (const [path, name] of Object.entries(fn.secrets)) {
       const source = this.deps.secretsDir === null ? null : join(this.deps.secretsDir, tenant, name);
-      const isFile = source !== null && (await lstat(source).then((s) => s.isFile(), () => false));
-      if (!isFile) {
+      const st = source === null ? null : await lstat(source).catch(() => null);
+      if (!st?.isFile()) {
         this.deps.log.warn('secret not provisioned', { tenant, function: fn.name, secret: name, expected: source });
         throw new ApiError(
           'SECRET_MISSING',
           `Cannot run function '${fn.name}': secret '${name}' (for ${path}) is not provisioned for tenant '${tenant}': ask the operator to provision it`,
           { function: fn.name, secret: name, path },
+        );
+      }
+      // The broker serves a copy of at most this size (and refuses a larger one): say so here.
+      if (st.size > MAX_BROKERED_FILE_BYTES) {
+        this.deps.log.warn('secret too large', { tenant, function: fn.name, secret: name, path: source, bytes: st.size });
+        throw new ApiError(
+          'SECRET_TOO_LARGE',
+          `Cannot run function '${fn.name}': secret '${name}' (for ${path}) must be at most ${MAX_BROKERED_FILE_BYTES} bytes: current size is ${st.size}: ask the operator to provision a smaller one`,
+          { function: fn.name, secret: name, path, bytes: st.size, maxBytes: MAX_BROKERED_FILE_BYTES },
         );
       }
       out.push({ path, source: source! });
