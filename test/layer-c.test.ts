@@ -12,9 +12,13 @@ import { serverLeftovers } from './support/leftovers.js';
 import { makeProfilesDir, type ProfilesDir } from './support/profiles.js';
 import { processMarker, PY_SYSCALL, pyJson, pyNameSelf, run, sandboxByMarker } from './support/sandboxes.js';
 import { privilegedReason, repoRoot, type RunningServer, startServer } from './support/server.js';
+import { hasAppArmor, hasIa32, hasSelinux, hasX32, landlockAbi } from './support/machine.js';
 import { pollFor, token } from './support/wait.js';
+import { unenforcedRights } from '../worker-pool/landlock.js';
 
 const skip = privilegedReason();
+/** The newest Landlock ABI this suite knows, or the host's own when older: never assumed. */
+const HOST_ABI = Math.min(landlockAbi(), 7);
 const HOST_PYTHON = '/usr/bin/python3';
 
 describe.skipIf(skip !== null)('layer C: Landlock, seen from inside real sandboxes', () => {
@@ -33,7 +37,7 @@ describe.skipIf(skip !== null)('layer C: Landlock, seen from inside real sandbox
         p.landlock.tcpConnect = [8080];
       },
       'strict-abi': (p) => {
-        p.landlock.minAbi = 7;
+        p.landlock.minAbi = HOST_ABI;
         p.landlock.bestEffort = false;
       },
     });
@@ -353,16 +357,17 @@ print(json.dumps(res))`, { limits: { timeoutMs: 20_000 } });
     });
   });
 
-  it('GET /host reports Landlock ABI 7 with nothing unenforced, and neither AppArmor nor SELinux', async () => {
+  it(`GET /host reports this host's Landlock ABI and LSMs [this host: Landlock ABI ${HOST_ABI}, AppArmor ${hasAppArmor() ? 'on' : 'off'}, SELinux ${hasSelinux() ? 'on' : 'off'}]`, async () => {
     // A harness with the admin API sends its admin token on /host (test/compat-auth.ts).
     const res = await fetch(`${s.url}/host`);
     expect(res.status).toBe(200);
     const facts = (await res.json()) as any;
-    expect(facts.landlock).toMatchObject({ abi: 7, unenforced: [] });
-    expect(facts.lsm).toMatchObject({ apparmor: false, selinux: false });
+    expect(facts.landlock).toMatchObject({ abi: HOST_ABI, unenforced: unenforcedRights(HOST_ABI) });
+    expect(facts.lsm).toMatchObject({ apparmor: hasAppArmor(), selinux: hasSelinux() });
+    expect(facts.syscallAbis).toMatchObject({ ia32: hasIa32(), x32: hasX32() });
   });
 
-  it('a profile requiring Landlock ABI 7 without best effort runs here, and reports nothing unenforced', async () => {
+  it(`a profile requiring this host's Landlock ABI without best effort runs here, and reports nothing unenforced [this host: ABI ${HOST_ABI}]`, async () => {
     const r = await run(s, 'bash', 'echo strict', { profile: 'strict-abi' });
     expect(r).toMatchObject({ status: 'ok', stdout: 'strict\n', unenforced: [] });
   });
