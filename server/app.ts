@@ -6,6 +6,7 @@
 // declared body size, authentication, body checks, profile and tenant limit caps, quota
 // admission (a lease), the pool; the lease is released exactly once when the invocation
 // ends, however it ends (server/invocation/service.ts).
+import type { Resolver } from './invocation/callbacks.js';
 import type { OpenAPIHono } from '@hono/zod-openapi';
 import { errorMessage } from '../worker-pool/util/errors.js';
 import type { MiddlewareHandler } from 'hono';
@@ -68,8 +69,10 @@ export interface AppDeps {
   host?: () => HostIdentity;
   /** `<dir>/<tenant>/<name>` are the secrets the operator provisioned; null (default): none. */
   secretsDir?: string | null;
-  /** ZVIZ_CALLBACK_HOSTS: hosts callbacks may go to besides loopback. */
+  /** ZVIZ_CALLBACK_HOSTS: the only hosts callbacks may go to (loopback included). */
   callbackHosts?: readonly string[];
+  /** How callback host names are resolved. Default: the system's resolver. */
+  callbackResolve?: Resolver;
   /** ZVIZ_RESULT_TTL_S: how long async results are kept. Default 1 h. */
   resultTtlS?: number;
   /** Per callback attempt. Default 5 s. */
@@ -164,6 +167,8 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
       timeoutMs: deps.callbackTimeoutMs ?? DEFAULT_CALLBACK_TIMEOUT_MS,
       retryDelaysMs: deps.callbackRetryMs ?? [1000, 3000],
       userAgent: `zviz/${PACKAGE_VERSION}`,
+      allowlist: deps.callbackHosts ?? [],
+      ...(deps.callbackResolve ? { resolve: deps.callbackResolve } : {}),
     },
   });
 

@@ -92,10 +92,8 @@ export const auditRecordSchema = z.discriminatedUnion('type', [
     /** Scheme, host and port only: a path or query may carry the receiver's tokens. */
     origin: z.string(),
     delivered: z.boolean(),
-    attempts: z.number().int(),
-    /** HTTP status of the last answer; null when none came. */
-    status: z.number().int().nullable(),
-    error: z.string().nullable(),
+    /** Coarse on purpose: `delivered <status>`, `failed` or `refused by policy`; the operator's log has why. */
+    outcome: z.string().regex(/^(delivered \d{3}|failed|refused by policy)$/),
   }),
 ]);
 export type AuditRecord = z.infer<typeof auditRecordSchema>;
