@@ -6,6 +6,7 @@
 // declared body size, authentication, body checks, profile and tenant limit caps, quota
 // admission (a lease), the pool; the lease is released exactly once when the invocation
 // ends, however it ends (server/invocation/service.ts).
+import { payloadTooLarge } from './http/oversized-bodies.js';
 import type { Resolver } from './invocation/callbacks.js';
 import type { OpenAPIHono } from '@hono/zod-openapi';
 import { errorMessage } from '../worker-pool/util/errors.js';
@@ -84,18 +85,8 @@ export interface AppDeps {
 function limitBody(maxBytes: number): MiddlewareHandler {
   const limit = bodyLimit({
     maxSize: maxBytes,
-    onError: function payloadTooLarge(c) {
-      // A chunked body is cut off at the limit, so its size is known only when declared.
-      const declared = c.req.header('content-length');
-      const current = declared === undefined ? '' : `: current size is ${declared} bytes`;
-      // The rest of the body is never read, so the connection cannot carry another
-      // request: say so, or a keep-alive client reuses a socket the server closes.
-      throw new ApiError(
-        'PAYLOAD_TOO_LARGE',
-        `Cannot read request body: body must be at most ${maxBytes} bytes${current}`,
-        { maxBytes },
-        { headers: { Connection: 'close' } },
-      );
+    onError: function refuseTooLarge(c) {
+      throw payloadTooLarge(maxBytes, c.req.header('content-length'));
     },
   });
   // A chunked body is read here, before any handler: a client that hangs up midway is a
