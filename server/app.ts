@@ -16,7 +16,7 @@ import type { Profile } from '../profiles/schema.js';
 import type { HostFacts } from '../worker-pool/types.js';
 import { registerAdminRoutes } from './tenancy/admin.js';
 import { AsyncInvocations, DEFAULT_RESULT_TTL_S, type HostIdentity, type InvocationStore } from './invocation/async.js';
-import { auditPageSchema, auditQuerySchema, type AuditLog } from './tenancy/audit.js';
+import { auditPageSchema, auditQuerySchema, tenantView, type AuditLog } from './tenancy/audit.js';
 import { adminAuth, tenantAuth, type TenantEnv } from './tenancy/auth.js';
 import { PACKAGE_VERSION } from './config.js';
 import { Drain } from './ops/drain.js';
@@ -199,7 +199,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
       const page = await withState('audit.list', 'read audit records', () =>
         audit.list({ tenant: tenant.name, limit: q.limit, ...(q.cursor !== undefined ? { cursor: q.cursor } : {}) }),
       );
-      return c.json(page, 200);
+      return c.json({ ...page, records: page.records.map(tenantView) }, 200);
     },
   );
 

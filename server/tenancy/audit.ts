@@ -107,6 +107,19 @@ export const auditEntrySchema = z.intersection(
 );
 export type AuditEntry = z.infer<typeof auditEntrySchema>;
 
+/**
+ * A record as its tenant may see it. A callback record written before the coarse outcome
+ * existed still carries the delivery's status and error (which ports answer and how):
+ * it is shown with the outcome derived from them and nothing else.
+ */
+export function tenantView(r: AuditEntry): AuditEntry {
+  if (r.type !== 'callback') return r;
+  const old = r as AuditEntry & { status?: unknown; outcome?: unknown };
+  const outcome =
+    typeof old.outcome === 'string' ? old.outcome : r.delivered && typeof old.status === 'number' ? `delivered ${old.status}` : 'failed';
+  return { id: r.id, type: 'callback', time: r.time, tenant: r.tenant, invocationId: r.invocationId, origin: r.origin, delivered: r.delivered, outcome };
+}
+
 export const auditPageSchema = z.strictObject({
   /** Newest first. */
   records: z.array(auditEntrySchema),
