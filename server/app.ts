@@ -6,6 +6,8 @@
 // declared body size, authentication, body checks, profile and tenant limit caps, quota
 // admission (a lease), the pool; the lease is released exactly once when the invocation
 // ends, however it ends (server/invocation/service.ts).
+import { payloadTooLarge } from './http/oversized-bodies.js';
+import type { Resolver } from './invocation/callbacks.js';
 import type { OpenAPIHono } from '@hono/zod-openapi';
 import { errorMessage } from '../worker-pool/util/errors.js';
 import type { MiddlewareHandler } from 'hono';
@@ -14,7 +16,7 @@ import type { Profile } from '../profiles/schema.js';
 import type { HostFacts } from '../worker-pool/types.js';
 import { registerAdminRoutes } from './tenancy/admin.js';
 import { AsyncInvocations, DEFAULT_RESULT_TTL_S, type HostIdentity, type InvocationStore } from './invocation/async.js';
-import { auditPageSchema, auditQuerySchema, type AuditLog } from './tenancy/audit.js';
+import { auditPageSchema, auditQuerySchema, tenantView, type AuditLog } from './tenancy/audit.js';
 import { adminAuth, tenantAuth, type TenantEnv } from './tenancy/auth.js';
 import { PACKAGE_VERSION } from './config.js';
 import { Drain } from './ops/drain.js';
@@ -68,8 +70,10 @@ export interface AppDeps {
   host?: () => HostIdentity;
   /** `<dir>/<tenant>/<name>` are the secrets the operator provisioned; null (default): none. */
   secretsDir?: string | null;
-  /** ZVIZ_CALLBACK_HOSTS: hosts callbacks may go to besides loopback. */
+  /** ZVIZ_CALLBACK_HOSTS: the only hosts callbacks may go to (loopback included). */
   callbackHosts?: readonly string[];
+  /** How callback host names are resolved. Default: the system's resolver. */
+  callbackResolve?: Resolver;
   /** ZVIZ_RESULT_TTL_S: how long async results are kept. Default 1 h. */
   resultTtlS?: number;
   /** Per callback attempt. Default 5 s. */
@@ -81,18 +85,8 @@ export interface AppDeps {
 function limitBody(maxBytes: number): MiddlewareHandler {
   const limit = bodyLimit({
     maxSize: maxBytes,
-    onError: function payloadTooLarge(c) {
-      // A chunked body is cut off at the limit, so its size is known only when declared.
-      const declared = c.req.header('content-length');
-      const current = declared === undefined ? '' : `: current size is ${declared} bytes`;
-      // The rest of the body is never read, so the connection cannot carry another
-      // request: say so, or a keep-alive client reuses a socket the server closes.
-      throw new ApiError(
-        'PAYLOAD_TOO_LARGE',
-        `Cannot read request body: body must be at most ${maxBytes} bytes${current}`,
-        { maxBytes },
-        { headers: { Connection: 'close' } },
-      );
+    onError: function refuseTooLarge(c) {
+      throw payloadTooLarge(maxBytes, c.req.header('content-length'));
     },
   });
   // A chunked body is read here, before any handler: a client that hangs up midway is a
@@ -164,6 +158,8 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
       timeoutMs: deps.callbackTimeoutMs ?? DEFAULT_CALLBACK_TIMEOUT_MS,
       retryDelaysMs: deps.callbackRetryMs ?? [1000, 3000],
       userAgent: `zviz/${PACKAGE_VERSION}`,
+      allowlist: deps.callbackHosts ?? [],
+      ...(deps.callbackResolve ? { resolve: deps.callbackResolve } : {}),
     },
   });
 
@@ -203,7 +199,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
       const page = await withState('audit.list', 'read audit records', () =>
         audit.list({ tenant: tenant.name, limit: q.limit, ...(q.cursor !== undefined ? { cursor: q.cursor } : {}) }),
       );
-      return c.json(page, 200);
+      return c.json({ ...page, records: page.records.map(tenantView) }, 200);
     },
   );
 

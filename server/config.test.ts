@@ -34,3 +34,17 @@ describe('loadConfig: state, auth and metrics variables', () => {
     expect((err as Error).message).not.toContain(value);
   });
 });
+
+describe('loadConfig: ZVIZ_CALLBACK_HOSTS', () => {
+  it('is empty by default: no callback host, loopback included, until the operator lists one', () => {
+    expect(loadConfig({}).callbackHosts).toEqual([]);
+  });
+
+  it('takes names, addresses in any spelling and ports', () => {
+    expect(loadConfig({ ZVIZ_CALLBACK_HOSTS: 'Hooks.example, 127.1:8080, [::1], 2130706433' }).callbackHosts).toEqual(['hooks.example', '127.1:8080', '[::1]', '2130706433']);
+  });
+
+  it.each(['a b', '999.1', 'hooks.example:99999', 'http://hooks.example'])('refuses %j naming the variable', (value) => {
+    expect(() => loadConfig({ ZVIZ_CALLBACK_HOSTS: value })).toThrowError(/ZVIZ_CALLBACK_HOSTS/);
+  });
+});

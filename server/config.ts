@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { PACKAGE_ROOT } from '../worker-pool/util/package-root.js';
-import { CALLBACK_HOST_PATTERN, parseCallbackHosts } from './invocation/callbacks.js';
+import { parseCallbackHosts, validCallbackHost } from './invocation/callbacks.js';
 
 function packageVersion(): string {
   try {
@@ -73,10 +73,10 @@ export const configSchema = z.object({
   ZVIZ_LEASE_SLACK_MS: int(1000, 3_600_000).default(30_000),
   /** How long the result of an async invocation is kept for GET /invocations/:id, in seconds. */
   ZVIZ_RESULT_TTL_S: int(60, 30 * 24 * 3600).default(3600),
-  /** host[:port] entries, comma-separated, that callbackUrl may name besides loopback. */
+  /** host[:port] entries, comma-separated, that callbackUrl may name; loopback too only when listed. */
   ZVIZ_CALLBACK_HOSTS: z
     .string()
-    .refine((v) => parseCallbackHosts(v).every((h) => CALLBACK_HOST_PATTERN.test(h)), 'must be comma-separated host or host:port entries')
+    .refine((v) => parseCallbackHosts(v).every(validCallbackHost), 'must be comma-separated host or host:port entries')
     .default(''),
   /** Longest a callback attempt may take, in ms (three attempts at most). */
   ZVIZ_CALLBACK_TIMEOUT_MS: int(100, 60_000).default(5000),

@@ -1,6 +1,7 @@
 // Serves the app: config, profiles, host probe, cgroup sweep, shared state (Redis), worker
 // pool, HTTP (and the metrics listener), and an orderly shutdown. Everything that can be wrong about the host or the configuration
 // is found here, before the port opens, and reported as one line naming what to fix.
+import { guardOversizedBodies } from './http/oversized-bodies.js';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
@@ -13,7 +14,7 @@ import { loadProfiles, type Profile } from '../profiles/index.js';
 import { openHost, type Host } from '../worker-pool/host/index.js';
 import { PoolOverloadedError, SandboxPool } from '../worker-pool/pool.js';
 import { commandTask, type SandboxTask } from '../worker-pool/task.js';
-import { createApp, type Invoker, type Readiness } from './app.js';
+import { createApp, DEFAULT_MAX_BODY_BYTES, type Invoker, type Readiness } from './app.js';
 import { recoverRunning, type HostIdentity } from './invocation/async.js';
 import { AuditLog } from './tenancy/audit.js';
 import { guardRequestTargets, onClientError } from './http/client-errors.js';
@@ -225,6 +226,8 @@ export async function main(): Promise<void> {
   server.on('error', (e) => fatal(`Cannot listen on ${config.host}:${config.port}: ${e.message}`));
   server.on('clientError', onClientError);
   guardRequestTargets(server as import('node:http').Server);
+  // A body over the limit is refused before 100 Continue, and its client gets to read the 413.
+  guardOversizedBodies(server as import('node:http').Server, DEFAULT_MAX_BODY_BYTES);
   server.on('listening', () => {
     const addr = server.address() as AddressInfo;
     identity.id = `${hostname()}:${addr.port}`;

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { planCgroups } from '../worker-pool/host/cgroups.js';
 import { hostLeftovers, settledLeftovers } from './support/leftovers.js';
 import { privilegedReason, repoRoot, type RunningServer, startServer } from './support/server.js';
+import { cgroupDriver, hasIa32, hasX32 } from './support/machine.js';
 
 const entry = join(repoRoot, 'dist', 'server', 'cli', 'main.js');
 
@@ -109,16 +110,16 @@ describe.skipIf(privilegedReason() !== null)('zviz command line (privileged)', (
   });
 
   describe('zviz doctor', () => {
-    it('--json parses, reports this host fit and its cgroup driver', async () => {
+    it(`--json parses, reports this host fit and its cgroup driver [this host: cgroup ${cgroupDriver()}]`, async () => {
       const r = await zviz(['doctor', '--json']);
       expect(r.code).toBe(0);
       const report = JSON.parse(r.stdout);
       expect(report.ok).toBe(true);
-      // The development and CI hosts are hybrid: memory and pids live on cgroup v1.
-      expect(report.facts.cgroup.driver).toBe(planCgroups(readFileSync('/proc/self/cgroup', 'utf8'), readFileSync('/proc/self/mountinfo', 'utf8')).driver);
-      expect(report.facts.cgroup.driver).toBe('v1');
+      // Whatever this host's layout (v1 hybrid or v2), the report names the driver the server would pick.
+      expect(report.facts.cgroup.driver).toBe(cgroupDriver());
+      expect(report.facts.syscallAbis).toMatchObject({ ia32: hasIa32(), x32: hasX32() });
       expect(report.checks.map((c: { name: string }) => c.name)).toEqual(
-        expect.arrayContaining(['kernel', 'user namespaces', 'cgroups', 'landlock', 'seccomp', 'nftables', 'lsm']),
+        expect.arrayContaining(['kernel', 'user namespaces', 'cgroups', 'landlock', 'seccomp', 'nftables', 'syscall ABIs', 'lsm']),
       );
     });
 

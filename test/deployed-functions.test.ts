@@ -49,7 +49,8 @@ describe.skipIf(privilegedReason() !== null)('deployed functions on a real serve
     // Small pools, so that a burst of a few requests is larger than one; and pools that
     // shrink soon after their last claim, so the many functions this suite invokes once do
     // not hold the host's whole warm budget (ZVIZ_WARM_MAX) for a minute each.
-    s = await startServer({ env: { ZVIZ_WARM_PER_POOL: '2', ZVIZ_WARM_IDLE_MS: '1500' } });
+    // Callbacks go to a receiver on 127.0.0.1, which the operator has to list.
+    s = await startServer({ env: { ZVIZ_WARM_PER_POOL: '2', ZVIZ_WARM_IDLE_MS: '1500', ZVIZ_CALLBACK_HOSTS: '127.0.0.1' } });
     const other = await s.request('/admin/tenants', { method: 'POST', auth: 'admin', body: { name: 'other' } });
     expect(other.status).toBe(201);
     otherKey = other.body.apiKey;
@@ -349,6 +350,34 @@ describe.skipIf(privilegedReason() !== null)('deployed functions on a real serve
       expect(got[0]!.headers['x-zviz-invocation']).toBe(accepted.body.id);
       expect(got[0]!.body).toMatchObject({ id: accepted.body.id, status: 'ok', output: { x: [1, 2] } });
       expect((await s.request(`/invocations/${accepted.body.id}`)).body).toEqual(got[0]!.body);
+    });
+
+    describe('an answer nested 100000 deep', () => {
+      const TOO_DEEP = "Cannot read the function's result: it is nested deeper than 64 levels";
+      beforeAll(async () => {
+        // Pure bash: 100000 '[' then 100000 ']' on stdout, the bash runtime's answer.
+        const code = 'IFS= read -r -d "" event || true\no="["; c="]"\nfor ((i = 0; i < 17; i++)); do o=$o$o; c=$c$c; done\nprintf "%s%s" "${o:0:100000}" "${c:0:100000}"\n';
+        expect((await deploy(s, 'deep', { runtime: 'bash', code })).status).toBe(201);
+      });
+
+      it('sync: answers 200 with status error and a clear message, not a 500', async () => {
+        const r = await s.request('/invoke', { method: 'POST', body: { function: 'deep' } });
+        expect(r.status).toBe(200);
+        expect(r.body).toMatchObject({ status: 'error', output: null, error: { message: TOO_DEEP } });
+      });
+
+      it('async: the record ends with status error and the callback is delivered', async () => {
+        received = [];
+        const url = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/deep`;
+        const accepted = await s.request('/invoke?mode=async', { method: 'POST', body: { function: 'deep', callbackUrl: url } });
+        expect(accepted.status).toBe(202);
+        const id = accepted.body.id as string;
+        const r = await pollUntil(() => s.request(`/invocations/${id}`), (x) => x.status !== 202, 20_000, 50);
+        expect(r.status).toBe(200);
+        expect(r.body).toMatchObject({ id, status: 'error', error: { message: TOO_DEEP } });
+        const got = await pollUntil(() => received, (x) => x.length > 0, 20_000, 50);
+        expect(got[0]!.body).toMatchObject({ id, status: 'error' });
+      });
     });
   });
 });

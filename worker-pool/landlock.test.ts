@@ -183,6 +183,7 @@ describe('landlockRefusal and the start-up check', () => {
       seccomp: { available: true, actions: ['user_notif'], userNotification: true, detail: '' },
       nftables: { available: true, detail: '' },
       lsm: { list: apparmor ? ['apparmor'] : [], apparmor, selinux: false },
+      syscallAbis: { ia32: true, x32: false, detail: 'IA32 (int 0x80) present, x32 absent' },
       nativeAbi: 3,
     };
   }

@@ -121,5 +121,11 @@ export interface HostFacts {
   seccomp: { available: boolean; actions: string[]; userNotification: boolean; detail: string };
   nftables: { available: boolean; detail: string };
   lsm: { list: string[]; apparmor: boolean; selinux: boolean };
+  /**
+   * Foreign system call ABIs a 64-bit process can reach, asked of the kernel (null: the
+   * probe could not tell). Seccomp kills both either way; without IA32, `int 0x80` is a
+   * SIGSEGV before seccomp sees it.
+   */
+  syscallAbis: { ia32: boolean | null; x32: boolean | null; detail: string };
   nativeAbi: number;
 }

@@ -22,6 +22,7 @@ function facts(over: Partial<HostFacts> = {}): HostFacts {
     seccomp: { available: true, actions: ['kill_process', 'errno', 'user_notif', 'allow'], userNotification: true, detail: 'actions: kill_process errno user_notif allow' },
     nftables: { available: true, detail: 'nft at /usr/sbin/nft' },
     lsm: { list: ['lockdown', 'capability', 'landlock', 'apparmor'], apparmor: true, selinux: false },
+    syscallAbis: { ia32: true, x32: false, detail: 'IA32 (int 0x80) present, x32 absent' },
     nativeAbi: 5,
     ...over,
   };
@@ -56,6 +57,7 @@ describe('zviz doctor', () => {
       'seccomp',
       'nftables',
       'iproute2',
+      'syscall ABIs',
       'lsm',
       'native',
       'profiles',
@@ -67,6 +69,7 @@ describe('zviz doctor', () => {
     expect(text).toContain('  ok    kernel           6.1.0-test (x86_64)');
     expect(text).toContain('unified → /sys/fs/cgroup/system.slice/zviz.service/zviz');
     expect(text).toContain('lockdown, capability, landlock, apparmor; AppArmor enabled, SELinux off');
+    expect(text).toContain('IA32 (int 0x80) present, x32 absent');
     expect(text).not.toContain('fix:');
   });
 

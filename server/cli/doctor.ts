@@ -127,6 +127,9 @@ export function doctorReport(facts: HostFacts | null, c: Circumstances): DoctorR
       c.ip !== null ? undefined : APT('iproute2'),
     );
 
+    // Seccomp kills foreign-ABI calls where they exist; where they do not, the kernel refuses them first.
+    add('syscall ABIs', 'ok', facts.syscallAbis.detail);
+
     const lsm = facts.lsm.list.length > 0 ? facts.lsm.list.join(', ') : 'none listed';
     add('lsm', 'ok', `${lsm}; AppArmor ${facts.lsm.apparmor ? 'enabled' : 'off'}, SELinux ${facts.lsm.selinux ? 'enabled' : 'off'}`);
 

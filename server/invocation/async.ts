@@ -89,17 +89,35 @@ export class AsyncInvocations {
     return this.deps.withState('invocations.get', 'read the invocation', () => this.deps.store.get(tenant, id));
   }
 
+  /**
+   * Total: whatever the run, the store or the callback does, the invocation ends with a
+   * terminal record (or, when the store itself is gone, a logged error) and its callback
+   * sent or audited as failed. Nothing here may reject.
+   */
   async #background(admitted: Admitted, callbackUrl: string | undefined): Promise<void> {
     const { prep } = admitted;
+    const tenant = prep.tenant.name;
     let record: AnyInvokeResponse | InvocationFailed;
     try {
       record = await this.deps.service.run(admitted);
+      // What cannot be written out cannot be stored or sent: fail it here, once.
+      JSON.stringify(record);
     } catch (e) {
-      const err = publicError(e, this.deps.log, { route: 'async invocation', id: prep.id });
-      record = { id: prep.id, status: 'failed', reason: null, error: err.toBody().error };
+      record = this.#failed(prep.id, e);
     }
-    await this.#store(prep.tenant.name, prep.id, record);
-    if (callbackUrl !== undefined) await this.#callback(prep.tenant.name, prep.id, callbackUrl, record);
+    await this.#store(tenant, prep.id, record);
+    if (callbackUrl !== undefined) {
+      try {
+        await this.#callback(tenant, prep.id, callbackUrl, record);
+      } catch (e) {
+        this.deps.log.error('cannot deliver or audit the callback of an async invocation', { tenant, id: prep.id, error: errorMessage(e) });
+      }
+    }
+  }
+
+  #failed(id: string, e: unknown): InvocationFailed {
+    const err = publicError(e, this.deps.log, { route: 'async invocation', id });
+    return { id, status: 'failed', reason: null, error: err.toBody().error };
   }
 
   async #store(tenant: string, id: string, record: unknown): Promise<void> {
@@ -111,8 +129,15 @@ export class AsyncInvocations {
       } catch (e) {
         const delay = delays[attempt];
         if (delay === undefined) {
-          // The record stays 'running' until it expires; the next start of this host fails it.
           this.deps.log.error('cannot store the result of an async invocation', { tenant, id, error: errorMessage(e) });
+          // Last resort, a small terminal record in place of one the store would not take;
+          // failing that, the record stays 'running' until the next start of this host fails it.
+          const fallback = this.#failed(id, e);
+          try {
+            await this.deps.store.finish(tenant, id, this.deps.host(), fallback, this.deps.resultTtlS);
+          } catch (again) {
+            this.deps.log.error('cannot store a failed record for an async invocation', { tenant, id, error: errorMessage(again) });
+          }
           return;
         }
         await sleep(delay);
@@ -123,18 +148,11 @@ export class AsyncInvocations {
   async #callback(tenant: string, id: string, callbackUrl: string, record: unknown): Promise<void> {
     const origin = new URL(callbackUrl).origin;
     const d = await deliver(callbackUrl, id, record, { ...this.deps.callback, mayRetry: () => !this.deps.drain.draining });
-    const fields = { tenant, id, origin, attempts: d.attempts, status: d.status };
+    // The operator's log has the detail; the audit record (the tenant's GET /audit) only
+    // the coarse outcome, or the callback would tell a tenant which ports answer.
+    const fields = { tenant, id, origin, outcome: d.outcome, attempts: d.attempts, status: d.status };
     if (d.delivered) this.deps.log.info('callback delivered', fields);
-    else this.deps.log.warn('callback failed', { ...fields, error: d.error });
-    await this.deps.audit.record({
-      type: 'callback',
-      tenant,
-      invocationId: id,
-      origin,
-      delivered: d.delivered,
-      attempts: d.attempts,
-      status: d.status,
-      error: d.error,
-    });
+    else this.deps.log.warn('callback not delivered', { ...fields, error: d.error });
+    await this.deps.audit.record({ type: 'callback', tenant, invocationId: id, origin, delivered: d.delivered, outcome: d.outcome });
   }
 }

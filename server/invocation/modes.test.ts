@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { OutputChunk, SandboxOutcome } from '../../worker-pool/types.js';
 import type { SandboxTask } from '../../worker-pool/task.js';
-import { callbackAllowed } from './callbacks.js';
+import { callbackAllowed, deliver, type Resolver } from './callbacks.js';
 import { Drain } from '../ops/drain.js';
 import { ApiError } from '../http/errors.js';
 import { FakeInvoker, result, testState, testTenant, testApp } from '../../test/support/fixtures.js';
@@ -18,7 +18,7 @@ const inline = { runtime: 'bash', code: 'echo hi' };
 
 type Respond = (task: SandboxTask, onOutput?: (chunk: OutputChunk) => void) => Promise<SandboxOutcome>;
 
-async function setup(opts: { respond?: Respond; drain?: Drain; callbackHosts?: string[] } = {}) {
+async function setup(opts: { respond?: Respond; drain?: Drain; callbackHosts?: string[]; callbackResolve?: Resolver } = {}) {
   const state = testState();
   const invoker = new FakeInvoker(opts.respond);
   const app = testApp({
@@ -27,6 +27,7 @@ async function setup(opts: { respond?: Respond; drain?: Drain; callbackHosts?: s
     callbackTimeoutMs: 2000,
     ...(opts.drain ? { drain: opts.drain } : {}),
     ...(opts.callbackHosts ? { callbackHosts: opts.callbackHosts } : {}),
+    ...(opts.callbackResolve ? { callbackResolve: opts.callbackResolve } : {}),
     ...state,
   });
   const acme = await testTenant(state, 'acme');
@@ -202,26 +203,103 @@ describe('callbacks of async invocations', () => {
     return { url: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook?token=t0p`, received };
   }
 
-  it('POSTs the result to a loopback callbackUrl, and audits the delivery by origin only', async () => {
+  it('POSTs the result to a listed loopback callbackUrl, and audits the delivery by origin and coarse outcome only', async () => {
     const { url, received } = await listen(204);
-    const { post, get, state } = await setup();
+    const { post, get, state, acme } = await setup({ callbackHosts: ['127.0.0.1'] });
     const { id } = (await (await post({ ...inline, callbackUrl: url }, '?mode=async')).json()) as { id: string };
     await pollUntil(async () => received.length, (n) => n > 0, 3000, 10);
     const stored = (await (await get(`/invocations/${id}`)).json()) as Record<string, unknown>;
     expect(received[0]!.body).toEqual(stored);
     expect(received[0]!.headers['x-zviz-invocation']).toBe(id);
     const audit = await pollUntil(async () => state.auditStore.records.filter((r) => r.type === 'callback'), (r) => r.length > 0, 3000, 10);
-    expect(audit).toEqual([expect.objectContaining({ invocationId: id, origin: new URL(url).origin, delivered: true, attempts: 1, status: 204 })]);
+    expect(audit).toEqual([expect.objectContaining({ invocationId: id, origin: new URL(url).origin, delivered: true, outcome: 'delivered 204' })]);
     expect(JSON.stringify(audit)).not.toContain('t0p');
+    const page = (await (await get('/audit', acme.auth)).json()) as { records: Array<Record<string, unknown>> };
+    expect(page.records.filter((r) => r.type === 'callback').map(({ time: _t, id: _i, ...r }) => r)).toEqual([
+      { type: 'callback', tenant: 'acme', invocationId: id, origin: new URL(url).origin, delivered: true, outcome: 'delivered 204' },
+    ]);
   });
 
-  it('tries a failing receiver three times, then gives up and audits the failure', async () => {
+  it('tries a failing receiver three times, then gives up; the tenant sees "failed", not the status', async () => {
     const { url, received } = await listen(500);
-    const { post, state } = await setup();
+    const { post, state, get, acme } = await setup({ callbackHosts: ['127.0.0.1'] });
     await post({ ...inline, callbackUrl: url }, '?mode=async');
     const audit = await pollUntil(async () => state.auditStore.records.filter((r) => r.type === 'callback'), (r) => r.length > 0, 3000, 10);
     expect(received).toHaveLength(3);
-    expect(audit).toEqual([expect.objectContaining({ delivered: false, attempts: 3, status: 500, error: 'answered 500' })]);
+    expect(audit).toEqual([expect.objectContaining({ delivered: false, outcome: 'failed' })]);
+    const page = (await (await get('/audit', acme.auth)).json()) as { records: Array<Record<string, unknown>> };
+    const text = JSON.stringify(page.records.filter((r) => r.type === 'callback'));
+    expect(text).toContain('"outcome":"failed"');
+    expect(text).not.toMatch(/"status"|answered|ECONNREFUSED|attempts/);
+  });
+
+  it('a closed port and an answering one look the same to the tenant: "failed"', async () => {
+    const { url } = await listen(500);
+    const closed = await new Promise<number>((r) => {
+      const tmp = createServer();
+      tmp.listen(0, '127.0.0.1', () => {
+        const port = (tmp.address() as AddressInfo).port;
+        tmp.close(() => r(port));
+      });
+    });
+    const { post, state } = await setup({ callbackHosts: ['127.0.0.1'] });
+    await post({ ...inline, callbackUrl: url }, '?mode=async');
+    await post({ ...inline, callbackUrl: `http://127.0.0.1:${closed}/x` }, '?mode=async');
+    const audit = await pollUntil(async () => state.auditStore.records.filter((r) => r.type === 'callback'), (r) => r.length > 1, 3000, 10);
+    const coarse = (r: Record<string, unknown>) => ({ ...r, id: '', time: '', invocationId: '', origin: '' });
+    expect(audit.map(coarse)).toEqual([coarse(audit[0]!), coarse(audit[0]!)]);
+    expect(audit[0]).toMatchObject({ outcome: 'failed' });
+  });
+
+  it.each([
+    ['127.0.0.1'],
+    ['127.1'],
+    ['2130706433'],
+    ['0x7f000001'],
+    ['017700000001'],
+    ['127.0.0.2'],
+    ['0.0.0.0'],
+    ['[::1]'],
+    ['[::ffff:127.0.0.1]'],
+    ['[0:0:0:0:0:0:0:1]'],
+    ['[::]'],
+    ['localhost'],
+    ['LOCALHOST.'],
+  ])('refuses the loopback alias %s by default (ZVIZ_CALLBACK_HOSTS unset)', async (host) => {
+    const { post, invoker } = await setup();
+    const res = await post({ ...inline, callbackUrl: `http://${host}:9/x` }, '?mode=async');
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('CALLBACK_NOT_ALLOWED');
+    expect(invoker.tasks).toHaveLength(0);
+  });
+
+  it('delivers to a listed name that resolves to a listed address, pinned to it', async () => {
+    const { url, received } = await listen(204);
+    const port = new URL(url).port;
+    const resolve: Resolver = async () => [{ address: '127.0.0.1', family: 4 }];
+    const { post, state } = await setup({ callbackHosts: ['hooks.test', '127.0.0.1'], callbackResolve: resolve });
+    await post({ ...inline, callbackUrl: `http://hooks.test:${port}/x` }, '?mode=async');
+    const audit = await pollUntil(async () => state.auditStore.records.filter((r) => r.type === 'callback'), (r) => r.length > 0, 3000, 10);
+    expect(audit).toEqual([expect.objectContaining({ delivered: true, outcome: 'delivered 204' })]);
+    expect(received[0]!.headers.host).toBe(`hooks.test:${port}`);
+  });
+
+  it.each([
+    ['loopback', '127.0.0.1'],
+    ['IPv4-mapped loopback', '::ffff:127.0.0.1'],
+    ['a private address', '10.1.2.3'],
+    ['link-local (cloud metadata)', '169.254.169.254'],
+  ])('refuses by policy a listed name that resolves to %s, unlisted, and sends nothing', async (_what, address) => {
+    const { url, received } = await listen(204);
+    const port = new URL(url).port;
+    const resolve: Resolver = async () => [{ address, family: address.includes(':') ? 6 : 4 }];
+    const { post, state, get, acme } = await setup({ callbackHosts: ['rebind.test'], callbackResolve: resolve });
+    const res = await post({ ...inline, callbackUrl: `http://rebind.test:${port}/x` }, '?mode=async');
+    expect(res.status).toBe(202);
+    const audit = await pollUntil(async () => state.auditStore.records.filter((r) => r.type === 'callback'), (r) => r.length > 0, 3000, 10);
+    expect(audit).toEqual([expect.objectContaining({ delivered: false, outcome: 'refused by policy' })]);
+    expect(received).toHaveLength(0);
+    expect(await (await get('/audit', acme.auth)).text()).not.toContain(address);
   });
 
   it.each([
@@ -238,12 +316,20 @@ describe('callbacks of async invocations', () => {
   });
 
   it.each([
-    ['http://127.0.0.1:9/x', [], true],
-    ['http://localhost/x', [], true],
-    ['http://[::1]:8080/x', [], true],
-    ['http://127.0.0.2/x', [], false],
+    ['http://127.0.0.1:9/x', [], false],
+    ['http://localhost/x', [], false],
+    ['http://[::1]:8080/x', [], false],
+    ['http://127.0.0.1:9/x', ['127.0.0.1'], true],
+    ['http://127.1:9/x', ['127.0.0.1'], true],
+    ['http://0x7f000001:9/x', ['127.1:9'], true],
+    ['http://[::ffff:127.0.0.1]:9/x', ['2130706433'], true],
+    ['http://localhost:9/x', ['127.0.0.1'], true],
+    ['http://localhost:9/x', ['[::1]:9'], true],
+    ['http://[::1]:9/x', ['127.0.0.1'], false],
+    ['http://127.0.0.2/x', ['127.0.0.1'], false],
     ['https://hooks.example:8443/x', ['hooks.example'], true],
     ['https://HOOKS.example/x', ['hooks.example:443'], true],
+    ['http://hooks.example./x', ['hooks.example'], true],
     ['http://hooks.example/x', ['hooks.example:443'], false],
     ['http://hooks.example.evil/x', ['hooks.example'], false],
   ])('callbackAllowed(%s) with allowlist %j is %s', (url, allowlist, allowed) => {
@@ -255,6 +341,27 @@ describe('callbacks of async invocations', () => {
     const sync = await post({ ...inline, callbackUrl: 'http://127.0.0.1:1/x' });
     expect(sync.status).toBe(400);
     expect(((await sync.json()) as { error: { details: unknown } }).error.details).toEqual([{ path: 'callbackUrl', message: 'is only accepted with ?mode=async' }]);
+  });
+});
+
+describe('async invocations always end', () => {
+  it('a result that cannot be written out is stored as failed (INTERNAL), and its callback still ends audited', async () => {
+    // A BigInt makes JSON.stringify throw, as a too-deep value once did with a RangeError.
+    const respond: Respond = async () => ({ ok: true, result: result({ memoryPeakBytes: 1n as unknown as number }) });
+    const { post, get, state } = await setup({ respond, callbackHosts: ['127.0.0.1'] });
+    const accepted = await post({ ...inline, callbackUrl: 'http://127.0.0.1:9/x' }, '?mode=async');
+    expect(accepted.status).toBe(202);
+    const { id } = (await accepted.json()) as { id: string };
+    const res = await pollUntil(() => get(`/invocations/${id}`), (r) => r.status !== 202, 3000, 10);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ id, status: 'failed', error: { code: 'INTERNAL' } });
+    const audit = await pollUntil(async () => state.auditStore.records.filter((r) => r.type === 'callback'), (r) => r.length > 0, 5000, 10);
+    expect(audit).toEqual([expect.objectContaining({ invocationId: id, delivered: false })]);
+  });
+
+  it('deliver() resolves, never rejects, for a body JSON cannot write', async () => {
+    const d = await deliver('http://127.0.0.1:9/x', 'id', { n: 1n }, { allowlist: ['127.0.0.1'], timeoutMs: 100, retryDelaysMs: [], userAgent: 't' });
+    expect(d).toMatchObject({ delivered: false, attempts: 0 });
   });
 });
 

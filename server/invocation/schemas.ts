@@ -1,4 +1,5 @@
 // The HTTP contract of POST /invoke. Request and response types come from these schemas.
+import { deeperThan, MAX_JSON_DEPTH } from '../../worker-pool/util/json-depth.js';
 import { z } from '@hono/zod-openapi';
 import { limitsSchema, runtimeSchema } from '../../profiles/schema.js';
 import type { ErrorCode } from '../http/errors.js';
@@ -96,21 +97,10 @@ export type InvokeRequest = z.infer<typeof invokeRequestSchema>;
 /**
  * Most levels of nesting a deployed function's `input` may have. It is serialized on its way
  * to the sandbox, and JSON.stringify recurses: an input nested thousands deep (JSON.parse
- * takes it) would overflow the stack there.
+ * takes it) would overflow the stack there. The function's answer has the same bound.
  */
-export const MAX_INPUT_DEPTH = 64;
-
-/** Whether a JSON value nests deeper than `max` levels; iterative, so any depth is safe to ask about. */
-export function deeperThan(value: unknown, max: number): boolean {
-  const stack: Array<[unknown, number]> = [[value, 0]];
-  while (stack.length > 0) {
-    const [v, depth] = stack.pop()!;
-    if (v === null || typeof v !== 'object') continue;
-    if (depth >= max) return true;
-    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth + 1]);
-  }
-  return false;
-}
+export const MAX_INPUT_DEPTH = MAX_JSON_DEPTH;
+export { deeperThan };
 
 /** Invokes a deployed function of the caller's tenant. */
 export const functionInvokeRequestSchema = z.strictObject({

@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { AUDIT_FILE_RETRY_MS, AuditLog } from './audit.js';
+import { AUDIT_FILE_RETRY_MS, AuditLog, tenantView, type AuditEntry } from './audit.js';
 import type { Logger } from '../ops/log.js';
 import { MemoryAuditStore } from '../../test/support/memory-state.js';
 
@@ -46,5 +46,23 @@ describe('AuditLog file', () => {
       .filter(Boolean)
       .map((l) => JSON.parse(l).tenant);
     expect(tenants).toEqual(['third', 'fourth']);
+  });
+});
+
+describe('tenantView', () => {
+  const base = { id: '1-1', type: 'callback', time: '2026-01-01T00:00:00.000Z', tenant: 'acme', invocationId: 'i', origin: 'http://127.0.0.1:9' } as const;
+  it.each([
+    ['a delivered one', { delivered: true, attempts: 1, status: 204, error: null }, true, 'delivered 204'],
+    ['a refused connection', { delivered: false, attempts: 3, status: null, error: 'connect ECONNREFUSED 127.0.0.1:9' }, false, 'failed'],
+    ['an error status', { delivered: false, attempts: 1, status: 404, error: 'answered 404' }, false, 'failed'],
+  ])('shows a callback record of the old shape (%s) by its coarse outcome only', (_what, old, delivered, outcome) => {
+    expect(tenantView({ ...base, ...old } as unknown as AuditEntry)).toEqual({ ...base, delivered, outcome });
+  });
+
+  it('leaves a current callback record and other records as they are', () => {
+    const current = { ...base, delivered: false, outcome: 'refused by policy' } as AuditEntry;
+    expect(tenantView(current)).toEqual(current);
+    const admin = { id: '1-2', time: base.time, type: 'admin', tenant: 'acme', action: 'tenant.create', remote: null } as AuditEntry;
+    expect(tenantView(admin)).toBe(admin);
   });
 });

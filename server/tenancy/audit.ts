@@ -92,10 +92,8 @@ export const auditRecordSchema = z.discriminatedUnion('type', [
     /** Scheme, host and port only: a path or query may carry the receiver's tokens. */
     origin: z.string(),
     delivered: z.boolean(),
-    attempts: z.number().int(),
-    /** HTTP status of the last answer; null when none came. */
-    status: z.number().int().nullable(),
-    error: z.string().nullable(),
+    /** Coarse on purpose: `delivered <status>`, `failed` or `refused by policy`; the operator's log has why. */
+    outcome: z.string().regex(/^(delivered \d{3}|failed|refused by policy)$/),
   }),
 ]);
 export type AuditRecord = z.infer<typeof auditRecordSchema>;
@@ -108,6 +106,19 @@ export const auditEntrySchema = z.intersection(
   auditRecordSchema,
 );
 export type AuditEntry = z.infer<typeof auditEntrySchema>;
+
+/**
+ * A record as its tenant may see it. A callback record written before the coarse outcome
+ * existed still carries the delivery's status and error (which ports answer and how):
+ * it is shown with the outcome derived from them and nothing else.
+ */
+export function tenantView(r: AuditEntry): AuditEntry {
+  if (r.type !== 'callback') return r;
+  const old = r as AuditEntry & { status?: unknown; outcome?: unknown };
+  const outcome =
+    typeof old.outcome === 'string' ? old.outcome : r.delivered && typeof old.status === 'number' ? `delivered ${old.status}` : 'failed';
+  return { id: r.id, type: 'callback', time: r.time, tenant: r.tenant, invocationId: r.invocationId, origin: r.origin, delivered: r.delivered, outcome };
+}
 
 export const auditPageSchema = z.strictObject({
   /** Newest first. */

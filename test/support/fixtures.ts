@@ -84,6 +84,7 @@ export const HOST_FACTS: HostFacts = {
   seccomp: { available: true, actions: ['kill_process', 'errno'], userNotification: true, detail: 'ok' },
   nftables: { available: false, detail: 'not installed' },
   lsm: { list: ['capability', 'landlock'], apparmor: false, selinux: false },
+  syscallAbis: { ia32: true, x32: false, detail: 'IA32 (int 0x80) present, x32 absent' },
   nativeAbi: 1,
 };
 

@@ -20,6 +20,13 @@ function findNft(): string | null {
   return null;
 }
 
+const abiState = (v: boolean | null) => (v === null ? 'unknown' : v ? 'present' : 'absent');
+
+/** `IA32 (int 0x80) present, x32 absent`. */
+export function describeAbis(a: { ia32: boolean | null; x32: boolean | null }): string {
+  return `IA32 (int 0x80) ${abiState(a.ia32)}, x32 ${abiState(a.x32)}`;
+}
+
 export function probeHost(): { facts: HostFacts; cgroupPlan: CgroupPlan } {
   const k = native.probe() as {
     kernel: string;
@@ -28,6 +35,7 @@ export function probeHost(): { facts: HostFacts; cgroupPlan: CgroupPlan } {
     landlockAbi: number;
     landlockErrno: number;
     seccomp: { available: boolean; actions: string[] };
+    syscallAbis: { ia32: boolean | null; x32: boolean | null };
     nativeAbi: number;
   };
   const cgroupPlan = planCgroups(read('/proc/self/cgroup') ?? '', read('/proc/self/mountinfo') ?? '');
@@ -62,6 +70,7 @@ export function probeHost(): { facts: HostFacts; cgroupPlan: CgroupPlan } {
       },
       nftables: { available: nft !== null, detail: nft ? `nft at ${nft}` : 'nft not installed (apt-get install nftables)' },
       lsm: { list: lsm, apparmor, selinux },
+      syscallAbis: { ...k.syscallAbis, detail: describeAbis(k.syscallAbis) },
       nativeAbi: k.nativeAbi,
     },
   };

@@ -68,6 +68,17 @@ describe('parseAnswer', () => {
     expect(parseAnswer(rt, reply, stdout)).toEqual(expected);
   });
 
+  it('refuses an answer nested deeper than 64 levels (stdout or reply) and takes one at 64, never overflowing the stack', () => {
+    const deep = '['.repeat(100_000) + ']'.repeat(100_000);
+    const tooDeep = { ok: false, error: { message: "Cannot read the function's result: it is nested deeper than 64 levels", stack: null } };
+    expect(parseAnswer(bash, null, deep)).toEqual(tooDeep);
+    expect(parseAnswer(node, `{"ok":true,"output":${deep}}`, '')).toEqual(tooDeep);
+    expect(parseAnswer(bash, null, '['.repeat(65) + ']'.repeat(65))).toEqual(tooDeep);
+    const at64 = '['.repeat(64) + ']'.repeat(64);
+    expect(parseAnswer(bash, null, at64)).toEqual({ ok: true, output: JSON.parse(at64) });
+    expect(parseAnswer(node, `{"ok":true,"output":${at64}}`, '')).toEqual({ ok: true, output: JSON.parse(at64) });
+  });
+
   it("says in the contract's words that no answer came", () => {
     expect(noAnswerMessage(node)).toBe("Cannot read the function's result: the handler ended without answering");
     expect(noAnswerMessage(bash)).toBe("Cannot read the function's result: the handler printed nothing on stdout");

@@ -4,6 +4,7 @@
 // how a deployed function's event goes in and its answer comes out. Code reads the record;
 // nothing else branches on a runtime's name. A runtime defined as data (an image root, a
 // compile step before the run step) is another record of the same shape.
+import { deeperThan, MAX_JSON_DEPTH } from '../util/json-depth.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PACKAGE_ROOT } from '../util/package-root.js';
@@ -147,6 +148,11 @@ export function parseAnswer(rt: RuntimeDef, reply: string | null, stdout: string
   } catch {
     const what = fromStdout ? 'stdout is not JSON' : 'the answer is not JSON';
     return { ok: false, error: { message: `Cannot read the function's result: ${what}`, stack: null } };
+  }
+  // The answer goes back out through JSON.stringify, which recurses: bound its depth as the
+  // input's is. A bootstrap's reply wraps the output one level deeper ({ ok, output }).
+  if (deeperThan(v, MAX_JSON_DEPTH + (fromStdout ? 0 : 1))) {
+    return { ok: false, error: { message: `Cannot read the function's result: it is nested deeper than ${MAX_JSON_DEPTH} levels`, stack: null } };
   }
   if (fromStdout) return { ok: true, output: v };
   if (v && typeof v === 'object' && 'ok' in v) return v as HandlerAnswer;
