@@ -100,7 +100,11 @@ export interface SandboxResult {
   reply: string | null;
 }
 
-export type SandboxOutcome = { ok: true; result: SandboxResult } | { ok: false; error: NativeFailure };
+/**
+ * A failed run still carries the CPU its sandbox used (read from the cgroup the supervisor
+ * left), so that quotas charge it whatever the outcome.
+ */
+export type SandboxOutcome = { ok: true; result: SandboxResult } | { ok: false; error: NativeFailure; cpuMs?: number };
 
 /** Facts about the host, reported by GET /host and logged at start-up. */
 export interface HostFacts {

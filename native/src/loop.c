@@ -147,7 +147,9 @@ static void feed(struct feed *f)
 			continue;
 		if (n < 0 && errno == EAGAIN)
 			return;
-		break; /* EPIPE: the function closed its end; fine */
+		/* EPIPE (SIGPIPE is ignored, see supervisor.c): the function closed its end
+		 * without reading everything. Its choice, and no error of ours. */
+		break;
 	}
 	close_fd(&f->fd);
 }

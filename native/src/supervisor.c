@@ -329,6 +329,13 @@ int main(int argc, char **argv)
 	s.broker.pidfd = s.broker.audit_rd = s.broker.sock_child = s.broker.sock_broker = -1;
 	int rc = 1;
 
+	/* The sandbox can close every pipe we write into (its stdin, a warm function's fd
+	 * 3) whenever it likes: a write to it must fail with EPIPE, never kill the trusted
+	 * side with SIGPIPE (the result, and the CPU it measured, would be lost). The broker
+	 * we fork inherits this; the function gets the default back before its execve
+	 * (sandbox.c), since an ignored disposition would survive the exec. */
+	signal(SIGPIPE, SIG_IGN);
+
 	/* Only the control socket is ours to keep. */
 	syscall(SYS_close_range, CTL_FD + 1, ~0U, 0);
 	if (fcntl(CTL_FD, F_GETFD) < 0)
