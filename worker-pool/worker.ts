@@ -43,6 +43,7 @@ function limitEvents(flags: number): AuditEvent[] {
   if (flags & native.RESULT_FLAGS.PIDS_LIMITED) out.push({ kind: 'limit', limit: 'pids' });
   if (flags & native.RESULT_FLAGS.OUTPUT_LIMIT) out.push({ kind: 'limit', limit: 'output' });
   if (flags & native.RESULT_FLAGS.TIMED_OUT) out.push({ kind: 'limit', limit: 'timeout' });
+  if (flags & native.RESULT_FLAGS.TRUSTED_CPU) out.push({ kind: 'limit', limit: 'broker-cpu' });
   return out;
 }
 
@@ -130,6 +131,8 @@ function runParked(
         // A warm invocation waited for no setup: the sandbox existed before it arrived.
         setupMs: warm ? 0 : parked.setupMs,
         cpuMs: toMs(raw.cpu_ns),
+        brokerCpuMs: toMs(raw.trusted_cpu_ns),
+        brokerCpuLimited: (f & native.RESULT_FLAGS.TRUSTED_CPU) !== 0,
         memoryPeakBytes: Number(raw.memory_peak_bytes),
         oomKills: Number(raw.oom_kills),
         brokerDied: (f & native.RESULT_FLAGS.BROKER_DIED) !== 0,

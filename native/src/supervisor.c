@@ -322,7 +322,7 @@ int main(int argc, char **argv)
 	zv_error_clear(&err);
 	struct sup s;
 	memset(&s, 0, sizeof(s));
-	s.init_pidfd = s.server_pidfd = s.sync_wr = s.msg_rd = s.timer_fd = -1;
+	s.init_pidfd = s.server_pidfd = s.sync_wr = s.msg_rd = s.timer_fd = s.budget_fd = -1;
 	s.in.fd = s.ctl.fd = s.out.fd = s.err.fd = s.reply.fd = -1;
 	s.ll.ruleset_fd = -1;
 	s.kmsg_fd = -1;
@@ -373,6 +373,10 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (apply_go(&s, &err) < 0) {
+		send_error(&err);
+		goto out;
+	}
+	if (zv_sup_start_trusted_accounting(&s, &err) < 0) {
 		send_error(&err);
 		goto out;
 	}

@@ -22,7 +22,7 @@ function facts(over: Partial<HostFacts> = {}): HostFacts {
     seccomp: { available: true, actions: ['kill_process', 'errno', 'user_notif', 'allow'], userNotification: true, detail: 'actions: kill_process errno user_notif allow' },
     nftables: { available: true, detail: 'nft at /usr/sbin/nft' },
     lsm: { list: ['lockdown', 'capability', 'landlock', 'apparmor'], apparmor: true, selinux: false },
-    nativeAbi: 5,
+    nativeAbi: 6,
     ...over,
   };
 }

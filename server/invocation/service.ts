@@ -87,7 +87,7 @@ function buildTask(id: string, body: InvokeRequest, profile: Profile, cap?: Tena
 export function chargedCpuMs(outcome: SandboxOutcome | undefined): number {
   if (outcome === undefined) return 0;
   if (!outcome.ok) return outcome.cpuMs ?? 0;
-  return outcome.result.cpuMs;
+  return outcome.result.cpuMs + outcome.result.brokerCpuMs;
 }
 
 export class InvocationService {

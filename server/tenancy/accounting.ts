@@ -16,6 +16,7 @@ function limitHit(response: Pick<InvokeResponse, 'status' | 'reason'>): LimitNam
   if (response.status === 'oom') return 'memory';
   if (response.reason === 'output-limit') return 'output';
   if (response.reason === 'pids') return 'pids';
+  if (response.reason === 'broker-cpu') return 'broker-cpu';
   return null;
 }
 
