@@ -227,6 +227,7 @@ describe('POST /invoke with a good request', () => {
       durationMs: 12.3,
       setupMs: 3.2,
       cpuMs: 7.1,
+      brokerCpuMs: 0,
       memoryPeakBytes: 4_194_304,
       oomKills: 0,
       audit: [],

@@ -34,6 +34,7 @@ describe.skipIf(reason() !== null)('the ASan + UBSan supervisor', () => {
     { name: 'node prints', body: { runtime: 'node', code: 'console.log(1)' }, status: 'ok' },
     { name: 'python reads stdin', body: { runtime: 'python', code: 'import sys; print(sys.stdin.read())', stdin: 'x' }, status: 'ok' },
     { name: 'bash exits 3', body: { runtime: 'bash', code: 'exit 3' }, status: 'error' },
+    { name: 'python leaves 1 MiB of stdin unread', body: { runtime: 'python', code: 'print(1)', stdin: 'x'.repeat(1 << 20) }, status: 'ok' },
     { name: 'a timeout', body: { runtime: 'bash', code: 'sleep 5', limits: { timeoutMs: 300 } }, status: 'timeout' },
     { name: 'an output flood', body: { runtime: 'bash', code: 'yes', limits: { outputBytes: 1000 } }, status: 'killed' },
     { name: 'a memory bomb', body: { runtime: 'python', code: 'b = bytearray(512 * 1024 * 1024)', limits: { memoryMb: 64 } }, status: 'oom' },

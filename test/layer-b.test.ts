@@ -24,7 +24,7 @@ import { privilegedReason, type RunningServer, startServer } from './support/ser
 import { ALL_FAMILIES, EXPECTED_REAL, EXPECTED_REFUSALS, expectedSweep, FAMILY_NAME, pySocketFamilies, type SocketFamiliesOut } from './support/socket-families.js';
 import { ADDR_NO_RANDOMIZE, ALWAYS_DENIED, CLONE_NEWUSER, FIONREAD, READ_IMPLIES_EXEC, syscallTableUnavailable, TCGETS, TIOCLINUX, TIOCSTI, X32_SYSCALL_BIT, x86_64Syscalls } from './support/syscall-table.js';
 import { hasIa32 } from './support/machine.js';
-import { pollFor } from './support/wait.js';
+import { pollFor, token } from './support/wait.js';
 
 const skip = privilegedReason() ?? syscallTableUnavailable();
 
@@ -810,10 +810,51 @@ print(json.dumps(sorted({e for v in seen.values() for e in v})))`,
     );
     expect(r.audit.length).toBeLessThanOrEqual(names.length + 1);
     console.log(
-      `flood: ${r.durationMs} ms for 320 000 notifications; the other invocation took ${other.durationMs} ms; ` +
+      `flood: ${r.durationMs} ms for 320 000 notifications (trusted side ${String(r.brokerCpuMs)} ms of CPU); the other invocation took ${other.durationMs} ms; ` +
         `broker: ${samples[0]!.fds} fds, RSS ${samples[0]!.rssKb} kB at start, ${settled.rssKb} kB settled, ${Math.max(...samples.map((x) => x.rssKb))} kB max`,
     );
   }, 90_000);
+
+  it("a storm of denied calls from 16 threads at cpus 0.5: the trusted side's CPU is reported, charged, and bounded by its budget", async () => {
+    // Every denied call is a notification the broker (outside the sandbox's cgroup) answers:
+    // without a bound, 16 threads made it burn about as much CPU as the invocation itself.
+    const made = await s.request('/admin/tenants', { auth: 'admin', body: { name: `storm-${token()}` } });
+    expect(made.status).toBe(201);
+    const name = made.body.tenant.name as string;
+    const timeoutMs = 8000;
+    const cpus = 0.5;
+    // The budget (native/src/sup.h): a tenth of timeoutMs × cpus, at least 100 ms.
+    const budgetMs = Math.max(100, (timeoutMs * cpus) / 10);
+    const storm = await s.request('/invoke', {
+      auth: { bearer: made.body.apiKey },
+      body: {
+        runtime: 'python',
+        code: `${PY_SYSCALL}
+import threading
+def worker():
+    while True:
+        sc(${nr('ptrace')}, -1, 1, 1, 0, 0)
+ts = [threading.Thread(target=worker) for _ in range(16)]
+for t in ts: t.start()
+for t in ts: t.join()`,
+        limits: { timeoutMs, cpus },
+      },
+    });
+    expect(storm.status).toBe(200);
+    const r = storm.body;
+    console.log(`storm: cpuMs=${r.cpuMs} brokerCpuMs=${r.brokerCpuMs} budget=${budgetMs} status=${r.status}/${r.reason}`);
+    // Ended by the budget, not by the timeout: the broker's CPU, not the wall clock, decided.
+    expect({ status: r.status, reason: r.reason }).toEqual({ status: 'killed', reason: 'broker-cpu' });
+    expect(r.audit).toContainEqual({ kind: 'limit', limit: 'broker-cpu' });
+    expect(seccompEvents(r).find((a) => a.syscall === 'ptrace')?.count).toBeGreaterThan(0);
+    // Reported and bounded: past the budget by at most one 50 ms check of one busy broker
+    // (plus the supervisor's own share), never the invocation's whole allowance.
+    expect(r.brokerCpuMs).toBeGreaterThan(budgetMs);
+    expect(r.brokerCpuMs).toBeLessThan(budgetMs + 150);
+    // Charged: the tenant's window holds the sandbox's CPU and the trusted side's.
+    const usage = await s.request(`/admin/tenants/${name}`, { auth: 'admin' });
+    expect(usage.body.usage.cpuMsInWindow).toBeGreaterThanOrEqual(Math.floor(r.cpuMs + r.brokerCpuMs - 1));
+  }, 60_000);
 
   it('stopping the server leaves no cgroup, supervisor or mount of it behind', async () => {
     stopped = true;

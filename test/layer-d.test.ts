@@ -346,3 +346,76 @@ describe.skipIf(v2Skip !== '')(`layer D on cgroup v2${v2Skip ? ` [${v2Skip}]` : 
     expectBurnCharged(r);
   });
 });
+
+/** POST /invoke until a warm sandbox served it (a pool fills after its first claims). */
+async function invokeWarm(s: RunningServer, body: Record<string, unknown>, tries = 40): Promise<any> {
+  let r: any;
+  for (let i = 0; i < tries; i++) {
+    r = await s.invoke(body);
+    if (r.warm === true) return r;
+    await sleep(150);
+  }
+  return r;
+}
+
+const MIB_OF_STDIN = 'x'.repeat(1 << 20);
+/** Functions that print 1 and never read their stdin. */
+const IGNORE_STDIN = { python: 'print(1)', node: 'console.log(1)', bash: 'echo 1' } as const;
+
+// The supervisor writes stdin (and a warm function's work) into pipes the function may
+// close unread. A write to such a pipe must end in EPIPE, handled, never in a SIGPIPE that
+// kills the supervisor: the result, and the CPU it measured, would be lost.
+describe.skipIf(skipReason !== null)(`layer D: the supervisor survives pipes the sandbox closes${skipReason ? ` [skipped: ${skipReason}]` : ''}`, () => {
+  describe('cold sandboxes', () => {
+    let s!: RunningServer;
+    coldServerForSuite((started) => (s = started));
+
+    test.each(Object.entries(IGNORE_STDIN))('inline %s with 1 MiB of unread stdin ends ok with its output', async (runtime, code) => {
+      const r = await s.invoke({ runtime, code, stdin: MIB_OF_STDIN });
+      expect({ status: r.status, stdout: r.stdout, warm: r.warm }).toEqual({ status: 'ok', stdout: '1\n', warm: false });
+      expect(r.cpuMs).toBeGreaterThan(0);
+    });
+
+    test('the function gets the default SIGPIPE back: `yes | head -1` ends yes by SIGPIPE (141)', async () => {
+      // The supervisor ignores SIGPIPE, and an ignored signal survives execve: the function
+      // must not inherit that, or its pipelines would behave unlike anywhere else.
+      const r = await s.invoke({ runtime: 'bash', code: 'yes | head -1; echo "${PIPESTATUS[0]}"; grep SigIgn /proc/self/status' });
+      expect(r.stdout.split('\n').slice(0, 2)).toEqual(['y', '141']);
+      const ignored = BigInt(`0x${/SigIgn:\s*([0-9a-f]+)/.exec(r.stdout)![1]}`);
+      expect(ignored & (1n << 12n)).toBe(0n); // bit 13 - 1: SIGPIPE
+    });
+  });
+
+  describe('warm sandboxes', () => {
+    let s: RunningServer | undefined;
+    beforeAll(async () => {
+      s = await startServer({ env: { ZVIZ_WARM_PER_POOL: '1', ZVIZ_WARM_IDLE_MS: '2000' } });
+    });
+    afterAll(async () => {
+      await s?.stop();
+      await expectNoLeftovers(s ? [s.pid] : []);
+    });
+
+    test.each(Object.entries(IGNORE_STDIN))('inline %s with 1 MiB of unread stdin, warm, ends ok with its output', async (runtime, code) => {
+      const r = await invokeWarm(s!, { runtime, code, stdin: MIB_OF_STDIN });
+      expect({ status: r.status, stdout: r.stdout, warm: r.warm }).toEqual({ status: 'ok', stdout: '1\n', warm: true });
+    });
+
+    test('a deployed bash handler that leaves its 1 MiB event unread answers, warm', async () => {
+      const put = await s!.request('/functions/unread', { method: 'PUT', body: { runtime: 'bash', code: 'printf \'{"n":1}\'\n' }, auth: 'tenant' });
+      expect(put.status).toBeLessThan(300);
+      const r = await invokeWarm(s!, { function: 'unread', input: MIB_OF_STDIN });
+      expect({ status: r.status, output: r.output, warm: r.warm }).toEqual({ status: 'ok', output: { n: 1 }, warm: true });
+    });
+
+    test('a warm bash sandbox that times out while its work is still being written reports the timeout', async () => {
+      // bash reads its work from fd 3 a byte at a time: 1 MiB of code is still pending when
+      // the timeout kills the sandbox, and the supervisor's next write meets a closed pipe.
+      const code = `sleep 30 # ${'x'.repeat(1000 * 1000)}`;
+      const args = Array.from({ length: 256 }, () => 'y'.repeat(4000));
+      const r = await invokeWarm(s!, { runtime: 'bash', code, args, limits: { timeoutMs: 100 } }, 20);
+      expect({ status: r.status, reason: r.reason, warm: r.warm }).toEqual({ status: 'timeout', reason: 'timeout', warm: true });
+      expect((await s!.invoke({ runtime: 'bash', code: 'echo alive' })).stdout).toBe('alive\n');
+    });
+  });
+});

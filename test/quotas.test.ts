@@ -77,6 +77,28 @@ describe.skipIf(skip)('quotas on one server', () => {
     expect(Date.now() - refusedAt).toBeGreaterThan(500);
   });
 
+  it('busy loops that leave 1 MiB of stdin unread are charged: cpuSeconds 1 admits two of 0.6 s, then 429 QUOTA_CPU', async () => {
+    // The function never reads its stdin: the supervisor's write meets a closed pipe. That
+    // must end as the run's own outcome, charged from its cgroup, not as a lost result
+    // charged nothing (which let a tenant burn CPU without limit).
+    const auth = await tenant('unread', { cpuSeconds: 1, cpuWindowSeconds: 3600 });
+    const burn = {
+      runtime: 'python',
+      code: 'import time\nwhile time.process_time() < 0.6: pass\nprint("burnt")',
+      stdin: 'x'.repeat(1 << 20),
+      limits: { timeoutMs: 10_000, cpus: 1 },
+    };
+    for (let i = 0; i < 2; i++) {
+      const r = await s.request('/invoke', { body: burn, auth });
+      expect({ status: r.status, result: r.body.status, stdout: r.body.stdout }).toEqual({ status: 200, result: 'ok', stdout: 'burnt\n' });
+      expect(r.body.cpuMs).toBeGreaterThan(500);
+    }
+    const refused = await s.request('/invoke', { body: burn, auth });
+    expect(refused.status).toBe(429);
+    expect(refused.body.error).toMatchObject({ code: 'QUOTA_CPU', details: { quota: 'cpu', limit: 1 } });
+    expect(refused.body.error.details.usedSeconds).toBeGreaterThanOrEqual(1);
+  });
+
   it("a request above the tenant's maxLimits is 403 QUOTA_LIMITS naming the field, and the profile default is lowered to the cap", async () => {
     const auth = await tenant('capped', { maxLimits: { memoryMb: 128, timeoutMs: 2000 } });
     const over = await s.request('/invoke', { body: { ...slow(0), limits: { memoryMb: 256 } }, auth });

@@ -7,7 +7,7 @@ import koffi from 'koffi';
 import { PACKAGE_ROOT } from './util/package-root.js';
 import { NATIVE_ERROR_CODES, type NativeFailure, type NativeErrorCode } from './types.js';
 
-export const EXPECTED_ABI = 5;
+export const EXPECTED_ABI = 6;
 
 /** Directory holding libzviz.so and zviz-supervisor (ZVIZ_NATIVE_DIR selects e.g. the ASan build). */
 export function nativeDir(): string {
@@ -34,6 +34,7 @@ const ZvizResult = koffi.struct('zviz_result', {
   stderr_len: 'uint64_t',
   audit_dropped: 'uint64_t',
   reply_len: 'uint64_t',
+  trusted_cpu_ns: 'uint64_t',
 });
 
 const ZvizAudit = koffi.struct('zviz_audit', {
@@ -69,6 +70,7 @@ export const RESULT_FLAGS = {
   OUTPUT_LIMIT: 1 << 7,
   BROKER_DIED: 1 << 8,
   SECCOMP_KILLED: 1 << 9,
+  TRUSTED_CPU: 1 << 10,
 } as const;
 
 export const AUDIT = { SECCOMP: 1, BROKER: 2, ERRNO: 1, KILL: 2, ALLOWED: 1, DENIED: 2 } as const;
@@ -97,6 +99,7 @@ export interface RawResult {
   setup_ns: number | bigint;
   duration_ns: number | bigint;
   cpu_ns: number | bigint;
+  trusted_cpu_ns: number | bigint;
   memory_peak_bytes: number | bigint;
   oom_kills: number | bigint;
   stdout_len: number | bigint;

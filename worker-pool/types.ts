@@ -58,7 +58,7 @@ export type AuditEvent =
   | { kind: 'seccomp'; syscall: string; nr: number; action: 'errno' | 'kill'; count: number }
   | { kind: 'broker'; path: string; decision: 'allowed' | 'denied'; count: number }
   | { kind: 'network'; dst: string; port: number | null; action: 'drop' }
-  | { kind: 'limit'; limit: 'memory' | 'pids' | 'output' | 'timeout' };
+  | { kind: 'limit'; limit: 'memory' | 'pids' | 'output' | 'timeout' | 'broker-cpu' };
 
 /** What happened to one invocation, as measured by its supervisor. */
 export interface SandboxResult {
@@ -83,6 +83,13 @@ export interface SandboxResult {
   setupMs: number;
   /** User + system CPU time of the whole process tree. */
   cpuMs: number;
+  /**
+   * CPU the trusted side (the supervisor and the seccomp broker, outside the sandbox's
+   * cgroup) spent on this invocation from its start; not part of cpuMs, charged with it.
+   */
+  brokerCpuMs: number;
+  /** The trusted side's CPU passed its budget (a tenth of timeoutMs × cpus); the sandbox was killed. */
+  brokerCpuLimited: boolean;
   /** Peak memory of the whole process tree (cgroup peak where available). */
   memoryPeakBytes: number;
   oomKills: number;
@@ -100,7 +107,11 @@ export interface SandboxResult {
   reply: string | null;
 }
 
-export type SandboxOutcome = { ok: true; result: SandboxResult } | { ok: false; error: NativeFailure };
+/**
+ * A failed run still carries the CPU its sandbox used (read from the cgroup the supervisor
+ * left), so that quotas charge it whatever the outcome.
+ */
+export type SandboxOutcome = { ok: true; result: SandboxResult } | { ok: false; error: NativeFailure; cpuMs?: number };
 
 /** Facts about the host, reported by GET /host and logged at start-up. */
 export interface HostFacts {

@@ -6,7 +6,7 @@ import { constants } from 'node:os';
 import { join } from 'node:path';
 import { workerData, type MessagePort } from 'node:worker_threads';
 import * as native from './native.js';
-import { killAndRemove } from './host/cgroups.js';
+import { cgroupCpuMs, killAndRemove } from './host/cgroups.js';
 import { sandboxCgroup, sandboxId } from './host/names.js';
 import { setupNetwork, teardownNetwork, type NetworkInfo } from './network/index.js';
 import { encodeGo, encodeSpec, type HostLayout } from './spec.js';
@@ -43,6 +43,7 @@ function limitEvents(flags: number): AuditEvent[] {
   if (flags & native.RESULT_FLAGS.PIDS_LIMITED) out.push({ kind: 'limit', limit: 'pids' });
   if (flags & native.RESULT_FLAGS.OUTPUT_LIMIT) out.push({ kind: 'limit', limit: 'output' });
   if (flags & native.RESULT_FLAGS.TIMED_OUT) out.push({ kind: 'limit', limit: 'timeout' });
+  if (flags & native.RESULT_FLAGS.TRUSTED_CPU) out.push({ kind: 'limit', limit: 'broker-cpu' });
   return out;
 }
 
@@ -65,11 +66,25 @@ function makeSandbox(task: SandboxTask, host: HostLayout, warm: boolean, id: str
   }
 }
 
-function releaseSandbox(parked: ParkedSandbox, host: HostLayout): AuditEvent[] {
+/**
+ * CPU that a sandbox whose supervisor could not report used, from the cgroup it left
+ * (before removeLeftCgroups takes it away); 0 when nothing is left to read.
+ */
+function leftCpuMs(host: HostLayout, sandbox: string): number {
+  for (const p of host.cgroup?.parents ?? []) {
+    const ms = cgroupCpuMs(join(p.parent, sandboxCgroup(sandbox)));
+    if (ms !== null) return ms;
+  }
+  return 0;
+}
+
+/** Releases a sandbox; what its network dropped, and the CPU read from a cgroup its supervisor left. */
+function releaseSandbox(parked: ParkedSandbox, host: HostLayout): { drops: AuditEvent[]; leftCpuMs: number } {
   native.release(parked.handle as native.SandboxHandle);
   const drops = teardownNetwork(host.network, parked.net as NetworkInfo | null);
+  const cpu = leftCpuMs(host, parked.sandboxId);
   removeLeftCgroups(host, parked.sandboxId);
-  return drops;
+  return { drops, leftCpuMs: cpu };
 }
 
 /** Releases a parked sandbox with the task's own limits and work, and measures it. */
@@ -95,7 +110,7 @@ function runParked(
       encodeGo(task, control, stream !== undefined),
       onOutput,
     );
-    const netAudit = releaseSandbox(parked, host);
+    const netAudit = releaseSandbox(parked, host).drops;
     released = true;
     const f = raw.flags;
     const signaled = (f & native.RESULT_FLAGS.SIGNALED) !== 0;
@@ -116,6 +131,8 @@ function runParked(
         // A warm invocation waited for no setup: the sandbox existed before it arrived.
         setupMs: warm ? 0 : parked.setupMs,
         cpuMs: toMs(raw.cpu_ns),
+        brokerCpuMs: toMs(raw.trusted_cpu_ns),
+        brokerCpuLimited: (f & native.RESULT_FLAGS.TRUSTED_CPU) !== 0,
         memoryPeakBytes: Number(raw.memory_peak_bytes),
         oomKills: Number(raw.oom_kills),
         brokerDied: (f & native.RESULT_FLAGS.BROKER_DIED) !== 0,
@@ -127,7 +144,10 @@ function runParked(
       },
     };
   } catch (e) {
-    return failure(e);
+    // The function may have run before the native layer failed: what it used is charged.
+    released = true;
+    const { leftCpuMs: cpuMs } = releaseSandbox(parked, host);
+    return { ...failure(e), cpuMs };
   } finally {
     if (!released) releaseSandbox(parked, host);
     stream?.postMessage({ end: true });

@@ -18,7 +18,7 @@
 extern "C" {
 #endif
 
-#define ZVIZ_ABI_VERSION 5
+#define ZVIZ_ABI_VERSION 6
 #define ZVIZ_EXPORT __attribute__((visibility("default")))
 
 enum zviz_code {
@@ -56,6 +56,7 @@ struct zviz_error {
 #define ZVIZ_RF_OUTPUT_LIMIT     (1u << 7) /* killed: stdout or stderr exceeded the cap */
 #define ZVIZ_RF_BROKER_DIED      (1u << 8) /* killed: the seccomp broker died (fail closed) */
 #define ZVIZ_RF_SECCOMP_KILLED   (1u << 9) /* a process died of SIGSYS (seccomp kill action) */
+#define ZVIZ_RF_TRUSTED_CPU      (1u << 10) /* killed: the trusted side's CPU for it passed its budget */
 
 /* One security decision, deduplicated: `count` calls with the same kind/action/nr/path. */
 #define ZVIZ_AUDIT_SECCOMP 1u
@@ -90,6 +91,7 @@ struct zviz_result {
 	uint64_t stderr_len;
 	uint64_t audit_dropped;     /* records beyond ZVIZ_MAX_AUDIT */
 	uint64_t reply_len;         /* bytes written to the caller's reply buffer (warm fd 4) */
+	uint64_t trusted_cpu_ns;    /* CPU the supervisor and broker spent on it, from GO on (not in cpu_ns) */
 };
 
 /* Handle of one supervisor. Plain ints so it can live in a koffi struct. */

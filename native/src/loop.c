@@ -6,7 +6,13 @@
  * Every stream is bounded: what we read is capped at outputBytes (passing it kills the
  * sandbox: a flood must not burn the host's CPU until the timeout), what we write is
  * written non-blocking as the sandbox reads it, so a function that never reads its
- * stdin cannot stall us. */
+ * stdin cannot stall us.
+ *
+ * The trusted side's own CPU is measured too: what this supervisor and the sandbox's
+ * broker spend from GO on is work the sandbox caused (a storm of denied syscalls makes
+ * the broker, which sits outside the sandbox's cgroup, busy). It is reported apart from
+ * the sandbox's cpu_ns, bounded by a budget (sup.h), and charged by the server. Counting
+ * the supervisor's own clock keeps this true if the broker ever runs inside it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -17,6 +23,7 @@
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "loop.h"
@@ -147,7 +154,9 @@ static void feed(struct feed *f)
 			continue;
 		if (n < 0 && errno == EAGAIN)
 			return;
-		break; /* EPIPE: the function closed its end; fine */
+		/* EPIPE (SIGPIPE is ignored, see supervisor.c): the function closed its end
+		 * without reading everything. Its choice, and no error of ours. */
+		break;
 	}
 	close_fd(&f->fd);
 }
@@ -206,7 +215,61 @@ static void check_booted(struct sup *s)
 	s->booted = true;
 }
 
-enum { P_CTL, P_SERVER, P_INIT, P_OUT, P_ERR, P_REPLY, P_IN, P_CTLIN, P_MSG, P_TIMER, P_BROKER, P_COUNT };
+static uint64_t self_cpu_ns(void)
+{
+	struct timespec ts;
+	if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0)
+		return 0;
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t since(uint64_t now, uint64_t then)
+{
+	return now > then ? now - then : 0;
+}
+
+static uint64_t trusted_cpu_ns(const struct sup *s)
+{
+	return since(self_cpu_ns(), s->self_cpu_at_go) + since(zv_broker_cpu_ns(&s->broker), s->broker_cpu_at_go);
+}
+
+int zv_sup_start_trusted_accounting(struct sup *s, struct zviz_error *err)
+{
+	s->self_cpu_at_go = self_cpu_ns();
+	s->broker_cpu_at_go = zv_broker_cpu_ns(&s->broker);
+	uint64_t cpu_millis = s->spec.limits.cpu_millis ? s->spec.limits.cpu_millis : 1000;
+	/* timeout (ms) × cpus (millis / 1000) in ns = timeout × millis × 1000. */
+	uint64_t allowance = s->spec.limits.timeout_ms * cpu_millis * 1000ull;
+	s->trusted_budget_ns = allowance / ZV_TRUSTED_CPU_SHARE;
+	if (s->trusted_budget_ns < ZV_TRUSTED_CPU_MIN_NS)
+		s->trusted_budget_ns = ZV_TRUSTED_CPU_MIN_NS;
+	s->budget_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (s->budget_fd < 0)
+		return zv_fail(err, ZVIZ_E_SYSTEM, errno, "timerfd_create for the trusted CPU budget");
+	struct itimerspec its;
+	memset(&its, 0, sizeof(its));
+	its.it_value.tv_nsec = ZV_TRUSTED_CPU_TICK_MS * 1000000L;
+	its.it_interval = its.it_value;
+	if (timerfd_settime(s->budget_fd, 0, &its, NULL) < 0)
+		return zv_fail(err, ZVIZ_E_SYSTEM, errno, "arm the trusted CPU budget check every %d ms",
+			       ZV_TRUSTED_CPU_TICK_MS);
+	return 0;
+}
+
+/* A sandbox that makes the trusted side spend more than its budget is ended, like one
+ * that passes its own timeout: the work it causes outside its cgroup is bounded too. */
+static void check_trusted_budget(struct sup *s)
+{
+	uint64_t ticks;
+	if (read(s->budget_fd, &ticks, sizeof(ticks)) != sizeof(ticks) || s->init_reaped)
+		return;
+	if (!(s->res.flags & ZVIZ_RF_TRUSTED_CPU) && trusted_cpu_ns(s) > s->trusted_budget_ns) {
+		s->res.flags |= ZVIZ_RF_TRUSTED_CPU;
+		zv_sup_kill_sandbox(s);
+	}
+}
+
+enum { P_CTL, P_SERVER, P_INIT, P_OUT, P_ERR, P_REPLY, P_IN, P_CTLIN, P_MSG, P_TIMER, P_BROKER, P_BUDGET, P_COUNT };
 
 bool zv_sup_loop(struct sup *s, bool until_booted)
 {
@@ -232,6 +295,7 @@ bool zv_sup_loop(struct sup *s, bool until_booted)
 			[P_MSG] = s->msg_rd,
 			[P_TIMER] = s->timer_fd,
 			[P_BROKER] = (s->init_reaped || s->broker.exited) ? -1 : s->broker.pidfd,
+			[P_BUDGET] = (s->running && !s->init_reaped) ? s->budget_fd : -1,
 		};
 		struct pollfd pfd[P_COUNT];
 		for (int i = 0; i < P_COUNT; i++) {
@@ -298,6 +362,8 @@ bool zv_sup_loop(struct sup *s, bool until_booted)
 			s->res.flags |= ZVIZ_RF_BROKER_DIED;
 			zv_sup_kill_sandbox(s);
 		}
+		if (pfd[P_BUDGET].revents)
+			check_trusted_budget(s);
 		if (pfd[P_INIT].revents)
 			reap_init(s);
 		if (until_booted && !server_alive)
@@ -347,6 +413,8 @@ void zv_sup_finish_result(struct sup *s)
 	r->memory_peak_bytes = (uint64_t)s->init_rusage.ru_maxrss * 1024ull;
 	zv_cg_stats(&s->cg, r);
 	zv_broker_finish(&s->broker, s->audit, &s->naudit, &r->audit_dropped);
+	/* After the broker is reaped: its rusage then holds every last notification. */
+	r->trusted_cpu_ns = trusted_cpu_ns(s);
 	if (WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS)
 		r->flags |= ZVIZ_RF_SECCOMP_KILLED;
 	zv_kmsg_collect(s->kmsg_fd, s->spec.uid_base + 2u * (uint32_t)getpid() + 1u, s->audit, &s->naudit,

@@ -71,6 +71,15 @@ __attribute__((noreturn)) static void exec_function(const struct zv_child_ctx *c
 	struct zviz_error err;
 	zv_error_clear(&err);
 
+	/* The supervisor ignores SIGPIPE, and an ignored signal stays ignored across execve:
+	 * give the function the default back, so its pipes behave as anywhere else. */
+	struct sigaction dfl;
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL;
+	if (sigaction(SIGPIPE, &dfl, NULL) < 0) {
+		zv_fail(&err, ZVIZ_E_SYSTEM, errno, "restore the default SIGPIPE action");
+		goto fail;
+	}
 	/* A new session: no controlling terminal, immune to the server's job control. */
 	if (setsid() < 0) {
 		zv_fail(&err, ZVIZ_E_SYSTEM, errno, "setsid");

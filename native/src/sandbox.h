@@ -62,12 +62,15 @@ struct zv_broker {
 	int sock_broker; /* the broker's end, until it is forked */
 	bool exited;     /* seen to have exited (not yet reaped) */
 	bool reaped;
+	uint64_t cpu_ns; /* its whole CPU time, known once reaped */
 };
 
 int zv_broker_prepare(struct zv_broker *h, const struct zv_seccomp *sc, struct zviz_error *err);
 int zv_broker_spawn(struct zv_broker *h, const struct zv_spec *s, struct zviz_error *err);
 bool zv_broker_exited_abnormally(struct zv_broker *h);
 void zv_broker_finish(struct zv_broker *h, struct zviz_audit *out, uint32_t *n, uint64_t *dropped);
+/* The broker's CPU time so far (its CPU clock while it lives, its rusage once reaped). */
+uint64_t zv_broker_cpu_ns(const struct zv_broker *h);
 
 /* audit.c (supervisor side): seccomp kills from the kernel's audit records. */
 int zv_kmsg_open(void);

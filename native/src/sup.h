@@ -11,6 +11,14 @@
 
 #define CTL_FD 3
 
+/* The trusted side's CPU budget for one invocation: what the supervisor and the broker may
+ * spend on its behalf from GO on is at most 1/ZV_TRUSTED_CPU_SHARE of the CPU the
+ * invocation itself may use (timeoutMs × cpus), and never less than ZV_TRUSTED_CPU_MIN_NS.
+ * Checked every ZV_TRUSTED_CPU_TICK_MS; passing it kills the sandbox. */
+#define ZV_TRUSTED_CPU_SHARE 10u
+#define ZV_TRUSTED_CPU_MIN_NS (100ull * 1000000ull)
+#define ZV_TRUSTED_CPU_TICK_MS 50
+
 /* A stream we read from the sandbox (stdout, stderr, the reply channel), capped. */
 struct pipe_buf {
 	int fd;
@@ -45,6 +53,10 @@ struct sup {
 	struct feed in, ctl;
 	struct pipe_buf out, err, reply;
 	int timer_fd;
+	int budget_fd;             /* periodic: check the trusted side's CPU against its budget */
+	uint64_t trusted_budget_ns;
+	uint64_t self_cpu_at_go;   /* the supervisor's own CPU clock at GO */
+	uint64_t broker_cpu_at_go; /* the broker's, at GO (a warm runtime's boot is not the invocation's) */
 	bool warm;    /* the function was started before GO (pre-warmed) */
 	bool booted;  /* warm: the runtime said it is ready, or ended trying */
 	bool running; /* GO received: limits, timer and output caps are the invocation's */

@@ -322,12 +322,19 @@ int main(int argc, char **argv)
 	zv_error_clear(&err);
 	struct sup s;
 	memset(&s, 0, sizeof(s));
-	s.init_pidfd = s.server_pidfd = s.sync_wr = s.msg_rd = s.timer_fd = -1;
+	s.init_pidfd = s.server_pidfd = s.sync_wr = s.msg_rd = s.timer_fd = s.budget_fd = -1;
 	s.in.fd = s.ctl.fd = s.out.fd = s.err.fd = s.reply.fd = -1;
 	s.ll.ruleset_fd = -1;
 	s.kmsg_fd = -1;
 	s.broker.pidfd = s.broker.audit_rd = s.broker.sock_child = s.broker.sock_broker = -1;
 	int rc = 1;
+
+	/* The sandbox can close every pipe we write into (its stdin, a warm function's fd
+	 * 3) whenever it likes: a write to it must fail with EPIPE, never kill the trusted
+	 * side with SIGPIPE (the result, and the CPU it measured, would be lost). The broker
+	 * we fork inherits this; the function gets the default back before its execve
+	 * (sandbox.c), since an ignored disposition would survive the exec. */
+	signal(SIGPIPE, SIG_IGN);
 
 	/* Only the control socket is ours to keep. */
 	syscall(SYS_close_range, CTL_FD + 1, ~0U, 0);
@@ -366,6 +373,10 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (apply_go(&s, &err) < 0) {
+		send_error(&err);
+		goto out;
+	}
+	if (zv_sup_start_trusted_accounting(&s, &err) < 0) {
 		send_error(&err);
 		goto out;
 	}

@@ -23,7 +23,7 @@ function facts(over: Partial<HostFacts> = {}): HostFacts {
     nftables: { available: true, detail: 'nft at /usr/sbin/nft' },
     lsm: { list: ['lockdown', 'capability', 'landlock', 'apparmor'], apparmor: true, selinux: false },
     syscallAbis: { ia32: true, x32: false, detail: 'IA32 (int 0x80) present, x32 absent' },
-    nativeAbi: 5,
+    nativeAbi: 6,
     ...over,
   };
 }

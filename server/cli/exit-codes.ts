@@ -82,6 +82,7 @@ export function statusLines(r: Ending, limits: Limits): string[] {
       if (r.reason === 'output-limit') out.push(`killed: output passed ${limits.outputBytes} bytes (raise it with --output)`);
       else if (r.reason === 'seccomp') out.push(`killed: forbidden system call (seccomp, ${r.signal ?? 'SIGSYS'})`);
       else if (r.reason === 'broker') out.push('killed: the seccomp broker died, so the sandbox was stopped');
+      else if (r.reason === 'broker-cpu') out.push('killed: it made the trusted side (seccomp broker, supervisor) pass its CPU budget');
       else if (r.reason === 'pids') out.push(`killed by ${r.signal ?? 'a signal'} after reaching the pids limit (${limits.pids})`);
       else out.push(`killed by ${r.signal ?? 'a signal'}`);
       break;

@@ -1,7 +1,8 @@
 // From what the supervisor measured to the response: status, reason, rounding, native failures.
 import { describe, expect, it } from 'vitest';
 import type { SandboxResult } from '../../worker-pool/types.js';
-import { toResponse } from './response.js';
+import { classify, toResponse } from './response.js';
+import { chargedCpuMs } from './service.js';
 import { loadTestProfile, result } from '../../test/support/fixtures.js';
 
 const defaultProfile = loadTestProfile('default');
@@ -44,5 +45,20 @@ describe('toResponse maps what the supervisor measured to status and reason', ()
   it('turns INVALID_SPEC into INTERNAL: a spec the native layer rejects is our bug', () => {
     const fail = () => toResponse('id-1', 'default', limits, { ok: false, error: { code: 'INVALID_SPEC', errno: 0, message: 'bad argv' } });
     expect(fail).toThrowError(expect.objectContaining({ code: 'INTERNAL' }));
+  });
+});
+
+describe('chargedCpuMs', () => {
+  it("charges the sandbox's CPU plus the trusted side's, and a failed run what its cgroup showed", () => {
+    expect(chargedCpuMs({ ok: true, result: result({ cpuMs: 300, brokerCpuMs: 120 }) })).toBe(420);
+    expect(chargedCpuMs({ ok: false, error: { code: 'PROTOCOL', errno: 0, message: 'supervisor died' }, cpuMs: 950 })).toBe(950);
+    expect(chargedCpuMs({ ok: false, error: { code: 'SPAWN', errno: 0, message: 'no supervisor' } })).toBe(0);
+    expect(chargedCpuMs(undefined)).toBe(0);
+  });
+});
+
+describe('classify: the trusted side over its CPU budget', () => {
+  it("is 'killed' with reason 'broker-cpu'", () => {
+    expect(classify(result({ brokerCpuLimited: true, signal: 'SIGKILL', exitCode: null }))).toEqual({ status: 'killed', reason: 'broker-cpu' });
   });
 });

@@ -14,6 +14,8 @@ export function classify(r: SandboxResult): { status: InvokeStatus; reason: Invo
   if (r.oomKilled) return { status: 'oom', reason: 'memory' };
   // Fail closed: without its broker the sandbox was killed, whatever it was doing.
   if (r.brokerDied) return { status: 'killed', reason: 'broker' };
+  // The sandbox made the trusted side spend more CPU than its budget on its behalf.
+  if (r.brokerCpuLimited) return { status: 'killed', reason: 'broker-cpu' };
   if (r.signal === 'SIGSYS' && r.seccompKilled) return { status: 'killed', reason: 'seccomp' };
   // The supervisor kills the sandbox when stdout or stderr passes outputBytes.
   if (r.outputLimited) return { status: 'killed', reason: 'output-limit' };
@@ -54,6 +56,7 @@ export function toResponse(
     durationMs: tenth(r.durationMs),
     setupMs: tenth(r.setupMs),
     cpuMs: tenth(r.cpuMs),
+    brokerCpuMs: tenth(r.brokerCpuMs),
     memoryPeakBytes: r.memoryPeakBytes,
     oomKills: r.oomKills,
     audit: r.audit,

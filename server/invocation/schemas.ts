@@ -158,14 +158,14 @@ export const invokeQuerySchema = z.strictObject({
 
 export const INVOKE_STATUSES = ['ok', 'error', 'timeout', 'oom', 'killed'] as const;
 export type InvokeStatus = (typeof INVOKE_STATUSES)[number];
-export const INVOKE_REASONS = ['timeout', 'memory', 'output-limit', 'pids', 'signal', 'seccomp', 'broker'] as const;
+export const INVOKE_REASONS = ['timeout', 'memory', 'output-limit', 'pids', 'signal', 'seccomp', 'broker', 'broker-cpu'] as const;
 export type InvokeReason = (typeof INVOKE_REASONS)[number];
 
 export const auditEventSchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('seccomp'), syscall: z.string(), nr: z.number().int(), action: z.enum(['errno', 'kill']), count: z.number().int() }),
   z.strictObject({ kind: z.literal('broker'), path: z.string(), decision: z.enum(['allowed', 'denied']), count: z.number().int() }),
   z.strictObject({ kind: z.literal('network'), dst: z.string(), port: z.number().int().nullable(), action: z.literal('drop') }),
-  z.strictObject({ kind: z.literal('limit'), limit: z.enum(['memory', 'pids', 'output', 'timeout']) }),
+  z.strictObject({ kind: z.literal('limit'), limit: z.enum(['memory', 'pids', 'output', 'timeout', 'broker-cpu']) }),
 ]);
 
 export const invokeResponseSchema = z.strictObject({
@@ -181,6 +181,11 @@ export const invokeResponseSchema = z.strictObject({
   durationMs: z.number(),
   setupMs: z.number(),
   cpuMs: z.number(),
+  /**
+   * CPU the trusted side (supervisor and seccomp broker, outside the sandbox's cgroup) spent
+   * on this invocation; not part of cpuMs. The tenant's cpuSeconds quota is charged both.
+   */
+  brokerCpuMs: z.number(),
   memoryPeakBytes: z.number(),
   oomKills: z.number(),
   /** Security decisions taken during the invocation (seccomp, broker, network, limits), capped. */

@@ -80,6 +80,17 @@ function buildTask(id: string, body: InvokeRequest, profile: Profile, cap?: Tena
   });
 }
 
+/**
+ * The CPU an invocation is charged, whatever its outcome: the sandbox's own (from its
+ * cgroup, also when the native layer failed after the function ran) plus what the trusted
+ * side spent on its behalf. A failure is not a way to burn CPU for free.
+ */
+export function chargedCpuMs(outcome: SandboxOutcome | undefined): number {
+  if (outcome === undefined) return 0;
+  if (!outcome.ok) return outcome.cpuMs ?? 0;
+  return outcome.result.cpuMs + outcome.result.brokerCpuMs;
+}
+
 export class InvocationService {
   readonly #cache = new VersionCache();
 
@@ -126,7 +137,7 @@ export class InvocationService {
     } finally {
       metrics.inFlight.dec();
       // Released before answering, so a client that calls again right away finds its slot free.
-      await lease.release(outcome?.ok ? outcome.result.cpuMs : 0);
+      await lease.release(chargedCpuMs(outcome));
     }
     const wallMs = performance.now() - started;
 
@@ -139,7 +150,7 @@ export class InvocationService {
       const err = asError(e);
       const code = err instanceof ApiError ? err.code : 'INTERNAL';
       log.info('invoke', { ...fields, status: 'failed', code, durationMs: null });
-      await recordFailed(accounting, inv, code);
+      await recordFailed(accounting, inv, code, outcome && !outcome.ok ? (outcome.cpuMs ?? null) : null);
       throw err;
     }
     log.info('invoke', { ...fields, status: response.status, durationMs: response.durationMs, warm: response.warm });

@@ -16,6 +16,7 @@ function limitHit(response: Pick<InvokeResponse, 'status' | 'reason'>): LimitNam
   if (response.status === 'oom') return 'memory';
   if (response.reason === 'output-limit') return 'output';
   if (response.reason === 'pids') return 'pids';
+  if (response.reason === 'broker-cpu') return 'broker-cpu';
   return null;
 }
 
@@ -74,7 +75,7 @@ export async function recordFinished(deps: AccountingDeps, inv: Invocation, resp
 }
 
 /** An invocation that got no result (the pool refused it, the native layer failed, a bug). */
-export async function recordFailed(deps: AccountingDeps, inv: Invocation, code: ErrorCode): Promise<void> {
+export async function recordFailed(deps: AccountingDeps, inv: Invocation, code: ErrorCode, cpuMs: number | null = null): Promise<void> {
   const { tenant, task } = inv;
   deps.metrics.invocations.inc({ tenant, runtime: task.runtime, status: 'failed' });
   await deps.audit.record({
@@ -90,7 +91,8 @@ export async function recordFailed(deps: AccountingDeps, inv: Invocation, code: 
     durationMs: null,
     setupMs: null,
     queueMs: null,
-    cpuMs: null,
+    // What a sandbox used before the native layer failed is still charged, and shown.
+    cpuMs,
     memoryPeakBytes: null,
   });
 }

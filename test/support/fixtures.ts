@@ -45,6 +45,8 @@ export function result(overrides: Partial<SandboxResult> = {}): SandboxResult {
     durationMs: 12.345,
     setupMs: 3.21,
     cpuMs: 7.06,
+    brokerCpuMs: 0,
+    brokerCpuLimited: false,
     memoryPeakBytes: 4_194_304,
     oomKills: 0,
     brokerDied: false,

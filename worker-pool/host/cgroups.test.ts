@@ -3,6 +3,7 @@
 import { posix } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
+  cgroupCpuMs,
   killAndRemove,
   killProcesses,
   parseMountinfo,
@@ -599,5 +600,18 @@ describe('killAndRemove', () => {
     expect(killed).toEqual([7004]);
     expect(fsys.exists(dir)).toBe(true);
     expect(killProcesses(`${dir}-gone`, () => {}, fsys)).toEqual([]);
+  });
+});
+
+describe('cgroupCpuMs', () => {
+  it('reads usage_usec of a v2 cpu.stat, cpuacct.usage on v1, and null where neither exists', () => {
+    const fsys = new FakeFs({
+      '/v2/zs/cpu.stat': 'usage_usec 1234567\nuser_usec 1000000\nsystem_usec 234567\n',
+      '/v1/zs/cpu.stat': 'nr_periods 3\nnr_throttled 1\n',
+      '/v1/zs/cpuacct.usage': '2500000000\n',
+    }, ['/gone']);
+    expect(cgroupCpuMs('/v2/zs', fsys)).toBeCloseTo(1234.567);
+    expect(cgroupCpuMs('/v1/zs', fsys)).toBe(2500);
+    expect(cgroupCpuMs('/gone/zs', fsys)).toBeNull();
   });
 });

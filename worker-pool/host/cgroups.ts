@@ -272,6 +272,25 @@ export interface KillAndRemoveOptions {
 }
 
 /**
+ * CPU used by everything that ran in a sandbox cgroup folder, in ms: `usage_usec` of
+ * cpu.stat (v2) or cpuacct.usage (v1, ns). Null where the folder or the file is absent.
+ * Read before the folder is removed, when its supervisor could not report (it died).
+ */
+export function cgroupCpuMs(dir: string, fsys: CgroupFs = realFs): number | null {
+  try {
+    const stat = /^usage_usec (\d+)$/m.exec(fsys.readFile(join(dir, 'cpu.stat')));
+    if (stat) return Number(stat[1]) / 1000;
+  } catch { // not v2, or gone: try v1
+  }
+  try {
+    const ns = Number(fsys.readFile(join(dir, 'cpuacct.usage')).trim());
+    return Number.isFinite(ns) ? ns / 1e6 : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
  * The one way ZViz removes a sandbox cgroup it did not see its supervisor remove: rmdir;
  * while the kernel says EBUSY (tasks inside, or dying ones not yet gone), kill what is
  * listed and retry, for up to a second. ENOENT counts as removed (the normal case after a
