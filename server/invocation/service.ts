@@ -10,6 +10,7 @@ import type { Profile } from '../../profiles/schema.js';
 import { handlerTask, inlineTask, type SandboxTask } from '../../worker-pool/task.js';
 import type { HostFacts, OutputChunk, SandboxOutcome } from '../../worker-pool/types.js';
 import { recordFailed, recordFinished, recordRefused, type AccountingDeps } from '../tenancy/accounting.js';
+import type { AuditLog } from '../tenancy/audit.js';
 import { ApiError } from '../http/errors.js';
 import { checkBrokeredSlots, FUNCTION_VERSIONS_KEPT } from '../functions/deploy.js';
 import { VersionCache, type FunctionStore, type FunctionVersion } from '../functions/store.js';
@@ -31,7 +32,7 @@ export interface InvocationDeps {
   invoker: Invoker;
   functions: FunctionStore;
   gate: QuotaGate;
-  accounting: AccountingDeps;
+  accounting: AccountingDeps & { audit: AuditLog };
   log: Logger;
   hostFacts: () => HostFacts;
   withState: WithState;
@@ -124,10 +125,12 @@ export class InvocationService {
       failure = e;
     } finally {
       metrics.inFlight.dec();
-      // Released before answering, so a client that calls again right away finds its slot free.
-      await lease.release(outcome?.ok ? outcome.result.cpuMs : 0);
     }
     const wallMs = performance.now() - started;
+    // The audit records go to Redis with the lease's release: one round trip for both.
+    const audit = accounting.audit.deferred();
+    const recording: AccountingDeps = { ...accounting, audit };
+    const cpuMs = outcome?.ok ? outcome.result.cpuMs : 0;
 
     let response: AnyInvokeResponse;
     try {
@@ -138,11 +141,20 @@ export class InvocationService {
       const err = asError(e);
       const code = err instanceof ApiError ? err.code : 'INTERNAL';
       log.info('invoke', { ...fields, status: 'failed', code, durationMs: null });
-      await recordFailed(accounting, inv, code);
+      try {
+        await recordFailed(recording, inv, code);
+      } finally {
+        await lease.release(cpuMs, audit.stored);
+      }
       throw err;
     }
-    log.info('invoke', { ...fields, status: response.status, durationMs: response.durationMs, warm: response.warm });
-    await recordFinished(accounting, inv, response, wallMs);
+    try {
+      log.info('invoke', { ...fields, status: response.status, durationMs: response.durationMs, warm: response.warm });
+      await recordFinished(recording, inv, response, wallMs);
+    } finally {
+      // Released before answering, so a client that calls again right away finds its slot free.
+      await lease.release(cpuMs, audit.stored);
+    }
     return response;
   }
 
