@@ -153,7 +153,8 @@ export class InvocationService {
       await recordFinished(recording, inv, response, wallMs);
     } finally {
       // Released before answering, so a client that calls again right away finds its slot free.
-      await lease.release(cpuMs, audit.stored);
+      // The CPU charged is the CPU answered (rounded the same way), so the two always add up.
+      await lease.release(response.cpuMs, audit.stored);
     }
     return response;
   }
