@@ -3,6 +3,7 @@
 import { join } from 'node:path';
 import type { Logger } from '../ops/log.js';
 import { startPrivateRedis, type PrivateRedis } from './private-redis.js';
+import { migrateKeyLayout } from './migrate.js';
 import { RedisAuditStore } from './redis-audit.js';
 import { RedisFunctionStore } from './redis-functions.js';
 import { RedisInvocationStore } from './redis-invocations.js';
@@ -55,6 +56,13 @@ export async function openState(opts: StateOptions): Promise<State> {
     redis.disconnect();
     await privateRedis?.stop();
     throw new Error(`Cannot connect to Redis at ${redactUrl(url)}: ${errorMessage(e)}${opts.redisUrl === null ? '' : ' (check ZVIZ_REDIS_URL)'}`);
+  }
+  try {
+    await migrateKeyLayout(redis, log);
+  } catch (e) {
+    redis.disconnect();
+    await privateRedis?.stop();
+    throw new Error(`Cannot move the keys of an older ZViz to the current layout: ${errorMessage(e)}`);
   }
   const clock = new RedisClock(redis);
   await clock.sync();
