@@ -5,6 +5,7 @@
 // quota counters, async invocation records and host indexes are dropped: leases and rate
 // tokens start afresh and the CPU window restarts. Idempotent: a key already moved is skipped,
 // so hosts starting together, or a start interrupted half-way, are harmless.
+import { Cluster } from 'ioredis';
 import type { Logger } from '../ops/log.js';
 import { keys, type RedisClient } from './redis.js';
 
@@ -26,7 +27,7 @@ const OLD_TENANT = /^zviz:tenant:([^:{}]+)$/;
 
 /** Moves what an older ZViz wrote; returns how many keys moved. Nothing to do on a Cluster (the old layout could not run there). */
 export async function migrateKeyLayout(redis: RedisClient, log: Logger): Promise<number> {
-  if (!('scanStream' in redis)) return 0;
+  if (redis instanceof Cluster) return 0;
   const old: string[] = [];
   for await (const batch of redis.scanStream({ match: 'zviz:*', count: 500 }) as AsyncIterable<string[]>) {
     for (const k of batch) if (!k.includes('{')) old.push(k);
