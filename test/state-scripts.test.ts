@@ -116,6 +116,18 @@ describe('state scripts in a real Redis', () => {
       expect(await s.sweepHost(['t'], { id: 'host-a', boot: 'boot-2' })).toBe(0);
     });
 
+    it('frees and sweeps more fields than one Lua unpack takes (8000)', async () => {
+      const t = await tenant('t', { concurrency: 100_000 });
+      const fields: Record<string, string> = {};
+      for (let i = 0; i < 9000; i++) fields[`l:x${i}`] = `${now + 60_000}|host-a|boot-0`;
+      await redis.hset(keys.tenant('t'), fields);
+      expect(await quotas().sweepHost(['t'], owner)).toBe(9000);
+      for (let i = 0; i < 9000; i++) fields[`l:x${i}`] = `${now - RELEASED_KEEP_MS - 1}|host-b|boot-0`;
+      await redis.hset(keys.tenant('t'), fields);
+      expect((await t.acquire('a', 1000)).ok).toBe(true);
+      expect(await redis.hlen(keys.tenant('t'))).toBeLessThan(20);
+    });
+
     it('stale fields are swept, so the hash stays small under steady use', async () => {
       const t = await tenant('t', { concurrency: 5, cpuWindowSeconds: 10 });
       for (let i = 0; i < 400; i++) {

@@ -28,16 +28,29 @@ const CPU_BUCKETS = 20;
 
 /**
  * How long a released or expired lease's fields stay, so a repeated release charges nothing.
- * Longer than a release's retries (server/tenancy/quotas.ts: 1 + 2 + 4 + 8 + 16 s, each
- * attempt up to the command timeout): what a paused Redis queued runs in one burst when it resumes.
+ * Longer than a release's retries take to be sent (server/tenancy/quotas.ts: 1 + 2 + 4 + 8 +
+ * 16 s, plus up to six 2 s command timeouts: 43 s); what a paused Redis queued runs in one
+ * burst when it resumes, so a pause does not stretch it. The tenant hash holds about two
+ * fields per invocation of this long, and ADMIT reads them all: the cost of an admission grows
+ * with the tenant's invocation rate (docs/TENANTS.md).
  */
-export const RELEASED_KEEP_MS = 120_000;
+export const RELEASED_KEEP_MS = 60_000;
+/** At most this many values go to one command from a script (Lua's unpack limit is 8000). */
+const CHUNK = 4000;
 /** Released charges are folded into buckets once this many wait; stale fields go once this many exist. */
 const FOLD_AT = 16;
 const SWEEP_AT = 16;
 
 // Reads the tenant hash into `h` (record fields), `leases`, `released` and the CPU window.
-const READ = `
+const CHUNKED = `
+local function chunked(cmd, key, list)
+  for i = 1, #list, ${CHUNK} do
+    redis.call(cmd, key, unpack(list, i, math.min(i + ${CHUNK} - 1, #list)))
+  end
+end
+`;
+
+const READ = `${CHUNKED}
 local now = tonumber(ARGV[1])
 local raw = redis.call('HGETALL', KEYS[1])
 local function split(v)
@@ -161,7 +174,7 @@ if #unfolded >= ${FOLD_AT} then
     set[#set + 1] = ms
   end
 end
-redis.call('HSET', KEYS[1], unpack(set))
+chunked('HSET', KEYS[1], set)
 
 -- Stale fields: buckets out of the window, and leases released or expired longer ago than
 -- any release is retried. Deleted together once there are enough to be worth a command.
@@ -178,7 +191,7 @@ for id, v in pairs(leases) do
   local expiry = tonumber((split(v)))
   if released[id] == nil and (expiry == nil or expiry + keep < now) then stale[#stale + 1] = 'l:' .. id end
 end
-if #stale >= ${SWEEP_AT} then redis.call('HDEL', KEYS[1], unpack(stale)) end
+if #stale >= ${SWEEP_AT} then chunked('HDEL', KEYS[1], stale) end
 return { 'ok', 0, in_flight + 1 }
 `;
 
@@ -234,7 +247,7 @@ return { in_flight_count(), total }
  * KEYS: tenant hash   ARGV: now, host id, boot id
  * Returns how many leases were freed.
  */
-export const SWEEP_HOST = `
+export const SWEEP_HOST = `${CHUNKED}
 local raw = redis.call('HGETALL', KEYS[1])
 local gone = {}
 for i = 1, #raw, 2 do
@@ -243,7 +256,7 @@ for i = 1, #raw, 2 do
     if host == ARGV[2] and boot ~= ARGV[3] then gone[#gone + 1] = raw[i] end
   end
 end
-if #gone > 0 then redis.call('HDEL', KEYS[1], unpack(gone)) end
+if #gone > 0 then chunked('HDEL', KEYS[1], gone) end
 return #gone
 `;
 
