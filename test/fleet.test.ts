@@ -422,7 +422,10 @@ describe.skipIf(skip !== null)('a fleet of three hosts behind HAProxy, sharing a
     const client = await redis.client();
     try {
       const key = await createTenant('crash', { concurrency: 4, invocationsPerMinute: 100_000 });
+      const ttlKey = await createTenant('ttl', { concurrency: 1, invocationsPerMinute: 100_000 });
       const held = Array.from({ length: 4 }, () => tryCall(victim.url, '/invoke', { body: { runtime: 'bash', code: 'sleep 60', limits: { timeoutMs: 60_000 } }, bearer: key }));
+      // Lease TTL timeoutMs 4000 + ZVIZ_LEASE_SLACK_MS 2000: if the host never came back, the slot frees by then.
+      held.push(tryCall(victim.url, '/invoke', { body: { runtime: 'bash', code: 'sleep 60', limits: { timeoutMs: 4000 } }, bearer: ttlKey }));
       const asyncRun = await call(victim.url, '/invoke?mode=async', { body: { runtime: 'bash', code: 'sleep 60', limits: { timeoutMs: 60_000 } }, bearer: tenantKey });
       expect(asyncRun.status).toBe(202);
       const leases = async () => Object.keys(await client.hgetall('zviz:{crash}')).filter((f) => f.startsWith('l:')).length;
@@ -451,6 +454,12 @@ describe.skipIf(skip !== null)('a fleet of three hosts behind HAProxy, sharing a
       // Refused by the dead host's leases until it is back.
       const refusedNow = await call(hosts[0]!.url, '/invoke', { body: { runtime: 'bash', code: 'true' }, bearer: key });
       expect(refusedNow.body.error?.code).toBe('QUOTA_CONCURRENCY');
+      // A lease of the dead host frees within its TTL without the host.
+      const ttlFree = await pollUntil(() => call(hosts[0]!.url, '/invoke', { body: { runtime: 'bash', code: 'true' }, bearer: ttlKey }), (r) => r.status === 200, 10_000, 200);
+      const ttlFreedMs = Date.now() - killedAt;
+      log(`the dead host's lease of tenant ttl (TTL 6000 ms from its last refresh) freed ${ttlFreedMs} ms after the kill`);
+      expect(ttlFree.status).toBe(200);
+      expect(ttlFreedMs).toBeLessThanOrEqual(6000 + 1000);
 
       await startHost(victim, redis.url);
       const freed = await leases();
