@@ -44,7 +44,7 @@ export async function sequential(
   n: number,
   warmupMs: number,
   poolOn: boolean,
-): Promise<LatencySet & { redisPerInvocation: string | null }> {
+): Promise<LatencySet & { redisPerInvocation: string | null; redisCommands: number | null }> {
   const until = performance.now() + warmupMs;
   while (performance.now() < until) {
     await invoke(s, t);
@@ -57,7 +57,18 @@ export async function sequential(
     await sleep(PAUSE_MS);
   }
   const after = redisCalls(s);
-  return { ...toSet(out, poolOn), redisPerInvocation: before && after ? perCall(before, after, n) : null };
+  return {
+    ...toSet(out, poolOn),
+    redisPerInvocation: before && after ? perCall(before, after, n) : null,
+    redisCommands: before && after ? commandsPerCall(before, after, n) : null,
+  };
+}
+
+/** Redis commands per invocation (INFO commandstats counts those inside scripts too). */
+function commandsPerCall(before: Map<string, number>, after: Map<string, number>, n: number): number {
+  let total = 0;
+  for (const [k, v] of after) if (k !== 'info') total += v - (before.get(k) ?? 0);
+  return total / n;
 }
 
 /** "12.0 (evalsha 3.0, hgetall 2.0, …)": Redis commands per invocation, busiest first. */

@@ -105,7 +105,7 @@ function coldRows(c: ColdResult, attach: Attach): void {
   }
 }
 
-type Seq = LatencySet & { redisPerInvocation: string | null };
+type Seq = LatencySet & { redisPerInvocation: string | null; redisCommands: number | null };
 interface HttpResults {
   target: Record<'node' | 'python', Target>;
   on: Record<'node' | 'python', { seq: Seq; burst: LatencySet & { refillTimeouts: number } }>;
@@ -179,6 +179,20 @@ function httpRows(h: HttpResults): void {
     }
     pair('burst', `bursts of ${BURST}`, 'p99 ≤ 15 ms', (s) => s.p99 <= 15);
   }
+  // Issue 15 item 4: the request path's Redis work, counted by Redis itself over (a).
+  const redis = h.on.node.seq.redisCommands;
+  rows.push([
+    '2r',
+    `Redis commands per invocation (INFO commandstats, scripts' own commands included), over 2a pools on`,
+    String(h.on.node.seq.latency.n),
+    redis === null ? 'n/a' : fmt(redis),
+    '',
+    'cmds',
+    'before: 32',
+    redis === null ? '' : `${fmt(redis / 32)}×`,
+    '≤ 6',
+    redis === null ? '' : verdict(redis <= 6),
+  ]);
   const mode = h.target.node.mode;
   notes.push(
     `2: path measured: ${mode === 'deployed' ? 'deployed functions (PUT /functions/:name, POST /invoke { function, input })' : 'inline code (POST /invoke { runtime, code, stdin }): PUT /functions/:name answered 404 "Cannot find route", so the deployed-function path could not be measured'}; ` +

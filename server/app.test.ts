@@ -160,6 +160,23 @@ describe('routing', () => {
     expect(await res.json()).toEqual(readiness);
   });
 
+  // A load balancer checking /readyz stops sending within one interval, while admitted work finishes.
+  it('GET /readyz answers 503 SHUTTING_DOWN at once when the drain begins, without running the checks', async () => {
+    const { Drain } = await import('./ops/drain.js');
+    const drain = new Drain();
+    let checked = 0;
+    const app = testApp({ drain, readiness: async () => (checked++, ready) });
+    expect((await app.request('/readyz')).status).toBe(200);
+    const release = drain.hold();
+    drain.begin();
+    const res = await app.request('/readyz');
+    expect(res.status).toBe(503);
+    expect(res.headers.get('retry-after')).toBe('1');
+    expect(((await res.json()) as ErrorJson).error).toMatchObject({ code: 'SHUTTING_DOWN', details: { inFlight: 1 } });
+    expect(checked).toBe(1);
+    release();
+  });
+
   it('GET /host answers the host facts', async () => {
     const res = await makeApp().app.request('/host', { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
     expect(await res.json()).toEqual(HOST_FACTS);

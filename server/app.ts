@@ -17,7 +17,7 @@ import type { HostFacts } from '../worker-pool/types.js';
 import { registerAdminRoutes } from './tenancy/admin.js';
 import { AsyncInvocations, DEFAULT_RESULT_TTL_S, type HostIdentity, type InvocationStore } from './invocation/async.js';
 import { auditPageSchema, auditQuerySchema, tenantView, type AuditLog } from './tenancy/audit.js';
-import { adminAuth, tenantAuth, type TenantEnv } from './tenancy/auth.js';
+import { adminAuth, tenantAuth, TenantCache, type TenantEnv } from './tenancy/auth.js';
 import { PACKAGE_VERSION } from './config.js';
 import { Drain } from './ops/drain.js';
 import { ApiError, errorHandler, methodNotAllowed, notFoundHandler } from './http/errors.js';
@@ -123,7 +123,15 @@ function allowedMethods(app: OpenAPIHono<TenantEnv>): Map<string, string> {
 export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
   const { profiles, log, tenants, audit, metrics } = deps;
   const maxBodyBytes = deps.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
-  const gate = new QuotaGate({ store: deps.quotas, log, leaseSlackMs: deps.leaseSlackMs ?? DEFAULT_LEASE_SLACK_MS });
+  const hostIdentity = deps.host ?? (() => ({ id: 'local', boot: 'local' }));
+  const tenantCache = new TenantCache();
+  const gate = new QuotaGate({
+    store: deps.quotas,
+    log,
+    leaseSlackMs: deps.leaseSlackMs ?? DEFAULT_LEASE_SLACK_MS,
+    owner: hostIdentity,
+    onKeyRefused: (keyId) => tenantCache.invalidate(keyId),
+  });
   const drain = deps.drain ?? new Drain();
   const app = createApiApp<TenantEnv>();
   app.onError(errorHandler(log));
@@ -131,6 +139,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
 
   const withState = stateGuard(log, metrics);
   const tenantOnly = tenantAuth({ tenants, audit, metrics, withState });
+  const tenantInvoke = tenantAuth({ tenants, audit, metrics, withState, cache: tenantCache });
   const adminOnly = adminAuth({ token: deps.adminToken, audit, metrics });
   const bodyUpToMax = limitBody(maxBodyBytes);
 
@@ -152,7 +161,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
     audit,
     log,
     withState,
-    host: deps.host ?? (() => ({ id: 'local', boot: 'local' })),
+    host: hostIdentity,
     resultTtlS: deps.resultTtlS ?? DEFAULT_RESULT_TTL_S,
     callback: {
       timeoutMs: deps.callbackTimeoutMs ?? DEFAULT_CALLBACK_TIMEOUT_MS,
@@ -172,6 +181,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
     log,
     callbackHosts: deps.callbackHosts ?? [],
     tenantOnly,
+    tenantInvoke,
     limitBody: bodyUpToMax,
   });
   registerFunctionRoutes(app, { functions: deps.functions, profiles, audit, withState, tenantOnly, limitBody: bodyUpToMax });
@@ -226,9 +236,15 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
       summary: 'Readiness: sandboxes can be made, the queue has room, Redis answers',
       security: 'none',
       answers: [{ status: 200, description: 'Ready (503 with the same shape when not)', schema: readinessSchema }],
-      errors: ['NOT_READY'],
+      errors: ['NOT_READY', 'SHUTTING_DOWN'],
     }),
     async function readyz(c) {
+      // A draining host says so at once, before any check: the load balancer stops sending.
+      if (drain.draining) {
+        throw new ApiError('SHUTTING_DOWN', 'Not ready: the server is shutting down: it finishes the invocations it admitted', { inFlight: drain.active }, {
+          headers: { 'Retry-After': '1' },
+        });
+      }
       let readiness: Readiness;
       try {
         readiness = await deps.readiness();

@@ -54,7 +54,7 @@ export const configSchema = z.object({
   /** redis://, rediss:// or unix:// URL, or a socket path. Unset: a private redis-server under the state dir. */
   ZVIZ_REDIS_URL: z
     .string()
-    .regex(/^(rediss?:\/\/|unix:\/\/\/|\/)/, 'must be a redis://, rediss:// or unix:/// URL or an absolute socket path')
+    .regex(/^(rediss?:\/\/|redis\+(sentinel|cluster):\/\/|unix:\/\/\/|\/)/, 'must be a redis://, rediss://, redis+sentinel://, redis+cluster:// or unix:/// URL or an absolute socket path')
     .optional(),
   /** The redis-server binary the private Redis runs (only when ZVIZ_REDIS_URL is unset). */
   ZVIZ_REDIS_SERVER: z.string().min(1).default('redis-server'),

@@ -5,7 +5,6 @@ import { guardOversizedBodies } from './http/oversized-bodies.js';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { serve } from '@hono/node-server';
 import { isEntryPoint } from '../worker-pool/util/entry-point.js';
@@ -23,7 +22,7 @@ import { createDevTenant, DEV_TENANT, tryCommand } from './tenancy/dev-tenant.js
 import { Drain } from './ops/drain.js';
 import { ApiError } from './http/errors.js';
 import { deployExamples, loadExamples } from './functions/examples.js';
-import { probeStateDir, probeStateDirSync } from './state/state-dir.js';
+import { hostIdOf, probeStateDir, probeStateDirSync } from './state/state-dir.js';
 import { JsonLogger } from './ops/log.js';
 import { createMetricsApp, Metrics } from './ops/metrics.js';
 import { PoolStatsPublisher } from './ops/pool-stats.js';
@@ -109,6 +108,22 @@ export async function main(): Promise<void> {
   } catch (e) {
     abort(errorMessage(e));
   }
+  // This server run, as leases and async invocation records name it: the host id outlives
+  // restarts (the state dir's), the boot id is this run's.
+  let identity: HostIdentity;
+  try {
+    identity = { id: hostIdOf(config.stateDir), boot: randomUUID() };
+  } catch (e) {
+    abort(`Cannot read or create the host id in ${config.stateDir}: ${errorMessage(e)}`);
+  }
+  // A predecessor killed without a shutdown left leases nobody will release: free them now
+  // rather than at their expiry, so its tenants get their slots back at once.
+  try {
+    const freed = await state.quotas.sweepHost(await state.tenants.names(), identity);
+    if (freed > 0) log.warn('freed the leases a previous run of this host left', { host: identity.id, count: freed });
+  } catch (e) {
+    log.warn('cannot free the leases a previous run of this host left: they expire by themselves', { host: identity.id, error: errorMessage(e) });
+  }
   if (config.adminToken === null) log.warn('ZVIZ_ADMIN_TOKEN is not set: the admin API, GET /host and GET /metrics answer 403', {});
 
   const pool = new SandboxPool({
@@ -176,9 +191,6 @@ export async function main(): Promise<void> {
     warmPools: () => pool.poolStats(),
   });
   const audit = new AuditLog({ store: state.audit, file: join(config.stateDir, 'audit.log'), log });
-  // This server run, as async invocation records name it: the port is the bound one, known
-  // once listening (before any request can arrive).
-  const identity: HostIdentity = { id: `${hostname()}:${config.port}`, boot: randomUUID() };
   const app = createApp({
     profiles,
     invoker,
@@ -203,7 +215,7 @@ export async function main(): Promise<void> {
   const withState = stateGuard(log, metrics);
   let poolStats: PoolStatsPublisher | null = null;
 
-  /** Once listening (the host identity needs the port): recovery, pool stats, examples. */
+  /** Once listening: recovery, pool stats, examples. */
   async function afterListening(): Promise<void> {
     poolStats = new PoolStatsPublisher({ redis: state.redis, host: identity.id, stats: () => pool.poolStats(), log });
     poolStats.start();
@@ -230,7 +242,6 @@ export async function main(): Promise<void> {
   guardOversizedBodies(server as import('node:http').Server, DEFAULT_MAX_BODY_BYTES);
   server.on('listening', () => {
     const addr = server.address() as AddressInfo;
-    identity.id = `${hostname()}:${addr.port}`;
     void afterListening();
     const url = `http://${config.host}:${addr.port}`;
     log.info('listening', { url, profiles: [...profiles.keys()] });

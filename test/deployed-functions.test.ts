@@ -1,7 +1,8 @@
 // Privileged: deployed functions, warm pools, streaming, async invocations and the drain,
 // end to end on real servers and real sandboxes. Each suite's server has its own private
 // Redis (the harness), except the host-restart suite, which shares one between two runs.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -209,7 +210,8 @@ describe.skipIf(privilegedReason() !== null)('deployed functions on a real serve
         expect(Number(hash.hits)).toBeGreaterThan(0);
         expect(Object.keys(hash).sort()).toEqual(['creating', 'hits', 'misses', 'size', 'startMs', 'target']);
         expect(await redis.ttl(name)).toBeLessThanOrEqual(10);
-        expect(name).toMatch(/^zviz:pool:[^:]+:\d+:fn:harness:warm-fn:1:default$/);
+        // The host's stable id (from its state dir), hash-tagged.
+        expect(name).toMatch(/^zviz:pool:\{[A-Za-z0-9.-]+-[0-9a-f]{8}\}:fn:harness:warm-fn:1:default$/);
       } finally {
         redis.disconnect();
       }
@@ -410,7 +412,7 @@ describe.skipIf(privilegedReason() !== null)('example functions', () => {
       // The second start checked the examples (and found them unchanged) once its log says so or soon after.
       await pollUntil(async () => second!.logs(), (l) => l.includes('deployed example functions'), 2000, 100);
       expect(second.logs()).not.toContain('deployed example functions');
-      expect(await client.hget('zviz:fn:dev:hello-node', 'latest')).toBe('1');
+      expect(await client.hget('zviz:{dev}:fn:hello-node', 'latest')).toBe('1');
     } finally {
       await first?.stop();
       await second?.stop();
@@ -435,31 +437,34 @@ describe.skipIf(privilegedReason() !== null)('an async invocation whose server d
   it('is failed with reason host-restart when the same host starts again', async () => {
     const redis = await startRedis();
     const port = String(await freePort());
+    // The host's identity is its state dir's: the second run shares it.
+    const stateDir = mkdtempSync(join(tmpdir(), 'zviz-host-'));
     let first: RunningServer | null = null;
     let second: RunningServer | null = null;
     try {
-      first = await startServer({ env: { ZVIZ_REDIS_URL: redis.url, ZVIZ_PORT: port } });
+      first = await startServer({ stateDir, env: { ZVIZ_REDIS_URL: redis.url, ZVIZ_PORT: port } });
       const accepted = await first.request('/invoke?mode=async', { method: 'POST', body: { runtime: 'bash', code: 'sleep 30' } });
       expect(accepted.status).toBe(202);
       const id = accepted.body.id as string;
       expect((await first.request(`/invocations/${id}`)).status).toBe(202);
       await first.stop('SIGKILL');
       const client = await redis.client();
-      expect(JSON.parse((await client.get(`zviz:inv:harness:${id}`))!)).toMatchObject({ status: 'running' });
-      // Same host identity (hostname:port), a new run.
-      second = await startServer({ env: { ZVIZ_REDIS_URL: redis.url, ZVIZ_PORT: port }, tenant: { name: 'second' } });
+      expect(JSON.parse((await client.get(`zviz:{harness}:inv:${id}`))!)).toMatchObject({ status: 'running' });
+      // Same host identity (the state dir's), a new run.
+      second = await startServer({ stateDir, env: { ZVIZ_REDIS_URL: redis.url, ZVIZ_PORT: port }, tenant: { name: 'second' } });
       // Recovery runs right after the second server starts listening.
-      const parsed = await pollUntil(async () => JSON.parse((await client.get(`zviz:inv:harness:${id}`))!), (r) => r.status !== 'running', 5000, 100);
+      const parsed = await pollUntil(async () => JSON.parse((await client.get(`zviz:{harness}:inv:${id}`))!), (r) => r.status !== 'running', 5000, 100);
       expect(parsed).toEqual({
         id,
         status: 'failed',
         reason: 'host-restart',
-        error: { code: 'SANDBOX_UNAVAILABLE', message: expect.stringContaining(`:${port}) stopped before it ended`) },
+        error: { code: 'SANDBOX_UNAVAILABLE', message: expect.stringContaining(`${readFileSync(join(stateDir, 'host-id'), 'utf8').trim()}) stopped before it ended`) },
       });
     } finally {
       await first?.stop('SIGKILL');
       await second?.stop();
       await redis.stop();
+      rmSync(stateDir, { recursive: true, force: true });
     }
   });
 });

@@ -128,7 +128,7 @@ describe('deployed functions, async records and pool stats in a real Redis', () 
       const p = new PoolStatsPublisher({ redis, host: 'box:8080', stats: () => stats, log: silentLogger, intervalMs: 60_000 });
       await p.publish();
       const key = keys.pool('box:8080', 'fn:acme:hello:1:default');
-      expect(key).toBe('zviz:pool:box:8080:fn:acme:hello:1:default');
+      expect(key).toBe('zviz:pool:{box:8080}:fn:acme:hello:1:default');
       expect(await redis.hgetall(key)).toEqual({ size: '2', target: '3', creating: '1', hits: '10', misses: '4', startMs: '42.5' });
       const ttl = await redis.ttl(key);
       expect(ttl).toBeGreaterThan(0);

@@ -2,7 +2,8 @@
 // kills itself (by pid). Two servers pointed at one Redis enforce one limit; a killed Redis
 // fails invocations closed and the servers recover when it is back; a killed server's
 // slots expire.
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -13,6 +14,12 @@ import { pollUntil, sleep } from './support/wait.js';
 
 const skip = privilegedReason() !== null;
 const slow = (seconds: number) => ({ runtime: 'bash', code: `sleep ${seconds}; echo done` });
+
+/** Leases in flight in a tenant's hash (server/state/scripts.ts): l: fields with no r: field. */
+async function leasesHeld(client: { hgetall(key: string): Promise<Record<string, string>> }, tenant: string): Promise<number> {
+  const h = await client.hgetall(`zviz:{${tenant}}`);
+  return Object.keys(h).filter((f) => f.startsWith('l:') && h[`r:${f.slice(2)}`] === undefined && Number(h[f]!.split('|')[0]) > Date.now()).length;
+}
 
 function statuses(replies: Reply[]): number[] {
   return replies.map((r) => r.status).sort();
@@ -127,9 +134,9 @@ describe.skipIf(skip)('quotas shared through one Redis', () => {
   let auth: { bearer: string };
   let crashed: RunningServer | null = null;
 
-  async function start(): Promise<RunningServer> {
+  async function start(stateDir?: string): Promise<RunningServer> {
     // The tenant is created once through the admin API; every server sees it through Redis.
-    const s = await startServer({ compatAuth: false, tenant: false, env: { ZVIZ_REDIS_URL: redis.url, ZVIZ_LEASE_SLACK_MS: '1000' } });
+    const s = await startServer({ compatAuth: false, tenant: false, ...(stateDir ? { stateDir } : {}), env: { ZVIZ_REDIS_URL: redis.url, ZVIZ_LEASE_SLACK_MS: '1000' } });
     servers.push(s);
     return s;
   }
@@ -192,7 +199,7 @@ describe.skipIf(skip)('quotas shared through one Redis', () => {
     const survivor = servers[0]!;
     // Two long invocations on the victim hold both slots: lease TTL = 3000 + 1000 ms.
     const held = [1, 2].map(() => victim.request('/invoke', { body: { ...slow(30), limits: { timeoutMs: 3000 } }, auth }).catch(() => null));
-    expect(await pollUntil(() => client.zcard('zviz:quota:shared:leases'), (n) => n === 2, 5000, 200)).toBe(2);
+    expect(await pollUntil(() => leasesHeld(client, 'shared'), (n) => n === 2, 5000, 200)).toBe(2);
     const killedAt = Date.now();
     expect(await victim.stop('SIGKILL')).toBeNull();
     servers.splice(servers.indexOf(victim), 1);
@@ -202,5 +209,33 @@ describe.skipIf(skip)('quotas shared through one Redis', () => {
     expect(later.status).toBe(200);
     // The leases were taken for 4 s (timeoutMs 3000 + ZVIZ_LEASE_SLACK_MS 1000).
     expect(Date.now() - killedAt).toBeLessThan(8000);
+  });
+
+  // Before stable host ids, a tenant whose slots the killed server held got 429 from the
+  // restarted one for timeoutMs + the lease slack.
+  it("a server restarted after SIGKILL frees its predecessor's leases at once", async () => {
+    const client = await redis.client();
+    const stateDir = mkdtempSync(join(tmpdir(), 'zviz-restart-'));
+    let victim: RunningServer | null = await start(stateDir);
+    try {
+      const held = [1, 2].map(() => victim!.request('/invoke', { body: { ...slow(60), limits: { timeoutMs: 60_000 } }, auth }).catch(() => null));
+      expect(await pollUntil(() => leasesHeld(client, 'shared'), (n) => n === 2, 5000, 200)).toBe(2);
+      expect(await victim.stop('SIGKILL')).toBeNull();
+      servers.splice(servers.indexOf(victim), 1);
+      crashed = victim;
+      await Promise.all(held);
+      expect((await servers[0]!.request('/invoke', { body: slow(0), auth })).body.error?.code).toBe('QUOTA_CONCURRENCY');
+      victim = await start(stateDir);
+      expect(await leasesHeld(client, 'shared')).toBe(0);
+      const replies = await Promise.all([1, 2].map(() => victim!.request('/invoke', { body: slow(0), auth })));
+      expect(statuses(replies)).toEqual([200, 200]);
+      expect(victim.logs()).toContain('freed the leases a previous run of this host left');
+    } finally {
+      if (victim !== null && servers.includes(victim)) {
+        servers.splice(servers.indexOf(victim), 1);
+        await victim.stop();
+      }
+      rmSync(stateDir, { recursive: true, force: true });
+    }
   });
 });

@@ -37,7 +37,13 @@ export interface Answer {
   text: string;
 }
 
-export async function callServer(server: Server, method: 'POST' | 'PUT', path: string, body: unknown): Promise<Answer> {
+/**
+ * Names the deployed function an invocation runs, for a load balancer that routes by it
+ * (deploy/haproxy/haproxy.cfg hashes on it, so a function finds its warm pool).
+ */
+export const FUNCTION_HEADER = 'x-zviz-function';
+
+export async function callServer(server: Server, method: 'POST' | 'PUT', path: string, body: unknown, extraHeaders: Record<string, string> = {}): Promise<Answer> {
   const target = new URL(path.replace(/^\//, ''), server.url.href.endsWith('/') ? server.url : new URL(`${server.url.href}/`));
   const payload = Buffer.from(JSON.stringify(body));
   const send = target.protocol === 'https:' ? httpsRequest : httpRequest;
@@ -50,6 +56,7 @@ export async function callServer(server: Server, method: 'POST' | 'PUT', path: s
           'content-type': 'application/json',
           'content-length': String(payload.length),
           authorization: `Bearer ${server.key}`,
+          ...extraHeaders,
         },
       },
       resolve,

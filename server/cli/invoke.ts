@@ -17,7 +17,7 @@ import {
   type Parsed,
 } from './args.js';
 import { EXIT, exitCodeFor, statusLines } from './exit-codes.js';
-import { callServer, DEFAULT_URL, refusal, serverFrom } from './http.js';
+import { callServer, DEFAULT_URL, FUNCTION_HEADER, refusal, serverFrom } from './http.js';
 import { Progress, say, UsageError, utf8OrNull, writeJson, type Io } from './io.js';
 import { LIMIT_OPTIONS, limitsObject, parseLimitFlags } from './limits.js';
 import { errorMessage } from '../../worker-pool/util/errors.js';
@@ -192,7 +192,8 @@ export async function invokeCommand(args: readonly string[], io: Io): Promise<nu
   const progress = new Progress(io.stderr);
   const what = typeof body.function === 'string' ? `function ${body.function}` : `${String(body.runtime)} code`;
   progress.show(`invoking ${what} at ${server.url.origin}…`);
-  const answer = await callServer(server, 'POST', '/invoke', body).finally(() => progress.clear());
+  const routing: Record<string, string> = typeof body.function === 'string' ? { [FUNCTION_HEADER]: body.function } : {};
+  const answer = await callServer(server, 'POST', '/invoke', body, routing).finally(() => progress.clear());
   if (answer.status !== 200 || !isInvokeAnswer(answer.body)) {
     throw refusal(answer, EXIT.ZVIZ_FAILED);
   }

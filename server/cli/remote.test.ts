@@ -153,3 +153,29 @@ describe('zviz deploy: the request', () => {
     expect(io.err()).toBe('zviz: Missing DIR: usage is zviz deploy [options] DIR\n');
   });
 });
+
+describe('zviz invoke: routing header', () => {
+  // A load balancer hashing on it (deploy/haproxy/haproxy.cfg) sends a function to the hosts of its warm pool.
+  it('names the deployed function in X-ZViz-Function, and sends none for inline code', async () => {
+    const { createServer } = await import('node:http');
+    const seen: Array<string | undefined> = [];
+    const server = createServer((req, res) => {
+      seen.push(req.headers['x-zviz-function'] as string | undefined);
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(503, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: { code: 'SHUTTING_DOWN', message: 'test' } }));
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    try {
+      const { port } = server.address() as import('node:net').AddressInfo;
+      const env = { ZVIZ_URL: `http://127.0.0.1:${port}`, ZVIZ_KEY: KEY };
+      await cli(['invoke', '--function', 'hello'], recordedIo({ env, stdin: null }));
+      await cli(['invoke', '--runtime', 'bash', '--code', '-'], recordedIo({ env, stdin: 'echo hi' }));
+      expect(seen).toEqual(['hello', undefined]);
+    } finally {
+      server.close();
+    }
+  });
+});

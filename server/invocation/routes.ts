@@ -40,6 +40,8 @@ export interface InvokeRouteDeps {
   /** Hosts callbacks may go to besides loopback (ZVIZ_CALLBACK_HOSTS). */
   callbackHosts: readonly string[];
   tenantOnly: MiddlewareHandler<TenantEnv>;
+  /** POST /invoke's authentication (it may cache lookups: admission checks the key again). Default tenantOnly. */
+  tenantInvoke?: MiddlewareHandler<TenantEnv>;
   limitBody: MiddlewareHandler;
 }
 
@@ -57,7 +59,7 @@ function invokeRoute(deps: InvokeRouteDeps) {
       'With Accept: text/event-stream: events stdout and stderr (data: a JSON string) as they come, then one result event ' +
       '(data: the 200 body) or one error event (data: the error shape). With ?mode=async: 202, then GET /invocations/{id}',
     security: 'tenant',
-    middleware: [refuseWhileDraining(deps.drain), deps.limitBody, deps.tenantOnly, jsonRequest()],
+    middleware: [refuseWhileDraining(deps.drain), deps.limitBody, deps.tenantInvoke ?? deps.tenantOnly, jsonRequest()],
     query: invokeQuerySchema,
     body: invokeBodySchema,
     answers: [

@@ -11,6 +11,7 @@ import { MAX_BROKERED_FILE_BYTES } from '../../worker-pool/spec.js';
 import { handlerTask, inlineTask, type SandboxTask } from '../../worker-pool/task.js';
 import type { HostFacts, OutputChunk, SandboxOutcome } from '../../worker-pool/types.js';
 import { recordFailed, recordFinished, recordRefused, type AccountingDeps } from '../tenancy/accounting.js';
+import type { AuditLog } from '../tenancy/audit.js';
 import { ApiError } from '../http/errors.js';
 import { checkBrokeredSlots, FUNCTION_VERSIONS_KEPT } from '../functions/deploy.js';
 import { VersionCache, type FunctionStore, type FunctionVersion } from '../functions/store.js';
@@ -32,7 +33,7 @@ export interface InvocationDeps {
   invoker: Invoker;
   functions: FunctionStore;
   gate: QuotaGate;
-  accounting: AccountingDeps;
+  accounting: AccountingDeps & { audit: AuditLog };
   log: Logger;
   hostFacts: () => HostFacts;
   withState: WithState;
@@ -136,10 +137,11 @@ export class InvocationService {
       failure = e;
     } finally {
       metrics.inFlight.dec();
-      // Released before answering, so a client that calls again right away finds its slot free.
-      await lease.release(chargedCpuMs(outcome));
     }
     const wallMs = performance.now() - started;
+    // The audit records go to Redis with the lease's release: one round trip for both.
+    const audit = accounting.audit.deferred();
+    const recording: AccountingDeps = { ...accounting, audit };
 
     let response: AnyInvokeResponse;
     try {
@@ -150,11 +152,23 @@ export class InvocationService {
       const err = asError(e);
       const code = err instanceof ApiError ? err.code : 'INTERNAL';
       log.info('invoke', { ...fields, status: 'failed', code, durationMs: null });
-      await recordFailed(accounting, inv, code, outcome && !outcome.ok ? (outcome.cpuMs ?? null) : null);
+      try {
+        await recordFailed(recording, inv, code, outcome && !outcome.ok ? (outcome.cpuMs ?? null) : null);
+      } finally {
+        // A failure after the sandbox ran is still charged what it used (chargedCpuMs).
+        await lease.release(chargedCpuMs(outcome), audit.stored);
+      }
       throw err;
     }
-    log.info('invoke', { ...fields, status: response.status, durationMs: response.durationMs, warm: response.warm });
-    await recordFinished(accounting, inv, response, wallMs);
+    try {
+      log.info('invoke', { ...fields, status: response.status, durationMs: response.durationMs, warm: response.warm });
+      await recordFinished(recording, inv, response, wallMs);
+    } finally {
+      // Released before answering, so a client that calls again right away finds its slot free.
+      // The CPU charged is the CPU answered (rounded the same way), the sandbox's and the
+      // trusted side's, so the sums always add up.
+      await lease.release(response.cpuMs + response.brokerCpuMs, audit.stored);
+    }
     return response;
   }
 

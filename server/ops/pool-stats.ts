@@ -1,19 +1,18 @@
 // Where warm capacity is: every 2 s each warm pool of this host is written to the hash
-// `zviz:pool:<host>:<pool key>` (fields size, target, creating, hits, misses, startMs),
+// `zviz:pool:{<host>}:<pool key>` (fields size, target, creating, hits, misses, startMs),
 // expiring after 10 s, so an operator or a router sees the pools of live hosts only: a
 // host that dies vanishes by itself. Publishing is best effort: with Redis down the
 // hashes just expire, and the server carries on.
-import type { Redis } from 'ioredis';
 import type { PoolStats } from '../../worker-pool/warm.js';
 import type { Logger } from './log.js';
-import { keys } from '../state/redis.js';
+import { keys, type RedisClient } from '../state/redis.js';
 import { errorMessage } from '../../worker-pool/util/errors.js';
 
 export const POOL_STATS_INTERVAL_MS = 2000;
 export const POOL_STATS_TTL_S = 10;
 
 export interface PoolStatsOptions {
-  redis: Pick<Redis, 'pipeline'>;
+  redis: Pick<RedisClient, 'pipeline'>;
   /** `hostname:port`. */
   host: string;
   stats: () => readonly PoolStats[];

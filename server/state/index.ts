@@ -1,15 +1,15 @@
 // Opens the shared state: the Redis of ZVIZ_REDIS_URL, or a private one under the state dir,
 // and the stores built on it.
 import { join } from 'node:path';
-import type { Redis } from 'ioredis';
 import type { Logger } from '../ops/log.js';
 import { startPrivateRedis, type PrivateRedis } from './private-redis.js';
+import { migrateKeyLayout } from './migrate.js';
 import { RedisAuditStore } from './redis-audit.js';
 import { RedisFunctionStore } from './redis-functions.js';
 import { RedisInvocationStore } from './redis-invocations.js';
 import { RedisQuotaStore } from './redis-quotas.js';
 import { RedisTenantStore } from './redis-tenants.js';
-import { connectRedis, createRedis, pingRedis, redactUrl } from './redis.js';
+import { connectRedis, createRedis, pingRedis, redactUrl, RedisClock, type RedisClient } from './redis.js';
 import { errorMessage } from '../../worker-pool/util/errors.js';
 
 export interface StateOptions {
@@ -24,7 +24,9 @@ export interface StateOptions {
 }
 
 export interface State {
-  redis: Redis;
+  redis: RedisClient;
+  /** Redis's clock, as the quota scripts count time. */
+  clock: RedisClock;
   tenants: RedisTenantStore;
   quotas: RedisQuotaStore;
   audit: RedisAuditStore;
@@ -55,10 +57,21 @@ export async function openState(opts: StateOptions): Promise<State> {
     await privateRedis?.stop();
     throw new Error(`Cannot connect to Redis at ${redactUrl(url)}: ${errorMessage(e)}${opts.redisUrl === null ? '' : ' (check ZVIZ_REDIS_URL)'}`);
   }
+  try {
+    await migrateKeyLayout(redis, log);
+  } catch (e) {
+    redis.disconnect();
+    await privateRedis?.stop();
+    throw new Error(`Cannot move the keys of an older ZViz to the current layout: ${errorMessage(e)}`);
+  }
+  const clock = new RedisClock(redis);
+  await clock.sync();
+  clock.start();
   return {
     redis,
+    clock,
     tenants: new RedisTenantStore(redis),
-    quotas: new RedisQuotaStore(redis),
+    quotas: new RedisQuotaStore(redis, { now: () => clock.now(), auditKeep: opts.auditKeep }),
     audit: new RedisAuditStore(redis, opts.auditKeep),
     functions: new RedisFunctionStore(redis),
     results: new RedisInvocationStore(redis),
@@ -66,6 +79,7 @@ export async function openState(opts: StateOptions): Promise<State> {
     ping: () => pingRedis(redis),
     connected: () => redis.status === 'ready',
     async close() {
+      clock.stop();
       // An orderly close is not an outage: no 'connection closed' warning for it.
       redis.removeAllListeners('close');
       try {

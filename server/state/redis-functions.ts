@@ -1,11 +1,10 @@
-// Deployed functions in Redis: `zviz:fn:<tenant>:<name>` (hash: latest version, its
-// metadata, digest, createdAt), `zviz:fn:<tenant>:<name>:v<N>` (one version's spec and
-// code, JSON), `zviz:fns:<tenant>` (set of names) and `zviz:fnseq:<tenant>` (hash: the
+// Deployed functions in Redis: `zviz:{<tenant>}:fn:<name>` (hash: latest version, its
+// metadata, digest, createdAt), `zviz:{<tenant>}:fn:<name>:v<N>` (one version's spec and
+// code, JSON), `zviz:{<tenant>}:fns` (set of names) and `zviz:{<tenant>}:fnseq` (hash: the
 // last version number given to each name, kept across deletes). Changes run as one Lua
 // script each (./scripts.ts).
-import type { Redis } from 'ioredis';
 import { metaOf, parseStoredVersion, type FunctionMeta, type FunctionSpec, type FunctionStore, type FunctionVersion, type PutOptions, type PutOutcome, codeBytesOf } from '../functions/store.js';
-import { keys } from './redis.js';
+import { keys, type RedisClient } from './redis.js';
 
 /** The hash's `meta` with the hash's own `latest` and `createdAt` (the JSON is written before they are known). */
 function fromHash(latest: string | null, meta: string | null, createdAt: string | null): FunctionMeta | null {
@@ -18,7 +17,7 @@ function fromHash(latest: string | null, meta: string | null, createdAt: string 
 }
 
 export class RedisFunctionStore implements FunctionStore {
-  constructor(private readonly redis: Redis) {}
+  constructor(private readonly redis: RedisClient) {}
 
   async put(tenant: string, name: string, spec: FunctionSpec, digest: string, opts: PutOptions): Promise<PutOutcome> {
     const now = new Date().toISOString();

@@ -1,48 +1,37 @@
-// Quota counters in Redis, per tenant: `zviz:quota:<tenant>:leases` (sorted set of lease ids
-// scored by expiry), `:rate` (GCRA arrival time), `:cpu` (hash of CPU-ms buckets) and
-// `:released` (lease ids released in the last RELEASED_KEEP_MS, so a release charges once). The
-// logic is in the Lua scripts of ./scripts.ts; this file only names keys and arguments.
-import type { Redis } from 'ioredis';
-import type { Admission, QuotaStore } from '../tenancy/quotas.js';
+// Quota counters in Redis, in the tenant's own hash `zviz:{tenant}` next to its record (the
+// layout is described in ./scripts.ts): leases, the GCRA arrival time, released charges and
+// CPU buckets. The logic is in the Lua scripts; this file only names keys and arguments.
+import type { Admission, LeaseOwner, QuotaStore } from '../tenancy/quotas.js';
 import type { Quotas, TenantUsage } from '../tenancy/tenants.js';
-import { keys } from './redis.js';
+import { keys, type RedisClient } from './redis.js';
 
-/**
- * How long a released lease id is remembered, so that a repeated release charges nothing.
- * Longer than a release's retries (server/tenancy/quotas.ts: 1 + 2 + 4 + 8 + 16 s, each attempt up to the
- * command timeout): what a paused Redis queued runs in one burst when it resumes.
- */
-export const RELEASED_KEEP_MS = 120_000;
+export { RELEASED_KEEP_MS } from './scripts.js';
 
 export interface RedisQuotaStoreOptions {
-  /** ms since the epoch for the scripts; default '' = Redis's own clock (one for all hosts). */
-  now?: () => number | '';
+  /** Redis's clock in ms (RedisClock); tests pass a fixed one. */
+  now: () => number;
+  /** Audit records kept per tenant stream (ZVIZ_AUDIT_KEEP). */
+  auditKeep: number;
 }
 
 export class RedisQuotaStore implements QuotaStore {
-  readonly #now: () => number | '';
-
   constructor(
-    private readonly redis: Redis,
-    opts: RedisQuotaStoreOptions = {},
-  ) {
-    this.#now = opts.now ?? (() => '');
-  }
+    private readonly redis: RedisClient,
+    private readonly opts: RedisQuotaStoreOptions,
+  ) {}
 
-  async acquire(tenant: string, quotas: Quotas, leaseId: string, leaseTtlMs: number): Promise<Admission> {
-    const [verdict, retryAfterMs, used] = await this.redis.zvizAcquire(
-      keys.leases(tenant),
-      keys.rate(tenant),
-      keys.cpu(tenant),
-      this.#now(),
+  async acquire(tenant: { name: string; keyId: string }, leaseId: string, leaseTtlMs: number, owner: LeaseOwner): Promise<Admission> {
+    const [verdict, retryAfterMs, used] = await this.redis.zvizAdmit(
+      keys.tenant(tenant.name),
+      this.opts.now(),
       leaseId,
       Math.ceil(leaseTtlMs),
-      quotas.concurrency,
-      quotas.invocationsPerMinute,
-      Math.round(quotas.cpuSeconds * 1000),
-      quotas.cpuWindowSeconds * 1000,
+      tenant.keyId,
+      owner.id,
+      owner.boot,
     );
     if (verdict === 'ok') return { ok: true, inFlight: used };
+    if (verdict === 'key') return { ok: false, quota: 'key' };
     if (verdict === 'concurrency' || verdict === 'rate' || verdict === 'cpu') {
       return { ok: false, quota: verdict, retryAfterMs, used };
     }
@@ -50,30 +39,31 @@ export class RedisQuotaStore implements QuotaStore {
   }
 
   async refresh(tenant: string, leaseId: string, leaseTtlMs: number): Promise<boolean> {
-    return (await this.redis.zvizRefresh(keys.leases(tenant), this.#now(), leaseId, Math.ceil(leaseTtlMs))) === 1;
+    return (await this.redis.zvizRefresh(keys.tenant(tenant), this.opts.now(), leaseId, Math.ceil(leaseTtlMs))) === 1;
   }
 
-  async release(tenant: string, quotas: Quotas, leaseId: string, cpuMs: number): Promise<boolean> {
-    const held = await this.redis.zvizRelease(
-      keys.leases(tenant),
-      keys.cpu(tenant),
-      keys.released(tenant),
-      this.#now(),
+  async release(tenant: string, leaseId: string, cpuMs: number, auditRecords: readonly string[] = []): Promise<boolean> {
+    const done = await this.redis.zvizRelease(
+      keys.tenant(tenant),
+      keys.tenantAudit(tenant),
+      this.opts.now(),
       leaseId,
       Math.max(0, cpuMs),
-      quotas.cpuWindowSeconds * 1000,
-      RELEASED_KEEP_MS,
+      this.opts.auditKeep,
+      ...auditRecords,
     );
-    return held === 1;
+    return done === 1;
   }
 
   async usage(tenant: string, quotas: Quotas): Promise<TenantUsage> {
-    const [inFlight, cpuMsInWindow] = await this.redis.zvizUsage(
-      keys.leases(tenant),
-      keys.cpu(tenant),
-      this.#now(),
-      quotas.cpuWindowSeconds * 1000,
-    );
+    const [inFlight, cpuMsInWindow] = await this.redis.zvizUsage(keys.tenant(tenant), this.opts.now(), quotas.cpuWindowSeconds * 1000);
     return { inFlight, cpuMsInWindow };
+  }
+
+  /** Frees the leases an earlier run of `owner.id` left in these tenants' hashes; returns how many. */
+  async sweepHost(tenants: readonly string[], owner: LeaseOwner): Promise<number> {
+    let freed = 0;
+    for (const t of tenants) freed += await this.redis.zvizSweepHost(keys.tenant(t), this.opts.now(), owner.id, owner.boot);
+    return freed;
   }
 }

@@ -1,7 +1,9 @@
-// Tenants in Redis: one hash per tenant (`zviz:tenant:<name>`), an index from key id to
-// tenant (`zviz:apikey:<keyId>`), and the set of names (`zviz:tenants`). Changes that touch
-// more than one key run as one Lua script.
-import type { Redis } from 'ioredis';
+// Tenants in Redis: one hash per tenant (`zviz:{<name>}`, shared with its quota counters:
+// ./scripts.ts), an index from key id to tenant (`zviz:apikey:<keyId>`), and the set of
+// names (`zviz:tenants`). These live in different Cluster slots, so a change writes the
+// tenant hash first (one script: it decides) and the index after it; a lookup trusts the
+// index only when the hash still names the same key id, so a rotated key stops working with
+// the hash's change, and an index entry left behind by a failure is harmless.
 import {
   newApiKey,
   quotasSchema,
@@ -12,7 +14,7 @@ import {
   type Tenant,
   type TenantStore,
 } from '../tenancy/tenants.js';
-import { keys } from './redis.js';
+import { keys, type RedisClient } from './redis.js';
 
 function fromHash(h: Record<string, string>): StoredTenant | null {
   if (h.name === undefined) return null;
@@ -37,29 +39,31 @@ function fromHash(h: Record<string, string>): StoredTenant | null {
   };
 }
 
-function pairs(flat: string[]): Record<string, string> {
+const FIELDS = ['name', 'status', 'quotas', 'keyId', 'keyHash', 'createdAt', 'updatedAt'] as const;
+
+function record(values: Array<string | null>): Record<string, string> {
   const out: Record<string, string> = {};
-  for (let i = 0; i + 1 < flat.length; i += 2) out[flat[i]!] = flat[i + 1]!;
+  FIELDS.forEach((f, i) => {
+    const v = values[i];
+    if (v !== null && v !== undefined) out[f] = v;
+  });
   return out;
 }
 
 export class RedisTenantStore implements TenantStore {
-  constructor(private readonly redis: Redis) {}
+  constructor(private readonly redis: RedisClient) {}
+
+  async #read(name: string): Promise<StoredTenant | null> {
+    return fromHash(record(await this.redis.hmget(keys.tenant(name), ...FIELDS)));
+  }
 
   async create(name: string, quotas: Quotas): Promise<{ tenant: Tenant; apiKey: string }> {
     const key = newApiKey();
     const now = new Date().toISOString();
-    const created = await this.redis.zvizTenantCreate(
-      keys.tenant(name),
-      keys.apiKey(key.keyId),
-      keys.tenants,
-      name,
-      JSON.stringify(quotas),
-      key.keyId,
-      key.keyHash,
-      now,
-    );
+    const created = await this.redis.zvizTenantCreate(keys.tenant(name), name, JSON.stringify(quotas), key.keyId, key.keyHash, now);
     if (created !== 1) throw new TenantExistsError(`Tenant '${name}' exists`);
+    await this.redis.set(keys.apiKey(key.keyId), name);
+    await this.redis.sadd(keys.tenants, name);
     return {
       tenant: { name, status: 'active', quotas, keyId: key.keyId, createdAt: now, updatedAt: now },
       apiKey: key.apiKey,
@@ -67,26 +71,23 @@ export class RedisTenantStore implements TenantStore {
   }
 
   async get(name: string): Promise<Tenant | null> {
-    return fromHash(await this.redis.hgetall(keys.tenant(name)))?.tenant ?? null;
+    return (await this.#read(name))?.tenant ?? null;
   }
 
   async list(): Promise<Tenant[]> {
     const names = (await this.redis.smembers(keys.tenants)).sort();
-    if (names.length === 0) return [];
-    const pipeline = this.redis.pipeline();
-    for (const n of names) pipeline.hgetall(keys.tenant(n));
-    const results = (await pipeline.exec()) ?? [];
-    const out: Tenant[] = [];
-    for (const [err, h] of results) {
-      if (err) throw err;
-      const t = fromHash(h as Record<string, string>);
-      if (t) out.push(t.tenant);
-    }
-    return out;
+    // One read per tenant: the hashes may live on different Cluster nodes.
+    const all = await Promise.all(names.map((n) => this.get(n)));
+    return all.filter((t): t is Tenant => t !== null);
   }
 
   count(): Promise<number> {
     return this.redis.scard(keys.tenants);
+  }
+
+  /** Every tenant's name (start-up sweeps walk them). */
+  names(): Promise<string[]> {
+    return this.redis.smembers(keys.tenants);
   }
 
   async setQuotas(name: string, quotas: Quotas): Promise<Tenant | null> {
@@ -96,16 +97,11 @@ export class RedisTenantStore implements TenantStore {
 
   async rotateKey(name: string): Promise<{ tenant: Tenant; apiKey: string } | null> {
     const key = newApiKey();
-    const ok = await this.redis.zvizTenantRotate(
-      keys.tenant(name),
-      keys.apiKey(key.keyId),
-      keys.apiKeyPrefix,
-      name,
-      key.keyId,
-      key.keyHash,
-      new Date().toISOString(),
-    );
-    if (ok !== 1) return null;
+    const old = await this.redis.zvizTenantRotate(keys.tenant(name), key.keyId, key.keyHash, new Date().toISOString());
+    if (old === null) return null;
+    // The old key stopped working above; these only keep the index tidy and point the new one.
+    await this.redis.set(keys.apiKey(key.keyId), name);
+    if (old !== '') await this.redis.del(keys.apiKey(old));
     const tenant = await this.get(name);
     return tenant ? { tenant, apiKey: key.apiKey } : null;
   }
@@ -116,6 +112,9 @@ export class RedisTenantStore implements TenantStore {
   }
 
   async findByKeyId(keyId: string): Promise<StoredTenant | null> {
-    return fromHash(pairs(await this.redis.zvizTenantByKey(keys.apiKey(keyId), keys.tenantPrefix)));
+    const name = await this.redis.get(keys.apiKey(keyId));
+    // An unknown id costs a second read too, so the time to answer says nothing about which.
+    const stored = await this.#read(name ?? '-');
+    return name !== null && stored !== null && stored.tenant.keyId === keyId ? stored : null;
   }
 }

@@ -1,6 +1,8 @@
 // The state directory (audit file, private Redis, secrets) and how the server knows it is
 // still usable: it must take a write, at start-up and at every readiness check.
-import { closeSync, fsyncSync, openSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import { open, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -58,4 +60,26 @@ export async function probeStateDir(dir: string): Promise<Check> {
   } catch (e) {
     return failed(dir, e);
   }
+}
+
+const HOST_ID_PATTERN = /^[A-Za-z0-9._-]{1,100}$/;
+
+/**
+ * This host's identity, stable across restarts: `<hostname>-<8 hex>` from `<dir>/host-id`,
+ * made on first start. Leases and async invocations name it, so a host restarted after a
+ * crash knows which of them were its predecessor's and frees them at once. One state
+ * directory is one host (two servers never share one).
+ */
+export function hostIdOf(dir: string): string {
+  const path = join(dir, 'host-id');
+  try {
+    const id = readFileSync(path, 'utf8').trim();
+    if (HOST_ID_PATTERN.test(id)) return id;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  const name = hostname().replace(/[^A-Za-z0-9.-]/g, '-').slice(0, 80) || 'host';
+  const id = `${name}-${randomBytes(4).toString('hex')}`;
+  writeFileSync(path, id + '\n', { mode: 0o600 });
+  return id;
 }

@@ -32,7 +32,8 @@ export function securityEvents(response: Pick<InvokeResponse, 'status' | 'reason
 }
 
 export interface AccountingDeps {
-  audit: AuditLog;
+  /** The log, or one invocation's deferred recorder (AuditLog.deferred()). */
+  audit: Pick<AuditLog, 'record'>;
   metrics: Metrics;
 }
 

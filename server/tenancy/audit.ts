@@ -223,6 +223,25 @@ export class AuditLog {
     }
   }
 
+  /**
+   * A recorder for one invocation's records: each goes to the file at once, and waits in
+   * `stored` (JSON) for the release of the invocation's lease, which stores them in the same
+   * Redis round trip (server/state/scripts.ts RELEASE).
+   */
+  deferred(): { record(input: AuditInput): Promise<void>; readonly stored: string[] } {
+    const stored: string[] = [];
+    return {
+      stored,
+      record: (input) => {
+        const record = { time: this.#now().toISOString(), ...input } as AuditRecord;
+        const line = JSON.stringify(record);
+        this.#writeFile(line + '\n');
+        stored.push(line);
+        return Promise.resolve();
+      },
+    };
+  }
+
   list(query: { tenant?: string; limit: number; cursor?: string }): Promise<AuditPage> {
     return this.#store.list(query);
   }

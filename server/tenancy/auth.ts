@@ -7,7 +7,7 @@ import type { Context, MiddlewareHandler } from 'hono';
 import type { AuditLog, AuthFailureReason } from './audit.js';
 import { ApiError } from '../http/errors.js';
 import type { Metrics } from '../ops/metrics.js';
-import { keyIdOf, keyMatches, tokenMatches, type Tenant, type TenantStore } from './tenants.js';
+import { keyIdOf, keyMatches, tokenMatches, type StoredTenant, type Tenant, type TenantStore } from './tenants.js';
 
 export type TenantEnv = { Variables: { tenant: Tenant } };
 
@@ -55,6 +55,42 @@ export interface TenantAuthOptions extends AuthDeps {
   tenants: TenantStore;
   /** Runs the lookup, turning a store failure into STATE_UNAVAILABLE (fail closed). */
   withState: <T>(operation: string, action: string, fn: () => Promise<T>) => Promise<T>;
+  /**
+   * Lookups kept up to TENANT_CACHE_MS. Only for routes whose work is admitted by the store
+   * (POST /invoke: the admission script checks the key id and the tenant's status again, in
+   * the same step as the quotas), so a revoked key runs nothing once the revocation returned.
+   */
+  cache?: TenantCache;
+}
+
+/** How long a cached key lookup is used: at most this stale on what admission does not check again. */
+export const TENANT_CACHE_MS = 1000;
+const TENANT_CACHE_ENTRIES = 10_000;
+
+/** Successful key lookups by key id, for TENANT_CACHE_MS; a refused admission drops its entry. */
+export class TenantCache {
+  readonly #entries = new Map<string, { stored: StoredTenant; at: number }>();
+
+  constructor(private readonly now: () => number = () => Date.now()) {}
+
+  get(keyId: string): StoredTenant | undefined {
+    const e = this.#entries.get(keyId);
+    if (e === undefined) return undefined;
+    if (this.now() - e.at >= TENANT_CACHE_MS) {
+      this.#entries.delete(keyId);
+      return undefined;
+    }
+    return e.stored;
+  }
+
+  set(keyId: string, stored: StoredTenant): void {
+    if (this.#entries.size >= TENANT_CACHE_ENTRIES) this.#entries.clear();
+    this.#entries.set(keyId, { stored, at: this.now() });
+  }
+
+  invalidate(keyId: string): void {
+    this.#entries.delete(keyId);
+  }
 }
 
 /** Requires a tenant's API key; leaves the active tenant in `c.get('tenant')`. */
@@ -65,7 +101,12 @@ export function tenantAuth(opts: TenantAuthOptions): MiddlewareHandler<TenantEnv
     const apiKey = BEARER.exec(header)?.[1];
     const keyId = apiKey === undefined ? null : keyIdOf(apiKey);
     if (apiKey === undefined || keyId === null) return refuse(c, opts, 'malformed', MALFORMED);
-    const stored = await opts.withState('authenticate', 'authenticate', () => opts.tenants.findByKeyId(keyId));
+    let stored = opts.cache?.get(keyId) ?? null;
+    if (stored === null) {
+      stored = await opts.withState('authenticate', 'authenticate', () => opts.tenants.findByKeyId(keyId));
+      // Only keys that work are kept: a new key is never refused from a stale entry.
+      if (stored !== null && stored.tenant.status === 'active' && keyMatches(apiKey, stored.keyHash)) opts.cache?.set(keyId, stored);
+    }
     // Always compare, against a decoy when the id is unknown: the same work either way.
     const matches = keyMatches(apiKey, stored?.keyHash ?? null);
     if (stored === null) return refuse(c, opts, 'unknown-key', INVALID_KEY, { keyId });

@@ -19,7 +19,7 @@ function failingStore(error: Error): QuotaStore & { releases: Array<[string, num
     releases,
     acquire: () => Promise.reject(error),
     refresh: () => Promise.resolve(true),
-    release: (_t, _q, leaseId, cpuMs) => {
+    release: (_t, leaseId, cpuMs) => {
       releases.push([leaseId, cpuMs]);
       return Promise.resolve(false);
     },
@@ -32,7 +32,7 @@ describe('QuotaGate', () => {
   // slot until its TTL if nobody released it.
   it('releases the lease of an acquire that timed out (it may still run in Redis), charging nothing', async () => {
     const store = failingStore(new Error('Command timed out'));
-    const gate = new QuotaGate({ store, log: silentLogger, leaseSlackMs: 1000, releaseRetryMs: [] });
+    const gate = new QuotaGate({ store, log: silentLogger, leaseSlackMs: 1000, releaseRetryMs: [], owner: () => ({ id: 'h', boot: 'b' }) });
     await expect(gate.admit(tenant, 'lease-1', 5000)).rejects.toThrow('Command timed out');
     await new Promise((r) => setImmediate(r));
     expect(store.releases).toEqual([['lease-1', 0]]);
@@ -40,7 +40,7 @@ describe('QuotaGate', () => {
 
   it('releases nothing when the acquire was never sent (connection closed)', async () => {
     const store = failingStore(new Error("Stream isn't writeable and enableOfflineQueue options is false"));
-    const gate = new QuotaGate({ store, log: silentLogger, leaseSlackMs: 1000, releaseRetryMs: [] });
+    const gate = new QuotaGate({ store, log: silentLogger, leaseSlackMs: 1000, releaseRetryMs: [], owner: () => ({ id: 'h', boot: 'b' }) });
     await expect(gate.admit(tenant, 'lease-2', 5000)).rejects.toThrow();
     await new Promise((r) => setImmediate(r));
     expect(store.releases).toEqual([]);

@@ -12,23 +12,40 @@ export type QuotaName = (typeof QUOTA_NAMES)[number];
 
 export type Admission =
   | { ok: true; inFlight: number }
+  /** The key is no longer the tenant's (rotated), or the tenant is disabled. */
+  | { ok: false; quota: 'key' }
   | { ok: false; quota: 'concurrency' | 'rate' | 'cpu'; retryAfterMs: number; used: number };
+
+/** Who holds a lease: the host (stable across restarts) and this run of it. */
+export interface LeaseOwner {
+  id: string;
+  boot: string;
+}
 
 /** Shared counters. Every method may reject when the store is unreachable. */
 export interface QuotaStore {
-  /** Checks all quotas and, only if all pass, takes a lease that expires after leaseTtlMs. */
-  acquire(tenant: string, quotas: Quotas, leaseId: string, leaseTtlMs: number): Promise<Admission>;
+  /**
+   * Checks that `keyId` is still the tenant's key and the tenant active, then all quotas (the
+   * store's current ones) and, only if all pass, takes a lease that expires after leaseTtlMs.
+   */
+  acquire(tenant: { name: string; keyId: string }, leaseId: string, leaseTtlMs: number, owner: LeaseOwner): Promise<Admission>;
   /** Pushes the lease's expiry to leaseTtlMs from now; false when it expired already. */
   refresh(tenant: string, leaseId: string, leaseTtlMs: number): Promise<boolean>;
-  /** Ends the lease and charges cpuMs to the window; false when the lease had expired. */
-  release(tenant: string, quotas: Quotas, leaseId: string, cpuMs: number): Promise<boolean>;
+  /**
+   * Ends the lease, charges cpuMs to the window and appends the audit records (JSON) to the
+   * tenant's stream, all once: false when it was released already (nothing changed).
+   */
+  release(tenant: string, leaseId: string, cpuMs: number, auditRecords?: readonly string[]): Promise<boolean>;
   usage(tenant: string, quotas: Quotas): Promise<TenantUsage>;
 }
 
 export interface Lease {
   readonly id: string;
-  /** Idempotent, never rejects: a release Redis cannot take is retried, then left to expire. */
-  release(cpuMs: number): Promise<void>;
+  /**
+   * Idempotent, never rejects: a release Redis cannot take is retried, then left to expire.
+   * `auditRecords` (JSON) are stored with it, in the same round trip.
+   */
+  release(cpuMs: number, auditRecords?: readonly string[]): Promise<void>;
 }
 
 const QUOTA_CODES: Record<'concurrency' | 'rate' | 'cpu', ErrorCode> = {
@@ -42,7 +59,7 @@ export function retryAfterSeconds(ms: number): number {
 }
 
 /** The 429 for a refused admission, with Retry-After and the quota named in code and details. */
-export function quotaError(tenant: Tenant, refused: Extract<Admission, { ok: false }>): ApiError {
+export function quotaError(tenant: Tenant, refused: Extract<Admission, { ok: false; quota: 'concurrency' | 'rate' | 'cpu' }>): ApiError {
   const q = tenant.quotas;
   const seconds = retryAfterSeconds(refused.retryAfterMs);
   let message: string;
@@ -75,6 +92,17 @@ export interface QuotaGateOptions {
   leaseSlackMs: number;
   /** Delays between retries of a release Redis did not take. */
   releaseRetryMs?: readonly number[];
+  /** This host and run, written into its leases (a restarted host frees its predecessor's). */
+  owner: () => LeaseOwner;
+  /** Told when admission found the key revoked or the tenant disabled (drop cached lookups). */
+  onKeyRefused?: (keyId: string) => void;
+}
+
+/** Admission's answer to a key that stopped being valid: the same as tenantAuth's. */
+export function revokedKeyError(): ApiError {
+  return new ApiError('UNAUTHENTICATED', 'Cannot authenticate: the API key is not valid', undefined, {
+    headers: { 'WWW-Authenticate': 'Bearer realm="zviz"' },
+  });
 }
 
 const DEFAULT_RELEASE_RETRY_MS = [1000, 2000, 4000, 8000, 16_000];
@@ -95,13 +123,17 @@ export class QuotaGate {
     const ttl = this.leaseTtlMs(timeoutMs);
     let admission: Admission;
     try {
-      admission = await this.opts.store.acquire(tenant.name, tenant.quotas, leaseId, ttl);
+      admission = await this.opts.store.acquire(tenant, leaseId, ttl, this.opts.owner());
     } catch (e) {
       // A command that timed out was sent, and a paused or partitioned Redis still runs it
       // when it resumes: the lease it takes would hold a slot nobody releases before its
       // TTL. Release it as a finished invocation's lease is released (nothing to charge).
-      if (e instanceof Error && /timed out/i.test(e.message)) void releaseLease(this.opts, tenant, leaseId, 0);
+      if (e instanceof Error && /timed out/i.test(e.message)) void releaseLease(this.opts, tenant, leaseId, 0, []);
       throw e;
+    }
+    if (!admission.ok && admission.quota === 'key') {
+      this.opts.onKeyRefused?.(tenant.keyId);
+      throw revokedKeyError();
     }
     if (!admission.ok) throw quotaError(tenant, admission);
     return new HeldLease(tenant, leaseId, ttl, this.opts);
@@ -114,10 +146,10 @@ export class QuotaGate {
  * charges the CPU), then given up with one log line. Releasing twice charges once (the
  * store's contract), so a retry of a release that did run is harmless.
  */
-async function releaseLease(opts: QuotaGateOptions, tenant: Tenant, leaseId: string, cpuMs: number): Promise<void> {
+async function releaseLease(opts: QuotaGateOptions, tenant: Tenant, leaseId: string, cpuMs: number, records: readonly string[]): Promise<void> {
   const attempt = async (): Promise<boolean> => {
     try {
-      await opts.store.release(tenant.name, tenant.quotas, leaseId, cpuMs);
+      await opts.store.release(tenant.name, leaseId, cpuMs, records);
       return true;
     } catch (e) {
       opts.log.warn('cannot release lease', { tenant: tenant.name, lease: leaseId, error: errorMessage(e) });
@@ -164,10 +196,10 @@ class HeldLease implements Lease {
     }
   }
 
-  async release(cpuMs: number): Promise<void> {
+  async release(cpuMs: number, auditRecords: readonly string[] = []): Promise<void> {
     if (this.#released) return;
     this.#released = true;
     clearInterval(this.#timer);
-    await releaseLease(this.opts, this.tenant, this.id, cpuMs);
+    await releaseLease(this.opts, this.tenant, this.id, cpuMs, auditRecords);
   }
 }

@@ -96,8 +96,8 @@ export const ADMIN_TOKEN = 'unit-test-admin-token-0123456789';
 export function testState() {
   const outage = new Outage();
   const tenants = new MemoryTenantStore(outage);
-  const quotas = new MemoryQuotaStore(outage);
   const auditStore = new MemoryAuditStore(outage);
+  const quotas = new MemoryQuotaStore(outage, undefined, { tenants, audit: auditStore });
   const audit = new AuditLog({ store: auditStore, file: null, log: silentLogger });
   const metrics = new Metrics();
   const functions = new MemoryFunctionStore(outage);

@@ -4,9 +4,10 @@
 import type { HostIdentity, InvocationStore } from '../../server/invocation/async.js';
 import type { AuditPage, AuditRecord, AuditStore } from '../../server/tenancy/audit.js';
 import { codeBytesOf, metaOf, type FunctionMeta, type FunctionSpec, type FunctionStore, type FunctionVersion, type PutOptions, type PutOutcome } from '../../server/functions/store.js';
-import type { Admission, QuotaStore } from '../../server/tenancy/quotas.js';
+import type { Admission, LeaseOwner, QuotaStore } from '../../server/tenancy/quotas.js';
 import {
   newApiKey,
+  quotasSchema,
   TenantExistsError,
   type Quotas,
   type StoredTenant,
@@ -91,6 +92,11 @@ export class MemoryTenantStore implements TenantStore {
     return this.#update(name, { status: 'disabled' });
   }
 
+  /** The stored tenant, without the outage check (the quota store's own read of the hash). */
+  peek(name: string): StoredTenant | undefined {
+    return this.#byName.get(name);
+  }
+
   async findByKeyId(keyId: string): Promise<StoredTenant | null> {
     this.outage.check();
     const name = this.#byKeyId.get(keyId);
@@ -111,6 +117,8 @@ export class MemoryQuotaStore implements QuotaStore {
   constructor(
     private readonly outage = new Outage(),
     private readonly now: () => number = () => Date.now(),
+    /** As the Redis hash holds both: the tenant record admission checks, and the stream releases append to. */
+    private readonly shared: { tenants?: MemoryTenantStore; audit?: MemoryAuditStore } = {},
   ) {}
 
   #live(tenant: string): Map<string, number> {
@@ -128,8 +136,14 @@ export class MemoryQuotaStore implements QuotaStore {
     return charges;
   }
 
-  async acquire(tenant: string, quotas: Quotas, leaseId: string, leaseTtlMs: number): Promise<Admission> {
+  async acquire(who: { name: string; keyId: string }, leaseId: string, leaseTtlMs: number, _owner: LeaseOwner): Promise<Admission> {
     this.outage.check();
+    const tenant = who.name;
+    const stored = this.shared.tenants?.peek(tenant);
+    if (this.shared.tenants !== undefined && (stored === undefined || stored.tenant.keyId !== who.keyId || stored.tenant.status !== 'active')) {
+      return { ok: false, quota: 'key' };
+    }
+    const quotas = stored?.tenant.quotas ?? quotasSchema.parse({});
     const now = this.now();
     const leases = this.#live(tenant);
     if (leases.size >= quotas.concurrency) return { ok: false, quota: 'concurrency', retryAfterMs: 1000, used: leases.size };
@@ -164,14 +178,17 @@ export class MemoryQuotaStore implements QuotaStore {
     return true;
   }
 
-  async release(tenant: string, _quotas: Quotas, leaseId: string, cpuMs: number): Promise<boolean> {
+  async release(tenant: string, leaseId: string, cpuMs: number, auditRecords: readonly string[] = []): Promise<boolean> {
     this.outage.check();
     this.released.push({ tenant, leaseId, cpuMs });
-    // As the script: a lease's CPU is charged by its first release only.
+    // As the script: a lease's CPU and records are stored by its first release only.
     const first = !this.#charged.has(`${tenant}:${leaseId}`);
     this.#charged.add(`${tenant}:${leaseId}`);
-    if (first && cpuMs > 0) this.#cpu.set(tenant, [...(this.#cpu.get(tenant) ?? []), { at: this.now(), ms: Math.ceil(cpuMs) }]);
-    return this.#live(tenant).delete(leaseId);
+    this.#live(tenant).delete(leaseId);
+    if (!first) return false;
+    if (cpuMs > 0) this.#cpu.set(tenant, [...(this.#cpu.get(tenant) ?? []), { at: this.now(), ms: Math.ceil(cpuMs) }]);
+    for (const r of auditRecords) await this.shared.audit?.append(JSON.parse(r) as AuditRecord);
+    return true;
   }
 
   async usage(tenant: string, quotas: Quotas): Promise<TenantUsage> {

@@ -96,7 +96,7 @@ export function redisForSuite(): { readonly client: Redis } {
   let server: TestRedis | undefined;
   beforeAll(async () => {
     server = await startRedis();
-    holder.client = createRedis({ url: server.url, log: silentLogger });
+    holder.client = createRedis({ url: server.url, log: silentLogger }) as Redis; // a single server: never a Cluster
     await connectRedis(holder.client, 5000);
   });
   afterAll(async () => {

@@ -23,6 +23,8 @@ export interface ServerProcessOptions {
   stateDir?: string;
   /** A v1 memory cgroup directory the server (and so everything it starts) is born in. */
   memoryCgroup?: string;
+  /** cgroup directories (one per hierarchy) the server is born in: a subtree of its own. */
+  cgroups?: readonly string[];
   /** Keep only the first and the last 16 KiB of output (a long run logs a line per invocation). */
   boundedLogs?: boolean;
   /** How long start-up may take. Default 20 s. */
@@ -76,12 +78,16 @@ export async function startServerProcess(opts: ServerProcessOptions = {}): Promi
     ...opts.env,
   };
   // `exec` keeps the pid: the shell becomes the server once it has joined the cgroup.
-  const child: ChildProcess = opts.memoryCgroup
-    ? spawn('/bin/sh', ['-c', 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', 'sh', opts.memoryCgroup, process.execPath, SERVER_ENTRY], {
-        env,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      })
-    : spawn(process.execPath, [SERVER_ENTRY], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const cgroups = [...(opts.memoryCgroup ? [opts.memoryCgroup] : []), ...(opts.cgroups ?? [])];
+  // Directories are passed joined by newlines (cgroup paths have none).
+  const child: ChildProcess =
+    cgroups.length > 0
+      ? spawn(
+          '/bin/sh',
+          ['-c', 'IFS="$(printf \'\\n_\')"; IFS="${IFS%_}"; for d in $1; do echo $$ > "$d/cgroup.procs" || exit 125; done; shift && exec "$@"', 'sh', cgroups.join('\n'), process.execPath, SERVER_ENTRY],
+          { env, stdio: ['ignore', 'pipe', 'pipe'] },
+        )
+      : spawn(process.execPath, [SERVER_ENTRY], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const LIMIT = 16_384;
   let head = '';
   let tail = '';

@@ -1,0 +1,563 @@
+// A fleet on one machine, real components on loopback only: three ZViz servers (own state
+// dirs, ports, uid ranges and cgroup subtrees beneath this test's cgroup), a Redis master with
+// one replica watched by three Sentinels (Debian's redis-server and redis-sentinel), and
+// HAProxy with the shipped deploy/haproxy/haproxy.cfg in front. Each scenario prints its
+// exact counts. Every process is started here and stopped here, by pid; every loop is bounded
+// in count and time.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PACKAGE_ROOT } from '../worker-pool/util/package-root.js';
+import { freePort, startServerProcess, type ServerProcess } from './support/server-process.js';
+import { privilegedReason } from './support/server.js';
+import { pollUntil, sleep, token } from './support/wait.js';
+
+const skip = privilegedReason();
+const HAPROXY_CFG = join(PACKAGE_ROOT, 'deploy', 'haproxy', 'haproxy.cfg');
+const ADMIN = `fleet-admin-${token(24)}`;
+const MASTER_NAME = 'zviz';
+/** HAProxy's check interval in the shipped config (inter 1s). */
+const CHECK_INTERVAL_MS = 1000;
+
+function log(line: string): void {
+  process.stdout.write(`[fleet] ${line}\n`);
+}
+
+interface Reply {
+  status: number;
+  body: any;
+  headers: Headers;
+}
+
+async function call(base: string, path: string, opts: { method?: string; body?: unknown; bearer?: string; headers?: Record<string, string>; timeoutMs?: number } = {}): Promise<Reply> {
+  const headers: Record<string, string> = { ...opts.headers };
+  if (opts.body !== undefined) headers['content-type'] = 'application/json';
+  if (opts.bearer !== undefined) headers.authorization = `Bearer ${opts.bearer}`;
+  const r = await fetch(base + path, {
+    method: opts.method ?? (opts.body === undefined ? 'GET' : 'POST'),
+    headers,
+    ...(opts.body === undefined ? {} : { body: JSON.stringify(opts.body) }),
+    signal: AbortSignal.timeout(opts.timeoutMs ?? 60_000),
+  });
+  const text = await r.text();
+  let body: unknown = text;
+  try {
+    body = JSON.parse(text);
+  } catch { // keep the text
+  }
+  return { status: r.status, body, headers: r.headers };
+}
+
+/** A request that may fail at the socket (a killed host): status 0 then. */
+async function tryCall(base: string, path: string, opts: Parameters<typeof call>[2] = {}): Promise<Reply> {
+  try {
+    return await call(base, path, opts);
+  } catch (e) {
+    return { status: 0, body: String(e), headers: new Headers() };
+  }
+}
+
+// ---- processes of the test's own, stopped by pid ----
+
+interface Proc {
+  name: string;
+  child: ChildProcess;
+  exited: Promise<void>;
+  output: () => string;
+}
+
+const procs: Proc[] = [];
+
+function startProc(name: string, cmd: string, args: string[], env: Record<string, string> = {}): Proc {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env } });
+  let out = '';
+  const keep = (d: Buffer): void => {
+    out = (out + d.toString()).slice(-20_000);
+  };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const p = { name, child, exited, output: () => out };
+  procs.push(p);
+  return p;
+}
+
+async function stopProc(p: Proc, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (p.child.exitCode === null && p.child.signalCode === null && p.child.pid !== undefined) {
+    process.kill(p.child.pid, signal);
+    const late = await Promise.race([p.exited.then(() => false), sleep(5000).then(() => true)]);
+    if (late && p.child.exitCode === null && p.child.signalCode === null) {
+      process.kill(p.child.pid, 'SIGKILL');
+      await p.exited;
+    }
+  }
+  procs.splice(procs.indexOf(p), 1);
+}
+
+// ---- cgroup subtrees, one per server, beneath this process's own cgroups ----
+
+/** For each v1 hierarchy ZViz uses, a fresh directory beneath ours; [] on a host without v1 controllers. */
+function cgroupSubtree(name: string): string[] {
+  const wanted = ['cpu', 'cpuacct', 'memory', 'freezer', 'pids'];
+  const mounts = new Map<string, string>();
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const [left = '', right = ''] = line.split(' - ');
+    const [fstype = '', , opts = ''] = right.split(' ');
+    if (fstype !== 'cgroup') continue;
+    for (const o of opts.split(',')) if (wanted.includes(o)) mounts.set(o, left.split(' ')[4] ?? '');
+  }
+  const dirs = new Set<string>();
+  for (const line of readFileSync('/proc/self/cgroup', 'utf8').trim().split('\n')) {
+    const [, ctrls = '', path = ''] = line.split(':');
+    for (const c of ctrls.split(',')) {
+      const mount = mounts.get(c);
+      if (mount !== undefined) dirs.add(join(mount, path, name));
+    }
+  }
+  for (const d of dirs) mkdirSync(d, { recursive: true });
+  return [...dirs];
+}
+
+/** Removes a subtree bottom-up (cgroup directories go with rmdir); returns what could not go. */
+function removeSubtree(dir: string): string[] {
+  const left: string[] = [];
+  const walk = (d: string): void => {
+    let names: string[] = [];
+    try {
+      names = readdirSync(d, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
+    } catch {
+      return;
+    }
+    for (const n of names) walk(join(d, n));
+    try {
+      rmdirSync(d);
+    } catch {
+      left.push(d);
+    }
+  };
+  walk(dir);
+  return left;
+}
+
+// ---- Redis with one replica and three Sentinels ----
+
+interface RedisSet {
+  masterPort: number;
+  replicaPort: number;
+  sentinelPorts: number[];
+  master: Proc;
+  replica: Proc;
+  url: string;
+  /** The address the Sentinels give for the master now. */
+  masterAddr(): Promise<string | null>;
+  client(): Promise<Redis>;
+}
+
+async function startRedisSet(dir: string): Promise<RedisSet> {
+  const [masterPort, replicaPort, ...sentinelPorts] = await Promise.all([1, 2, 3, 4, 5].map(() => freePort())) as [number, number, number, number, number];
+  const redisConf = (name: string, port: number, extra: string[]): string => {
+    const d = join(dir, name);
+    mkdirSync(d);
+    const conf = join(d, 'redis.conf');
+    writeFileSync(conf, [`port ${port}`, 'bind 127.0.0.1', `dir ${d}`, 'save ""', 'appendonly no', 'daemonize no', ...extra, ''].join('\n'));
+    return conf;
+  };
+  const master = startProc('redis-master', 'redis-server', [redisConf('master', masterPort, [])]);
+  const replica = startProc('redis-replica', 'redis-server', [redisConf('replica', replicaPort, [`replicaof 127.0.0.1 ${masterPort}`])]);
+  for (const [i, port] of sentinelPorts.entries()) {
+    const d = join(dir, `sentinel${i}`);
+    mkdirSync(d);
+    const conf = join(d, 'sentinel.conf');
+    writeFileSync(
+      conf,
+      [
+        `port ${port}`,
+        'bind 127.0.0.1',
+        `dir ${d}`,
+        `sentinel monitor ${MASTER_NAME} 127.0.0.1 ${masterPort} 2`,
+        `sentinel down-after-milliseconds ${MASTER_NAME} 1000`,
+        `sentinel failover-timeout ${MASTER_NAME} 10000`,
+        `sentinel parallel-syncs ${MASTER_NAME} 1`,
+        '',
+      ].join('\n'),
+    );
+    startProc(`sentinel${i}`, 'redis-sentinel', [conf]);
+  }
+  const url = `redis+sentinel://${sentinelPorts.map((p) => `127.0.0.1:${p}`).join(',')}/${MASTER_NAME}`;
+  const set: RedisSet = {
+    masterPort,
+    replicaPort,
+    sentinelPorts,
+    master,
+    replica,
+    url,
+    async masterAddr() {
+      const s = new Redis({ port: sentinelPorts[0]!, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0 });
+      s.on('error', () => {});
+      try {
+        await s.connect();
+        const a = (await s.call('SENTINEL', 'get-master-addr-by-name', MASTER_NAME)) as [string, string] | null;
+        return a === null ? null : `${a[0]}:${a[1]}`;
+      } catch {
+        return null;
+      } finally {
+        s.disconnect();
+      }
+    },
+    async client() {
+      const c = new Redis({ sentinels: sentinelPorts.map((port) => ({ host: '127.0.0.1', port })), name: MASTER_NAME, lazyConnect: true, maxRetriesPerRequest: 1 });
+      c.on('error', () => {});
+      await c.connect();
+      return c;
+    },
+  };
+  // The replica has synced and every Sentinel knows the other two.
+  const ready = await pollUntil(
+    async () => {
+      const s = new Redis({ port: sentinelPorts[2]!, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0 });
+      s.on('error', () => {});
+      try {
+        await s.connect();
+        const m = (await s.call('SENTINEL', 'master', MASTER_NAME)) as string[];
+        const field = (k: string) => Number(m[m.indexOf(k) + 1]);
+        return field('num-other-sentinels') === 2 && field('num-slaves') === 1;
+      } catch {
+        return false;
+      } finally {
+        s.disconnect();
+      }
+    },
+    (ok) => ok,
+    30_000,
+    200,
+  );
+  if (!ready) throw new Error(`Sentinels did not discover each other and the replica within 30 s:\n${procs.map((p) => `${p.name}: ${p.output()}`).join('\n')}`);
+  return set;
+}
+
+// ---- the fleet ----
+
+interface Host {
+  n: number;
+  port: number;
+  url: string;
+  stateDir: string;
+  cgroups: string[];
+  proc: ServerProcess | null;
+}
+
+async function startHost(h: Host, redisUrl: string): Promise<void> {
+  h.proc = await startServerProcess({
+    stateDir: h.stateDir,
+    cgroups: h.cgroups,
+    boundedLogs: true,
+    env: {
+      ZVIZ_PORT: String(h.port),
+      ZVIZ_REDIS_URL: redisUrl,
+      ZVIZ_ADMIN_TOKEN: ADMIN,
+      // Own uid range per host: they never share a sandbox uid.
+      ZVIZ_UID_BASE: String(1_100_000_000 + h.n * 20_000_000),
+      ZVIZ_LEASE_SLACK_MS: '2000',
+      ZVIZ_DRAIN_MS: '20000',
+      ZVIZ_WARM_MAX: '2',
+    },
+  });
+}
+
+/** zviz_sandboxes_in_flight of a host, from its own metrics; null when it does not answer. */
+async function inFlight(h: Host): Promise<number | null> {
+  const r = await tryCall(h.url, '/metrics', { bearer: ADMIN, timeoutMs: 2000 });
+  if (r.status !== 200 || typeof r.body !== 'string') return null;
+  const m = /^zviz_sandboxes_in_flight (\d+)/m.exec(r.body);
+  return m ? Number(m[1]) : null;
+}
+
+/** Runs `clients` loops of invocations until `stop()` (each bounded by `maxEach`); counts statuses. */
+function steadyLoad(lb: string, bearer: string, clients: number, body: Record<string, unknown>, maxEach = 2000) {
+  let stopping = false;
+  const statuses = new Map<number, number>();
+  const cpuMs: number[] = [];
+  const failures: string[] = [];
+  const loops = Array.from({ length: clients }, async () => {
+    for (let i = 0; i < maxEach && !stopping; i++) {
+      const r = await tryCall(lb, '/invoke', { body, bearer, timeoutMs: 30_000 });
+      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+      if (r.status === 200) cpuMs.push(Number(r.body.cpuMs));
+      else if (failures.length < 20) failures.push(`${r.status} ${typeof r.body === 'string' ? r.body.slice(0, 200) : JSON.stringify(r.body.error ?? r.body).slice(0, 300)}`);
+    }
+  });
+  return {
+    statuses,
+    cpuMs,
+    failures,
+    count: (s: number) => statuses.get(s) ?? 0,
+    total: () => [...statuses.values()].reduce((a, b) => a + b, 0),
+    async stop() {
+      stopping = true;
+      await Promise.all(loops);
+    },
+    /** Waits for every client to have sent its `maxEach`. */
+    async done() {
+      await Promise.all(loops);
+    },
+  };
+}
+
+const fmt = (m: Map<number, number>) => JSON.stringify(Object.fromEntries([...m].sort((a, b) => a[0] - b[0])));
+
+describe.skipIf(skip !== null)('a fleet of three hosts behind HAProxy, sharing a Redis with Sentinel failover', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'zviz-fleet-'));
+  const hosts: Host[] = [];
+  const subtreeName = `zvfleet-${token(6)}`;
+  let redis: RedisSet;
+  let haproxy: Proc;
+  let lb: string;
+  let tenantKey: string;
+
+  async function admin(path: string, body?: unknown, method?: string): Promise<Reply> {
+    return call(hosts[0]!.url, path, { bearer: ADMIN, ...(body !== undefined ? { body } : {}), ...(method ? { method } : {}) });
+  }
+
+  async function createTenant(name: string, quotas: Record<string, unknown>): Promise<string> {
+    const r = await admin('/admin/tenants', { name, quotas });
+    expect(r.status).toBe(201);
+    return r.body.apiKey as string;
+  }
+
+  /** Waits until HAProxy's view matches: every host in `up` answers through it (by its own id). */
+  async function settle(): Promise<void> {
+    await sleep(3 * CHECK_INTERVAL_MS);
+  }
+
+  beforeAll(async () => {
+    redis = await startRedisSet(dir);
+    for (let n = 1; n <= 3; n++) {
+      const stateDir = join(dir, `host${n}`);
+      mkdirSync(stateDir);
+      hosts.push({ n, port: await freePort(), url: '', stateDir, cgroups: cgroupSubtree(`${subtreeName}-${n}`), proc: null });
+    }
+    for (const h of hosts) {
+      await startHost(h, redis.url);
+      h.url = `http://127.0.0.1:${h.port}`;
+    }
+    const lbPort = await freePort();
+    lb = `http://127.0.0.1:${lbPort}`;
+    haproxy = startProc('haproxy', 'haproxy', ['-db', '-f', HAPROXY_CFG], {
+      ZVIZ_LB_BIND: `127.0.0.1:${lbPort}`,
+      ...Object.fromEntries(hosts.map((h) => [`ZVIZ_HOST_${h.n}`, `127.0.0.1:${h.port}`])),
+    });
+    const up = await pollUntil(() => tryCall(lb, '/readyz', { timeoutMs: 2000 }), (r) => r.status === 200, 10_000, 200);
+    expect(up.status, haproxy.output()).toBe(200);
+    await settle();
+    tenantKey = await createTenant('fleet', { concurrency: 1000, invocationsPerMinute: 1_000_000, cpuSeconds: 1_000_000 });
+    log(`hosts ${hosts.map((h) => h.url).join(' ')}, HAProxy ${lb}, Redis master :${redis.masterPort} replica :${redis.replicaPort}, Sentinels :${redis.sentinelPorts.join(' :')}`);
+  }, 120_000);
+
+  afterAll(async () => {
+    // HAProxy's view of the hosts over the run (its log: checks, hosts going down and up).
+    log(`HAProxy log:\n${haproxy?.output().split('\n').filter((l) => /Server|backend/.test(l)).slice(-40).join('\n')}`);
+    for (const h of hosts) await h.proc?.stop('SIGTERM', 30_000);
+    for (const p of [...procs].reverse()) await stopProc(p);
+    const left: string[] = [];
+    for (const h of hosts) for (const d of h.cgroups) left.push(...removeSubtree(d));
+    rmSync(dir, { recursive: true, force: true });
+    expect(left, 'cgroup directories of the fleet left behind').toEqual([]);
+  }, 120_000);
+
+  it("a tenant's concurrency quota holds across the fleet: 3x quota in parallel through HAProxy", async () => {
+    const quota = 3;
+    const key = await createTenant('conc', { concurrency: quota, invocationsPerMinute: 100_000 });
+    let maxSeen = 0;
+    let samples = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      for (let i = 0; i < 400 && sampling; i++) {
+        const n = await Promise.all(hosts.map(inFlight));
+        const sum = n.reduce<number>((a, b) => a + (b ?? 0), 0);
+        maxSeen = Math.max(maxSeen, sum);
+        samples++;
+        await sleep(25);
+      }
+    })();
+    const replies = await Promise.all(Array.from({ length: 3 * quota }, () => call(lb, '/invoke', { body: { runtime: 'bash', code: 'sleep 1.5; echo ok' }, bearer: key })));
+    sampling = false;
+    await sampler;
+    const ok = replies.filter((r) => r.status === 200).length;
+    const refused = replies.filter((r) => r.status === 429 && r.body.error.code === 'QUOTA_CONCURRENCY').length;
+    log(`quota ${quota}: ${replies.length} parallel requests -> ${ok} x 200, ${refused} x 429 QUOTA_CONCURRENCY; most in flight over all hosts ${maxSeen} (${samples} samples of zviz_sandboxes_in_flight)`);
+    expect(ok).toBe(quota);
+    expect(refused).toBe(2 * quota);
+    expect(maxSeen).toBeLessThanOrEqual(quota);
+    expect(maxSeen).toBeGreaterThan(0);
+  }, 60_000);
+
+  it('a function deployed through one host is invoked through another; a key revoked through one host is refused by all at once', async () => {
+    const [h1, h2, h3] = hosts as [Host, Host, Host];
+    const fn = { runtime: 'node', code: 'module.exports = async (event) => ({ doubled: event * 2 })' };
+    const put = await call(h1.url, '/functions/double', { method: 'PUT', body: fn, bearer: tenantKey });
+    expect(put.status, JSON.stringify(put.body)).toBeLessThan(300);
+    const viaH2 = await call(h2.url, '/invoke', { body: { function: 'double', input: 21 }, bearer: tenantKey });
+    const viaLb = await call(lb, '/invoke', { body: { function: 'double', input: 4 }, bearer: tenantKey, headers: { 'X-ZViz-Function': 'double' } });
+    log(`deployed on host 1 (version ${put.body.version}); invoked on host 2 -> ${viaH2.status} ${JSON.stringify(viaH2.body.output)}, through HAProxy -> ${viaLb.status} ${JSON.stringify(viaLb.body.output)}`);
+    expect(viaH2.body.output).toEqual({ doubled: 42 });
+    expect(viaLb.body.output).toEqual({ doubled: 8 });
+
+    const key = await createTenant('revoked', {});
+    // Every host has just authenticated the key (its cached lookup is fresh).
+    for (const h of hosts) expect((await call(h.url, '/invoke', { body: { runtime: 'bash', code: 'true' }, bearer: key })).status).toBe(200);
+    const rotated = await call(h1.url, '/admin/tenants/revoked/keys', { method: 'POST', bearer: ADMIN });
+    expect(rotated.status).toBe(201);
+    const after = await Promise.all([h1, h2, h3].map((h) => call(h.url, '/invoke', { body: { runtime: 'bash', code: 'echo must-not-run' }, bearer: key })));
+    log(`key rotated through host 1; the old key right after on hosts 1, 2, 3 -> ${after.map((r) => r.status).join(', ')}`);
+    expect(after.map((r) => r.status)).toEqual([401, 401, 401]);
+    const fresh = await call(h3.url, '/invoke', { body: { runtime: 'bash', code: 'true' }, bearer: rotated.body.apiKey });
+    expect(fresh.status).toBe(200);
+  }, 60_000);
+
+  it('SIGKILL of a host under load: only its requests in flight fail; restarted, it frees its leases at once and marks its async invocations host-restart', async () => {
+    const victim = hosts[2]!;
+    const client = await redis.client();
+    try {
+      const key = await createTenant('crash', { concurrency: 4, invocationsPerMinute: 100_000 });
+      const ttlKey = await createTenant('ttl', { concurrency: 1, invocationsPerMinute: 100_000 });
+      const held = Array.from({ length: 4 }, () => tryCall(victim.url, '/invoke', { body: { runtime: 'bash', code: 'sleep 60', limits: { timeoutMs: 60_000 } }, bearer: key }));
+      // Lease TTL timeoutMs 4000 + ZVIZ_LEASE_SLACK_MS 2000: if the host never came back, the slot frees by then.
+      held.push(tryCall(victim.url, '/invoke', { body: { runtime: 'bash', code: 'sleep 60', limits: { timeoutMs: 4000 } }, bearer: ttlKey }));
+      const asyncRun = await call(victim.url, '/invoke?mode=async', { body: { runtime: 'bash', code: 'sleep 60', limits: { timeoutMs: 60_000 } }, bearer: tenantKey });
+      expect(asyncRun.status).toBe(202);
+      const leases = async () => Object.keys(await client.hgetall('zviz:{crash}')).filter((f) => f.startsWith('l:')).length;
+      expect(await pollUntil(leases, (n) => n === 4, 5000, 100)).toBe(4);
+
+      const load = steadyLoad(lb, tenantKey, 3, { runtime: 'bash', code: 'echo ok' });
+      await sleep(1500);
+      const inFlightOnVictim = (await inFlight(victim)) ?? 0;
+      const killedAt = Date.now();
+      expect(await victim.proc!.stop('SIGKILL')).toBeNull();
+      const beforeKill = load.total();
+      // HAProxy marks it down after one failed check (fall 1, inter 1 s); meanwhile a refused
+      // connection is retried on another host.
+      await sleep(CHECK_INTERVAL_MS + 500);
+      const atDown = new Map(load.statuses);
+      await sleep(2000);
+      await load.stop();
+      await Promise.all(held);
+      const sum = (m: Map<number, number>) => [...m.values()].reduce((a, b) => a + b, 0);
+      const failedAfterDown = load.total() - load.count(200) - (sum(atDown) - (atDown.get(200) ?? 0));
+      log(`SIGKILL of host 3 with ${inFlightOnVictim} in flight on it (plus 4 slow and 1 async): load through HAProxy ${fmt(load.statuses)} (${beforeKill} before the kill); non-200 after one check interval: ${failedAfterDown}`);
+      for (const f of load.failures) log(`  failed: ${f}`);
+      // The load's requests are short: at most one per client can have been on the killed host.
+      expect(load.total() - load.count(200)).toBeLessThanOrEqual(3);
+      expect(failedAfterDown).toBe(0);
+      // Refused by the dead host's leases until it is back.
+      const refusedNow = await call(hosts[0]!.url, '/invoke', { body: { runtime: 'bash', code: 'true' }, bearer: key });
+      expect(refusedNow.body.error?.code).toBe('QUOTA_CONCURRENCY');
+      // A lease of the dead host frees within its TTL without the host.
+      const ttlFree = await pollUntil(() => call(hosts[0]!.url, '/invoke', { body: { runtime: 'bash', code: 'true' }, bearer: ttlKey }), (r) => r.status === 200, 10_000, 200);
+      const ttlFreedMs = Date.now() - killedAt;
+      log(`the dead host's lease of tenant ttl (TTL 6000 ms from its last refresh) freed ${ttlFreedMs} ms after the kill`);
+      expect(ttlFree.status).toBe(200);
+      expect(ttlFreedMs).toBeLessThanOrEqual(6000 + 1000);
+
+      await startHost(victim, redis.url);
+      const freed = await leases();
+      const again = await Promise.all(Array.from({ length: 4 }, () => call(victim.url, '/invoke', { body: { runtime: 'bash', code: 'echo back' }, bearer: key })));
+      const asyncAfter = await pollUntil(() => call(victim.url, `/invocations/${asyncRun.body.id}`, { bearer: tenantKey }), (r) => r.status === 200, 5000, 100);
+      log(`host 3 restarted ${Date.now() - killedAt} ms after the kill: leases of the dead run left ${freed}; 4 invocations of the tenant -> ${again.map((r) => r.status).join(', ')}; its async invocation -> ${asyncAfter.body.status} (${asyncAfter.body.reason})`);
+      expect(freed).toBe(0);
+      expect(again.map((r) => r.status)).toEqual([200, 200, 200, 200]);
+      expect(asyncAfter.body).toMatchObject({ status: 'failed', reason: 'host-restart' });
+      expect(victim.proc!.logs()).toContain('freed the leases a previous run of this host left');
+      await settle();
+    } finally {
+      client.disconnect();
+    }
+  }, 90_000);
+
+  it('a rolling restart (SIGTERM, wait, start) of every host under steady load fails no request', async () => {
+    const load = steadyLoad(lb, tenantKey, 3, { runtime: 'bash', code: 'sleep 0.2; echo ok' });
+    const drained: string[] = [];
+    for (const h of hosts) {
+      const stopping = h.proc!.stop('SIGTERM', 30_000);
+      // The host says so at once: 503 SHUTTING_DOWN on /readyz while it finishes its work.
+      const ready = await pollUntil(() => tryCall(h.url, '/readyz', { timeoutMs: 1000 }), (r) => r.status !== 200, 2000, 20);
+      drained.push(ready.status === 0 ? 'gone' : `${ready.status} ${ready.body.error?.code}`);
+      expect(await stopping).toBe(0);
+      await startHost(h, redis.url);
+      await settle();
+    }
+    await sleep(1000);
+    await load.stop();
+    log(`rolling restart of 3 hosts under 3 clients: ${load.total()} requests -> ${fmt(load.statuses)}; /readyz right after SIGTERM: ${drained.join(', ')}`);
+    for (const f of load.failures) log(`  failed: ${f}`);
+    expect(drained.every((d) => d === '503 SHUTTING_DOWN' || d === 'gone')).toBe(true);
+    expect(load.count(200)).toBe(load.total());
+    expect(load.total()).toBeGreaterThan(10);
+  }, 180_000);
+
+  it('Redis master killed: Sentinel promotes the replica, requests get 503 only in the failover window, CPU is charged once per invocation', async () => {
+    const key = await createTenant('cpu', { concurrency: 1000, invocationsPerMinute: 1_000_000, cpuSeconds: 1_000_000 });
+    const body = { runtime: 'bash', code: 'i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; echo ok' };
+    // Steady state first: the sum of charges equals the sum of cpuMs answered.
+    const steady = steadyLoad(lb, key, 2, body, 15);
+    await steady.done();
+    const usage = async () => (await admin('/admin/tenants/cpu')).body.usage.cpuMsInWindow as number;
+    const steadySum = steady.cpuMs.reduce((a, b) => a + Math.ceil(b), 0);
+    const steadyCharged = await usage();
+    log(`CPU before the failover: ${steady.count(200)} invocations, sum of ceil(cpuMs) answered ${steadySum}, charged ${steadyCharged}`);
+    expect(steady.count(200)).toBe(steady.total());
+    expect(steadyCharged).toBe(steadySum);
+
+    const oldMaster = await redis.masterAddr();
+    const load = steadyLoad(lb, key, 2, body);
+    await sleep(1000);
+    const killedAt = Date.now();
+    await stopProc(redis.master, 'SIGKILL');
+    const promoted = await pollUntil(() => redis.masterAddr(), (a) => a !== null && a !== oldMaster, 30_000, 200);
+    const promotedMs = Date.now() - killedAt;
+    // Service is back: a request straight to every host succeeds.
+    // Every 200 of these probes ran and was charged too: all of them count in the sum below.
+    const probeCpuMs: number[] = [];
+    const back = await pollUntil(
+      async () => {
+        const rs = await Promise.all(hosts.map((h) => tryCall(h.url, '/invoke', { body: { runtime: 'bash', code: 'true' }, bearer: key, timeoutMs: 10_000 })));
+        for (const r of rs) if (r.status === 200) probeCpuMs.push(Number(r.body.cpuMs));
+        return rs;
+      },
+      (rs) => rs.every((r) => r.status === 200),
+      30_000,
+      200,
+    );
+    const backMs = Date.now() - killedAt;
+    await sleep(2000);
+    await load.stop();
+    const non200 = [...load.statuses].filter(([s]) => s !== 200);
+    log(`Redis master ${oldMaster} SIGKILLed: Sentinel promoted ${promoted} after ${promotedMs} ms; every host serves again after ${backMs} ms; load ${fmt(load.statuses)}`);
+    for (const f of load.failures.slice(0, 5)) log(`  during the failover: ${f}`);
+    expect(promoted).toBe(`127.0.0.1:${redis.replicaPort}`);
+    expect(back.map((r) => r.status)).toEqual([200, 200, 200]);
+    // Fail closed: anything but success was a 503 (with Retry-After), never a 500 or a run without quota.
+    expect(non200.every(([s]) => s === 503)).toBe(true);
+    expect(load.count(200)).toBeGreaterThan(0);
+
+    // After it: releases Redis could not take are retried (1, 2, 4, 8, 16 s); none is charged twice.
+    const all = [...steady.cpuMs, ...load.cpuMs, ...probeCpuMs];
+    const answered = all.reduce((a, b) => a + Math.ceil(b), 0);
+    const charged = await pollUntil(usage, (c) => c >= answered, 35_000, 500);
+    log(`CPU after the failover: ${all.length} invocations answered 200, sum of ceil(cpuMs) ${answered}, charged ${charged} (a charge written to the old master in its last moments may be lost with it; never one twice)`);
+    expect(charged).toBeLessThanOrEqual(answered);
+    expect(charged).toBeGreaterThanOrEqual(Math.floor(answered * 0.9));
+  }, 180_000);
+});
+
+// The shipped config must at least parse with Debian's haproxy wherever haproxy is installed.
+describe.skipIf(!existsSync('/usr/sbin/haproxy'))('deploy/haproxy/haproxy.cfg', () => {
+  it('is valid for haproxy -c', async () => {
+    const p = startProc('haproxy-check', 'haproxy', ['-c', '-f', HAPROXY_CFG], { ZVIZ_LB_BIND: '127.0.0.1:1', ZVIZ_HOST_1: '127.0.0.1:2', ZVIZ_HOST_2: '127.0.0.1:3', ZVIZ_HOST_3: '127.0.0.1:4' });
+    await p.exited;
+    procs.splice(procs.indexOf(p), 1);
+    expect(p.child.exitCode, p.output()).toBe(0);
+  });
+});
