@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { cpus } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { invoke, poolSize, redisCalls, type BenchServer, type Invocation, type Target } from './bench-server.js';
-import { childrenOf, machineJiffies, procTimes, sleep, summarize, type Summary } from './bench-util.js';
+import { childrenOf, machineJiffies, procTimes, sleep, statusKiB, statusNumber, summarize, type Summary } from './bench-util.js';
 
 export const BURST = 8;
 export const PAUSE_MS = 50;
@@ -108,9 +108,11 @@ export async function bursts(
   t: Target,
   count: number,
   poolOn: boolean,
-): Promise<LatencySet & { refillTimeouts: number }> {
+): Promise<LatencySet & { refillTimeouts: number; peakRssKiB: number; peakThreads: number }> {
   const out: Invocation[] = [];
   let refillTimeouts = 0;
+  let peakRssKiB = 0;
+  let peakThreads = 0;
   for (let b = 0; b < count + 1; b++) {
     await sleep(300);
     if (poolOn) {
@@ -125,10 +127,21 @@ export async function bursts(
       // Let the last creation's worker thread go idle before the burst.
       await sleep(50);
     }
+    // The server's VmRSS and thread count while the burst is in flight, every 5 ms.
+    let inFlight = true;
+    const sampler = (async () => {
+      while (inFlight) {
+        peakRssKiB = Math.max(peakRssKiB, statusKiB(s.pid, 'VmRSS') ?? 0);
+        peakThreads = Math.max(peakThreads, statusNumber(s.pid, 'Threads') ?? 0);
+        await sleep(5);
+      }
+    })();
     const got = await Promise.all(Array.from({ length: BURST }, () => invoke(s, t)));
+    inFlight = false;
+    await sampler;
     if (b > 0) out.push(...got);
   }
-  return { ...toSet(out, poolOn), refillTimeouts };
+  return { ...toSet(out, poolOn), refillTimeouts, peakRssKiB, peakThreads };
 }
 
 export interface Ceiling {

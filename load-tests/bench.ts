@@ -7,10 +7,12 @@
 //      bursts of 8 into a refilled pool — pools on vs pools off (ZVIZ_WARM_MAX=0)
 //   3. sustained single-use throughput of node hello vs cores ÷ CPU of `env -i node -e 0`
 //   4. host memory per warm sandbox beyond the runtime; server RSS over many invocations
+//   7. `zviz run -- /bin/true` vs `node -e 0` and bwrap (issue 15 item 7)
 //
 // Run as root after a build (`npm run build`, or `npx tsc -p tsconfig.build.json`):
 //
 //   node dist/load-tests/bench.js [--quick]        (npm run bench / npm run bench:quick)
+//   node dist/load-tests/bench.js --quick --run-only   (item 7 alone)
 //
 // Network: loopback only. Everything the run creates (servers, their Redis, cgroups,
 // temporary directories) is removed before it exits, also on SIGINT/SIGTERM.
@@ -20,14 +22,17 @@ import { attachLatency, benchCold, BWRAP_ARGS, openBenchHost, type ColdResult } 
 import { bursts, ceiling, httpFloors, sequential, throughput, BURST, PAUSE_MS, type Ceiling, type LatencySet, type Throughput } from './bench-http.js';
 import { ownMemoryCgroup, rssOverInvocations, warmMemory, type RssOverTime, type WarmMemory } from './bench-memory.js';
 import { nativeWarmFloor, poolVersusHttp, type NativeFloor, type PoolLevel } from './bench-pool.js';
+import { benchRun, type RunResult } from './bench-run.js';
 import { deploy, HELLO, startBenchServer, type BenchServer, type Target } from './bench-server.js';
 import { fmt, loadAverage, runAbortCleanups, summarize, type Summary } from './bench-util.js';
 
 const quick = process.argv.includes('--quick');
+/** Only item 7 (`zviz run` against node -e 0 and bwrap): a minute, not an hour. */
+const runOnly = process.argv.includes('--run-only');
 
 const P = quick
-  ? { coldN: 100, coldWarmup: 10, attachN: 20, floorN: 20, seqN: 60, seqWarmupMs: 4000, bursts: 6, tputSeconds: 10, ceilingRuns: 20, memCycles: 2, rssN: 1000 }
-  : { coldN: 300, coldWarmup: 20, attachN: 60, floorN: 60, seqN: 200, seqWarmupMs: 10_000, bursts: 25, tputSeconds: 60, ceilingRuns: 50, memCycles: 3, rssN: 10_000 };
+  ? { coldN: 100, coldWarmup: 10, attachN: 20, floorN: 20, seqN: 60, seqWarmupMs: 4000, bursts: 6, tputSeconds: 10, ceilingRuns: 20, memCycles: 2, rssN: 1000, runN: 10 }
+  : { coldN: 300, coldWarmup: 20, attachN: 60, floorN: 60, seqN: 200, seqWarmupMs: 10_000, bursts: 25, tputSeconds: 60, ceilingRuns: 50, memCycles: 3, rssN: 10_000, runN: 30 };
 const TPUT_CONCURRENCY = 8;
 const RSS_CONCURRENCY = 4;
 
@@ -106,10 +111,11 @@ function coldRows(c: ColdResult, attach: Attach): void {
 }
 
 type Seq = LatencySet & { redisPerInvocation: string | null; redisCommands: number | null };
+type Burst = LatencySet & { refillTimeouts: number; peakRssKiB: number; peakThreads: number };
 interface HttpResults {
   target: Record<'node' | 'python', Target>;
-  on: Record<'node' | 'python', { seq: Seq; burst: LatencySet & { refillTimeouts: number } }>;
-  off: Record<'node' | 'python', { seq: Seq; burst: LatencySet & { refillTimeouts: number } }>;
+  on: Record<'node' | 'python', { seq: Seq; burst: Burst }>;
+  off: Record<'node' | 'python', { seq: Seq; burst: Burst }>;
   floors: { healthz: Summary; authed: Summary };
   poolLevel: PoolLevel;
   floor: NativeFloor;
@@ -201,6 +207,9 @@ function httpRows(h: HttpResults): void {
     `2: (a) ${P.seqN} requests after ${P.seqWarmupMs / 1000} s of warm-up at the same pace (so the pool's arrival-rate target has settled); ` +
       `(b) ${P.bursts} bursts of ${BURST} concurrent requests after one uncounted burst, each burst waiting ≥ 300 ms and until GET /metrics shows ${BURST} parked ` +
       `(refill timeouts: node ${h.on.node.burst.refillTimeouts}, python ${h.on.python.burst.refillTimeouts}).`,
+    `2: server during (b), pools on (VmRSS and Threads of the server process sampled every 5 ms while a burst was in flight, peak over all bursts): ` +
+      `node ${fmt(h.on.node.burst.peakRssKiB / 1024, 1)} MiB, ${h.on.node.burst.peakThreads} threads; python ${fmt(h.on.python.burst.peakRssKiB / 1024, 1)} MiB, ${h.on.python.burst.peakThreads} threads. ` +
+      `Pools off: node ${fmt(h.off.node.burst.peakRssKiB / 1024, 1)} MiB, ${h.off.node.burst.peakThreads} threads.`,
   );
   notes.push(
     `2: breakdown rows: ${h.poolLevel.total} pairs, each an HTTP request to the server, 50 ms, then SandboxPool.invoke() of worker-pool/pool.ts in the benchmark's own process ` +
@@ -348,6 +357,18 @@ function rssRow(r: RssOverTime): void {
   );
 }
 
+function runRows(r: RunResult): void {
+  const ratio = (a: Summary, b: Summary): string => `${fmt(a.p50 / b.p50)}× / ${fmt(a.p99 / b.p99)}×`;
+  const ok = r.zvizRun.p50 <= 1.5 * r.nodeE0.p50;
+  rows.push(['7', 'zviz run -- /bin/true (wall, a fresh process)', String(r.zvizRun.n), fmt(r.zvizRun.p50), fmt(r.zvizRun.p99), 'ms', `node -e 0 ${fmt(r.nodeE0.p50)} / ${fmt(r.nodeE0.p99)}`, ratio(r.zvizRun, r.nodeE0), '≤ 1.5× node -e 0', verdict(ok)]);
+  rows.push(['7', '  the same against bwrap', String(r.zvizRun.n), fmt(r.zvizRun.p50), fmt(r.zvizRun.p99), 'ms', `bwrap ${fmt(r.bwrap.p50)} / ${fmt(r.bwrap.p99)}`, ratio(r.zvizRun, r.bwrap), '', '']);
+  rows.push(['7', '  node -e 0 (baseline)', String(r.nodeE0.n), fmt(r.nodeE0.p50), fmt(r.nodeE0.p99), 'ms', '', '1.00× / 1.00×', '', '']);
+  notes.push(
+    `7: each round runs \`node dist/server/cli/main.js run --no-stdin -- /bin/true\` (host checks, registry, cgroup parents, one sandbox with every layer of the default profile, clean-up), ` +
+      `then \`node -e 0\`, then bwrap ${BWRAP_ARGS.join(' ')}, each through spawnSync, wall time from spawn to exit.`,
+  );
+}
+
 function printTable(): void {
   const head: Row = ['#', 'measurement', 'n', 'p50', 'p99', 'unit', 'baseline (same run) p50 / p99', 'ratio p50 / p99', 'target (issue 8)', 'result'];
   const all = [head, ...rows];
@@ -365,6 +386,15 @@ function printTable(): void {
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('Cannot run the benchmarks: they need root (sandboxes, cgroups)');
   const started = new Date();
+  if (runOnly) {
+    progress(`item 7: zviz run × ${P.runN}`);
+    runRows(benchRun(P.runN));
+    console.log(`ZViz benchmarks, item 7 only: ${started.toISOString()}, kernel ${release()}, ${cpus().length} cores, node ${process.version}; load average ${loadAverage()}\n`);
+    printTable();
+    console.log('\nNotes');
+    for (const n of notes) console.log(`- ${n}`);
+    return;
+  }
   const load0 = loadAverage();
   const host = openBenchHost();
   const plan = host.cgroupPlan;
@@ -425,10 +455,14 @@ async function main(): Promise<void> {
       mem = await warmMemory(plan, P.memCycles);
     }
 
+    progress(`item 7: zviz run × ${P.runN}`);
+    const run = benchRun(P.runN);
+
     coldRows(cold, attach);
     httpRows({ target, on, off, floors, poolLevel, floor });
     throughputRows(ceil, tput, target.node.mode);
     memoryRows(mem, rss);
+    runRows(run);
 
     console.log(
       `ZViz benchmarks${quick ? ' (--quick)' : ''}: ${started.toISOString()}, kernel ${release()}, ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ` +

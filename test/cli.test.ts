@@ -102,6 +102,43 @@ describe.skipIf(privilegedReason() !== null)('zviz command line (privileged)', (
       expect(r.stderr).toBe('zviz: Invalid --memory: must be at most 1024 MiB for profile \'default\': current value is "999999"\n');
     });
 
+    it('every layer applies without a worker pool: own pid and network namespaces, no capabilities, seccomp, no_new_privs', async () => {
+      const r = await zviz([
+        'run',
+        '--',
+        '/usr/bin/bash',
+        '-c',
+        'grep -E "^(CapEff|Seccomp|NoNewPrivs):" /proc/self/status; ls /proc | grep -c "^[0-9]"; tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " "',
+      ]);
+      expect(r.code).toBe(0);
+      const lines = r.stdout.trim().split('\n');
+      expect(lines.slice(0, 3)).toEqual(['CapEff:\t0000000000000000', 'NoNewPrivs:\t1', 'Seccomp:\t2']);
+      // Our own pid namespace: a handful of processes (the init, bash, grep's and ls's), not the host's.
+      expect(Number(lines[3])).toBeLessThan(6);
+      expect(lines.slice(4)).toEqual(['lo']);
+    });
+
+    it('^C stops a running sandbox and exits 130 saying so: the event loop is free while the sandbox runs', async () => {
+      const child = spawn(process.execPath, [entry, 'run', '--', '/usr/bin/bash', '-c', 'echo up; exec sleep 30'], {
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const closed = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+      // Streamed output reaches us while the sandbox still runs; then ^C.
+      await new Promise<void>((resolve) =>
+        child.stdout.on('data', (d: Buffer) => {
+          stdout += d.toString();
+          if (stdout.includes('up\n')) resolve();
+        }),
+      );
+      child.kill('SIGINT');
+      expect(await closed).toBe(130);
+      expect(stderr).toContain('interrupted by SIGINT: the sandbox was stopped');
+    });
+
     it('a command that does not exist in the sandbox exits 127 with the reason', async () => {
       const r = await zviz(['run', '--', '/nonexistent/tool']);
       expect(r.code).toBe(127);

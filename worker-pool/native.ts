@@ -1,6 +1,7 @@
 // The only file that imports koffi. It declares the C prototypes of native/include/zviz.h
 // once, refuses a library whose ABI version differs from ours, and exports typed
-// functions. Calls block: use them from piscina worker threads, not the event loop.
+// functions. Calls block: use them from piscina worker threads, not the event loop
+// (runAsync is the exception: it waits on koffi's own thread).
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import koffi from 'koffi';
@@ -218,6 +219,45 @@ export interface RunOutput {
   audit: RawAudit[];
 }
 
+/** The buffers of one zviz_run call, and how to read the result out of them. */
+function runCall(
+  sb: SandboxHandle,
+  outputCap: number,
+  go: Buffer | null,
+  onOutput: ((stream: 'stdout' | 'stderr', chunk: Buffer) => boolean) | null,
+): { args: Parameters<Bindings['run']>; finish: (rc: number) => RunOutput } {
+  const stdout = Buffer.alloc(Math.max(outputCap, 1));
+  const stderr = Buffer.alloc(Math.max(outputCap, 1));
+  const reply = Buffer.alloc(Math.max(outputCap, 1));
+  const auditBuf = Buffer.alloc(AUDIT_RECORD_BYTES * MAX_AUDIT);
+  const raw = {} as RawResult;
+  const err = emptyError();
+  // Streamed output arrives on the JS thread, during the call; the chunk is copied out
+  // of the library's buffer before the callback returns.
+  const cb = onOutput
+    ? (_ctx: unknown, stream: number, data: unknown, len: number): number =>
+        onOutput(stream === 2 ? 'stderr' : 'stdout', Buffer.from(new Uint8Array(koffi.view(data as never, len)))) ? 0 : 1
+    : null;
+  const finish = (rc: number): RunOutput => {
+    if (rc !== 0) throw new NativeError(toFailure(err));
+    const audit: RawAudit[] = [];
+    for (let i = 0; i < raw.audit_count; i++) {
+      audit.push(koffi.decode(auditBuf.subarray(i * AUDIT_RECORD_BYTES), ZvizAudit) as RawAudit);
+    }
+    return {
+      raw,
+      stdout: stdout.subarray(0, Number(raw.stdout_len)),
+      stderr: stderr.subarray(0, Number(raw.stderr_len)),
+      reply: reply.subarray(0, Number(raw.reply_len)),
+      audit,
+    };
+  };
+  return {
+    args: [sb, go, go?.length ?? 0, raw, stdout, outputCap, stderr, outputCap, reply, outputCap, auditBuf, MAX_AUDIT, cb, null, err],
+    finish,
+  };
+}
+
 /**
  * Releases the function and blocks until its sandbox is gone. `go` (see spec.ts
  * encodeGo) carries the invocation's limits, stdin and a warm function's work.
@@ -228,34 +268,35 @@ export function run(
   go: Buffer | null = null,
   onOutput: ((stream: 'stdout' | 'stderr', chunk: Buffer) => boolean) | null = null,
 ): RunOutput {
-  const stdout = Buffer.alloc(Math.max(outputCap, 1));
-  const stderr = Buffer.alloc(Math.max(outputCap, 1));
-  const reply = Buffer.alloc(Math.max(outputCap, 1));
-  const auditBuf = Buffer.alloc(AUDIT_RECORD_BYTES * MAX_AUDIT);
-  const raw = {} as RawResult;
-  const err = emptyError();
-  // Streamed output arrives on this thread, during the call; the chunk is copied out of
-  // the library's buffer before the callback returns.
-  const cb = onOutput
-    ? (_ctx: unknown, stream: number, data: unknown, len: number): number =>
-        onOutput(stream === 2 ? 'stderr' : 'stdout', Buffer.from(new Uint8Array(koffi.view(data as never, len)))) ? 0 : 1
-    : null;
-  if (
-    load().run(sb, go, go?.length ?? 0, raw, stdout, outputCap, stderr, outputCap, reply, outputCap, auditBuf, MAX_AUDIT, cb, null, err) !== 0
-  ) {
-    throw new NativeError(toFailure(err));
-  }
-  const audit: RawAudit[] = [];
-  for (let i = 0; i < raw.audit_count; i++) {
-    audit.push(koffi.decode(auditBuf.subarray(i * AUDIT_RECORD_BYTES), ZvizAudit) as RawAudit);
-  }
-  return {
-    raw,
-    stdout: stdout.subarray(0, Number(raw.stdout_len)),
-    stderr: stderr.subarray(0, Number(raw.stderr_len)),
-    reply: reply.subarray(0, Number(raw.reply_len)),
-    audit,
-  };
+  const call = runCall(sb, outputCap, go, onOutput);
+  return call.finish(load().run(...call.args));
+}
+
+/**
+ * `run` without blocking the calling thread: the call waits on one of koffi's own threads
+ * and `onOutput` runs on this thread's event loop, so signals and timers keep working
+ * while the sandbox runs. For a caller with no worker thread to block (`zviz run`).
+ */
+export function runAsync(
+  sb: SandboxHandle,
+  outputCap: number,
+  go: Buffer | null = null,
+  onOutput: ((stream: 'stdout' | 'stderr', chunk: Buffer) => boolean) | null = null,
+): Promise<RunOutput> {
+  const call = runCall(sb, outputCap, go, onOutput);
+  const fn = load().run as unknown as { async: (...args: unknown[]) => void };
+  return new Promise((resolve, reject) => {
+    fn.async(...call.args, (e: unknown, rc: number) => {
+      if (e) reject(e instanceof Error ? e : new Error(String(e)));
+      else {
+        try {
+          resolve(call.finish(rc));
+        } catch (err) {
+          reject(err instanceof Error ? err : new Error(String(err)));
+        }
+      }
+    });
+  });
 }
 
 export function kill(sb: SandboxHandle): void {

@@ -4,10 +4,33 @@
 import { Piscina } from 'piscina';
 import type { HostLayout } from './spec.js';
 import { MessageChannel } from 'node:worker_threads';
+import { cpus } from 'node:os';
 import type { OutputChunk, ParkedSandbox, SandboxOutcome, SpawnOutcome, WorkerJob } from './types.js';
 import type { SandboxTask } from './task.js';
 import { DEFAULT_WARM, WarmPools, type PoolStats, type WarmOptions } from './warm.js';
 import { errorMessage } from './util/errors.js';
+
+/** Cores idle between one call and the next, from the kernel's per-CPU times. */
+export function idleCoresMeter(read: () => Array<{ times: { idle: number; user: number; nice: number; sys: number; irq: number } }> = cpus): () => number {
+  const sum = () => {
+    let idle = 0;
+    let total = 0;
+    const all = read();
+    for (const c of all) {
+      idle += c.times.idle;
+      total += c.times.idle + c.times.user + c.times.nice + c.times.sys + c.times.irq;
+    }
+    return { idle, total, cores: all.length };
+  };
+  let last = sum();
+  return () => {
+    const now = sum();
+    const dTotal = now.total - last.total;
+    const idle = dTotal > 0 ? ((now.idle - last.idle) / dTotal) * now.cores : 0;
+    last = now;
+    return idle;
+  };
+}
 
 export class PoolOverloadedError extends Error {
   override name = 'PoolOverloadedError';
@@ -51,6 +74,7 @@ export class SandboxPool {
           await this.piscina.run({ kind: 'release', parked } satisfies WorkerJob);
         },
         now: () => performance.now(),
+        idleCores: idleCoresMeter(),
       },
       options.warm ?? DEFAULT_WARM,
     );

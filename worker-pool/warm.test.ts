@@ -26,6 +26,10 @@ class FakeBackend implements WarmBackend {
   now(): number {
     return this.clock;
   }
+  idle: number | undefined = undefined;
+  idleCores(): number {
+    return this.idle ?? 0;
+  }
   /** Completes every creation in flight. */
   async finish(): Promise<void> {
     while (this.pending.length > 0) {
@@ -58,6 +62,26 @@ function task(key: string, memoryMb = 128): SandboxTask {
 const OPTIONS: WarmOptions = { maxSandboxes: 4, budgetMb: 10_000, maxPerPool: 3, concurrency: 2, idleMs: 60_000, windowMs: 10_000 };
 
 let pools: WarmPools | null = null;
+
+/** A burst of `n` concurrent claims, all answered: the pools may refill after it. */
+function burst(p: WarmPools, key: string, n: number, memoryMb?: number): Array<ParkedSandbox | null> {
+  const tasks = Array.from({ length: n }, () => task(key, memoryMb));
+  const got = tasks.map((t) => p.claim(t));
+  for (const t of tasks) p.done(t);
+  return got;
+}
+
+/** An invocation that claims and is answered at once: the pools may refill after it. */
+function served(p: WarmPools, key: string, memoryMb?: number): ParkedSandbox | null {
+  const t = task(key, memoryMb);
+  const got = p.claim(t);
+  p.done(t);
+  return got;
+}
+
+function tick(p: WarmPools): void {
+  (p as unknown as { tick(): void }).tick();
+}
 const backends: FakeBackend[] = [];
 afterEach(async () => {
   // close() waits for creations in flight: let the fake backends complete theirs.
@@ -66,10 +90,13 @@ afterEach(async () => {
 });
 
 describe('warm pools', () => {
-  it('a first claim misses and starts a refill; the next claim hits a sandbox made for its key', async () => {
+  it('a first claim misses; once it is answered the pool refills, and the next claim hits a sandbox made for its key', async () => {
     const b = new FakeBackend();
     pools = new WarmPools(b, OPTIONS);
-    expect(pools.claim(task('a'))).toBeNull();
+    const t = task('a');
+    expect(pools.claim(t)).toBeNull();
+    expect(b.made).toBe(0);
+    pools.done(t);
     expect(b.made).toBeGreaterThanOrEqual(1);
     await b.finish();
     const got = pools.claim(task('a'));
@@ -80,7 +107,7 @@ describe('warm pools', () => {
   it('every sandbox of a pool gets its own id (it names its cgroup and network namespace)', async () => {
     const b = new FakeBackend();
     pools = new WarmPools(b, OPTIONS);
-    for (let i = 0; i < 3; i++) pools.claim(task('a'));
+    burst(pools, 'a', 3);
     await b.finish();
     const ids = [pools.claim(task('a')), pools.claim(task('a')), pools.claim(task('a'))].map((p) => p?.sandboxId);
     expect(new Set(ids).size).toBe(3);
@@ -89,7 +116,7 @@ describe('warm pools', () => {
   it('sandboxes are never handed to another key, nor twice', async () => {
     const b = new FakeBackend();
     pools = new WarmPools(b, OPTIONS);
-    pools.claim(task('a'));
+    served(pools, 'a');
     await b.finish();
     expect(pools.claim(task('b'))).toBeNull();
     const first = pools.claim(task('a'));
@@ -101,7 +128,8 @@ describe('warm pools', () => {
   it('creations in flight never exceed the concurrency, and the host-wide count is a cap', async () => {
     const b = new FakeBackend();
     pools = new WarmPools(b, { ...OPTIONS, maxPerPool: 8, maxSandboxes: 3 });
-    for (let i = 0; i < 6; i++) pools.claim(task('a'));
+    burst(pools, 'a', 6);
+    expect(b.pending.length).toBeGreaterThan(0);
     expect(b.pending.length).toBeLessThanOrEqual(2);
     await b.finish();
     await b.finish();
@@ -111,7 +139,7 @@ describe('warm pools', () => {
   it('the memory budget counts the memory sandboxes are made with', async () => {
     const b = new FakeBackend();
     pools = new WarmPools(b, { ...OPTIONS, budgetMb: 300 });
-    for (let i = 0; i < 3; i++) pools.claim(task('a', 128));
+    burst(pools, 'a', 3, 128);
     await b.finish();
     await b.finish();
     expect(pools.size).toBe(2);
@@ -120,11 +148,11 @@ describe('warm pools', () => {
   it('a full budget gives way: the pool claimed least recently gives up a sandbox to a busier one', async () => {
     const b = new FakeBackend();
     pools = new WarmPools(b, { ...OPTIONS, maxSandboxes: 1 });
-    pools.claim(task('old'));
+    served(pools, 'old');
     await b.finish();
     expect(pools.stats().find((s) => s.key === 'old')?.size).toBe(1);
     b.clock += 1000;
-    pools.claim(task('new'));
+    served(pools, 'new');
     expect(b.released.length).toBe(1);
     await b.finish();
     expect(pools.stats().find((s) => s.key === 'new')?.size).toBe(1);
@@ -133,10 +161,10 @@ describe('warm pools', () => {
   it('an idle pool shrinks to nothing and its sandboxes are released', async () => {
     const b = new FakeBackend();
     pools = new WarmPools(b, { ...OPTIONS, idleMs: 1000 });
-    pools.claim(task('a'));
+    served(pools, 'a');
     await b.finish();
     b.clock += 5000;
-    (pools as unknown as { tick(): void }).tick();
+    tick(pools);
     expect(pools.size).toBe(0);
     expect(b.released.length).toBe(1);
   });
@@ -146,7 +174,7 @@ describe('warm pools', () => {
     pools = new WarmPools(b, { ...OPTIONS, concurrency: 1 });
     b.failNext = 10;
     for (let i = 0; i < 5; i++) {
-      pools.claim(task('broken'));
+      served(pools, 'broken');
       await b.finish();
     }
     expect(b.made).toBeLessThanOrEqual(4);
@@ -155,7 +183,7 @@ describe('warm pools', () => {
   it('close waits for a creation in flight and releases what it made', async () => {
     const b = new FakeBackend();
     pools = new WarmPools(b, OPTIONS);
-    pools.claim(task('a'));
+    served(pools, 'a');
     expect(b.pending.length).toBe(1);
     const closing = pools.close();
     await b.finish();
@@ -167,12 +195,66 @@ describe('warm pools', () => {
   it('close releases every ready sandbox and turns the pools off', async () => {
     const b = new FakeBackend();
     pools = new WarmPools(b, OPTIONS);
-    pools.claim(task('a'));
+    served(pools, 'a');
     await b.finish();
     await pools.close();
     expect(b.released.length).toBe(1);
     expect(pools.claim(task('a'))).toBeNull();
     expect(pools.enabled).toBe(false);
+  });
+
+  it('no creation starts while a claim is running: refill waits until every claim of the burst is answered', async () => {
+    const b = new FakeBackend();
+    pools = new WarmPools(b, { ...OPTIONS, maxPerPool: 8, maxSandboxes: 16 });
+    const tasks = Array.from({ length: 4 }, () => task('a'));
+    for (const t of tasks) pools.claim(t);
+    tick(pools);
+    for (const t of tasks.slice(0, 3)) pools.done(t);
+    tick(pools);
+    expect(b.made).toBe(0);
+    pools.done(tasks[3]!);
+    expect(b.made).toBeGreaterThan(0);
+  });
+
+  it('a burst of 8 into a pool of 8 finds 8 parked sandboxes, burst after burst, bursts longer apart than the rate window', async () => {
+    const b = new FakeBackend();
+    pools = new WarmPools(b, { ...OPTIONS, maxPerPool: 8, maxSandboxes: 16, windowMs: 10_000, idleMs: 60_000 });
+    const hits: number[] = [];
+    for (let round = 0; round < 4; round++) {
+      const tasks = Array.from({ length: 8 }, () => task('a'));
+      const got = tasks.map((t) => pools!.claim(t));
+      hits.push(got.filter((g) => g !== null).length);
+      expect(b.pending.length).toBe(0); // the claims started no creation
+      for (const t of tasks) pools.done(t);
+      // Refill: creations complete (each completion starts the next, two at a time).
+      while (b.pending.length > 0) await b.finish();
+      b.clock += 15_000;
+      tick(pools);
+    }
+    // The first burst teaches the pool its peak; every later one finds 8 parked.
+    expect(hits).toEqual([0, 8, 8, 8]);
+    expect(pools.stats().find((s) => s.key === 'a')).toMatchObject({ hits: 24, misses: 8 });
+  });
+
+  it('a long invocation does not hold refill back on a host with an idle core, only on a busy one', async () => {
+    for (const [idle, refills] of [
+      [1.5, true],
+      [0.3, false],
+    ] as const) {
+      const b = new FakeBackend();
+      b.idle = idle;
+      const p = new WarmPools(b, OPTIONS);
+      const t = task('a');
+      p.claim(t);
+      b.clock += 250;
+      tick(p); // this sample began before the claim: it does not count
+      expect(b.made).toBe(0);
+      b.clock += 250;
+      tick(p);
+      expect(b.made > 0).toBe(refills);
+      p.done(t);
+      await Promise.all([p.close(), b.finish()]);
+    }
   });
 
   it('maxSandboxes 0 turns pre-warming off: every claim misses and nothing is made', () => {

@@ -7,7 +7,13 @@
 // inline code). Each pool's target follows demand — recent arrival rate × start latency,
 // and the recent peak of concurrent claims — within a host-wide budget of sandboxes and
 // memory; idle pools shrink to nothing. Refill runs in the background with a bounded
-// number of creations in flight, so it never starves running invocations of threads.
+// number of creations in flight, and never competes with a running invocation: a claim
+// starts no creation (a runtime's boot on the same cores at the same moment is what made
+// a burst's tail slow), and refill waits until every claim in flight has been answered,
+// or until the host had at least one idle core over a whole sample taken after the last
+// claim arrived (a long invocation on an idle host does not hold refill back). The peak
+// of concurrent claims counts for idleMs, so a pool that served a burst of 8 is refilled
+// to 8 between bursts.
 import { randomUUID } from 'node:crypto';
 import type { ParkedSandbox } from './types.js';
 import type { SandboxTask } from './task.js';
@@ -41,6 +47,8 @@ export interface WarmBackend {
   spawn(template: SandboxTask): Promise<ParkedSandbox>;
   release(parked: ParkedSandbox): Promise<void>;
   now(): number;
+  /** Cores idle since the previous call (a sample per tick); absent: never idle enough. */
+  idleCores?(): number;
 }
 
 export interface PoolStats {
@@ -76,11 +84,18 @@ export class WarmPools {
   private readonly creating = new Set<Promise<unknown>>();
   private closed = false;
   private timer: NodeJS.Timeout | null = null;
+  /** Invocations claimed (hit, miss or not warm at all) and not yet answered. */
+  private running = 0;
+  private lastArrival = Number.NEGATIVE_INFINITY;
+  private lastTick: number;
+  /** The last whole tick sample came after the last arrival and found an idle core. */
+  private idleSample = false;
 
   constructor(
     private readonly backend: WarmBackend,
     readonly options: WarmOptions = DEFAULT_WARM,
   ) {
+    this.lastTick = backend.now();
     if (options.maxSandboxes > 0) {
       this.timer = setInterval(() => this.tick(), 250);
       this.timer.unref();
@@ -96,9 +111,13 @@ export class WarmPools {
    * call counts as an arrival for sizing, hit or miss.
    */
   claim(task: SandboxTask): ParkedSandbox | null {
+    // Every invocation counts as running until done(), warm or not: refill waits for it.
+    const now = this.backend.now();
+    this.running++;
+    this.lastArrival = now;
+    this.idleSample = false;
     if (!this.enabled || !task.warm) return null;
     const pool = this.poolFor(task);
-    const now = this.backend.now();
     pool.arrivals.push(now);
     pool.lastClaim = now;
     pool.active++;
@@ -106,14 +125,22 @@ export class WarmPools {
     const got = pool.ready.shift();
     if (got) pool.hits++;
     else pool.misses++;
-    this.refill(pool);
+    // No refill here: this claim is about to run (see mayRefill).
     return got?.parked ?? null;
   }
 
-  /** The claimed invocation ended (its sandbox is gone either way). */
+  /** The claimed invocation was answered (its sandbox is gone or going either way). */
   done(task: SandboxTask): void {
+    this.running = Math.max(0, this.running - 1);
     const pool = task.warm ? this.pools.get(task.warm.key) : undefined;
     if (pool) pool.active = Math.max(0, pool.active - 1);
+    // The claims of a burst have all been answered: the pools may refill now.
+    if (this.running === 0) for (const q of this.pools.values()) this.refill(q);
+  }
+
+  /** Refill competes with no running invocation (see the file comment). */
+  private mayRefill(): boolean {
+    return this.running === 0 || this.idleSample;
   }
 
   stats(): PoolStats[] {
@@ -178,7 +205,8 @@ export class WarmPools {
     if (now - p.lastClaim > this.options.idleMs) return 0;
     const since = now - this.options.windowMs;
     p.arrivals = p.arrivals.filter((t) => t >= since);
-    p.peaks = p.peaks.filter((x) => x.at >= since);
+    // A burst is demand too: its peak holds until the pool would go idle anyway.
+    p.peaks = p.peaks.filter((x) => x.at >= now - this.options.idleMs);
     const rate = p.arrivals.length / this.options.windowMs;
     const byRate = Math.ceil(rate * p.startMs * 2);
     const byPeak = p.peaks.reduce((m, x) => Math.max(m, x.n), 0);
@@ -197,7 +225,7 @@ export class WarmPools {
   }
 
   private refill(p: Pool): void {
-    if (!this.enabled) return;
+    if (!this.enabled || !this.mayRefill()) return;
     // A pool whose sandboxes keep failing to start backs off instead of spinning.
     if (p.failures >= 3) return;
     while (this.inFlight < this.options.concurrency && p.ready.length + p.creating < this.target(p)) {
@@ -253,6 +281,11 @@ export class WarmPools {
   /** Periodic: shrink idle pools, let failing pools retry, keep targets met. */
   private tick(): void {
     if (!this.enabled) return;
+    const now = this.backend.now();
+    const idle = this.backend.idleCores?.() ?? 0;
+    // The sample spans [lastTick, now]: it speaks for refill only if no claim arrived in it.
+    this.idleSample = idle >= 1 && this.lastArrival < this.lastTick;
+    this.lastTick = now;
     for (const p of this.pools.values()) {
       const target = this.target(p);
       while (p.ready.length > target) {

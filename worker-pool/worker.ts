@@ -47,13 +47,13 @@ function limitEvents(flags: number): AuditEvent[] {
   return out;
 }
 
-function failure(e: unknown): { ok: false; error: native.NativeError['failure'] } {
+export function failure(e: unknown): { ok: false; error: native.NativeError['failure'] } {
   if (e instanceof native.NativeError) return { ok: false, error: e.failure };
   return { ok: false, error: { code: 'SYSTEM', errno: 0, message: errorMessage(e) } };
 }
 
 /** Makes a sandbox for `task` and parks it (warm: its runtime is started and loaded). */
-function makeSandbox(task: SandboxTask, host: HostLayout, warm: boolean, id: string): ParkedSandbox {
+export function makeSandbox(task: SandboxTask, host: HostLayout, warm: boolean, id: string): ParkedSandbox {
   const spec = warm && task.warm ? { ...task, ...task.warm.template } : task;
   const net = setupNetwork(host.network, id, task.profile.network);
   try {
@@ -79,12 +79,54 @@ function leftCpuMs(host: HostLayout, sandbox: string): number {
 }
 
 /** Releases a sandbox; what its network dropped, and the CPU read from a cgroup its supervisor left. */
-function releaseSandbox(parked: ParkedSandbox, host: HostLayout): { drops: AuditEvent[]; leftCpuMs: number } {
+export function releaseSandbox(parked: ParkedSandbox, host: HostLayout): { drops: AuditEvent[]; leftCpuMs: number } {
   native.release(parked.handle as native.SandboxHandle);
   const drops = teardownNetwork(host.network, parked.net as NetworkInfo | null);
   const cpu = leftCpuMs(host, parked.sandboxId);
   removeLeftCgroups(host, parked.sandboxId);
   return { drops, leftCpuMs: cpu };
+}
+
+/** What a finished run says, as the plain result the main thread receives. */
+export function toOutcome(
+  out: native.RunOutput,
+  parked: ParkedSandbox,
+  task: SandboxTask,
+  warm: boolean,
+  netAudit: AuditEvent[],
+): SandboxOutcome {
+  const { raw, stdout, stderr, reply, audit } = out;
+  const f = raw.flags;
+  const signaled = (f & native.RESULT_FLAGS.SIGNALED) !== 0;
+  return {
+    ok: true,
+    result: {
+      exitCode: signaled ? null : raw.exit_code,
+      signal: signaled ? (signalNames.get(raw.term_signal) ?? `SIG${raw.term_signal}`) : null,
+      timedOut: (f & native.RESULT_FLAGS.TIMED_OUT) !== 0,
+      oomKilled: (f & native.RESULT_FLAGS.OOM_KILLED) !== 0,
+      pidsLimited: (f & native.RESULT_FLAGS.PIDS_LIMITED) !== 0,
+      outputLimited: (f & native.RESULT_FLAGS.OUTPUT_LIMIT) !== 0,
+      stdout: stdout.toString('utf8'),
+      stderr: stderr.toString('utf8'),
+      stdoutTruncated: (f & native.RESULT_FLAGS.STDOUT_TRUNCATED) !== 0,
+      stderrTruncated: (f & native.RESULT_FLAGS.STDERR_TRUNCATED) !== 0,
+      durationMs: toMs(raw.duration_ns),
+      // A warm invocation waited for no setup: the sandbox existed before it arrived.
+      setupMs: warm ? 0 : parked.setupMs,
+      cpuMs: toMs(raw.cpu_ns),
+      brokerCpuMs: toMs(raw.trusted_cpu_ns),
+      brokerCpuLimited: (f & native.RESULT_FLAGS.TRUSTED_CPU) !== 0,
+      memoryPeakBytes: Number(raw.memory_peak_bytes),
+      oomKills: Number(raw.oom_kills),
+      brokerDied: (f & native.RESULT_FLAGS.BROKER_DIED) !== 0,
+      seccompKilled: (f & native.RESULT_FLAGS.SECCOMP_KILLED) !== 0,
+      audit: [...audit.map(toAuditEvent), ...netAudit, ...limitEvents(f)],
+      auditDropped: Number(raw.audit_dropped),
+      warm,
+      reply: task.warm?.handler ? reply.toString('utf8') : null,
+    },
+  };
 }
 
 /** Releases a parked sandbox with the task's own limits and work, and measures it. */
@@ -112,37 +154,7 @@ function runParked(
     );
     const netAudit = releaseSandbox(parked, host).drops;
     released = true;
-    const f = raw.flags;
-    const signaled = (f & native.RESULT_FLAGS.SIGNALED) !== 0;
-    return {
-      ok: true,
-      result: {
-        exitCode: signaled ? null : raw.exit_code,
-        signal: signaled ? (signalNames.get(raw.term_signal) ?? `SIG${raw.term_signal}`) : null,
-        timedOut: (f & native.RESULT_FLAGS.TIMED_OUT) !== 0,
-        oomKilled: (f & native.RESULT_FLAGS.OOM_KILLED) !== 0,
-        pidsLimited: (f & native.RESULT_FLAGS.PIDS_LIMITED) !== 0,
-        outputLimited: (f & native.RESULT_FLAGS.OUTPUT_LIMIT) !== 0,
-        stdout: stdout.toString('utf8'),
-        stderr: stderr.toString('utf8'),
-        stdoutTruncated: (f & native.RESULT_FLAGS.STDOUT_TRUNCATED) !== 0,
-        stderrTruncated: (f & native.RESULT_FLAGS.STDERR_TRUNCATED) !== 0,
-        durationMs: toMs(raw.duration_ns),
-        // A warm invocation waited for no setup: the sandbox existed before it arrived.
-        setupMs: warm ? 0 : parked.setupMs,
-        cpuMs: toMs(raw.cpu_ns),
-        brokerCpuMs: toMs(raw.trusted_cpu_ns),
-        brokerCpuLimited: (f & native.RESULT_FLAGS.TRUSTED_CPU) !== 0,
-        memoryPeakBytes: Number(raw.memory_peak_bytes),
-        oomKills: Number(raw.oom_kills),
-        brokerDied: (f & native.RESULT_FLAGS.BROKER_DIED) !== 0,
-        seccompKilled: (f & native.RESULT_FLAGS.SECCOMP_KILLED) !== 0,
-        audit: [...audit.map(toAuditEvent), ...netAudit, ...limitEvents(f)],
-        auditDropped: Number(raw.audit_dropped),
-        warm,
-        reply: task.warm?.handler ? reply.toString('utf8') : null,
-      },
-    };
+    return toOutcome({ raw, stdout, stderr, reply, audit }, parked, task, warm, netAudit);
   } catch (e) {
     // The function may have run before the native layer failed: what it used is charged.
     released = true;

@@ -3,8 +3,11 @@
 // streams to this terminal as it comes, its stdin is ours (read whole when it is not a
 // terminal), and it exits as the command did (exit-codes.ts).
 //
-// It is a one-sandbox server: the same host lifecycle (worker-pool/host: checks, /run/zviz,
-// registry, cgroup parents, nftables table), the same worker pool with warm pools off.
+// It starts like a command-line tool: the same host lifecycle as a server (worker-pool/host:
+// checks, /run/zviz, registry, cgroup parents, nftables table) and the same sandbox setup
+// and teardown as a pool worker (worker-pool/local.ts), but no worker pool and no warm
+// pool: the one sandbox is made on this thread. It loads only what the command uses (no
+// HTTP contract, no piscina).
 import { randomUUID } from 'node:crypto';
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
@@ -13,13 +16,13 @@ import { loadProfiles, type Limits, type Profile, type Runtime } from '../../pro
 import { errorMessage } from '../../worker-pool/util/errors.js';
 import { HostError, openHost, type Host } from '../../worker-pool/host/index.js';
 import { sandboxId } from '../../worker-pool/host/names.js';
-import { SandboxPool } from '../../worker-pool/pool.js';
-import type { NativeFailure } from '../../worker-pool/types.js';
+import { runLocal } from '../../worker-pool/local.js';
+import type { NativeFailure, OutputChunk, SandboxOutcome } from '../../worker-pool/types.js';
 import { BASE_ENV } from '../../worker-pool/runtime/index.js';
 import { commandTask, type SandboxTask } from '../../worker-pool/task.js';
 import { loadConfig, type Config } from '../config.js';
 import { toResponse } from '../invocation/response.js';
-import { DEFAULT_PROFILE, ENV_KEY_PATTERN } from '../invocation/schemas.js';
+import { DEFAULT_PROFILE, ENV_KEY_PATTERN } from '../invocation/bounds.js';
 import { helpText, parseCommandLine, parseEnvAssignment, shown, type OptionSpecs } from './args.js';
 import { EXIT, exitCodeFor, statusLines } from './exit-codes.js';
 import { CliError, Progress, say, UsageError, utf8OrNull, writeJson, type Io } from './io.js';
@@ -197,10 +200,10 @@ async function readStdin(io: Io, plan: RunPlan): Promise<string> {
 
 /**
  * Opens the host as a server's start-up does (registered, cgroups prepared and swept, the
- * nftables table for an egress profile), runs `fn` on a one-sandbox pool, and closes it:
- * what no other live server (or `zviz run`) needs goes.
+ * nftables table for an egress profile), runs `fn`, and closes it: what no other live
+ * server (or `zviz run`) needs goes.
  */
-async function withLocalHost<T>(config: Config, plan: RunPlan, fn: (pool: SandboxPool, host: Host) => Promise<T>): Promise<T> {
+async function withLocalHost<T>(config: Config, plan: RunPlan, fn: (host: Host) => Promise<T>): Promise<T> {
   let host: Host;
   try {
     host = openHost({ uidBase: config.uidBase, net: config.net, profiles: [plan.profile], allowTestProfiles: config.allowTestProfiles });
@@ -209,17 +212,7 @@ async function withLocalHost<T>(config: Config, plan: RunPlan, fn: (pool: Sandbo
     throw new CliError(errorMessage(e), EXIT.ZVIZ_FAILED, 'HOST');
   }
   try {
-    const pool = new SandboxPool({
-      host: host.layout,
-      maxSandboxes: 1,
-      maxQueue: 1,
-      warm: { maxSandboxes: 0, budgetMb: 0, maxPerPool: 1, concurrency: 1, idleMs: 60_000, windowMs: 10_000 },
-    });
-    try {
-      return await fn(pool, host);
-    } finally {
-      await pool.close();
-    }
+    return await fn(host);
   } finally {
     host.close();
   }
@@ -279,19 +272,19 @@ export async function runCommand(args: readonly string[], io: Io): Promise<numbe
   const task = runTask(plan, id, stdin);
   const streamed: Record<'stdout' | 'stderr', Uint8Array[]> = { stdout: [], stderr: [] };
   let unenforced: readonly string[] = [];
-  const outcome = await withLocalHost(config, plan, async (pool, host) => {
+  const outcome = await withLocalHost(config, plan, async (host): Promise<{ result: SandboxOutcome; interrupted: NodeJS.Signals | null }> => {
     unenforced = host.facts.landlock.unenforced;
     const interrupt = onInterrupt(() => host.killSandboxes(sandboxId(id)), host);
     progress.show(`starting sandbox (profile ${plan.profile.name})…`);
     try {
       const onOutput = plan.json
         ? undefined
-        : (chunk: { stream: 'stdout' | 'stderr'; data: Uint8Array }): void => {
+        : (chunk: OutputChunk): void => {
             progress.clear();
             streamed[chunk.stream].push(chunk.data);
             (chunk.stream === 'stdout' ? io.stdout : io.stderr).write(chunk.data);
           };
-      return { result: await pool.invoke(task, onOutput), interrupted: interrupt.signal() };
+      return { result: await runLocal(task, host.layout, onOutput), interrupted: interrupt.signal() };
     } finally {
       interrupt.dispose();
     }

@@ -4,17 +4,33 @@ import { z } from '@hono/zod-openapi';
 import { limitsSchema, runtimeSchema } from '../../profiles/schema.js';
 import type { ErrorCode } from '../http/errors.js';
 
-export const MAX_CODE_BYTES = 1024 * 1024;
-export const MAX_STDIN_BYTES = 1024 * 1024;
-export const MAX_ARGS = 256;
-export const MAX_ARG_CHARS = 4096;
-export const MAX_ENV_ENTRIES = 128;
-export const MAX_ENV_VALUE_CHARS = 32768;
-export const ENV_KEY_PATTERN = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
-export const PROFILE_NAME_PATTERN = /^[a-z][a-z0-9-]{0,62}$/;
-export const FUNCTION_NAME_PATTERN = /^[a-z][a-z0-9-]{0,62}$/;
-export const MAX_CALLBACK_URL_CHARS = 2048;
-export const DEFAULT_PROFILE = 'default';
+import {
+  DEFAULT_PROFILE,
+  ENV_KEY_PATTERN,
+  FUNCTION_NAME_PATTERN,
+  MAX_ARG_CHARS,
+  MAX_ARGS,
+  MAX_CALLBACK_URL_CHARS,
+  MAX_CODE_BYTES,
+  MAX_ENV_ENTRIES,
+  MAX_ENV_VALUE_CHARS,
+  MAX_STDIN_BYTES,
+  PROFILE_NAME_PATTERN,
+} from './bounds.js';
+
+export {
+  DEFAULT_PROFILE,
+  ENV_KEY_PATTERN,
+  FUNCTION_NAME_PATTERN,
+  MAX_ARG_CHARS,
+  MAX_ARGS,
+  MAX_CALLBACK_URL_CHARS,
+  MAX_CODE_BYTES,
+  MAX_ENV_ENTRIES,
+  MAX_ENV_VALUE_CHARS,
+  MAX_STDIN_BYTES,
+  PROFILE_NAME_PATTERN,
+};
 
 /** Limits are on bytes as the sandbox stores them, not on UTF-16 code units. */
 function utf8Bytes(min: number, max: number) {
