@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { loadProfiles, type Profile } from '../../profiles/index.js';
 import type { HostFacts } from '../../worker-pool/types.js';
+import { EXPECTED_ABI } from '../../worker-pool/native.js';
 import { loadConfig } from '../config.js';
 import { doctorReport, formatDoctor, type Circumstances } from './doctor.js';
 
@@ -22,7 +23,7 @@ function facts(over: Partial<HostFacts> = {}): HostFacts {
     seccomp: { available: true, actions: ['kill_process', 'errno', 'user_notif', 'allow'], userNotification: true, detail: 'actions: kill_process errno user_notif allow' },
     nftables: { available: true, detail: 'nft at /usr/sbin/nft' },
     lsm: { list: ['lockdown', 'capability', 'landlock', 'apparmor'], apparmor: true, selinux: false },
-    nativeAbi: 5,
+    nativeAbi: EXPECTED_ABI,
     ...over,
   };
 }
