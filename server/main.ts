@@ -11,7 +11,7 @@ import { isEntryPoint } from '../worker-pool/util/entry-point.js';
 import { PACKAGE_ROOT } from '../worker-pool/util/package-root.js';
 import { loadProfiles, type Profile } from '../profiles/index.js';
 import { openHost, type Host } from '../worker-pool/host/index.js';
-import { imagesDir } from '../worker-pool/images/index.js';
+import { imagesDir, openImageStore } from '../worker-pool/images/index.js';
 import { PoolOverloadedError, SandboxPool } from '../worker-pool/pool.js';
 import { commandTask, type SandboxTask } from '../worker-pool/task.js';
 import { createApp, type Invoker, type Readiness } from './app.js';
@@ -199,6 +199,7 @@ export async function main(): Promise<void> {
     callbackHosts: config.callbackHosts,
     resultTtlS: config.resultTtlS,
     callbackTimeoutMs: config.callbackTimeoutMs,
+    images: openImageStore(config.stateDir, config.images),
   });
   const withState = stateGuard(log, metrics);
   let poolStats: PoolStatsPublisher | null = null;

@@ -17,7 +17,7 @@ import { SandboxPool } from '../../worker-pool/pool.js';
 import type { NativeFailure } from '../../worker-pool/types.js';
 import { BASE_ENV } from '../../worker-pool/runtime/index.js';
 import { commandTask, imageTask, ImageNotAllowedError, type SandboxTask } from '../../worker-pool/task.js';
-import { ImageError, imagesDir, openImageStore, type ImageRecord } from '../../worker-pool/images/index.js';
+import { DIGEST_PATTERN, ImageError, imagesDir, openImageStore, type ImageRecord } from '../../worker-pool/images/index.js';
 import { pullProgressLine } from './image.js';
 import { loadConfig, type Config } from '../config.js';
 import { toResponse } from '../invocation/response.js';
@@ -299,7 +299,10 @@ export async function runCommand(args: readonly string[], io: Io): Promise<numbe
     const store = openImageStore(config.stateDir, config.images);
     let record: ImageRecord;
     try {
-      record = store.get(plan.image) ?? (await store.pull(plan.image, (p) => progress.show(pullProgressLine(plan.image!, p))));
+      // A bare digest names what is stored; anything else is pulled when absent.
+      record = DIGEST_PATTERN.test(plan.image)
+        ? store.resolve(plan.image)
+        : (store.get(plan.image) ?? (await store.pull(plan.image, (p) => progress.show(pullProgressLine(plan.image!, p)))));
       task = imageTask({
         id,
         image: { ...record.config, digest: record.digest, rootfs: store.rootfs(record.digest) },

@@ -7,7 +7,9 @@ import { asError } from '../../worker-pool/util/errors.js';
 import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Profile } from '../../profiles/schema.js';
-import { handlerTask, inlineTask, type SandboxTask } from '../../worker-pool/task.js';
+import { handlerTask, imageTask, ImageNotAllowedError, inlineTask, type SandboxTask } from '../../worker-pool/task.js';
+import type { ImageStore } from '../../worker-pool/images/index.js';
+import { imageApiError } from '../images/routes.js';
 import type { HostFacts, OutputChunk, SandboxOutcome } from '../../worker-pool/types.js';
 import { recordFailed, recordFinished, recordRefused, type AccountingDeps } from '../tenancy/accounting.js';
 import { ApiError } from '../http/errors.js';
@@ -17,7 +19,7 @@ import { checkRuntime, findProfile, resolveLimits, type TenantCap } from './limi
 import { toResponse, withAnswer } from './response.js';
 import type { Logger } from '../ops/log.js';
 import type { QuotaGate, QuotaName, Lease } from '../tenancy/quotas.js';
-import type { AnyInvokeResponse, FunctionInvokeRequest, InvokeBody, InvokeRequest } from './schemas.js';
+import type { AnyInvokeResponse, FunctionInvokeRequest, ImageInvokeRequest, InvokeBody, InvokeRequest } from './schemas.js';
 import type { WithState } from '../state/guard.js';
 import type { Tenant } from '../tenancy/tenants.js';
 
@@ -37,6 +39,8 @@ export interface InvocationDeps {
   withState: WithState;
   /** Secrets are files `<secretsDir>/<tenant>/<name>` the operator provisioned; null: none exist. */
   secretsDir: string | null;
+  /** This host's image store; null: no image can be named (IMAGE_NOT_FOUND). */
+  images: ImageStore | null;
 }
 
 /** An invocation ready to be admitted: its task and what the response needs to name. */
@@ -92,7 +96,12 @@ export class InvocationService {
     let prep: Prepared;
     let lease: Lease;
     try {
-      prep = 'function' in body ? await this.#prepareFunction(tenant, body, id) : this.#prepareInline(tenant, body, id);
+      prep =
+        'function' in body
+          ? await this.#prepareFunction(tenant, body, id)
+          : 'image' in body
+            ? this.#prepareImage(tenant, body, id)
+            : this.#prepareInline(tenant, body, id);
       const timeoutMs = prep.task.limits.timeoutMs;
       lease = await this.deps.withState('quota.acquire', 'check quotas', () => this.deps.gate.admit(tenant, id, timeoutMs));
     } catch (e) {
@@ -118,11 +127,14 @@ export class InvocationService {
     let outcome: SandboxOutcome | undefined;
     let failure: unknown;
     metrics.inFlight.inc();
+    // An image in use is neither collected nor removed until its sandbox is gone.
+    const releaseImage = task.image && this.deps.images ? this.deps.images.acquire(task.image.digest) : () => {};
     try {
       outcome = await this.deps.invoker.invoke(task, onOutput);
     } catch (e) {
       failure = e;
     } finally {
+      releaseImage();
       metrics.inFlight.dec();
       // Released before answering, so a client that calls again right away finds its slot free.
       await lease.release(outcome?.ok ? outcome.result.cpuMs : 0);
@@ -146,7 +158,29 @@ export class InvocationService {
     return response;
   }
 
-  #prepareInline(tenant: Tenant, body: Exclude<InvokeBody, FunctionInvokeRequest>, id: string): Prepared {
+  #prepareImage(tenant: Tenant, body: ImageInvokeRequest, id: string): Prepared {
+    const profile = findProfile(this.deps.profiles, body.profile);
+    if (!this.deps.images) throw new ApiError('IMAGE_NOT_FOUND', `Cannot run image ${JSON.stringify(body.image)}: this server has no image store`);
+    let task: SandboxTask;
+    try {
+      const record = this.deps.images.resolve(body.image);
+      task = imageTask({
+        id,
+        image: { ...record.config, digest: record.digest, rootfs: this.deps.images.rootfs(record.digest) },
+        ...(body.command ? { command: body.command } : {}),
+        ...(body.env ? { env: body.env } : {}),
+        ...(body.stdin !== undefined ? { stdin: body.stdin } : {}),
+        limits: resolveLimits(profile, body.limits, { tenant: tenant.name, max: tenant.quotas.maxLimits }),
+        profile,
+      });
+    } catch (e) {
+      if (e instanceof ImageNotAllowedError) throw new ApiError('RUNTIME_NOT_ALLOWED', `Cannot run image ${JSON.stringify(body.image)}: ${e.message}`);
+      throw imageApiError(e);
+    }
+    return { id, tenant, task, profile, fn: null };
+  }
+
+  #prepareInline(tenant: Tenant, body: InvokeRequest, id: string): Prepared {
     const profile = findProfile(this.deps.profiles, body.profile);
     const task = buildTask(id, body, profile, { tenant: tenant.name, max: tenant.quotas.maxLimits });
     return { id, tenant, task, profile, fn: null };

@@ -294,6 +294,15 @@ export class ImageStore {
    * record. Concurrent pulls of one digest, in this process or another, unpack it once.
    */
   async pull(ref: string, onProgress?: (p: PullProgress) => void): Promise<ImageRecord> {
+    return (await this.begin(ref, onProgress)).finished;
+  }
+
+  /**
+   * A pull in two steps: what is refused at once (a bad reference, a registry not allowed
+   * or unreachable, an unknown image, one over the caps) rejects this promise; the copy and
+   * unpack then run on in `finished`. `stored` is set when the digest is already here.
+   */
+  async begin(ref: string, onProgress?: (p: PullProgress) => void): Promise<{ digest: string; stored: ImageRecord | null; finished: Promise<ImageRecord> }> {
     let source: ImageSource;
     try {
       source = parseReference(ref);
@@ -307,14 +316,16 @@ export class ImageStore {
     onProgress?.({ phase: 'resolving', layersDone: 0, layersTotal: 0 });
     const { digest, layers, skopeoRef, ociManifest } = await this.inspect(source, ref);
     const existing = this.read(digest);
-    if (existing) return this.addReference(existing, ref);
+    if (existing) {
+      const stored = this.addReference(existing, ref);
+      return { digest, stored, finished: Promise.resolve(stored) };
+    }
     let pending = this.inFlight.get(digest);
     if (!pending) {
       pending = this.unpackOnce(source, ref, { digest, layers, skopeoRef, ociManifest }, onProgress).finally(() => this.inFlight.delete(digest));
       this.inFlight.set(digest, pending);
     }
-    const record = await pending;
-    return this.addReference(record, ref);
+    return { digest, stored: null, finished: pending.then((record) => this.addReference(record, ref)) };
   }
 
   private addReference(record: ImageRecord, ref: string): ImageRecord {
