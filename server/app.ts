@@ -183,7 +183,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
     tenantOnly,
     limitBody: bodyUpToMax,
   });
-  registerFunctionRoutes(app, { functions: deps.functions, profiles, audit, withState, tenantOnly, limitBody: bodyUpToMax });
+  registerFunctionRoutes(app, { functions: deps.functions, profiles, audit, withState, tenantOnly, limitBody: bodyUpToMax, images: deps.images ?? null });
 
   app.openapi(
     apiRoute({

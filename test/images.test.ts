@@ -385,8 +385,19 @@ describe.skipIf(skip !== null)('the image API', () => {
     expect(run).toMatchObject({ status: 'ok', stdout: 'from-image\n1000\n' });
     const byTag = await server.invoke({ image: `${reg.host}/tools/busybox:1` });
     expect(byTag.stdout).toBe('default-cmd\n');
+    // A function deployed from a tag is pinned to the digest; the event arrives on stdin, stdout is its output.
+    const deployed = await server.request('/functions/echo-image', {
+      method: 'PUT',
+      body: { image: `${reg.host}/tools/busybox:1`, command: ['sh', '-c', 'read -r x; echo "{\"got\":$x,\"user\":$(id -u)}"'] },
+    });
+    expect(deployed.status).toBe(201);
+    expect(deployed.body.function ?? deployed.body).toMatchObject({ image: { digest, reference: `${reg.host}/tools/busybox:1` } });
+    const fnRun = await server.invoke({ function: 'echo-image', input: { a: 1 } });
+    expect(fnRun).toMatchObject({ status: 'ok', output: { got: { a: 1 }, user: 1000 } });
     const gone = await server.request(`/admin/images/${digest}`, { method: 'DELETE', auth: 'admin' });
     expect(gone.status).toBe(200);
+    const pinnedGone = await server.request('/invoke', { body: { function: 'echo-image', input: null } });
+    expect([pinnedGone.status, pinnedGone.body.error?.code]).toEqual([404, 'IMAGE_NOT_FOUND']);
     const missing = await server.request('/invoke', { body: { image: digest, command: ['true'] } });
     expect(missing.status).toBe(404);
     expect(missing.body.error.code).toBe('IMAGE_NOT_FOUND');
