@@ -244,6 +244,19 @@ describe.skipIf(skip !== null)('pulls through docker-registry on loopback', () =
     expect(byDigest.digest).toBe(r.digest);
   });
 
+  it('collects registry images beyond ZVIZ_IMAGE_CACHE_MB, least recently used first, never one in use or just pulled', async () => {
+    expect(spawnSync('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${fixtures.layered}:latest`, `docker://${open.host}/tools/layered:1`]).status).toBe(0);
+    const s = regStore('reg-gc', open, { cacheMb: 0 });
+    const a = await s.pull(`${open.host}/tools/busybox:1`);
+    expect(s.get(a.digest)).not.toBeNull(); // the one just pulled stays, even over the budget
+    const release = s.acquire(a.digest);
+    const b = await s.pull(`${open.host}/tools/layered:1`);
+    expect(s.list().map((r) => r.digest).sort()).toEqual([a.digest, b.digest].sort()); // a is in use
+    release();
+    expect(s.gc()).toEqual([a.digest, b.digest]); // least recently used first
+    expect(s.list()).toEqual([]);
+  });
+
   it('refuses a registry outside the allowlist (REGISTRY_NOT_ALLOWED) without contacting it', async () => {
     const s = regStore('reg-deny', open, { registries: ['other.example'] });
     expect((await refused(s.pull(`${open.host}/tools/busybox:1`))).code).toBe('REGISTRY_NOT_ALLOWED');
@@ -388,7 +401,7 @@ describe.skipIf(skip !== null)('the image API', () => {
     // A function deployed from a tag is pinned to the digest; the event arrives on stdin, stdout is its output.
     const deployed = await server.request('/functions/echo-image', {
       method: 'PUT',
-      body: { image: `${reg.host}/tools/busybox:1`, command: ['sh', '-c', 'read -r x; echo "{\"got\":$x,\"user\":$(id -u)}"'] },
+      body: { image: `${reg.host}/tools/busybox:1`, command: ['sh', '-c', `read -r x; printf '{"got":%s,"user":%s}' "$x" "$(id -u)"`] },
     });
     expect(deployed.status).toBe(201);
     expect(deployed.body.function ?? deployed.body).toMatchObject({ image: { digest, reference: `${reg.host}/tools/busybox:1` } });

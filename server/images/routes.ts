@@ -102,7 +102,9 @@ export function registerImageRoutes(app: OpenAPIHono<TenantEnv>, deps: ImageRout
       errors: [],
     }),
     function listImages(c) {
-      return c.json({ images: images.list() }, 200);
+      // A tenant sees registry names, never the host paths an import was read from.
+      const local = /^(oci|oci-archive|docker-archive):/;
+      return c.json({ images: images.list().map((r) => ({ ...r, references: r.references.filter((x) => !local.test(x)) })) }, 200);
     },
   );
 

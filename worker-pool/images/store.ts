@@ -273,20 +273,28 @@ export class ImageStore {
   }
 
   /** Registry images beyond the cache budget, least recently used first, not in use. Returns the digests removed. */
-  gc(): string[] {
+  gc(keep: string | null = null): string[] {
     const budget = this.options.cacheMb * MiB;
-    const all = this.list().map((r) => ({ r, used: statSync(join(this.options.dir, dirName(r.digest), 'image.json')).mtimeMs }));
+    const all = this.list().map((r) => ({ r, used: this.lastUsed(r.digest) }));
     let total = all.reduce((s, x) => s + x.r.sizeBytes, 0);
     const removed: string[] = [];
     for (const { r } of all.filter((x) => x.r.origin === 'registry').sort((a, b) => a.used - b.used)) {
       if (total <= budget) break;
-      if (this.inUse.has(r.digest)) continue;
+      if (this.inUse.has(r.digest) || r.digest === keep) continue;
       if (this.remove(r.digest)) {
         total -= r.sizeBytes;
         removed.push(r.digest);
       }
     }
     return removed;
+  }
+
+  private lastUsed(digest: string): number {
+    try {
+      return statSync(join(this.options.dir, dirName(digest), 'image.json')).mtimeMs;
+    } catch {
+      return 0; // removed meanwhile: first in line, and remove() finds nothing
+    }
   }
 
   /**
@@ -441,7 +449,7 @@ export class ImageStore {
       this.writeRecord(final, record);
       renameSync(final, join(this.options.dir, dirName(digest)));
       onProgress?.({ phase: 'done', layersDone: layers, layersTotal: layers });
-      this.gc();
+      this.gc(digest); // never the image this pull is about to hand out
       return record;
     } finally {
       rmSync(staging, { recursive: true, force: true });
