@@ -82,7 +82,7 @@ export function defaultProfile(): Profile {
   return p;
 }
 
-interface PhaseSamples {
+export interface PhaseSamples {
   total: number[];
   spawn: number[];
   run: number[];
@@ -91,7 +91,7 @@ interface PhaseSamples {
   cpuMs: number;
 }
 
-const newSamples = (): PhaseSamples => ({ total: [], spawn: [], run: [], release: [], durationMs: [], cpuMs: 0 });
+export const newSamples = (): PhaseSamples => ({ total: [], spawn: [], run: [], release: [], durationMs: [], cpuMs: 0 });
 
 /** CPU of the children fn reaped (10 ms ticks each; summed over hundreds of calls the mean is sound). */
 function childCpu(fn: () => void): number {
@@ -101,7 +101,7 @@ function childCpu(fn: () => void): number {
 }
 
 /** One sandbox: spawn, run, release, timed separately. Throws unless /bin/true exited 0. */
-function oneSandbox(task: SandboxTask, host: HostLayout, sandboxId: string, into: PhaseSamples | null): void {
+export function oneSandbox(task: SandboxTask, host: HostLayout, sandboxId: string, into: PhaseSamples | null): void {
   const [tEncode, spec] = timed(() => encodeSpec(task, sandboxId, host));
   const [tSpawn, sb] = timed(() => native.spawn(spec));
   let released = false;
@@ -110,7 +110,7 @@ function oneSandbox(task: SandboxTask, host: HostLayout, sandboxId: string, into
     const [tRelease] = timed(() => native.release(sb));
     released = true;
     if (out.raw.exit_code !== 0 || out.raw.flags !== 0) {
-      throw new Error(`ZViz /bin/true failed: exit ${out.raw.exit_code}, flags ${out.raw.flags}, stderr ${out.stderr.toString()}`);
+      throw new Error(`ZViz true failed: exit ${out.raw.exit_code}, flags ${out.raw.flags}, stderr ${out.stderr.toString()}`);
     }
     if (into) {
       into.spawn.push(tEncode + tSpawn);

@@ -92,3 +92,9 @@ export function allowlistFor(profile: Profile, runtimes: Runtime | readonly Runt
   const lists = typeof runtimes === 'string' ? [runtimes] : runtimes;
   return [...new Set([...p.common, ...lists.flatMap((r) => p.runtimes[r])])];
 }
+
+/** The allowlist of a program from an OCI image under a profile (`common` + `image`); null when the profile runs no images. */
+export function imageAllowlistFor(profile: Profile): string[] | null {
+  const p = profile.seccomp.policy;
+  return p.image ? [...new Set([...p.common, ...p.image])] : null;
+}

@@ -80,6 +80,8 @@ export const seccompPolicySchema = z.strictObject({
   description: z.string().max(1000).optional(),
   common: syscallList,
   runtimes: z.strictObject({ node: syscallList, python: syscallList, bash: syscallList }),
+  /** The `image` class: what programs of an OCI image may call besides `common`. Absent: the profile runs no images. */
+  image: syscallList.optional(),
 });
 export type SeccompPolicy = z.infer<typeof seccompPolicySchema>;
 

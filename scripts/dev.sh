@@ -16,6 +16,9 @@ node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)
 
 # Debian packages: compiler and headers for native/, the services and tools ZViz drives.
 PKGS=(gcc make libc6-dev libseccomp-dev pkg-config redis-server redis-sentinel haproxy nftables iproute2 bubblewrap clang libclang-rt-14-dev)
+# OCI images: skopeo fetches, umoci unpacks; the image suite's test images carry busybox-static,
+# are served by docker-registry on loopback, whose htpasswd (bcrypt) line python3's crypt writes.
+PKGS+=(skopeo umoci docker-registry busybox-static python3)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -28,6 +28,8 @@ import { registerInvokeRoutes } from './invocation/routes.js';
 import type { Logger } from './ops/log.js';
 import type { Metrics } from './ops/metrics.js';
 import { apiRoute, createApiApp, registerApiDocs } from './http/openapi.js';
+import { registerImageRoutes } from './images/routes.js';
+import type { ImageStore } from '../worker-pool/images/index.js';
 import { QuotaGate, type QuotaStore } from './tenancy/quotas.js';
 import { stateGuard } from './state/guard.js';
 import type { TenantStore } from './tenancy/tenants.js';
@@ -80,6 +82,8 @@ export interface AppDeps {
   callbackTimeoutMs?: number;
   /** Pauses before callback retries. Default 1 s and 3 s (three attempts). */
   callbackRetryMs?: readonly number[];
+  /** This host's image store (worker-pool/images/); absent: no image routes, images are not found. */
+  images?: ImageStore | null;
 }
 
 function limitBody(maxBytes: number): MiddlewareHandler {
@@ -153,6 +157,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
     hostFacts: deps.hostFacts,
     withState,
     secretsDir: deps.secretsDir ?? null,
+    images: deps.images ?? null,
   });
   const asyncInvocations = new AsyncInvocations({
     store: deps.results,
@@ -184,7 +189,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
     tenantInvoke,
     limitBody: bodyUpToMax,
   });
-  registerFunctionRoutes(app, { functions: deps.functions, profiles, audit, withState, tenantOnly, limitBody: bodyUpToMax });
+  registerFunctionRoutes(app, { functions: deps.functions, profiles, audit, withState, tenantOnly, limitBody: bodyUpToMax, images: deps.images ?? null });
 
   app.openapi(
     apiRoute({
@@ -291,6 +296,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
 
   app.use('/admin/*', adminOnly);
   registerAdminRoutes(app, { tenants, quotas: deps.quotas, audit, withState, limitBody });
+  if (deps.images) registerImageRoutes(app, { images: deps.images, log, tenantOnly, limitBody });
 
   // Registered last: they match only when no handler above answered for the method. The
   // Allow header lists what the routes above declare; GET routes also answer HEAD (Hono

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { PACKAGE_ROOT } from '../worker-pool/util/package-root.js';
 import { parseCallbackHosts, validCallbackHost } from './invocation/callbacks.js';
+import { parseRegistryList } from '../worker-pool/images/reference.js';
 
 function packageVersion(): string {
   try {
@@ -80,7 +81,27 @@ export const configSchema = z.object({
     .default(''),
   /** Longest a callback attempt may take, in ms (three attempts at most). */
   ZVIZ_CALLBACK_TIMEOUT_MS: int(100, 60_000).default(5000),
+  /** Registry hosts (host[:port], comma-separated) images may be pulled from; empty: none, imports only. */
+  ZVIZ_IMAGE_REGISTRIES: z
+    .string()
+    .refine((v) => parseRegistryList(v).every((h) => REGISTRY_HOST.test(h)), 'must be comma-separated host or host:port entries')
+    .default(''),
+  /** Listed registries spoken to over plain HTTP (a registry on loopback); never for a remote one. */
+  ZVIZ_IMAGE_INSECURE_REGISTRIES: z
+    .string()
+    .refine((v) => parseRegistryList(v).every((h) => REGISTRY_HOST.test(h)), 'must be comma-separated host or host:port entries')
+    .default(''),
+  /** containers-auth.json with registry credentials, handed to skopeo only. */
+  ZVIZ_REGISTRY_AUTH_FILE: z.string().regex(/^\//, 'must be an absolute path').optional(),
+  /** Most MiB of one image: its compressed layers, and its unpacked tree, each. */
+  ZVIZ_IMAGE_MAX_MB: int(1, 1_048_576).default(2048),
+  /** Most layers of one image. */
+  ZVIZ_IMAGE_MAX_LAYERS: int(1, 1000).default(64),
+  /** Unpacked registry images kept, in MiB; beyond it the least recently used unused ones go. */
+  ZVIZ_IMAGE_CACHE_MB: int(0, 16_777_216).default(10_240),
 });
+
+const REGISTRY_HOST = /^[a-z0-9.-]+(:[0-9]{1,5})?$/;
 
 /** Variables whose value must never be echoed, even in an error message. */
 const SECRET_VARIABLES = new Set(['ZVIZ_ADMIN_TOKEN', 'ZVIZ_REDIS_URL']);
@@ -107,6 +128,14 @@ export interface Config {
   resultTtlS: number;
   callbackHosts: string[];
   callbackTimeoutMs: number;
+  images: {
+    registries: string[];
+    insecureRegistries: string[];
+    authFile: string | null;
+    maxImageMb: number;
+    maxLayers: number;
+    cacheMb: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -155,5 +184,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     resultTtlS: c.ZVIZ_RESULT_TTL_S,
     callbackHosts: parseCallbackHosts(c.ZVIZ_CALLBACK_HOSTS),
     callbackTimeoutMs: c.ZVIZ_CALLBACK_TIMEOUT_MS,
+    images: {
+      registries: parseRegistryList(c.ZVIZ_IMAGE_REGISTRIES),
+      insecureRegistries: parseRegistryList(c.ZVIZ_IMAGE_INSECURE_REGISTRIES),
+      authFile: c.ZVIZ_REGISTRY_AUTH_FILE ?? null,
+      maxImageMb: c.ZVIZ_IMAGE_MAX_MB,
+      maxLayers: c.ZVIZ_IMAGE_MAX_LAYERS,
+      cacheMb: c.ZVIZ_IMAGE_CACHE_MB,
+    },
   };
 }

@@ -11,6 +11,7 @@ import { isEntryPoint } from '../worker-pool/util/entry-point.js';
 import { PACKAGE_ROOT } from '../worker-pool/util/package-root.js';
 import { loadProfiles, type Profile } from '../profiles/index.js';
 import { openHost, type Host } from '../worker-pool/host/index.js';
+import { imagesDir, openImageStore } from '../worker-pool/images/index.js';
 import { PoolOverloadedError, SandboxPool } from '../worker-pool/pool.js';
 import { commandTask, type SandboxTask } from '../worker-pool/task.js';
 import { createApp, DEFAULT_MAX_BODY_BYTES, type Invoker, type Readiness } from './app.js';
@@ -64,7 +65,7 @@ export async function main(): Promise<void> {
 
   let host: Host;
   try {
-    host = openHost({ uidBase: config.uidBase, net: config.net, profiles: profiles.values(), allowTestProfiles: config.allowTestProfiles, log });
+    host = openHost({ uidBase: config.uidBase, net: config.net, profiles: profiles.values(), allowTestProfiles: config.allowTestProfiles, imagesDir: imagesDir(config.stateDir), log });
   } catch (e) {
     fatal(errorMessage(e));
   }
@@ -211,6 +212,7 @@ export async function main(): Promise<void> {
     callbackHosts: config.callbackHosts,
     resultTtlS: config.resultTtlS,
     callbackTimeoutMs: config.callbackTimeoutMs,
+    images: openImageStore(config.stateDir, config.images),
   });
   const withState = stateGuard(log, metrics);
   let poolStats: PoolStatsPublisher | null = null;

@@ -73,10 +73,24 @@ const ETC_FILES = [
   '/etc/protocols',
 ];
 
-export function landlockPolicy(profile: Pick<Profile, 'landlock' | 'filesystem' | 'network'>): LandlockPolicy {
+/**
+ * `imageRoot`: the root is an OCI image's tree, all of it the image's own and nothing of
+ * the host's: read and execute on all of it, writes only where the host-rooted view
+ * allows them (/tmp, /dev/shm, the device nodes).
+ */
+export function landlockPolicy(profile: Pick<Profile, 'landlock' | 'filesystem' | 'network'>, imageRoot = false): LandlockPolicy {
   const ll = profile.landlock;
   const rule = (path: string, access: bigint, optional = false): PathRule => ({ path, access, optional });
-  const paths: PathRule[] = [
+  const paths: PathRule[] = imageRoot
+    ? [
+        rule('/', READ_EXEC),
+        rule('/dev', READ | FS.write_file | FS.truncate),
+        rule('/dev/shm', READ_WRITE),
+        rule('/tmp', READ_WRITE),
+        ...ll.readOnly.map((p) => rule(p, READ)),
+        ...ll.readWrite.map((p) => rule(p, READ_WRITE)),
+      ]
+    : [
     rule('/usr', READ_EXEC),
     rule('/fn', READ),
     // procfs: reading one's own process state is how runtimes learn about themselves.

@@ -25,7 +25,7 @@ import {
   x86_64Syscalls,
 } from '../test/support/syscall-table.js';
 import { encodeSpec, type HostLayout } from './spec.js';
-import { inlineTask, type SandboxTask } from './task.js';
+import { imageTask, inlineTask, type SandboxTask } from './task.js';
 
 const SUPERVISOR = fileURLToPath(new URL('../native/build/zviz-supervisor', import.meta.url));
 const PROFILES_DIR = fileURLToPath(new URL('../profiles', import.meta.url));
@@ -196,8 +196,17 @@ describe.skipIf(skip !== null)('the compiled seccomp program (zviz-supervisor --
   let profile: Profile;
   const programs = new Map<string, Insn[]>();
 
-  function taskFor(runtime: Runtime, edit: (t: SandboxTask) => void = () => {}): SandboxTask {
-    const t = inlineTask({ id: 'bpf-export', runtime, code: '', limits: profile.limits.defaults, profile });
+  /** A runtime's task, or a program of an OCI image (the `image` class). */
+  function taskFor(runtime: Runtime | 'image', edit: (t: SandboxTask) => void = () => {}): SandboxTask {
+    const t =
+      runtime === 'image'
+        ? imageTask({
+            id: 'bpf-export',
+            image: { digest: 'sha256:0', rootfs: '/nonexistent', env: [], entrypoint: ['/bin/sh'], cmd: [], workingDir: '/', user: { uid: 0, gid: 0 } },
+            limits: profile.limits.defaults,
+            profile,
+          })
+        : inlineTask({ id: 'bpf-export', runtime, code: '', limits: profile.limits.defaults, profile });
     edit(t);
     return t;
   }
@@ -207,11 +216,11 @@ describe.skipIf(skip !== null)('the compiled seccomp program (zviz-supervisor --
     expect(r.status).toBe(0);
     return decodeProgram(r.prog);
   }
-  const program = (runtime: Runtime): Insn[] => programs.get(runtime)!;
+  const program = (runtime: Runtime | 'image'): Insn[] => programs.get(runtime)!;
 
   beforeAll(() => {
     profile = loadProfiles(PROFILES_DIR).get('default')!;
-    for (const rt of ['node', 'python', 'bash'] as const) programs.set(rt, compile(taskFor(rt)));
+    for (const rt of ['node', 'python', 'bash', 'image'] as const) programs.set(rt, compile(taskFor(rt)));
   });
 
   it("the suite's always-denied and always-allowed lists are native/src/seccomp.c's", () => {
@@ -242,7 +251,7 @@ describe.skipIf(skip !== null)('the compiled seccomp program (zviz-supervisor --
   /** First arguments that the argument rules allow; every other syscall is tried with zeros. */
   const HARMLESS_ARGS: Record<string, number[]> = { personality: [0xffffffff], socket: [AF.AF_UNIX], socketpair: [AF.AF_UNIX] };
 
-  describe.each(['node', 'python', 'bash'] as const)('runtime %s', (rt) => {
+  describe.each(['node', 'python', 'bash', 'image'] as const)('runtime %s', (rt) => {
     it('allows every syscall of its allowlist (clone, personality and socket with harmless arguments)', () => {
       const allow = taskFor(rt).profile.seccompAllow;
       expect(allow.length).toBeGreaterThan(100);
@@ -270,7 +279,7 @@ describe.skipIf(skip !== null)('the compiled seccomp program (zviz-supervisor --
     });
   });
 
-  it.each(['node', 'python', 'bash'] as const)(
+  it.each(['node', 'python', 'bash', 'image'] as const)(
     'the always-denied list wins over a %s allowlist that names every one of them and clone3',
     (rt) => {
       const prog = compile(taskFor(rt, (t) => t.profile.seccompAllow.push(...ALWAYS_DENIED, 'clone3')));

@@ -164,6 +164,26 @@ describe('encodeSpec strings', () => {
   });
 });
 
+describe('encodeSpec image root', () => {
+  it('writes no IMAGE or WORKDIR record for a host-rooted task', () => {
+    const recs = decode(encodeSpec(makeTask(), ID, HOST));
+    expect(payloads(recs, TAG.IMAGE)).toEqual([]);
+    expect(payloads(recs, TAG.WORKDIR)).toEqual([]);
+  });
+
+  it('writes the owner ids, then the rootfs path, and the working directory; Landlock grants read+exec on /', () => {
+    const task = makeTask();
+    task.image = { digest: `sha256:${'a'.repeat(64)}`, rootfs: '/var/lib/zviz/images/sha256-a/rootfs', owner: { uid: 1001, gid: 1002 }, workdir: '/srv' };
+    const recs = decode(encodeSpec(task, ID, HOST));
+    const img = only(recs, TAG.IMAGE);
+    expect([img.readUInt32LE(0), img.readUInt32LE(4), img.subarray(8).toString()]).toEqual([1001, 1002, '/var/lib/zviz/images/sha256-a/rootfs']);
+    expect(strings(recs, TAG.WORKDIR)).toEqual(['/srv']);
+    const paths = payloads(recs, TAG.LL_PATH).map((p) => p.subarray(12).toString());
+    expect(paths).toContain('/');
+    expect(paths).not.toContain('/usr');
+  });
+});
+
 describe('encodeSpec files', () => {
   it('writes u32 name length, name, content; lengths in bytes, not UTF-16 units', () => {
     const files = [

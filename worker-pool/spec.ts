@@ -25,6 +25,8 @@ export const TAG = {
   NETNS: 18,
   RESOLV: 19,
   FLAGS: 20,
+  IMAGE: 21,
+  WORKDIR: 22,
 } as const;
 
 /**
@@ -125,7 +127,7 @@ export function encodeSpec(
   for (const b of task.profile.filesystem.readOnlyBinds) {
     parts.push(record(TAG.BIND, pair(Buffer.from(b.source), Buffer.from(b.target))));
   }
-  const ll = landlockPolicy(task.profile);
+  const ll = landlockPolicy(task.profile, task.image !== undefined);
   if (ll.enabled) {
     const conf = Buffer.alloc(8);
     conf.writeUInt32LE(
@@ -159,6 +161,11 @@ export function encodeSpec(
   if (net.netnsPath) parts.push(record(TAG.NETNS, Buffer.from(net.netnsPath)));
   if (net.resolvConf) parts.push(record(TAG.RESOLV, Buffer.from(net.resolvConf)));
   if (task.profile.apparmorProfile) parts.push(record(TAG.APPARMOR, Buffer.from(task.profile.apparmorProfile)));
+  if (task.image) {
+    const ids = Buffer.concat([u32(task.image.owner.uid), u32(task.image.owner.gid)]);
+    parts.push(record(TAG.IMAGE, Buffer.concat([ids, Buffer.from(task.image.rootfs)])));
+    parts.push(record(TAG.WORKDIR, Buffer.from(task.image.workdir)));
+  }
   if (host.cgroup) {
     for (const p of host.cgroup.parents) {
       const body = pair(Buffer.from(p.controllers.join(',')), Buffer.from(p.parent));

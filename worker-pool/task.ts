@@ -3,7 +3,9 @@
 // through its handler contract (handlerTask), and a command (commandTask: `zviz run`, the
 // start-up canary, the benchmarks). Each builds the profile's section with sandboxProfile,
 // and asks the runtime's record (worker-pool/runtime) for argv, files and control.
-import { allowlistFor, SOCKET_FAMILIES } from '../profiles/index.js';
+import { allowlistFor, imageAllowlistFor, SOCKET_FAMILIES } from '../profiles/index.js';
+import { lstatSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Limits, Profile, Runtime } from '../profiles/schema.js';
 import { bootstrapFor, envFor, FUNCTION_DIR, handlerInput, inlineRun, inlineWork, runtimeDef, BASE_ENV, type SandboxFile } from './runtime/index.js';
 
@@ -22,6 +24,19 @@ export interface SandboxTask {
   /** Set when the task can run in a pre-warmed sandbox (always, for deployed functions). */
   warm?: WarmSpec;
   profile: SandboxProfile;
+  /** An OCI image's tree is the root instead of the host's /usr (imageTask). */
+  image?: SandboxImage;
+}
+
+/** What the native layer needs of an image root (worker-pool/images/). */
+export interface SandboxImage {
+  digest: string;
+  /** Host directory of the unpacked, sanitized tree. */
+  rootfs: string;
+  /** The image's ids that are the function's own through the idmapped mount (never 0). */
+  owner: { uid: number; gid: number };
+  /** The function's working directory (the image's WorkingDir). */
+  workdir: string;
 }
 
 /** The sections of a profile the native layer applies to one sandbox, resolved. */
@@ -191,4 +206,80 @@ export function commandTask(c: Command): SandboxTask {
     limits: c.limits,
     profile: sandboxProfile(c.profile, c.runtimes, c.network === undefined ? {} : { network: c.network }),
   };
+}
+
+/** An image's process config, as worker-pool/images/ keeps it. */
+export interface ImageProcess {
+  digest: string;
+  rootfs: string;
+  env: readonly string[];
+  entrypoint: readonly string[];
+  cmd: readonly string[];
+  workingDir: string;
+  user: { uid: number; gid: number };
+}
+
+export interface ImageCommand {
+  id: string;
+  image: ImageProcess;
+  /** Replaces the image's Cmd (its Entrypoint stays in front), as `docker run IMAGE cmd…` does. */
+  command?: readonly string[];
+  env?: Readonly<Record<string, string>>;
+  stdin?: string;
+  limits: Limits;
+  profile: Profile;
+}
+
+/** A profile without an `image` seccomp class refuses image tasks (imageTask throws this). */
+export class ImageNotAllowedError extends Error {
+  override name = 'ImageNotAllowedError';
+}
+
+/**
+ * A program from an OCI image: the image's tree is the root; argv is its Entrypoint + Cmd
+ * (or + command); env is the image's Env under the request's; the working directory is
+ * its WorkingDir. The function's uid inside is always the unprivileged one; the image's
+ * User decides which of the image's files it owns. argv[0] without a slash is looked up
+ * in the image's PATH, inside the tree, without following symlinks out of it.
+ */
+export function imageTask(c: ImageCommand): SandboxTask {
+  const allow = imageAllowlistFor(c.profile);
+  if (!allow) throw new ImageNotAllowedError(`Profile '${c.profile.name}' runs no images: its seccomp policy has no 'image' list`);
+  const argv = [...c.image.entrypoint, ...(c.command ?? c.image.cmd)];
+  if (argv.length === 0) throw new ImageNotAllowedError(`Image ${c.image.digest} has no Entrypoint or Cmd: give a command`);
+  const env: Record<string, string> = Object.fromEntries(
+    c.image.env.filter((e) => e.includes('=')).map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)]),
+  );
+  for (const [k, v] of Object.entries(c.env ?? {})) env[k] = v;
+  env.PATH ??= BASE_ENV.PATH!;
+  argv[0] = resolveInImage(c.image.rootfs, argv[0]!, env.PATH);
+  const root = c.image.user.uid === 0 ? { uid: 1000, gid: 1000 } : { uid: c.image.user.uid, gid: c.image.user.gid || c.image.user.uid };
+  const base = sandboxProfile(c.profile, [], {});
+  return {
+    id: c.id,
+    runtime: c.profile.runtimes[0]!,
+    argv,
+    env,
+    files: [],
+    stdin: c.stdin ?? '',
+    limits: c.limits,
+    profile: { ...base, seccompAllow: allow },
+    image: { digest: c.image.digest, rootfs: c.image.rootfs, owner: root, workdir: c.image.workingDir || '/' },
+  };
+}
+
+function resolveInImage(rootfs: string, name: string, path: string): string {
+  if (name.startsWith('/')) return name;
+  if (!name.includes('/')) {
+    for (const dir of path.split(':').filter((d) => d.startsWith('/'))) {
+      const candidate = `${dir.replace(/\/+$/, '')}/${name}`;
+      try {
+        lstatSync(join(rootfs, candidate));
+        return candidate;
+      } catch {
+        continue; // not in this PATH entry
+      }
+    }
+  }
+  throw new ImageNotAllowedError(`Command ${JSON.stringify(name)} not found in the image's PATH`);
 }

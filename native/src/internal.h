@@ -78,6 +78,8 @@ enum zv_tag {
 	ZV_T_NETNS = 18,    /* string: network namespace file to join instead of a private one */
 	ZV_T_RESOLV = 19,   /* string: content of the sandbox's /etc/resolv.conf */
 	ZV_T_FLAGS = 20,    /* u32 flags (ZV_SF_*) */
+	ZV_T_IMAGE = 21,    /* u32 owner uid, u32 owner gid, host path of an image rootfs: the root instead of /usr */
+	ZV_T_WORKDIR = 22,  /* string: the function's working directory (default /tmp) */
 };
 
 #define ZV_LF_TMP_EXEC (1u << 0)
@@ -198,6 +200,13 @@ struct zv_spec {
 	char *netns_path;
 	char *resolv_conf;
 	uint32_t flags;
+	/* Image root (ZV_T_IMAGE): the host directory of an unpacked image, mounted read-only
+	 * as the sandbox's root; image_uid/image_gid are the image's ids that become the
+	 * function's own (through an idmapped mount), the image's 0 becomes the sandbox's 0. */
+	char *image_root;
+	uint32_t image_uid;
+	uint32_t image_gid;
+	char *workdir;
 	bool stream; /* set by GO */
 };
 

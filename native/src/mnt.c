@@ -19,6 +19,7 @@
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <linux/openat2.h>
 
 #include "sandbox.h"
 
@@ -258,7 +259,156 @@ static int build_fn(struct root *r, const struct zv_spec *s, struct zviz_error *
 	return 0;
 }
 
-int zv_mnt_build_root(const struct zv_spec *s, struct zviz_error *err)
+/* ---- image roots --------------------------------------------------------------------
+ * An image root is an unpacked OCI image in the store (worker-pool/images/), owned by
+ * root and unreachable to the sandbox's unprivileged ids on the host. The supervisor
+ * (host root, before clone3) takes a detached clone of it, read-only, nosuid and nodev,
+ * and idmaps it: the image's 0 shows as the sandbox's 0, the image's owner ids as the
+ * function's, anything else as the overflow id. The child moves that mount into its
+ * own namespace as its root: no path of the store is ever resolved by the sandbox.
+ * Without idmapped mounts (old kernels, filesystems that lack them) the clone is used
+ * as it is and the image's files show as the overflow id: still readable where the
+ * image made them world-readable, never writable. */
+
+int zv_mnt_open_image(const struct zv_spec *s, uint32_t host_base, int *fd, bool *idmapped, struct zviz_error *err)
+{
+	*fd = -1;
+	*idmapped = false;
+	if (!s->image_root)
+		return 0;
+	int tree = (int)open_tree(AT_FDCWD, s->image_root,
+				  OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_SYMLINK_NOFOLLOW);
+	if (tree < 0)
+		return zv_fail(err, ZVIZ_E_MOUNT, errno, "clone image root `%s`", s->image_root);
+	struct mount_attr attr = {
+		.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_IDMAP,
+	};
+	int userns = zv_userns_idmap_fd(host_base, s->image_uid, s->image_gid, err);
+	if (userns < 0) {
+		close(tree);
+		return userns;
+	}
+	attr.userns_fd = (uint64_t)userns;
+	int rc = mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr));
+	int e = errno;
+	close(userns);
+	if (rc == 0) {
+		*idmapped = true;
+	} else if (e == EINVAL || e == ENOSYS || e == EOPNOTSUPP || e == EPERM) {
+		/* Documented fallback: the kernel or the store's filesystem cannot idmap. */
+		attr.attr_set &= ~(uint64_t)MOUNT_ATTR_IDMAP;
+		attr.userns_fd = 0;
+		if (mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) < 0) {
+			e = errno;
+			close(tree);
+			return zv_fail(err, ZVIZ_E_MOUNT, e, "make image root `%s` read-only", s->image_root);
+		}
+	} else {
+		close(tree);
+		return zv_fail(err, ZVIZ_E_MOUNT, e, "idmap image root `%s`", s->image_root);
+	}
+	*fd = tree;
+	return 0;
+}
+
+/* A mount point the image must carry (the store makes them at unpack): a real directory
+ * or regular file reached without any symlink, so no mount of ours lands elsewhere. */
+static int image_target(int rootfd, const char *rel, bool dir, struct zviz_error *err)
+{
+	struct open_how how = { .flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH };
+	int fd = (int)syscall(SYS_openat2, rootfd, rel, &how, sizeof(how));
+	if (fd < 0)
+		return zv_fail(err, ZVIZ_E_MOUNT, errno, "image mount point `/%s`", rel);
+	struct stat st;
+	int rc = fstat(fd, &st);
+	close(fd);
+	if (rc < 0 || (dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode)))
+		return zv_fail(err, ZVIZ_E_MOUNT, 0, "image mount point `/%s`: not a %s", rel, dir ? "directory" : "regular file");
+	return 0;
+}
+
+static int build_image_root(const struct zv_spec *s, int image_fd, struct zviz_error *err)
+{
+	int rc;
+	char root[PATH_MAX], staged[PATH_MAX];
+	/* The tmpfs on root_base holds the image mount (r) and the files ZViz writes for
+	 * /etc (etc); it stays behind in the old root, detached with it. */
+	if ((rc = mount_tmpfs(s->root_base, 0, 1 << 20, "0755", err)) < 0)
+		return rc;
+	snprintf(root, sizeof(root), "%s/r", s->root_base);
+	snprintf(staged, sizeof(staged), "%s/etc", s->root_base);
+	if ((rc = make_dir(root, 0755, err)) < 0 || (rc = make_dir(staged, 0755, err)) < 0)
+		return rc;
+	if (move_mount(image_fd, "", AT_FDCWD, root, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+		return zv_fail(err, ZVIZ_E_MOUNT, errno, "move image root on `%s`", root);
+	close(image_fd);
+
+	int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0)
+		return zv_fail(err, ZVIZ_E_MOUNT, errno, "open `%s`", root);
+	static const struct {
+		const char *rel;
+		bool dir;
+	} points[] = {
+		{ "proc", true }, { "dev", true }, { "tmp", true }, { "fn", true }, { "etc", true },
+		{ "etc/hosts", false }, { "etc/hostname", false }, { "etc/resolv.conf", false },
+	};
+	for (size_t i = 0; i < sizeof(points) / sizeof(points[0]); i++)
+		if ((rc = image_target(rootfd, points[i].rel, points[i].dir, err)) < 0) {
+			close(rootfd);
+			return rc;
+		}
+	close(rootfd);
+
+	struct root r = { .base = root };
+	const struct {
+		const char *name;
+		const char *text;
+	} files[] = {
+		{ "/etc/hosts", HOSTS },
+		{ "/etc/hostname", ZV_HOSTNAME "\n" },
+		{ "/etc/resolv.conf", s->resolv_conf ? s->resolv_conf : "" },
+	};
+	char src[PATH_MAX];
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		snprintf(src, sizeof(src), "%s%s", s->root_base, files[i].name);
+		if ((rc = make_file(src, files[i].text, strlen(files[i].text), 0444, err)) < 0)
+			return rc;
+		if ((rc = bind_ro(src, in_root(&r, files[i].name), false, err)) < 0)
+			return rc;
+	}
+	if ((rc = build_dev(&r, &s->limits, err)) < 0)
+		return rc;
+	if (mount("proc", in_root(&r, "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+		return zv_fail(err, ZVIZ_E_MOUNT, errno, "mount proc on `%s`", r.buf);
+	unsigned long tmp_flags = (s->limits.flags & ZV_LF_TMP_EXEC) ? 0 : MS_NOEXEC;
+	if ((rc = mount_tmpfs(in_root(&r, "/tmp"), tmp_flags, s->limits.tmp_bytes, "1777", err)) < 0)
+		return rc;
+	if ((rc = build_fn(&r, s, err)) < 0)
+		return rc;
+	static const char *const sealed[] = { "/dev", "/fn" };
+	for (size_t i = 0; i < sizeof(sealed) / sizeof(sealed[0]); i++)
+		if ((rc = remount_ro(in_root(&r, sealed[i]), MS_NODEV, err)) < 0)
+			return rc;
+	/* Profile binds land on mount points the image has; the image itself is read-only. */
+	for (size_t i = 0; i < s->nbinds; i++)
+		if ((rc = bind_ro(s->binds[i].source, in_root(&r, s->binds[i].target), false, err)) < 0)
+			return rc;
+
+	/* pivot_root(".", ".") stacks the old root on the new one; detaching it leaves no
+	 * path to the host's tree (the image needs no directory of ours for it). */
+	if (chdir(root) < 0)
+		return zv_fail(err, ZVIZ_E_MOUNT, errno, "chdir `%s`", root);
+	if (syscall(SYS_pivot_root, ".", ".") < 0)
+		return zv_fail(err, ZVIZ_E_MOUNT, errno, "pivot_root into `%s`", root);
+	if (umount2(".", MNT_DETACH) < 0)
+		return zv_fail(err, ZVIZ_E_MOUNT, errno, "detach old root");
+	if (chdir("/") < 0)
+		return zv_fail(err, ZVIZ_E_MOUNT, errno, "chdir `/`");
+	return remount_ro("/", MS_NODEV, err);
+}
+
+int zv_mnt_build_root(const struct zv_spec *s, int image_fd, struct zviz_error *err)
 {
 	struct root r = { .base = s->root_base };
 	int rc;
@@ -266,6 +416,8 @@ int zv_mnt_build_root(const struct zv_spec *s, struct zviz_error *err)
 	/* Nothing we mount may propagate back to the host's namespace. */
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		return zv_fail(err, ZVIZ_E_MOUNT, errno, "make `/` private");
+	if (image_fd >= 0)
+		return build_image_root(s, image_fd, err);
 	if ((rc = mount_tmpfs(s->root_base, 0, 1 << 20, "0755", err)) < 0)
 		return rc;
 

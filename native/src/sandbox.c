@@ -126,8 +126,9 @@ __attribute__((noreturn)) static void exec_function(const struct zv_child_ctx *c
 	 * comes last so that the filter need not allow the Landlock syscalls. */
 	if (zv_ll_enforce(ctx->ll, &err) < 0)
 		goto fail;
-	if (chdir("/tmp") < 0) {
-		zv_fail(&err, ZVIZ_E_SYSTEM, errno, "chdir `/tmp`");
+	const char *workdir = s->workdir ? s->workdir : "/tmp";
+	if (chdir(workdir) < 0) {
+		zv_fail(&err, ZVIZ_E_SYSTEM, errno, "chdir `%s`", workdir);
 		goto fail;
 	}
 	/* Layer B, last before execve: from here on every syscall is filtered, and only
@@ -153,7 +154,7 @@ __attribute__((noreturn)) void zv_sandbox_main(const struct zv_child_ctx *ctx)
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 
 	/* 2. Drop every fd of the supervisor's that is not ours. */
-	int keep[9] = { ctx->sync_rd, ctx->msg_wr, ctx->stdin_rd, ctx->stdout_wr, ctx->stderr_wr };
+	int keep[10] = { ctx->sync_rd, ctx->msg_wr, ctx->stdin_rd, ctx->stdout_wr, ctx->stderr_wr };
 	size_t nkeep = 5;
 	if (ctx->ctl_rd >= 0) {
 		keep[nkeep++] = ctx->ctl_rd;
@@ -163,6 +164,8 @@ __attribute__((noreturn)) void zv_sandbox_main(const struct zv_child_ctx *ctx)
 		keep[nkeep++] = ctx->ll->ruleset_fd;
 	if (ctx->broker_sock >= 0)
 		keep[nkeep++] = ctx->broker_sock;
+	if (ctx->image_fd >= 0)
+		keep[nkeep++] = ctx->image_fd;
 	sort_fds(keep, nkeep);
 	if (zv_proc_close_fds_from(ctx->close_from, keep, nkeep, &err) < 0)
 		die(ctx, &err);
@@ -193,8 +196,9 @@ __attribute__((noreturn)) void zv_sandbox_main(const struct zv_child_ctx *ctx)
 	/* 5. net: a private namespace gets only lo, up; a joined one is ZViz's, hands off. */
 	if (!ctx->joined_netns && zv_net_loopback_up(&err) < 0)
 		die(ctx, &err);
-	/* 6. mount: the new root, pivoted into, host tree detached. */
-	if (zv_mnt_build_root(ctx->spec, &err) < 0)
+	/* 6. mount: the new root (tmpfs with the host's /usr, or an image's root, moved in
+	 *    here and closed), pivoted into, host tree detached. */
+	if (zv_mnt_build_root(ctx->spec, ctx->image_fd, &err) < 0)
 		die(ctx, &err);
 
 	/* 6b. No nested user namespaces, as a layer-A backstop to the seccomp rule: a new

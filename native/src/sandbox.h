@@ -95,6 +95,7 @@ struct zv_child_ctx {
 	bool joined_netns; /* the network namespace is ZViz's, already configured: hands off */
 	int ctl_rd;   /* warm only (else -1): becomes the function's fd 3 */
 	int reply_wr; /* warm only (else -1): becomes the function's fd 4 */
+	int image_fd; /* image root only (else -1): the detached mount that becomes the root */
 };
 
 /* sandbox.c: runs in the clone()d child (the sandbox's init, pid 1 of its pid namespace). */
@@ -102,9 +103,16 @@ __attribute__((noreturn)) void zv_sandbox_main(const struct zv_child_ctx *ctx);
 
 /* userns.c (supervisor side) */
 int zv_userns_write_maps(pid_t child, uint32_t host_base, struct zviz_error *err);
+int zv_userns_idmap_fd(uint32_t host_base, uint32_t owner_uid, uint32_t owner_gid, struct zviz_error *err);
+
+/* image.c (store side, `zviz-supervisor --sanitize-image`) */
+int zv_image_sanitize(const char *rootfs, struct zviz_error *err);
 
 /* mnt.c (child side) */
-int zv_mnt_build_root(const struct zv_spec *s, struct zviz_error *err);
+/* Supervisor side, before clone3: a detached, read-only, nosuid, nodev clone of the image
+ * root, idmapped where the kernel and filesystem can (*idmapped tells); *fd is -1 without one. */
+int zv_mnt_open_image(const struct zv_spec *s, uint32_t host_base, int *fd, bool *idmapped, struct zviz_error *err);
+int zv_mnt_build_root(const struct zv_spec *s, int image_fd, struct zviz_error *err);
 
 /* caps.c (child side). drop_to_uid: also switch to the sandbox uid/gid. */
 int zv_caps_lock_down(int cap_last, bool drop_to_uid, struct zviz_error *err);

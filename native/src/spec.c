@@ -360,6 +360,33 @@ static int parse_record(struct zv_spec *s, uint16_t tag, const uint8_t *p, size_
 		if (s->flags & ~ZV_SF_WARM)
 			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec flags 0x%x: unknown bits", s->flags);
 		return 0;
+	case ZV_T_IMAGE:
+		if (s->image_root)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec image: given twice");
+		if (len < 9)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec image: %zu bytes, expected ids and a path", len);
+		s->image_uid = rd_u32(p);
+		s->image_gid = rd_u32(p + 4);
+		/* The owner ids become the function's host id through a one-id mapping; 0 stays the
+		 * sandbox's root, so it cannot also be the function's. */
+		if (s->image_uid == 0 || s->image_gid == 0 || s->image_uid > 65535 || s->image_gid > 65535)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec image owner %u:%u: must be within 1..65535",
+				       s->image_uid, s->image_gid);
+		if (!(s->image_root = dup_str(p + 8, len - 8, err, "image root")))
+			return -err->code;
+		if (!valid_abs_path(s->image_root) || strcmp(s->image_root, "/") == 0)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec image root `%.128s`: must be absolute, canonical, not /",
+				       s->image_root);
+		return 0;
+	case ZV_T_WORKDIR:
+		if (s->workdir)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec workdir: given twice");
+		if (!(s->workdir = dup_str(p, len, err, "workdir")))
+			return -err->code;
+		if (!valid_abs_path(s->workdir))
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec workdir `%.128s`: must be absolute and canonical",
+				       s->workdir);
+		return 0;
 	case ZV_T_RESOLV:
 		if (s->resolv_conf)
 			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec resolv.conf: given twice");
@@ -448,6 +475,8 @@ void zv_spec_free(struct zv_spec *s)
 	free(s->broker_files);
 	free(s->netns_path);
 	free(s->resolv_conf);
+	free(s->image_root);
+	free(s->workdir);
 	memset(s, 0, sizeof(*s));
 }
 

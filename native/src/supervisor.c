@@ -104,6 +104,14 @@ static int create_sandbox(struct sup *s, struct zviz_error *err)
 	if ((r = zv_sc_compile(&s->spec, &s->sc, err)) < 0 || (r = zv_broker_prepare(&s->broker, &s->sc, err)) < 0)
 		return r;
 
+	/* Image root: the mount is prepared here, on the trusted side, as host root (see
+	 * mnt.c); the child only moves it into place. */
+	uint32_t host_base = s->spec.uid_base + 2u * (uint32_t)getpid();
+	int image_fd = -1;
+	bool idmapped = false;
+	if ((r = zv_mnt_open_image(&s->spec, host_base, &image_fd, &idmapped, err)) < 0)
+		return r;
+
 	struct zv_child_ctx ctx = {
 		.spec = &s->spec,
 		.sync_rd = sync_p[0],
@@ -118,6 +126,7 @@ static int create_sandbox(struct sup *s, struct zviz_error *err)
 		.broker_sock = s->broker.sock_child,
 		.ctl_rd = ctl_p[0],
 		.reply_wr = reply_p[1],
+		.image_fd = image_fd,
 	};
 
 	struct clone_args_v2 ca;
@@ -144,6 +153,8 @@ static int create_sandbox(struct sup *s, struct zviz_error *err)
 	 * clone time. On v1 we attach after clone, so its root is the server's cgroup:
 	 * it sees paths relative to that, never the host's hierarchy above it. */
 	long pid = syscall(SYS_clone3, &ca, sizeof(ca));
+	if (pid != 0 && image_fd >= 0)
+		close(image_fd);
 	if (pid < 0)
 		return zv_fail(err, ZVIZ_E_NAMESPACE, errno, "clone3 with new user, mount, pid, ipc, uts, net, cgroup namespaces");
 	if (pid == 0)
@@ -172,7 +183,6 @@ static int create_sandbox(struct sup *s, struct zviz_error *err)
 		s->reply.fd = reply_p[0];
 	}
 
-	uint32_t host_base = s->spec.uid_base + 2u * (uint32_t)getpid();
 	if ((r = zv_userns_write_maps(s->init_pid, host_base, err)) < 0)
 		return r;
 	if (cgfd < 0 && (r = zv_cg_attach(&s->cg, s->init_pid, err)) < 0)
@@ -318,6 +328,16 @@ int main(int argc, char **argv)
 {
 	if (argc == 2 && strcmp(argv[1], "--export-bpf") == 0)
 		return export_bpf();
+	if (argc == 3 && strcmp(argv[1], "--sanitize-image") == 0) {
+		/* Store side (worker-pool/images/): see image.c. */
+		struct zviz_error e;
+		zv_error_clear(&e);
+		if (zv_image_sanitize(argv[2], &e) < 0) {
+			fprintf(stderr, "zviz-supervisor: %s\n", e.msg);
+			return 1;
+		}
+		return 0;
+	}
 	struct zviz_error err;
 	zv_error_clear(&err);
 	struct sup s;

@@ -9,6 +9,9 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "sandbox.h"
@@ -26,4 +29,66 @@ int zv_userns_write_maps(pid_t child, uint32_t host_base, struct zviz_error *err
 	snprintf(map, sizeof(map), "0 %u 1\n%u %u 1\n", host_base, ZV_SANDBOX_GID, host_base + 1);
 	snprintf(path, sizeof(path), "/proc/%d/gid_map", (int)child);
 	return zv_write_text(path, map, ZVIZ_E_NAMESPACE, err);
+}
+
+/* A user namespace whose only purpose is to describe an idmapped mount of an image root
+ * (mnt.c): the image's 0 becomes the sandbox's root host id, the image's owner ids
+ * become the function's, and every other id of the image stays unmapped (shown as the
+ * overflow id, owned by nobody the sandbox can be). It is the sandbox's own mapping with
+ * the function's in-image ids, made before clone3 so the mount can be prepared on the
+ * trusted side. The helper process lives only until its namespace is opened.
+ * Returns an O_CLOEXEC fd of the namespace, or a negative code. */
+int zv_userns_idmap_fd(uint32_t host_base, uint32_t owner_uid, uint32_t owner_gid, struct zviz_error *err)
+{
+	if (host_base == 0 || host_base > UINT32_MAX - 2)
+		return zv_fail(err, ZVIZ_E_NAMESPACE, 0, "host id base %u: out of range", host_base);
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return zv_fail(err, ZVIZ_E_SYSTEM, errno, "pipe for the idmap namespace");
+	/* The supervisor is single-threaded: a plain fork is safe. The child only unshares,
+	 * reports and blocks until killed. */
+	pid_t pid = fork();
+	if (pid < 0) {
+		int e = errno;
+		close(p[0]);
+		close(p[1]);
+		return zv_fail(err, ZVIZ_E_SYSTEM, e, "fork the idmap namespace holder");
+	}
+	if (pid == 0) {
+		char c = unshare(CLONE_NEWUSER) == 0 ? 'U' : 'E';
+		ssize_t n = write(p[1], &c, 1);
+		(void)n;
+		for (;;)
+			pause();
+	}
+	close(p[1]);
+	char c = 0;
+	ssize_t n;
+	do
+		n = read(p[0], &c, 1);
+	while (n < 0 && errno == EINTR);
+	close(p[0]);
+	int fd = -1, r = 0;
+	if (n != 1 || c != 'U') {
+		r = zv_fail(err, ZVIZ_E_NAMESPACE, 0, "unshare a user namespace for the image's idmap");
+		goto out;
+	}
+	char path[64], map[128];
+	snprintf(map, sizeof(map), "0 %u 1\n%u %u 1\n", host_base, owner_uid, host_base + 1);
+	snprintf(path, sizeof(path), "/proc/%d/uid_map", (int)pid);
+	if ((r = zv_write_text(path, map, ZVIZ_E_NAMESPACE, err)) < 0)
+		goto out;
+	snprintf(map, sizeof(map), "0 %u 1\n%u %u 1\n", host_base, owner_gid, host_base + 1);
+	snprintf(path, sizeof(path), "/proc/%d/gid_map", (int)pid);
+	if ((r = zv_write_text(path, map, ZVIZ_E_NAMESPACE, err)) < 0)
+		goto out;
+	snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		r = zv_fail(err, ZVIZ_E_NAMESPACE, errno, "open `%s`", path);
+out:
+	kill(pid, SIGKILL);
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	return r < 0 ? r : fd;
 }

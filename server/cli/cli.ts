@@ -31,6 +31,11 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command>; 
     load: async () => (await import('./deploy.js')).deployCommand,
     failure: EXIT.FAILURE,
   },
+  image: {
+    summary: "manage this host's OCI image store: pull, import, ls, rm",
+    load: async () => (await import('./image.js')).imageCommand,
+    failure: EXIT.FAILURE,
+  },
   doctor: { summary: 'check this host and say what to fix', load: async () => (await import('./doctor.js')).doctorCommand, failure: EXIT.FAILURE },
   sweep: {
     summary: 'remove what dead servers left behind (cgroups, namespaces, rules)',

@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { loadProfiles, type Profile } from '../../profiles/index.js';
 import type { HostFacts } from '../../worker-pool/types.js';
+import { EXPECTED_ABI } from '../../worker-pool/native.js';
 import { loadConfig } from '../config.js';
 import { doctorReport, formatDoctor, type Circumstances } from './doctor.js';
 
@@ -23,7 +24,7 @@ function facts(over: Partial<HostFacts> = {}): HostFacts {
     nftables: { available: true, detail: 'nft at /usr/sbin/nft' },
     lsm: { list: ['lockdown', 'capability', 'landlock', 'apparmor'], apparmor: true, selinux: false },
     syscallAbis: { ia32: true, x32: false, detail: 'IA32 (int 0x80) present, x32 absent' },
-    nativeAbi: 6,
+    nativeAbi: EXPECTED_ABI,
     ...over,
   };
 }

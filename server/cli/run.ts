@@ -19,7 +19,9 @@ import { sandboxId } from '../../worker-pool/host/names.js';
 import { runLocal } from '../../worker-pool/local.js';
 import type { NativeFailure, OutputChunk, SandboxOutcome } from '../../worker-pool/types.js';
 import { BASE_ENV } from '../../worker-pool/runtime/index.js';
-import { commandTask, type SandboxTask } from '../../worker-pool/task.js';
+import { commandTask, imageTask, ImageNotAllowedError, type SandboxTask } from '../../worker-pool/task.js';
+import { DIGEST_PATTERN, ImageError, imagesDir, openImageStore, type ImageRecord } from '../../worker-pool/images/index.js';
+import { pullProgressLine } from './image.js';
 import { loadConfig, type Config } from '../config.js';
 import { toResponse } from '../invocation/response.js';
 import { DEFAULT_PROFILE, ENV_KEY_PATTERN } from '../invocation/bounds.js';
@@ -36,6 +38,11 @@ export const RUN_OPTIONS = {
     type: 'string',
     value: 'RUNTIME',
     help: "seccomp allowlist of this runtime only (node, python, bash); default: all of the profile's runtimes",
+  },
+  image: {
+    type: 'string',
+    value: 'REF',
+    help: "root the sandbox in this OCI image (a digest or reference in the store; pulled if absent); the command runs after the image's Entrypoint",
   },
   'no-stdin': { type: 'boolean', help: 'do not read stdin: the command gets an empty one' },
   json: { type: 'boolean', help: 'print the result (with the output) as JSON on stdout instead of streaming' },
@@ -102,6 +109,8 @@ export interface RunPlan {
   runtimes: readonly Runtime[];
   readStdin: boolean;
   json: boolean;
+  /** --image: the reference; argv is then the command as given, resolved in the image. */
+  image: string | null;
 }
 
 /** Parses and checks everything about `zviz run` that needs no privilege. null: --help. */
@@ -141,7 +150,8 @@ export function planRun(
     const [k, v] = parseEnvAssignment('env', e, ENV_KEY_PATTERN);
     env[k] = v;
   }
-  const argv = [resolveCommand(rest[0]!, isExecutable), ...rest.slice(1)];
+  const image = values.image ?? null;
+  const argv = image === null ? [resolveCommand(rest[0]!, isExecutable), ...rest.slice(1)] : [...rest];
   return {
     profile,
     limits,
@@ -151,6 +161,7 @@ export function planRun(
     runtimes,
     readStdin: values['no-stdin'] !== true,
     json: values.json === true,
+    image,
   };
 }
 
@@ -206,7 +217,13 @@ async function readStdin(io: Io, plan: RunPlan): Promise<string> {
 async function withLocalHost<T>(config: Config, plan: RunPlan, fn: (host: Host) => Promise<T>): Promise<T> {
   let host: Host;
   try {
-    host = openHost({ uidBase: config.uidBase, net: config.net, profiles: [plan.profile], allowTestProfiles: config.allowTestProfiles });
+    host = openHost({
+      uidBase: config.uidBase,
+      net: config.net,
+      profiles: [plan.profile],
+      allowTestProfiles: config.allowTestProfiles,
+      imagesDir: imagesDir(config.stateDir),
+    });
   } catch (e) {
     if (e instanceof HostError && e.kind === 'requirements') throw hostFailure(e.lines);
     throw new CliError(errorMessage(e), EXIT.ZVIZ_FAILED, 'HOST');
@@ -269,7 +286,35 @@ export async function runCommand(args: readonly string[], io: Io): Promise<numbe
   const progress = new Progress(io.stderr);
   progress.show('checking host…');
   const id = randomUUID();
-  const task = runTask(plan, id, stdin);
+  let release = (): void => {};
+  let task: SandboxTask;
+  if (plan.image !== null) {
+    const store = openImageStore(config.stateDir, config.images);
+    let record: ImageRecord;
+    try {
+      // A bare digest names what is stored; anything else is pulled when absent.
+      record = DIGEST_PATTERN.test(plan.image)
+        ? store.resolve(plan.image)
+        : (store.get(plan.image) ?? (await store.pull(plan.image, (p) => progress.show(pullProgressLine(plan.image!, p)))));
+      task = imageTask({
+        id,
+        image: { ...record.config, digest: record.digest, rootfs: store.rootfs(record.digest) },
+        command: plan.argv,
+        env: plan.env,
+        stdin,
+        limits: plan.limits,
+        profile: plan.profile,
+      });
+    } catch (e) {
+      progress.clear();
+      if (e instanceof ImageError) throw new CliError(e.message, e.code === 'INVALID_REFERENCE' ? EXIT.USAGE : EXIT.ZVIZ_FAILED, e.code);
+      if (e instanceof ImageNotAllowedError) throw new CliError(e.message, EXIT.NOT_FOUND, 'NOT_FOUND');
+      throw e;
+    }
+    release = store.acquire(record.digest);
+  } else {
+    task = runTask(plan, id, stdin);
+  }
   const streamed: Record<'stdout' | 'stderr', Uint8Array[]> = { stdout: [], stderr: [] };
   let unenforced: readonly string[] = [];
   const outcome = await withLocalHost(config, plan, async (host): Promise<{ result: SandboxOutcome; interrupted: NodeJS.Signals | null }> => {
@@ -288,7 +333,10 @@ export async function runCommand(args: readonly string[], io: Io): Promise<numbe
     } finally {
       interrupt.dispose();
     }
-  }).finally(() => progress.clear());
+  }).finally(() => {
+    progress.clear();
+    release();
+  });
 
   if (!outcome.result.ok) throw nativeFailureError(outcome.result.error);
   const response = toResponse(id, plan.profile.name, plan.limits, outcome.result, unenforced);

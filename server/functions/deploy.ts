@@ -106,9 +106,17 @@ const secretsSchema = noProtoKey(
     .refine((s) => Object.keys(s).length <= MAX_SECRETS, { error: `must have at most ${MAX_SECRETS} entries` }),
 );
 
+/** The handler contract an image function follows: the shell's (event on stdin, output on stdout). */
+export const IMAGE_FUNCTION_CONTRACT: Runtime = 'bash';
+
 export const deployFunctionSchema = z
   .strictObject({
-    runtime: runtimeSchema,
+    /** Required unless `image` is given. */
+    runtime: runtimeSchema.optional(),
+    /** An image of this host's store (GET /images): pinned to its digest at deploy. Instead of runtime, code and files. */
+    image: z.string().min(1).max(1024).regex(/^[^\s\0]+$/, { error: 'must be an image digest or reference without white space' }).optional(),
+    /** With image: replaces the image's Cmd (its Entrypoint stays in front). */
+    command: z.array(z.string().max(4096).refine((a) => !a.includes('\0'), { error: 'must not contain NUL characters' })).min(1).max(256).optional(),
     /** One file: main.js, main.py or main.sh. Exactly one of code and files. */
     code: z.string().min(1, { error: 'must not be empty' }).optional(),
     /** Relative path → content; nested paths (lib/util.js) are fine. */
@@ -123,11 +131,23 @@ export const deployFunctionSchema = z
     secrets: secretsSchema.default({}),
   })
   .superRefine((b, ctx) => {
+    if (b.image !== undefined) {
+      for (const k of ['runtime', 'code', 'files', 'handler'] as const) {
+        if (b[k] !== undefined) ctx.addIssue({ code: 'custom', path: [k], message: 'must be left out with image' });
+      }
+      return;
+    }
+    if (b.command !== undefined) ctx.addIssue({ code: 'custom', path: ['command'], message: 'is only for image functions' });
+    if (b.runtime === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['runtime'], message: 'is required (or give image)' });
+      return;
+    }
     if ((b.code === undefined) === (b.files === undefined)) {
       ctx.addIssue({ code: 'custom', path: b.code === undefined ? ['code'] : ['files'], message: 'exactly one of code and files must be given' });
       return;
     }
-    const handler = b.handler ?? defaultHandler(b.runtime);
+    const runtime = b.runtime;
+    const handler = b.handler ?? defaultHandler(runtime);
     if (b.files !== undefined && !Object.hasOwn(b.files, handler)) {
       const why = b.handler === undefined ? `is required: files has no '${handler}'` : `must name one of the files: current value is '${handler}'`;
       ctx.addIssue({ code: 'custom', path: ['handler'], message: why });
@@ -135,9 +155,9 @@ export const deployFunctionSchema = z
     if (b.code !== undefined && b.handler !== undefined && b.handler !== handler) {
       ctx.addIssue({ code: 'custom', path: ['handler'], message: `must be '${handler}' (or left out) with code` });
     }
-    const ext = runtimeDef(b.runtime).handler.extensions;
+    const ext = runtimeDef(runtime).handler.extensions;
     if (ext !== null && !ext.some((e) => handler.endsWith(e))) {
-      ctx.addIssue({ code: 'custom', path: ['handler'], message: `must end with ${ext.join(', ')} for runtime '${b.runtime}'` });
+      ctx.addIssue({ code: 'custom', path: ['handler'], message: `must end with ${ext.join(', ')} for runtime '${runtime}'` });
     }
   });
 export type DeployFunctionRequest = z.input<typeof deployFunctionSchema>;
@@ -146,6 +166,8 @@ type DeployBody = z.output<typeof deployFunctionSchema>;
 export interface DeployContext {
   profiles: ReadonlyMap<string, Profile>;
   cap: TenantCap;
+  /** Resolves an image function's reference to the digest it is pinned to; absent: IMAGE_NOT_FOUND. */
+  pinImage?: (reference: string) => string;
 }
 
 /**
@@ -153,7 +175,9 @@ export interface DeployContext {
  * and the tenant's caps, the code cap, brokered file slots) and returns the spec to store.
  */
 export function toFunctionSpec(body: DeployBody, ctx: DeployContext): FunctionSpec {
-  const files = body.files ?? { [defaultHandler(body.runtime)]: body.code ?? '' };
+  if (body.image !== undefined) return imageFunctionSpec(body, body.image, ctx);
+  const runtime = body.runtime!; // the schema requires it without image
+  const files = body.files ?? { [defaultHandler(runtime)]: body.code ?? '' };
   const bytes = Object.values(files).reduce((n, c) => n + utf8(c), 0);
   if (bytes > MAX_FUNCTION_CODE_BYTES) {
     throw new ApiError(
@@ -163,18 +187,40 @@ export function toFunctionSpec(body: DeployBody, ctx: DeployContext): FunctionSp
     );
   }
   const profile = findProfile(ctx.profiles, body.profile);
-  checkRuntime(profile, body.runtime, 'deploy function');
+  checkRuntime(profile, runtime, 'deploy function');
   // Throws LIMIT_EXCEEDS_PROFILE or QUOTA_LIMITS now rather than at every invocation.
   resolveLimits(profile, body.limits, ctx.cap);
   checkBrokeredSlots(profile, body.secrets);
   return {
-    runtime: body.runtime,
+    runtime: runtime,
     files,
-    handler: body.handler ?? defaultHandler(body.runtime),
+    handler: body.handler ?? defaultHandler(runtime),
     profile: profile.name,
     limits: body.limits,
     env: body.env,
     secrets: body.secrets,
+  };
+}
+
+/** An image function: the profile must run images, the reference is pinned to its digest now. */
+function imageFunctionSpec(body: DeployBody, reference: string, ctx: DeployContext): FunctionSpec {
+  const profile = findProfile(ctx.profiles, body.profile);
+  if (!profile.seccomp.policy.image) {
+    throw new ApiError('RUNTIME_NOT_ALLOWED', `Cannot deploy function: profile '${profile.name}' runs no images (its seccomp policy has no 'image' list)`);
+  }
+  resolveLimits(profile, body.limits, ctx.cap);
+  checkBrokeredSlots(profile, body.secrets);
+  if (!ctx.pinImage) throw new ApiError('IMAGE_NOT_FOUND', `Cannot deploy function: image ${JSON.stringify(reference)} is not in this host's store`);
+  const digest = ctx.pinImage(reference);
+  return {
+    runtime: IMAGE_FUNCTION_CONTRACT,
+    files: {},
+    handler: '',
+    profile: profile.name,
+    limits: body.limits,
+    env: body.env,
+    secrets: body.secrets,
+    image: { digest, reference, ...(body.command ? { command: body.command } : {}) },
   };
 }
 

@@ -14,6 +14,8 @@ import { FUNCTION_NAME_PATTERN } from '../invocation/schemas.js';
 import type { WithState } from '../state/guard.js';
 import type { Tenant } from '../tenancy/tenants.js';
 import { apiRoute, BODY_ERRORS } from '../http/openapi.js';
+import { imageApiError } from '../images/routes.js';
+import type { ImageStore } from '../../worker-pool/images/index.js';
 import { jsonRequest } from '../http/validate.js';
 
 export interface FunctionRouteDeps {
@@ -23,6 +25,8 @@ export interface FunctionRouteDeps {
   withState: WithState;
   tenantOnly: MiddlewareHandler<TenantEnv>;
   limitBody: MiddlewareHandler;
+  /** This host's image store: image functions are pinned to a digest it holds. */
+  images?: ImageStore | null;
 }
 
 function unknownFunction(name: string): ApiError {
@@ -51,7 +55,7 @@ export interface DeployResult {
  * version (same digest) makes no new version. Used by the route and the example deployer.
  */
 export async function deployFunction(
-  deps: Pick<FunctionRouteDeps, 'functions' | 'profiles' | 'withState'>,
+  deps: Pick<FunctionRouteDeps, 'functions' | 'profiles' | 'withState' | 'images'>,
   tenant: Tenant,
   name: string,
   request: DeployFunctionRequest,
@@ -63,13 +67,23 @@ export async function deployFunction(
 }
 
 async function store(
-  deps: Pick<FunctionRouteDeps, 'functions' | 'profiles' | 'withState'>,
+  deps: Pick<FunctionRouteDeps, 'functions' | 'profiles' | 'withState' | 'images'>,
   tenant: Tenant,
   name: string,
   body: ReturnType<typeof deployFunctionSchema.parse>,
   onlyIfChanged: boolean,
 ): Promise<DeployResult> {
-  const spec = toFunctionSpec(body, { profiles: deps.profiles, cap: { tenant: tenant.name, max: tenant.quotas.maxLimits } });
+  const images = deps.images;
+  const pinImage = images
+    ? (reference: string): string => {
+        try {
+          return images.resolve(reference).digest;
+        } catch (e) {
+          throw imageApiError(e);
+        }
+      }
+    : undefined;
+  const spec = toFunctionSpec(body, { profiles: deps.profiles, cap: { tenant: tenant.name, max: tenant.quotas.maxLimits }, ...(pinImage ? { pinImage } : {}) });
   const out = await deps.withState('functions.put', 'store function', () =>
     deps.functions.put(tenant.name, name, spec, digestOf(spec), {
       onlyIfChanged,

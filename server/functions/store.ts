@@ -18,6 +18,20 @@ export interface FunctionSpec {
   limits: Partial<Limits>;
   env: Record<string, string>;
   secrets: Record<string, string>;
+  /**
+   * A function whose root is an OCI image: pinned at deploy to the digest its reference had
+   * then, run as `command` (or the image's Cmd) after its Entrypoint, with the shell's
+   * handler contract (the event's JSON on stdin, the output's JSON on stdout). Absent: a
+   * function of `runtime` from its files.
+   */
+  image?: FunctionImage;
+}
+
+export interface FunctionImage {
+  digest: string;
+  /** What the deploy named (a tag, a pinned name); informative: the digest is what runs. */
+  reference: string;
+  command?: string[];
 }
 
 /** One stored version: its spec and what was measured of it. */
@@ -49,6 +63,8 @@ export const functionMetaSchema = z.strictObject({
   createdAt: z.string(),
   /** When the latest version was deployed. */
   updatedAt: z.string(),
+  /** An image function: the digest it is pinned to. */
+  image: z.strictObject({ digest: z.string(), reference: z.string(), command: z.array(z.string()).optional() }).optional(),
 });
 export type FunctionMeta = z.infer<typeof functionMetaSchema>;
 
@@ -67,6 +83,7 @@ export function metaOf(v: FunctionVersion, createdAt: string): FunctionMeta {
     digest: v.digest,
     createdAt,
     updatedAt: v.createdAt,
+    ...(v.image ? { image: v.image } : {}),
   };
 }
 

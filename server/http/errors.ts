@@ -39,6 +39,14 @@ export type ErrorCode =
   | 'BAD_REQUEST'
   | 'HEADERS_TOO_LARGE'
   | 'REQUEST_TIMEOUT'
+  | 'INVALID_IMAGE_REFERENCE'
+  | 'IMAGE_NOT_FOUND'
+  | 'REGISTRY_NOT_ALLOWED'
+  | 'REGISTRY_UNAVAILABLE'
+  | 'IMAGE_TOO_LARGE'
+  | 'IMAGE_INVALID'
+  | 'IMAGE_IN_USE'
+  | 'UNKNOWN_PULL'
   | 'INTERNAL';
 
 /** Exhaustive: a code added to ErrorCode without a status here does not compile. */
@@ -81,6 +89,17 @@ export const ERROR_STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   BAD_REQUEST: 400,
   HEADERS_TOO_LARGE: 431,
   REQUEST_TIMEOUT: 408,
+  // Images (server/images/): the store's refusals (worker-pool/images/store.ts ImageError).
+  INVALID_IMAGE_REFERENCE: 400,
+  IMAGE_NOT_FOUND: 404,
+  REGISTRY_NOT_ALLOWED: 403,
+  // The registry (upstream of this server) failed or refused us: a gateway error.
+  REGISTRY_UNAVAILABLE: 502,
+  IMAGE_TOO_LARGE: 413,
+  // A digest mismatch, a corrupt blob, a tree the sanitizer refuses: never stored.
+  IMAGE_INVALID: 422,
+  IMAGE_IN_USE: 409,
+  UNKNOWN_PULL: 404,
   INTERNAL: 500,
 };
 

@@ -135,7 +135,29 @@ export const functionInvokeRequestSchema = z.strictObject({
   callbackUrl: callbackUrlSchema.optional(),
 });
 export type FunctionInvokeRequest = z.infer<typeof functionInvokeRequestSchema>;
-export type InvokeBody = InvokeRequest | FunctionInvokeRequest;
+
+/** A command in an OCI image of this host's store (GET /images), named by digest or a reference it was pulled under. */
+export const imageInvokeRequestSchema = z.strictObject({
+  image: z.string().min(1).max(1024).refine((s) => !/[\s\0]/.test(s), { error: 'must be an image digest or reference without white space' }),
+  /** Replaces the image's Cmd (its Entrypoint stays in front); default: the image's Cmd. */
+  command: z
+    .array(z.string().max(MAX_ARG_CHARS).refine(noNul, { error: NUL_MESSAGE }))
+    .min(1)
+    .max(MAX_ARGS)
+    .optional(),
+  stdin: utf8Bytes(0, MAX_STDIN_BYTES).optional(),
+  env: envSchema.optional(),
+  profile: profileNameSchema.default(DEFAULT_PROFILE),
+  limits: limitsSchema.partial().optional(),
+  callbackUrl: callbackUrlSchema.optional(),
+});
+export type ImageInvokeRequest = z.infer<typeof imageInvokeRequestSchema>;
+export type InvokeBody = InvokeRequest | FunctionInvokeRequest | ImageInvokeRequest;
+
+/** A body with an `image` field (and no `function`) runs a command in an image. */
+export function namesImage(raw: unknown): boolean {
+  return raw !== null && typeof raw === 'object' && !Array.isArray(raw) && Object.hasOwn(raw, 'image') && !Object.hasOwn(raw, 'function');
+}
 
 /** A body with a `function` field names a deployed function; any other is inline code. */
 export function namesFunction(raw: unknown): boolean {
@@ -144,7 +166,7 @@ export function namesFunction(raw: unknown): boolean {
 
 /** Either variant of POST /invoke's body, as the document shows it. */
 function documentedEither(): Record<string, unknown> {
-  const { $schema: _dialect, ...either } = z.toJSONSchema(z.union([invokeRequestSchema, functionInvokeRequestSchema]), {
+  const { $schema: _dialect, ...either } = z.toJSONSchema(z.union([invokeRequestSchema, functionInvokeRequestSchema, imageInvokeRequestSchema]), {
     io: 'input',
     unrepresentable: 'any',
   }) as Record<string, unknown>;
@@ -152,15 +174,19 @@ function documentedEither(): Record<string, unknown> {
 }
 
 /**
- * POST /invoke's body: inline code or a deployed function, told apart by the `function`
- * field. Not a z.union: a union's error would list both variants' complaints; this way
+ * POST /invoke's body: inline code, a deployed function or a command in an image, told
+ * apart by the `function` and `image` fields. Not a z.union: a union's error would list both variants' complaints; this way
  * each request is judged (and its mistakes named) as the one variant it is. The document
  * shows it as what it accepts, either variant.
  */
 export const invokeBodySchema = z
   .unknown()
   .transform((raw, ctx): InvokeBody => {
-    const parsed = namesFunction(raw) ? functionInvokeRequestSchema.safeParse(raw) : invokeRequestSchema.safeParse(raw);
+    const parsed = namesFunction(raw)
+      ? functionInvokeRequestSchema.safeParse(raw)
+      : namesImage(raw)
+        ? imageInvokeRequestSchema.safeParse(raw)
+        : invokeRequestSchema.safeParse(raw);
     if (parsed.success) return parsed.data;
     for (const issue of parsed.error.issues) ctx.addIssue({ ...issue } as Parameters<typeof ctx.addIssue>[0] & object);
     return z.NEVER;

@@ -6,20 +6,22 @@ import { randomUUID } from 'node:crypto';
 import { asError } from '../../worker-pool/util/errors.js';
 import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Profile } from '../../profiles/schema.js';
+import type { Limits, Profile } from '../../profiles/schema.js';
 import { MAX_BROKERED_FILE_BYTES } from '../../worker-pool/spec.js';
-import { handlerTask, inlineTask, type SandboxTask } from '../../worker-pool/task.js';
+import { handlerTask, imageTask, ImageNotAllowedError, inlineTask, type SandboxTask } from '../../worker-pool/task.js';
+import type { ImageStore } from '../../worker-pool/images/index.js';
+import { imageApiError } from '../images/routes.js';
 import type { HostFacts, OutputChunk, SandboxOutcome } from '../../worker-pool/types.js';
 import { recordFailed, recordFinished, recordRefused, type AccountingDeps } from '../tenancy/accounting.js';
 import type { AuditLog } from '../tenancy/audit.js';
 import { ApiError } from '../http/errors.js';
-import { checkBrokeredSlots, FUNCTION_VERSIONS_KEPT } from '../functions/deploy.js';
+import { checkBrokeredSlots, FUNCTION_VERSIONS_KEPT, IMAGE_FUNCTION_CONTRACT } from '../functions/deploy.js';
 import { VersionCache, type FunctionStore, type FunctionVersion } from '../functions/store.js';
 import { checkRuntime, findProfile, resolveLimits, type TenantCap } from './limits.js';
 import { toResponse, withAnswer } from './response.js';
 import type { Logger } from '../ops/log.js';
 import type { QuotaGate, QuotaName, Lease } from '../tenancy/quotas.js';
-import type { AnyInvokeResponse, FunctionInvokeRequest, InvokeBody, InvokeRequest } from './schemas.js';
+import type { AnyInvokeResponse, FunctionInvokeRequest, ImageInvokeRequest, InvokeBody, InvokeRequest } from './schemas.js';
 import type { WithState } from '../state/guard.js';
 import type { Tenant } from '../tenancy/tenants.js';
 
@@ -39,6 +41,8 @@ export interface InvocationDeps {
   withState: WithState;
   /** Secrets are files `<secretsDir>/<tenant>/<name>` the operator provisioned; null: none exist. */
   secretsDir: string | null;
+  /** This host's image store; null: no image can be named (IMAGE_NOT_FOUND). */
+  images: ImageStore | null;
 }
 
 /** An invocation ready to be admitted: its task and what the response needs to name. */
@@ -105,7 +109,12 @@ export class InvocationService {
     let prep: Prepared;
     let lease: Lease;
     try {
-      prep = 'function' in body ? await this.#prepareFunction(tenant, body, id) : this.#prepareInline(tenant, body, id);
+      prep =
+        'function' in body
+          ? await this.#prepareFunction(tenant, body, id)
+          : 'image' in body
+            ? this.#prepareImage(tenant, body, id)
+            : this.#prepareInline(tenant, body, id);
       const timeoutMs = prep.task.limits.timeoutMs;
       lease = await this.deps.withState('quota.acquire', 'check quotas', () => this.deps.gate.admit(tenant, id, timeoutMs));
     } catch (e) {
@@ -131,11 +140,14 @@ export class InvocationService {
     let outcome: SandboxOutcome | undefined;
     let failure: unknown;
     metrics.inFlight.inc();
+    // An image in use is neither collected nor removed until its sandbox is gone.
+    const releaseImage = task.image && this.deps.images ? this.deps.images.acquire(task.image.digest) : () => {};
     try {
       outcome = await this.deps.invoker.invoke(task, onOutput);
     } catch (e) {
       failure = e;
     } finally {
+      releaseImage();
       metrics.inFlight.dec();
     }
     const wallMs = performance.now() - started;
@@ -172,7 +184,38 @@ export class InvocationService {
     return response;
   }
 
-  #prepareInline(tenant: Tenant, body: Exclude<InvokeBody, FunctionInvokeRequest>, id: string): Prepared {
+  #prepareImage(tenant: Tenant, body: ImageInvokeRequest, id: string): Prepared {
+    const profile = findProfile(this.deps.profiles, body.profile);
+    const limits = resolveLimits(profile, body.limits, { tenant: tenant.name, max: tenant.quotas.maxLimits });
+    const task = this.#imageTask(id, body.image, { command: body.command, env: body.env, stdin: body.stdin, limits, profile });
+    return { id, tenant, task, profile, fn: null };
+  }
+
+  /** A command in an image of the store, as the API's errors. */
+  #imageTask(
+    id: string,
+    ref: string,
+    c: { command: string[] | undefined; env: Record<string, string> | undefined; stdin: string | undefined; limits: Limits; profile: Profile },
+  ): SandboxTask {
+    if (!this.deps.images) throw new ApiError('IMAGE_NOT_FOUND', `Cannot run image ${JSON.stringify(ref)}: this server has no image store`);
+    try {
+      const record = this.deps.images.resolve(ref);
+      return imageTask({
+        id,
+        image: { ...record.config, digest: record.digest, rootfs: this.deps.images.rootfs(record.digest) },
+        ...(c.command ? { command: c.command } : {}),
+        ...(c.env ? { env: c.env } : {}),
+        ...(c.stdin !== undefined ? { stdin: c.stdin } : {}),
+        limits: c.limits,
+        profile: c.profile,
+      });
+    } catch (e) {
+      if (e instanceof ImageNotAllowedError) throw new ApiError('RUNTIME_NOT_ALLOWED', `Cannot run image ${JSON.stringify(ref)}: ${e.message}`);
+      throw imageApiError(e);
+    }
+  }
+
+  #prepareInline(tenant: Tenant, body: InvokeRequest, id: string): Prepared {
     const profile = findProfile(this.deps.profiles, body.profile);
     const task = buildTask(id, body, profile, { tenant: tenant.name, max: tenant.quotas.maxLimits });
     return { id, tenant, task, profile, fn: null };
@@ -181,11 +224,19 @@ export class InvocationService {
   async #prepareFunction(tenant: Tenant, body: FunctionInvokeRequest, id: string): Promise<Prepared> {
     const fn = await this.#load(tenant.name, body.function, body.version);
     const profile = findProfile(this.deps.profiles, body.profile ?? fn.profile);
-    checkRuntime(profile, fn.runtime, `run function '${fn.name}'`);
+    // An image function's runtime names its handler contract only; the profile must run images.
+    if (!fn.image) checkRuntime(profile, fn.runtime, `run function '${fn.name}'`);
     const limits = resolveLimits(profile, { ...fn.limits, ...body.limits }, { tenant: tenant.name, max: tenant.quotas.maxLimits });
     checkBrokeredSlots(profile, fn.secrets);
     const secrets = await this.#secretFiles(tenant.name, fn);
     const context = { invocationId: id, function: fn.name, version: fn.version, tenant: tenant.name, deadlineMs: Date.now() + limits.timeoutMs };
+    if (fn.image) {
+      // Exactly the digest the deploy pinned; the shell's handler contract (the event's JSON on stdin).
+      const task = this.#imageTask(id, fn.image.digest, { command: fn.image.command, env: fn.env, stdin: JSON.stringify(body.input ?? null), limits, profile });
+      task.runtime = IMAGE_FUNCTION_CONTRACT;
+      task.profile.brokeredFiles.push(...secrets);
+      return { id, tenant, task, profile, fn: { name: fn.name, version: fn.version } };
+    }
     const task = handlerTask({ id, fn: { ...fn, tenant: tenant.name }, event: body.input, context, limits, profile, secrets });
     return { id, tenant, task, profile, fn: { name: fn.name, version: fn.version } };
   }

@@ -17,6 +17,7 @@ import { killProcesses, prepareParents, removeParents, sweepCgroups, type Cgroup
 import { NET_LOCK_DIR, ROOT_BASE, RUN_DIR, sandboxCgroup, sandboxCgroupPrefix } from './names.js';
 import { processAlive } from './pids.js';
 import { missingRequirements, probeHost } from './probe.js';
+import { sweepImages } from '../images/store.js';
 import { registerServer, sweepServerEntries, unregisterServer, unsharedParents, usesTable } from './registry.js';
 
 export interface HostConfig {
@@ -28,6 +29,8 @@ export interface HostConfig {
   profiles: Iterable<Profile>;
   /** ZVIZ_ALLOW_TEST_PROFILES: profiles with network mode `join` pass the check. */
   allowTestProfiles?: boolean;
+  /** The image store's folder (worker-pool/images/): start-up removes what dead pulls left there. */
+  imagesDir?: string;
   /** Where what start-up swept or found is said (a server's log); nothing when absent. */
   log?: HostLog;
 }
@@ -152,6 +155,10 @@ export function openHost(config: HostConfig): Host {
   try {
     const gone = sweepServerEntries(processAlive);
     if (gone.length > 0) log?.warn('dropped the registration of servers that are gone', { pids: gone });
+    if (config.imagesDir !== undefined) {
+      const half = sweepImages(config.imagesDir, processAlive);
+      if (half.length > 0) log?.warn('removed image pulls a previous process left unfinished', { removed: half });
+    }
     try {
       prepareParents(cgroupPlan);
       const swept = sweepCgroups(cgroupPlan, processAlive);
