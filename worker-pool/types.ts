@@ -120,6 +120,7 @@ export interface HostFacts {
   landlock: { abi: number; unenforced: string[]; detail: string };
   seccomp: { available: boolean; actions: string[]; userNotification: boolean; detail: string };
   nftables: { available: boolean; detail: string };
-  lsm: { list: string[]; apparmor: boolean; selinux: boolean };
+  /** `apparmorLoaded`: the AppArmor profiles the kernel has loaded (null when AppArmor is off or the list unreadable). */
+  lsm: { list: string[]; apparmor: boolean; selinux: boolean; apparmorLoaded?: string[] | null };
   nativeAbi: number;
 }
