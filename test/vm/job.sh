@@ -61,8 +61,9 @@ apparmor() {
 
 suites() {
   # shellcheck disable=SC2086 # a list of files
-  npx vitest run $SUITES --reporter=default --reporter=json --outputFile.json=/tmp/vm-vitest.json
-  local rc=$?
+  # Through a pipe: on the serial console (a tty) vitest would redraw its status for every test.
+  npx vitest run $SUITES --reporter=default --reporter=json --outputFile.json=/tmp/vm-vitest.json | cat
+  local rc=${PIPESTATUS[0]}
   node dist/test/vm/report.js /tmp/vm-vitest.json || rc=1
   return $rc
 }
