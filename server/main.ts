@@ -12,6 +12,7 @@ import { PACKAGE_ROOT } from '../worker-pool/util/package-root.js';
 import { loadProfiles, type Profile } from '../profiles/index.js';
 import { openHost, type Host } from '../worker-pool/host/index.js';
 import { imagesDir, openImageStore } from '../worker-pool/images/index.js';
+import { appArmorReadiness } from '../worker-pool/host/probe.js';
 import { PoolOverloadedError, SandboxPool } from '../worker-pool/pool.js';
 import { commandTask, type SandboxTask } from '../worker-pool/task.js';
 import { createApp, DEFAULT_MAX_BODY_BYTES, type Invoker, type Readiness } from './app.js';
@@ -174,13 +175,15 @@ export async function main(): Promise<void> {
     if (Date.now() - canary.at > 10_000) await runCanary();
     const queueOk = pool.queued < config.maxQueue;
     const [redis, stateDir] = await Promise.all([state.ping(), probeStateDir(config.stateDir)]);
+    const apparmor = appArmorReadiness(profiles.values());
     return {
-      ready: canary.ok && queueOk && redis.ok && stateDir.ok,
+      ready: canary.ok && queueOk && redis.ok && stateDir.ok && (apparmor?.ok ?? true),
       checks: {
         sandbox: { ok: canary.ok, detail: canary.detail },
         capacity: { ok: queueOk, detail: `${pool.inFlight} in flight, ${pool.queued} queued of ${config.maxQueue}` },
         redis,
         stateDir,
+        ...(apparmor ? { apparmor } : {}),
       },
     };
   }

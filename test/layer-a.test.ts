@@ -9,7 +9,7 @@ import { hostLeftovers, settledLeftovers } from './support/leftovers.js';
 import { hostProcessesMatching, zombiesUnder } from './support/procfs.js';
 import { hostUidOf, PY_LIBC, run, runJson, runOk } from './support/sandboxes.js';
 import { privilegedReason, type RunningServer, startServer } from './support/server.js';
-import { pollUntil, token } from './support/wait.js';
+import { pollUntil, timeScale, token } from './support/wait.js';
 
 const BASE_ENV = { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: '/tmp', LANG: 'C.UTF-8' };
 
@@ -276,13 +276,13 @@ setsid sleep ${marker} &
 ( ( setsid sleep ${marker} & ) & )
 sleep 0.2
 ps -eo pid,ppid,sid,args
-sleep 30`, { limits: { timeoutMs: 500 } });
+sleep 30`, { limits: { timeoutMs: 500 * timeScale() } });
     let done = false;
     void pending.finally(() => (done = true));
     // Only the sleeps themselves: `setsid` before its exec, or a runtime holding the code
     // in its argv, show the same words.
     const sleeps = () => hostProcessesMatching(`sleep ${marker}`).filter((p) => p.cmdline === `sleep ${marker}`);
-    const seen = await pollUntil(sleeps, (p) => p.length >= 2 || done, 5000, 10);
+    const seen = await pollUntil(sleeps, (p) => p.length >= 2 || done, 5000 * timeScale(), 10);
     const r = await pending;
     expect(seen.length, 'both daemons were running on the host').toBe(2);
     expect(r.status).toBe('timeout');
@@ -313,7 +313,13 @@ sleep 30`, { limits: { timeoutMs: 500 } });
   it('20 concurrent invocations each keep their own /tmp and their own host uid', async () => {
     const tokens = Array.from({ length: 20 }, () => token());
     const outs = await Promise.all(
-      tokens.map((t) => runOk(s, 'bash', 'echo "$TOKEN" > /tmp/t; sleep 0.3; cat /tmp/t; cat /proc/self/uid_map', { env: { TOKEN: t } })),
+      tokens.map((t) =>
+        runOk(s, 'bash', 'echo "$TOKEN" > /tmp/t; sleep 0.3; cat /tmp/t; cat /proc/self/uid_map', {
+          env: { TOKEN: t },
+          // 20 at once on a slow (emulated) machine take longer than the default limit.
+          limits: { timeoutMs: Math.min(60_000, 5000 * timeScale()) },
+        }),
+      ),
     );
     const uids = outs.map((o, i) => {
       const [first, ...map] = o.trim().split('\n');

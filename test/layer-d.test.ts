@@ -2,16 +2,18 @@
 // with memory, pids and CPU limits the kernel enforces, exact accounting, and nothing
 // left on the host afterwards. Talks to a real server on 127.0.0.1 and reads the host's
 // cgroup file systems and /proc directly.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, rmdirSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { sandboxCgroupPrefix } from '../worker-pool/host/names.js';
+import { CGROUP_PARENT, sandboxCgroupPrefix, SERVER_LEAF } from '../worker-pool/host/names.js';
 import { CGROUP_ROOT, deadPid, findDirs, hostCgroupDriver, MiB, sampleMemAvailable } from './support/cgroups.js';
 import { belongsToOthers, hostLeftovers } from './support/leftovers.js';
 import { procCgroups, readTrim } from './support/procfs.js';
 import { newSandboxProcesses, sandboxProcesses } from './support/sandboxes.js';
+import { startServerProcess } from './support/server-process.js';
 import { privilegedReason, privilegedUnavailable, type RunningServer, startServer } from './support/server.js';
-import { pollUntil, sleep } from './support/wait.js';
+import { pollUntil, sleep, timeScale } from './support/wait.js';
 
 const skipReason = privilegedReason();
 const driver = hostCgroupDriver();
@@ -54,12 +56,14 @@ print("done", round(time.process_time() * 1000))
  * function itself counted. A host busy with other work gives the sandbox less than its
  * quota, which neither bound mistakes for a fault.
  */
-function expectBurnCharged(r: { status: string; stdout: string; cpuMs: number }): void {
+function expectBurnCharged(r: { status: string; stdout: string; cpuMs: number; durationMs?: number }): void {
   expect(r.status).toBe('ok');
   const own = Number(/^done (\d+)$/m.exec(r.stdout)?.[1]);
   expect(own, r.stdout).toBeGreaterThan(0);
   expect(r.cpuMs).toBeGreaterThanOrEqual(own * 0.95);
-  expect(r.cpuMs).toBeLessThanOrEqual(1300);
+  // Half of the function's wall time, start-up included: on a slow (emulated) machine the
+  // interpreter's start alone takes a second or more, under the same quota.
+  expect(r.cpuMs).toBeLessThanOrEqual(Math.max(1300, 0.65 * (r.durationMs ?? 0)));
 }
 
 /** GET /host (admin-only) or /healthz (open). */
@@ -168,7 +172,7 @@ describe.skipIf(v1Skip !== null)(
       expect(r.memoryPeakBytes).toBeLessThanOrEqual(64 * MiB + 8 * MiB);
     });
 
-    test('four busy threads for 2 s under cpus 0.5 are charged what they used, at most about 1000 ms', async () => {
+    test('four busy threads for 2 s under cpus 0.5 are charged what they used, at most about half their wall time (1000 ms of 2 s)', async () => {
       const r = await s.invoke({ runtime: 'python', code: pyBurn(4, 2), limits: { cpus: 0.5, timeoutMs: 10_000 } });
       console.log(`cpu burn: cpuMs=${r.cpuMs} durationMs=${r.durationMs} ${r.stdout.trim()}`);
       expectBurnCharged(r);
@@ -341,8 +345,8 @@ describe.skipIf(v2Skip !== '')(`layer D on cgroup v2${v2Skip ? ` [${v2Skip}]` : 
     expect(await newSandboxProcesses(s.pid, before)).toEqual([]);
   });
 
-  test('four busy threads for 2 s under cpus 0.5 are charged what they used, at most about 1000 ms', async () => {
-    const r = await s.invoke({ runtime: 'python', code: pyBurn(4, 2), limits: { cpus: 0.5, timeoutMs: 10_000 } });
+  test('four busy threads for 2 s under cpus 0.5 are charged what they used, at most about half their wall time (1000 ms of 2 s)', async () => {
+    const r = await s.invoke({ runtime: 'python', code: pyBurn(4, 2), limits: { cpus: 0.5, timeoutMs: 10_000 * timeScale() } });
     expectBurnCharged(r);
   });
 });
@@ -417,5 +421,58 @@ describe.skipIf(skipReason !== null)(`layer D: the supervisor survives pipes the
       expect({ status: r.status, reason: r.reason, warm: r.warm }).toEqual({ status: 'timeout', reason: 'timeout', warm: true });
       expect((await s!.invoke({ runtime: 'bash', code: 'echo alive' })).stdout).toBe('alive\n');
     });
+  });
+});
+
+describe.skipIf(v2Skip !== '')(`layer D on cgroup v2: servers in cgroups of their own or shared${v2Skip ? ` [${v2Skip}]` : ''}`, () => {
+  const made: string[] = [];
+  let sleeper: ChildProcess | null = null;
+  afterAll(() => {
+    if (sleeper?.pid && sleeper.exitCode === null) sleeper.kill('SIGKILL');
+    // Deepest first: the server leaf and `zviz` before the test's own cgroup.
+    for (const d of made.reverse()) {
+      for (const sub of [SERVER_LEAF, CGROUP_PARENT]) if (existsSync(join(d, sub))) rmdirSync(join(d, sub));
+      if (existsSync(d)) rmdirSync(d);
+    }
+  });
+
+  /** A fresh cgroup beneath ours (the root inside the VM), named as nothing of ZViz's is. */
+  function freshCgroup(): string {
+    const own = procCgroups('self').get('')!;
+    const d = join(CGROUP_ROOT, own, `test-deleg-${process.pid}-${made.length}`);
+    mkdirSync(d);
+    made.push(d);
+    return d;
+  }
+
+  test('a server sharing its cgroup with another process stops with one line: the pids and how to delegate', async () => {
+    const d = freshCgroup();
+    sleeper = spawn('/bin/sh', ['-c', 'echo $$ > "$1/cgroup.procs" && exec sleep 600', 'sh', d], { stdio: 'ignore' });
+    const sleeperPid = sleeper.pid!;
+    await pollUntil(() => readTrim(join(d, 'cgroup.procs')) ?? '', (t) => t.split('\n').includes(String(sleeperPid)), 5000, 20);
+    let error = '';
+    try {
+      const p = await startServerProcess({ memoryCgroup: d, env: { ZVIZ_WARM_MAX: '0' } });
+      await p.stop();
+    } catch (e) {
+      error = (e as Error).message;
+    }
+    const line = error.split('\n').find((l) => l.includes('Cannot delegate cgroup controllers')) ?? '';
+    expect(line, error).toContain(`Cannot delegate cgroup controllers from ${d}: it also holds processes ${sleeperPid}`);
+    expect(line).toContain('Delegate=yes');
+    expect(line).toContain('systemd-run --scope -p Delegate=yes');
+    sleeper.kill('SIGKILL');
+  });
+
+  test('a server alone in a cgroup of its own moves itself into the zviz-server leaf and runs sandboxes beside it', async () => {
+    const d = freshCgroup();
+    const p = await startServerProcess({ memoryCgroup: d, env: { ZVIZ_WARM_MAX: '0' } });
+    try {
+      expect(procCgroups(p.pid).get('')).toBe(`${procCgroups('self').get('')!.replace(/\/$/, '')}/${basename(d)}/${SERVER_LEAF}`);
+      expect(readTrim(join(d, 'cgroup.subtree_control'))!.split(' ')).toEqual(expect.arrayContaining(['memory', 'pids']));
+      expect(readTrim(join(d, CGROUP_PARENT, 'cgroup.subtree_control'))!.split(' ')).toEqual(expect.arrayContaining(['memory', 'pids']));
+    } finally {
+      expect(await p.stop()).toBe(0);
+    }
   });
 });

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parseProfile, type Profile } from '../profiles/index.js';
-import { missingRequirements } from './host/probe.js';
+import { missingRequirements, parseAppArmorProfiles } from './host/probe.js';
 import { FS, landlockPolicy, landlockRefusal, NET, unenforcedRights, type PathRule } from './landlock.js';
 import type { HostFacts } from './types.js';
 
@@ -173,7 +173,7 @@ describe('landlockRefusal and the start-up check', () => {
     expect(landlockRefusal(p, 0)).toBeNull();
   });
 
-  function facts(abi: number, apparmor = false): HostFacts {
+  function facts(abi: number, apparmor = false, apparmorLoaded: string[] | null = ['zviz-fn']): HostFacts {
     return {
       kernel: '6.1.0',
       arch: 'x86_64',
@@ -182,7 +182,7 @@ describe('landlockRefusal and the start-up check', () => {
       landlock: { abi, unenforced: unenforcedRights(abi), detail: '' },
       seccomp: { available: true, actions: ['user_notif'], userNotification: true, detail: '' },
       nftables: { available: true, detail: '' },
-      lsm: { list: apparmor ? ['apparmor'] : [], apparmor, selinux: false },
+      lsm: { list: apparmor ? ['apparmor'] : [], apparmor, selinux: false, apparmorLoaded: apparmor ? apparmorLoaded : null },
       syscallAbis: { ia32: true, x32: false, detail: 'IA32 (int 0x80) present, x32 absent' },
       nativeAbi: 3,
     };
@@ -203,6 +203,25 @@ describe('landlockRefusal and the start-up check', () => {
     expect(without[0]).toContain("'zviz-fn'");
     expect(without[0]).not.toContain('\n');
     expect(missingRequirements(facts(7, true), [aa]).filter((m) => m.includes('AppArmor'))).toEqual([]);
+  });
+
+  it('missingRequirements refuses a profile naming an AppArmor profile the kernel has not loaded, in one line saying how to load it', () => {
+    const aa = profile('confined', (raw) => (raw.apparmorProfile = 'zviz-function'));
+    for (const loaded of [['zviz-fn', 'other'], [], null]) {
+      const lines = missingRequirements(facts(7, true, loaded), [aa]).filter((m) => m.includes('AppArmor'));
+      expect(lines).toEqual([
+        "Profile 'confined' names AppArmor profile 'zviz-function', which is not loaded: load it (apparmor_parser -r profiles/apparmor/zviz-function for the one ZViz ships) or remove apparmorProfile from the profile",
+      ]);
+    }
+    expect(missingRequirements(facts(7, true, ['zviz-function']), [aa]).filter((m) => m.includes('AppArmor'))).toEqual([]);
+  });
+
+  it('parseAppArmorProfiles reads the names of the kernel list, modes and spaces included', () => {
+    expect(parseAppArmorProfiles('zviz-function (enforce)\n/usr/bin/man (complain)\nweird name (enforce)\n\n')).toEqual([
+      'zviz-function',
+      '/usr/bin/man',
+      'weird name',
+    ]);
   });
 
   it('missingRequirements finds every refusal when given profiles.values(), a one-shot iterator, as server/main.ts does', () => {

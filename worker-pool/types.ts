@@ -131,7 +131,8 @@ export interface HostFacts {
   landlock: { abi: number; unenforced: string[]; detail: string };
   seccomp: { available: boolean; actions: string[]; userNotification: boolean; detail: string };
   nftables: { available: boolean; detail: string };
-  lsm: { list: string[]; apparmor: boolean; selinux: boolean };
+  /** `apparmorLoaded`: the AppArmor profiles the kernel has loaded (null when AppArmor is off or the list unreadable). */
+  lsm: { list: string[]; apparmor: boolean; selinux: boolean; apparmorLoaded?: string[] | null };
   /**
    * Foreign system call ABIs a 64-bit process can reach, asked of the kernel (null: the
    * probe could not tell). Seccomp kills both either way; without IA32, `int 0x80` is a

@@ -7,6 +7,7 @@
 import { existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { loadProfiles, type Profile } from '../../profiles/index.js';
+import { v2DelegationProblem } from '../../worker-pool/host/cgroups.js';
 import { missingRequirements, probeHost } from '../../worker-pool/host/probe.js';
 import { EXPECTED_ABI, supervisorPath } from '../../worker-pool/native.js';
 import type { HostFacts } from '../../worker-pool/types.js';
@@ -204,8 +205,12 @@ export async function doctorCommand(args: readonly string[], io: Io): Promise<nu
   }
   let facts: HostFacts | null = null;
   let probeError: string | null = null;
+  let delegation: string | null = null;
   try {
-    facts = probeHost().facts;
+    const probed = probeHost();
+    facts = probed.facts;
+    // As start-up judges it: a server started from here shares this process's cgroup.
+    delegation = v2DelegationProblem(probed.cgroupPlan);
   } catch (e) {
     probeError = errorMessage(e);
   }
@@ -216,7 +221,7 @@ export async function doctorCommand(args: readonly string[], io: Io): Promise<nu
     root: process.getuid?.() === 0,
     probeError,
     profiles,
-    missing: facts ? missingRequirements(facts, Array.isArray(profiles) ? profiles : [], options) : [],
+    missing: facts ? [...missingRequirements(facts, Array.isArray(profiles) ? profiles : [], options), ...(delegation ? [delegation] : [])] : [],
     supervisor: { path: supervisorPath(), present: existsSync(supervisorPath()) },
     ip: findOnPath('ip', sbin, io.env),
     redisServer: config?.redisUrl != null ? null : { name: redis, path: findOnPath(redis, sbin, io.env) },

@@ -6,7 +6,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { planCgroups } from '../../worker-pool/host/cgroups.js';
-import { NET_LOCK_DIR, NETNS_DIR, SERVERS_DIR } from '../../worker-pool/host/names.js';
+import { isZvizCgroupName, NET_LOCK_DIR, NETNS_DIR, SERVERS_DIR } from '../../worker-pool/host/names.js';
 import { registeredServers } from '../../worker-pool/host/registry.js';
 import { alive, ancestors, descendantsOf, exeOf, hostProcesses, parentPid, procCgroups, readTrim, uidOf } from './procfs.js';
 import { CGROUP_ROOT } from './cgroups.js';
@@ -31,7 +31,7 @@ export function hostLeftovers(): string[] {
     for (const e of entries) {
       if (!e.isDirectory()) continue;
       const p = join(dir, e.name);
-      if (e.name.startsWith('zviz')) found.push(`cgroup ${p}`);
+      if (isZvizCgroupName(e.name)) found.push(`cgroup ${p}`);
       walk(p, depth + 1);
     }
   };

@@ -10,6 +10,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PACKAGE_ROOT } from '../../worker-pool/util/package-root.js';
+import { timeScale } from './wait.js';
 
 export const SERVER_ENTRY = join(PACKAGE_ROOT, 'dist', 'server', 'main.js');
 
@@ -21,7 +22,7 @@ export interface ServerProcessOptions {
   env?: Record<string, string>;
   /** Run on this state directory and keep it at stop (a restart of an earlier server); default: a fresh one. */
   stateDir?: string;
-  /** A v1 memory cgroup directory the server (and so everything it starts) is born in. */
+  /** A cgroup directory (a v1 memory cgroup, or a v2 cgroup) the server, and so everything it starts, is born in. */
   memoryCgroup?: string;
   /** cgroup directories (one per hierarchy) the server is born in: a subtree of its own. */
   cgroups?: readonly string[];
@@ -107,7 +108,7 @@ export async function startServerProcess(opts: ServerProcessOptions = {}): Promi
 
   let url: string;
   try {
-    const timeoutMs = opts.startTimeoutMs ?? 20_000;
+    const timeoutMs = (opts.startTimeoutMs ?? 20_000) * timeScale();
     url = await new Promise<string>((res, rej) => {
       const timer = setTimeout(() => rej(new Error(`server did not start within ${timeoutMs / 1000} s:\n${logs()}`)), timeoutMs);
       const check = (): void => {

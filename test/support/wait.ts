@@ -1,6 +1,17 @@
 // Waiting in tests: a pause, and polling something until it holds. Every suite and the
 // load tests use these; none keeps its own copy.
 
+/**
+ * ZVIZ_TEST_TIME_SCALE (default 1): how much slower than a plain machine this one is (the
+ * VM job under TCG sets it). Fixed waits that only bound how long something may take — a
+ * server's start-up, a test's timeout — are multiplied by it, so slowness never reads as
+ * failure. Never applied to a limit a test checks ZViz enforces.
+ */
+export function timeScale(env: NodeJS.ProcessEnv = process.env): number {
+  const v = Number(env.ZVIZ_TEST_TIME_SCALE ?? '1');
+  return Number.isFinite(v) && v >= 1 ? v : 1;
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((res) => setTimeout(res, ms));
 }

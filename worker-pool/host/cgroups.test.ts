@@ -11,6 +11,7 @@ import {
   planCgroups,
   prepareParents,
   prepareV2,
+  v2DelegationProblem,
   removeParents,
   sweepCgroups,
   type CgroupFs,
@@ -385,6 +386,42 @@ describe('prepareV2', () => {
     const fsys = new FakeFs({}, [V2_SERVER]);
     fsys.failWrite.set(`${V2_SERVER}/cgroup.subtree_control`, ['EBUSY', 'EBUSY']);
     expect(() => prepareV2(v2Plan(), fsys, 4242)).toThrow(/EBUSY/);
+  });
+
+  it('a server sharing its non-root cgroup with other processes stops with one line saying what to do, and writes nothing', () => {
+    const fsys = new FakeFs({ [`${V2_SERVER}/cgroup.procs`]: '100\n4242\n', [`${V2_SERVER}/cgroup.events`]: 'populated 1\n', [`${V2_SERVER}/cgroup.subtree_control`]: '' });
+    let message = '';
+    try {
+      prepareV2(v2Plan(), fsys, 4242);
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message.split('\n')).toHaveLength(1);
+    expect(message).toContain(`Cannot delegate cgroup controllers from ${V2_SERVER}: it also holds processes 100,`);
+    expect(message).toContain('Delegate=yes');
+    expect(message).toContain('systemd-run --scope -p Delegate=yes');
+    expect(message).toContain('dedicated cgroup');
+    expect(fsys.log).toEqual([]);
+    expect(v2DelegationProblem(v2Plan(), fsys, 4242)).toBe(message);
+  });
+
+  it('a server alone in its non-root cgroup moves itself into the leaf (no problem reported)', () => {
+    const fsys = new FakeFs({ [`${V2_SERVER}/cgroup.procs`]: '4242\n', [`${V2_SERVER}/cgroup.events`]: 'populated 1\n', [`${V2_SERVER}/cgroup.subtree_control`]: '' });
+    fsys.failWrite.set(`${V2_SERVER}/cgroup.subtree_control`, ['EBUSY']);
+    expect(v2DelegationProblem(v2Plan(), fsys, 4242)).toBeNull();
+    prepareV2(v2Plan(), fsys, 4242);
+    expect(fsys.files.get(`${V2_SERVER}/zviz-server/cgroup.procs`)).toBe('4242');
+  });
+
+  it('the root cgroup (no cgroup.events) and a cgroup already delegating the controllers are no problem', () => {
+    const root = new FakeFs({ [`${V2_SERVER}/cgroup.procs`]: '1\n100\n4242\n', [`${V2_SERVER}/cgroup.subtree_control`]: '' });
+    expect(v2DelegationProblem(v2Plan(), root, 4242)).toBeNull();
+    const delegated = new FakeFs({
+      [`${V2_SERVER}/cgroup.procs`]: '',
+      [`${V2_SERVER}/cgroup.events`]: 'populated 1\n',
+      [`${V2_SERVER}/cgroup.subtree_control`]: 'cpu memory pids\n',
+    });
+    expect(v2DelegationProblem(v2Plan(), delegated, 4242)).toBeNull();
   });
 
   it('does nothing for a v1 or `none` plan', () => {

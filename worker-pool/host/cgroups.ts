@@ -150,15 +150,46 @@ export function planCgroups(procSelfCgroup: string, mountinfo: string, fsys: Cgr
   };
 }
 
+/** What to do when the server's v2 cgroup holds other processes: the one line start-up and `zviz doctor` print. */
+export const DELEGATION_FIX =
+  'run ZViz alone in a cgroup of its own: a systemd service with Delegate=yes, `systemd-run --scope -p Delegate=yes zviz serve`, or a dedicated cgroup (mkdir /sys/fs/cgroup/zviz.scope, move the shell there, start ZViz)';
+
 /**
- * v2 only: enable the controllers for the `zviz` subtree. The "no internal processes"
- * rule forbids enabling controllers in a cgroup that has processes, so if the server's
- * cgroup is not the root and holds the server itself, the server first moves into a
- * `zviz-server` leaf beside the sandboxes' folder (what systemd expects of a delegated
- * service).
+ * v2 only: why the server cannot delegate controllers to its sandboxes from its cgroup, or
+ * null when it can. The "no internal processes" rule forbids enabling controllers for the
+ * children of a (non-root) cgroup that holds processes; a server alone there moves itself
+ * into a leaf first (prepareV2), but it cannot move processes that are not its own (a login
+ * shell in the same session scope, a container's init, a service without Delegate=yes).
+ */
+export function v2DelegationProblem(plan: CgroupPlan, fsys: CgroupFs = realFs, pid = process.pid): string | null {
+  if (plan.driver !== 'v2' || !plan.serverCgroup) return null;
+  const server = plan.serverCgroup;
+  let enabled: string[] = [];
+  let procs: number[] = [];
+  try {
+    enabled = fsys.readFile(join(server, 'cgroup.subtree_control')).trim().split(/\s+/).filter(Boolean);
+    procs = fsys.readFile(join(server, 'cgroup.procs')).split('\n').filter(Boolean).map(Number);
+  } catch {
+    return null; // unreadable here: prepareV2 meets the real error and reports it
+  }
+  if (plan.controllers.every((c) => enabled.includes(c))) return null; // already delegated
+  if (!fsys.exists(join(server, 'cgroup.type')) && !fsys.exists(join(server, 'cgroup.events'))) return null; // the root: exempt
+  const others = procs.filter((p) => p !== pid);
+  if (others.length === 0) return null;
+  const shown = others.slice(0, 5).join(', ') + (others.length > 5 ? `, … (${others.length} in all)` : '');
+  return `Cannot delegate cgroup controllers from ${server}: it also holds processes ${shown}, and cgroup v2 gives controllers only to the children of a cgroup without processes; ${DELEGATION_FIX}`;
+}
+
+/**
+ * v2 only: enable the controllers for the `zviz` subtree. A server alone in a non-root
+ * cgroup first moves itself into a `zviz-server` leaf beside the sandboxes' folder (what
+ * systemd expects of a delegated service); one sharing it with other processes stops with
+ * v2DelegationProblem's message.
  */
 export function prepareV2(plan: CgroupPlan, fsys: CgroupFs = realFs, pid = process.pid): void {
   if (plan.driver !== 'v2' || !plan.serverCgroup) return;
+  const why = v2DelegationProblem(plan, fsys, pid);
+  if (why) throw new Error(why);
   const enable = plan.controllers.map((c) => `+${c}`).join(' ');
   const server = plan.serverCgroup;
   const control = join(server, 'cgroup.subtree_control');
@@ -169,7 +200,13 @@ export function prepareV2(plan: CgroupPlan, fsys: CgroupFs = realFs, pid = proce
     const leaf = join(server, SERVER_LEAF);
     if (!fsys.exists(leaf)) fsys.mkdir(leaf);
     fsys.writeFile(join(leaf, 'cgroup.procs'), String(pid));
-    fsys.writeFile(control, enable);
+    try {
+      fsys.writeFile(control, enable);
+    } catch (e2) {
+      // Another process joined the cgroup meanwhile.
+      if ((e2 as NodeJS.ErrnoException).code !== 'EBUSY') throw e2;
+      throw new Error(v2DelegationProblem(plan, fsys, pid) ?? `Cannot enable ${enable} in ${control}: EBUSY; ${DELEGATION_FIX}`);
+    }
   }
   const parent = plan.parents[0]!.parent;
   if (!fsys.exists(parent)) fsys.mkdir(parent);

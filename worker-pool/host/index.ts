@@ -13,7 +13,7 @@ import type { Profile } from '../../profiles/schema.js';
 import { dropTable, ensureTable, sweepNetwork, type NetworkHost } from '../network/index.js';
 import type { HostLayout } from '../spec.js';
 import type { HostFacts } from '../types.js';
-import { killProcesses, prepareParents, removeParents, sweepCgroups, type CgroupPlan } from './cgroups.js';
+import { killProcesses, prepareParents, removeParents, sweepCgroups, v2DelegationProblem, type CgroupPlan } from './cgroups.js';
 import { NET_LOCK_DIR, ROOT_BASE, RUN_DIR, sandboxCgroup, sandboxCgroupPrefix } from './names.js';
 import { processAlive } from './pids.js';
 import { missingRequirements, probeHost } from './probe.js';
@@ -84,6 +84,8 @@ export function checkHost(config: Pick<HostConfig, 'profiles' | 'allowTestProfil
     throw new HostError('requirements', [errorText(e)]);
   }
   const missing = missingRequirements(probed.facts, config.profiles, { allowTestProfiles: config.allowTestProfiles });
+  const delegation = v2DelegationProblem(probed.cgroupPlan);
+  if (delegation) missing.push(delegation);
   if (missing.length > 0) throw new HostError('requirements', missing);
   return probed;
 }

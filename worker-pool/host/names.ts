@@ -46,6 +46,16 @@ export function sandboxCgroupOwner(name: string): number | null {
   return m ? Number(m[1]) : null;
 }
 
+/**
+ * Whether a cgroup folder's name is one ZViz creates: the `zviz` parent, the v2
+ * `zviz-server` leaf, or a sandbox's `zviz-<pid>-<id>`. Anything else that merely starts
+ * with `zviz` (a `zviz.service` unit's own cgroup, `zviz-api.service`) is someone else's:
+ * the sweep walks into it, leftover checks leave it alone.
+ */
+export function isZvizCgroupName(name: string): boolean {
+  return name === CGROUP_PARENT || name === SERVER_LEAF || sandboxCgroupOwner(name) !== null;
+}
+
 /** Named network namespace of an egress sandbox (in NETNS_DIR). */
 export function netnsName(sandbox: string): string {
   return `zviz-${sandbox}`;

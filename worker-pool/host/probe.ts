@@ -27,6 +27,46 @@ export function describeAbis(a: { ia32: boolean | null; x32: boolean | null }): 
   return `IA32 (int 0x80) ${abiState(a.ia32)}, x32 ${abiState(a.x32)}`;
 }
 
+/** Where the kernel lists the loaded AppArmor profiles, one `name (mode)` a line. */
+export const APPARMOR_PROFILES = '/sys/kernel/security/apparmor/profiles';
+
+/** The profile names of APPARMOR_PROFILES' text. */
+export function parseAppArmorProfiles(text: string): string[] {
+  const out: string[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^(.+) \(([^()]+)\)$/.exec(line.trim());
+    if (m) out.push(m[1]!);
+  }
+  return out;
+}
+
+/** The loaded AppArmor profiles, or null when the list cannot be read (AppArmor off, securityfs not mounted). */
+export function loadedAppArmorProfiles(): string[] | null {
+  const text = read(APPARMOR_PROFILES);
+  return text === null ? null : parseAppArmorProfiles(text);
+}
+
+/** The AppArmor profiles the ZViz profiles name that the kernel has not loaded, as `zviz profile → AppArmor profile`. */
+export function unloadedAppArmorProfiles(profiles: Iterable<Profile>, loaded: readonly string[] | null): Array<{ profile: string; apparmor: string }> {
+  const out: Array<{ profile: string; apparmor: string }> = [];
+  for (const p of profiles) {
+    if (p.apparmorProfile && !(loaded ?? []).includes(p.apparmorProfile)) out.push({ profile: p.name, apparmor: p.apparmorProfile });
+  }
+  return out;
+}
+
+/**
+ * GET /readyz's AppArmor check, read afresh each time (a profile unloaded after start-up
+ * makes every invocation of its functions fail): null when no ZViz profile names one.
+ */
+export function appArmorReadiness(profiles: Iterable<Profile>): { ok: boolean; detail: string } | null {
+  const named = [...profiles].filter((p) => p.apparmorProfile);
+  if (named.length === 0) return null;
+  const missing = unloadedAppArmorProfiles(named, loadedAppArmorProfiles());
+  if (missing.length === 0) return { ok: true, detail: `loaded: ${[...new Set(named.map((p) => p.apparmorProfile))].join(', ')}` };
+  return { ok: false, detail: `not loaded: ${missing.map((m) => `'${m.apparmor}' (profile '${m.profile}')`).join(', ')}` };
+}
+
 export function probeHost(): { facts: HostFacts; cgroupPlan: CgroupPlan } {
   const k = native.probe() as {
     kernel: string;
@@ -69,7 +109,7 @@ export function probeHost(): { facts: HostFacts; cgroupPlan: CgroupPlan } {
         detail: k.seccomp.available ? `actions: ${k.seccomp.actions.join(' ')}` : 'seccomp unavailable',
       },
       nftables: { available: nft !== null, detail: nft ? `nft at ${nft}` : 'nft not installed (apt-get install nftables)' },
-      lsm: { list: lsm, apparmor, selinux },
+      lsm: { list: lsm, apparmor, selinux, apparmorLoaded: apparmor ? loadedAppArmorProfiles() : null },
       syscallAbis: { ...k.syscallAbis, detail: describeAbis(k.syscallAbis) },
       nativeAbi: k.nativeAbi,
     },
@@ -99,6 +139,15 @@ export function missingRequirements(
     if (p.apparmorProfile && !facts.lsm.apparmor) {
       out.push(
         `Profile '${p.name}' names AppArmor profile '${p.apparmorProfile}' but AppArmor is not enabled on this host: remove apparmorProfile from the profile or enable AppArmor`,
+      );
+    }
+  }
+  // Like a missing Landlock ABI: a profile the kernel does not know would fail every
+  // invocation (exit 127 at the function's exec), so the server does not start.
+  if (facts.lsm.apparmor) {
+    for (const m of unloadedAppArmorProfiles(profiles, facts.lsm.apparmorLoaded ?? null)) {
+      out.push(
+        `Profile '${m.profile}' names AppArmor profile '${m.apparmor}', which is not loaded: load it (apparmor_parser -r profiles/apparmor/${m.apparmor} for the one ZViz ships) or remove apparmorProfile from the profile`,
       );
     }
   }

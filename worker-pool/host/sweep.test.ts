@@ -14,7 +14,9 @@ describe('zviz sweep: where leftovers can be', () => {
     ].join('\n');
     const tree: Record<string, string[]> = {
       '/sys/fs/cgroup/unified': ['system.slice'],
-      '/sys/fs/cgroup/unified/system.slice': ['zviz.service'],
+      '/sys/fs/cgroup/unified/system.slice': ['zviz.service', 'zviz-api.service'],
+      // A unit named zviz-…: not a name ZViz makes, so a server running in it is found.
+      '/sys/fs/cgroup/unified/system.slice/zviz-api.service': ['zviz'],
       '/sys/fs/cgroup/unified/system.slice/zviz.service': ['zviz', 'zviz-server'],
       '/sys/fs/cgroup/memory': ['a', 'zviz'],
       '/sys/fs/cgroup/memory/a': ['zviz'],
@@ -31,7 +33,13 @@ describe('zviz sweep: where leftovers can be', () => {
           { controllers: ['memory'], parent: '/sys/fs/cgroup/memory/zviz' },
         ],
       }),
-      expect.objectContaining({ driver: 'v2', parents: [{ controllers: ['unified'], parent: '/sys/fs/cgroup/unified/system.slice/zviz.service/zviz' }] }),
+      expect.objectContaining({
+        driver: 'v2',
+        parents: [
+          { controllers: ['unified'], parent: '/sys/fs/cgroup/unified/system.slice/zviz.service/zviz' },
+          { controllers: ['unified'], parent: '/sys/fs/cgroup/unified/system.slice/zviz-api.service/zviz' },
+        ],
+      }),
     ]);
   });
 });

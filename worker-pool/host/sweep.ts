@@ -12,7 +12,7 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { dropTable, sweepNetwork, sweepUnlockedNetwork, type NetworkHost } from '../network/index.js';
 import { parseMountinfo, realFs, removeParents, sweepCgroups, V1_CONTROLLERS, type CgroupPlan } from './cgroups.js';
-import { CGROUP_PARENT, sandboxCgroupOwner, SERVERS_DIR } from './names.js';
+import { CGROUP_PARENT, isZvizCgroupName, sandboxCgroupOwner, SERVERS_DIR } from './names.js';
 import { processAlive } from './pids.js';
 import { registeredServers, sweepServerEntries, unsharedParents } from './registry.js';
 
@@ -61,7 +61,7 @@ export function findCgroupParents(mountinfo: string, listDirs: (dir: string) => 
           (m.fstype === 'cgroup2' ? v2 : v1).push({ controllers: [...carried], parent: p });
           continue; // sandboxes beneath are the sweep's business, not the walk's
         }
-        if (name.startsWith(`${CGROUP_PARENT}-`)) continue; // a sandbox's or the server leaf
+        if (isZvizCgroupName(name)) continue; // a sandbox's or the server leaf
         walk(p, depth + 1);
       }
     };
