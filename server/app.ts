@@ -21,6 +21,9 @@ import { Drain } from './ops/drain.js';
 import { ApiError, errorHandler, methodNotAllowed, notFoundHandler } from './http/errors.js';
 import { registerFunctionRoutes } from './functions/routes.js';
 import type { FunctionStore } from './functions/store.js';
+import type { Bundles } from './functions/bundles.js';
+import { registerUploadRoutes } from './uploads/routes.js';
+import type { UploadStore } from './uploads/store.js';
 import { InvocationService, type Invoker } from './invocation/service.js';
 import { registerInvokeRoutes } from './invocation/routes.js';
 import type { Logger } from './ops/log.js';
@@ -76,6 +79,8 @@ export interface AppDeps {
   callbackTimeoutMs?: number;
   /** Pauses before callback retries. Default 1 s and 3 s (three attempts). */
   callbackRetryMs?: readonly number[];
+  /** POST /uploads and function bundles; absent: neither route nor bundle deploys. */
+  uploads?: { store: UploadStore; bundles: Bundles; maxUploadBytes: number } | null;
 }
 
 function limitBody(maxBytes: number): MiddlewareHandler {
@@ -150,6 +155,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
     hostFacts: deps.hostFacts,
     withState,
     secretsDir: deps.secretsDir ?? null,
+    bundles: deps.uploads?.bundles ?? null,
   });
   const asyncInvocations = new AsyncInvocations({
     store: deps.results,
@@ -178,7 +184,9 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
     tenantOnly,
     limitBody: bodyUpToMax,
   });
-  registerFunctionRoutes(app, { functions: deps.functions, profiles, audit, withState, tenantOnly, limitBody: bodyUpToMax });
+  const uploads = deps.uploads ?? null;
+  registerFunctionRoutes(app, { functions: deps.functions, profiles, audit, withState, tenantOnly, limitBody: bodyUpToMax, bundles: uploads?.bundles ?? null });
+  if (uploads !== null) registerUploadRoutes(app, { uploads: uploads.store, maxUploadBytes: uploads.maxUploadBytes, audit, tenantOnly });
 
   app.openapi(
     apiRoute({

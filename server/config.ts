@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { PACKAGE_ROOT } from '../worker-pool/util/package-root.js';
 import { CALLBACK_HOST_PATTERN, parseCallbackHosts } from './invocation/callbacks.js';
+import type { S3Config } from './uploads/s3.js';
 
 function packageVersion(): string {
   try {
@@ -80,10 +81,25 @@ export const configSchema = z.object({
     .default(''),
   /** Longest a callback attempt may take, in ms (three attempts at most). */
   ZVIZ_CALLBACK_TIMEOUT_MS: int(100, 60_000).default(5000),
+  /** Largest body POST /uploads takes, in MiB (a tenant's maxUploadMb quota may lower it). */
+  ZVIZ_MAX_UPLOAD_MB: int(1, 65_536).default(64),
+  /** Largest archive a function may be deployed from, in MiB; unpacked it may be 4 times that. */
+  ZVIZ_MAX_BUNDLE_MB: int(1, 65_536).default(64),
+  /** Where bundles are unpacked, one read-only tree per digest; every ancestor must be searchable by others. */
+  ZVIZ_BUNDLE_CACHE_DIR: z.string().regex(/^\//, 'must be an absolute path').default('/var/cache/zviz/bundles'),
+  /** S3-compatible object store shared by a fleet (unset: uploads stay on this host). */
+  ZVIZ_S3_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,62}$/, 'must be a bucket name').optional(),
+  ZVIZ_S3_ENDPOINT: z.string().regex(/^https?:\/\/[^\s]+$/, 'must be an http:// or https:// URL').optional(),
+  ZVIZ_S3_REGION: z.string().min(1).max(64).default('us-east-1'),
+  ZVIZ_S3_PREFIX: z.string().regex(/^([A-Za-z0-9._-]+\/)*$/, 'must be empty or path components ending with /').default(''),
+  ZVIZ_S3_ACCESS_KEY_ID: z.string().min(1).max(256).optional(),
+  ZVIZ_S3_SECRET_ACCESS_KEY: z.string().min(1).max(512).optional(),
+  /** 1: path-style URLs (endpoint/bucket/key), what self-hosted stores need; 0: virtual-host style. */
+  ZVIZ_S3_FORCE_PATH_STYLE: z.enum(['0', '1']).default('1'),
 });
 
 /** Variables whose value must never be echoed, even in an error message. */
-const SECRET_VARIABLES = new Set(['ZVIZ_ADMIN_TOKEN', 'ZVIZ_REDIS_URL']);
+const SECRET_VARIABLES = new Set(['ZVIZ_ADMIN_TOKEN', 'ZVIZ_REDIS_URL', 'ZVIZ_S3_SECRET_ACCESS_KEY']);
 
 export interface Config {
   host: string;
@@ -107,6 +123,11 @@ export interface Config {
   resultTtlS: number;
   callbackHosts: string[];
   callbackTimeoutMs: number;
+  maxUploadBytes: number;
+  maxBundleBytes: number;
+  bundleCacheDir: string;
+  /** Null: no shared object store. */
+  s3: S3Config | null;
 }
 
 export class ConfigError extends Error {
@@ -155,5 +176,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     resultTtlS: c.ZVIZ_RESULT_TTL_S,
     callbackHosts: parseCallbackHosts(c.ZVIZ_CALLBACK_HOSTS),
     callbackTimeoutMs: c.ZVIZ_CALLBACK_TIMEOUT_MS,
+    maxUploadBytes: c.ZVIZ_MAX_UPLOAD_MB * 1024 * 1024,
+    maxBundleBytes: c.ZVIZ_MAX_BUNDLE_MB * 1024 * 1024,
+    bundleCacheDir: c.ZVIZ_BUNDLE_CACHE_DIR,
+    s3:
+      c.ZVIZ_S3_BUCKET === undefined
+        ? null
+        : {
+            bucket: c.ZVIZ_S3_BUCKET,
+            endpoint: c.ZVIZ_S3_ENDPOINT ?? null,
+            region: c.ZVIZ_S3_REGION,
+            prefix: c.ZVIZ_S3_PREFIX,
+            accessKeyId: c.ZVIZ_S3_ACCESS_KEY_ID ?? null,
+            secretAccessKey: c.ZVIZ_S3_SECRET_ACCESS_KEY ?? null,
+            forcePathStyle: c.ZVIZ_S3_FORCE_PATH_STYLE === '1',
+          },
   };
 }

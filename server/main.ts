@@ -29,6 +29,9 @@ import { PoolStatsPublisher } from './ops/pool-stats.js';
 import { stateGuard } from './state/guard.js';
 import { openState, type State } from './state/index.js';
 import { errorMessage } from '../worker-pool/util/errors.js';
+import { Bundles } from './functions/bundles.js';
+import { S3Blobs } from './uploads/s3.js';
+import { UploadStore } from './uploads/store.js';
 
 /** The example functions shipped with the package (absent from a trimmed install). */
 const EXAMPLES_DIR = join(PACKAGE_ROOT, 'functions');
@@ -92,6 +95,19 @@ export async function main(): Promise<void> {
   // later, as an audit file that stops taking records or a private Redis that cannot save.
   const writable = probeStateDirSync(config.stateDir);
   if (!writable.ok) abort(writable.detail);
+
+  // Uploads are private to the server (state dir); bundles are unpacked where the
+  // sandboxes' unprivileged setup user can reach them (functions/bundles.ts).
+  const remote = config.s3 === null ? null : new S3Blobs(config.s3);
+  const uploads = new UploadStore({ dir: join(config.stateDir, 'uploads'), remote, log });
+  const bundles = new Bundles({ uploads, cacheDir: config.bundleCacheDir, maxBundleBytes: config.maxBundleBytes, log });
+  try {
+    await uploads.open();
+    await bundles.open();
+  } catch (e) {
+    abort(errorMessage(e));
+  }
+  log.info('uploads', { dir: join(config.stateDir, 'uploads'), bundleCache: config.bundleCacheDir, remote: remote?.description ?? null });
 
   // Quotas are enforced in Redis: without it no invocation may run, so it comes first.
   let state: State;
@@ -198,6 +214,7 @@ export async function main(): Promise<void> {
     callbackHosts: config.callbackHosts,
     resultTtlS: config.resultTtlS,
     callbackTimeoutMs: config.callbackTimeoutMs,
+    uploads: { store: uploads, bundles, maxUploadBytes: config.maxUploadBytes },
   });
   const withState = stateGuard(log, metrics);
   let poolStats: PoolStatsPublisher | null = null;
@@ -289,6 +306,7 @@ export async function main(): Promise<void> {
     await answered;
     await audit.close();
     await state.close();
+    remote?.close();
     // What the supervisors left goes, then our registration; the `zviz` folders and the
     // nftables table go only when no live sibling is left to use them.
     host.close();

@@ -8,6 +8,7 @@ import { ApiError } from '../http/errors.js';
 import { checkRuntime, findProfile, resolveLimits, type TenantCap } from '../invocation/limits.js';
 import { DEFAULT_PROFILE, envSchema, profileNameSchema } from '../invocation/schemas.js';
 import type { FunctionSpec } from './store.js';
+import { digestSchema } from '../uploads/store.js';
 
 /** Sum of the UTF-8 sizes of a function's files. */
 export const MAX_FUNCTION_CODE_BYTES = 1024 * 1024;
@@ -113,6 +114,8 @@ export const deployFunctionSchema = z
     code: z.string().min(1, { error: 'must not be empty' }).optional(),
     /** Relative path → content; nested paths (lib/util.js) are fine. */
     files: filesSchema.optional(),
+    /** The digest of an archive uploaded with POST /uploads (.tar.gz or .zip), unpacked on /fn. */
+    bundle: digestSchema.optional(),
     /** The handler module (node, python) or script (bash), among the files. Default main.js, main.py or main.sh. */
     handler: filePathSchema.optional(),
     profile: profileNameSchema.default(DEFAULT_PROFILE),
@@ -123,8 +126,9 @@ export const deployFunctionSchema = z
     secrets: secretsSchema.default({}),
   })
   .superRefine((b, ctx) => {
-    if ((b.code === undefined) === (b.files === undefined)) {
-      ctx.addIssue({ code: 'custom', path: b.code === undefined ? ['code'] : ['files'], message: 'exactly one of code and files must be given' });
+    const given = (['code', 'files', 'bundle'] as const).filter((k) => b[k] !== undefined);
+    if (given.length !== 1) {
+      ctx.addIssue({ code: 'custom', path: [given[1] ?? 'code'], message: 'exactly one of code, files and bundle must be given' });
       return;
     }
     const handler = b.handler ?? defaultHandler(b.runtime);
@@ -146,6 +150,8 @@ type DeployBody = z.output<typeof deployFunctionSchema>;
 export interface DeployContext {
   profiles: ReadonlyMap<string, Profile>;
   cap: TenantCap;
+  /** The checked bundle, when the deploy names one (server/functions/bundles.ts: prepare). */
+  bundle?: { digest: string; bytes: number };
 }
 
 /**
@@ -153,7 +159,7 @@ export interface DeployContext {
  * and the tenant's caps, the code cap, brokered file slots) and returns the spec to store.
  */
 export function toFunctionSpec(body: DeployBody, ctx: DeployContext): FunctionSpec {
-  const files = body.files ?? { [defaultHandler(body.runtime)]: body.code ?? '' };
+  const files = body.bundle !== undefined ? {} : (body.files ?? { [defaultHandler(body.runtime)]: body.code ?? '' });
   const bytes = Object.values(files).reduce((n, c) => n + utf8(c), 0);
   if (bytes > MAX_FUNCTION_CODE_BYTES) {
     throw new ApiError(
@@ -175,6 +181,7 @@ export function toFunctionSpec(body: DeployBody, ctx: DeployContext): FunctionSp
     limits: body.limits,
     env: body.env,
     secrets: body.secrets,
+    ...(ctx.bundle === undefined ? {} : { bundle: ctx.bundle }),
   };
 }
 

@@ -10,6 +10,8 @@ import { remoteAddress, type TenantEnv } from '../tenancy/auth.js';
 import { ApiError } from '../http/errors.js';
 import { deployFunctionSchema, FUNCTION_VERSIONS_KEPT, MAX_FUNCTIONS_PER_TENANT, toFunctionSpec, type DeployFunctionRequest } from './deploy.js';
 import { digestOf, functionMetaSchema, type FunctionMeta, type FunctionStore } from './store.js';
+import type { BundleRef, Bundles } from './bundles.js';
+import { runtimeDef } from '../../worker-pool/runtime/index.js';
 import { FUNCTION_NAME_PATTERN } from '../invocation/schemas.js';
 import type { WithState } from '../state/guard.js';
 import type { Tenant } from '../tenancy/tenants.js';
@@ -23,6 +25,8 @@ export interface FunctionRouteDeps {
   withState: WithState;
   tenantOnly: MiddlewareHandler<TenantEnv>;
   limitBody: MiddlewareHandler;
+  /** Unpacks and checks bundles; null: a deploy naming a bundle is refused. */
+  bundles: Bundles | null;
 }
 
 function unknownFunction(name: string): ApiError {
@@ -63,13 +67,21 @@ export async function deployFunction(
 }
 
 async function store(
-  deps: Pick<FunctionRouteDeps, 'functions' | 'profiles' | 'withState'>,
+  deps: Pick<FunctionRouteDeps, 'functions' | 'profiles' | 'withState'> & { bundles?: Bundles | null },
   tenant: Tenant,
   name: string,
   body: ReturnType<typeof deployFunctionSchema.parse>,
   onlyIfChanged: boolean,
 ): Promise<DeployResult> {
-  const spec = toFunctionSpec(body, { profiles: deps.profiles, cap: { tenant: tenant.name, max: tenant.quotas.maxLimits } });
+  const cap = { tenant: tenant.name, max: tenant.quotas.maxLimits };
+  // Cheap checks first: a wrong profile or limit is named before any archive is unpacked.
+  toFunctionSpec({ ...body, bundle: undefined, code: body.code ?? 'x' }, { profiles: deps.profiles, cap });
+  let bundle: BundleRef | undefined;
+  if (body.bundle !== undefined) {
+    if (!deps.bundles) throw new ApiError('VALIDATION_FAILED', 'Cannot deploy bundle: this server does not take bundles', [{ path: 'bundle', message: 'is not supported here' }]);
+    bundle = await deps.bundles.prepare(tenant.name, body.bundle, body.handler ?? runtimeDef(body.runtime).source);
+  }
+  const spec = toFunctionSpec(body, { profiles: deps.profiles, cap, ...(bundle === undefined ? {} : { bundle }) });
   const out = await deps.withState('functions.put', 'store function', () =>
     deps.functions.put(tenant.name, name, spec, digestOf(spec), {
       onlyIfChanged,
@@ -103,7 +115,17 @@ export function registerFunctionRoutes(app: OpenAPIHono<TenantEnv>, deps: Functi
       params: NAME,
       body: deployFunctionSchema,
       answers: [{ status: 201, description: 'The new version', schema: functionMetaSchema }],
-      errors: [...BODY_ERRORS, 'UNKNOWN_PROFILE', 'RUNTIME_NOT_ALLOWED', 'LIMIT_EXCEEDS_PROFILE', 'QUOTA_LIMITS', 'QUOTA_FUNCTIONS'],
+      errors: [
+        ...BODY_ERRORS,
+        'UNKNOWN_PROFILE',
+        'RUNTIME_NOT_ALLOWED',
+        'LIMIT_EXCEEDS_PROFILE',
+        'QUOTA_LIMITS',
+        'QUOTA_FUNCTIONS',
+        'UNKNOWN_UPLOAD',
+        'ARCHIVE_REFUSED',
+        'UPLOAD_STORE_UNAVAILABLE',
+      ],
     }),
     async function deploy(c) {
       const tenant = c.get('tenant');

@@ -38,6 +38,9 @@ export type ErrorCode =
   | 'BAD_REQUEST'
   | 'HEADERS_TOO_LARGE'
   | 'REQUEST_TIMEOUT'
+  | 'ARCHIVE_REFUSED'
+  | 'UNKNOWN_UPLOAD'
+  | 'UPLOAD_STORE_UNAVAILABLE'
   | 'INTERNAL';
 
 /** Exhaustive: a code added to ErrorCode without a status here does not compile. */
@@ -78,6 +81,12 @@ export const ERROR_STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   BAD_REQUEST: 400,
   HEADERS_TOO_LARGE: 431,
   REQUEST_TIMEOUT: 408,
+  // Uploads and bundles (server/uploads/): an archive with an entry ZViz will not unpack
+  // (traversal, a link out, a device node, setuid), a digest the tenant never uploaded, and
+  // the shared object store (S3) not answering when a host needs a blob it has not seen.
+  ARCHIVE_REFUSED: 400,
+  UNKNOWN_UPLOAD: 404,
+  UPLOAD_STORE_UNAVAILABLE: 503,
   INTERNAL: 500,
 };
 

@@ -8,6 +8,7 @@ import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Profile } from '../../profiles/schema.js';
 import { handlerTask, inlineTask, type SandboxTask } from '../../worker-pool/task.js';
+import type { Bundles } from '../functions/bundles.js';
 import type { HostFacts, OutputChunk, SandboxOutcome } from '../../worker-pool/types.js';
 import { recordFailed, recordFinished, recordRefused, type AccountingDeps } from '../tenancy/accounting.js';
 import { ApiError } from '../http/errors.js';
@@ -37,6 +38,8 @@ export interface InvocationDeps {
   withState: WithState;
   /** Secrets are files `<secretsDir>/<tenant>/<name>` the operator provisioned; null: none exist. */
   secretsDir: string | null;
+  /** Where a bundle function's tree comes from; null: none can run here. */
+  bundles?: Bundles | null;
 }
 
 /** An invocation ready to be admitted: its task and what the response needs to name. */
@@ -160,8 +163,20 @@ export class InvocationService {
     checkBrokeredSlots(profile, fn.secrets);
     const secrets = await this.#secretFiles(tenant.name, fn);
     const context = { invocationId: id, function: fn.name, version: fn.version, tenant: tenant.name, deadlineMs: Date.now() + limits.timeoutMs };
-    const task = handlerTask({ id, fn: { ...fn, tenant: tenant.name }, event: body.input, context, limits, profile, secrets });
+    const fnDir = await this.#bundleTree(tenant.name, fn);
+    const code = { ...fn, tenant: tenant.name, ...(fnDir === null ? {} : { fnDir }) };
+    const task = handlerTask({ id, fn: code, event: body.input, context, limits, profile, secrets });
     return { id, tenant, task, profile, fn: { name: fn.name, version: fn.version } };
+  }
+
+  /** A bundle function's unpacked tree on this host (made from the shared store when needed), or null. */
+  async #bundleTree(tenant: string, fn: FunctionVersion): Promise<string | null> {
+    if (fn.bundle === undefined) return null;
+    const bundles = this.deps.bundles ?? null;
+    if (bundles === null) {
+      throw new ApiError('SANDBOX_UNAVAILABLE', `Cannot run function '${fn.name}': it is a bundle and this server does not take bundles`);
+    }
+    return bundles.tree(tenant, fn.bundle.digest);
   }
 
   /** A version of a function: the latest unless asked; only the last FUNCTION_VERSIONS_KEPT exist. */
