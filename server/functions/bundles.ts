@@ -49,22 +49,23 @@ export class Bundles {
   }
 
   /**
-   * Makes the cache directory, checks that the sandbox's setup user can reach it, and
-   * removes unpacks a dead process left half done. Throws naming the fix.
+   * Checks that the sandbox's setup user can reach the cache directory (made at the first
+   * unpack, so a server that never sees a bundle leaves nothing on the host) and removes
+   * unpacks a dead process left half done. Throws naming the fix.
    */
   async open(): Promise<void> {
     const dir = this.opts.cacheDir;
-    await mkdir(dir, { recursive: true, mode: 0o711 });
     for (let at = dir; ; at = dirname(at)) {
-      const mode = (await stat(at)).mode;
-      if ((mode & 0o001) === 0) {
+      const mode = await stat(at).then((st) => st.mode, () => null);
+      if (mode !== null && (mode & 0o001) === 0) {
         throw new Error(
           `Cannot use bundle cache directory ${dir}: ${at} is not searchable by other users (mode ${(mode & 0o777).toString(8)}), and sandboxes mount bundles from it as an unprivileged user (chmod o+x ${at}, or set ZVIZ_BUNDLE_CACHE_DIR)`,
         );
       }
       if (at === dirname(at)) break;
     }
-    for (const name of await readdir(dir)) {
+    const names = await readdir(dir).catch(() => [] as string[]); // not made yet: nothing to sweep
+    for (const name of names) {
       if (!name.startsWith('.tmp-')) continue;
       const pid = Number(name.split('-')[1]);
       if (Number.isInteger(pid) && pid > 0 && !processAlive(pid)) await rm(join(dir, name), { recursive: true, force: true });
@@ -123,6 +124,7 @@ export class Bundles {
     await this.#checkedSize(tenant, digest);
     const file = (await this.opts.uploads.local(tenant, digest))!;
     const max = this.opts.maxBundleBytes;
+    await mkdir(this.opts.cacheDir, { recursive: true, mode: 0o711 });
     const tmp = join(this.opts.cacheDir, `.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
     await mkdir(tmp, { mode: 0o755 });
     try {

@@ -34,6 +34,10 @@ export class S3Blobs implements BlobRemote {
         ? { credentials: { accessKeyId: config.accessKeyId, secretAccessKey: config.secretAccessKey } }
         : {}),
       maxAttempts: 3,
+      // Checksums only where the API requires them: the SDK's default (a CRC trailer on
+      // aws-chunked uploads) is not understood by every S3-compatible store.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
     });
   }
 
