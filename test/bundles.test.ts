@@ -5,7 +5,8 @@
 // is 413 with nothing left behind. Two servers share one Redis and a local S3-compatible
 // store (s3rver on 127.0.0.1): the second, with an empty state directory and bundle cache,
 // fetches the bundle from the store and runs it.
-import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import S3rver from 's3rver';
@@ -13,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tarGz, zipArchive } from './support/archives.js';
 import { rawFetch } from './support/compat-auth.js';
 import { startRedis, type TestRedis } from './support/redis.js';
-import { privilegedReason, startServer, type RunningServer } from './support/server.js';
+import { privilegedReason, repoRoot, startServer, type RunningServer } from './support/server.js';
 
 const MAX_UPLOAD_MB = 1;
 
@@ -25,6 +26,14 @@ async function upload(s: RunningServer, body: Buffer | ReadableStream<Uint8Array
     ...(body instanceof Buffer ? {} : { duplex: 'half' }),
   } as RequestInit);
   return { status: r.status, body: await r.json(), headers: r.headers };
+}
+
+function runCli(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [join(repoRoot, 'dist', 'server', 'cli', 'main.js'), ...args], { timeout: 30_000 }, (err, stdout, stderr) =>
+      resolve({ status: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stdout, stderr }),
+    );
+  });
 }
 
 const NODE_BUNDLE = tarGz([
@@ -153,6 +162,32 @@ describe.skipIf(privilegedReason() !== null)('function bundles on real servers, 
     // The server answers 413 as soon as the cap is passed; a client still sending may see the reset instead.
     if (streamed.status !== 0) expect(streamed.status).toBe(413);
     expect(readdirSync(join(a.stateDir, 'uploads', '.part'))).toEqual([]);
+  });
+
+  it('zviz deploy DIR packs a directory with node_modules into a bundle, uploads it and deploys it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'zviz-deploy-'));
+    try {
+      const files: Record<string, string> = {
+        'manifest.json': JSON.stringify({ name: 'cli-bundle', runtime: 'node', handler: 'main.js' }),
+        'main.js': "module.exports = async (e) => require('tiny-pad')(e.s, 4);\n",
+        'node_modules/tiny-pad/package.json': '{"name":"tiny-pad","main":"index.js"}',
+        'node_modules/tiny-pad/index.js': "module.exports = (s, n) => '-'.repeat(Math.max(0, n - s.length)) + s;\n",
+        '.git/config': 'not deployed',
+      };
+      for (const [p, c] of Object.entries(files)) {
+        mkdirSync(join(dir, p, '..'), { recursive: true });
+        writeFileSync(join(dir, p), c);
+      }
+      // Not spawnSync: the object store the server uploads to runs in this process.
+      const run = await runCli(['deploy', '--url', a.url, '--key', a.apiKey!, '--json', dir]);
+      expect(run.stderr).not.toMatch(/zviz:/);
+      expect(run.status).toBe(0);
+      const meta = JSON.parse(run.stdout) as { bundle?: { digest: string } };
+      expect(meta.bundle?.digest).toMatch(/^sha256:/);
+      expect((await a.invoke({ function: 'cli-bundle', input: { s: 'z' } })).output).toBe('---z');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('a digest the tenant never uploaded is 404 UNKNOWN_UPLOAD', async () => {
