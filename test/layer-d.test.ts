@@ -45,8 +45,22 @@ def burn():
 ts = [threading.Thread(target=burn) for _ in range(${threads})]
 for t in ts: t.start()
 for t in ts: t.join()
-print("done")
+print("done", round(time.process_time() * 1000))
 `;
+
+/**
+ * The quota caps what a burn gets (about 1000 ms in 2 s at cpus 0.5; without it the
+ * GIL-bound threads fill a core: about 2000 ms), and what is charged is at least what the
+ * function itself counted. A host busy with other work gives the sandbox less than its
+ * quota, which neither bound mistakes for a fault.
+ */
+function expectBurnCharged(r: { status: string; stdout: string; cpuMs: number }): void {
+  expect(r.status).toBe('ok');
+  const own = Number(/^done (\d+)$/m.exec(r.stdout)?.[1]);
+  expect(own, r.stdout).toBeGreaterThan(0);
+  expect(r.cpuMs).toBeGreaterThanOrEqual(own * 0.95);
+  expect(r.cpuMs).toBeLessThanOrEqual(1300);
+}
 
 /** GET /host (admin-only) or /healthz (open). */
 async function getJson(s: RunningServer, path: '/host' | '/healthz'): Promise<{ status: number; body: any }> {
@@ -154,15 +168,10 @@ describe.skipIf(v1Skip !== null)(
       expect(r.memoryPeakBytes).toBeLessThanOrEqual(64 * MiB + 8 * MiB);
     });
 
-    // A host busy with other work can give the sandbox less than its quota (this 2-core VM is
-    // shared with other test runs), so a low figure is retried; a missing or wrong quota
-    // (about 2000 ms: the GIL-bound threads fill one core) fails every attempt.
-    test('four busy threads for 2 s under cpus 0.5 are charged about 1000 ms of CPU', { retry: 2 }, async () => {
+    test('four busy threads for 2 s under cpus 0.5 are charged what they used, at most about 1000 ms', async () => {
       const r = await s.invoke({ runtime: 'python', code: pyBurn(4, 2), limits: { cpus: 0.5, timeoutMs: 10_000 } });
-      console.log(`cpu burn: cpuMs=${r.cpuMs} durationMs=${r.durationMs}`);
-      expect(r.status).toBe('ok');
-      expect(r.cpuMs).toBeGreaterThanOrEqual(700);
-      expect(r.cpuMs).toBeLessThanOrEqual(1300);
+      console.log(`cpu burn: cpuMs=${r.cpuMs} durationMs=${r.durationMs} ${r.stdout.trim()}`);
+      expectBurnCharged(r);
     });
 
     test('memoryPeakBytes counts 100 MiB that the function allocated and touched', async () => {
@@ -215,9 +224,10 @@ describe.skipIf(v1Skip !== null)(
       const hierarchies: string[] = (await getJson(s, '/host')).body.cgroup.controllers;
       const running = s.invoke({ runtime: 'python', code: 'import time\ntime.sleep(1.5)\nprint("slept")', limits });
       running.catch(() => undefined); // awaited below; a rejection must not be reported as unhandled first
-      const mem = await pollUntil(() => sandboxDirs(s, 'memory'), (d) => d.length > 0, 1400, 10);
-      const seen: Record<string, string[]> = {};
-      for (const h of hierarchies) seen[h] = sandboxDirs(s, h);
+      // The supervisor creates the folders one hierarchy after another: wait for all of them.
+      const snapshot = (): Record<string, string[]> => Object.fromEntries(hierarchies.map((h) => [h, sandboxDirs(s, h)]));
+      const seen = await pollUntil(snapshot, (all) => Object.values(all).every((d) => d.length > 0), 1400, 10);
+      const mem = seen['memory'] ?? [];
       // Read while it runs: the folders are gone once it ends.
       const read = (h: string, file: string): string | null => readTrim(join(seen[h]?.[0] ?? '/nonexistent', file));
       const captured = {
@@ -331,9 +341,8 @@ describe.skipIf(v2Skip !== '')(`layer D on cgroup v2${v2Skip ? ` [${v2Skip}]` : 
     expect(await newSandboxProcesses(s.pid, before)).toEqual([]);
   });
 
-  test('four busy threads for 2 s under cpus 0.5 are charged about 1000 ms of CPU', { retry: 2 }, async () => {
+  test('four busy threads for 2 s under cpus 0.5 are charged what they used, at most about 1000 ms', async () => {
     const r = await s.invoke({ runtime: 'python', code: pyBurn(4, 2), limits: { cpus: 0.5, timeoutMs: 10_000 } });
-    expect(r.cpuMs).toBeGreaterThanOrEqual(700);
-    expect(r.cpuMs).toBeLessThanOrEqual(1300);
+    expectBurnCharged(r);
   });
 });
