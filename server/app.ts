@@ -23,6 +23,8 @@ import { registerFunctionRoutes } from './functions/routes.js';
 import type { FunctionStore } from './functions/store.js';
 import type { Bundles } from './functions/bundles.js';
 import { registerUploadRoutes } from './uploads/routes.js';
+import { registerRuntimeRoutes } from './invocation/runtimes.js';
+import type { Language } from '../worker-pool/runtime/catalog.js';
 import type { UploadStore } from './uploads/store.js';
 import { InvocationService, type Invoker } from './invocation/service.js';
 import { registerInvokeRoutes } from './invocation/routes.js';
@@ -79,6 +81,8 @@ export interface AppDeps {
   callbackTimeoutMs?: number;
   /** Pauses before callback retries. Default 1 s and 3 s (three attempts). */
   callbackRetryMs?: readonly number[];
+  /** The catalog's languages available on this host (GET /runtimes); default: none beyond the built-in runtimes. */
+  languages?: ReadonlyMap<string, Language>;
   /** POST /uploads and function bundles; absent: neither route nor bundle deploys. */
   uploads?: { store: UploadStore; bundles: Bundles; maxUploadBytes: number } | null;
 }
@@ -156,6 +160,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
     withState,
     secretsDir: deps.secretsDir ?? null,
     bundles: deps.uploads?.bundles ?? null,
+    languages: deps.languages ?? new Map(),
   });
   const asyncInvocations = new AsyncInvocations({
     store: deps.results,
@@ -184,6 +189,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
     tenantOnly,
     limitBody: bodyUpToMax,
   });
+  registerRuntimeRoutes(app, { languages: deps.languages ?? new Map(), profiles, tenantOnly });
   const uploads = deps.uploads ?? null;
   registerFunctionRoutes(app, { functions: deps.functions, profiles, audit, withState, tenantOnly, limitBody: bodyUpToMax, bundles: uploads?.bundles ?? null });
   if (uploads !== null) registerUploadRoutes(app, { uploads: uploads.store, maxUploadBytes: uploads.maxUploadBytes, audit, tenantOnly });

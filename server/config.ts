@@ -26,6 +26,8 @@ export const configSchema = z.object({
   ZVIZ_PORT: int(0, 65535).default(8080),
   ZVIZ_STATE_DIR: z.string().regex(/^\//, 'must be an absolute path').default('/var/lib/zviz'),
   ZVIZ_PROFILES_DIR: z.string().min(1).default(join(PACKAGE_ROOT, 'profiles')),
+  /** Directory of the language catalog's `*.json` definitions (validated at start-up). */
+  ZVIZ_RUNTIMES_DIR: z.string().min(1).default(join(PACKAGE_ROOT, 'worker-pool', 'runtime', 'catalog')),
   ZVIZ_MAX_SANDBOXES: int(1, 1024).default(32),
   ZVIZ_MAX_QUEUE: int(0, 100_000).default(256),
   ZVIZ_UID_BASE: int(65536, 4_000_000_000).default(1_000_000_000),
@@ -106,6 +108,7 @@ export interface Config {
   port: number;
   stateDir: string;
   profilesDir: string;
+  runtimesDir: string;
   maxSandboxes: number;
   maxQueue: number;
   uidBase: number;
@@ -153,6 +156,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     port: c.ZVIZ_PORT,
     stateDir: c.ZVIZ_STATE_DIR,
     profilesDir: resolve(c.ZVIZ_PROFILES_DIR),
+    runtimesDir: resolve(c.ZVIZ_RUNTIMES_DIR),
     maxSandboxes: c.ZVIZ_MAX_SANDBOXES,
     maxQueue: c.ZVIZ_MAX_QUEUE,
     uidBase: c.ZVIZ_UID_BASE,

@@ -32,6 +32,7 @@ import { errorMessage } from '../worker-pool/util/errors.js';
 import { Bundles } from './functions/bundles.js';
 import { S3Blobs } from './uploads/s3.js';
 import { UploadStore } from './uploads/store.js';
+import { availableHere, loadCatalog, type Language } from '../worker-pool/runtime/catalog.js';
 
 /** The example functions shipped with the package (absent from a trimmed install). */
 const EXAMPLES_DIR = join(PACKAGE_ROOT, 'functions');
@@ -57,9 +58,12 @@ function canaryTask(profile: Profile): SandboxTask {
 export async function main(): Promise<void> {
   let config: Config;
   let profiles: Map<string, Profile>;
+  let languages: Map<string, Language>;
   try {
     config = loadConfig();
     profiles = loadProfiles(config.profilesDir);
+    // Only what this host can run is offered (GET /runtimes); a bad definition stops start-up.
+    languages = new Map([...loadCatalog(config.runtimesDir)].filter(([, l]) => availableHere(l)));
   } catch (e) {
     fatal(errorMessage(e));
   }
@@ -215,6 +219,7 @@ export async function main(): Promise<void> {
     resultTtlS: config.resultTtlS,
     callbackTimeoutMs: config.callbackTimeoutMs,
     uploads: { store: uploads, bundles, maxUploadBytes: config.maxUploadBytes },
+    languages,
   });
   const withState = stateGuard(log, metrics);
   let poolStats: PoolStatsPublisher | null = null;
@@ -247,7 +252,7 @@ export async function main(): Promise<void> {
     identity.id = `${hostname()}:${addr.port}`;
     void afterListening();
     const url = `http://${config.host}:${addr.port}`;
-    log.info('listening', { url, profiles: [...profiles.keys()] });
+    log.info('listening', { url, profiles: [...profiles.keys()], runtimes: [...languages.keys()] });
     if (devKey !== null) {
       // Shown once: only its hash is stored. Rotate with POST /admin/tenants/dev/keys.
       log.info(`created tenant '${DEV_TENANT}' for local use; its API key is shown only now`, {

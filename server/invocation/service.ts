@@ -7,7 +7,9 @@ import { asError } from '../../worker-pool/util/errors.js';
 import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Profile } from '../../profiles/schema.js';
-import { handlerTask, inlineTask, type SandboxTask } from '../../worker-pool/task.js';
+import { commandTask, handlerTask, inlineTask, type SandboxTask } from '../../worker-pool/task.js';
+import { ARTIFACT_FILE, compileArgv, compiledRunArgv, type Language } from '../../worker-pool/runtime/catalog.js';
+import { LIMIT_NAMES, RUNTIMES, type Limits, type Runtime } from '../../profiles/schema.js';
 import type { Bundles } from '../functions/bundles.js';
 import type { HostFacts, OutputChunk, SandboxOutcome } from '../../worker-pool/types.js';
 import { recordFailed, recordFinished, recordRefused, type AccountingDeps } from '../tenancy/accounting.js';
@@ -15,10 +17,10 @@ import { ApiError } from '../http/errors.js';
 import { checkBrokeredSlots, FUNCTION_VERSIONS_KEPT } from '../functions/deploy.js';
 import { VersionCache, type FunctionStore, type FunctionVersion } from '../functions/store.js';
 import { checkRuntime, findProfile, resolveLimits, type TenantCap } from './limits.js';
-import { toResponse, withAnswer } from './response.js';
+import { classify, toResponse, withAnswer } from './response.js';
 import type { Logger } from '../ops/log.js';
 import type { QuotaGate, QuotaName, Lease } from '../tenancy/quotas.js';
-import type { AnyInvokeResponse, FunctionInvokeRequest, InvokeBody, InvokeRequest } from './schemas.js';
+import type { AnyInvokeResponse, FunctionInvokeRequest, InvokeBody, InvokeRequest, InvokeResponse } from './schemas.js';
 import type { WithState } from '../state/guard.js';
 import type { Tenant } from '../tenancy/tenants.js';
 
@@ -40,6 +42,8 @@ export interface InvocationDeps {
   secretsDir: string | null;
   /** Where a bundle function's tree comes from; null: none can run here. */
   bundles?: Bundles | null;
+  /** The catalog's languages this host can run (GET /runtimes); the built-in runtimes need none. */
+  languages?: ReadonlyMap<string, Language>;
 }
 
 /** An invocation ready to be admitted: its task and what the response needs to name. */
@@ -49,6 +53,14 @@ export interface Prepared {
   task: SandboxTask;
   profile: Profile;
   fn: { name: string; version: number } | null;
+  /** A compiled language: the compile step, run first in its own sandbox, and the run step made from its artifact. */
+  compile?: CompileStep;
+}
+
+export interface CompileStep {
+  task: SandboxTask;
+  /** The run step's task, given the compile step's stdout (the artifact, base64). */
+  runTask(artifact: string): SandboxTask;
 }
 
 export interface Admitted {
@@ -68,7 +80,7 @@ function unknownFunction(name: string, message = `no function is named '${name}'
 }
 
 /** An inline invocation's task: the runtime checked against the profile, limits resolved. */
-function buildTask(id: string, body: InvokeRequest, profile: Profile, cap?: TenantCap): SandboxTask {
+function buildTask(id: string, body: InvokeRequest & { runtime: Runtime }, profile: Profile, cap?: TenantCap): SandboxTask {
   checkRuntime(profile, body.runtime, 'run function');
   return inlineTask({
     id,
@@ -96,7 +108,8 @@ export class InvocationService {
     let lease: Lease;
     try {
       prep = 'function' in body ? await this.#prepareFunction(tenant, body, id) : this.#prepareInline(tenant, body, id);
-      const timeoutMs = prep.task.limits.timeoutMs;
+      // One lease for both steps of a compiled language.
+      const timeoutMs = prep.task.limits.timeoutMs + (prep.compile?.task.limits.timeoutMs ?? 0);
       lease = await this.deps.withState('quota.acquire', 'check quotas', () => this.deps.gate.admit(tenant, id, timeoutMs));
     } catch (e) {
       const quota = e instanceof ApiError ? QUOTA_OF_CODE[e.code] : undefined;
@@ -114,29 +127,43 @@ export class InvocationService {
   async run({ prep, lease }: Admitted, onOutput?: (chunk: OutputChunk) => void): Promise<AnyInvokeResponse> {
     const { log, accounting } = this.deps;
     const { metrics } = accounting;
-    const { id, task, profile, tenant } = prep;
-    const inv = { tenant: tenant.name, task };
+    const { id, profile, tenant } = prep;
+    let task = prep.task;
     const fields = { id, tenant: tenant.name, runtime: task.runtime, profile: profile.name, ...(prep.fn ? { function: prep.fn.name, version: prep.fn.version } : {}) };
     const started = performance.now();
+    let compiled: SandboxOutcome | undefined;
     let outcome: SandboxOutcome | undefined;
     let failure: unknown;
     metrics.inFlight.inc();
     try {
-      outcome = await this.deps.invoker.invoke(task, onOutput);
+      if (prep.compile !== undefined) {
+        compiled = await this.deps.invoker.invoke(prep.compile.task);
+        if (compiled.ok && classify(compiled.result).status === 'ok') task = prep.compile.runTask(compiled.result.stdout);
+      }
+      if (compiled === undefined || task !== prep.task) outcome = await this.deps.invoker.invoke(task, onOutput);
     } catch (e) {
       failure = e;
     } finally {
       metrics.inFlight.dec();
       // Released before answering, so a client that calls again right away finds its slot free.
-      await lease.release(outcome?.ok ? outcome.result.cpuMs : 0);
+      const cpuMs = (outcome?.ok ? outcome.result.cpuMs : 0) + (compiled?.ok ? compiled.result.cpuMs : 0);
+      await lease.release(cpuMs);
     }
     const wallMs = performance.now() - started;
+    const inv = { tenant: tenant.name, task };
 
     let response: AnyInvokeResponse;
     try {
-      if (outcome === undefined) throw failure;
-      const base = toResponse(id, profile.name, task.limits, outcome, this.deps.hostFacts().landlock.unenforced);
-      response = prep.fn && outcome.ok ? withAnswer(base, task, outcome.result, prep.fn) : base;
+      const unenforced = this.deps.hostFacts().landlock.unenforced;
+      if (failure !== undefined) throw failure;
+      if (compiled !== undefined && outcome === undefined) {
+        response = compileFailed(toResponse(id, profile.name, task.limits, compiled, unenforced), prep.compile!.task.limits);
+      } else {
+        if (outcome === undefined) throw failure;
+        const base = toResponse(id, profile.name, task.limits, outcome, unenforced);
+        response = prep.fn && outcome.ok ? withAnswer(base, task, outcome.result, prep.fn) : base;
+        if (compiled !== undefined && compiled.ok) response = { ...response, compile: compileSummary(toResponse(id, profile.name, task.limits, compiled), prep.compile!.task.limits) };
+      }
     } catch (e) {
       const err = asError(e);
       const code = err instanceof ApiError ? err.code : 'INTERNAL';
@@ -151,8 +178,18 @@ export class InvocationService {
 
   #prepareInline(tenant: Tenant, body: Exclude<InvokeBody, FunctionInvokeRequest>, id: string): Prepared {
     const profile = findProfile(this.deps.profiles, body.profile);
-    const task = buildTask(id, body, profile, { tenant: tenant.name, max: tenant.quotas.maxLimits });
-    return { id, tenant, task, profile, fn: null };
+    const cap = { tenant: tenant.name, max: tenant.quotas.maxLimits };
+    if (isBuiltIn(body.runtime)) {
+      if (body.compileLimits !== undefined) throw new ApiError('VALIDATION_FAILED', `Cannot use compileLimits: runtime '${body.runtime}' has no compile step`, [{ path: 'compileLimits', message: `is only for compiled languages` }]);
+      return { id, tenant, task: buildTask(id, { ...body, runtime: body.runtime }, profile, cap), profile, fn: null };
+    }
+    const lang = this.deps.languages?.get(body.runtime);
+    if (lang === undefined) {
+      throw new ApiError('VALIDATION_FAILED', `Cannot run code: no runtime named '${body.runtime}' is available on this host (GET /runtimes lists them)`, [
+        { path: 'runtime', message: 'must be a runtime GET /runtimes lists' },
+      ]);
+    }
+    return { id, tenant, profile, fn: null, ...compiledTasks(id, lang, body, profile, cap) };
   }
 
   async #prepareFunction(tenant: Tenant, body: FunctionInvokeRequest, id: string): Promise<Prepared> {
@@ -223,4 +260,55 @@ export class InvocationService {
     }
     return out;
   }
+}
+
+function isBuiltIn(name: string): name is Runtime {
+  return (RUNTIMES as readonly string[]).includes(name);
+}
+
+/** A limit set lowered to the profile's max and the tenant's caps (the catalog's defaults must fit every profile). */
+function clampLimits(limits: Limits, profile: Profile, cap: TenantCap): Limits {
+  const out = { ...limits };
+  for (const k of LIMIT_NAMES) out[k] = Math.min(out[k], profile.limits.max[k], cap.max[k] ?? Infinity);
+  return out;
+}
+
+/**
+ * A compiled language's two steps, each its own sandbox with its own limits: the compile
+ * step (the catalog's limits, lowered to the profile's and the tenant's caps, under the
+ * request's compileLimits) and the run step (the request's limits, like any invocation),
+ * whose /tmp allows exec because that is where the artifact runs.
+ */
+function compiledTasks(id: string, lang: Language, body: InvokeRequest, profile: Profile, cap: TenantCap): { task: SandboxTask; compile: CompileStep } {
+  checkRuntime(profile, lang.syscalls, `run ${lang.name} code`);
+  const compileLimits = resolveLimits(profile, { ...clampLimits(lang.compile!.limits, profile, cap), ...body.compileLimits }, cap);
+  const limits = resolveLimits(profile, body.limits, cap);
+  const source = { name: lang.source, content: body.code };
+  const compileTask: SandboxTask = {
+    ...commandTask({ id: `${id}-compile`, argv: compileArgv(lang), limits: compileLimits, profile, runtimes: [lang.syscalls] }),
+    files: [source],
+  };
+  const runProfile: Profile = { ...profile, filesystem: { ...profile.filesystem, tmpExec: true } };
+  const runTask = (artifact: string): SandboxTask => ({
+    ...commandTask({
+      id,
+      argv: compiledRunArgv(lang, body.args ?? []),
+      ...(body.env ? { env: body.env } : {}),
+      ...(body.stdin !== undefined ? { stdin: body.stdin } : {}),
+      limits,
+      profile: runProfile,
+      runtimes: [lang.syscalls],
+    }),
+    files: [{ name: ARTIFACT_FILE, content: artifact }],
+  });
+  return { task: runTask(''), compile: { task: compileTask, runTask } };
+}
+
+function compileSummary(r: InvokeResponse, limits: Limits): NonNullable<InvokeResponse['compile']> {
+  return { status: r.status, reason: r.reason, exitCode: r.exitCode, durationMs: r.durationMs, cpuMs: r.cpuMs, memoryPeakBytes: r.memoryPeakBytes, limits };
+}
+
+/** The compile step did not produce an artifact: the code never ran; the compiler's output is the answer. */
+function compileFailed(r: InvokeResponse, limits: Limits): InvokeResponse {
+  return { ...r, status: 'compile_error', stdout: '', compile: compileSummary(r, limits) };
 }
