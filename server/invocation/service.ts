@@ -8,7 +8,7 @@ import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Profile } from '../../profiles/schema.js';
 import { commandTask, handlerTask, inlineTask, type SandboxTask } from '../../worker-pool/task.js';
-import { ARTIFACT_FILE, compileArgv, compiledRunArgv, type Language } from '../../worker-pool/runtime/catalog.js';
+import { ARTIFACT_FILE, compileArgv, compiledRunArgv, interpretedRunArgv, type Language } from '../../worker-pool/runtime/catalog.js';
 import { LIMIT_NAMES, RUNTIMES, type Limits, type Runtime } from '../../profiles/schema.js';
 import type { Bundles } from '../functions/bundles.js';
 import type { HostFacts, OutputChunk, SandboxOutcome } from '../../worker-pool/types.js';
@@ -189,6 +189,10 @@ export class InvocationService {
         { path: 'runtime', message: 'must be a runtime GET /runtimes lists' },
       ]);
     }
+    if (lang.compile === undefined) {
+      if (body.compileLimits !== undefined) throw new ApiError('VALIDATION_FAILED', `Cannot use compileLimits: runtime '${lang.name}' has no compile step`, [{ path: 'compileLimits', message: 'is only for compiled languages' }]);
+      return { id, tenant, profile, fn: null, task: interpretedTask(id, lang, body, profile, cap) };
+    }
     return { id, tenant, profile, fn: null, ...compiledTasks(id, lang, body, profile, cap) };
   }
 
@@ -271,6 +275,23 @@ function clampLimits(limits: Limits, profile: Profile, cap: TenantCap): Limits {
   const out = { ...limits };
   for (const k of LIMIT_NAMES) out[k] = Math.min(out[k], profile.limits.max[k], cap.max[k] ?? Infinity);
   return out;
+}
+
+/** A catalog language without a compile step: its run argv over the source file, like inline code cold. */
+function interpretedTask(id: string, lang: Language, body: InvokeRequest, profile: Profile, cap: TenantCap): SandboxTask {
+  checkRuntime(profile, lang.syscalls, `run ${lang.name} code`);
+  return {
+    ...commandTask({
+      id,
+      argv: interpretedRunArgv(lang, body.args ?? []),
+      ...(body.env ? { env: body.env } : {}),
+      ...(body.stdin !== undefined ? { stdin: body.stdin } : {}),
+      limits: resolveLimits(profile, body.limits, cap),
+      profile,
+      runtimes: [lang.syscalls],
+    }),
+    files: [{ name: lang.source, content: body.code }],
+  };
 }
 
 /**

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { availableHere, CatalogError, compileArgv, compiledRunArgv, loadCatalog } from './catalog.js';
+import { availableHere, CatalogError, compileArgv, compiledRunArgv, DEFAULT_CATALOG_DIR, loadCatalog } from './catalog.js';
 
 const dirs: string[] = [];
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
@@ -26,6 +26,12 @@ describe('the language catalog', () => {
     expect(availableHere(c.get('cpp')!, () => false)).toBe(false);
   });
 
+  it('the documented image examples (java, go, rust) are valid definitions, offered only where images are', () => {
+    const c = loadCatalog(join(DEFAULT_CATALOG_DIR, 'examples'));
+    expect([...c.keys()].sort()).toEqual(['go', 'java', 'rust']);
+    for (const l of c.values()) expect(availableHere(l, () => true)).toBe(false);
+  });
+
   it('an image-rooted definition validates but is not available on the host root', () => {
     const c = loadCatalog(catalogOf({ 'rust.json': rust }));
     expect(availableHere(c.get('rust')!, () => true)).toBe(false);
@@ -37,6 +43,7 @@ describe('the language catalog', () => {
       'b.json': { ...rust, name: 'other' },
       'node.json': { name: 'node', version: 'x', root: 'host', source: 'main.js', syscalls: 'node', run: { argv: ['/usr/bin/nodejs', '{source}'] } },
       'd.json': { ...rust, name: 'd', compile: undefined },
+      'f.json': { ...rust, name: 'f', compile: undefined, run: { argv: ['/usr/bin/ruby', '{source}'] } },
       'e.json': '{ not json',
     });
     let err: unknown;
@@ -50,7 +57,8 @@ describe('the language catalog', () => {
     expect(lines.some((l) => l.includes('a.json') && l.includes('extra'))).toBe(true);
     expect(lines.some((l) => l.includes('b.json') && l.includes('must equal the file name'))).toBe(true);
     expect(lines.some((l) => l.includes('node.json') && l.includes('is built in'))).toBe(true);
-    expect(lines.some((l) => l.includes('d.json') && l.includes('needs a compile step'))).toBe(true);
+    expect(lines.some((l) => l.includes('d.json') && l.includes('there is no compile step'))).toBe(true);
+    expect(lines.some((l) => l.includes('f.json'))).toBe(false);
     expect(lines.some((l) => l.includes('e.json') && l.includes('not JSON'))).toBe(true);
   });
 

@@ -93,8 +93,8 @@ export function loadCatalog(dir: string = DEFAULT_CATALOG_DIR): Map<string, Lang
     if (builtin !== null) {
       const same = lang.compile === undefined && lang.source === builtin.source && JSON.stringify(lang.run.argv) === JSON.stringify(builtin.run) && lang.syscalls === lang.name;
       if (!same) problems.push(`Invalid runtime definition ${path}: '${lang.name}' is built in: its source, run argv and syscalls must be those of worker-pool/runtime (${builtin.source}, ${JSON.stringify(builtin.run)})`);
-    } else if (lang.compile === undefined) {
-      problems.push(`Invalid runtime definition ${path}: a language that is not built in needs a compile step`);
+    } else if (lang.compile === undefined && lang.run.argv.some((a) => a.includes(OUTPUT_PLACEHOLDER))) {
+      problems.push(`Invalid runtime definition ${path}: run.argv uses ${OUTPUT_PLACEHOLDER} but there is no compile step`);
     }
     out.set(lang.name, lang);
   }
@@ -127,6 +127,11 @@ export function compileArgv(lang: Language): string[] {
   if (lang.compile === undefined) throw new Error(`runtime '${lang.name}' has no compile step`);
   const compiler = substitute(lang.compile.argv, lang).map(quote).join(' ');
   return ['/bin/sh', '-c', `${compiler} 1>&2 && exec /usr/bin/base64 -w 0 ${ARTIFACT_PATH}`];
+}
+
+/** The run step's argv of a language without a compile step: the definition's, with the request's args. */
+export function interpretedRunArgv(lang: Language, args: readonly string[]): string[] {
+  return [...substitute(lang.run.argv, lang), ...args];
 }
 
 /** The run step's argv after a compile: decode the artifact into /tmp, then exec the run argv with the request's args. */
