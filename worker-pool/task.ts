@@ -10,7 +10,10 @@ import { bootstrapFor, envFor, FUNCTION_DIR, handlerInput, inlineRun, inlineWork
 /** Everything the native layer needs to build one sandbox and run one invocation in it. */
 export interface SandboxTask {
   id: string;
+  /** Whose syscall allowlist and (built-in) record the task uses. */
   runtime: Runtime;
+  /** The catalog language the request named (cpp, c…), when it is not a built-in runtime: what audit and metrics call it. */
+  language?: string;
   /** argv[0] is an absolute path inside the sandbox. */
   argv: string[];
   /** Exactly the environment the function sees. */

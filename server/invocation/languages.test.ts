@@ -42,6 +42,7 @@ describe('catalog languages in POST /invoke', () => {
     expect(run!.profile.filesystem.tmpExec).toBe(true);
     expect(r.body.stdout).toBe('ran');
     expect(r.body.compile).toMatchObject({ status: 'ok', limits: { timeoutMs: 15000 } });
+    expect(inv.tasks.map((t) => t.language)).toEqual(['cpp', 'cpp']);
   });
 
   it('a failed compile step is compile_error with its stderr, and no run sandbox is made', async () => {

@@ -129,7 +129,7 @@ export class InvocationService {
     const { metrics } = accounting;
     const { id, profile, tenant } = prep;
     let task = prep.task;
-    const fields = { id, tenant: tenant.name, runtime: task.runtime, profile: profile.name, ...(prep.fn ? { function: prep.fn.name, version: prep.fn.version } : {}) };
+    const fields = { id, tenant: tenant.name, runtime: task.language ?? task.runtime, profile: profile.name, ...(prep.fn ? { function: prep.fn.name, version: prep.fn.version } : {}) };
     const started = performance.now();
     let compiled: SandboxOutcome | undefined;
     let outcome: SandboxOutcome | undefined;
@@ -291,6 +291,7 @@ function interpretedTask(id: string, lang: Language, body: InvokeRequest, profil
       runtimes: [lang.syscalls],
     }),
     files: [{ name: lang.source, content: body.code }],
+    language: lang.name,
   };
 }
 
@@ -308,6 +309,7 @@ function compiledTasks(id: string, lang: Language, body: InvokeRequest, profile:
   const compileTask: SandboxTask = {
     ...commandTask({ id: `${id}-compile`, argv: compileArgv(lang), limits: compileLimits, profile, runtimes: [lang.syscalls] }),
     files: [source],
+    language: lang.name,
   };
   const runProfile: Profile = { ...profile, filesystem: { ...profile.filesystem, tmpExec: true } };
   const runTask = (artifact: string): SandboxTask => ({
@@ -321,6 +323,7 @@ function compiledTasks(id: string, lang: Language, body: InvokeRequest, profile:
       runtimes: [lang.syscalls],
     }),
     files: [{ name: ARTIFACT_FILE, content: artifact }],
+    language: lang.name,
   });
   return { task: runTask(''), compile: { task: compileTask, runTask } };
 }
