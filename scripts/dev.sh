@@ -15,7 +15,7 @@ node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)
   || die "Node.js 20 or newer is required (found $(node --version))"
 
 # Debian packages: compiler and headers for native/, the services and tools ZViz drives.
-PKGS=(gcc make libc6-dev libseccomp-dev pkg-config redis-server nftables iproute2 bubblewrap clang libclang-rt-14-dev)
+PKGS=(gcc g++ make libc6-dev libseccomp-dev pkg-config redis-server nftables iproute2 bubblewrap clang libclang-rt-14-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
