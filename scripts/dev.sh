@@ -19,7 +19,7 @@ node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)
   || die "Node.js 20 or newer is required (found $(node --version))"
 
 # Debian packages: compiler and headers for native/, the services and tools ZViz drives.
-PKGS=(gcc make libc6-dev libseccomp-dev pkg-config redis-server redis-sentinel haproxy nftables iproute2 bubblewrap clang libclang-rt-14-dev)
+PKGS=(gcc g++ make libc6-dev libseccomp-dev pkg-config redis-server redis-sentinel haproxy nftables iproute2 bubblewrap clang libclang-rt-14-dev)
 # OCI images: skopeo fetches, umoci unpacks; the image suite's test images carry busybox-static,
 # are served by docker-registry on loopback, whose htpasswd (bcrypt) line python3's crypt writes.
 PKGS+=(skopeo umoci docker-registry busybox-static python3)

@@ -23,6 +23,11 @@ import { Drain } from './ops/drain.js';
 import { ApiError, errorHandler, methodNotAllowed, notFoundHandler } from './http/errors.js';
 import { registerFunctionRoutes } from './functions/routes.js';
 import type { FunctionStore } from './functions/store.js';
+import type { Bundles } from './functions/bundles.js';
+import { registerUploadRoutes } from './uploads/routes.js';
+import { registerRuntimeRoutes } from './invocation/runtimes.js';
+import type { Language } from '../worker-pool/runtime/catalog.js';
+import type { UploadStore } from './uploads/store.js';
 import { InvocationService, type Invoker } from './invocation/service.js';
 import { registerInvokeRoutes } from './invocation/routes.js';
 import type { Logger } from './ops/log.js';
@@ -84,6 +89,10 @@ export interface AppDeps {
   callbackRetryMs?: readonly number[];
   /** This host's image store (worker-pool/images/); absent: no image routes, images are not found. */
   images?: ImageStore | null;
+  /** The catalog's languages available on this host (GET /runtimes); default: none beyond the built-in runtimes. */
+  languages?: ReadonlyMap<string, Language>;
+  /** POST /uploads and function bundles; absent: neither route nor bundle deploys. */
+  uploads?: { store: UploadStore; bundles: Bundles; maxUploadBytes: number } | null;
 }
 
 function limitBody(maxBytes: number): MiddlewareHandler {
@@ -158,6 +167,8 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
     withState,
     secretsDir: deps.secretsDir ?? null,
     images: deps.images ?? null,
+    bundles: deps.uploads?.bundles ?? null,
+    languages: deps.languages ?? new Map(),
   });
   const asyncInvocations = new AsyncInvocations({
     store: deps.results,
@@ -189,7 +200,10 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
     tenantInvoke,
     limitBody: bodyUpToMax,
   });
-  registerFunctionRoutes(app, { functions: deps.functions, profiles, audit, withState, tenantOnly, limitBody: bodyUpToMax, images: deps.images ?? null });
+  registerRuntimeRoutes(app, { languages: deps.languages ?? new Map(), profiles, tenantOnly });
+  const uploads = deps.uploads ?? null;
+  registerFunctionRoutes(app, { functions: deps.functions, profiles, audit, withState, tenantOnly, limitBody: bodyUpToMax, bundles: uploads?.bundles ?? null, images: deps.images ?? null });
+  if (uploads !== null) registerUploadRoutes(app, { uploads: uploads.store, maxUploadBytes: uploads.maxUploadBytes, audit, tenantOnly });
 
   app.openapi(
     apiRoute({

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { PACKAGE_ROOT } from '../worker-pool/util/package-root.js';
 import { parseCallbackHosts, validCallbackHost } from './invocation/callbacks.js';
 import { parseRegistryList } from '../worker-pool/images/reference.js';
+import type { S3Config } from './uploads/s3.js';
 
 function packageVersion(): string {
   try {
@@ -26,6 +27,8 @@ export const configSchema = z.object({
   ZVIZ_PORT: int(0, 65535).default(8080),
   ZVIZ_STATE_DIR: z.string().regex(/^\//, 'must be an absolute path').default('/var/lib/zviz'),
   ZVIZ_PROFILES_DIR: z.string().min(1).default(join(PACKAGE_ROOT, 'profiles')),
+  /** Directory of the language catalog's `*.json` definitions (validated at start-up). */
+  ZVIZ_RUNTIMES_DIR: z.string().min(1).default(join(PACKAGE_ROOT, 'worker-pool', 'runtime', 'catalog')),
   ZVIZ_MAX_SANDBOXES: int(1, 1024).default(32),
   ZVIZ_MAX_QUEUE: int(0, 100_000).default(256),
   ZVIZ_UID_BASE: int(65536, 4_000_000_000).default(1_000_000_000),
@@ -99,18 +102,34 @@ export const configSchema = z.object({
   ZVIZ_IMAGE_MAX_LAYERS: int(1, 1000).default(64),
   /** Unpacked registry images kept, in MiB; beyond it the least recently used unused ones go. */
   ZVIZ_IMAGE_CACHE_MB: int(0, 16_777_216).default(10_240),
+  /** Largest body POST /uploads takes, in MiB (a tenant's maxUploadMb quota may lower it). */
+  ZVIZ_MAX_UPLOAD_MB: int(1, 65_536).default(64),
+  /** Largest archive a function may be deployed from, in MiB; unpacked it may be 4 times that. */
+  ZVIZ_MAX_BUNDLE_MB: int(1, 65_536).default(64),
+  /** Where bundles are unpacked, one read-only tree per digest; every ancestor must be searchable by others. */
+  ZVIZ_BUNDLE_CACHE_DIR: z.string().regex(/^\//, 'must be an absolute path').default('/var/cache/zviz/bundles'),
+  /** S3-compatible object store shared by a fleet (unset: uploads stay on this host). */
+  ZVIZ_S3_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,62}$/, 'must be a bucket name').optional(),
+  ZVIZ_S3_ENDPOINT: z.string().regex(/^https?:\/\/[^\s]+$/, 'must be an http:// or https:// URL').optional(),
+  ZVIZ_S3_REGION: z.string().min(1).max(64).default('us-east-1'),
+  ZVIZ_S3_PREFIX: z.string().regex(/^([A-Za-z0-9._-]+\/)*$/, 'must be empty or path components ending with /').default(''),
+  ZVIZ_S3_ACCESS_KEY_ID: z.string().min(1).max(256).optional(),
+  ZVIZ_S3_SECRET_ACCESS_KEY: z.string().min(1).max(512).optional(),
+  /** 1: path-style URLs (endpoint/bucket/key), what self-hosted stores need; 0: virtual-host style. */
+  ZVIZ_S3_FORCE_PATH_STYLE: z.enum(['0', '1']).default('1'),
 });
 
 const REGISTRY_HOST = /^[a-z0-9.-]+(:[0-9]{1,5})?$/;
 
 /** Variables whose value must never be echoed, even in an error message. */
-const SECRET_VARIABLES = new Set(['ZVIZ_ADMIN_TOKEN', 'ZVIZ_REDIS_URL']);
+const SECRET_VARIABLES = new Set(['ZVIZ_ADMIN_TOKEN', 'ZVIZ_REDIS_URL', 'ZVIZ_S3_SECRET_ACCESS_KEY']);
 
 export interface Config {
   host: string;
   port: number;
   stateDir: string;
   profilesDir: string;
+  runtimesDir: string;
   maxSandboxes: number;
   maxQueue: number;
   uidBase: number;
@@ -136,6 +155,11 @@ export interface Config {
     maxLayers: number;
     cacheMb: number;
   };
+  maxUploadBytes: number;
+  maxBundleBytes: number;
+  bundleCacheDir: string;
+  /** Null: no shared object store. */
+  s3: S3Config | null;
 }
 
 export class ConfigError extends Error {
@@ -161,6 +185,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     port: c.ZVIZ_PORT,
     stateDir: c.ZVIZ_STATE_DIR,
     profilesDir: resolve(c.ZVIZ_PROFILES_DIR),
+    runtimesDir: resolve(c.ZVIZ_RUNTIMES_DIR),
     maxSandboxes: c.ZVIZ_MAX_SANDBOXES,
     maxQueue: c.ZVIZ_MAX_QUEUE,
     uidBase: c.ZVIZ_UID_BASE,
@@ -192,5 +217,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxLayers: c.ZVIZ_IMAGE_MAX_LAYERS,
       cacheMb: c.ZVIZ_IMAGE_CACHE_MB,
     },
+    maxUploadBytes: c.ZVIZ_MAX_UPLOAD_MB * 1024 * 1024,
+    maxBundleBytes: c.ZVIZ_MAX_BUNDLE_MB * 1024 * 1024,
+    bundleCacheDir: c.ZVIZ_BUNDLE_CACHE_DIR,
+    s3:
+      c.ZVIZ_S3_BUCKET === undefined
+        ? null
+        : {
+            bucket: c.ZVIZ_S3_BUCKET,
+            endpoint: c.ZVIZ_S3_ENDPOINT ?? null,
+            region: c.ZVIZ_S3_REGION,
+            prefix: c.ZVIZ_S3_PREFIX,
+            accessKeyId: c.ZVIZ_S3_ACCESS_KEY_ID ?? null,
+            secretAccessKey: c.ZVIZ_S3_SECRET_ACCESS_KEY ?? null,
+            forcePathStyle: c.ZVIZ_S3_FORCE_PATH_STYLE === '1',
+          },
   };
 }

@@ -31,6 +31,10 @@ import { PoolStatsPublisher } from './ops/pool-stats.js';
 import { stateGuard } from './state/guard.js';
 import { openState, type State } from './state/index.js';
 import { errorMessage } from '../worker-pool/util/errors.js';
+import { Bundles } from './functions/bundles.js';
+import { S3Blobs } from './uploads/s3.js';
+import { UploadStore } from './uploads/store.js';
+import { availableHere, loadCatalog, type Language } from '../worker-pool/runtime/catalog.js';
 
 /** The example functions shipped with the package (absent from a trimmed install). */
 const EXAMPLES_DIR = join(PACKAGE_ROOT, 'functions');
@@ -56,9 +60,12 @@ function canaryTask(profile: Profile): SandboxTask {
 export async function main(): Promise<void> {
   let config: Config;
   let profiles: Map<string, Profile>;
+  let languages: Map<string, Language>;
   try {
     config = loadConfig();
     profiles = loadProfiles(config.profilesDir);
+    // Only what this host can run is offered (GET /runtimes); a bad definition stops start-up.
+    languages = new Map([...loadCatalog(config.runtimesDir)].filter(([, l]) => availableHere(l)));
   } catch (e) {
     fatal(errorMessage(e));
   }
@@ -94,6 +101,19 @@ export async function main(): Promise<void> {
   // later, as an audit file that stops taking records or a private Redis that cannot save.
   const writable = probeStateDirSync(config.stateDir);
   if (!writable.ok) abort(writable.detail);
+
+  // Uploads are private to the server (state dir); bundles are unpacked where the
+  // sandboxes' unprivileged setup user can reach them (functions/bundles.ts).
+  const remote = config.s3 === null ? null : new S3Blobs(config.s3);
+  const uploads = new UploadStore({ dir: join(config.stateDir, 'uploads'), remote, log });
+  const bundles = new Bundles({ uploads, cacheDir: config.bundleCacheDir, maxBundleBytes: config.maxBundleBytes, log });
+  try {
+    await uploads.open();
+    await bundles.open();
+  } catch (e) {
+    abort(errorMessage(e));
+  }
+  log.info('uploads', { dir: join(config.stateDir, 'uploads'), bundleCache: config.bundleCacheDir, remote: remote?.description ?? null });
 
   // Quotas are enforced in Redis: without it no invocation may run, so it comes first.
   let state: State;
@@ -216,6 +236,8 @@ export async function main(): Promise<void> {
     resultTtlS: config.resultTtlS,
     callbackTimeoutMs: config.callbackTimeoutMs,
     images: openImageStore(config.stateDir, config.images),
+    uploads: { store: uploads, bundles, maxUploadBytes: config.maxUploadBytes },
+    languages,
   });
   const withState = stateGuard(log, metrics);
   let poolStats: PoolStatsPublisher | null = null;
@@ -249,7 +271,7 @@ export async function main(): Promise<void> {
     const addr = server.address() as AddressInfo;
     void afterListening();
     const url = `http://${config.host}:${addr.port}`;
-    log.info('listening', { url, profiles: [...profiles.keys()] });
+    log.info('listening', { url, profiles: [...profiles.keys()], runtimes: [...languages.keys()] });
     if (devKey !== null) {
       // Shown once: only its hash is stored. Rotate with POST /admin/tenants/dev/keys.
       log.info(`created tenant '${DEV_TENANT}' for local use; its API key is shown only now`, {
@@ -308,6 +330,7 @@ export async function main(): Promise<void> {
     await answered;
     await audit.close();
     await state.close();
+    remote?.close();
     // What the supervisors left goes, then our registration; the `zviz` folders and the
     // nftables table go only when no live sibling is left to use them.
     host.close();

@@ -3,6 +3,7 @@
 import { landlockPolicy } from './landlock.js';
 import type { NetworkHost } from './network/index.js';
 import type { SandboxTask } from './task.js';
+import { FUNCTION_DIR } from './runtime/index.js';
 
 export const TAG = {
   ID: 1,
@@ -124,6 +125,9 @@ export function encodeSpec(
   parts.push(record(TAG.LIMITS, limits(task)));
   parts.push(record(TAG.ROOT_BASE, Buffer.from(host.rootBase)));
   parts.push(record(TAG.UID_BASE, u32(host.uidBase)));
+  // A bundle's tree covers the (then empty) /fn the native layer makes; before the
+  // profile's binds, so none of them can be hidden beneath it.
+  if (task.fnDir !== undefined) parts.push(record(TAG.BIND, pair(Buffer.from(task.fnDir), Buffer.from(FUNCTION_DIR))));
   for (const b of task.profile.filesystem.readOnlyBinds) {
     parts.push(record(TAG.BIND, pair(Buffer.from(b.source), Buffer.from(b.target))));
   }

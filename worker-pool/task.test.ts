@@ -3,6 +3,18 @@ import { describe, expect, it } from 'vitest';
 import { allowlistFor, loadProfiles, type Profile } from '../profiles/index.js';
 import { PACKAGE_ROOT } from './util/package-root.js';
 import { commandTask, handlerTask, inlineTask, sandboxProfile } from './task.js';
+import { encodeSpec, TAG } from './spec.js';
+
+/** The TLV records of a spec: u16 tag, u16 zero, u32 length, payload. */
+function decode(spec: Buffer): Array<{ tag: number; payload: Buffer }> {
+  const out: Array<{ tag: number; payload: Buffer }> = [];
+  for (let at = 0; at < spec.length; ) {
+    const len = spec.readUInt32LE(at + 4);
+    out.push({ tag: spec.readUInt16LE(at), payload: spec.subarray(at + 8, at + 8 + len) });
+    at += 8 + len;
+  }
+  return out;
+}
 
 const shipped = loadProfiles(`${PACKAGE_ROOT}/profiles`);
 const base = shipped.get('default')!;
@@ -58,6 +70,20 @@ describe('task builders', () => {
     expect([t.stdin, t.warm!.control]).toEqual(['{"n":1}', '']);
     expect(t.profile.brokeredFiles).toEqual(secrets);
     expect(t.profile.apparmorProfile).toBe('zviz-fn');
+  });
+
+  it("handlerTask of a bundle: no files, the tree is bound on /fn (first BIND record, before the profile's)", () => {
+    const fn = { tenant: 't', name: 'b', version: 1, runtime: 'node' as const, files: {}, handler: 'main.js', env: {}, fnDir: '/var/cache/zviz/bundles/abc' };
+    const t = handlerTask({ id: 'h', fn, event: {}, context: {}, limits, profile: base });
+    expect(t.files).toEqual([]);
+    expect(t.warm!.template.files).toEqual([]);
+    expect(t.fnDir).toBe('/var/cache/zviz/bundles/abc');
+    expect(t.argv).toEqual(['/usr/bin/node', '/fn/.zviz/bootstrap-node.js', 'handler', '/fn/main.js']);
+    const spec = encodeSpec(t, 'x', { rootBase: '/run/zviz/root', uidBase: 1_000_000_000 } as never);
+    const binds = decode(spec).filter((r) => r.tag === TAG.BIND);
+    expect(binds.length).toBe(1 + base.filesystem.readOnlyBinds.length);
+    expect(binds[0]!.payload.includes(Buffer.from('/var/cache/zviz/bundles/abc'))).toBe(true);
+    expect(binds[0]!.payload.subarray(-3).toString()).toBe('/fn');
   });
 
   it('commandTask: the argv as given, no files, no warm spec, the first runtime named', () => {

@@ -12,13 +12,21 @@ import { bootstrapFor, envFor, FUNCTION_DIR, handlerInput, inlineRun, inlineWork
 /** Everything the native layer needs to build one sandbox and run one invocation in it. */
 export interface SandboxTask {
   id: string;
+  /** Whose syscall allowlist and (built-in) record the task uses. */
   runtime: Runtime;
+  /** The catalog language the request named (cpp, c…), when it is not a built-in runtime: what audit and metrics call it. */
+  language?: string;
   /** argv[0] is an absolute path inside the sandbox. */
   argv: string[];
   /** Exactly the environment the function sees. */
   env: Record<string, string>;
   /** Files written read-only under /fn; nested paths (lib/util.js) are fine. */
   files: SandboxFile[];
+  /**
+   * A host directory bound read-only on /fn instead (a deployed bundle's unpacked tree,
+   * which carries the runtimes' bootstraps); `files` is then empty.
+   */
+  fnDir?: string;
   stdin: string;
   limits: Limits;
   /** Set when the task can run in a pre-warmed sandbox (always, for deployed functions). */
@@ -140,6 +148,8 @@ export interface FunctionCode {
   /** Path (under /fn) of the handler module (node, python) or script (bash). */
   handler: string;
   env: Readonly<Record<string, string>>;
+  /** A bundle's unpacked tree (host path), mounted on /fn in place of `files`. */
+  fnDir?: string;
 }
 
 export interface HandlerCall {
@@ -162,11 +172,9 @@ export interface HandlerCall {
 export function handlerTask(c: HandlerCall): SandboxTask {
   const rt = runtimeDef(c.fn.runtime);
   const boot = bootstrapFor(rt, 'handler', `${FUNCTION_DIR}/${c.fn.handler}`);
-  const template = {
-    argv: boot.argv,
-    env: { ...BASE_ENV, ...c.fn.env },
-    files: [...Object.entries(c.fn.files).map(([name, content]) => ({ name, content })), boot.file],
-  };
+  // A bundle's tree carries the bootstrap itself (worker-pool/runtime: allBootstraps).
+  const files = c.fn.fnDir === undefined ? [...Object.entries(c.fn.files).map(([name, content]) => ({ name, content })), boot.file] : [];
+  const template = { argv: boot.argv, env: { ...BASE_ENV, ...c.fn.env }, files };
   const input = handlerInput(rt, c.event, c.context);
   return {
     id: c.id,
@@ -174,6 +182,7 @@ export function handlerTask(c: HandlerCall): SandboxTask {
     argv: template.argv,
     env: template.env,
     files: template.files,
+    ...(c.fn.fnDir === undefined ? {} : { fnDir: c.fn.fnDir }),
     stdin: input.stdin,
     limits: c.limits,
     warm: { key: `fn:${c.fn.tenant}:${c.fn.name}:${c.fn.version}:${c.profile.name}`, template, control: input.control, handler: true },

@@ -1,13 +1,15 @@
 // `zviz deploy DIR`: a function directory — manifest.json plus the function's files beside
 // it — sent as PUT /functions/:name. The manifest is checked here, so a typo is named
 // before anything is uploaded; the server checks the rest (profile, limits, sizes).
-import { lstatSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, relative, resolve, sep } from 'node:path';
+import * as tar from 'tar';
 import type { z } from 'zod';
 import { MANIFEST, manifestSchema } from '../functions/examples.js';
 import { helpText, parseCommandLine, shown, type OptionSpecs } from './args.js';
 import { EXIT } from './exit-codes.js';
-import { callServer, refusal, serverFrom } from './http.js';
+import { callServer, refusal, serverFrom, uploadFile, type Server } from './http.js';
 import { CliError, Progress, UsageError, utf8OrNull, writeJson, type Io } from './io.js';
 import { REMOTE_OPTIONS } from './invoke.js';
 import { errorMessage } from '../../worker-pool/util/errors.js';
@@ -15,6 +17,7 @@ import { errorMessage } from '../../worker-pool/util/errors.js';
 export const DEPLOY_OPTIONS = {
   ...REMOTE_OPTIONS,
   json: { type: 'boolean', help: "print the server's answer (the function's metadata) as JSON on stdout" },
+  bundle: { type: 'boolean', help: 'send DIR as a .tar.gz bundle (automatic when DIR has node_modules)' },
 } as const satisfies OptionSpecs;
 
 export const DEPLOY_HELP = helpText(
@@ -23,7 +26,12 @@ export const DEPLOY_HELP = helpText(
   { "name": "hello", "runtime": "node" | "python" | "bash", "handler": "main.js",
     "description"?: "…", "profile"?: "default", "limits"?: { "timeoutMs": 2000, … }, "env"?: { … } }
 and every other file under DIR (hidden ones excepted) is the function's code, by its path
-relative to DIR. Prints the name and the new version.`,
+relative to DIR. Prints the name and the new version.
+
+With --bundle, or when DIR has a node_modules directory, DIR (without the manifest and
+top-level hidden entries) is packed into a .tar.gz, streamed to POST /uploads and deployed
+by its digest: dependencies (node_modules, a vendored Python package) and binary files
+are fine, up to the server's bundle cap (64 MiB by default).`,
   DEPLOY_OPTIONS,
 );
 
@@ -88,6 +96,31 @@ export function functionFiles(dir: string): Record<string, string> {
 
 /** The PUT /functions/:name body of a function directory. */
 export function deployRequest(dir: string): { name: string; body: Record<string, unknown> } {
+  const { root, name, rest } = readFunctionDir(dir);
+  return { name, body: { ...rest, files: functionFiles(root) } };
+}
+
+/** Whether DIR is sent as a bundle without being asked: it carries node_modules. */
+export function wantsBundle(dir: string): boolean {
+  return existsSync(join(resolve(dir), 'node_modules'));
+}
+
+/**
+ * Packs a function directory into a .tar.gz at `out`: everything but the manifest and
+ * top-level hidden entries; links are stored as links (the server refuses those that
+ * point out of the bundle).
+ */
+export async function packBundle(dir: string, out: string): Promise<{ name: string; body: Record<string, unknown> }> {
+  const { root, name, rest } = readFunctionDir(dir);
+  const entries = readdirSync(root)
+    .filter((n) => !n.startsWith('.') && n !== MANIFEST)
+    .sort();
+  if (entries.length === 0) throw new UsageError(`Cannot deploy ${shown(dir)}: it has no files besides ${MANIFEST}`);
+  await tar.c({ gzip: true, cwd: root, file: out, portable: true, follow: false }, entries);
+  return { name, body: rest };
+}
+
+function readFunctionDir(dir: string): { root: string; name: string; rest: Record<string, unknown> } {
   const root = resolve(dir);
   let st;
   try {
@@ -104,7 +137,7 @@ export function deployRequest(dir: string): { name: string; body: Record<string,
     throw new UsageError(`Invalid DIR: ${shown(dir)} has no ${MANIFEST}`);
   }
   const { name, description: _description, ...rest } = parseManifest(join(dir, MANIFEST), text);
-  return { name, body: { ...rest, files: functionFiles(root) } };
+  return { root, name, rest };
 }
 
 export async function deployCommand(args: readonly string[], io: Io): Promise<number> {
@@ -120,11 +153,16 @@ export async function deployCommand(args: readonly string[], io: Io): Promise<nu
     );
   }
   const server = serverFrom(parsed.values, io.env);
-  const { name, body } = deployRequest(dirs[0]!);
   const json = parsed.values.json === true;
-
   const progress = new Progress(io.stderr);
-  progress.show(`deploying ${name} (${Object.keys(body.files as object).length} files) to ${server.url.origin}…`);
+  let name: string;
+  let body: Record<string, unknown>;
+  if (parsed.values.bundle === true || wantsBundle(dirs[0]!)) {
+    ({ name, body } = await uploadBundle(server, dirs[0]!, progress));
+  } else {
+    ({ name, body } = deployRequest(dirs[0]!));
+    progress.show(`deploying ${name} (${Object.keys(body.files as object).length} files) to ${server.url.origin}…`);
+  }
   const answer = await callServer(server, 'PUT', `/functions/${name}`, body).finally(() => progress.clear());
   if (answer.status === 200 || answer.status === 201) {
     const meta = answer.body as { name?: unknown; version?: unknown };
@@ -140,4 +178,23 @@ export async function deployCommand(args: readonly string[], io: Io): Promise<nu
     );
   }
   throw refusal(answer, EXIT.FAILURE);
+}
+
+/** Packs DIR to a temporary .tar.gz, streams it to POST /uploads, and returns the deploy naming its digest. */
+async function uploadBundle(server: Server, dir: string, progress: Progress): Promise<{ name: string; body: Record<string, unknown> }> {
+  const tmp = mkdtempSync(join(tmpdir(), 'zviz-bundle-'));
+  try {
+    const file = join(tmp, 'bundle.tar.gz');
+    progress.show(`packing ${shown(dir)}…`);
+    const { name, body } = await packBundle(dir, file);
+    progress.show(`uploading ${name} (${statSync(file).size} bytes) to ${server.url.origin}…`);
+    const up = await uploadFile(server, '/uploads', file);
+    if (up.status !== 200 && up.status !== 201) throw refusal(up, EXIT.FAILURE);
+    const digest = (up.body as { digest?: unknown }).digest;
+    if (typeof digest !== 'string') throw new CliError(`The server answered the upload without a digest: ${up.text.slice(0, 200)}`, EXIT.FAILURE, 'HTTP');
+    progress.show(`deploying ${name} (bundle ${digest.slice(0, 19)}…) to ${server.url.origin}…`);
+    return { name, body: { ...body, bundle: digest } };
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
 }

@@ -62,6 +62,9 @@ export function exitCodeFor(r: Ending): number {
     case 'error':
       // A deployed function's handler that threw ends 'error' with exit code 0.
       return r.exitCode !== null && r.exitCode > 0 ? r.exitCode & 0xff : EXIT.FAILURE;
+    case 'compile_error':
+      // The code never ran: like a handler that failed to load.
+      return EXIT.FAILURE;
   }
 }
 
@@ -88,6 +91,9 @@ export function statusLines(r: Ending, limits: Limits): string[] {
       break;
     case 'error':
       if (r.reason === 'pids') out.push(`exited with ${r.exitCode ?? 'an error'} after reaching the pids limit (${limits.pids})`);
+      break;
+    case 'compile_error':
+      out.push(r.reason === null ? 'compile error: the code did not run' : `compile step stopped (${r.reason}): the code did not run`);
       break;
     case 'ok':
       break;

@@ -2,7 +2,8 @@
 // with the tenant's key, and the server's answer or a clear reason it could not be had.
 // node:http rather than fetch: fetch gives up waiting for headers after 300 s, and an
 // invocation may legitimately run up to its profile's timeout (at most 15 minutes).
-import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { createReadStream, statSync } from 'node:fs';
+import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { API_KEY_PATTERN } from '../tenancy/tenants.js';
 import { parseServerUrl } from './args.js';
@@ -44,25 +45,31 @@ export interface Answer {
 export const FUNCTION_HEADER = 'x-zviz-function';
 
 export async function callServer(server: Server, method: 'POST' | 'PUT', path: string, body: unknown, extraHeaders: Record<string, string> = {}): Promise<Answer> {
-  const target = new URL(path.replace(/^\//, ''), server.url.href.endsWith('/') ? server.url : new URL(`${server.url.href}/`));
   const payload = Buffer.from(JSON.stringify(body));
+  return exchange(server, method, path, { 'content-type': 'application/json', 'content-length': String(payload.length), ...extraHeaders }, (req) => req.end(payload));
+}
+
+/** POSTs a file as the body, streamed from disk (an archive to POST /uploads). */
+export async function uploadFile(server: Server, path: string, file: string): Promise<Answer> {
+  const size = statSync(file).size;
+  return exchange(server, 'POST', path, { 'content-type': 'application/octet-stream', 'content-length': String(size) }, (req) =>
+    createReadStream(file).on('error', (e) => req.destroy(e)).pipe(req),
+  );
+}
+
+async function exchange(
+  server: Server,
+  method: 'POST' | 'PUT',
+  path: string,
+  headers: Record<string, string>,
+  write: (req: ClientRequest) => void,
+): Promise<Answer> {
+  const target = new URL(path.replace(/^\//, ''), server.url.href.endsWith('/') ? server.url : new URL(`${server.url.href}/`));
   const send = target.protocol === 'https:' ? httpsRequest : httpRequest;
   const res = await new Promise<IncomingMessage>((resolve, reject) => {
-    const req = send(
-      target,
-      {
-        method,
-        headers: {
-          'content-type': 'application/json',
-          'content-length': String(payload.length),
-          authorization: `Bearer ${server.key}`,
-          ...extraHeaders,
-        },
-      },
-      resolve,
-    );
+    const req = send(target, { method, headers: { ...headers, authorization: `Bearer ${server.key}` } }, resolve);
     req.on('error', reject);
-    req.end(payload);
+    write(req);
   }).catch((e: NodeJS.ErrnoException) => {
     const hint = e.code === 'ECONNREFUSED' ? " (is 'zviz serve' running there? see --url)" : '';
     throw new CliError(`Cannot reach the server at ${server.url.origin}: ${e.message}${hint}`, EXIT.ZVIZ_FAILED, 'UNREACHABLE');

@@ -8,6 +8,7 @@ import { ApiError } from '../http/errors.js';
 import { checkRuntime, findProfile, resolveLimits, type TenantCap } from '../invocation/limits.js';
 import { DEFAULT_PROFILE, envSchema, profileNameSchema } from '../invocation/schemas.js';
 import type { FunctionSpec } from './store.js';
+import { digestSchema } from '../uploads/store.js';
 
 /** Sum of the UTF-8 sizes of a function's files. */
 export const MAX_FUNCTION_CODE_BYTES = 1024 * 1024;
@@ -121,6 +122,8 @@ export const deployFunctionSchema = z
     code: z.string().min(1, { error: 'must not be empty' }).optional(),
     /** Relative path → content; nested paths (lib/util.js) are fine. */
     files: filesSchema.optional(),
+    /** The digest of an archive uploaded with POST /uploads (.tar.gz or .zip), unpacked on /fn. */
+    bundle: digestSchema.optional(),
     /** The handler module (node, python) or script (bash), among the files. Default main.js, main.py or main.sh. */
     handler: filePathSchema.optional(),
     profile: profileNameSchema.default(DEFAULT_PROFILE),
@@ -132,7 +135,7 @@ export const deployFunctionSchema = z
   })
   .superRefine((b, ctx) => {
     if (b.image !== undefined) {
-      for (const k of ['runtime', 'code', 'files', 'handler'] as const) {
+      for (const k of ['runtime', 'code', 'files', 'bundle', 'handler'] as const) {
         if (b[k] !== undefined) ctx.addIssue({ code: 'custom', path: [k], message: 'must be left out with image' });
       }
       return;
@@ -142,8 +145,9 @@ export const deployFunctionSchema = z
       ctx.addIssue({ code: 'custom', path: ['runtime'], message: 'is required (or give image)' });
       return;
     }
-    if ((b.code === undefined) === (b.files === undefined)) {
-      ctx.addIssue({ code: 'custom', path: b.code === undefined ? ['code'] : ['files'], message: 'exactly one of code and files must be given' });
+    const given = (['code', 'files', 'bundle'] as const).filter((k) => b[k] !== undefined);
+    if (given.length !== 1) {
+      ctx.addIssue({ code: 'custom', path: [given[1] ?? 'code'], message: 'exactly one of code, files and bundle must be given' });
       return;
     }
     const runtime = b.runtime;
@@ -168,6 +172,8 @@ export interface DeployContext {
   cap: TenantCap;
   /** Resolves an image function's reference to the digest it is pinned to; absent: IMAGE_NOT_FOUND. */
   pinImage?: (reference: string) => string;
+  /** The checked bundle, when the deploy names one (server/functions/bundles.ts: prepare). */
+  bundle?: { digest: string; bytes: number };
 }
 
 /**
@@ -177,7 +183,7 @@ export interface DeployContext {
 export function toFunctionSpec(body: DeployBody, ctx: DeployContext): FunctionSpec {
   if (body.image !== undefined) return imageFunctionSpec(body, body.image, ctx);
   const runtime = body.runtime!; // the schema requires it without image
-  const files = body.files ?? { [defaultHandler(runtime)]: body.code ?? '' };
+  const files = body.bundle !== undefined ? {} : (body.files ?? { [defaultHandler(runtime)]: body.code ?? '' });
   const bytes = Object.values(files).reduce((n, c) => n + utf8(c), 0);
   if (bytes > MAX_FUNCTION_CODE_BYTES) {
     throw new ApiError(
@@ -199,6 +205,7 @@ export function toFunctionSpec(body: DeployBody, ctx: DeployContext): FunctionSp
     limits: body.limits,
     env: body.env,
     secrets: body.secrets,
+    ...(ctx.bundle === undefined ? {} : { bundle: ctx.bundle }),
   };
 }
 

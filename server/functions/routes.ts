@@ -10,6 +10,8 @@ import { remoteAddress, type TenantEnv } from '../tenancy/auth.js';
 import { ApiError } from '../http/errors.js';
 import { deployFunctionSchema, FUNCTION_VERSIONS_KEPT, MAX_FUNCTIONS_PER_TENANT, toFunctionSpec, type DeployFunctionRequest } from './deploy.js';
 import { digestOf, functionMetaSchema, type FunctionMeta, type FunctionStore } from './store.js';
+import type { BundleRef, Bundles } from './bundles.js';
+import { runtimeDef } from '../../worker-pool/runtime/index.js';
 import { FUNCTION_NAME_PATTERN } from '../invocation/schemas.js';
 import type { WithState } from '../state/guard.js';
 import type { Tenant } from '../tenancy/tenants.js';
@@ -27,6 +29,8 @@ export interface FunctionRouteDeps {
   limitBody: MiddlewareHandler;
   /** This host's image store: image functions are pinned to a digest it holds. */
   images?: ImageStore | null;
+  /** Unpacks and checks bundles; null: a deploy naming a bundle is refused. */
+  bundles: Bundles | null;
 }
 
 function unknownFunction(name: string): ApiError {
@@ -67,7 +71,7 @@ export async function deployFunction(
 }
 
 async function store(
-  deps: Pick<FunctionRouteDeps, 'functions' | 'profiles' | 'withState' | 'images'>,
+  deps: Pick<FunctionRouteDeps, 'functions' | 'profiles' | 'withState' | 'images'> & { bundles?: Bundles | null },
   tenant: Tenant,
   name: string,
   body: ReturnType<typeof deployFunctionSchema.parse>,
@@ -83,7 +87,16 @@ async function store(
         }
       }
     : undefined;
-  const spec = toFunctionSpec(body, { profiles: deps.profiles, cap: { tenant: tenant.name, max: tenant.quotas.maxLimits }, ...(pinImage ? { pinImage } : {}) });
+  const cap = { tenant: tenant.name, max: tenant.quotas.maxLimits };
+  const pin = pinImage ? { pinImage } : {};
+  // Cheap checks first: a wrong profile or limit is named before any archive is unpacked.
+  if (body.image === undefined) toFunctionSpec({ ...body, bundle: undefined, code: body.code ?? 'x' }, { profiles: deps.profiles, cap });
+  let bundle: BundleRef | undefined;
+  if (body.bundle !== undefined) {
+    if (!deps.bundles) throw new ApiError('VALIDATION_FAILED', 'Cannot deploy bundle: this server does not take bundles', [{ path: 'bundle', message: 'is not supported here' }]);
+    bundle = await deps.bundles.prepare(tenant.name, body.bundle, body.handler ?? runtimeDef(body.runtime!).source);
+  }
+  const spec = toFunctionSpec(body, { profiles: deps.profiles, cap, ...pin, ...(bundle === undefined ? {} : { bundle }) });
   const out = await deps.withState('functions.put', 'store function', () =>
     deps.functions.put(tenant.name, name, spec, digestOf(spec), {
       onlyIfChanged,
@@ -117,7 +130,17 @@ export function registerFunctionRoutes(app: OpenAPIHono<TenantEnv>, deps: Functi
       params: NAME,
       body: deployFunctionSchema,
       answers: [{ status: 201, description: 'The new version', schema: functionMetaSchema }],
-      errors: [...BODY_ERRORS, 'UNKNOWN_PROFILE', 'RUNTIME_NOT_ALLOWED', 'LIMIT_EXCEEDS_PROFILE', 'QUOTA_LIMITS', 'QUOTA_FUNCTIONS'],
+      errors: [
+        ...BODY_ERRORS,
+        'UNKNOWN_PROFILE',
+        'RUNTIME_NOT_ALLOWED',
+        'LIMIT_EXCEEDS_PROFILE',
+        'QUOTA_LIMITS',
+        'QUOTA_FUNCTIONS',
+        'UNKNOWN_UPLOAD',
+        'ARCHIVE_REFUSED',
+        'UPLOAD_STORE_UNAVAILABLE',
+      ],
     }),
     async function deploy(c) {
       const tenant = c.get('tenant');

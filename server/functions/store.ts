@@ -25,6 +25,8 @@ export interface FunctionSpec {
    * function of `runtime` from its files.
    */
   image?: FunctionImage;
+  /** Deployed from an uploaded archive (server/functions/bundles.ts); `files` is then empty. */
+  bundle?: { digest: string; bytes: number };
 }
 
 export interface FunctionImage {
@@ -54,8 +56,10 @@ export const functionMetaSchema = z.strictObject({
   limits: limitsSchema.partial(),
   env: z.record(z.string(), z.string()),
   secrets: z.record(z.string(), z.string()),
-  /** Paths of the files, sorted. */
+  /** Paths of the files, sorted (none for a bundle). */
   files: z.array(z.string()),
+  /** The archive the function was deployed from, when it was. */
+  bundle: z.strictObject({ digest: z.string(), bytes: z.number().int() }).optional(),
   codeBytes: z.number().int(),
   /** SHA-256 of the canonical spec: equal digests, equal functions. */
   digest: z.string(),
@@ -79,6 +83,7 @@ export function metaOf(v: FunctionVersion, createdAt: string): FunctionMeta {
     env: v.env,
     secrets: v.secrets,
     files: Object.keys(v.files).sort(),
+    ...(v.bundle === undefined ? {} : { bundle: v.bundle }),
     codeBytes: v.codeBytes,
     digest: v.digest,
     createdAt,

@@ -47,6 +47,9 @@ export type ErrorCode =
   | 'IMAGE_INVALID'
   | 'IMAGE_IN_USE'
   | 'UNKNOWN_PULL'
+  | 'ARCHIVE_REFUSED'
+  | 'UNKNOWN_UPLOAD'
+  | 'UPLOAD_STORE_UNAVAILABLE'
   | 'INTERNAL';
 
 /** Exhaustive: a code added to ErrorCode without a status here does not compile. */
@@ -100,6 +103,12 @@ export const ERROR_STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   IMAGE_INVALID: 422,
   IMAGE_IN_USE: 409,
   UNKNOWN_PULL: 404,
+  // Uploads and bundles (server/uploads/): an archive with an entry ZViz will not unpack
+  // (traversal, a link out, a device node, setuid), a digest the tenant never uploaded, and
+  // the shared object store (S3) not answering when a host needs a blob it has not seen.
+  ARCHIVE_REFUSED: 400,
+  UNKNOWN_UPLOAD: 404,
+  UPLOAD_STORE_UNAVAILABLE: 503,
   INTERNAL: 500,
 };
 

@@ -33,7 +33,9 @@ describe('GET /openapi.json', () => {
     // Either inline code or a deployed function, each a closed object.
     const [inline, fn] = invoke.requestBody.content['application/json'].schema.anyOf;
     expect(inline.required).toEqual(['runtime', 'code']);
-    expect(inline.properties.runtime.enum).toEqual(['node', 'python', 'bash']);
+    // The built-in runtimes, or a catalog language's name (GET /runtimes).
+    expect(inline.properties.runtime.anyOf[0].enum).toEqual(['node', 'python', 'bash']);
+    expect(inline.properties.runtime.anyOf[1].pattern).toBeDefined();
     expect(inline.additionalProperties).toBe(false);
     expect(fn.required).toEqual(['function']);
     expect(fn.additionalProperties).toBe(false);

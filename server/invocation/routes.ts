@@ -87,6 +87,9 @@ function invokeRoute(deps: InvokeRouteDeps) {
       'SANDBOX_UNAVAILABLE',
       'OVERLOADED',
       'SHUTTING_DOWN',
+      // A bundle function on a host that has not seen its bundle (server/functions/bundles.ts).
+      'UNKNOWN_UPLOAD',
+      'UPLOAD_STORE_UNAVAILABLE',
     ],
   });
 }

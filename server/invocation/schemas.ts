@@ -2,6 +2,7 @@
 import { deeperThan, MAX_JSON_DEPTH } from '../../worker-pool/util/json-depth.js';
 import { z } from '@hono/zod-openapi';
 import { limitsSchema, runtimeSchema } from '../../profiles/schema.js';
+import { LANGUAGE_NAME_PATTERN } from '../../worker-pool/runtime/catalog.js';
 import type { ErrorCode } from '../http/errors.js';
 
 import {
@@ -94,7 +95,8 @@ export const callbackUrlSchema = z
   }, { error: 'must be an http:// or https:// URL without credentials' });
 
 export const invokeRequestSchema = z.strictObject({
-  runtime: runtimeSchema,
+  /** A built-in runtime (node, python, bash) or a language of the catalog (GET /runtimes: c, cpp, …). */
+  runtime: z.union([runtimeSchema, z.string().regex(LANGUAGE_NAME_PATTERN, { error: 'must be a runtime name (GET /runtimes lists them)' })]),
   code: utf8Bytes(1, MAX_CODE_BYTES),
   stdin: utf8Bytes(0, MAX_STDIN_BYTES).optional(),
   args: z
@@ -105,6 +107,8 @@ export const invokeRequestSchema = z.strictObject({
   profile: profileNameSchema.default(DEFAULT_PROFILE),
   /** Each limit is bounded here by the hard bounds; the profile's max is checked later. */
   limits: limitsSchema.partial().optional(),
+  /** A compiled language's compile step: its own limits, over the catalog's defaults, within the profile's max. */
+  compileLimits: limitsSchema.partial().optional(),
   /** Only with ?mode=async: the result is POSTed here when the invocation ends. */
   callbackUrl: callbackUrlSchema.optional(),
 });
@@ -198,7 +202,7 @@ export const invokeQuerySchema = z.strictObject({
   mode: z.enum(['sync', 'async']).default('sync'),
 });
 
-export const INVOKE_STATUSES = ['ok', 'error', 'timeout', 'oom', 'killed'] as const;
+export const INVOKE_STATUSES = ['ok', 'error', 'timeout', 'oom', 'killed', 'compile_error'] as const;
 export type InvokeStatus = (typeof INVOKE_STATUSES)[number];
 export const INVOKE_REASONS = ['timeout', 'memory', 'output-limit', 'pids', 'signal', 'seccomp', 'broker', 'broker-cpu'] as const;
 export type InvokeReason = (typeof INVOKE_REASONS)[number];
@@ -239,6 +243,22 @@ export const invokeResponseSchema = z.strictObject({
   profile: z.string(),
   /** The limits the invocation actually ran with. */
   limits: limitsSchema,
+  /**
+   * A compiled language's compile step (its own sandbox and limits). When it failed, the
+   * invocation is `compile_error` with the compiler's output as stderr and the step's
+   * reason (null for a plain compile error, else timeout, memory…).
+   */
+  compile: z
+    .strictObject({
+      status: z.enum(INVOKE_STATUSES),
+      reason: z.enum(INVOKE_REASONS).nullable(),
+      exitCode: z.number().int().nullable(),
+      durationMs: z.number(),
+      cpuMs: z.number(),
+      memoryPeakBytes: z.number(),
+      limits: limitsSchema,
+    })
+    .optional(),
 });
 export type InvokeResponse = z.infer<typeof invokeResponseSchema>;
 

@@ -6,11 +6,14 @@ import { randomUUID } from 'node:crypto';
 import { asError } from '../../worker-pool/util/errors.js';
 import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Limits, Profile } from '../../profiles/schema.js';
+import type { Profile } from '../../profiles/schema.js';
+import { LIMIT_NAMES, RUNTIMES, type Limits, type Runtime } from '../../profiles/schema.js';
 import { MAX_BROKERED_FILE_BYTES } from '../../worker-pool/spec.js';
-import { handlerTask, imageTask, ImageNotAllowedError, inlineTask, type SandboxTask } from '../../worker-pool/task.js';
+import { commandTask, handlerTask, imageTask, ImageNotAllowedError, inlineTask, type SandboxTask } from '../../worker-pool/task.js';
+import { ARTIFACT_FILE, compileArgv, compiledRunArgv, interpretedRunArgv, type Language } from '../../worker-pool/runtime/catalog.js';
 import type { ImageStore } from '../../worker-pool/images/index.js';
 import { imageApiError } from '../images/routes.js';
+import type { Bundles } from '../functions/bundles.js';
 import type { HostFacts, OutputChunk, SandboxOutcome } from '../../worker-pool/types.js';
 import { recordFailed, recordFinished, recordRefused, type AccountingDeps } from '../tenancy/accounting.js';
 import type { AuditLog } from '../tenancy/audit.js';
@@ -18,10 +21,10 @@ import { ApiError } from '../http/errors.js';
 import { checkBrokeredSlots, FUNCTION_VERSIONS_KEPT, IMAGE_FUNCTION_CONTRACT } from '../functions/deploy.js';
 import { VersionCache, type FunctionStore, type FunctionVersion } from '../functions/store.js';
 import { checkRuntime, findProfile, resolveLimits, type TenantCap } from './limits.js';
-import { toResponse, withAnswer } from './response.js';
+import { classify, toResponse, withAnswer } from './response.js';
 import type { Logger } from '../ops/log.js';
 import type { QuotaGate, QuotaName, Lease } from '../tenancy/quotas.js';
-import type { AnyInvokeResponse, FunctionInvokeRequest, ImageInvokeRequest, InvokeBody, InvokeRequest } from './schemas.js';
+import type { AnyInvokeResponse, FunctionInvokeRequest, ImageInvokeRequest, InvokeBody, InvokeRequest, InvokeResponse } from './schemas.js';
 import type { WithState } from '../state/guard.js';
 import type { Tenant } from '../tenancy/tenants.js';
 
@@ -43,6 +46,10 @@ export interface InvocationDeps {
   secretsDir: string | null;
   /** This host's image store; null: no image can be named (IMAGE_NOT_FOUND). */
   images: ImageStore | null;
+  /** Where a bundle function's tree comes from; null: none can run here. */
+  bundles?: Bundles | null;
+  /** The catalog's languages this host can run (GET /runtimes); the built-in runtimes need none. */
+  languages?: ReadonlyMap<string, Language>;
 }
 
 /** An invocation ready to be admitted: its task and what the response needs to name. */
@@ -52,6 +59,14 @@ export interface Prepared {
   task: SandboxTask;
   profile: Profile;
   fn: { name: string; version: number } | null;
+  /** A compiled language: the compile step, run first in its own sandbox, and the run step made from its artifact. */
+  compile?: CompileStep;
+}
+
+export interface CompileStep {
+  task: SandboxTask;
+  /** The run step's task, given the compile step's stdout (the artifact, base64). */
+  runTask(artifact: string): SandboxTask;
 }
 
 export interface Admitted {
@@ -71,7 +86,7 @@ function unknownFunction(name: string, message = `no function is named '${name}'
 }
 
 /** An inline invocation's task: the runtime checked against the profile, limits resolved. */
-function buildTask(id: string, body: InvokeRequest, profile: Profile, cap?: TenantCap): SandboxTask {
+function buildTask(id: string, body: InvokeRequest & { runtime: Runtime }, profile: Profile, cap?: TenantCap): SandboxTask {
   checkRuntime(profile, body.runtime, 'run function');
   return inlineTask({
     id,
@@ -115,7 +130,8 @@ export class InvocationService {
           : 'image' in body
             ? this.#prepareImage(tenant, body, id)
             : this.#prepareInline(tenant, body, id);
-      const timeoutMs = prep.task.limits.timeoutMs;
+      // One lease for both steps of a compiled language.
+      const timeoutMs = prep.task.limits.timeoutMs + (prep.compile?.task.limits.timeoutMs ?? 0);
       lease = await this.deps.withState('quota.acquire', 'check quotas', () => this.deps.gate.admit(tenant, id, timeoutMs));
     } catch (e) {
       const quota = e instanceof ApiError ? QUOTA_OF_CODE[e.code] : undefined;
@@ -133,17 +149,22 @@ export class InvocationService {
   async run({ prep, lease }: Admitted, onOutput?: (chunk: OutputChunk) => void): Promise<AnyInvokeResponse> {
     const { log, accounting } = this.deps;
     const { metrics } = accounting;
-    const { id, task, profile, tenant } = prep;
-    const inv = { tenant: tenant.name, task };
-    const fields = { id, tenant: tenant.name, runtime: task.runtime, profile: profile.name, ...(prep.fn ? { function: prep.fn.name, version: prep.fn.version } : {}) };
+    const { id, profile, tenant } = prep;
+    let task = prep.task;
+    const fields = { id, tenant: tenant.name, runtime: task.language ?? task.runtime, profile: profile.name, ...(prep.fn ? { function: prep.fn.name, version: prep.fn.version } : {}) };
     const started = performance.now();
+    let compiled: SandboxOutcome | undefined;
     let outcome: SandboxOutcome | undefined;
     let failure: unknown;
     metrics.inFlight.inc();
     // An image in use is neither collected nor removed until its sandbox is gone.
     const releaseImage = task.image && this.deps.images ? this.deps.images.acquire(task.image.digest) : () => {};
     try {
-      outcome = await this.deps.invoker.invoke(task, onOutput);
+      if (prep.compile !== undefined) {
+        compiled = await this.deps.invoker.invoke(prep.compile.task);
+        if (compiled.ok && classify(compiled.result).status === 'ok') task = prep.compile.runTask(compiled.result.stdout);
+      }
+      if (compiled === undefined || task !== prep.task) outcome = await this.deps.invoker.invoke(task, onOutput);
     } catch (e) {
       failure = e;
     } finally {
@@ -154,12 +175,20 @@ export class InvocationService {
     // The audit records go to Redis with the lease's release: one round trip for both.
     const audit = accounting.audit.deferred();
     const recording: AccountingDeps = { ...accounting, audit };
+    const inv = { tenant: tenant.name, task };
 
     let response: AnyInvokeResponse;
     try {
-      if (outcome === undefined) throw failure;
-      const base = toResponse(id, profile.name, task.limits, outcome, this.deps.hostFacts().landlock.unenforced);
-      response = prep.fn && outcome.ok ? withAnswer(base, task, outcome.result, prep.fn) : base;
+      const unenforced = this.deps.hostFacts().landlock.unenforced;
+      if (failure !== undefined) throw failure;
+      if (compiled !== undefined && outcome === undefined) {
+        response = compileFailed(toResponse(id, profile.name, task.limits, compiled, unenforced), prep.compile!.task.limits);
+      } else {
+        if (outcome === undefined) throw failure;
+        const base = toResponse(id, profile.name, task.limits, outcome, unenforced);
+        response = prep.fn && outcome.ok ? withAnswer(base, task, outcome.result, prep.fn) : base;
+        if (compiled !== undefined && compiled.ok) response = { ...response, compile: compileSummary(toResponse(id, profile.name, task.limits, compiled), prep.compile!.task.limits) };
+      }
     } catch (e) {
       const err = asError(e);
       const code = err instanceof ApiError ? err.code : 'INTERNAL';
@@ -167,8 +196,9 @@ export class InvocationService {
       try {
         await recordFailed(recording, inv, code, outcome && !outcome.ok ? (outcome.cpuMs ?? null) : null);
       } finally {
-        // A failure after the sandbox ran is still charged what it used (chargedCpuMs).
-        await lease.release(chargedCpuMs(outcome), audit.stored);
+        // A failure after the sandbox ran is still charged what it used (chargedCpuMs), and
+        // so is a compile step that ran before it.
+        await lease.release(chargedCpuMs(outcome) + chargedCpuMs(compiled), audit.stored);
       }
       throw err;
     }
@@ -178,8 +208,10 @@ export class InvocationService {
     } finally {
       // Released before answering, so a client that calls again right away finds its slot free.
       // The CPU charged is the CPU answered (rounded the same way), the sandbox's and the
-      // trusted side's, so the sums always add up.
-      await lease.release(response.cpuMs + response.brokerCpuMs, audit.stored);
+      // trusted side's, so the sums always add up; plus the compile step's when the answer
+      // is the run's (a compile error's answer is the compile step itself).
+      const compileCharge = outcome !== undefined ? chargedCpuMs(compiled) : 0;
+      await lease.release(response.cpuMs + response.brokerCpuMs + compileCharge, audit.stored);
     }
     return response;
   }
@@ -217,8 +249,22 @@ export class InvocationService {
 
   #prepareInline(tenant: Tenant, body: InvokeRequest, id: string): Prepared {
     const profile = findProfile(this.deps.profiles, body.profile);
-    const task = buildTask(id, body, profile, { tenant: tenant.name, max: tenant.quotas.maxLimits });
-    return { id, tenant, task, profile, fn: null };
+    const cap = { tenant: tenant.name, max: tenant.quotas.maxLimits };
+    if (isBuiltIn(body.runtime)) {
+      if (body.compileLimits !== undefined) throw new ApiError('VALIDATION_FAILED', `Cannot use compileLimits: runtime '${body.runtime}' has no compile step`, [{ path: 'compileLimits', message: `is only for compiled languages` }]);
+      return { id, tenant, task: buildTask(id, { ...body, runtime: body.runtime }, profile, cap), profile, fn: null };
+    }
+    const lang = this.deps.languages?.get(body.runtime);
+    if (lang === undefined) {
+      throw new ApiError('VALIDATION_FAILED', `Cannot run code: no runtime named '${body.runtime}' is available on this host (GET /runtimes lists them)`, [
+        { path: 'runtime', message: 'must be a runtime GET /runtimes lists' },
+      ]);
+    }
+    if (lang.compile === undefined) {
+      if (body.compileLimits !== undefined) throw new ApiError('VALIDATION_FAILED', `Cannot use compileLimits: runtime '${lang.name}' has no compile step`, [{ path: 'compileLimits', message: 'is only for compiled languages' }]);
+      return { id, tenant, profile, fn: null, task: interpretedTask(id, lang, body, profile, cap) };
+    }
+    return { id, tenant, profile, fn: null, ...compiledTasks(id, lang, body, profile, cap) };
   }
 
   async #prepareFunction(tenant: Tenant, body: FunctionInvokeRequest, id: string): Promise<Prepared> {
@@ -237,8 +283,20 @@ export class InvocationService {
       task.profile.brokeredFiles.push(...secrets);
       return { id, tenant, task, profile, fn: { name: fn.name, version: fn.version } };
     }
-    const task = handlerTask({ id, fn: { ...fn, tenant: tenant.name }, event: body.input, context, limits, profile, secrets });
+    const fnDir = await this.#bundleTree(tenant.name, fn);
+    const code = { ...fn, tenant: tenant.name, ...(fnDir === null ? {} : { fnDir }) };
+    const task = handlerTask({ id, fn: code, event: body.input, context, limits, profile, secrets });
     return { id, tenant, task, profile, fn: { name: fn.name, version: fn.version } };
+  }
+
+  /** A bundle function's unpacked tree on this host (made from the shared store when needed), or null. */
+  async #bundleTree(tenant: string, fn: FunctionVersion): Promise<string | null> {
+    if (fn.bundle === undefined) return null;
+    const bundles = this.deps.bundles ?? null;
+    if (bundles === null) {
+      throw new ApiError('SANDBOX_UNAVAILABLE', `Cannot run function '${fn.name}': it is a bundle and this server does not take bundles`);
+    }
+    return bundles.tree(tenant, fn.bundle.digest);
   }
 
   /** A version of a function: the latest unless asked; only the last FUNCTION_VERSIONS_KEPT exist. */
@@ -295,4 +353,75 @@ export class InvocationService {
     }
     return out;
   }
+}
+
+function isBuiltIn(name: string): name is Runtime {
+  return (RUNTIMES as readonly string[]).includes(name);
+}
+
+/** A limit set lowered to the profile's max and the tenant's caps (the catalog's defaults must fit every profile). */
+function clampLimits(limits: Limits, profile: Profile, cap: TenantCap): Limits {
+  const out = { ...limits };
+  for (const k of LIMIT_NAMES) out[k] = Math.min(out[k], profile.limits.max[k], cap.max[k] ?? Infinity);
+  return out;
+}
+
+/** A catalog language without a compile step: its run argv over the source file, like inline code cold. */
+function interpretedTask(id: string, lang: Language, body: InvokeRequest, profile: Profile, cap: TenantCap): SandboxTask {
+  checkRuntime(profile, lang.syscalls, `run ${lang.name} code`);
+  return {
+    ...commandTask({
+      id,
+      argv: interpretedRunArgv(lang, body.args ?? []),
+      ...(body.env ? { env: body.env } : {}),
+      ...(body.stdin !== undefined ? { stdin: body.stdin } : {}),
+      limits: resolveLimits(profile, body.limits, cap),
+      profile,
+      runtimes: [lang.syscalls],
+    }),
+    files: [{ name: lang.source, content: body.code }],
+    language: lang.name,
+  };
+}
+
+/**
+ * A compiled language's two steps, each its own sandbox with its own limits: the compile
+ * step (the catalog's limits, lowered to the profile's and the tenant's caps, under the
+ * request's compileLimits) and the run step (the request's limits, like any invocation),
+ * whose /tmp allows exec because that is where the artifact runs.
+ */
+function compiledTasks(id: string, lang: Language, body: InvokeRequest, profile: Profile, cap: TenantCap): { task: SandboxTask; compile: CompileStep } {
+  checkRuntime(profile, lang.syscalls, `run ${lang.name} code`);
+  const compileLimits = resolveLimits(profile, { ...clampLimits(lang.compile!.limits, profile, cap), ...body.compileLimits }, cap);
+  const limits = resolveLimits(profile, body.limits, cap);
+  const source = { name: lang.source, content: body.code };
+  const compileTask: SandboxTask = {
+    ...commandTask({ id: `${id}-compile`, argv: compileArgv(lang), limits: compileLimits, profile, runtimes: [lang.syscalls] }),
+    files: [source],
+    language: lang.name,
+  };
+  const runProfile: Profile = { ...profile, filesystem: { ...profile.filesystem, tmpExec: true } };
+  const runTask = (artifact: string): SandboxTask => ({
+    ...commandTask({
+      id,
+      argv: compiledRunArgv(lang, body.args ?? []),
+      ...(body.env ? { env: body.env } : {}),
+      ...(body.stdin !== undefined ? { stdin: body.stdin } : {}),
+      limits,
+      profile: runProfile,
+      runtimes: [lang.syscalls],
+    }),
+    files: [{ name: ARTIFACT_FILE, content: artifact }],
+    language: lang.name,
+  });
+  return { task: runTask(''), compile: { task: compileTask, runTask } };
+}
+
+function compileSummary(r: InvokeResponse, limits: Limits): NonNullable<InvokeResponse['compile']> {
+  return { status: r.status, reason: r.reason, exitCode: r.exitCode, durationMs: r.durationMs, cpuMs: r.cpuMs, memoryPeakBytes: r.memoryPeakBytes, limits };
+}
+
+/** The compile step did not produce an artifact: the code never ran; the compiler's output is the answer. */
+function compileFailed(r: InvokeResponse, limits: Limits): InvokeResponse {
+  return { ...r, status: 'compile_error', stdout: '', compile: compileSummary(r, limits) };
 }

@@ -46,12 +46,13 @@ export interface Invocation {
 export async function recordFinished(deps: AccountingDeps, inv: Invocation, response: InvokeResponse, wallMs: number): Promise<void> {
   const { audit, metrics } = deps;
   const { tenant, task } = inv;
+  const runtime = task.language ?? task.runtime;
   const queueMs = Math.max(0, Math.round((wallMs - response.setupMs - response.durationMs) * 10) / 10);
-  metrics.invocations.inc({ tenant, runtime: task.runtime, status: response.status });
-  metrics.setup.observe({ runtime: task.runtime }, response.setupMs / 1000);
-  metrics.run.observe({ runtime: task.runtime }, response.durationMs / 1000);
-  metrics.queueWait.observe({ runtime: task.runtime }, queueMs / 1000);
-  const where = { tenant, invocationId: task.id, runtime: task.runtime, profile: task.profile.name };
+  metrics.invocations.inc({ tenant, runtime, status: response.status });
+  metrics.setup.observe({ runtime }, response.setupMs / 1000);
+  metrics.run.observe({ runtime }, response.durationMs / 1000);
+  metrics.queueWait.observe({ runtime }, queueMs / 1000);
+  const where = { tenant, invocationId: task.id, runtime, profile: task.profile.name };
   const records: Array<Promise<void>> = [
     audit.record({
       type: 'invocation',
@@ -78,12 +79,13 @@ export async function recordFinished(deps: AccountingDeps, inv: Invocation, resp
 /** An invocation that got no result (the pool refused it, the native layer failed, a bug). */
 export async function recordFailed(deps: AccountingDeps, inv: Invocation, code: ErrorCode, cpuMs: number | null = null): Promise<void> {
   const { tenant, task } = inv;
-  deps.metrics.invocations.inc({ tenant, runtime: task.runtime, status: 'failed' });
+  const runtime = task.language ?? task.runtime;
+  deps.metrics.invocations.inc({ tenant, runtime, status: 'failed' });
   await deps.audit.record({
     type: 'invocation',
     tenant,
     invocationId: task.id,
-    runtime: task.runtime,
+    runtime,
     profile: task.profile.name,
     limits: task.limits,
     status: 'failed',

@@ -85,6 +85,16 @@ export const auditRecordSchema = z.discriminatedUnion('type', [
     remote: z.string().nullable(),
   }),
   z.strictObject({
+    type: z.literal('upload'),
+    time,
+    tenant: z.string(),
+    action: z.enum(['upload.create']),
+    /** sha256:<hex> of the stored blob. */
+    digest: z.string(),
+    bytes: z.number().int(),
+    remote: z.string().nullable(),
+  }),
+  z.strictObject({
     type: z.literal('callback'),
     time,
     tenant: z.string(),

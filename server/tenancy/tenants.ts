@@ -27,6 +27,8 @@ const quotaFields = {
   cpuWindowSeconds: z.number().int().min(1).max(7 * 24 * 3600),
   /** Caps below the profile's max: a request above one is refused, a profile default above one is lowered to it. */
   maxLimits: limitsSchema.partial(),
+  /** Largest upload (POST /uploads) in MiB, below ZVIZ_MAX_UPLOAD_MB; unset: the server's cap. */
+  maxUploadMb: z.number().int().min(1).max(65_536),
 };
 
 export const QUOTA_DEFAULTS = {
@@ -44,6 +46,7 @@ export const quotasSchema = z.strictObject({
   cpuSeconds: quotaFields.cpuSeconds.default(QUOTA_DEFAULTS.cpuSeconds),
   cpuWindowSeconds: quotaFields.cpuWindowSeconds.default(QUOTA_DEFAULTS.cpuWindowSeconds),
   maxLimits: quotaFields.maxLimits.default({}),
+  maxUploadMb: quotaFields.maxUploadMb.optional(),
 });
 export type Quotas = z.infer<typeof quotasSchema>;
 

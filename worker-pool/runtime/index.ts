@@ -95,12 +95,8 @@ export function inlineRun(rt: RuntimeDef, code: string, args: readonly string[] 
 
 const bootstraps = new Map<string, string>();
 
-/**
- * The bootstrap file a sandbox gets (under FUNCTION_DIR/.zviz, where no deployed file may
- * be) and the argv that runs it: `inline` waits for code on fd 3, `handler` loads `entry`.
- */
-export function bootstrapFor(rt: RuntimeDef, mode: 'handler' | 'inline', entry: string): { file: SandboxFile; argv: string[] } {
-  const { file, interpreter } = rt.bootstrap;
+function bootstrapContent(rt: RuntimeDef): string {
+  const { file } = rt.bootstrap;
   let content = bootstraps.get(file);
   if (content === undefined) {
     const path = join(PACKAGE_ROOT, 'worker-pool', 'runtime', 'bootstrap', file);
@@ -111,8 +107,29 @@ export function bootstrapFor(rt: RuntimeDef, mode: 'handler' | 'inline', entry: 
     }
     bootstraps.set(file, content);
   }
-  const name = `.zviz/bootstrap-${file}`;
-  return { file: { name, content }, argv: [interpreter, `${FUNCTION_DIR}/${name}`, mode, entry] };
+  return content;
+}
+
+/** Where a runtime's bootstrap lies under FUNCTION_DIR: `.zviz`, a name no deployed file or bundle entry may use. */
+function bootstrapName(rt: RuntimeDef): string {
+  return `.zviz/bootstrap-${rt.bootstrap.file}`;
+}
+
+/**
+ * The bootstrap file a sandbox gets (under FUNCTION_DIR/.zviz, where no deployed file may
+ * be) and the argv that runs it: `inline` waits for code on fd 3, `handler` loads `entry`.
+ */
+export function bootstrapFor(rt: RuntimeDef, mode: 'handler' | 'inline', entry: string): { file: SandboxFile; argv: string[] } {
+  const name = bootstrapName(rt);
+  return { file: { name, content: bootstrapContent(rt) }, argv: [rt.bootstrap.interpreter, `${FUNCTION_DIR}/${name}`, mode, entry] };
+}
+
+/**
+ * Every runtime's bootstrap file: a bundle's unpacked tree carries them, because the tree
+ * is mounted on FUNCTION_DIR in place of the files the native layer would write there.
+ */
+export function allBootstraps(): SandboxFile[] {
+  return Object.values(RUNTIMES).map((rt) => ({ name: bootstrapName(rt), content: bootstrapContent(rt) }));
 }
 
 /** Inline work for a warm sandbox's bootstrap, encoded as it reads it from fd 3. */

@@ -1,0 +1,60 @@
+// The catalog's languages through POST /invoke, up to the tasks the pool is given: a
+// language without a compile step is one sandbox; a compiled one is two, the run step
+// made from the compile step's stdout, and none when the compile step fails.
+import { describe, expect, it } from 'vitest';
+import { FakeInvoker, result, testApp, testState, testTenant } from '../../test/support/fixtures.js';
+import { languageSchema, loadCatalog, type Language } from '../../worker-pool/runtime/catalog.js';
+
+const shipped = loadCatalog();
+const ruby: Language = languageSchema.parse({ name: 'ruby', version: '3', root: 'host', source: 'main.rb', syscalls: 'bash', run: { argv: ['/usr/bin/ruby', '{source}'] } });
+const languages = new Map<string, Language>([...shipped, ['ruby', ruby]]);
+
+async function invoke(invoker: FakeInvoker, body: unknown) {
+  const state = testState();
+  const app = testApp({ invoker, languages }, state);
+  const { auth } = await testTenant(state);
+  const r = await app.request('/invoke', { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  return { status: r.status, body: (await r.json()) as Record<string, any> };
+}
+
+describe('catalog languages in POST /invoke', () => {
+  it('a language without a compile step runs its argv over the source file, in one sandbox', async () => {
+    const inv = new FakeInvoker();
+    const r = await invoke(inv, { runtime: 'ruby', code: 'puts 1', args: ['a'] });
+    expect(r.status).toBe(200);
+    expect(inv.tasks).toHaveLength(1);
+    expect(inv.tasks[0]!.argv).toEqual(['/usr/bin/ruby', '/fn/main.rb', 'a']);
+    expect(inv.tasks[0]!.files).toEqual([{ name: 'main.rb', content: 'puts 1' }]);
+    expect(r.body.compile).toBeUndefined();
+  });
+
+  it('a compiled language: the compile sandbox gets the source, the run sandbox the artifact and exec on /tmp', async () => {
+    const inv = new FakeInvoker(async (task) => ({ ok: true, result: result(task.id.endsWith('-compile') ? { stdout: 'QUJD' } : { stdout: 'ran' }) }));
+    const r = await invoke(inv, { runtime: 'cpp', code: 'int main(){}', limits: { timeoutMs: 1000 } });
+    expect(r.body.status).toBe('ok');
+    expect(inv.tasks.map((t) => t.id.endsWith('-compile'))).toEqual([true, false]);
+    const [compile, run] = inv.tasks;
+    expect(compile!.files).toEqual([{ name: 'main.cpp', content: 'int main(){}' }]);
+    expect(compile!.limits.timeoutMs).toBe(15000);
+    expect(compile!.profile.filesystem.tmpExec).toBe(false);
+    expect(run!.files).toEqual([{ name: '.zviz/program.b64', content: 'QUJD' }]);
+    expect(run!.limits.timeoutMs).toBe(1000);
+    expect(run!.profile.filesystem.tmpExec).toBe(true);
+    expect(r.body.stdout).toBe('ran');
+    expect(r.body.compile).toMatchObject({ status: 'ok', limits: { timeoutMs: 15000 } });
+    expect(inv.tasks.map((t) => t.language)).toEqual(['cpp', 'cpp']);
+  });
+
+  it('a failed compile step is compile_error with its stderr, and no run sandbox is made', async () => {
+    const inv = new FakeInvoker(async () => ({ ok: true, result: result({ exitCode: 1, stderr: 'main.cpp:1: error: nope', stdout: '' }) }));
+    const r = await invoke(inv, { runtime: 'cpp', code: 'x' });
+    expect(inv.tasks).toHaveLength(1);
+    expect(r.body).toMatchObject({ status: 'compile_error', reason: null, stderr: 'main.cpp:1: error: nope', stdout: '' });
+  });
+
+  it('a compile step stopped by its timeout is compile_error with reason timeout', async () => {
+    const inv = new FakeInvoker(async () => ({ ok: true, result: result({ exitCode: null, signal: 'SIGKILL', timedOut: true }) }));
+    const r = await invoke(inv, { runtime: 'c', code: 'x', compileLimits: { timeoutMs: 10 } });
+    expect(r.body).toMatchObject({ status: 'compile_error', reason: 'timeout', compile: { limits: { timeoutMs: 10 } } });
+  });
+});

@@ -1,0 +1,190 @@
+// Uploads: opaque blobs (archives) a tenant streams to POST /uploads, content-addressed by
+// SHA-256 and kept per tenant, so a tenant can only ever name its own. A body is written to
+// a part file while it is hashed and counted, never held in memory; over the cap it is
+// refused (413) and the part file removed, so nothing half-written is ever named by a
+// digest. With a remote store (S3-compatible, server/uploads/s3.ts) every blob is also put
+// there before the upload is answered, and a host that has not seen a blob fetches it,
+// verifying its digest, the first time it needs it: that is how a fleet sharing one Redis
+// shares bundles. Reused by anything that takes an archive (bundles, and CI workspaces).
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { z } from 'zod';
+import { ApiError } from '../http/errors.js';
+import { abortedBody, clientAborted } from '../http/validate.js';
+import type { Logger } from '../ops/log.js';
+import { errorMessage } from '../../worker-pool/util/errors.js';
+import { processAlive } from '../../worker-pool/host/pids.js';
+
+export const DIGEST_PATTERN = /^sha256:[0-9a-f]{64}$/;
+export const digestSchema = z.string().regex(DIGEST_PATTERN, { error: 'must be an upload digest: sha256: and 64 lower-case hex digits' });
+
+export const uploadSchema = z.strictObject({
+  /** `sha256:<hex>` of the bytes as uploaded. */
+  digest: z.string(),
+  size: z.number().int(),
+});
+export type Upload = z.infer<typeof uploadSchema>;
+
+/** Where blobs are shared between hosts. `get` resolves false when the key does not exist. */
+export interface BlobRemote {
+  readonly description: string;
+  put(key: string, file: string, size: number): Promise<void>;
+  get(key: string, destFile: string): Promise<boolean>;
+}
+
+export interface UploadStoreOptions {
+  /** `<dir>/<tenant>/<hex>` are the blobs; `<dir>/.part` the uploads in progress. */
+  dir: string;
+  remote: BlobRemote | null;
+  log: Logger;
+}
+
+const PART_DIR = '.part';
+
+function hexOf(digest: string): string {
+  return digest.slice('sha256:'.length);
+}
+
+/** A pass-through that hashes and counts, and fails once more than `max` bytes went by. */
+function hashingCounter(max: number, tooLarge: () => Error) {
+  const hash = createHash('sha256');
+  let size = 0;
+  const stream = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      size += chunk.length;
+      if (size > max) return done(tooLarge());
+      hash.update(chunk);
+      done(null, chunk);
+    },
+  });
+  return { stream, result: () => ({ digest: `sha256:${hash.digest('hex')}`, size }) };
+}
+
+export class UploadStore {
+  readonly #inflight = new Map<string, Promise<string | null>>();
+
+  constructor(private readonly opts: UploadStoreOptions) {}
+
+  get remote(): BlobRemote | null {
+    return this.opts.remote;
+  }
+
+  /** Makes the directories and removes part files a dead process left. */
+  async open(): Promise<void> {
+    const parts = join(this.opts.dir, PART_DIR);
+    await mkdir(parts, { recursive: true, mode: 0o700 });
+    for (const name of await readdir(parts)) {
+      const pid = Number(name.split('-')[0]);
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && !processAlive(pid)) await rm(join(parts, name), { force: true });
+    }
+  }
+
+  #partPath(): string {
+    return join(this.opts.dir, PART_DIR, `${process.pid}-${randomBytes(8).toString('hex')}`);
+  }
+
+  #blobPath(tenant: string, digest: string): string {
+    return join(this.opts.dir, tenant, hexOf(digest));
+  }
+
+  static remoteKey(tenant: string, digest: string): string {
+    return `uploads/${tenant}/${hexOf(digest)}`;
+  }
+
+  /**
+   * Streams `body` to disk under the tenant, at most `maxBytes`. Resolves with its digest
+   * and size once it is stored (locally and, if configured, remotely).
+   */
+  async receive(tenant: string, body: ReadableStream<Uint8Array> | null, maxBytes: number): Promise<Upload & { created: boolean }> {
+    if (body === null) throw new ApiError('VALIDATION_FAILED', 'Cannot store upload: the request has no body', [{ path: 'body', message: 'is required' }]);
+    const part = this.#partPath();
+    const tooLarge = () =>
+      new ApiError('PAYLOAD_TOO_LARGE', `Cannot store upload: it must be at most ${maxBytes} bytes`, { maxBytes }, { headers: { Connection: 'close' } });
+    const counter = hashingCounter(maxBytes, tooLarge);
+    try {
+      await pipeline(Readable.fromWeb(body as import('node:stream/web').ReadableStream<Uint8Array>), counter.stream, createWriteStream(part, { flags: 'wx', mode: 0o600 }));
+    } catch (e) {
+      await rm(part, { force: true });
+      if (e instanceof ApiError) throw e;
+      if (clientAborted(e)) throw abortedBody();
+      throw e;
+    }
+    const { digest, size } = counter.result();
+    const created = await this.#place(part, tenant, digest);
+    if (this.opts.remote !== null) {
+      try {
+        await this.opts.remote.put(UploadStore.remoteKey(tenant, digest), this.#blobPath(tenant, digest), size);
+      } catch (e) {
+        this.opts.log.warn('cannot put upload to the remote store', { tenant, digest, remote: this.opts.remote.description, error: errorMessage(e) });
+        throw new ApiError('UPLOAD_STORE_UNAVAILABLE', `Cannot store upload: the shared object store (${this.opts.remote.description}) did not take it: retry later`);
+      }
+    }
+    return { digest, size, created };
+  }
+
+  /** Renames a verified part file to its digest's name; false when that blob was there already. */
+  async #place(part: string, tenant: string, digest: string): Promise<boolean> {
+    const final = this.#blobPath(tenant, digest);
+    await mkdir(join(this.opts.dir, tenant), { recursive: true, mode: 0o700 });
+    const existed = await stat(final).then(() => true, () => false);
+    if (existed) {
+      await rm(part, { force: true });
+      return false;
+    }
+    await rename(part, final);
+    return true;
+  }
+
+  /**
+   * The local file of a tenant's blob, fetched from the remote store (and its digest
+   * verified) when this host has not seen it; null when neither has it.
+   */
+  async local(tenant: string, digest: string): Promise<string | null> {
+    const key = `${tenant}/${digest}`;
+    let p = this.#inflight.get(key);
+    if (p === undefined) {
+      p = this.#local(tenant, digest).finally(() => this.#inflight.delete(key));
+      this.#inflight.set(key, p);
+    }
+    return p;
+  }
+
+  async #local(tenant: string, digest: string): Promise<string | null> {
+    const final = this.#blobPath(tenant, digest);
+    if (await stat(final).then((s) => s.isFile(), () => false)) return final;
+    const remote = this.opts.remote;
+    if (remote === null) return null;
+    const part = this.#partPath();
+    let found: boolean;
+    try {
+      found = await remote.get(UploadStore.remoteKey(tenant, digest), part);
+    } catch (e) {
+      await rm(part, { force: true });
+      this.opts.log.warn('cannot fetch upload from the remote store', { tenant, digest, remote: remote.description, error: errorMessage(e) });
+      throw new ApiError('UPLOAD_STORE_UNAVAILABLE', `Cannot fetch upload ${digest}: the shared object store (${remote.description}) did not answer: retry later`);
+    }
+    if (!found) {
+      await rm(part, { force: true });
+      return null;
+    }
+    const hash = createHash('sha256');
+    for await (const chunk of createReadStream(part)) hash.update(chunk as Buffer);
+    const got = `sha256:${hash.digest('hex')}`;
+    if (got !== digest) {
+      await rm(part, { force: true });
+      this.opts.log.error('remote blob does not match its digest', { tenant, digest, got, remote: remote.description });
+      throw new ApiError('UPLOAD_STORE_UNAVAILABLE', `Cannot fetch upload ${digest}: the shared object store returned different content (${got}): refused`);
+    }
+    await this.#place(part, tenant, digest);
+    return final;
+  }
+
+  /** Size of a stored blob, or null. */
+  async size(path: string): Promise<number> {
+    return (await stat(path)).size;
+  }
+}
