@@ -351,10 +351,13 @@ describe.skipIf(v2Skip !== '')(`layer D on cgroup v2${v2Skip ? ` [${v2Skip}]` : 
   });
 });
 
-/** POST /invoke until a warm sandbox served it (a pool fills after its first claims). */
+/**
+ * POST /invoke until a warm sandbox served it (a pool fills after its first claims, and
+ * refills only once the host has an idle core: on a slow machine that takes more tries).
+ */
 async function invokeWarm(s: RunningServer, body: Record<string, unknown>, tries = 40): Promise<any> {
   let r: any;
-  for (let i = 0; i < tries; i++) {
+  for (let i = 0; i < tries * timeScale(); i++) {
     r = await s.invoke(body);
     if (r.warm === true) return r;
     await sleep(150);
