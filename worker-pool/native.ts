@@ -8,7 +8,7 @@ import koffi from 'koffi';
 import { PACKAGE_ROOT } from './util/package-root.js';
 import { NATIVE_ERROR_CODES, type NativeFailure, type NativeErrorCode } from './types.js';
 
-export const EXPECTED_ABI = 7;
+export const EXPECTED_ABI = 8;
 
 /** Directory holding libzviz.so and zviz-supervisor (ZVIZ_NATIVE_DIR selects e.g. the ASan build). */
 export function nativeDir(): string {
@@ -72,6 +72,7 @@ export const RESULT_FLAGS = {
   BROKER_DIED: 1 << 8,
   SECCOMP_KILLED: 1 << 9,
   TRUSTED_CPU: 1 << 10,
+  ANSWERED: 1 << 11,
 } as const;
 
 export const AUDIT = { SECCOMP: 1, BROKER: 2, ERRNO: 1, KILL: 2, ALLOWED: 1, DENIED: 2 } as const;
@@ -259,7 +260,8 @@ function runCall(
 }
 
 /**
- * Releases the function and blocks until its sandbox is gone. `go` (see spec.ts
+ * Releases the function and blocks until its answer is complete (the sandbox is torn
+ * down after; `release` waits for that). `go` (see spec.ts
  * encodeGo) carries the invocation's limits, stdin and a warm function's work.
  */
 export function run(

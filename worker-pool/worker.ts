@@ -2,15 +2,18 @@
 // plain objects in and out; errors travel as data, never as thrown custom classes
 // (piscina #141). A sandbox handle is plain data too (fds and pids are process-wide),
 // so a sandbox made by one job may be run and released by another, on another thread.
+// A run answers before its sandbox is torn down: the outcome goes to the main thread on
+// the job's port as soon as the supervisor's RESULT is in, and the job ends once the
+// teardown is done, so the pool can wait for it (SandboxPool.teardownsSettled).
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import { workerData, type MessagePort } from 'node:worker_threads';
 import * as native from './native.js';
 import { cgroupCpuMs, killAndRemove } from './host/cgroups.js';
 import { sandboxCgroup, sandboxId } from './host/names.js';
-import { setupNetwork, teardownNetwork, type NetworkInfo } from './network/index.js';
+import { networkDrops, removeNetwork, setupNetwork, teardownNetwork, type NetworkInfo } from './network/index.js';
 import { encodeGo, encodeSpec, type HostLayout } from './spec.js';
-import type { AuditEvent, OutputChunk, ParkedSandbox, SandboxOutcome, SpawnOutcome, WorkerJob } from './types.js';
+import type { AuditEvent, OutputChunk, ParkedSandbox, RunMessage, SandboxOutcome, SpawnOutcome, WorkerJob } from './types.js';
 import type { SandboxTask } from './task.js';
 import { errorMessage } from './util/errors.js';
 
@@ -78,13 +81,46 @@ function leftCpuMs(host: HostLayout, sandbox: string): number {
   return 0;
 }
 
-/** Releases a sandbox; what its network dropped, and the CPU read from a cgroup its supervisor left. */
-export function releaseSandbox(parked: ParkedSandbox, host: HostLayout): { drops: AuditEvent[]; leftCpuMs: number } {
+/**
+ * Tears a sandbox down: waits for its supervisor (which kills, reaps and removes its
+ * cgroup on its own), removes its network and any cgroup a killed supervisor left; returns
+ * the CPU read from such a cgroup before removing it.
+ */
+export function releaseSandbox(parked: ParkedSandbox, host: HostLayout): { leftCpuMs: number } {
   native.release(parked.handle as native.SandboxHandle);
-  const drops = teardownNetwork(host.network, parked.net as NetworkInfo | null);
+  removeNetwork(host.network, parked.net as NetworkInfo | null);
   const cpu = leftCpuMs(host, parked.sandboxId);
   removeLeftCgroups(host, parked.sandboxId);
-  return { drops, leftCpuMs: cpu };
+  return { leftCpuMs: cpu };
+}
+
+/** A run's end: the outcome to answer with, and the sandbox still to tear down (null: done). */
+export interface SettledRun {
+  outcome: SandboxOutcome;
+  teardown: ParkedSandbox | null;
+}
+
+/**
+ * What a run's end does before its answer goes out: the one place for it, shared by the
+ * pool's worker and `zviz run` (local.ts). A run that answered becomes its outcome, with
+ * the drops its network recorded (read now, before the teardown removes them); tearing
+ * the sandbox down is left to the caller, after it has answered. A run whose native layer
+ * failed is torn down here, because what the function used before is charged from the
+ * cgroup its supervisor left, read before it is removed.
+ */
+export function settleRun(
+  ran: { out: native.RunOutput } | { error: unknown },
+  parked: ParkedSandbox,
+  task: SandboxTask,
+  host: HostLayout,
+  warm: boolean,
+): SettledRun {
+  if ('error' in ran) {
+    const { leftCpuMs: cpuMs } = releaseSandbox(parked, host);
+    return { outcome: { ...failure(ran.error), cpuMs }, teardown: null };
+  }
+  const drops = networkDrops(host.network, parked.net as NetworkInfo | null);
+  return { outcome: toOutcome(ran.out, parked, task, warm, drops), teardown: parked };
 }
 
 /** What a finished run says, as the plain result the main thread receives. */
@@ -117,6 +153,7 @@ export function toOutcome(
       cpuMs: toMs(raw.cpu_ns),
       brokerCpuMs: toMs(raw.trusted_cpu_ns),
       brokerCpuLimited: (f & native.RESULT_FLAGS.TRUSTED_CPU) !== 0,
+      answered: (f & native.RESULT_FLAGS.ANSWERED) !== 0,
       memoryPeakBytes: Number(raw.memory_peak_bytes),
       oomKills: Number(raw.oom_kills),
       brokerDied: (f & native.RESULT_FLAGS.BROKER_DIED) !== 0,
@@ -129,58 +166,48 @@ export function toOutcome(
   };
 }
 
-/** Releases a parked sandbox with the task's own limits and work, and measures it. */
-function runParked(
-  parked: ParkedSandbox,
-  task: SandboxTask,
-  host: HostLayout,
-  warm: boolean,
-  stream?: MessagePort,
-): SandboxOutcome {
-  let released = false;
+/** Releases a parked sandbox with the task's own limits and work, and measures it; does not tear it down. */
+function runParked(parked: ParkedSandbox, task: SandboxTask, host: HostLayout, warm: boolean, port: MessagePort | null): SettledRun {
+  const control = warm && task.warm ? Buffer.from(task.warm.control) : null;
+  const onOutput = port
+    ? (which: 'stdout' | 'stderr', data: Buffer): boolean => {
+        port.postMessage({ stream: which, data } satisfies OutputChunk);
+        return true;
+      }
+    : null;
+  let ran: { out: native.RunOutput } | { error: unknown };
   try {
-    const control = warm && task.warm ? Buffer.from(task.warm.control) : null;
-    const onOutput = stream
-      ? (which: 'stdout' | 'stderr', data: Buffer): boolean => {
-          stream.postMessage({ stream: which, data } satisfies OutputChunk);
-          return true;
-        }
-      : null;
-    const { raw, stdout, stderr, reply, audit } = native.run(
-      parked.handle as native.SandboxHandle,
-      task.limits.outputBytes,
-      encodeGo(task, control, stream !== undefined),
-      onOutput,
-    );
-    const netAudit = releaseSandbox(parked, host).drops;
-    released = true;
-    return toOutcome({ raw, stdout, stderr, reply, audit }, parked, task, warm, netAudit);
+    ran = { out: native.run(parked.handle as native.SandboxHandle, task.limits.outputBytes, encodeGo(task, control, port !== null), onOutput) };
   } catch (e) {
-    // The function may have run before the native layer failed: what it used is charged.
-    released = true;
-    const { leftCpuMs: cpuMs } = releaseSandbox(parked, host);
-    return { ...failure(e), cpuMs };
-  } finally {
-    if (!released) releaseSandbox(parked, host);
-    stream?.postMessage({ end: true });
-    stream?.close();
+    ran = { error: e };
   }
+  return settleRun(ran, parked, task, host, warm);
 }
 
-/** A cold invocation: made, run and removed within this job. */
-export function runTask(task: SandboxTask, host: HostLayout, stream?: MessagePort): SandboxOutcome {
+/** A cold invocation: made and run within this job; torn down by the caller. */
+export function runTask(task: SandboxTask, host: HostLayout, port: MessagePort | null): SettledRun {
   // A deployed function always runs through its bootstrap (the handler contract).
   const viaBootstrap = task.warm?.handler === true;
   let parked: ParkedSandbox;
   try {
     parked = makeSandbox(task, host, viaBootstrap, sandboxId(task.id));
   } catch (e) {
-    return failure(e);
+    return { outcome: failure(e), teardown: null };
   }
-  const out = runParked(parked, task, host, viaBootstrap, stream);
-  if (out.ok) out.result.warm = false;
-  if (out.ok) out.result.setupMs = parked.setupMs;
-  return out;
+  const settled = runParked(parked, task, host, viaBootstrap, port);
+  if (settled.outcome.ok) {
+    settled.outcome.result.warm = false;
+    settled.outcome.result.setupMs = parked.setupMs;
+  }
+  return settled;
+}
+
+/** Answers on the job's port, then tears the sandbox down: the job ends with the teardown. */
+function answerThenTearDown(settled: SettledRun, port: MessagePort, host: HostLayout): null {
+  port.postMessage({ outcome: settled.outcome } satisfies RunMessage);
+  port.close();
+  if (settled.teardown) releaseSandbox(settled.teardown, host);
+  return null;
 }
 
 function spawnWarm(task: SandboxTask, host: HostLayout): SpawnOutcome {
@@ -192,15 +219,15 @@ function spawnWarm(task: SandboxTask, host: HostLayout): SpawnOutcome {
 }
 
 /** piscina entry point. */
-export default function job(j: WorkerJob): SandboxOutcome | SpawnOutcome | null {
+export default function job(j: WorkerJob): SpawnOutcome | null {
   const host = (workerData as { host: HostLayout }).host;
   switch (j.kind) {
     case 'invoke':
-      return runTask(j.task, host, j.stream);
+      return answerThenTearDown(runTask(j.task, host, j.stream ? j.port : null), j.port, host);
     case 'spawn':
       return spawnWarm(j.task, host);
     case 'run':
-      return runParked(j.parked, j.task, host, true, j.stream);
+      return answerThenTearDown(runParked(j.parked, j.task, host, true, j.stream ? j.port : null), j.port, host);
     case 'release':
       releaseSandbox(j.parked, host);
       return null;

@@ -60,6 +60,7 @@ struct sup {
 	bool warm;    /* the function was started before GO (pre-warmed) */
 	bool booted;  /* warm: the runtime said it is ready, or ended trying */
 	bool running; /* GO received: limits, timer and output caps are the invocation's */
+	bool killed;  /* we ended the sandbox (timeout, a cap, the caller, the broker, the server) */
 	bool init_reaped, got_exit;
 	int wait_status;
 	struct rusage init_rusage;

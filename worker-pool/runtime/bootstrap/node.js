@@ -3,7 +3,8 @@
 //   node bootstrap.js inline <path>         : say ready, then run the code sent as a module
 //                                             (work: { code, args, env })
 // The work arrives on fd 3 (closed by the supervisor after writing); the answer goes to
-// fd 4, after a one-byte "R" that tells the supervisor the runtime has loaded.
+// fd 4, after a one-byte "R" that tells the supervisor the runtime has loaded. Closing fd 4
+// says the answer is complete: the supervisor answers then, while this process exits.
 'use strict';
 const fs = require('node:fs');
 const Module = require('node:module');
@@ -34,6 +35,9 @@ function answer(obj) {
     text = JSON.stringify({ ok: false, error: errorOf(new TypeError(`Result is not JSON-serializable: ${e.message}`)) });
   }
   fs.writeSync(REPLY, text === undefined ? 'null' : text);
+  // Whatever the handler printed went out before (stdout and stderr are synchronous on
+  // pipes), so the answer is complete here.
+  fs.closeSync(REPLY);
 }
 
 async function handlerMode(entry) {

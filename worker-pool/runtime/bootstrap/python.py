@@ -3,6 +3,7 @@
 #   python3 bootstrap.py inline <path>       say ready, then run the code sent as __main__
 #                                            (work: {"code", "args", "env"})
 # The work arrives on fd 3; the answer goes to fd 4 after a one-byte "R" (runtime loaded).
+# Closing fd 4 says the answer is complete: the supervisor answers then, while this exits.
 import importlib.util
 import json
 import os
@@ -32,11 +33,15 @@ def error_of(e):
 
 
 def answer(obj):
+    # What the handler printed goes out first: the answer ends the invocation's output.
+    sys.stdout.flush()
+    sys.stderr.flush()
     try:
         text = json.dumps(obj)
     except (TypeError, ValueError) as e:
         text = json.dumps({"ok": False, "error": error_of(TypeError(f"Result is not JSON-serializable: {e}"))})
     write_all(REPLY, text.encode())
+    os.close(REPLY)
 
 
 def handler_mode(entry):
@@ -57,10 +62,8 @@ def handler_mode(entry):
         out = fn(msg["event"], msg["context"])
     except BaseException as e:  # noqa: BLE001
         answer({"ok": False, "error": error_of(e)})
-        sys.stdout.flush()
         sys.exit(1)
     answer({"ok": True, "output": out})
-    sys.stdout.flush()
     sys.exit(0)
 
 
