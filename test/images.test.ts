@@ -247,6 +247,8 @@ describe.skipIf(skip !== null)('pulls through docker-registry on loopback', () =
   it('collects registry images beyond ZVIZ_IMAGE_CACHE_MB, least recently used first, never one in use or just pulled', async () => {
     expect(spawnSync('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${fixtures.layered}:latest`, `docker://${open.host}/tools/layered:1`]).status).toBe(0);
     const s = regStore('reg-gc', open, { cacheMb: 0 });
+    const evicted: string[] = [];
+    s.onEvict((r) => evicted.push(r.digest));
     const a = await s.pull(`${open.host}/tools/busybox:1`);
     expect(s.get(a.digest)).not.toBeNull(); // the one just pulled stays, even over the budget
     const release = s.acquire(a.digest);
@@ -255,6 +257,7 @@ describe.skipIf(skip !== null)('pulls through docker-registry on loopback', () =
     release();
     expect(s.gc()).toEqual([a.digest, b.digest]); // least recently used first
     expect(s.list()).toEqual([]);
+    expect(evicted).toEqual([a.digest, b.digest]); // what the server audits
   });
 
   it('refuses a registry outside the allowlist (REGISTRY_NOT_ALLOWED) without contacting it', async () => {
@@ -414,7 +417,22 @@ describe.skipIf(skip !== null)('the image API', () => {
     const missing = await server.request('/invoke', { body: { image: digest, command: ['true'] } });
     expect(missing.status).toBe(404);
     expect(missing.body.error.code).toBe('IMAGE_NOT_FOUND');
+    // Each admin action is an audit record without a tenant, and nothing else is in it.
+    const records = (await imageAudit()).filter((r) => r.digest === digest);
+    expect(records.map((r) => [r.action, r.outcome, r.reference])).toEqual([
+      ['image.remove', 'removed', null],
+      ['image.pull', 'already stored', `${reg.host}/tools/busybox:1`],
+      ['image.pull', 'stored', `${reg.host}/tools/busybox:1`],
+    ]);
+    for (const r of records) expect(Object.keys(r).sort()).toEqual(['action', 'code', 'digest', 'id', 'outcome', 'reference', 'remote', 'tenant', 'time', 'type']);
   });
+
+  /** The image records of GET /admin/audit, newest first. */
+  async function imageAudit(): Promise<Array<Record<string, unknown>>> {
+    const page = await server.request('/admin/audit?limit=1000', { auth: 'admin' });
+    expect(page.status).toBe(200);
+    return (page.body.records as Array<Record<string, unknown>>).filter((r) => r.type === 'image');
+  }
 
   it('answers the error table: not allowlisted 403, unreachable 502, unknown 404, bad reference 400, second delete 404', async () => {
     const cases: Array<[string, number, string]> = [
@@ -425,6 +443,10 @@ describe.skipIf(skip !== null)('the image API', () => {
     for (const [reference, status, code] of cases) {
       const r = await server.request('/admin/images', { body: { reference }, auth: 'admin' });
       expect([reference, r.status, r.body.error?.code]).toEqual([reference, status, code]);
+    }
+    const failed = await imageAudit();
+    for (const [reference, , code] of cases) {
+      expect(failed.find((r) => r.reference === reference)).toMatchObject({ tenant: null, action: 'image.pull', outcome: 'failed', code, digest: null });
     }
     const del = await server.request(`/admin/images/sha256:${'d'.repeat(64)}`, { method: 'DELETE', auth: 'admin' });
     expect([del.status, del.body.error.code]).toEqual([404, 'IMAGE_NOT_FOUND']);
