@@ -159,6 +159,8 @@ export class InvocationService {
     metrics.inFlight.inc();
     // An image in use is neither collected nor removed until its sandbox is gone.
     const releaseImage = task.image && this.deps.images ? this.deps.images.acquire(task.image.digest) : () => {};
+    // So is a bundle's tree by the bundle collector.
+    const releaseTree = task.fnDir !== undefined && this.deps.bundles ? this.deps.bundles.acquire(task.fnDir) : () => {};
     try {
       if (prep.compile !== undefined) {
         compiled = await this.deps.invoker.invoke(prep.compile.task);
@@ -169,6 +171,7 @@ export class InvocationService {
       failure = e;
     } finally {
       releaseImage();
+      releaseTree();
       metrics.inFlight.dec();
     }
     const wallMs = performance.now() - started;
