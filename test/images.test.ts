@@ -332,6 +332,13 @@ describe.skipIf(skip !== null)('a sandbox rooted in an image (zviz run --image)'
     expect(r.status).toBe(0);
   });
 
+  it("a root image is idmapped with the sandbox's own user namespace: its root's files are root's, not the overflow id", () => {
+    // Its owner is the function's 1000, so no helper namespace is made (native/src/mnt.c).
+    const r = runIn(state, digest, ['sh', '-c', 'stat -c "%u %U" /bin/busybox; id -u']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('0 root\n1000\n');
+  });
+
   it('the root is read-only and the host is hidden: no /usr of the host, no store, ZViz-written /etc/hosts and hostname', () => {
     const r = runIn(state, digest, [
       'sh',
