@@ -19,19 +19,8 @@ import {
   PROFILE_NAME_PATTERN,
 } from './bounds.js';
 
-export {
-  DEFAULT_PROFILE,
-  ENV_KEY_PATTERN,
-  FUNCTION_NAME_PATTERN,
-  MAX_ARG_CHARS,
-  MAX_ARGS,
-  MAX_CALLBACK_URL_CHARS,
-  MAX_CODE_BYTES,
-  MAX_ENV_ENTRIES,
-  MAX_ENV_VALUE_CHARS,
-  MAX_STDIN_BYTES,
-  PROFILE_NAME_PATTERN,
-};
+// The bounds are part of this contract: importers of the schemas get them from here too.
+export * from './bounds.js';
 
 /** Limits are on bytes as the sandbox stores them, not on UTF-16 code units. */
 function utf8Bytes(min: number, max: number) {
