@@ -4,7 +4,7 @@
 import { statSync } from 'node:fs';
 import { errorMessage } from '../../worker-pool/util/errors.js';
 import { ImageError, openImageStore, type ImageRecord, type PullProgress } from '../../worker-pool/images/index.js';
-import { loadConfig } from '../config.js';
+import { configOf, requireRoot } from './preflight.js';
 import { helpText, parseCommandLine, shown, type OptionSpecs } from './args.js';
 import { EXIT } from './exit-codes.js';
 import { CliError, Progress, UsageError, writeJson, type Io } from './io.js';
@@ -70,15 +70,8 @@ export async function imageCommand(args: readonly string[], io: Io): Promise<num
     throw new UsageError(`Invalid image command ${shown(verb ?? '')}: expected pull, import, ls or rm`);
   }
   if (operands.length !== wantOperands) throw new UsageError(`zviz image ${verb} takes ${wantOperands === 0 ? 'no argument' : 'one argument'}`);
-  let config;
-  try {
-    config = loadConfig(io.env);
-  } catch (e) {
-    throw new UsageError(errorMessage(e));
-  }
-  if (process.getuid?.() !== 0) {
-    throw new CliError(`Cannot use the image store: zviz image needs root: current uid is ${process.getuid?.()}`, EXIT.FAILURE, 'NOT_ROOT');
-  }
+  const config = configOf(io);
+  requireRoot('image', 'use the image store', "the store is root's");
   const store = openImageStore(config.stateDir, config.images);
   const json = parsed.values.json === true;
   try {
