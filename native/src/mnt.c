@@ -259,6 +259,35 @@ static int build_fn(struct root *r, const struct zv_spec *s, struct zviz_error *
 	return 0;
 }
 
+/* What every root gets, image or host: /dev, a fresh procfs (we are pid 1 of a new pid
+ * namespace, so it shows only our tree), the /tmp tmpfs and /fn. */
+static int mount_specials(struct root *r, const struct zv_spec *s, struct zviz_error *err)
+{
+	int rc;
+	if ((rc = build_dev(r, &s->limits, err)) < 0)
+		return rc;
+	if (mount("proc", in_root(r, "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+		return zv_fail(err, ZVIZ_E_MOUNT, errno, "mount proc on `%s`", r->buf);
+	unsigned long tmp_flags = (s->limits.flags & ZV_LF_TMP_EXEC) ? 0 : MS_NOEXEC;
+	if ((rc = mount_tmpfs(in_root(r, "/tmp"), tmp_flags, s->limits.tmp_bytes, "1777", err)) < 0)
+		return rc;
+	return build_fn(r, s, err);
+}
+
+/* Seals the synthesized mounts (`sealed`, NULL-terminated) read-only, then binds the
+ * profile's paths: after the seal, so a bind is never under a mount still writable. */
+static int seal_then_bind(struct root *r, const struct zv_spec *s, const char *const *sealed, struct zviz_error *err)
+{
+	int rc;
+	for (; *sealed; sealed++)
+		if ((rc = remount_ro(in_root(r, *sealed), MS_NODEV, err)) < 0)
+			return rc;
+	for (size_t i = 0; i < s->nbinds; i++)
+		if ((rc = bind_ro(s->binds[i].source, in_root(r, s->binds[i].target), false, err)) < 0)
+			return rc;
+	return 0;
+}
+
 /* ---- image roots --------------------------------------------------------------------
  * An image root is an unpacked OCI image in the store (worker-pool/images/), owned by
  * root and unreachable to the sandbox's unprivileged ids on the host. The supervisor
@@ -424,23 +453,12 @@ static int build_image_root(const struct zv_spec *s, int image_fd, struct zviz_e
 		if ((rc = bind_ro(src, in_root(&r, files[i].name), false, err)) < 0)
 			return rc;
 	}
-	if ((rc = build_dev(&r, &s->limits, err)) < 0)
+	if ((rc = mount_specials(&r, s, err)) < 0)
 		return rc;
-	if (mount("proc", in_root(&r, "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
-		return zv_fail(err, ZVIZ_E_MOUNT, errno, "mount proc on `%s`", r.buf);
-	unsigned long tmp_flags = (s->limits.flags & ZV_LF_TMP_EXEC) ? 0 : MS_NOEXEC;
-	if ((rc = mount_tmpfs(in_root(&r, "/tmp"), tmp_flags, s->limits.tmp_bytes, "1777", err)) < 0)
-		return rc;
-	if ((rc = build_fn(&r, s, err)) < 0)
-		return rc;
-	static const char *const sealed[] = { "/dev", "/fn" };
-	for (size_t i = 0; i < sizeof(sealed) / sizeof(sealed[0]); i++)
-		if ((rc = remount_ro(in_root(&r, sealed[i]), MS_NODEV, err)) < 0)
-			return rc;
 	/* Profile binds land on mount points the image has; the image itself is read-only. */
-	for (size_t i = 0; i < s->nbinds; i++)
-		if ((rc = bind_ro(s->binds[i].source, in_root(&r, s->binds[i].target), false, err)) < 0)
-			return rc;
+	static const char *const sealed[] = { "/dev", "/fn", NULL };
+	if ((rc = seal_then_bind(&r, s, sealed, err)) < 0)
+		return rc;
 
 	/* pivot_root(".", ".") stacks the old root on the new one; detaching it leaves no
 	 * path to the host's tree (the image needs no directory of ours for it). */
@@ -488,15 +506,7 @@ int zv_mnt_build_root(const struct zv_spec *s, int image_fd, struct zviz_error *
 		return rc;
 	if ((rc = build_etc(&r, s, err)) < 0)
 		return rc;
-	if ((rc = build_dev(&r, &s->limits, err)) < 0)
-		return rc;
-	/* A fresh procfs: we are pid 1 of a new pid namespace, so it shows only our tree. */
-	if (mount("proc", in_root(&r, "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
-		return zv_fail(err, ZVIZ_E_MOUNT, errno, "mount proc on `%s`", r.buf);
-	unsigned long tmp_flags = (s->limits.flags & ZV_LF_TMP_EXEC) ? 0 : MS_NOEXEC;
-	if ((rc = mount_tmpfs(in_root(&r, "/tmp"), tmp_flags, s->limits.tmp_bytes, "1777", err)) < 0)
-		return rc;
-	if ((rc = build_fn(&r, s, err)) < 0)
+	if ((rc = mount_specials(&r, s, err)) < 0)
 		return rc;
 
 	/* Extra binds from the profile: targets are created while the tree is writable,
@@ -508,13 +518,9 @@ int zv_mnt_build_root(const struct zv_spec *s, int image_fd, struct zviz_error *
 		    (rc = make_target(&r, s->binds[i].target, !is_dir(s->binds[i].source), err)) < 0)
 			return rc;
 	}
-	static const char *const sealed[] = { "/etc", "/dev", "/fn" };
-	for (size_t i = 0; i < sizeof(sealed) / sizeof(sealed[0]); i++)
-		if ((rc = remount_ro(in_root(&r, sealed[i]), MS_NODEV, err)) < 0)
-			return rc;
-	for (size_t i = 0; i < s->nbinds; i++)
-		if ((rc = bind_ro(s->binds[i].source, in_root(&r, s->binds[i].target), false, err)) < 0)
-			return rc;
+	static const char *const sealed[] = { "/etc", "/dev", "/fn", NULL };
+	if ((rc = seal_then_bind(&r, s, sealed, err)) < 0)
+		return rc;
 
 	/* pivot_root + detach: the host's tree is no longer reachable by any path, not even
 	 * through `..` from the new root or through an fd we keep (we keep none). */
