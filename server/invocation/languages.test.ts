@@ -9,8 +9,7 @@ const shipped = loadCatalog();
 const ruby: Language = languageSchema.parse({ name: 'ruby', version: '3', root: 'host', source: 'main.rb', syscalls: 'bash', run: { argv: ['/usr/bin/ruby', '{source}'] } });
 const languages = new Map<string, Language>([...shipped, ['ruby', ruby]]);
 
-async function invoke(invoker: FakeInvoker, body: unknown) {
-  const state = testState();
+async function invoke(invoker: FakeInvoker, body: unknown, state = testState()) {
   const app = testApp({ invoker, languages }, state);
   const { auth } = await testTenant(state);
   const r = await app.request('/invoke', { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify(body) });
@@ -43,6 +42,23 @@ describe('catalog languages in POST /invoke', () => {
     expect(r.body.stdout).toBe('ran');
     expect(r.body.compile).toMatchObject({ status: 'ok', limits: { timeoutMs: 15000 } });
     expect(inv.tasks.map((t) => t.language)).toEqual(['cpp', 'cpp']);
+  });
+
+  it('chargedCpuMs is what the quota was charged: the run step and the compile step, each with its trusted-side CPU', async () => {
+    const inv = new FakeInvoker(async (task) => ({
+      ok: true,
+      result: result(task.id.endsWith('-compile') ? { stdout: 'QUJD', cpuMs: 300.04, brokerCpuMs: 1.2 } : { cpuMs: 20.01, brokerCpuMs: 0.5 }),
+    }));
+    const state = testState();
+    const r = await invoke(inv, { runtime: 'cpp', code: 'int main(){}' }, state);
+    expect(r.body).toMatchObject({ status: 'ok', cpuMs: 20, brokerCpuMs: 0.5, chargedCpuMs: 321.7, compile: { cpuMs: 300, brokerCpuMs: 1.2 } });
+    expect(state.quotas.released.map((x) => x.cpuMs)).toEqual([321.7]);
+    // A compile error's figures are the compile step's own, and so is its charge.
+    const failed = new FakeInvoker(async () => ({ ok: true, result: result({ exitCode: 1, cpuMs: 40, brokerCpuMs: 2 }) }));
+    const state2 = testState();
+    const e = await invoke(failed, { runtime: 'cpp', code: 'x' }, state2);
+    expect(e.body).toMatchObject({ status: 'compile_error', cpuMs: 40, brokerCpuMs: 2, chargedCpuMs: 42 });
+    expect(state2.quotas.released.map((x) => x.cpuMs)).toEqual([42]);
   });
 
   it('a failed compile step is compile_error with its stderr, and no run sandbox is made', async () => {

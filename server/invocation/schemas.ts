@@ -221,6 +221,12 @@ export const invokeResponseSchema = z.strictObject({
    * on this invocation; not part of cpuMs. The tenant's cpuSeconds quota is charged both.
    */
   brokerCpuMs: z.number(),
+  /**
+   * What the tenant's cpuSeconds quota was charged for this invocation: cpuMs + brokerCpuMs,
+   * plus the compile step's cpuMs + brokerCpuMs when a compiled language's program ran
+   * (a compile_error's figures are the compile step's own).
+   */
+  chargedCpuMs: z.number(),
   memoryPeakBytes: z.number(),
   oomKills: z.number(),
   /** Security decisions taken during the invocation (seccomp, broker, network, limits), capped. */
@@ -244,6 +250,8 @@ export const invokeResponseSchema = z.strictObject({
       exitCode: z.number().int().nullable(),
       durationMs: z.number(),
       cpuMs: z.number(),
+      /** The trusted side's CPU for the compile step, charged like the run's. */
+      brokerCpuMs: z.number(),
       memoryPeakBytes: z.number(),
       limits: limitsSchema,
     })

@@ -21,7 +21,7 @@ import { ApiError } from '../http/errors.js';
 import { checkBrokeredSlots, FUNCTION_VERSIONS_KEPT, IMAGE_FUNCTION_CONTRACT } from '../functions/deploy.js';
 import { VersionCache, type FunctionStore, type FunctionVersion } from '../functions/store.js';
 import { checkRuntime, findProfile, resolveLimits, type TenantCap } from './limits.js';
-import { classify, toResponse, withAnswer } from './response.js';
+import { classify, tenth, toResponse, withAnswer } from './response.js';
 import type { Logger } from '../ops/log.js';
 import type { QuotaGate, QuotaName, Lease } from '../tenancy/quotas.js';
 import type { AnyInvokeResponse, FunctionInvokeRequest, ImageInvokeRequest, InvokeBody, InvokeRequest, InvokeResponse } from './schemas.js';
@@ -190,7 +190,10 @@ export class InvocationService {
         if (outcome === undefined) throw failure;
         const base = toResponse(id, profile.name, task.limits, outcome, unenforced);
         response = prep.fn && outcome.ok ? withAnswer(base, task, outcome.result, prep.fn) : base;
-        if (compiled !== undefined && compiled.ok) response = { ...response, compile: compileSummary(toResponse(id, profile.name, task.limits, compiled), prep.compile!.task.limits) };
+        if (compiled !== undefined && compiled.ok) {
+          const compile = compileSummary(toResponse(id, profile.name, task.limits, compiled), prep.compile!.task.limits);
+          response = { ...response, chargedCpuMs: tenth(response.chargedCpuMs + compile.cpuMs + compile.brokerCpuMs), compile };
+        }
       }
     } catch (e) {
       const err = asError(e);
@@ -210,11 +213,9 @@ export class InvocationService {
       await recordFinished(recording, inv, response, wallMs);
     } finally {
       // Released before answering, so a client that calls again right away finds its slot free.
-      // The CPU charged is the CPU answered (rounded the same way), the sandbox's and the
-      // trusted side's, so the sums always add up; plus the compile step's when the answer
-      // is the run's (a compile error's answer is the compile step itself).
-      const compileCharge = outcome !== undefined ? chargedCpuMs(compiled) : 0;
-      await lease.release(response.cpuMs + response.brokerCpuMs + compileCharge, audit.stored);
+      // The CPU charged is the CPU answered, `chargedCpuMs`: the sandbox's and the trusted
+      // side's, plus the compile step's when the answer is the run's.
+      await lease.release(response.chargedCpuMs, audit.stored);
     }
     return response;
   }
@@ -421,7 +422,7 @@ function compiledTasks(id: string, lang: Language, body: InvokeRequest, profile:
 }
 
 function compileSummary(r: InvokeResponse, limits: Limits): NonNullable<InvokeResponse['compile']> {
-  return { status: r.status, reason: r.reason, exitCode: r.exitCode, durationMs: r.durationMs, cpuMs: r.cpuMs, memoryPeakBytes: r.memoryPeakBytes, limits };
+  return { status: r.status, reason: r.reason, exitCode: r.exitCode, durationMs: r.durationMs, cpuMs: r.cpuMs, brokerCpuMs: r.brokerCpuMs, memoryPeakBytes: r.memoryPeakBytes, limits };
 }
 
 /** The compile step did not produce an artifact: the code never ran; the compiler's output is the answer. */
