@@ -419,14 +419,19 @@ describe.skipIf(skip !== null)('the image API', () => {
     expect(fnRun).toMatchObject({ status: 'ok', output: { got: { a: 1 }, user: 1000 } });
     const gone = await server.request(`/admin/images/${digest}`, { method: 'DELETE', auth: 'admin' });
     expect(gone.status).toBe(200);
-    const pinnedGone = await server.request('/invoke', { body: { function: 'echo-image', input: null } });
-    expect([pinnedGone.status, pinnedGone.body.error?.code]).toEqual([404, 'IMAGE_NOT_FOUND']);
+    // An inline run names what the store has: the image is gone.
     const missing = await server.request('/invoke', { body: { image: digest, command: ['true'] } });
     expect(missing.status).toBe(404);
     expect(missing.body.error.code).toBe('IMAGE_NOT_FOUND');
+    // A pinned function fetches its digest from the registry again, as a host of a fleet that never saw it would.
+    const refetched = await server.invoke({ function: 'echo-image', input: { b: 2 } });
+    expect(refetched).toMatchObject({ status: 'ok', output: { got: { b: 2 }, user: 1000 } });
+    const pinned = `${reg.host}/tools/busybox@${digest}`;
+    expect((await server.request('/images')).body.images.map((i: { references: string[] }) => i.references)).toEqual([[pinned]]);
     // Each admin action is an audit record without a tenant, and nothing else is in it.
     const records = (await imageAudit()).filter((r) => r.digest === digest);
     expect(records.map((r) => [r.action, r.outcome, r.reference])).toEqual([
+      ['image.pull', 'stored', pinned],
       ['image.remove', 'removed', null],
       ['image.pull', 'already stored', `${reg.host}/tools/busybox:1`],
       ['image.pull', 'stored', `${reg.host}/tools/busybox:1`],

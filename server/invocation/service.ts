@@ -11,7 +11,7 @@ import { LIMIT_NAMES, RUNTIMES, type Limits, type Runtime } from '../../profiles
 import { MAX_BROKERED_FILE_BYTES } from '../../worker-pool/spec.js';
 import { commandTask, handlerTask, imageTask, ImageNotAllowedError, inlineTask, type SandboxTask } from '../../worker-pool/task.js';
 import { ARTIFACT_FILE, compileArgv, compiledRunArgv, interpretedRunArgv, type Language } from '../../worker-pool/runtime/catalog.js';
-import type { ImageStore } from '../../worker-pool/images/index.js';
+import { parseReference, pinnedReference, type ImageStore } from '../../worker-pool/images/index.js';
 import { imageApiError } from '../images/routes.js';
 import type { Bundles } from '../functions/bundles.js';
 import type { HostFacts, OutputChunk, SandboxOutcome } from '../../worker-pool/types.js';
@@ -281,6 +281,7 @@ export class InvocationService {
     const secrets = await this.#secretFiles(tenant.name, fn);
     const context = { invocationId: id, function: fn.name, version: fn.version, tenant: tenant.name, deadlineMs: Date.now() + limits.timeoutMs };
     if (fn.image) {
+      await this.#fetchPinned(fn.image);
       // Exactly the digest the deploy pinned; the shell's handler contract (the event's JSON on stdin).
       const task = this.#imageTask(id, fn.image.digest, { command: fn.image.command, env: fn.env, stdin: JSON.stringify(body.input ?? null), limits, profile });
       task.runtime = IMAGE_FUNCTION_CONTRACT;
@@ -291,6 +292,35 @@ export class InvocationService {
     const code = { ...fn, tenant: tenant.name, ...(fnDir === null ? {} : { fnDir }) };
     const task = handlerTask({ id, fn: code, event: body.input, context, limits, profile, secrets });
     return { id, tenant, task, profile, fn: { name: fn.name, version: fn.version } };
+  }
+
+  /**
+   * An image function on a host whose store lacks its digest (another host of the fleet
+   * took the deploy, or the image was collected): a registry image is pulled again by its
+   * pinned name, so the registry is the shared store of images. The pull checks the
+   * allowlist, the caps and the digest; an import cannot be fetched again (404).
+   */
+  async #fetchPinned(image: { digest: string; reference: string }): Promise<void> {
+    const images = this.deps.images;
+    if (!images || images.get(image.digest) !== null) return;
+    let pinned: string;
+    try {
+      const source = parseReference(image.reference);
+      if (source.transport !== 'docker') return;
+      pinned = pinnedReference(source, image.digest);
+    } catch {
+      return; // a reference this ZViz cannot parse: #imageTask answers IMAGE_NOT_FOUND
+    }
+    const audit = { type: 'image', tenant: null, action: 'image.pull', reference: pinned, digest: image.digest, remote: null } as const;
+    try {
+      await images.pull(pinned);
+    } catch (e) {
+      const err = imageApiError(e);
+      await this.deps.accounting.audit.record({ ...audit, outcome: 'failed', code: err instanceof ApiError ? err.code : 'INTERNAL' });
+      throw err;
+    }
+    this.deps.log.info('image of a pinned function fetched', { digest: image.digest, reference: pinned });
+    await this.deps.accounting.audit.record({ ...audit, outcome: 'stored', code: null });
   }
 
   /** A bundle function's unpacked tree on this host (made from the shared store when needed), or null. */
