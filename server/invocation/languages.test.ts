@@ -7,7 +7,15 @@ import { languageSchema, loadCatalog, type Language } from '../../worker-pool/ru
 
 const shipped = loadCatalog();
 const ruby: Language = languageSchema.parse({ name: 'ruby', version: '3', root: 'host', source: 'main.rb', syscalls: 'bash', run: { argv: ['/usr/bin/ruby', '{source}'] } });
-const languages = new Map<string, Language>([...shipped, ['ruby', ruby]]);
+const lua: Language = languageSchema.parse({
+  name: 'lua',
+  version: '5',
+  root: 'host',
+  source: 'main.lua',
+  syscalls: 'bash',
+  run: { argv: ['/usr/bin/lua', '{source}'], limits: { timeoutMs: 700, memoryMb: 65_536 } },
+});
+const languages = new Map<string, Language>([...shipped, ['ruby', ruby], ['lua', lua]]);
 
 async function invoke(invoker: FakeInvoker, body: unknown, state = testState()) {
   const app = testApp({ invoker, languages }, state);
@@ -25,6 +33,18 @@ describe('catalog languages in POST /invoke', () => {
     expect(inv.tasks[0]!.argv).toEqual(['/usr/bin/ruby', '/fn/main.rb', 'a']);
     expect(inv.tasks[0]!.files).toEqual([{ name: 'main.rb', content: 'puts 1' }]);
     expect(r.body.compile).toBeUndefined();
+  });
+
+  it("a definition's run limits are the run step's defaults, lowered to the profile's max, under the request's", async () => {
+    const inv = new FakeInvoker();
+    await invoke(inv, { runtime: 'lua', code: 'print(1)' });
+    await invoke(inv, { runtime: 'lua', code: 'print(1)', limits: { timeoutMs: 900 } });
+    await invoke(inv, { runtime: 'ruby', code: 'puts 1' });
+    const [byDefinition, byRequest, byProfile] = inv.tasks;
+    expect(byDefinition!.limits.timeoutMs).toBe(700);
+    expect(byDefinition!.limits.memoryMb).toBeLessThan(65_536); // the profile's max
+    expect(byRequest!.limits.timeoutMs).toBe(900);
+    expect(byProfile!.limits.timeoutMs).not.toBe(700);
   });
 
   it('a compiled language: the compile sandbox gets the source, the run sandbox the artifact and exec on /tmp', async () => {

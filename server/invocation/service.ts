@@ -394,10 +394,15 @@ function isBuiltIn(name: string): name is Runtime {
 }
 
 /** A limit set lowered to the profile's max and the tenant's caps (the catalog's defaults must fit every profile). */
-function clampLimits(limits: Limits, profile: Profile, cap: TenantCap): Limits {
+function clampLimits<L extends Partial<Limits>>(limits: L, profile: Profile, cap: TenantCap): L {
   const out = { ...limits };
-  for (const k of LIMIT_NAMES) out[k] = Math.min(out[k], profile.limits.max[k], cap.max[k] ?? Infinity);
+  for (const k of LIMIT_NAMES) if (out[k] !== undefined) out[k] = Math.min(out[k], profile.limits.max[k], cap.max[k] ?? Infinity) as L[typeof k];
   return out;
+}
+
+/** The run step's limits: the request's over the definition's defaults (lowered to the caps), over the profile's. */
+function runLimits(lang: Language, body: InvokeRequest, profile: Profile, cap: TenantCap): Limits {
+  return resolveLimits(profile, { ...clampLimits(lang.run.limits ?? {}, profile, cap), ...body.limits }, cap);
 }
 
 /** A catalog language without a compile step: its run argv over the source file, like inline code cold. */
@@ -409,7 +414,7 @@ function interpretedTask(id: string, lang: Language, body: InvokeRequest, profil
       argv: interpretedRunArgv(lang, body.args ?? []),
       ...(body.env ? { env: body.env } : {}),
       ...(body.stdin !== undefined ? { stdin: body.stdin } : {}),
-      limits: resolveLimits(profile, body.limits, cap),
+      limits: runLimits(lang, body, profile, cap),
       profile,
       runtimes: [lang.syscalls],
     }),
@@ -427,7 +432,7 @@ function interpretedTask(id: string, lang: Language, body: InvokeRequest, profil
 function compiledTasks(id: string, lang: Language, body: InvokeRequest, profile: Profile, cap: TenantCap): { task: SandboxTask; compile: CompileStep } {
   checkRuntime(profile, lang.syscalls, `run ${lang.name} code`);
   const compileLimits = resolveLimits(profile, { ...clampLimits(lang.compile!.limits, profile, cap), ...body.compileLimits }, cap);
-  const limits = resolveLimits(profile, body.limits, cap);
+  const limits = runLimits(lang, body, profile, cap);
   const source = { name: lang.source, content: body.code };
   const compileTask: SandboxTask = {
     ...commandTask({ id: `${id}-compile`, argv: compileArgv(lang), limits: compileLimits, profile, runtimes: [lang.syscalls] }),
