@@ -332,6 +332,23 @@ describe.skipIf(skip !== null)('a sandbox rooted in an image (zviz run --image)'
     expect(r.status).toBe(0);
   });
 
+  it('zviz image import and rm: the store changes and each is a record in the audit file', () => {
+    const cli = (...args: string[]) => spawnSync('node', [CLI, 'image', ...args], { env: { ...process.env, ZVIZ_STATE_DIR: state }, timeout: 60_000 });
+    const imported = cli('import', `oci:${fixtures.layered}:latest`);
+    expect(imported.stderr.toString()).not.toContain('zviz:');
+    const digest = imported.stdout.toString().trim();
+    expect(digest).toMatch(/^sha256:[a-f0-9]{64}$/);
+    expect(cli('rm', digest).stdout.toString()).toBe(`removed ${digest}\n`);
+    const refused = cli('pull', 'registry.example/x:1');
+    expect(refused.status).not.toBe(0);
+    const records = readFileSync(join(state, 'audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(records.slice(-3).map((r) => [r.type, r.tenant, r.action, r.outcome, r.digest, r.code])).toEqual([
+      ['image', null, 'image.pull', 'stored', digest, null],
+      ['image', null, 'image.remove', 'removed', digest, null],
+      ['image', null, 'image.pull', 'failed', null, 'REGISTRY_NOT_ALLOWED'],
+    ]);
+  });
+
   it("a root image is idmapped with the sandbox's own user namespace: its root's files are root's, not the overflow id", () => {
     // Its owner is the function's 1000, so no helper namespace is made (native/src/mnt.c).
     const r = runIn(state, digest, ['sh', '-c', 'stat -c "%u %U" /bin/busybox; id -u']);
