@@ -50,8 +50,13 @@ const TREE_NAME = /^([0-9a-f]{64})-([0-9a-f]{12})$/;
 /** Bytes of the files under `dir` (a tree never changes once renamed into place). */
 async function treeBytes(dir: string): Promise<number> {
   let total = 0;
-  for (const e of await readdir(dir, { withFileTypes: true, recursive: true }).catch(() => [])) {
-    if (e.isFile()) total += (await lstat(join(e.parentPath, e.name)).catch(() => null))?.size ?? 0;
+  const dirs = [dir];
+  for (let at = dirs.pop(); at !== undefined; at = dirs.pop()) {
+    for (const e of await readdir(at, { withFileTypes: true }).catch(() => [])) {
+      const path = join(at, e.name);
+      if (e.isDirectory()) dirs.push(path);
+      else if (e.isFile()) total += (await lstat(path).catch(() => null))?.size ?? 0;
+    }
   }
   return total;
 }
