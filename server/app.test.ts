@@ -250,6 +250,7 @@ describe('POST /invoke with a good request', () => {
       setupMs: 3.2,
       cpuMs: 7.1,
       brokerCpuMs: 0,
+      chargedCpuMs: 7.1,
       memoryPeakBytes: 4_194_304,
       oomKills: 0,
       audit: [],

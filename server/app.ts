@@ -311,7 +311,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
 
   app.use('/admin/*', adminOnly);
   registerAdminRoutes(app, { tenants, quotas: deps.quotas, audit, withState, limitBody });
-  if (deps.images) registerImageRoutes(app, { images: deps.images, log, tenantOnly, limitBody });
+  if (deps.images) registerImageRoutes(app, { images: deps.images, log, audit, tenantOnly, limitBody });
 
   // Registered last: they match only when no handler above answered for the method. The
   // Allow header lists what the routes above declare; GET routes also answer HEAD (Hono

@@ -113,6 +113,8 @@ export const configSchema = z.object({
   ZVIZ_MAX_BUNDLE_MB: int(1, 65_536).default(64),
   /** Where bundles are unpacked, one read-only tree per digest; every ancestor must be searchable by others. */
   ZVIZ_BUNDLE_CACHE_DIR: z.string().regex(/^\//, 'must be an absolute path').default('/var/cache/zviz/bundles'),
+  /** Bundle trees and upload blobs kept on this host, in MiB; beyond it the least recently used that no function names go. */
+  ZVIZ_BUNDLE_CACHE_MB: int(0, 16_777_216).default(10_240),
   /** S3-compatible object store shared by a fleet (unset: uploads stay on this host). */
   ZVIZ_S3_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,62}$/, 'must be a bucket name').optional(),
   ZVIZ_S3_ENDPOINT: z.string().regex(/^https?:\/\/[^\s]+$/, 'must be an http:// or https:// URL').optional(),
@@ -164,6 +166,8 @@ export interface Config {
   maxUploadBytes: number;
   maxBundleBytes: number;
   bundleCacheDir: string;
+  /** ZVIZ_BUNDLE_CACHE_MB in bytes (server/functions/bundle-gc.ts). */
+  bundleCacheBytes: number;
   /** Null: no shared object store. */
   s3: S3Config | null;
 }
@@ -227,6 +231,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxUploadBytes: c.ZVIZ_MAX_UPLOAD_MB * 1024 * 1024,
     maxBundleBytes: c.ZVIZ_MAX_BUNDLE_MB * 1024 * 1024,
     bundleCacheDir: c.ZVIZ_BUNDLE_CACHE_DIR,
+    bundleCacheBytes: c.ZVIZ_BUNDLE_CACHE_MB * 1024 * 1024,
     s3:
       c.ZVIZ_S3_BUCKET === undefined
         ? null

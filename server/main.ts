@@ -33,6 +33,7 @@ import { stateGuard } from './state/guard.js';
 import { openState, type State } from './state/index.js';
 import { errorMessage } from '../worker-pool/util/errors.js';
 import { Bundles } from './functions/bundles.js';
+import { BUNDLE_GC_INTERVAL_MS, BundleCollector, referencedBundles } from './functions/bundle-gc.js';
 import { S3Blobs } from './uploads/s3.js';
 import { UploadStore } from './uploads/store.js';
 import { availableHere, loadCatalog, type Language } from '../worker-pool/runtime/catalog.js';
@@ -242,11 +243,24 @@ export async function main(): Promise<void> {
   });
   const withState = stateGuard(log, metrics);
   let poolStats: PoolStatsPublisher | null = null;
+  // Bundle trees and upload blobs within ZVIZ_BUNDLE_CACHE_MB, checked every minute.
+  const bundleGc = new BundleCollector({
+    bundles,
+    uploads,
+    referenced: () => referencedBundles(state.tenants, state.functions),
+    budgetBytes: config.bundleCacheBytes,
+    log,
+  });
+  const collectBundles = () =>
+    void bundleGc.collect().catch((e: unknown) => log.warn('cannot collect the bundle cache', { error: errorMessage(e) }));
+  let bundleGcTimer: NodeJS.Timeout | null = null;
 
-  /** Once listening: recovery, pool stats, examples. */
+  /** Once listening: recovery, pool stats, examples, bundle collection. */
   async function afterListening(): Promise<void> {
     poolStats = new PoolStatsPublisher({ redis: state.redis, host: identity.id, stats: () => pool.poolStats(), log });
     poolStats.start();
+    collectBundles();
+    bundleGcTimer = setInterval(collectBundles, BUNDLE_GC_INTERVAL_MS).unref();
     try {
       await recoverRunning(state.results, identity, log);
     } catch (e) {
@@ -336,6 +350,7 @@ export async function main(): Promise<void> {
     metricsServer?.close();
     // 3. Destroy the warm pools: no sandbox, supervisor or cgroup may outlive the server.
     await poolStats?.stop();
+    if (bundleGcTimer !== null) clearInterval(bundleGcTimer);
     await pool.close();
     // Handlers wrote their audit records before they answered; Redis stays up until then.
     await answered;

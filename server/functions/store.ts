@@ -134,6 +134,8 @@ export interface FunctionStore {
   latest(tenant: string, name: string): Promise<number | null>;
   /** A stored version, or null when it is not (or no longer) stored. */
   version(tenant: string, name: string, version: number): Promise<FunctionVersion | null>;
+  /** The bundle digests any stored version of the tenant's functions names (what bundle GC must keep). */
+  bundleDigests(tenant: string): Promise<Set<string>>;
 }
 
 /** Parses a stored version; null when it is not one (a store must not trust what it reads). */

@@ -14,6 +14,9 @@ export const AUTH_FAILURE_REASONS = ['missing', 'malformed', 'unknown-key', 'wro
 export type AuthFailureReason = (typeof AUTH_FAILURE_REASONS)[number];
 export const ADMIN_ACTIONS = ['tenant.create', 'tenant.update', 'tenant.disable', 'key.rotate'] as const;
 export const FUNCTION_ACTIONS = ['function.deploy', 'function.delete'] as const;
+/** A pull or import the admin asked for (its outcome), an admin's removal, the store's collection. */
+export const IMAGE_ACTIONS = ['image.pull', 'image.remove', 'image.evict'] as const;
+export const IMAGE_OUTCOMES = ['stored', 'already stored', 'failed', 'removed'] as const;
 
 const time = z.string().describe('ISO 8601 time the record was made');
 
@@ -92,6 +95,22 @@ export const auditRecordSchema = z.discriminatedUnion('type', [
     /** sha256:<hex> of the stored blob. */
     digest: z.string(),
     bytes: z.number().int(),
+    remote: z.string().nullable(),
+  }),
+  z.strictObject({
+    type: z.literal('image'),
+    time,
+    /** Images belong to the host, not to a tenant: these records go to the stream without one. */
+    tenant: z.null(),
+    action: z.enum(IMAGE_ACTIONS),
+    /** What the admin named (never credentials: a reference cannot carry any); null for a removal or eviction by digest. */
+    reference: z.string().nullable(),
+    /** sha256:<hex> of the manifest; null when a pull failed before the digest was known. */
+    digest: z.string().nullable(),
+    outcome: z.enum(IMAGE_OUTCOMES),
+    /** The error code of a failed pull. */
+    code: z.string().nullable(),
+    /** Who asked; null for an eviction (the store's own decision). */
     remote: z.string().nullable(),
   }),
   z.strictObject({
