@@ -34,6 +34,11 @@ export interface SandboxTask {
   profile: SandboxProfile;
   /** An OCI image's tree is the root instead of the host's /usr (imageTask). */
   image?: SandboxImage;
+  /**
+   * A job's workspace: a host directory (its own filesystem, files owned by 1000:1000)
+   * mounted read-write on `target`, idmapped to the function, and its working directory.
+   */
+  workspace?: { source: string; target: string };
 }
 
 /** What the native layer needs of an image root (worker-pool/images/). */

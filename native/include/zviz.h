@@ -18,7 +18,7 @@
 extern "C" {
 #endif
 
-#define ZVIZ_ABI_VERSION 7
+#define ZVIZ_ABI_VERSION 8
 #define ZVIZ_EXPORT __attribute__((visibility("default")))
 
 enum zviz_code {

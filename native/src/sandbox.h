@@ -96,6 +96,7 @@ struct zv_child_ctx {
 	int ctl_rd;   /* warm only (else -1): becomes the function's fd 3 */
 	int reply_wr; /* warm only (else -1): becomes the function's fd 4 */
 	int image_fd; /* image root only (else -1): the detached mount that becomes the root */
+	int workspace_fd; /* job only (else -1): the detached, idmapped workspace mount */
 };
 
 /* sandbox.c: runs in the clone()d child (the sandbox's init, pid 1 of its pid namespace). */
@@ -112,7 +113,10 @@ int zv_image_sanitize(const char *rootfs, struct zviz_error *err);
 /* Supervisor side, before clone3: a detached, read-only, nosuid, nodev clone of the image
  * root, idmapped where the kernel and filesystem can (*idmapped tells); *fd is -1 without one. */
 int zv_mnt_open_image(const struct zv_spec *s, uint32_t host_base, int *fd, bool *idmapped, struct zviz_error *err);
-int zv_mnt_build_root(const struct zv_spec *s, int image_fd, struct zviz_error *err);
+/* Supervisor side, before clone3: a detached, idmapped, nosuid, nodev clone of the job's
+ * workspace; *fd is -1 without one. */
+int zv_mnt_open_workspace(const struct zv_spec *s, uint32_t host_base, int *fd, struct zviz_error *err);
+int zv_mnt_build_root(const struct zv_spec *s, int image_fd, int ws_fd, struct zviz_error *err);
 
 /* caps.c (child side). drop_to_uid: also switch to the sandbox uid/gid. */
 int zv_caps_lock_down(int cap_last, bool drop_to_uid, struct zviz_error *err);
