@@ -26,6 +26,7 @@ import { findProfile, resolveLimits, checkRuntime } from '../invocation/limits.j
 import type { Admitted, InvocationService } from '../invocation/service.js';
 import type { InvokeResponse } from '../invocation/schemas.js';
 import type { Logger } from '../ops/log.js';
+import type { JobEgressRule } from '../config.js';
 import type { AuditLog } from '../tenancy/audit.js';
 import type { Tenant } from '../tenancy/tenants.js';
 import { checkArchive, DEFAULT_MAX_ENTRIES, unpackArchive } from '../uploads/unpack.js';
@@ -80,16 +81,24 @@ interface JobPlan {
 
 const key = (tenant: string, id: string) => `${tenant}/${id}`;
 
+/**
+ * Before any job can start: removes the workspaces that dead servers left — and this
+ * process's own name too, as a restarted server in a container often has its
+ * predecessor's pid.
+ */
+export async function sweepJobWorkspaces(workspaces: Workspaces, log: Logger): Promise<void> {
+  const removed = await workspaces.sweep();
+  if (removed.length > 0) log.warn('removed job workspaces a previous run left', { workspaces: removed });
+}
+
 export class JobService {
   readonly #running = new Map<string, Running>();
   #sweeper: NodeJS.Timeout | null = null;
 
   constructor(private readonly deps: JobDeps) {}
 
-  /** At start-up: removes workspaces dead servers (or this host's previous run) left, and expired files. */
+  /** At start-up (after sweepJobWorkspaces): removes expired logs and artifacts, then every 10 minutes. */
   async open(): Promise<void> {
-    const removed = await this.deps.workspaces.sweep();
-    if (removed.length > 0) this.deps.log.warn('removed job workspaces a previous run left', { workspaces: removed });
     await this.#expire();
     this.#sweeper = setInterval(() => void this.#expire(), 10 * 60 * 1000);
     this.#sweeper.unref();
@@ -374,9 +383,10 @@ export class JobService {
     return { record };
   }
 
-  /** The job's live log when it runs here. */
-  live(tenant: string, id: string): JobLog | null {
-    return this.#running.get(key(tenant, id))?.log ?? null;
+  /** A job running here: its live log, and its record once it has ended. */
+  live(tenant: string, id: string): { log: JobLog; done: Promise<JobRecord | null> } | null {
+    const job = this.#running.get(key(tenant, id));
+    return job === undefined ? null : { log: job.log, done: job.done };
   }
 
   /** The saved log of an ended job of this host, or null. */
@@ -387,6 +397,22 @@ export class JobService {
   artifactFile(tenant: string, digest: string): string {
     return join(this.deps.dir, 'artifacts', tenant, `${digest.slice('sha256:'.length)}.tar.gz`);
   }
+}
+
+/**
+ * The operator's job egress (ZVIZ_JOB_EGRESS, ZVIZ_JOB_DNS) as the network of every
+ * profile that asks for it (jobs.egressFromConfig); other profiles, and all of them when
+ * it is unset, keep their own. Applied before the host is opened, so layer E is set up
+ * exactly when some profile gives egress.
+ */
+export function withJobEgress(profiles: Map<string, Profile>, egress: { allow: JobEgressRule[]; dns: string | null } | null): Map<string, Profile> {
+  if (egress === null) return profiles;
+  return new Map(
+    [...profiles].map(([name, p]) => [
+      name,
+      p.jobs?.egressFromConfig ? { ...p, network: { mode: 'egress' as const, allow: egress.allow, ...(egress.dns ? { dns: egress.dns } : {}), limits: {} } } : p,
+    ]),
+  );
 }
 
 /** argv of a command in a runtime's root: a bare name is a program of /usr/bin. */
