@@ -5,9 +5,9 @@
 // that fills its disk ends with reason disk-full; artifact globs never follow a symlink out;
 // a cache is restored for the same tenant only; bad inputs are 4xx in the error shape; a job
 // runs in an OCI image; a job that logs more than ZVIZ_JOB_LOG_KB keeps only its tail.
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
@@ -16,7 +16,7 @@ import { tarGz } from './support/archives.js';
 import { rawFetch } from './support/compat-auth.js';
 import { serverLeftovers } from './support/leftovers.js';
 import { busyboxLayer, writeOciLayout } from './support/oci-images.js';
-import { GENEROUS_QUOTAS, privilegedReason, startServer, type RunningServer } from './support/server.js';
+import { GENEROUS_QUOTAS, privilegedReason, repoRoot, startServer, type RunningServer } from './support/server.js';
 import { parseSse } from './support/sse.js';
 import { sleep, timeScale } from './support/wait.js';
 
@@ -26,6 +26,14 @@ const hasBuildTools = existsSync('/usr/bin/gcc') && existsSync('/usr/bin/make');
 const hasImageTools = ['skopeo', 'umoci'].every((t) => spawnSync('sh', ['-c', `command -v ${t}`]).status === 0);
 
 let s: RunningServer;
+
+function runCli(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [join(repoRoot, 'dist', 'server', 'cli', 'main.js'), ...args], { timeout: 60_000 * timeScale() }, (err, stdout, stderr) =>
+      resolve({ status: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stdout, stderr }),
+    );
+  });
+}
 
 async function upload(body: Buffer, key = s.apiKey!): Promise<string> {
   const r = await rawFetch(`${s.url}/uploads`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/octet-stream' }, body } as RequestInit);
@@ -256,6 +264,29 @@ describe.skipIf(skip !== null)('CI jobs on a real server', () => {
     expect([r.status, r.body.error.code]).toEqual([404, 'NO_ARTIFACTS']);
     expect(workspaceLeftovers()).toEqual([]);
   }, 120_000 * timeScale());
+
+  it('zviz job run packs a directory, follows the log, exits with the job\'s status and downloads the artifacts; status and log read it back', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'zviz-job-cli-'));
+    try {
+      mkdirSync(join(dir, 'ws'));
+      writeFileSync(join(dir, 'ws', 'greeting.txt'), 'hi from the cli\n');
+      writeFileSync(join(dir, 'job.sh'), 'cat greeting.txt\nmkdir -p out && echo made > out/a.txt\nexit 3\n');
+      const remote = ['--url', s.url, '--key', s.apiKey!];
+      const r = await runCli(['job', 'run', ...remote, '--workspace', join(dir, 'ws'), '--script', join(dir, 'job.sh'), '--artifact', 'out/*', '-o', join(dir, 'out.tar.gz')]);
+      expect(r.status, r.stderr).toBe(3);
+      expect(r.stdout).toBe('hi from the cli\n');
+      expect([...tarNames(readFileSync(join(dir, 'out.tar.gz'))).keys()]).toEqual(['out/a.txt']);
+      const id = /job ([0-9a-f-]{36})/.exec(r.stderr)![1]!;
+      const status = await runCli(['job', 'status', ...remote, '--json', id]);
+      expect(JSON.parse(status.stdout)).toMatchObject({ id, status: 'error', exitCode: 3 });
+      const log = await runCli(['job', 'log', ...remote, id]);
+      expect(log.stdout).toBe('hi from the cli\n');
+      const bad = await runCli(['job', 'status', ...remote, 'not-an-id']);
+      expect(bad.status).toBe(2);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000 * timeScale());
 
   it.skipIf(!hasImageTools)('runs a job in an OCI image, its workspace mounted at /workspace (needs skopeo, umoci)', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'zviz-job-image-'));
