@@ -19,6 +19,8 @@ import { busyboxLayer, writeOciLayout } from './support/oci-images.js';
 import { GENEROUS_QUOTAS, privilegedReason, repoRoot, startServer, type RunningServer } from './support/server.js';
 import { parseSse } from './support/sse.js';
 import { sleep, timeScale } from './support/wait.js';
+import { startRedis, type TestRedis } from './support/redis.js';
+import { freePort } from './support/server-process.js';
 
 const skip = privilegedReason();
 const LOG_KB = 64;
@@ -326,4 +328,47 @@ describe.skipIf(skip !== null)('CI jobs on a real server', () => {
     expect(log.endsWith('last-line\n')).toBe(true);
     expect(rss() - before).toBeLessThan(64 * 1024 * 1024);
   }, 120_000 * timeScale());
+});
+
+describe.skipIf(skip !== null)('a server SIGKILLed mid-job, started again on the same state directory', () => {
+  let redis: TestRedis;
+  let stateDir: string;
+  let second: RunningServer | null = null;
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    stateDir = mkdtempSync(join(tmpdir(), 'zviz-jobs-crash-'));
+  });
+  afterAll(async () => {
+    await second?.stop();
+    await redis?.stop();
+    rmSync(stateDir, { recursive: true, force: true });
+  });
+
+  it("removes the dead server's workspace before listening and reports the job failed with reason host-restart", async () => {
+    const env = { ZVIZ_REDIS_URL: redis.url, ZVIZ_PORT: String(await freePort()) };
+    const first = await startServer({ stateDir, env });
+    const r = await first.request('/jobs', { body: { script: 'echo started; sleep 600' } });
+    expect(r.status).toBe(202);
+    const id = r.body.id as string;
+    const mountOf = (pid: number) =>
+      readFileSync('/proc/self/mountinfo', 'utf8')
+        .split('\n')
+        .map((l) => l.split(' ')[4] ?? '')
+        .filter((p) => p.startsWith(`/run/zviz/jobs/${pid}-`));
+    for (let i = 0; mountOf(first.pid).length === 0; i++) {
+      if (i > 400) throw new Error('the job never got its workspace');
+      await sleep(50);
+    }
+    expect(await first.stop('SIGKILL')).toBeNull();
+    // The supervisor sees its server gone and kills the sandbox; the mount stays until a sweep.
+    expect(mountOf(first.pid).length).toBe(1);
+    second = await startServer({ stateDir, env, tenant: false });
+    expect(mountOf(first.pid)).toEqual([]);
+    expect(readdirSync(join(stateDir, 'jobs')).filter((n) => n.endsWith('.ext4'))).toEqual([]);
+    const rec = await second.request(`/jobs/${id}`, { auth: { bearer: first.apiKey! } });
+    for (let i = 0; rec.status === 202 && i < 100; i++) await sleep(100);
+    const after = await second.request(`/jobs/${id}`, { auth: { bearer: first.apiKey! } });
+    expect(after.body).toMatchObject({ id, status: 'failed', reason: 'host-restart' });
+  }, 180_000 * timeScale());
 });
