@@ -1,7 +1,7 @@
 // The client side of the HTTP API for `zviz invoke` and `zviz deploy`: one JSON request,
 // with the tenant's key, and the server's answer or a clear reason it could not be had.
 // node:http rather than fetch: fetch gives up waiting for headers after 300 s, and an
-// invocation may legitimately run up to its profile's timeout (at most 15 minutes).
+// invocation may legitimately run up to its profile's timeout (a CI job's log follows it for hours).
 import { createReadStream, statSync } from 'node:fs';
 import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
