@@ -131,7 +131,7 @@ describe('the command line', () => {
   it('an unknown command exits 2 naming the known ones', async () => {
     const io = recordedIo();
     expect(await cli(['frobnicate'], io)).toBe(2);
-    expect(io.err()).toBe('zviz: Unknown command "frobnicate": expected one of serve, run, invoke, deploy, image, doctor, sweep (see \'zviz --help\')\n');
+    expect(io.err()).toBe('zviz: Unknown command "frobnicate": expected one of serve, run, invoke, deploy, job, image, doctor, sweep (see \'zviz --help\')\n');
   });
 
   it('no command prints the usage on stderr and exits 2; --help on stdout and exits 0', async () => {
