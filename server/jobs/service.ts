@@ -10,7 +10,7 @@
 // Cancellation kills the sandbox through its cgroup (as the drain deadline does) and
 // keeps doing so until the run ends, so a cancel during setup is not lost.
 import { randomUUID } from 'node:crypto';
-import { chown, lchown, readdir, readdir as readdirP, rm, stat } from 'node:fs/promises';
+import { chown, lchown, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { allowlistFor, imageAllowlistFor } from '../../profiles/index.js';
 import type { Limits, Profile } from '../../profiles/schema.js';
@@ -117,8 +117,8 @@ export class JobService {
     const cutoff = Date.now() - this.deps.keepS * 1000;
     for (const sub of ['logs', 'artifacts']) {
       const base = join(this.deps.dir, sub);
-      for (const tenant of await readdirP(base).catch(() => [] as string[])) {
-        for (const name of await readdirP(join(base, tenant)).catch(() => [] as string[])) {
+      for (const tenant of await readdir(base).catch(() => [] as string[])) {
+        for (const name of await readdir(join(base, tenant)).catch(() => [] as string[])) {
           const file = join(base, tenant, name);
           const st = await stat(file).catch(() => null);
           if (st !== null && st.mtimeMs < cutoff) await rm(file, { force: true });
