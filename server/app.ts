@@ -30,6 +30,9 @@ import type { Language } from '../worker-pool/runtime/catalog.js';
 import type { UploadStore } from './uploads/store.js';
 import { InvocationService, type Invoker } from './invocation/service.js';
 import { registerInvokeRoutes } from './invocation/routes.js';
+import { JobService } from './jobs/service.js';
+import { registerJobRoutes } from './jobs/routes.js';
+import type { Workspaces } from '../worker-pool/jobs/workspace.js';
 import type { Logger } from './ops/log.js';
 import type { Metrics } from './ops/metrics.js';
 import { apiRoute, createApiApp, registerApiDocs } from './http/openapi.js';
@@ -93,6 +96,17 @@ export interface AppDeps {
   languages?: ReadonlyMap<string, Language>;
   /** POST /uploads and function bundles; absent: neither route nor bundle deploys. */
   uploads?: { store: UploadStore; bundles: Bundles; maxUploadBytes: number } | null;
+  /** CI jobs (/jobs); absent: no job routes. */
+  jobs?: {
+    workspaces: Workspaces;
+    killSandbox: (sandboxId: string) => number;
+    /** `<stateDir>/jobs`. */
+    dir: string;
+    maxJobs: number;
+    logBytes: number;
+  } | null;
+  /** Called with the job service once made (main.ts opens and closes it). */
+  onJobs?: (jobs: JobService) => void;
 }
 
 function limitBody(maxBytes: number): MiddlewareHandler {
@@ -205,6 +219,20 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
   const uploads = deps.uploads ?? null;
   registerFunctionRoutes(app, { functions: deps.functions, profiles, audit, withState, tenantOnly, limitBody: bodyUpToMax, bundles: uploads?.bundles ?? null, images: deps.images ?? null });
   if (uploads !== null) registerUploadRoutes(app, { uploads: uploads.store, maxUploadBytes: uploads.maxUploadBytes, audit, tenantOnly });
+  if (deps.jobs) {
+    const jobs = new JobService({
+      ...deps.jobs,
+      invocations: service,
+      async: asyncInvocations,
+      profiles,
+      uploads: uploads?.store ?? null,
+      keepS: deps.resultTtlS ?? DEFAULT_RESULT_TTL_S,
+      log,
+      audit,
+    });
+    registerJobRoutes(app, { jobs, async: asyncInvocations, drain, callbackHosts: deps.callbackHosts ?? [], tenantOnly, limitBody: bodyUpToMax });
+    deps.onJobs?.(jobs);
+  }
 
   app.openapi(
     apiRoute({

@@ -109,6 +109,20 @@ export const configSchema = z.object({
   ZVIZ_IMAGE_CACHE_MB: int(0, 16_777_216).default(10_240),
   /** Largest body POST /uploads takes, in MiB (a tenant's maxUploadMb quota may lower it). */
   ZVIZ_MAX_UPLOAD_MB: int(1, 65_536).default(64),
+  /** CI jobs (POST /jobs) this server runs at once; more are refused with OVERLOADED. */
+  ZVIZ_MAX_JOBS: int(0, 1024).default(4),
+  /** The tail of each job's log that is kept (live and after the end), in KiB. */
+  ZVIZ_JOB_LOG_KB: int(16, 1_048_576).default(1024),
+  /**
+   * Where jobs of a profile with jobs.egressFromConfig may connect: comma-separated
+   * `[udp:]<IPv4 CIDR>[:<port>[+<port>…]]` (no port: every port). Unset: the profile's own network.
+   */
+  ZVIZ_JOB_EGRESS: z
+    .string()
+    .refine((v) => parseJobEgress(v) !== null, { error: 'must be comma-separated [udp:]<IPv4 CIDR>[:<port>[+<port>…]] entries' })
+    .optional(),
+  /** The resolver jobs with ZVIZ_JOB_EGRESS may query (port 53), an IPv4 address. */
+  ZVIZ_JOB_DNS: z.string().regex(/^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/, 'must be an IPv4 address').optional(),
   /** Largest archive a function may be deployed from, in MiB; unpacked it may be 4 times that. */
   ZVIZ_MAX_BUNDLE_MB: int(1, 65_536).default(64),
   /** Where bundles are unpacked, one read-only tree per digest; every ancestor must be searchable by others. */
@@ -170,6 +184,35 @@ export interface Config {
   bundleCacheBytes: number;
   /** Null: no shared object store. */
   s3: S3Config | null;
+  jobs: {
+    maxJobs: number;
+    logBytes: number;
+    /** ZVIZ_JOB_EGRESS and ZVIZ_JOB_DNS; null: unset. */
+    egress: { allow: JobEgressRule[]; dns: string | null } | null;
+  };
+}
+
+export interface JobEgressRule {
+  cidr: string;
+  ports: number[];
+  protocol: 'tcp' | 'udp';
+}
+
+const CIDR4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}\/([0-9]|[12]\d|3[0-2])$/;
+
+/** ZVIZ_JOB_EGRESS as the egress allowlist of a profile's network; null when malformed. */
+export function parseJobEgress(value: string): JobEgressRule[] | null {
+  const out: JobEgressRule[] = [];
+  for (const raw of value.split(',').map((e) => e.trim()).filter((e) => e !== '')) {
+    const udp = raw.startsWith('udp:');
+    const rest = udp ? raw.slice(4) : raw.startsWith('tcp:') ? raw.slice(4) : raw;
+    const [cidr, ports = ''] = rest.split(/:(.*)/s, 2) as [string, string?];
+    if (!CIDR4.test(cidr)) return null;
+    const list = ports === '' ? [] : ports.split('+').map(Number);
+    if (list.some((p) => !Number.isInteger(p) || p < 1 || p > 65535) || list.length > 64) return null;
+    out.push({ cidr, ports: list, protocol: udp ? 'udp' : 'tcp' });
+  }
+  return out.length > 0 && out.length <= 64 ? out : null;
 }
 
 export class ConfigError extends Error {
@@ -232,6 +275,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxBundleBytes: c.ZVIZ_MAX_BUNDLE_MB * 1024 * 1024,
     bundleCacheDir: c.ZVIZ_BUNDLE_CACHE_DIR,
     bundleCacheBytes: c.ZVIZ_BUNDLE_CACHE_MB * 1024 * 1024,
+    jobs: {
+      maxJobs: c.ZVIZ_MAX_JOBS,
+      logBytes: c.ZVIZ_JOB_LOG_KB * 1024,
+      egress: c.ZVIZ_JOB_EGRESS === undefined ? null : { allow: parseJobEgress(c.ZVIZ_JOB_EGRESS)!, dns: c.ZVIZ_JOB_DNS ?? null },
+    },
     s3:
       c.ZVIZ_S3_BUCKET === undefined
         ? null

@@ -35,6 +35,8 @@ import { errorMessage } from '../worker-pool/util/errors.js';
 import { Bundles } from './functions/bundles.js';
 import { BUNDLE_GC_INTERVAL_MS, BundleCollector, referencedBundles } from './functions/bundle-gc.js';
 import { S3Blobs } from './uploads/s3.js';
+import { Workspaces } from '../worker-pool/jobs/workspace.js';
+import { sweepJobWorkspaces, withJobEgress, type JobService } from './jobs/service.js';
 import { UploadStore } from './uploads/store.js';
 import { availableHere, loadCatalog, type Language } from '../worker-pool/runtime/catalog.js';
 
@@ -65,7 +67,7 @@ export async function main(): Promise<void> {
   let languages: Map<string, Language>;
   try {
     config = loadConfig();
-    profiles = loadProfiles(config.profilesDir);
+    profiles = withJobEgress(loadProfiles(config.profilesDir), config.jobs.egress);
     // Only what this host can run is offered (GET /runtimes); a bad definition stops start-up.
     languages = new Map([...loadCatalog(config.runtimesDir)].filter(([, l]) => availableHere(l)));
   } catch (e) {
@@ -116,6 +118,14 @@ export async function main(): Promise<void> {
     abort(errorMessage(e));
   }
   log.info('uploads', { dir: join(config.stateDir, 'uploads'), bundleCache: config.bundleCacheDir, remote: remote?.description ?? null });
+  // CI jobs' workspaces a dead predecessor left mounted go before any job can start.
+  const workspaces = new Workspaces(config.stateDir);
+  try {
+    await sweepJobWorkspaces(workspaces, log);
+  } catch (e) {
+    abort(`Cannot remove the job workspaces a previous run left: ${errorMessage(e)}`);
+  }
+  let jobService: JobService | null = null;
 
   // Quotas are enforced in Redis: without it no invocation may run, so it comes first.
   let state: State;
@@ -240,7 +250,17 @@ export async function main(): Promise<void> {
     images: openImageStore(config.stateDir, config.images),
     uploads: { store: uploads, bundles, maxUploadBytes: config.maxUploadBytes },
     languages,
+    jobs: {
+      workspaces,
+      killSandbox: (id) => host.killSandboxes(id),
+      dir: join(config.stateDir, 'jobs'),
+      maxJobs: config.jobs.maxJobs,
+      logBytes: config.jobs.logBytes,
+    },
+    onJobs: (jobs) => (jobService = jobs),
   });
+  const jobs = jobService as JobService | null;
+  await jobs?.open().catch((e: unknown) => log.warn('cannot remove expired job logs and artifacts', { error: errorMessage(e) }));
   const withState = stateGuard(log, metrics);
   let poolStats: PoolStatsPublisher | null = null;
   // Bundle trees and upload blobs within ZVIZ_BUNDLE_CACHE_MB, checked every minute.
@@ -352,6 +372,7 @@ export async function main(): Promise<void> {
     await poolStats?.stop();
     if (bundleGcTimer !== null) clearInterval(bundleGcTimer);
     await pool.close();
+    jobs?.close();
     // Handlers wrote their audit records before they answered; Redis stays up until then.
     await answered;
     await audit.close();

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { landlockPolicy } from './landlock.js';
+import { FS, landlockPolicy } from './landlock.js';
 import { encodeSpec, MAX_BROKERED_FILE_BYTES, TAG, type HostLayout } from './spec.js';
 import type { SandboxTask } from './task.js';
 
@@ -181,6 +181,34 @@ describe('encodeSpec image root', () => {
     const paths = payloads(recs, TAG.LL_PATH).map((p) => p.subarray(12).toString());
     expect(paths).toContain('/');
     expect(paths).not.toContain('/usr');
+  });
+});
+
+describe('encodeSpec job workspace', () => {
+  it('writes no WORKSPACE record without one', () => {
+    expect(payloads(decode(encodeSpec(makeTask(), ID, HOST)), TAG.WORKSPACE)).toEqual([]);
+  });
+
+  it('writes u32 source length, source, target; the target is the working directory and Landlock grants it read, write and execute', () => {
+    const task = makeTask();
+    task.workspace = { source: '/run/zviz/jobs/42-job', target: '/workspace' };
+    const recs = decode(encodeSpec(task, ID, HOST));
+    const ws = only(recs, TAG.WORKSPACE);
+    const n = ws.readUInt32LE(0);
+    expect([ws.subarray(4, 4 + n).toString(), ws.subarray(4 + n).toString()]).toEqual(['/run/zviz/jobs/42-job', '/workspace']);
+    expect(strings(recs, TAG.WORKDIR)).toEqual(['/workspace']);
+    const rule = payloads(recs, TAG.LL_PATH).find((p) => p.subarray(12).toString() === '/workspace')!;
+    const access = rule.readBigUInt64LE(0);
+    expect(access & FS.execute).toBe(FS.execute);
+    expect(access & FS.write_file).toBe(FS.write_file);
+    expect(access & FS.make_char).toBe(0n);
+  });
+
+  it('in an image, the workspace wins over the image WorkingDir', () => {
+    const task = makeTask();
+    task.image = { digest: `sha256:${'a'.repeat(64)}`, rootfs: '/var/lib/zviz/images/sha256-a/rootfs', owner: { uid: 1001, gid: 1002 }, workdir: '/srv' };
+    task.workspace = { source: '/run/zviz/jobs/42-job', target: '/workspace' };
+    expect(strings(decode(encodeSpec(task, ID, HOST)), TAG.WORKDIR)).toEqual(['/workspace']);
   });
 });
 

@@ -28,6 +28,7 @@ export const TAG = {
   FLAGS: 20,
   IMAGE: 21,
   WORKDIR: 22,
+  WORKSPACE: 23,
 } as const;
 
 /**
@@ -131,7 +132,7 @@ export function encodeSpec(
   for (const b of task.profile.filesystem.readOnlyBinds) {
     parts.push(record(TAG.BIND, pair(Buffer.from(b.source), Buffer.from(b.target))));
   }
-  const ll = landlockPolicy(task.profile, task.image !== undefined);
+  const ll = landlockPolicy(task.profile, task.image !== undefined, task.workspace?.target);
   if (ll.enabled) {
     const conf = Buffer.alloc(8);
     conf.writeUInt32LE(
@@ -168,8 +169,11 @@ export function encodeSpec(
   if (task.image) {
     const ids = Buffer.concat([u32(task.image.owner.uid), u32(task.image.owner.gid)]);
     parts.push(record(TAG.IMAGE, Buffer.concat([ids, Buffer.from(task.image.rootfs)])));
-    parts.push(record(TAG.WORKDIR, Buffer.from(task.image.workdir)));
   }
+  if (task.workspace) parts.push(record(TAG.WORKSPACE, pair(Buffer.from(task.workspace.source), Buffer.from(task.workspace.target))));
+  // A job works in its workspace; an image's program in its WorkingDir; else /tmp (native default).
+  const workdir = task.workspace?.target ?? task.image?.workdir;
+  if (workdir !== undefined) parts.push(record(TAG.WORKDIR, Buffer.from(workdir)));
   if (host.cgroup) {
     for (const p of host.cgroup.parents) {
       const body = pair(Buffer.from(p.controllers.join(',')), Buffer.from(p.parent));

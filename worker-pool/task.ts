@@ -34,6 +34,11 @@ export interface SandboxTask {
   profile: SandboxProfile;
   /** An OCI image's tree is the root instead of the host's /usr (imageTask). */
   image?: SandboxImage;
+  /**
+   * A job's workspace: a host directory (its own filesystem, files owned by 1000:1000)
+   * mounted read-write on `target`, idmapped to the function, and its working directory.
+   */
+  workspace?: { source: string; target: string };
 }
 
 /** What the native layer needs of an image root (worker-pool/images/). */
@@ -239,6 +244,8 @@ export interface ImageCommand {
   image: ImageProcess;
   /** Replaces the image's Cmd (its Entrypoint stays in front), as `docker run IMAGE cmd…` does. */
   command?: readonly string[];
+  /** Replaces the image's Entrypoint (a CI job's script runs under the image's shell, not its Entrypoint). */
+  entrypoint?: readonly string[];
   env?: Readonly<Record<string, string>>;
   stdin?: string;
   limits: Limits;
@@ -260,7 +267,7 @@ export class ImageNotAllowedError extends Error {
 export function imageTask(c: ImageCommand): SandboxTask {
   const allow = imageAllowlistFor(c.profile);
   if (!allow) throw new ImageNotAllowedError(`Profile '${c.profile.name}' runs no images: its seccomp policy has no 'image' list`);
-  const argv = [...c.image.entrypoint, ...(c.command ?? c.image.cmd)];
+  const argv = [...(c.entrypoint ?? c.image.entrypoint), ...(c.command ?? c.image.cmd)];
   if (argv.length === 0) throw new ImageNotAllowedError(`Image ${c.image.digest} has no Entrypoint or Cmd: give a command`);
   const env: Record<string, string> = Object.fromEntries(
     c.image.env.filter((e) => e.includes('=')).map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)]),

@@ -80,6 +80,7 @@ enum zv_tag {
 	ZV_T_FLAGS = 20,    /* u32 flags (ZV_SF_*) */
 	ZV_T_IMAGE = 21,    /* u32 owner uid, u32 owner gid, host path of an image rootfs: the root instead of /usr */
 	ZV_T_WORKDIR = 22,  /* string: the function's working directory (default /tmp) */
+	ZV_T_WORKSPACE = 23, /* u32 source length, host source, sandbox target: a job's writable workspace */
 };
 
 #define ZV_LF_TMP_EXEC (1u << 0)
@@ -208,6 +209,10 @@ struct zv_spec {
 	uint32_t image_uid;
 	uint32_t image_gid;
 	char *workdir;
+	/* Job workspace (ZV_T_WORKSPACE): a host directory (a job's own filesystem) mounted
+	 * read-write, idmapped so its files owned by 1000 are the function's. */
+	char *workspace_src;
+	char *workspace_target;
 	bool stream; /* set by GO */
 	bool answer_on_reply; /* set by GO: the result is due at the reply channel's EOF */
 };

@@ -387,6 +387,67 @@ int zv_mnt_idmap_pending(pid_t child, struct zviz_error *err)
 	return r;
 }
 
+/* ---- job workspaces -----------------------------------------------------------------
+ * A job's workspace is a filesystem of its own (the server loop-mounts an ext4 image of
+ * the job's disk size under /run/zviz/jobs), its files owned by 1000:1000. As for an
+ * image, the supervisor (host root, before clone3) takes a detached clone of it and
+ * idmaps it: on-disk 1000 is the function's host id, on-disk 0 the sandbox's root, and
+ * nothing else the sandbox can be. nosuid and nodev: a build may make files executable,
+ * never privileged or a device. Unlike an image there is no fallback without idmapped
+ * mounts: the workspace would show as the overflow id and be unwritable, so the job
+ * fails with a clear error instead of running half-blind. */
+int zv_mnt_open_workspace(const struct zv_spec *s, uint32_t host_base, int *fd, struct zviz_error *err)
+{
+	*fd = -1;
+	if (!s->workspace_src)
+		return 0;
+	int tree = (int)open_tree(AT_FDCWD, s->workspace_src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_SYMLINK_NOFOLLOW);
+	if (tree < 0)
+		return zv_fail(err, ZVIZ_E_MOUNT, errno, "clone workspace `%s`", s->workspace_src);
+	int userns = zv_userns_idmap_fd(host_base, ZV_SANDBOX_UID, ZV_SANDBOX_GID, err);
+	if (userns < 0) {
+		close(tree);
+		return userns;
+	}
+	struct mount_attr attr = {
+		.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_IDMAP,
+		.userns_fd = (uint64_t)userns,
+	};
+	int rc = mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof(attr));
+	int e = errno;
+	close(userns);
+	if (rc < 0) {
+		close(tree);
+		return zv_fail(err, ZVIZ_E_MOUNT, e, "idmap workspace `%s`", s->workspace_src);
+	}
+	*fd = tree;
+	return 0;
+}
+
+/* Child side: the workspace lands on its target in the new root, which must be a real
+ * directory reached without a symlink (the runtime root makes it; an image carries it). */
+static int place_workspace(const char *root, const struct zv_spec *s, int ws_fd, struct zviz_error *err)
+{
+	if (ws_fd < 0)
+		return 0;
+	int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0)
+		return zv_fail(err, ZVIZ_E_MOUNT, errno, "open `%s`", root);
+	struct open_how how = { .flags = O_PATH | O_DIRECTORY | O_CLOEXEC, .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH };
+	int target = (int)syscall(SYS_openat2, rootfd, s->workspace_target + 1, &how, sizeof(how));
+	int e = errno;
+	close(rootfd);
+	if (target < 0)
+		return zv_fail(err, ZVIZ_E_MOUNT, e, "workspace mount point `%s`", s->workspace_target);
+	int rc = move_mount(ws_fd, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+	e = errno;
+	close(target);
+	if (rc < 0)
+		return zv_fail(err, ZVIZ_E_MOUNT, e, "move workspace on `%s`", s->workspace_target);
+	close(ws_fd);
+	return 0;
+}
+
 /* A mount point the image must carry (the store makes them at unpack): a real directory
  * or regular file reached without any symlink, so no mount of ours lands elsewhere. */
 static int image_target(int rootfd, const char *rel, bool dir, struct zviz_error *err)
@@ -403,7 +464,7 @@ static int image_target(int rootfd, const char *rel, bool dir, struct zviz_error
 	return 0;
 }
 
-static int build_image_root(const struct zv_spec *s, int image_fd, struct zviz_error *err)
+static int build_image_root(const struct zv_spec *s, int image_fd, int ws_fd, struct zviz_error *err)
 {
 	int rc;
 	char root[PATH_MAX], staged[PATH_MAX];
@@ -459,6 +520,8 @@ static int build_image_root(const struct zv_spec *s, int image_fd, struct zviz_e
 	static const char *const sealed[] = { "/dev", "/fn", NULL };
 	if ((rc = seal_then_bind(&r, s, sealed, err)) < 0)
 		return rc;
+	if ((rc = place_workspace(root, s, ws_fd, err)) < 0)
+		return rc;
 
 	/* pivot_root(".", ".") stacks the old root on the new one; detaching it leaves no
 	 * path to the host's tree (the image needs no directory of ours for it). */
@@ -473,7 +536,7 @@ static int build_image_root(const struct zv_spec *s, int image_fd, struct zviz_e
 	return remount_ro("/", MS_NODEV, err);
 }
 
-int zv_mnt_build_root(const struct zv_spec *s, int image_fd, struct zviz_error *err)
+int zv_mnt_build_root(const struct zv_spec *s, int image_fd, int ws_fd, struct zviz_error *err)
 {
 	struct root r = { .base = s->root_base };
 	int rc;
@@ -482,7 +545,7 @@ int zv_mnt_build_root(const struct zv_spec *s, int image_fd, struct zviz_error *
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		return zv_fail(err, ZVIZ_E_MOUNT, errno, "make `/` private");
 	if (image_fd >= 0)
-		return build_image_root(s, image_fd, err);
+		return build_image_root(s, image_fd, ws_fd, err);
 	if ((rc = mount_tmpfs(s->root_base, 0, 1 << 20, "0755", err)) < 0)
 		return rc;
 
@@ -490,6 +553,8 @@ int zv_mnt_build_root(const struct zv_spec *s, int image_fd, struct zviz_error *
 	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
 		if ((rc = make_dir(in_root(&r, dirs[i]), 0755, err)) < 0)
 			return rc;
+	if (s->workspace_target && (rc = make_dir(in_root(&r, s->workspace_target), 0755, err)) < 0)
+		return rc;
 	/* usr-merge links, mirrored from the host so interpreters resolve as they do there. */
 	static const char *const merged[] = { "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32" };
 	char target[PATH_MAX];
@@ -520,6 +585,8 @@ int zv_mnt_build_root(const struct zv_spec *s, int image_fd, struct zviz_error *
 	}
 	static const char *const sealed[] = { "/etc", "/dev", "/fn", NULL };
 	if ((rc = seal_then_bind(&r, s, sealed, err)) < 0)
+		return rc;
+	if ((rc = place_workspace(s->root_base, s, ws_fd, err)) < 0)
 		return rc;
 
 	/* pivot_root + detach: the host's tree is no longer reachable by any path, not even

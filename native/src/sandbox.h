@@ -107,6 +107,7 @@ struct zv_child_ctx {
 	int ctl_rd;   /* warm only (else -1): becomes the function's fd 3 */
 	int reply_wr; /* warm only (else -1): becomes the function's fd 4 */
 	int image_fd; /* image root only (else -1): the detached mount that becomes the root */
+	int workspace_fd; /* job only (else -1): the detached, idmapped workspace mount */
 };
 
 /* sandbox.c: runs in the clone()d child (the sandbox's init, pid 1 of its pid namespace). */
@@ -126,7 +127,10 @@ int zv_mnt_open_image(const struct zv_spec *s, uint32_t host_base, int *fd, bool
 /* Supervisor side, after clone3 and the child's maps: the idmap zv_mnt_open_image left to
  * the sandbox's own user namespace, if any. */
 int zv_mnt_idmap_pending(pid_t child, struct zviz_error *err);
-int zv_mnt_build_root(const struct zv_spec *s, int image_fd, struct zviz_error *err);
+/* Supervisor side, before clone3: a detached, idmapped, nosuid, nodev clone of the job's
+ * workspace; *fd is -1 without one. */
+int zv_mnt_open_workspace(const struct zv_spec *s, uint32_t host_base, int *fd, struct zviz_error *err);
+int zv_mnt_build_root(const struct zv_spec *s, int image_fd, int ws_fd, struct zviz_error *err);
 
 /* caps.c (child side). drop_to_uid: also switch to the sandbox uid/gid. */
 int zv_caps_lock_down(int cap_last, bool drop_to_uid, struct zviz_error *err);

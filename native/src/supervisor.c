@@ -111,6 +111,13 @@ static int create_sandbox(struct sup *s, struct zviz_error *err)
 	bool idmapped = false;
 	if ((r = zv_mnt_open_image(&s->spec, host_base, &image_fd, &idmapped, err)) < 0)
 		return r;
+	/* A job's workspace, likewise prepared here (idmapped to the function's host id). */
+	int ws_fd = -1;
+	if ((r = zv_mnt_open_workspace(&s->spec, host_base, &ws_fd, err)) < 0) {
+		if (image_fd >= 0)
+			close(image_fd);
+		return r;
+	}
 
 	struct zv_child_ctx ctx = {
 		.spec = &s->spec,
@@ -127,6 +134,7 @@ static int create_sandbox(struct sup *s, struct zviz_error *err)
 		.ctl_rd = ctl_p[0],
 		.reply_wr = reply_p[1],
 		.image_fd = image_fd,
+		.workspace_fd = ws_fd,
 	};
 
 	struct clone_args_v2 ca;
@@ -155,6 +163,8 @@ static int create_sandbox(struct sup *s, struct zviz_error *err)
 	long pid = syscall(SYS_clone3, &ca, sizeof(ca));
 	if (pid != 0 && image_fd >= 0)
 		close(image_fd);
+	if (pid != 0 && ws_fd >= 0)
+		close(ws_fd);
 	if (pid < 0)
 		return zv_fail(err, ZVIZ_E_NAMESPACE, errno, "clone3 with new user, mount, pid, ipc, uts, net, cgroup namespaces");
 	if (pid == 0)

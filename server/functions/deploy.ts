@@ -95,7 +95,7 @@ const filesSchema = noProtoKey(
   }),
 );
 
-const secretsSchema = noProtoKey(
+export const secretsSchema = noProtoKey(
   z
     .record(
       z.string().superRefine((p, ctx) => {

@@ -121,15 +121,25 @@ export class InvocationService {
    * audited and counted before they are thrown.
    */
   async start(tenant: Tenant, body: InvokeBody, id: string = randomUUID()): Promise<Admitted> {
+    return this.admit(tenant, id, () =>
+      'function' in body
+        ? this.#prepareFunction(tenant, body, id)
+        : 'image' in body
+          ? this.#prepareImage(tenant, body, id)
+          : this.#prepareInline(tenant, body, id),
+    );
+  }
+
+  /**
+   * Prepares with `prepare` (any sandbox task: an invocation's, a CI job's) and takes its
+   * lease. Refusals (a tenant's limit cap, a quota) are audited and counted before they
+   * are thrown.
+   */
+  async admit(tenant: Tenant, id: string, prepare: () => Prepared | Promise<Prepared>): Promise<Admitted> {
     let prep: Prepared;
     let lease: Lease;
     try {
-      prep =
-        'function' in body
-          ? await this.#prepareFunction(tenant, body, id)
-          : 'image' in body
-            ? this.#prepareImage(tenant, body, id)
-            : this.#prepareInline(tenant, body, id);
+      prep = await prepare();
       // One lease for both steps of a compiled language.
       const timeoutMs = prep.task.limits.timeoutMs + (prep.compile?.task.limits.timeoutMs ?? 0);
       lease = await this.deps.withState('quota.acquire', 'check quotas', () => this.deps.gate.admit(tenant, id, timeoutMs));
@@ -223,15 +233,15 @@ export class InvocationService {
   #prepareImage(tenant: Tenant, body: ImageInvokeRequest, id: string): Prepared {
     const profile = findProfile(this.deps.profiles, body.profile);
     const limits = resolveLimits(profile, body.limits, { tenant: tenant.name, max: tenant.quotas.maxLimits });
-    const task = this.#imageTask(id, body.image, { command: body.command, env: body.env, stdin: body.stdin, limits, profile });
+    const task = this.imageTask(id, body.image, { command: body.command, env: body.env, stdin: body.stdin, limits, profile });
     return { id, tenant, task, profile, fn: null };
   }
 
-  /** A command in an image of the store, as the API's errors. */
-  #imageTask(
+  /** A command in an image of the store, as the API's errors. `entrypoint` replaces the image's. */
+  imageTask(
     id: string,
     ref: string,
-    c: { command: string[] | undefined; env: Record<string, string> | undefined; stdin: string | undefined; limits: Limits; profile: Profile },
+    c: { command: string[] | undefined; entrypoint?: string[]; env: Record<string, string> | undefined; stdin: string | undefined; limits: Limits; profile: Profile },
   ): SandboxTask {
     if (!this.deps.images) throw new ApiError('IMAGE_NOT_FOUND', `Cannot run image ${JSON.stringify(ref)}: this server has no image store`);
     try {
@@ -240,6 +250,7 @@ export class InvocationService {
         id,
         image: { ...record.config, digest: record.digest, rootfs: this.deps.images.rootfs(record.digest) },
         ...(c.command ? { command: c.command } : {}),
+        ...(c.entrypoint ? { entrypoint: c.entrypoint } : {}),
         ...(c.env ? { env: c.env } : {}),
         ...(c.stdin !== undefined ? { stdin: c.stdin } : {}),
         limits: c.limits,
@@ -278,12 +289,12 @@ export class InvocationService {
     if (!fn.image) checkRuntime(profile, fn.runtime, `run function '${fn.name}'`);
     const limits = resolveLimits(profile, { ...fn.limits, ...body.limits }, { tenant: tenant.name, max: tenant.quotas.maxLimits });
     checkBrokeredSlots(profile, fn.secrets);
-    const secrets = await this.#secretFiles(tenant.name, fn);
+    const secrets = await this.secretFiles(tenant.name, `function '${fn.name}'`, fn.secrets);
     const context = { invocationId: id, function: fn.name, version: fn.version, tenant: tenant.name, deadlineMs: Date.now() + limits.timeoutMs };
     if (fn.image) {
       await this.#fetchPinned(fn.image);
       // Exactly the digest the deploy pinned; the shell's handler contract (the event's JSON on stdin).
-      const task = this.#imageTask(id, fn.image.digest, { command: fn.image.command, env: fn.env, stdin: JSON.stringify(body.input ?? null), limits, profile });
+      const task = this.imageTask(id, fn.image.digest, { command: fn.image.command, env: fn.env, stdin: JSON.stringify(body.input ?? null), limits, profile });
       task.runtime = IMAGE_FUNCTION_CONTRACT;
       task.profile.brokeredFiles.push(...secrets);
       return { id, tenant, task, profile, fn: { name: fn.name, version: fn.version } };
@@ -361,26 +372,26 @@ export class InvocationService {
    * MAX_BROKERED_FILE_BYTES; this check only makes a missing or too large one a clear
    * error instead of an ENOENT or EFBIG inside the function.
    */
-  async #secretFiles(tenant: string, fn: FunctionVersion): Promise<Array<{ path: string; source: string }>> {
+  async secretFiles(tenant: string, what: string, secrets: Readonly<Record<string, string>>): Promise<Array<{ path: string; source: string }>> {
     const out: Array<{ path: string; source: string }> = [];
-    for (const [path, name] of Object.entries(fn.secrets)) {
+    for (const [path, name] of Object.entries(secrets)) {
       const source = this.deps.secretsDir === null ? null : join(this.deps.secretsDir, tenant, name);
       const st = source === null ? null : await lstat(source).catch(() => null);
       if (!st?.isFile()) {
-        this.deps.log.warn('secret not provisioned', { tenant, function: fn.name, secret: name, expected: source });
+        this.deps.log.warn('secret not provisioned', { tenant, for: what, secret: name, expected: source });
         throw new ApiError(
           'SECRET_MISSING',
-          `Cannot run function '${fn.name}': secret '${name}' (for ${path}) is not provisioned for tenant '${tenant}': ask the operator to provision it`,
-          { function: fn.name, secret: name, path },
+          `Cannot run ${what}: secret '${name}' (for ${path}) is not provisioned for tenant '${tenant}': ask the operator to provision it`,
+          { for: what, secret: name, path },
         );
       }
       // The broker serves a copy of at most this size (and refuses a larger one): say so here.
       if (st.size > MAX_BROKERED_FILE_BYTES) {
-        this.deps.log.warn('secret too large', { tenant, function: fn.name, secret: name, path: source, bytes: st.size });
+        this.deps.log.warn('secret too large', { tenant, for: what, secret: name, path: source, bytes: st.size });
         throw new ApiError(
           'SECRET_TOO_LARGE',
-          `Cannot run function '${fn.name}': secret '${name}' (for ${path}) must be at most ${MAX_BROKERED_FILE_BYTES} bytes: current size is ${st.size}: ask the operator to provision a smaller one`,
-          { function: fn.name, secret: name, path, bytes: st.size, maxBytes: MAX_BROKERED_FILE_BYTES },
+          `Cannot run ${what}: secret '${name}' (for ${path}) must be at most ${MAX_BROKERED_FILE_BYTES} bytes: current size is ${st.size}: ask the operator to provision a smaller one`,
+          { for: what, secret: name, path, bytes: st.size, maxBytes: MAX_BROKERED_FILE_BYTES },
         );
       }
       out.push({ path, source: source! });

@@ -114,6 +114,19 @@ export const auditRecordSchema = z.discriminatedUnion('type', [
     remote: z.string().nullable(),
   }),
   z.strictObject({
+    type: z.literal('job'),
+    time,
+    tenant: z.string(),
+    action: z.enum(['job.start', 'job.cancel', 'job.end']),
+    jobId: z.string(),
+    profile: z.string().optional(),
+    image: z.string().nullable().optional(),
+    /** The upload digest the workspace came from. */
+    workspace: z.string().nullable().optional(),
+    status: z.string().optional(),
+    reason: z.string().nullable().optional(),
+  }),
+  z.strictObject({
     type: z.literal('callback'),
     time,
     tenant: z.string(),
