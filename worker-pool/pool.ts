@@ -5,7 +5,9 @@ import { Piscina } from 'piscina';
 import type { HostLayout } from './spec.js';
 import { MessageChannel } from 'node:worker_threads';
 import { cpus } from 'node:os';
-import type { OutputChunk, ParkedSandbox, SandboxOutcome, SpawnOutcome, WorkerJob } from './types.js';
+import type { OutputChunk, ParkedSandbox, ReuseOutcome, SandboxOutcome, SpawnOutcome, WorkerJob } from './types.js';
+import { ReusePools, type Claim, type DiscardEvent } from './reuse.js';
+import { parseAnswer, runtimeDef } from './runtime/index.js';
 import type { SandboxTask } from './task.js';
 import { DEFAULT_WARM, WarmPools, type PoolStats, type WarmOptions } from './warm.js';
 import { errorMessage } from './util/errors.js';
@@ -44,6 +46,8 @@ export interface PoolOptions {
   maxQueue: number;
   /** Pre-warmed sandboxes (maxSandboxes 0 turns them off). */
   warm?: WarmOptions;
+  /** Told of every discarded reusable environment (the server audits it). */
+  onReuseDiscard?: (e: DiscardEvent) => void;
 }
 
 export class SandboxPool {
@@ -51,6 +55,8 @@ export class SandboxPool {
   private closing = false;
   private accepted = 0;
   readonly warm: WarmPools;
+  /** Reusable environments of deployed functions that opted in; the same budget as warm pools. */
+  readonly reuse: ReusePools;
 
   constructor(readonly options: PoolOptions) {
     this.piscina = new Piscina({
@@ -78,11 +84,22 @@ export class SandboxPool {
       },
       options.warm ?? DEFAULT_WARM,
     );
+    const budget = options.warm ?? DEFAULT_WARM;
+    this.reuse = new ReusePools(
+      {
+        release: async (parked: ParkedSandbox) => {
+          await this.piscina.run({ kind: 'release', parked } satisfies WorkerJob);
+        },
+        now: () => performance.now(),
+        ...(options.onReuseDiscard ? { onDiscard: options.onReuseDiscard } : {}),
+      },
+      { maxEnvironments: budget.maxSandboxes, budgetMb: budget.budgetMb },
+    );
   }
 
   /** Warm pool sizes and hit/miss counters, per key. */
   poolStats(): PoolStats[] {
-    return this.warm.stats();
+    return [...this.warm.stats(), ...this.reuse.stats()];
   }
 
   /**
@@ -97,23 +114,20 @@ export class SandboxPool {
       );
     }
     this.accepted++;
+    // A function that opted into reuse runs in one of its environments when the budget allows.
+    const claim = this.reuse.claim(task);
+    if (claim) {
+      try {
+        return await this.#runReused(claim, task, onOutput);
+      } finally {
+        this.accepted--;
+      }
+    }
     const parked = this.warm.claim(task);
     try {
-      let channel: MessageChannel | null = null;
-      let ended: Promise<void> = Promise.resolve();
-      if (onOutput) {
-        const ch = new MessageChannel();
-        channel = ch;
-        // The worker's last message on the port is `end`: every chunk before it is
-        // delivered before the caller sees the result.
-        ended = new Promise<void>((resolve) => {
-          ch.port1.on('message', (m: OutputChunk | { end: true }) => {
-            if ('end' in m) resolve();
-            else onOutput({ stream: m.stream, data: Buffer.from(m.data) });
-          });
-          ch.port1.on('close', () => resolve());
-        });
-      }
+      // The worker's last message on the port is `end`: every chunk before it is
+      // delivered before the caller sees the result.
+      const { channel, ended } = this.#outputChannel(onOutput);
       const stream = channel?.port2;
       const job: WorkerJob = parked ? { kind: 'run', parked, task, stream } : { kind: 'invoke', task, stream };
       try {
@@ -136,6 +150,44 @@ export class SandboxPool {
     }
   }
 
+  async #runReused(claim: NonNullable<Claim>, task: SandboxTask, onOutput?: (chunk: OutputChunk) => void): Promise<SandboxOutcome> {
+    const { channel, ended } = this.#outputChannel(onOutput);
+    const stream = channel?.port2;
+    const job: WorkerJob = { kind: 'reuse', parked: claim.env?.parked ?? null, task, index: claim.index, stream };
+    let out: ReuseOutcome;
+    try {
+      out = (await this.piscina.run(job, stream ? { transferList: [stream as never] } : {})) as ReuseOutcome;
+      await Promise.race([ended, new Promise((r) => setTimeout(r, 2000).unref())]);
+    } catch (e) {
+      this.reuse.abandon(claim);
+      if (/queue is at limit/i.test(errorMessage(e))) {
+        throw new PoolOverloadedError(`Cannot queue invocation: the queue is full (ZVIZ_MAX_QUEUE is ${this.options.maxQueue})`);
+      }
+      throw e;
+    } finally {
+      channel?.port1.close();
+    }
+    // Only an ok answer keeps the environment: a handler's error discards it like a crash.
+    const ok = out.ok && parseAnswer(runtimeDef(task.runtime), out.result.reply, out.result.stdout)?.ok === true;
+    this.reuse.settle(claim, task, out, ok);
+    const { kept: _kept, discard: _discard, ...outcome } = out;
+    return outcome as SandboxOutcome;
+  }
+
+  /** A streaming invocation's port: chunks before the result, `end` last. */
+  #outputChannel(onOutput?: (chunk: OutputChunk) => void): { channel: MessageChannel | null; ended: Promise<void> } {
+    if (!onOutput) return { channel: null, ended: Promise.resolve() };
+    const ch = new MessageChannel();
+    const ended = new Promise<void>((resolve) => {
+      ch.port1.on('message', (m: OutputChunk | { end: true }) => {
+        if ('end' in m) resolve();
+        else onOutput({ stream: m.stream, data: Buffer.from(m.data) });
+      });
+      ch.port1.on('close', () => resolve());
+    });
+    return { channel: ch, ended };
+  }
+
   /** Invocations accepted and not yet finished (running or queued). */
   get inFlight(): number {
     return this.accepted;
@@ -153,6 +205,7 @@ export class SandboxPool {
     // inside a native call.
     while (this.accepted > 0) await new Promise((r) => setTimeout(r, 20));
     await this.warm.close();
+    await this.reuse.close();
     await this.piscina.close();
   }
 }

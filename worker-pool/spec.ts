@@ -40,6 +40,8 @@ export const MAX_BROKERED_FILE_BYTES = 1 << 20;
 /** GO payload tags (native/src/internal.h enum zv_go_tag). */
 export const GO_TAG = { LIMITS: 1, STDIN: 2, CONTROL: 3, STREAM: 4 } as const;
 const SF_WARM = 1;
+const SF_REUSE = 2;
+const SF_RESET_TMP = 4;
 
 const SC_ENABLED = 1;
 
@@ -117,7 +119,9 @@ export function encodeSpec(
   warm = false,
 ): Buffer {
   const parts: Buffer[] = [record(TAG.ID, Buffer.from(sandboxId))];
-  if (warm) parts.push(record(TAG.FLAGS, u32(SF_WARM)));
+  // A reusable environment (task.reuse) is a warm sandbox whose runtime serves many invocations.
+  const reuse = warm && task.reuse ? SF_REUSE | (task.reuse.reset === 'tmp' ? SF_RESET_TMP : 0) : 0;
+  if (warm) parts.push(record(TAG.FLAGS, u32(SF_WARM | reuse)));
   for (const a of task.argv) parts.push(record(TAG.ARGV, Buffer.from(a)));
   for (const [k, v] of Object.entries(task.env)) parts.push(record(TAG.ENV, Buffer.from(`${k}=${v}`)));
   for (const f of task.files) parts.push(record(TAG.FILE, pair(Buffer.from(f.name), Buffer.from(f.content))));

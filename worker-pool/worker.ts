@@ -2,6 +2,7 @@
 // plain objects in and out; errors travel as data, never as thrown custom classes
 // (piscina #141). A sandbox handle is plain data too (fds and pids are process-wide),
 // so a sandbox made by one job may be run and released by another, on another thread.
+import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import { workerData, type MessagePort } from 'node:worker_threads';
@@ -10,7 +11,7 @@ import { cgroupCpuMs, killAndRemove } from './host/cgroups.js';
 import { sandboxCgroup, sandboxId } from './host/names.js';
 import { setupNetwork, teardownNetwork, type NetworkInfo } from './network/index.js';
 import { encodeGo, encodeSpec, type HostLayout } from './spec.js';
-import type { AuditEvent, OutputChunk, ParkedSandbox, SandboxOutcome, SpawnOutcome, WorkerJob } from './types.js';
+import type { AuditEvent, OutputChunk, ParkedSandbox, ReuseDiscard, ReuseOutcome, SandboxOutcome, SpawnOutcome, WorkerJob } from './types.js';
 import type { SandboxTask } from './task.js';
 import { errorMessage } from './util/errors.js';
 
@@ -54,7 +55,9 @@ export function failure(e: unknown): { ok: false; error: native.NativeError['fai
 
 /** Makes a sandbox for `task` and parks it (warm: its runtime is started and loaded). */
 export function makeSandbox(task: SandboxTask, host: HostLayout, warm: boolean, id: string): ParkedSandbox {
-  const spec = warm && task.warm ? { ...task, ...task.warm.template } : task;
+  // A reusable environment runs its bootstrap in serve mode; a warm sandbox in handler mode.
+  const template = task.reuse?.template ?? task.warm?.template;
+  const spec = warm && template ? { ...task, ...template } : task;
   const net = setupNetwork(host.network, id, task.profile.network);
   try {
     const handle = native.spawn(encodeSpec(spec, id, host, net, warm));
@@ -167,6 +170,73 @@ function runParked(
   }
 }
 
+/** The supervisor (our child until released) has exited: a zombie, or no process at all. */
+function supervisorExited(parked: ParkedSandbox): boolean {
+  try {
+    const stat = readFileSync(`/proc/${parked.handle.pid}/stat`, 'utf8');
+    return /\) [ZX] /.test(stat);
+  } catch {
+    return true;
+  }
+}
+
+const DISCARDS: Array<[number, ReuseDiscard]> = [
+  [native.RESULT_FLAGS.DISCARD_PROCESS, 'process'],
+  [native.RESULT_FLAGS.DISCARD_SOCKET, 'socket'],
+  [native.RESULT_FLAGS.DISCARD_RLIMIT, 'rlimit'],
+  [native.RESULT_FLAGS.DISCARD_MEMORY, 'memory'],
+  [native.RESULT_FLAGS.DISCARD_RESET, 'reset'],
+];
+
+/**
+ * One invocation in a reusable environment (task.reuse): made first when `parked` is
+ * null, then run. The environment is kept when the supervisor reset it and parked it
+ * again (REUSABLE); otherwise it is released here, as a single-use sandbox is.
+ */
+function runReused(parked: ParkedSandbox | null, task: SandboxTask, host: HostLayout, index: number, stream?: MessagePort): ReuseOutcome {
+  // An environment whose runtime died while it waited has a supervisor that exited: it is
+  // not handed the invocation (nothing of it ran), a fresh one is.
+  if (parked !== null && supervisorExited(parked)) {
+    releaseSandbox(parked, host);
+    parked = null;
+  }
+  const fresh = parked === null;
+  let env: ParkedSandbox;
+  try {
+    env = parked ?? makeSandbox(task, host, true, sandboxId(task.id, '-e'));
+  } catch (e) {
+    stream?.postMessage({ end: true });
+    stream?.close();
+    return { ...failure(e), kept: null, discard: null };
+  }
+  try {
+    const onOutput = stream
+      ? (which: 'stdout' | 'stderr', data: Buffer): boolean => {
+          stream.postMessage({ stream: which, data } satisfies OutputChunk);
+          return true;
+        }
+      : null;
+    const control = Buffer.from(task.warm!.control);
+    const out = native.run(env.handle as native.SandboxHandle, task.limits.outputBytes, encodeGo(task, control, stream !== undefined), onOutput);
+    const f = out.raw.flags;
+    const reusable = (f & native.RESULT_FLAGS.REUSABLE) !== 0;
+    const netAudit = reusable ? [] : releaseSandbox(env, host).drops;
+    const outcome = toOutcome(out, env, task, !fresh, netAudit);
+    if (outcome.ok) {
+      outcome.result.setupMs = fresh ? env.setupMs : 0;
+      outcome.result.reuse = { index: fresh ? 1 : index, memoryPeak: (f & native.RESULT_FLAGS.PEAK_ENV) !== 0 ? 'environment' : 'invocation' };
+    }
+    const discard = DISCARDS.find(([flag]) => (f & flag) !== 0)?.[1] ?? null;
+    return { ...outcome, kept: reusable ? env : null, discard };
+  } catch (e) {
+    const { leftCpuMs: cpuMs } = releaseSandbox(env, host);
+    return { ...failure(e), cpuMs, kept: null, discard: null };
+  } finally {
+    stream?.postMessage({ end: true });
+    stream?.close();
+  }
+}
+
 /** A cold invocation: made, run and removed within this job. */
 export function runTask(task: SandboxTask, host: HostLayout, stream?: MessagePort): SandboxOutcome {
   // A deployed function always runs through its bootstrap (the handler contract).
@@ -204,5 +274,7 @@ export default function job(j: WorkerJob): SandboxOutcome | SpawnOutcome | null 
     case 'release':
       releaseSandbox(j.parked, host);
       return null;
+    case 'reuse':
+      return runReused(j.parked, j.task, host, j.index, j.stream);
   }
 }

@@ -149,5 +149,10 @@ int zv_cg_attach(struct zv_cgroup *cg, pid_t pid, struct zviz_error *err);
 void zv_cg_kill(struct zv_cgroup *cg);
 void zv_cg_stats(struct zv_cgroup *cg, struct zviz_result *r);
 int zv_cg_destroy(struct zv_cgroup *cg, struct zviz_error *err);
+/* Reusable environments (reuse.c). */
+ssize_t zv_cg_procs(struct zv_cgroup *cg, pid_t *out, size_t cap);
+bool zv_cg_peak_reset(struct zv_cgroup *cg, int *peak_fd);
+bool zv_cg_peak_read(struct zv_cgroup *cg, int peak_fd, uint64_t *out);
+bool zv_cg_memory_current(struct zv_cgroup *cg, uint64_t *out);
 
 #endif
