@@ -407,6 +407,7 @@ int zv_reuse_serve(struct sup *s, struct zviz_error *err)
 		if (s->answered)
 			zv_sup_drain_output(s);
 		s->running = false;
+		bool framed = unframe_reply(s);
 		zv_sup_finish_result(s);
 		/* The invocation's own CPU and peak, not the environment's. */
 		s->res.cpu_ns = s->res.cpu_ns > s->re.cpu_at_go ? s->res.cpu_ns - s->re.cpu_at_go : 0;
@@ -415,7 +416,6 @@ int zv_reuse_serve(struct sup *s, struct zviz_error *err)
 			s->res.memory_peak_bytes = peak;
 		else
 			s->res.flags |= ZVIZ_RF_PEAK_ENV;
-		bool framed = unframe_reply(s);
 		s->re.invocations++;
 		if (alive && !invocation_failed(s)) {
 			uint32_t discard = !framed || s->re.runtime_pid <= 0 ? ZVIZ_RF_DISCARD_RESET : reset(s);
