@@ -81,6 +81,8 @@ export class SandboxPool {
         },
         now: () => performance.now(),
         idleCores: idleCoresMeter(),
+        // Reusable environments and warm sandboxes share one budget of the host.
+        shared: () => this.reuse.usage(),
       },
       options.warm ?? DEFAULT_WARM,
     );
@@ -91,6 +93,7 @@ export class SandboxPool {
           await this.piscina.run({ kind: 'release', parked } satisfies WorkerJob);
         },
         now: () => performance.now(),
+        shared: () => this.warm.usage(),
         ...(options.onReuseDiscard ? { onDiscard: options.onReuseDiscard } : {}),
       },
       { maxEnvironments: budget.maxSandboxes, budgetMb: budget.budgetMb },

@@ -59,6 +59,8 @@ export interface ReuseBackend {
   release(parked: ParkedSandbox): Promise<void>;
   now(): number;
   onDiscard?(e: DiscardEvent): void;
+  /** Sandboxes outside these pools that share the budget (the warm pools'). */
+  shared?(): { count: number; memoryMb: number };
 }
 
 /** Who an environment belongs to, as its key was made (worker-pool/task.ts). */
@@ -194,6 +196,17 @@ export class ReusePools {
     }));
   }
 
+  /** What the environments hold (idle and busy), counted against the host's warm budget. */
+  usage(): { count: number; memoryMb: number } {
+    let count = 0;
+    let memoryMb = 0;
+    for (const p of this.pools.values()) {
+      count += p.idle.length + p.busy;
+      memoryMb += (p.idle.length + p.busy) * p.memoryMb;
+    }
+    return { count, memoryMb };
+  }
+
   /** Environments on this host, idle and busy. */
   get size(): number {
     let n = 0;
@@ -223,8 +236,9 @@ export class ReusePools {
   /** Room for one more environment of `pool`: evicts the least recently used idle one elsewhere if needed. */
   private makeRoom(pool: Pool): boolean {
     for (;;) {
-      let count = 0;
-      let memoryMb = 0;
+      const shared = this.backend.shared?.() ?? { count: 0, memoryMb: 0 };
+      let count = shared.count;
+      let memoryMb = shared.memoryMb;
       for (const p of this.pools.values()) {
         count += p.idle.length + p.busy;
         memoryMb += (p.idle.length + p.busy) * p.memoryMb;
