@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { hostLeftovers, settledLeftovers } from './support/leftovers.js';
 import { privilegedReason, type Reply, type RunningServer, startServer } from './support/server.js';
-import { sleep, timeScale } from './support/wait.js';
+import { pollUntil, sleep, timeScale } from './support/wait.js';
 
 // One handler for most cases: what it does depends on the event.
 const NODE = `
@@ -38,7 +38,7 @@ module.exports = async (event) => {
     head.writeUInt32LE(body.length, 0);
     fs.writeSync(4, Buffer.concat([head, body]));
   }
-  if (event.burnMs) { const end = Date.now() + event.burnMs; while (Date.now() < end); }
+  if (event.burnMs) { const t0 = process.cpuUsage(); for (;;) { const u = process.cpuUsage(t0); if (u.user + u.system >= event.burnMs * 1000) break; } }
   if (event.sleepMs) await new Promise((r) => setTimeout(r, event.sleepMs));
   return { count, seen };
 };
@@ -76,6 +76,14 @@ describe.skipIf(privilegedReason() !== null)('reusable environments on a real se
     expect(r.body.status, JSON.stringify(r.body)).toBe('ok');
     return r.body;
   }
+  /** The audit file's record of a discard (it is written as the discard happens, asynchronously). */
+  const discarded = async (fn: string, reason: string, invocations?: number): Promise<boolean> =>
+    (await pollUntil(
+      async () => discards().some((d) => d.function === fn && d.reason === reason && (invocations === undefined || d.invocations === invocations)),
+      (found) => found,
+      5000,
+      50,
+    )) === true;
   const discards = (): any[] =>
     readFileSync(join(s.stateDir, 'audit.log'), 'utf8')
       .split('\n')
@@ -156,9 +164,8 @@ describe.skipIf(privilegedReason() !== null)('reusable environments on a real se
     await deploy('listen', {});
     await ok('listen', { listen: true });
     expect(await ok('listen')).toMatchObject({ invocationIndex: 1 });
-    const reasons = discards().map((d) => `${d.function}:${d.reason}`);
-    expect(reasons).toContain('bg:process');
-    expect(reasons).toContain('listen:socket');
+    expect(await discarded('bg', 'process')).toBe(true);
+    expect(await discarded('listen', 'socket')).toBe(true);
   });
 
   it.each([
@@ -177,7 +184,7 @@ describe.skipIf(privilegedReason() !== null)('reusable environments on a real se
     expect(r.body.invocationIndex).toBe(2);
     const next = await ok(name);
     expect(next).toMatchObject({ invocationIndex: 1, output: { count: 1 } });
-    expect(discards().some((d) => d.function === name && (d.reason === 'status' || d.reason === 'reset'))).toBe(true);
+    expect((await discarded(name, 'status')) || (await discarded(name, 'reset'))).toBe(true);
   });
 
   it('discards on redeploy and on delete', async () => {
@@ -185,10 +192,10 @@ describe.skipIf(privilegedReason() !== null)('reusable environments on a real se
     await ok('redeploy');
     await ok('redeploy');
     await deploy('redeploy', {});
-    expect(discards().some((d) => d.function === 'redeploy' && d.reason === 'redeployed' && d.invocations === 2)).toBe(true);
+    expect(await discarded('redeploy', 'redeployed', 2)).toBe(true);
     await ok('redeploy');
     expect((await s.request('/functions/redeploy', { method: 'DELETE' })).status).toBe(204);
-    expect(discards().some((d) => d.function === 'redeploy' && d.reason === 'deleted')).toBe(true);
+    expect(await discarded('redeploy', 'deleted')).toBe(true);
   });
 
   it('honours maxInvocations and idleMs', async () => {
@@ -201,17 +208,16 @@ describe.skipIf(privilegedReason() !== null)('reusable environments on a real se
     expect((await ok('idle')).invocationIndex).toBe(2);
     await sleep(2000);
     expect((await ok('idle')).invocationIndex).toBe(1);
-    const reasons = discards().map((d) => `${d.function}:${d.reason}`);
-    expect(reasons).toContain('max:max-invocations');
-    expect(reasons).toContain('idle:idle');
+    expect(await discarded('max', 'max-invocations', 2)).toBe(true);
+    expect(await discarded('idle', 'idle', 2)).toBe(true);
   });
 
   it("charges an invocation's own CPU only, not the previous ones'", async () => {
     await deploy('cpu', {});
-    const burn = await ok('cpu', { burnMs: 400 });
+    const burn = await ok('cpu', { burnMs: 300 });
     const idle = await ok('cpu');
     expect(idle.invocationIndex).toBe(2);
-    expect(burn.cpuMs).toBeGreaterThan(300);
+    expect(burn.cpuMs).toBeGreaterThanOrEqual(300);
     expect(idle.cpuMs).toBeLessThan(burn.cpuMs / 2);
   });
 
