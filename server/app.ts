@@ -217,7 +217,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
   });
   registerRuntimeRoutes(app, { languages: deps.languages ?? new Map(), profiles, tenantOnly });
   const uploads = deps.uploads ?? null;
-  registerFunctionRoutes(app, { functions: deps.functions, profiles, audit, withState, tenantOnly, limitBody: bodyUpToMax, bundles: uploads?.bundles ?? null, images: deps.images ?? null });
+  registerFunctionRoutes(app, { functions: deps.functions, profiles, audit, withState, tenantOnly, limitBody: bodyUpToMax, bundles: uploads?.bundles ?? null, images: deps.images ?? null, ...(deps.invoker.retire ? { retire: deps.invoker.retire.bind(deps.invoker) } : {}) });
   if (uploads !== null) registerUploadRoutes(app, { uploads: uploads.store, maxUploadBytes: uploads.maxUploadBytes, audit, tenantOnly });
   if (deps.jobs) {
     const jobs = new JobService({
@@ -338,7 +338,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
   registerApiDocs(app, PACKAGE_VERSION);
 
   app.use('/admin/*', adminOnly);
-  registerAdminRoutes(app, { tenants, quotas: deps.quotas, audit, withState, limitBody });
+  registerAdminRoutes(app, { tenants, quotas: deps.quotas, audit, withState, limitBody, ...(deps.invoker.retire ? { retire: deps.invoker.retire.bind(deps.invoker) } : {}) });
   if (deps.images) registerImageRoutes(app, { images: deps.images, log, audit, tenantOnly, limitBody });
 
   // Registered last: they match only when no handler above answered for the method. The

@@ -160,11 +160,17 @@ export async function main(): Promise<void> {
   }
   if (config.adminToken === null) log.warn('ZVIZ_ADMIN_TOKEN is not set: the admin API, GET /host and GET /metrics answer 403', {});
 
+  let audit: AuditLog | undefined;
   const pool = new SandboxPool({
     host: host.layout,
     maxSandboxes: config.maxSandboxes,
     maxQueue: config.maxQueue,
     warm: { ...config.warm, windowMs: 10_000 },
+    // Each discarded reusable environment is audited (the audit log exists by then: it is
+    // only called once invocations run).
+    onReuseDiscard: (e) => {
+      void audit?.record({ type: 'environment', action: 'environment.discard', tenant: e.tenant, function: e.function, version: e.version, reason: e.reason, invocations: e.invocations });
+    },
   });
 
   const invoker: Invoker = {
@@ -175,6 +181,9 @@ export async function main(): Promise<void> {
         if (e instanceof PoolOverloadedError) throw new ApiError('OVERLOADED', e.message);
         throw e;
       }
+    },
+    retire(tenant, fn, reason) {
+      pool.reuse.retire(tenant, fn, reason);
     },
   };
 
@@ -226,7 +235,8 @@ export async function main(): Promise<void> {
     stateUp: () => state.connected(),
     warmPools: () => pool.poolStats(),
   });
-  const audit = new AuditLog({ store: state.audit, file: join(config.stateDir, 'audit.log'), log });
+  const auditLog = new AuditLog({ store: state.audit, file: join(config.stateDir, 'audit.log'), log });
+  audit = auditLog;
   const app = createApp({
     profiles,
     invoker,
@@ -235,7 +245,7 @@ export async function main(): Promise<void> {
     log,
     tenants: state.tenants,
     quotas: state.quotas,
-    audit,
+    audit: auditLog,
     metrics,
     adminToken: config.adminToken,
     leaseSlackMs: config.leaseSlackMs,
@@ -375,7 +385,7 @@ export async function main(): Promise<void> {
     jobs?.close();
     // Handlers wrote their audit records before they answered; Redis stays up until then.
     await answered;
-    await audit.close();
+    await auditLog.close();
     await state.close();
     remote?.close();
     // What the supervisors left goes, then our registration; the `zviz` folders and the

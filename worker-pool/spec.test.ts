@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { FS, landlockPolicy } from './landlock.js';
-import { encodeSpec, MAX_BROKERED_FILE_BYTES, TAG, type HostLayout } from './spec.js';
+import { encodeSpec, MAX_BROKERED_FILE_BYTES, SPEC_FLAGS, TAG, type HostLayout } from './spec.js';
 import type { SandboxTask } from './task.js';
 
 const MiB = 1024 * 1024;
@@ -115,6 +115,22 @@ describe('encodeSpec record framing', () => {
     for (const m of header.matchAll(/^\s*ZV_T_([A-Z0-9_]+)\s*=\s*(\d+)\s*,/gm)) native.set(m[1]!, Number(m[2]));
     expect(native.size).toBeGreaterThan(0);
     expect(Object.fromEntries(native)).toEqual({ ...TAG });
+  });
+
+  it('uses the spec flags native/src/internal.h defines, with the same bits', () => {
+    const header = readFileSync(INTERNAL_H, 'utf8');
+    const native: Record<string, number> = {};
+    for (const m of header.matchAll(/^#define ZV_SF_([A-Z_]+) \(1u << (\d+)\)/gm)) native[m[1]!] = 2 ** Number(m[2]);
+    expect(native).toEqual({ ...SPEC_FLAGS });
+  });
+
+  it('sets REUSE (and RESET_TMP for reset "tmp") only for a warm spec of a task with reuse', () => {
+    const flags = (b: Buffer) => decode(b).find((r) => r.tag === TAG.FLAGS)?.payload.readUInt32LE(0) ?? null;
+    const reuse = { key: 'k', owner: { tenant: 't', function: 'f', version: 1 }, maxInvocations: 2, idleMs: 1000, template: { argv: [], env: {}, files: [] } };
+    expect(flags(encodeSpec({ ...makeTask(), reuse: { ...reuse, reset: 'tmp' } }, ID, HOST, undefined, true))).toBe(7);
+    expect(flags(encodeSpec({ ...makeTask(), reuse: { ...reuse, reset: 'none' } }, ID, HOST, undefined, true))).toBe(3);
+    expect(flags(encodeSpec({ ...makeTask(), reuse: { ...reuse, reset: 'tmp' } }, ID, HOST))).toBeNull();
+    expect(flags(encodeSpec(makeTask(), ID, HOST, undefined, true))).toBe(1);
   });
 
   it('bounds brokered files as native/src/internal.h does (ZV_MAX_BROKERED_BYTES)', () => {

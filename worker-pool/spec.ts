@@ -40,7 +40,8 @@ export const MAX_BROKERED_FILE_BYTES = 1 << 20;
 
 /** GO payload tags (native/src/internal.h enum zv_go_tag). */
 export const GO_TAG = { LIMITS: 1, STDIN: 2, CONTROL: 3, STREAM: 4, ANSWER: 5 } as const;
-const SF_WARM = 1;
+/** Spec flags (native/src/internal.h ZV_SF_*). */
+export const SPEC_FLAGS = { WARM: 1, REUSE: 2, RESET_TMP: 4 } as const;
 
 const SC_ENABLED = 1;
 
@@ -118,7 +119,9 @@ export function encodeSpec(
   warm = false,
 ): Buffer {
   const parts: Buffer[] = [record(TAG.ID, Buffer.from(sandboxId))];
-  if (warm) parts.push(record(TAG.FLAGS, u32(SF_WARM)));
+  // A reusable environment (task.reuse) is a warm sandbox whose runtime serves many invocations.
+  const reuse = warm && task.reuse ? SPEC_FLAGS.REUSE | (task.reuse.reset === 'tmp' ? SPEC_FLAGS.RESET_TMP : 0) : 0;
+  if (warm) parts.push(record(TAG.FLAGS, u32(SPEC_FLAGS.WARM | reuse)));
   for (const a of task.argv) parts.push(record(TAG.ARGV, Buffer.from(a)));
   for (const [k, v] of Object.entries(task.env)) parts.push(record(TAG.ENV, Buffer.from(`${k}=${v}`)));
   for (const f of task.files) parts.push(record(TAG.FILE, pair(Buffer.from(f.name), Buffer.from(f.content))));

@@ -7,7 +7,7 @@ import { allowlistFor, imageAllowlistFor, SOCKET_FAMILIES } from '../profiles/in
 import { lstatSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Limits, Profile, Runtime } from '../profiles/schema.js';
-import { bootstrapFor, envFor, FUNCTION_DIR, handlerInput, inlineRun, inlineWork, runtimeDef, BASE_ENV, type SandboxFile } from './runtime/index.js';
+import { bootstrapFor, canReuse, envFor, FUNCTION_DIR, handlerInput, inlineRun, inlineWork, runtimeDef, BASE_ENV, type RuntimeDef, type SandboxFile } from './runtime/index.js';
 
 /** Everything the native layer needs to build one sandbox and run one invocation in it. */
 export interface SandboxTask {
@@ -31,6 +31,8 @@ export interface SandboxTask {
   limits: Limits;
   /** Set when the task can run in a pre-warmed sandbox (always, for deployed functions). */
   warm?: WarmSpec;
+  /** Set when a deployed function opted into reusable environments (worker-pool/reuse.ts). */
+  reuse?: ReuseSpec;
   profile: SandboxProfile;
   /** An OCI image's tree is the root instead of the host's /usr (imageTask). */
   image?: SandboxImage;
@@ -83,6 +85,27 @@ export interface WarmSpec {
    * contract answers there): the result is sent then, while the runtime is still exiting.
    */
   answerOnReply: boolean;
+}
+
+/** A deployed function's opt-in to reusable environments, as its manifest says. */
+export interface ReusePolicy {
+  /** An environment serves at most this many invocations. */
+  maxInvocations: number;
+  /** An environment without work for this long is discarded. */
+  idleMs: number;
+  /** `tmp`: /tmp and /dev/shm are emptied between invocations; `none`: they persist. */
+  reset: 'tmp' | 'none';
+}
+
+/**
+ * How a task runs in a reusable environment. Environments of one key are interchangeable
+ * and serve nothing else: the key names tenant, function, version, profile and the
+ * limits the sandbox was built with. `template` runs the runtime's bootstrap in `serve` mode.
+ */
+export interface ReuseSpec extends ReusePolicy {
+  key: string;
+  owner: { tenant: string; function: string; version: number };
+  template: { argv: string[]; env: Record<string, string>; files: SandboxFile[] };
 }
 
 export interface SandboxProfileOptions {
@@ -161,6 +184,8 @@ export interface FunctionCode {
   env: Readonly<Record<string, string>>;
   /** A bundle's unpacked tree (host path), mounted on /fn in place of `files`. */
   fnDir?: string;
+  /** Reusable environments, when the function opted in (never for images or bash). */
+  reuse?: ReusePolicy;
 }
 
 export interface HandlerCall {
@@ -180,6 +205,19 @@ export interface HandlerCall {
  * made with. Sandboxes of one version and profile are interchangeable, made with the
  * function's files, environment and handler already loaded.
  */
+function reuseSpec(c: HandlerCall, rt: RuntimeDef, warm: ReuseSpec['template']): ReuseSpec {
+  const serve = bootstrapFor(rt, 'serve', `${FUNCTION_DIR}/${c.fn.handler}`);
+  // Limits are part of the key: an environment is made, and checked for memory growth, with them.
+  const l = c.limits;
+  const limits = [l.timeoutMs, l.memoryMb, l.cpus, l.pids, l.outputBytes].join(',');
+  return {
+    ...c.fn.reuse!,
+    key: `env:${c.fn.tenant}:${c.fn.name}:${c.fn.version}:${c.profile.name}:${limits}`,
+    owner: { tenant: c.fn.tenant, function: c.fn.name, version: c.fn.version },
+    template: { ...warm, argv: serve.argv },
+  };
+}
+
 export function handlerTask(c: HandlerCall): SandboxTask {
   const rt = runtimeDef(c.fn.runtime);
   const boot = bootstrapFor(rt, 'handler', `${FUNCTION_DIR}/${c.fn.handler}`);
@@ -197,6 +235,7 @@ export function handlerTask(c: HandlerCall): SandboxTask {
     stdin: input.stdin,
     limits: c.limits,
     warm: { key: `fn:${c.fn.tenant}:${c.fn.name}:${c.fn.version}:${c.profile.name}`, template, control: input.control, handler: true, answerOnReply: rt.handler.answer === 'reply' },
+    ...(c.fn.reuse && canReuse(rt) ? { reuse: reuseSpec(c, rt, template) } : {}),
     profile: sandboxProfile(c.profile, c.fn.runtime, { extraBrokeredFiles: c.secrets ?? [] }),
   };
 }

@@ -110,6 +110,13 @@ struct zv_limits {
 /* Spec flags. WARM: start the function right after setup, before GO; it gets fd 3 to
  * read its work from and fd 4 to answer on (see worker-pool/bootstrap/). */
 #define ZV_SF_WARM (1u << 0)
+/* REUSE (with WARM): a reusable environment (reuse.c). The runtime serves invocations one
+ * at a time: each arrives on fd 3 as a u32 little-endian length and that many bytes, each
+ * answer leaves on fd 4 framed the same way; the supervisor resets the sandbox between
+ * invocations and parks it again. RESET_TMP: the reset also empties /tmp and /dev/shm. */
+#define ZV_SF_REUSE (1u << 1)
+#define ZV_SF_RESET_TMP (1u << 2)
+#define ZV_SF_ALL (ZV_SF_WARM | ZV_SF_REUSE | ZV_SF_RESET_TMP)
 
 /* GO payload: TLV records like the spec's, all optional. */
 enum zv_go_tag {

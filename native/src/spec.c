@@ -357,8 +357,10 @@ static int parse_record(struct zv_spec *s, uint16_t tag, const uint8_t *p, size_
 		if (len != 4)
 			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec flags: %zu bytes, expected 4", len);
 		s->flags = rd_u32(p);
-		if (s->flags & ~ZV_SF_WARM)
+		if (s->flags & ~ZV_SF_ALL)
 			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec flags 0x%x: unknown bits", s->flags);
+		if ((s->flags & (ZV_SF_REUSE | ZV_SF_RESET_TMP)) && !(s->flags & ZV_SF_WARM))
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec flags 0x%x: reuse needs a warm runtime", s->flags);
 		return 0;
 	case ZV_T_IMAGE:
 		if (s->image_root)

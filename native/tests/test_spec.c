@@ -638,6 +638,9 @@ static const struct record_case RECORD_CASES[] = {
 	{ "apparmor profile with white space", R_STR, .tag = ZV_T_APPARMOR, .a = "zviz fn", .needle = "spec apparmor profile `zviz fn`" },
 	{ "seccomp syscall name empty", R_STR, .tag = ZV_T_SC_ALLOW, .a = "", .needle = "spec seccomp syscall name: 0 bytes" },
 	{ "unknown tag 99", R_STR, .tag = 99, .a = "x", .needle = "unknown record tag 99" },
+	{ "reuse without warm", R_BYTES, .tag = ZV_T_FLAGS, BYTES("\x02\0\0\0"), .needle = "reuse needs a warm runtime" },
+	{ "reset tmp without warm", R_BYTES, .tag = ZV_T_FLAGS, BYTES("\x04\0\0\0"), .needle = "reuse needs a warm runtime" },
+	{ "an unknown spec flag", R_BYTES, .tag = ZV_T_FLAGS, BYTES("\x09\0\0\0"), .needle = "spec flags 0x9: unknown bits" },
 	/* Nested names are fine (lib/util.js); an empty or ".." component is not. */
 	{ "file name with an empty component", R_FILE, .a = "a//b", .b = "x", .needle = "spec file name `a//b`" },
 	{ "nested file name with ..", R_FILE, .a = "lib/../../x", .b = "x", .needle = "spec file name `lib/../../x`" },

@@ -63,6 +63,7 @@ export function toResponse(
     oomKills: r.oomKills,
     audit: r.audit,
     warm: r.warm,
+    ...(r.reuse ? { reused: r.reuse.index > 1, invocationIndex: r.reuse.index, memoryPeakScope: r.reuse.memoryPeak } : {}),
     unenforced: [...unenforced],
     profile: profileName,
     limits,

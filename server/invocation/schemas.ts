@@ -233,6 +233,15 @@ export const invokeResponseSchema = z.strictObject({
   audit: z.array(auditEventSchema),
   /** The invocation ran in a sandbox made before it arrived (a warm pool hit). */
   warm: z.boolean(),
+  /** A function that opted into reuse: the environment had served an invocation before this one. */
+  reused: z.boolean().optional(),
+  /** A function that opted into reuse: this invocation's 1-based index in its environment. */
+  invocationIndex: z.number().int().optional(),
+  /**
+   * A function that opted into reuse: whether memoryPeakBytes is the invocation's own
+   * (the kernel reset the peak at its start) or the environment's since it was made.
+   */
+  memoryPeakScope: z.enum(['invocation', 'environment']).optional(),
   /** Landlock rights this host's kernel could not enforce for the invocation (empty when all were). */
   unenforced: z.array(z.string()),
   profile: z.string(),

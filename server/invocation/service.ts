@@ -31,6 +31,11 @@ import type { Tenant } from '../tenancy/tenants.js';
 /** Runs one task. May reject with `ApiError('OVERLOADED', ...)` when its queue is full. */
 export interface Invoker {
   invoke(task: SandboxTask, onOutput?: (chunk: OutputChunk) => void): Promise<SandboxOutcome>;
+  /**
+   * Discards the reusable environments of a tenant's function (all its versions), or of
+   * the whole tenant when `fn` is null: redeployed, deleted, tenant disabled.
+   */
+  retire?(tenant: string, fn: string | null, reason: 'redeployed' | 'deleted' | 'tenant-disabled'): void;
 }
 
 export interface InvocationDeps {

@@ -7,6 +7,7 @@ import { createWriteStream, type WriteStream } from 'node:fs';
 import { z } from 'zod';
 import { limitsSchema } from '../../profiles/schema.js';
 import type { Logger } from '../ops/log.js';
+import { DISCARD_REASONS } from '../../worker-pool/reuse.js';
 import { auditEventSchema, INVOKE_STATUSES, INVOKE_REASONS } from '../invocation/schemas.js';
 import { errorMessage } from '../../worker-pool/util/errors.js';
 
@@ -86,6 +87,18 @@ export const auditRecordSchema = z.discriminatedUnion('type', [
     version: z.number().int(),
     digest: z.string().nullable(),
     remote: z.string().nullable(),
+  }),
+  z.strictObject({
+    /** A reusable environment of a function was discarded (worker-pool/reuse.ts says when). */
+    type: z.literal('environment'),
+    time,
+    tenant: z.string(),
+    action: z.literal('environment.discard'),
+    function: z.string(),
+    version: z.number().int(),
+    reason: z.enum(DISCARD_REASONS),
+    /** Invocations the environment served. */
+    invocations: z.number().int(),
   }),
   z.strictObject({
     type: z.literal('upload'),
