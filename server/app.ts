@@ -19,7 +19,7 @@ import { AsyncInvocations, DEFAULT_RESULT_TTL_S, type HostIdentity, type Invocat
 import { auditPageSchema, auditQuerySchema, tenantView, type AuditLog } from './tenancy/audit.js';
 import { adminAuth, tenantAuth, TenantCache, type TenantEnv } from './tenancy/auth.js';
 import { PACKAGE_VERSION } from './config.js';
-import { Drain } from './ops/drain.js';
+import { closeWhileDraining, Drain } from './ops/drain.js';
 import { ApiError, errorHandler, methodNotAllowed, notFoundHandler } from './http/errors.js';
 import { registerFunctionRoutes } from './functions/routes.js';
 import type { FunctionStore } from './functions/store.js';
@@ -149,6 +149,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
   const app = createApiApp<TenantEnv>();
   app.onError(errorHandler(log));
   app.notFound(notFoundHandler());
+  app.use(closeWhileDraining(drain));
 
   const withState = stateGuard(log, metrics);
   const tenantOnly = tenantAuth({ tenants, audit, metrics, withState });

@@ -33,6 +33,11 @@ export const configSchema = z.object({
   ZVIZ_MAX_QUEUE: int(0, 100_000).default(256),
   ZVIZ_UID_BASE: int(65536, 4_000_000_000).default(1_000_000_000),
   ZVIZ_DRAIN_MS: int(0, 600_000).default(15_000),
+  /**
+   * How long a draining server keeps listening, answering 503 SHUTTING_DOWN, so load
+   * balancers see it leave before it closes its connections (at most ZVIZ_DRAIN_MS).
+   */
+  ZVIZ_DRAIN_NOTICE_MS: int(0, 600_000).default(2000),
   ZVIZ_LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
   /** Named network namespace that routes egress sandboxes; unset: the host's own. */
   ZVIZ_NET_ROUTER_NETNS: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'must be a network namespace name').optional(),
@@ -134,6 +139,7 @@ export interface Config {
   maxQueue: number;
   uidBase: number;
   drainMs: number;
+  drainNoticeMs: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   net: { routerNetns: string | null; pool: string; uplink: string | null };
   warm: { maxSandboxes: number; budgetMb: number; maxPerPool: number; concurrency: number; idleMs: number };
@@ -190,6 +196,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxQueue: c.ZVIZ_MAX_QUEUE,
     uidBase: c.ZVIZ_UID_BASE,
     drainMs: c.ZVIZ_DRAIN_MS,
+    drainNoticeMs: c.ZVIZ_DRAIN_NOTICE_MS,
     logLevel: c.ZVIZ_LOG_LEVEL,
     net: { routerNetns: c.ZVIZ_NET_ROUTER_NETNS ?? null, pool: c.ZVIZ_NET_POOL, uplink: c.ZVIZ_NET_UPLINK ?? null },
     allowTestProfiles: c.ZVIZ_ALLOW_TEST_PROFILES === '1',

@@ -3,6 +3,7 @@
 // is found here, before the port opens, and reported as one line naming what to fix.
 import { guardOversizedBodies } from './http/oversized-bodies.js';
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { existsSync, mkdirSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -307,16 +308,20 @@ export async function main(): Promise<void> {
   async function shutdown(signal: string): Promise<void> {
     if (stopping) return;
     stopping = true;
-    log.info('shutting down', { signal, inFlight: drain.active, drainMs: config.drainMs });
+    log.info('shutting down', { signal, inFlight: drain.active, drainMs: config.drainMs, noticeMs: config.drainNoticeMs });
     let deadlinePassed = false;
     const deadline = setTimeout(() => {
-      deadlinePassed = true;
-      // Exiting now would terminate worker threads blocked in native calls (V8 aborts the
-      // process in koffi) and skip the teardown below. End the sandboxes instead: their
-      // supervisors report, the handlers answer (killed) and release their leases, and
-      // shutdown goes on below, leaving nothing behind; exit code 1 says it was cut short.
-      const killed = host.killSandboxes();
-      log.error('drain deadline passed; killing the invocations in flight', { inFlight: drain.active, killedProcesses: killed });
+      // Nothing admitted is left (the notice period, or the teardown, is still running):
+      // nothing to cut short, only the guard below.
+      if (drain.active > 0) {
+        deadlinePassed = true;
+        // Exiting now would terminate worker threads blocked in native calls (V8 aborts the
+        // process in koffi) and skip the teardown below. End the sandboxes instead: their
+        // supervisors report, the handlers answer (killed) and release their leases, and
+        // shutdown goes on below, leaving nothing behind; exit code 1 says it was cut short.
+        const killed = host.killSandboxes();
+        log.error('drain deadline passed; killing the invocations in flight', { inFlight: drain.active, killedProcesses: killed });
+      }
       setTimeout(() => {
         // Supervisors watch our pidfd: they kill their sandboxes and clean up when we exit.
         log.error('shutdown did not finish after the drain deadline; exiting', { inFlight: drain.active });
@@ -325,10 +330,16 @@ export async function main(): Promise<void> {
     }, config.drainMs);
     deadline.unref();
     // 1. New invocations get 503 SHUTTING_DOWN (the listener stays open so they get an
-    //    answer rather than a refused connection); admitted ones, streams and async ones
-    //    with their callbacks run to their end.
+    //    answer rather than a refused connection, and a load balancer retries them on
+    //    another host); admitted ones, streams and async ones with their callbacks run to
+    //    their end. /readyz answers 503 at once and every response says Connection: close.
+    //    The listener stays open for the notice period even when nothing is left to do: a
+    //    load balancer that has not run its next health check yet still sends requests
+    //    here, and may send one on an idle keep-alive connection at the very moment the
+    //    server closes it — a request lost without an answer, which it cannot retry
+    //    safely. Once it has seen the 503 it sends nothing more, and closing is safe.
     drain.begin();
-    await drain.idle();
+    await Promise.all([drain.idle(), sleep(Math.min(config.drainNoticeMs, config.drainMs))]);
     // 2. Stop listening; idle keep-alive connections close (Node ≥ 19), responses being
     //    sent finish.
     const answered = new Promise<void>((resolve) => server.close(() => resolve()));

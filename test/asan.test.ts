@@ -25,6 +25,8 @@ describe.skipIf(reason() !== null)('the ASan + UBSan supervisor', () => {
   let s: RunningServer;
   beforeAll(async () => {
     s = await startServer({ asan: true, env: { ZVIZ_WARM_MAX: '4' } });
+    const put = await s.request('/functions/asan-hello', { method: 'PUT', body: { runtime: 'node', code: 'module.exports = async (e) => ({ got: e })' } });
+    expect(put.status).toBe(201);
   });
   afterAll(async () => {
     await s?.stop();
@@ -34,6 +36,8 @@ describe.skipIf(reason() !== null)('the ASan + UBSan supervisor', () => {
     { name: 'node prints', body: { runtime: 'node', code: 'console.log(1)' }, status: 'ok' },
     { name: 'python reads stdin', body: { runtime: 'python', code: 'import sys; print(sys.stdin.read())', stdin: 'x' }, status: 'ok' },
     { name: 'bash exits 3', body: { runtime: 'bash', code: 'exit 3' }, status: 'error' },
+    // Answered when the bootstrap closes fd 4, before the runtime exits; torn down after.
+    { name: 'a deployed node handler', body: { function: 'asan-hello', input: { n: 1 } }, status: 'ok' },
     { name: 'python leaves 1 MiB of stdin unread', body: { runtime: 'python', code: 'print(1)', stdin: 'x'.repeat(1 << 20) }, status: 'ok' },
     { name: 'a timeout', body: { runtime: 'bash', code: 'sleep 5', limits: { timeoutMs: 300 } }, status: 'timeout' },
     { name: 'an output flood', body: { runtime: 'bash', code: 'yes', limits: { outputBytes: 1000 } }, status: 'killed' },

@@ -1,17 +1,21 @@
 // One sandbox on the calling thread, for a one-off local run (`zviz run`): no worker pool.
 // A pool pays for a worker thread that boots and compiles the modules again before the
 // first sandbox; a command-line tool that makes one sandbox has nothing to gain from it.
-// Setup and teardown are the same functions a pool worker calls (worker.ts), so every
-// layer applies exactly as it does there; only the wait for the result differs: it runs
-// on koffi's thread (native.runAsync), so the event loop still sees ^C and streams output.
+// Setup, the end of the run and teardown are the same functions a pool worker calls
+// (worker.ts: makeSandbox, settleRun, releaseSandbox), so every layer applies exactly as it
+// does there; only the wait for the result differs: it runs on koffi's thread
+// (native.runAsync), so the event loop still sees ^C and streams output.
 import * as native from './native.js';
 import { sandboxId } from './host/names.js';
 import { encodeGo, type HostLayout } from './spec.js';
 import type { SandboxTask } from './task.js';
 import type { OutputChunk, ParkedSandbox, SandboxOutcome } from './types.js';
-import { failure, makeSandbox, releaseSandbox, toOutcome } from './worker.js';
+import { failure, makeSandbox, releaseSandbox, settleRun } from './worker.js';
 
-/** Makes, runs and removes the sandbox of a cold task without leaving this thread. */
+/**
+ * Makes, runs and removes the sandbox of a cold task without leaving this thread. The
+ * command's one sandbox is torn down before this returns: the caller closes the host next.
+ */
 export async function runLocal(task: SandboxTask, host: HostLayout, onOutput?: (chunk: OutputChunk) => void): Promise<SandboxOutcome> {
   // A deployed function always runs through its bootstrap (the handler contract).
   const viaBootstrap = task.warm?.handler === true;
@@ -21,9 +25,9 @@ export async function runLocal(task: SandboxTask, host: HostLayout, onOutput?: (
   } catch (e) {
     return failure(e);
   }
-  let released = false;
+  const control = viaBootstrap && task.warm ? Buffer.from(task.warm.control) : null;
+  let ran: { out: native.RunOutput } | { error: unknown };
   try {
-    const control = viaBootstrap && task.warm ? Buffer.from(task.warm.control) : null;
     const out = await native.runAsync(
       parked.handle as native.SandboxHandle,
       task.limits.outputBytes,
@@ -35,20 +39,15 @@ export async function runLocal(task: SandboxTask, host: HostLayout, onOutput?: (
           }
         : null,
     );
-    const netAudit = releaseSandbox(parked, host).drops;
-    released = true;
-    const outcome = toOutcome(out, parked, task, viaBootstrap, netAudit);
-    if (outcome.ok) {
-      outcome.result.warm = false;
-      outcome.result.setupMs = parked.setupMs;
-    }
-    return outcome;
+    ran = { out };
   } catch (e) {
-    // As in the pool's worker: what the function used before the native layer failed is reported.
-    released = true;
-    const { leftCpuMs: cpuMs } = releaseSandbox(parked, host);
-    return { ...failure(e), cpuMs };
-  } finally {
-    if (!released) releaseSandbox(parked, host);
+    ran = { error: e };
   }
+  const { outcome, teardown } = settleRun(ran, parked, task, host, viaBootstrap);
+  if (teardown) releaseSandbox(teardown, host);
+  if (outcome.ok) {
+    outcome.result.warm = false;
+    outcome.result.setupMs = parked.setupMs;
+  }
+  return outcome;
 }

@@ -8,7 +8,7 @@ import koffi from 'koffi';
 import { PACKAGE_ROOT } from './util/package-root.js';
 import { NATIVE_ERROR_CODES, type NativeFailure, type NativeErrorCode } from './types.js';
 
-export const EXPECTED_ABI = 8;
+export const EXPECTED_ABI = 9;
 
 /** Directory holding libzviz.so and zviz-supervisor (ZVIZ_NATIVE_DIR selects e.g. the ASan build). */
 export function nativeDir(): string {
@@ -72,13 +72,14 @@ export const RESULT_FLAGS = {
   BROKER_DIED: 1 << 8,
   SECCOMP_KILLED: 1 << 9,
   TRUSTED_CPU: 1 << 10,
-  REUSABLE: 1 << 11,
-  PEAK_ENV: 1 << 12,
-  DISCARD_PROCESS: 1 << 13,
-  DISCARD_SOCKET: 1 << 14,
-  DISCARD_RLIMIT: 1 << 15,
-  DISCARD_MEMORY: 1 << 16,
-  DISCARD_RESET: 1 << 17,
+  ANSWERED: 1 << 11,
+  REUSABLE: 1 << 12,
+  PEAK_ENV: 1 << 13,
+  DISCARD_PROCESS: 1 << 14,
+  DISCARD_SOCKET: 1 << 15,
+  DISCARD_RLIMIT: 1 << 16,
+  DISCARD_MEMORY: 1 << 17,
+  DISCARD_RESET: 1 << 18,
 } as const;
 
 export const AUDIT = { SECCOMP: 1, BROKER: 2, ERRNO: 1, KILL: 2, ALLOWED: 1, DENIED: 2 } as const;
@@ -266,7 +267,8 @@ function runCall(
 }
 
 /**
- * Releases the function and blocks until its sandbox is gone. `go` (see spec.ts
+ * Releases the function and blocks until its answer is complete (the sandbox is torn
+ * down after; `release` waits for that). `go` (see spec.ts
  * encodeGo) carries the invocation's limits, stdin and a warm function's work.
  */
 export function run(

@@ -1,11 +1,14 @@
 // The main-thread side of the worker pool: a piscina pool whose workers run one
 // invocation each (worker.ts). Queue overflow is reported as PoolOverloadedError; the
-// server turns it into its HTTP error.
+// server turns it into its HTTP error. An invocation is answered as soon as its worker
+// posts the outcome; the worker then tears the sandbox down, and the pool keeps every
+// such job (and every release of a warm sandbox) until it has ended, so that closing the
+// pool, and a test, can wait for every teardown (teardownsSettled).
 import { Piscina } from 'piscina';
 import type { HostLayout } from './spec.js';
-import { MessageChannel } from 'node:worker_threads';
+import { MessageChannel, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { cpus } from 'node:os';
-import type { OutputChunk, ParkedSandbox, ReuseOutcome, SandboxOutcome, SpawnOutcome, WorkerJob } from './types.js';
+import type { OutputChunk, ParkedSandbox, ReuseOutcome, RunMessage, SandboxOutcome, SpawnOutcome, WorkerJob } from './types.js';
 import { ReusePools, type Claim, type DiscardEvent } from './reuse.js';
 import { parseAnswer, runtimeDef } from './runtime/index.js';
 import type { SandboxTask } from './task.js';
@@ -54,6 +57,8 @@ export class SandboxPool {
   private readonly piscina: Piscina;
   private closing = false;
   private accepted = 0;
+  /** Worker jobs that end with a teardown (runs and releases) and have not ended yet. */
+  private readonly teardowns = new Set<Promise<unknown>>();
   readonly warm: WarmPools;
   /** Reusable environments of deployed functions that opted in; the same budget as warm pools. */
   readonly reuse: ReusePools;
@@ -76,9 +81,7 @@ export class SandboxPool {
           if (!out.ok) throw new Error(out.error.message);
           return out.parked;
         },
-        release: async (parked: ParkedSandbox) => {
-          await this.piscina.run({ kind: 'release', parked } satisfies WorkerJob);
-        },
+        release: (parked: ParkedSandbox) => this.release(parked),
         now: () => performance.now(),
         idleCores: idleCoresMeter(),
         // Reusable environments and warm sandboxes share one budget of the host.
@@ -89,9 +92,7 @@ export class SandboxPool {
     const budget = options.warm ?? DEFAULT_WARM;
     this.reuse = new ReusePools(
       {
-        release: async (parked: ParkedSandbox) => {
-          await this.piscina.run({ kind: 'release', parked } satisfies WorkerJob);
-        },
+        release: (parked: ParkedSandbox) => this.release(parked),
         now: () => performance.now(),
         shared: () => this.warm.usage(),
         ...(options.onReuseDiscard ? { onDiscard: options.onReuseDiscard } : {}),
@@ -128,24 +129,11 @@ export class SandboxPool {
     }
     const parked = this.warm.claim(task);
     try {
-      // The worker's last message on the port is `end`: every chunk before it is
-      // delivered before the caller sees the result.
-      const { channel, ended } = this.#outputChannel(onOutput);
-      const stream = channel?.port2;
-      const job: WorkerJob = parked ? { kind: 'run', parked, task, stream } : { kind: 'invoke', task, stream };
-      try {
-        const out = (await this.piscina.run(job, stream ? { transferList: [stream as never] } : {})) as SandboxOutcome;
-        await Promise.race([ended, new Promise((r) => setTimeout(r, 2000).unref())]);
-        return out;
-      } finally {
-        channel?.port1.close();
-      }
+      const job = (port: MessagePort, stream: boolean): WorkerJob => (parked ? { kind: 'run', parked, task, port, stream } : { kind: 'invoke', task, port, stream });
+      return await this.#runOnWorker(job, onOutput);
     } catch (e) {
       // A claimed sandbox that never ran must not stay parked: release it.
-      if (parked) this.piscina.run({ kind: 'release', parked } satisfies WorkerJob).catch(() => undefined); // the pool is closing: the supervisor, seeing our pidfd close, cleans up
-      if (/queue is at limit/i.test(errorMessage(e))) {
-        throw new PoolOverloadedError(`Cannot queue invocation: the queue is full (ZVIZ_MAX_QUEUE is ${this.options.maxQueue})`);
-      }
+      if (parked) void this.release(parked).catch(() => undefined); // the pool is closing: the supervisor, seeing our pidfd close, cleans up
       throw e;
     } finally {
       this.accepted--;
@@ -153,42 +141,82 @@ export class SandboxPool {
     }
   }
 
-  async #runReused(claim: NonNullable<Claim>, task: SandboxTask, onOutput?: (chunk: OutputChunk) => void): Promise<SandboxOutcome> {
-    const { channel, ended } = this.#outputChannel(onOutput);
-    const stream = channel?.port2;
-    const job: WorkerJob = { kind: 'reuse', parked: claim.env?.parked ?? null, task, index: claim.index, stream };
-    let out: ReuseOutcome;
+  /** Releases a parked sandbox on a worker thread; tracked until it has ended. */
+  private release(parked: ParkedSandbox): Promise<void> {
+    return this.track(this.piscina.run({ kind: 'release', parked } satisfies WorkerJob)).then(() => undefined);
+  }
+
+  private track<T>(job: Promise<T>): Promise<T> {
+    this.teardowns.add(job);
+    const untrack = () => this.teardowns.delete(job);
+    job.then(untrack, untrack);
+    return job;
+  }
+
+  /** Runs and releases whose sandbox is not torn down yet (answered or not). */
+  get pendingTeardowns(): number {
+    return this.teardowns.size;
+  }
+
+  /** Resolves once every run and release started so far has torn its sandbox down. */
+  async teardownsSettled(): Promise<void> {
+    while (this.teardowns.size > 0) await Promise.allSettled([...this.teardowns]);
+  }
+
+  /**
+   * Runs a job that answers on its port (worker.ts `answerThenTearDown`): resolves with the
+   * outcome as soon as it is posted, while the job goes on tearing the sandbox down.
+   */
+  async #runOnWorker(make: (port: MessagePort, stream: boolean) => WorkerJob, onOutput?: (chunk: OutputChunk) => void): Promise<SandboxOutcome> {
+    const channel = new MessageChannel();
     try {
-      out = (await this.piscina.run(job, stream ? { transferList: [stream as never] } : {})) as ReuseOutcome;
-      await Promise.race([ended, new Promise((r) => setTimeout(r, 2000).unref())]);
+      // The worker's last message on the port is the outcome: every chunk before it is
+      // delivered before the caller sees the result.
+      let outcome: SandboxOutcome | null = null;
+      let answer: (o: SandboxOutcome) => void = () => undefined;
+      const answered = new Promise<SandboxOutcome>((resolve) => (answer = resolve));
+      const deliver = (m: RunMessage): void => {
+        if ('outcome' in m) answer((outcome = m.outcome));
+        else onOutput?.({ stream: m.stream, data: Buffer.from(m.data) });
+      };
+      channel.port1.on('message', deliver);
+      const port = channel.port2;
+      const ran = this.track(this.piscina.run(make(port, onOutput !== undefined), { transferList: [port as never] }));
+      return await Promise.race([
+        answered,
+        ran.then(() => {
+          // The outcome was posted before the job ended, on another port: it may still
+          // be queued behind the job's own message. Take what is there now.
+          for (let m = receiveMessageOnPort(channel.port1); m && !outcome; m = receiveMessageOnPort(channel.port1)) deliver(m.message as RunMessage);
+          if (!outcome) throw new Error('Cannot run invocation: the worker ended without an answer');
+          return outcome;
+        }),
+      ]);
     } catch (e) {
-      this.reuse.abandon(claim);
       if (/queue is at limit/i.test(errorMessage(e))) {
         throw new PoolOverloadedError(`Cannot queue invocation: the queue is full (ZVIZ_MAX_QUEUE is ${this.options.maxQueue})`);
       }
       throw e;
     } finally {
-      channel?.port1.close();
+      channel.port1.close();
+    }
+  }
+
+  async #runReused(claim: NonNullable<Claim>, task: SandboxTask, onOutput?: (chunk: OutputChunk) => void): Promise<SandboxOutcome> {
+    let out: ReuseOutcome;
+    try {
+      const parked = claim.env?.parked ?? null;
+      const job = (port: MessagePort, stream: boolean): WorkerJob => ({ kind: 'reuse', parked, task, index: claim.index, port, stream });
+      out = (await this.#runOnWorker(job, onOutput)) as ReuseOutcome;
+    } catch (e) {
+      this.reuse.abandon(claim);
+      throw e;
     }
     // Only an ok answer keeps the environment: a handler's error discards it like a crash.
     const ok = out.ok && parseAnswer(runtimeDef(task.runtime), out.result.reply, out.result.stdout)?.ok === true;
     this.reuse.settle(claim, task, out, ok);
     const { kept: _kept, discard: _discard, ...outcome } = out;
     return outcome as SandboxOutcome;
-  }
-
-  /** A streaming invocation's port: chunks before the result, `end` last. */
-  #outputChannel(onOutput?: (chunk: OutputChunk) => void): { channel: MessageChannel | null; ended: Promise<void> } {
-    if (!onOutput) return { channel: null, ended: Promise.resolve() };
-    const ch = new MessageChannel();
-    const ended = new Promise<void>((resolve) => {
-      ch.port1.on('message', (m: OutputChunk | { end: true }) => {
-        if ('end' in m) resolve();
-        else onOutput({ stream: m.stream, data: Buffer.from(m.data) });
-      });
-      ch.port1.on('close', () => resolve());
-    });
-    return { channel: ch, ended };
   }
 
   /** Invocations accepted and not yet finished (running or queued). */
@@ -209,6 +237,8 @@ export class SandboxPool {
     while (this.accepted > 0) await new Promise((r) => setTimeout(r, 20));
     await this.warm.close();
     await this.reuse.close();
+    // Answered runs may still be tearing their sandboxes down on a worker thread.
+    await this.teardownsSettled();
     await this.piscina.close();
   }
 }

@@ -75,6 +75,11 @@ export interface WarmSpec {
   control: string;
   /** A deployed function: its answer arrives on fd 4 and is the invocation's output. */
   handler: boolean;
+  /**
+   * The handler's answer is complete when its bootstrap closes fd 4 (the runtime's handler
+   * contract answers there): the result is sent then, while the runtime is still exiting.
+   */
+  answerOnReply: boolean;
 }
 
 /** A deployed function's opt-in to reusable environments, as its manifest says. */
@@ -156,6 +161,7 @@ export function inlineTask(c: InlineCode): SandboxTask {
       template: { argv: boot.argv, env: { ...BASE_ENV }, files: [boot.file] },
       control: inlineWork(rt, { code: c.code, args, env }),
       handler: false,
+      answerOnReply: false,
     },
     profile: sandboxProfile(c.profile, c.runtime),
   };
@@ -223,7 +229,7 @@ export function handlerTask(c: HandlerCall): SandboxTask {
     ...(c.fn.fnDir === undefined ? {} : { fnDir: c.fn.fnDir }),
     stdin: input.stdin,
     limits: c.limits,
-    warm: { key: `fn:${c.fn.tenant}:${c.fn.name}:${c.fn.version}:${c.profile.name}`, template, control: input.control, handler: true },
+    warm: { key: `fn:${c.fn.tenant}:${c.fn.name}:${c.fn.version}:${c.profile.name}`, template, control: input.control, handler: true, answerOnReply: rt.handler.answer === 'reply' },
     ...(c.fn.reuse && canReuse(rt) ? { reuse: reuseSpec(c, rt, template) } : {}),
     profile: sandboxProfile(c.profile, c.fn.runtime, { extraBrokeredFiles: c.secrets ?? [] }),
   };

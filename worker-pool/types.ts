@@ -11,14 +11,18 @@ export interface ParkedSandbox {
   setupMs: number;
 }
 
-/** The jobs a worker thread runs. */
+/**
+ * The jobs a worker thread runs. A run (`invoke`, `run`, `reuse`) answers on `port` — its streamed
+ * output if `stream`, then its outcome — and ends once its sandbox is torn down (a kept
+ * reusable environment is not torn down).
+ */
 export type WorkerJob =
-  | { kind: 'invoke'; task: SandboxTask; stream?: MessagePort }
+  | { kind: 'invoke'; task: SandboxTask; port: MessagePort; stream: boolean }
   | { kind: 'spawn'; task: SandboxTask }
-  | { kind: 'run'; parked: ParkedSandbox; task: SandboxTask; stream?: MessagePort }
+  | { kind: 'run'; parked: ParkedSandbox; task: SandboxTask; port: MessagePort; stream: boolean }
   | { kind: 'release'; parked: ParkedSandbox }
   /** One invocation in a reusable environment: `parked` to reuse, or null to make one first. */
-  | { kind: 'reuse'; parked: ParkedSandbox | null; task: SandboxTask; index: number; stream?: MessagePort };
+  | { kind: 'reuse'; parked: ParkedSandbox | null; task: SandboxTask; index: number; port: MessagePort; stream: boolean };
 
 /** Why a reusable environment was discarded after an invocation (the supervisor's reset, or the answer). */
 export type ReuseDiscard = 'process' | 'socket' | 'rlimit' | 'memory' | 'reset';
@@ -34,6 +38,9 @@ export interface OutputChunk {
   stream: 'stdout' | 'stderr';
   data: Uint8Array;
 }
+
+/** What a run posts on its job's port: streamed chunks, then its outcome, last. */
+export type RunMessage = OutputChunk | { outcome: SandboxOutcome };
 
 export type SpawnOutcome = { ok: true; parked: ParkedSandbox } | { ok: false; error: NativeFailure };
 
@@ -88,7 +95,7 @@ export interface SandboxResult {
   stderr: string;
   stdoutTruncated: boolean;
   stderrTruncated: boolean;
-  /** Time from release of the function to the end of its sandbox. */
+  /** Time from release of the function to its answer (the sandbox is torn down after). */
   durationMs: number;
   /** Time to create the sandbox (namespaces, mounts, cgroup) before the function ran. */
   setupMs: number;
@@ -101,6 +108,11 @@ export interface SandboxResult {
   brokerCpuMs: number;
   /** The trusted side's CPU passed its budget (a tenth of timeoutMs × cpus); the sandbox was killed. */
   brokerCpuLimited: boolean;
+  /**
+   * Taken at a deployed function's answer (its bootstrap closed fd 4) while its runtime was
+   * still exiting: exitCode is then 0, not a process status (see withAnswer).
+   */
+  answered: boolean;
   /** Peak memory of the whole process tree (cgroup peak where available). */
   memoryPeakBytes: number;
   oomKills: number;

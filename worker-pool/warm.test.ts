@@ -54,7 +54,7 @@ function task(key: string, memoryMb = 128): SandboxTask {
     files: [],
     stdin: '',
     limits: { timeoutMs: 1000, memoryMb, pids: 16, cpus: 1, outputBytes: 1024 },
-    warm: { key, template: { argv: ['/usr/bin/node'], env: {}, files: [] }, control: '{}', handler: false },
+    warm: { key, template: { argv: ['/usr/bin/node'], env: {}, files: [] }, control: '{}', handler: false, answerOnReply: false },
     profile: {} as SandboxTask['profile'],
   };
 }

@@ -2,6 +2,9 @@
 // plain objects in and out; errors travel as data, never as thrown custom classes
 // (piscina #141). A sandbox handle is plain data too (fds and pids are process-wide),
 // so a sandbox made by one job may be run and released by another, on another thread.
+// A run answers before its sandbox is torn down: the outcome goes to the main thread on
+// the job's port as soon as the supervisor's RESULT is in, and the job ends once the
+// teardown is done, so the pool can wait for it (SandboxPool.teardownsSettled).
 import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { join } from 'node:path';
@@ -9,9 +12,9 @@ import { workerData, type MessagePort } from 'node:worker_threads';
 import * as native from './native.js';
 import { cgroupCpuMs, killAndRemove } from './host/cgroups.js';
 import { sandboxCgroup, sandboxId } from './host/names.js';
-import { setupNetwork, teardownNetwork, type NetworkInfo } from './network/index.js';
+import { networkDrops, removeNetwork, setupNetwork, teardownNetwork, type NetworkInfo } from './network/index.js';
 import { encodeGo, encodeSpec, type HostLayout } from './spec.js';
-import type { AuditEvent, OutputChunk, ParkedSandbox, ReuseDiscard, ReuseOutcome, SandboxOutcome, SpawnOutcome, WorkerJob } from './types.js';
+import type { AuditEvent, OutputChunk, ParkedSandbox, ReuseDiscard, ReuseOutcome, RunMessage, SandboxOutcome, SpawnOutcome, WorkerJob } from './types.js';
 import type { SandboxTask } from './task.js';
 import { errorMessage } from './util/errors.js';
 
@@ -81,13 +84,46 @@ function leftCpuMs(host: HostLayout, sandbox: string): number {
   return 0;
 }
 
-/** Releases a sandbox; what its network dropped, and the CPU read from a cgroup its supervisor left. */
-export function releaseSandbox(parked: ParkedSandbox, host: HostLayout): { drops: AuditEvent[]; leftCpuMs: number } {
+/**
+ * Tears a sandbox down: waits for its supervisor (which kills, reaps and removes its
+ * cgroup on its own), removes its network and any cgroup a killed supervisor left; returns
+ * the CPU read from such a cgroup before removing it.
+ */
+export function releaseSandbox(parked: ParkedSandbox, host: HostLayout): { leftCpuMs: number } {
   native.release(parked.handle as native.SandboxHandle);
-  const drops = teardownNetwork(host.network, parked.net as NetworkInfo | null);
+  removeNetwork(host.network, parked.net as NetworkInfo | null);
   const cpu = leftCpuMs(host, parked.sandboxId);
   removeLeftCgroups(host, parked.sandboxId);
-  return { drops, leftCpuMs: cpu };
+  return { leftCpuMs: cpu };
+}
+
+/** A run's end: the outcome to answer with, and the sandbox still to tear down (null: done). */
+export interface SettledRun {
+  outcome: SandboxOutcome;
+  teardown: ParkedSandbox | null;
+}
+
+/**
+ * What a run's end does before its answer goes out: the one place for it, shared by the
+ * pool's worker and `zviz run` (local.ts). A run that answered becomes its outcome, with
+ * the drops its network recorded (read now, before the teardown removes them); tearing
+ * the sandbox down is left to the caller, after it has answered. A run whose native layer
+ * failed is torn down here, because what the function used before is charged from the
+ * cgroup its supervisor left, read before it is removed.
+ */
+export function settleRun(
+  ran: { out: native.RunOutput } | { error: unknown },
+  parked: ParkedSandbox,
+  task: SandboxTask,
+  host: HostLayout,
+  warm: boolean,
+): SettledRun {
+  if ('error' in ran) {
+    const { leftCpuMs: cpuMs } = releaseSandbox(parked, host);
+    return { outcome: { ...failure(ran.error), cpuMs }, teardown: null };
+  }
+  const drops = networkDrops(host.network, parked.net as NetworkInfo | null);
+  return { outcome: toOutcome(ran.out, parked, task, warm, drops), teardown: parked };
 }
 
 /** What a finished run says, as the plain result the main thread receives. */
@@ -120,6 +156,7 @@ export function toOutcome(
       cpuMs: toMs(raw.cpu_ns),
       brokerCpuMs: toMs(raw.trusted_cpu_ns),
       brokerCpuLimited: (f & native.RESULT_FLAGS.TRUSTED_CPU) !== 0,
+      answered: (f & native.RESULT_FLAGS.ANSWERED) !== 0,
       memoryPeakBytes: Number(raw.memory_peak_bytes),
       oomKills: Number(raw.oom_kills),
       brokerDied: (f & native.RESULT_FLAGS.BROKER_DIED) !== 0,
@@ -132,42 +169,17 @@ export function toOutcome(
   };
 }
 
-/** Releases a parked sandbox with the task's own limits and work, and measures it. */
-function runParked(
-  parked: ParkedSandbox,
-  task: SandboxTask,
-  host: HostLayout,
-  warm: boolean,
-  stream?: MessagePort,
-): SandboxOutcome {
-  let released = false;
+/** Releases a parked sandbox with the task's own limits and work, and measures it; does not tear it down. */
+function runParked(parked: ParkedSandbox, task: SandboxTask, host: HostLayout, warm: boolean, port: MessagePort | null): SettledRun {
+  const control = warm && task.warm ? Buffer.from(task.warm.control) : null;
+  const onOutput = portOutput(port);
+  let ran: { out: native.RunOutput } | { error: unknown };
   try {
-    const control = warm && task.warm ? Buffer.from(task.warm.control) : null;
-    const onOutput = stream
-      ? (which: 'stdout' | 'stderr', data: Buffer): boolean => {
-          stream.postMessage({ stream: which, data } satisfies OutputChunk);
-          return true;
-        }
-      : null;
-    const { raw, stdout, stderr, reply, audit } = native.run(
-      parked.handle as native.SandboxHandle,
-      task.limits.outputBytes,
-      encodeGo(task, control, stream !== undefined),
-      onOutput,
-    );
-    const netAudit = releaseSandbox(parked, host).drops;
-    released = true;
-    return toOutcome({ raw, stdout, stderr, reply, audit }, parked, task, warm, netAudit);
+    ran = { out: native.run(parked.handle as native.SandboxHandle, task.limits.outputBytes, encodeGo(task, control, port !== null), onOutput) };
   } catch (e) {
-    // The function may have run before the native layer failed: what it used is charged.
-    released = true;
-    const { leftCpuMs: cpuMs } = releaseSandbox(parked, host);
-    return { ...failure(e), cpuMs };
-  } finally {
-    if (!released) releaseSandbox(parked, host);
-    stream?.postMessage({ end: true });
-    stream?.close();
+    ran = { error: e };
   }
+  return settleRun(ran, parked, task, host, warm);
 }
 
 /** The supervisor (our child until released) has exited: a zombie, or no process at all. */
@@ -188,12 +200,22 @@ const DISCARDS: Array<[number, ReuseDiscard]> = [
   [native.RESULT_FLAGS.DISCARD_RESET, 'reset'],
 ];
 
+/** Streams a run's output on its job's port, as the run produces it. */
+function portOutput(port: MessagePort | null): ((which: 'stdout' | 'stderr', data: Buffer) => boolean) | null {
+  return port
+    ? (which, data) => {
+        port.postMessage({ stream: which, data } satisfies OutputChunk);
+        return true;
+      }
+    : null;
+}
+
 /**
  * One invocation in a reusable environment (task.reuse): made first when `parked` is
  * null, then run. The environment is kept when the supervisor reset it and parked it
- * again (REUSABLE); otherwise it is released here, as a single-use sandbox is.
+ * again (REUSABLE); otherwise it is torn down after the answer, as a single-use sandbox is.
  */
-function runReused(parked: ParkedSandbox | null, task: SandboxTask, host: HostLayout, index: number, stream?: MessagePort): ReuseOutcome {
+function runReused(parked: ParkedSandbox | null, task: SandboxTask, host: HostLayout, index: number, port: MessagePort | null): SettledRun {
   // An environment whose runtime died while it waited has a supervisor that exited: it is
   // not handed the invocation (nothing of it ran), a fresh one is.
   if (parked !== null && supervisorExited(parked)) {
@@ -205,52 +227,56 @@ function runReused(parked: ParkedSandbox | null, task: SandboxTask, host: HostLa
   try {
     env = parked ?? makeSandbox(task, host, true, sandboxId(task.id, '-e'));
   } catch (e) {
-    stream?.postMessage({ end: true });
-    stream?.close();
-    return { ...failure(e), kept: null, discard: null };
+    const outcome: ReuseOutcome = { ...failure(e), kept: null, discard: null };
+    return { outcome, teardown: null };
   }
+  let ran: { out: native.RunOutput } | { error: unknown };
   try {
-    const onOutput = stream
-      ? (which: 'stdout' | 'stderr', data: Buffer): boolean => {
-          stream.postMessage({ stream: which, data } satisfies OutputChunk);
-          return true;
-        }
-      : null;
     const control = Buffer.from(task.warm!.control);
-    const out = native.run(env.handle as native.SandboxHandle, task.limits.outputBytes, encodeGo(task, control, stream !== undefined), onOutput);
-    const f = out.raw.flags;
-    const reusable = (f & native.RESULT_FLAGS.REUSABLE) !== 0;
-    const netAudit = reusable ? [] : releaseSandbox(env, host).drops;
-    const outcome = toOutcome(out, env, task, !fresh, netAudit);
-    if (outcome.ok) {
-      outcome.result.setupMs = fresh ? env.setupMs : 0;
-      outcome.result.reuse = { index: fresh ? 1 : index, memoryPeak: (f & native.RESULT_FLAGS.PEAK_ENV) !== 0 ? 'environment' : 'invocation' };
-    }
-    const discard = DISCARDS.find(([flag]) => (f & flag) !== 0)?.[1] ?? null;
-    return { ...outcome, kept: reusable ? env : null, discard };
+    ran = { out: native.run(env.handle as native.SandboxHandle, task.limits.outputBytes, encodeGo(task, control, port !== null), portOutput(port)) };
   } catch (e) {
-    const { leftCpuMs: cpuMs } = releaseSandbox(env, host);
-    return { ...failure(e), cpuMs, kept: null, discard: null };
-  } finally {
-    stream?.postMessage({ end: true });
-    stream?.close();
+    ran = { error: e };
   }
+  const reusable = 'out' in ran && (ran.out.raw.flags & native.RESULT_FLAGS.REUSABLE) !== 0;
+  // A kept environment's network stays, and so do its counters: they are read when it ends.
+  const settled: SettledRun = reusable && 'out' in ran
+    ? { outcome: toOutcome(ran.out, env, task, !fresh, []), teardown: null }
+    : settleRun(ran, env, task, host, !fresh);
+  const outcome = settled.outcome;
+  if (outcome.ok && 'out' in ran) {
+    const f = ran.out.raw.flags;
+    outcome.result.setupMs = fresh ? env.setupMs : 0;
+    outcome.result.reuse = { index: fresh ? 1 : index, memoryPeak: (f & native.RESULT_FLAGS.PEAK_ENV) !== 0 ? 'environment' : 'invocation' };
+  }
+  const discard = 'out' in ran ? (DISCARDS.find(([flag]) => (ran.out.raw.flags & flag) !== 0)?.[1] ?? null) : null;
+  const reused: ReuseOutcome = { ...outcome, kept: reusable ? env : null, discard };
+  return { outcome: reused, teardown: settled.teardown };
 }
 
-/** A cold invocation: made, run and removed within this job. */
-export function runTask(task: SandboxTask, host: HostLayout, stream?: MessagePort): SandboxOutcome {
+/** A cold invocation: made and run within this job; torn down by the caller. */
+export function runTask(task: SandboxTask, host: HostLayout, port: MessagePort | null): SettledRun {
   // A deployed function always runs through its bootstrap (the handler contract).
   const viaBootstrap = task.warm?.handler === true;
   let parked: ParkedSandbox;
   try {
     parked = makeSandbox(task, host, viaBootstrap, sandboxId(task.id));
   } catch (e) {
-    return failure(e);
+    return { outcome: failure(e), teardown: null };
   }
-  const out = runParked(parked, task, host, viaBootstrap, stream);
-  if (out.ok) out.result.warm = false;
-  if (out.ok) out.result.setupMs = parked.setupMs;
-  return out;
+  const settled = runParked(parked, task, host, viaBootstrap, port);
+  if (settled.outcome.ok) {
+    settled.outcome.result.warm = false;
+    settled.outcome.result.setupMs = parked.setupMs;
+  }
+  return settled;
+}
+
+/** Answers on the job's port, then tears the sandbox down: the job ends with the teardown. */
+function answerThenTearDown(settled: SettledRun, port: MessagePort, host: HostLayout): null {
+  port.postMessage({ outcome: settled.outcome } satisfies RunMessage);
+  port.close();
+  if (settled.teardown) releaseSandbox(settled.teardown, host);
+  return null;
 }
 
 function spawnWarm(task: SandboxTask, host: HostLayout): SpawnOutcome {
@@ -262,19 +288,19 @@ function spawnWarm(task: SandboxTask, host: HostLayout): SpawnOutcome {
 }
 
 /** piscina entry point. */
-export default function job(j: WorkerJob): SandboxOutcome | SpawnOutcome | null {
+export default function job(j: WorkerJob): SpawnOutcome | null {
   const host = (workerData as { host: HostLayout }).host;
   switch (j.kind) {
     case 'invoke':
-      return runTask(j.task, host, j.stream);
+      return answerThenTearDown(runTask(j.task, host, j.stream ? j.port : null), j.port, host);
     case 'spawn':
       return spawnWarm(j.task, host);
     case 'run':
-      return runParked(j.parked, j.task, host, true, j.stream);
+      return answerThenTearDown(runParked(j.parked, j.task, host, true, j.stream ? j.port : null), j.port, host);
     case 'release':
       releaseSandbox(j.parked, host);
       return null;
     case 'reuse':
-      return runReused(j.parked, j.task, host, j.index, j.stream);
+      return answerThenTearDown(runReused(j.parked, j.task, host, j.index, j.stream ? j.port : null), j.port, host);
   }
 }

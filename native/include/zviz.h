@@ -18,7 +18,7 @@
 extern "C" {
 #endif
 
-#define ZVIZ_ABI_VERSION 8
+#define ZVIZ_ABI_VERSION 9
 #define ZVIZ_EXPORT __attribute__((visibility("default")))
 
 enum zviz_code {
@@ -57,14 +57,17 @@ struct zviz_error {
 #define ZVIZ_RF_BROKER_DIED      (1u << 8) /* killed: the seccomp broker died (fail closed) */
 #define ZVIZ_RF_SECCOMP_KILLED   (1u << 9) /* a process died of SIGSYS (seccomp kill action) */
 #define ZVIZ_RF_TRUSTED_CPU      (1u << 10) /* killed: the trusted side's CPU for it passed its budget */
+#define ZVIZ_RF_ANSWERED         (1u << 11) /* sent at a warm function's answer (fd 4 closed, or a
+					       * reused runtime's framed answer), before its runtime
+					       * exited: exit_code is 0, not a process status */
 /* Reusable environments (spec flag REUSE): */
-#define ZVIZ_RF_REUSABLE         (1u << 11) /* reset done, parked again: the handle takes another GO */
-#define ZVIZ_RF_PEAK_ENV         (1u << 12) /* memory_peak_bytes is the environment's peak, not the invocation's */
-#define ZVIZ_RF_DISCARD_PROCESS  (1u << 13) /* discarded: a process other than the runtime was left */
-#define ZVIZ_RF_DISCARD_SOCKET   (1u << 14) /* discarded: a listening socket was left open */
-#define ZVIZ_RF_DISCARD_RLIMIT   (1u << 15) /* discarded: the runtime changed its rlimits */
-#define ZVIZ_RF_DISCARD_MEMORY   (1u << 16) /* discarded: memory in use after the reset above 90 % of the limit */
-#define ZVIZ_RF_DISCARD_RESET    (1u << 17) /* discarded: the reset failed (unframed answer, /tmp not emptied, runtime unknown) */
+#define ZVIZ_RF_REUSABLE         (1u << 12) /* reset done, parked again: the handle takes another GO */
+#define ZVIZ_RF_PEAK_ENV         (1u << 13) /* memory_peak_bytes is the environment's peak, not the invocation's */
+#define ZVIZ_RF_DISCARD_PROCESS  (1u << 14) /* discarded: a process other than the runtime was left */
+#define ZVIZ_RF_DISCARD_SOCKET   (1u << 15) /* discarded: a listening socket was left open */
+#define ZVIZ_RF_DISCARD_RLIMIT   (1u << 16) /* discarded: the runtime changed its rlimits */
+#define ZVIZ_RF_DISCARD_MEMORY   (1u << 17) /* discarded: memory in use after the reset above 90 % of the limit */
+#define ZVIZ_RF_DISCARD_RESET    (1u << 18) /* discarded: the reset failed (unframed answer, /tmp not emptied, runtime unknown) */
 
 /* One security decision, deduplicated: `count` calls with the same kind/action/nr/path. */
 #define ZVIZ_AUDIT_SECCOMP 1u
@@ -91,7 +94,7 @@ struct zviz_result {
 	int32_t term_signal;        /* valid if ZVIZ_RF_SIGNALED */
 	uint32_t audit_count;       /* records written to the caller's audit buffer */
 	uint64_t setup_ns;          /* spawn request → sandbox ready */
-	uint64_t duration_ns;       /* function released → sandbox gone */
+	uint64_t duration_ns;       /* function released → its answer complete (the sandbox is torn down after) */
 	uint64_t cpu_ns;            /* user + system of the whole tree */
 	uint64_t memory_peak_bytes; /* whole tree */
 	uint64_t oom_kills;
@@ -128,7 +131,10 @@ ZVIZ_EXPORT int zviz_spawn(const char *supervisor_path, const uint8_t *spec, siz
  * supervisor to kill the sandbox (the consumer is gone). */
 typedef int (*zviz_output_fn)(void *ctx, int32_t stream, const uint8_t *data, size_t len);
 
-/* Releases the parked function, waits for the sandbox to end and fills result. `go` is an
+/* Releases the parked function, waits for its answer and fills result: the answer is
+ * complete when the function's main process has exited and its stdout and stderr are
+ * at EOF, or, with the GO payload's ANSWER record, when a warm function closed its fd 4.
+ * The supervisor then tears the sandbox down on its own; zviz_release waits for that. `go` is an
  * optional payload (the invocation's limits, stdin, a warm function's work, streaming;
  * TLV as in native/src/internal.h). Copies at most *_cap bytes of stdout, stderr and
  * reply, and at most audit_cap audit records. on_output may be NULL. Blocks: call it
@@ -142,7 +148,8 @@ ZVIZ_EXPORT int zviz_run(struct zviz_sandbox *sb, const uint8_t *go, size_t go_l
  * zviz_run blocks; the run then returns with ZVIZ_RF_KILLED_BY_CALLER. */
 ZVIZ_EXPORT int zviz_kill(const struct zviz_sandbox *sb, struct zviz_error *err);
 
-/* Closes the handle and reaps the supervisor (killing it first if it is still running). */
+/* Closes the handle and reaps the supervisor (killing it first if it is still running):
+ * after zviz_run, this waits for the sandbox's teardown (kill, reap, cgroup removed). */
 ZVIZ_EXPORT int zviz_release(struct zviz_sandbox *sb, struct zviz_error *err);
 
 #ifdef __cplusplus

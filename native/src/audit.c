@@ -6,9 +6,15 @@
  * syscall number. The supervisor notes the end of /dev/kmsg before it releases the
  * function and afterwards reads what was added, keeping the records of its sandbox's
  * uid, which no other live sandbox shares. The kernel rate-limits these messages, so
- * under a flood some may be missing; the SIGSYS exit status is always reported. */
+ * under a flood some may be missing; the SIGSYS exit status is always reported.
+ *
+ * The kernel hands audit records to the ring buffer from its own thread (kauditd), a
+ * moment after the kill itself: the result is due as soon as the function has ended, so
+ * for a function that died of SIGSYS the supervisor waits for its record, at most
+ * KILL_RECORD_WAIT_MS (a rate-limited record never comes). */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <seccomp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,16 +45,28 @@ static bool field(const char *rec, const char *key, char *out, size_t cap)
 	return true;
 }
 
-void zv_kmsg_collect(int fd, uint32_t host_uid, struct zviz_audit *out, uint32_t *n, uint64_t *dropped)
+#define KILL_RECORD_WAIT_MS 250
+
+void zv_kmsg_collect(int fd, uint32_t host_uid, bool want_kill, struct zviz_audit *out, uint32_t *n,
+		     uint64_t *dropped)
 {
 	if (fd < 0)
 		return;
 	char rec[2048], want_uid[32], v[32];
 	snprintf(want_uid, sizeof(want_uid), "%u", host_uid);
+	uint64_t deadline = zv_now_ns() + KILL_RECORD_WAIT_MS * 1000000ull;
 	for (int i = 0; i < 4096; i++) {
 		ssize_t len = read(fd, rec, sizeof(rec) - 1);
 		if (len < 0 && errno == EPIPE)
 			continue; /* overwritten records: skip ahead */
+		if (len < 0 && errno == EAGAIN && want_kill) {
+			uint64_t now = zv_now_ns();
+			if (now >= deadline)
+				break;
+			struct pollfd p = { .fd = fd, .events = POLLIN, .revents = 0 };
+			poll(&p, 1, (int)((deadline - now) / 1000000ull) + 1);
+			continue;
+		}
 		if (len <= 0)
 			break;
 		rec[len] = '\0';
@@ -59,6 +77,7 @@ void zv_kmsg_collect(int fd, uint32_t host_uid, struct zviz_audit *out, uint32_t
 		field(rec, " syscall=", nr_s, sizeof(nr_s));
 		uint32_t arch = (uint32_t)strtoul(arch_s, NULL, 16);
 		int nr = nr_s[0] ? atoi(nr_s) : -1;
+		want_kill = false; /* the kill's own record is here: read on only what is there */
 		for (uint32_t j = 0; j < *n; j++)
 			if (out[j].kind == ZVIZ_AUDIT_SECCOMP && out[j].action == ZVIZ_AUDIT_KILL && out[j].nr == nr) {
 				out[j].count++;

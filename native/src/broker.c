@@ -21,8 +21,9 @@
  *   - clone3: ENOSYS, so glibc falls back to clone (which the filter checks).
  *   - socket/socketpair (an address family the profile does not name): EAFNOSUPPORT.
  *   - anything else: EPERM.
- * Every denial and every brokered decision is recorded (deduplicated, capped) and handed
- * to the supervisor when the sandbox ends. */
+ * Every denial and every brokered decision is recorded (deduplicated, capped) in a table
+ * the supervisor reads whenever the invocation's answer is complete, without waiting for
+ * the sandbox to end (struct zv_broker_table in sandbox.h). */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -58,28 +59,32 @@ struct broker {
 	const struct zv_spec *spec;
 	int listener;
 	int copies[ZV_MAX_BROKER_FILES]; /* sealed memfd copy per brokered file, made at its first open; -1 */
-	struct zviz_audit table[ZVIZ_MAX_AUDIT];
-	size_t n;
-	uint32_t dropped;
+	struct zv_broker_table *t;       /* shared with the supervisor */
 };
 
+/* A decision is in the table before the call it decides returns to the sandbox, so
+ * whatever the function did after it (its answer, its exit) comes after the record:
+ * the supervisor, which reads the table once it has seen that, sees the record. A new
+ * record is filled in before `n` is published (release), counts are single atomic adds. */
 static void record(struct broker *b, uint32_t kind, uint32_t action, int nr, const char *path)
 {
-	for (size_t i = 0; i < b->n; i++) {
-		struct zviz_audit *a = &b->table[i];
+	struct zv_broker_table *t = b->t;
+	uint32_t n = __atomic_load_n(&t->n, __ATOMIC_RELAXED);
+	for (uint32_t i = 0; i < n; i++) {
+		struct zviz_audit *a = &t->records[i];
 		/* A brokered file is one decision whichever open call asked for it. */
 		bool same_call = kind == ZVIZ_AUDIT_BROKER || a->nr == nr;
 		if (a->kind == kind && a->action == action && same_call &&
 		    (!path || strncmp(a->path, path, sizeof(a->path)) == 0)) {
-			a->count++;
+			__atomic_fetch_add(&a->count, 1, __ATOMIC_RELEASE);
 			return;
 		}
 	}
-	if (b->n == ZVIZ_MAX_AUDIT) {
-		b->dropped++;
+	if (n == ZVIZ_MAX_AUDIT) {
+		__atomic_fetch_add(&t->dropped, 1, __ATOMIC_RELEASE);
 		return;
 	}
-	struct zviz_audit *a = &b->table[b->n++];
+	struct zviz_audit *a = &t->records[n];
 	memset(a, 0, sizeof(*a));
 	a->kind = kind;
 	a->action = action;
@@ -90,6 +95,7 @@ static void record(struct broker *b, uint32_t kind, uint32_t action, int nr, con
 	free(name);
 	if (path)
 		snprintf(a->path, sizeof(a->path), "%s", path);
+	__atomic_store_n(&t->n, n + 1, __ATOMIC_RELEASE);
 }
 
 static int receive_listener(int sock)
@@ -404,11 +410,12 @@ static void handle(struct broker *b, const struct seccomp_notif *req, struct sec
 	resp->error = -e;
 }
 
-__attribute__((noreturn)) static void broker_main(const struct zv_spec *spec, int sock, int audit_wr)
+__attribute__((noreturn)) static void broker_main(const struct zv_spec *spec, int sock, struct zv_broker_table *t)
 {
 	struct broker b;
 	memset(&b, 0, sizeof(b));
 	b.spec = spec;
+	b.t = t;
 	for (size_t i = 0; i < ZV_MAX_BROKER_FILES; i++)
 		b.copies[i] = -1;
 	b.listener = receive_listener(sock);
@@ -446,17 +453,13 @@ __attribute__((noreturn)) static void broker_main(const struct zv_spec *spec, in
 				break;
 		}
 	}
-	/* Hand the audit over: count, dropped, records. */
-	uint32_t head[2] = { (uint32_t)b.n, b.dropped };
-	if (zv_write_all(audit_wr, head, sizeof(head)) == 0 && b.n > 0)
-		zv_write_all(audit_wr, b.table, b.n * sizeof(b.table[0]));
 	_exit(0);
 }
 
 int zv_broker_prepare(struct zv_broker *h, const struct zv_seccomp *sc, struct zviz_error *err)
 {
 	memset(h, 0, sizeof(*h));
-	h->pidfd = h->audit_rd = h->sock_child = h->sock_broker = -1;
+	h->pidfd = h->sock_child = h->sock_broker = -1;
 	if (!sc->prog)
 		return 0;
 	int sv[2];
@@ -471,34 +474,30 @@ int zv_broker_spawn(struct zv_broker *h, const struct zv_spec *s, struct zviz_er
 {
 	if (h->sock_broker < 0)
 		return 0;
-	int ap[2];
-	if (pipe2(ap, O_CLOEXEC) < 0)
-		return zv_fail(err, ZVIZ_E_SECCOMP, errno, "pipe for the broker's audit");
+	/* Made now, after the sandbox's init was cloned: a shared mapping would be inherited
+	 * by a clone, and the sandbox must never be able to write the audit. */
+	void *t = mmap(NULL, sizeof(*h->table), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (t == MAP_FAILED)
+		return zv_fail(err, ZVIZ_E_SECCOMP, errno, "map %zu bytes for the broker's audit", sizeof(*h->table));
+	h->table = t;
 	pid_t pid = fork();
-	if (pid < 0) {
-		int e = errno;
-		close(ap[0]);
-		close(ap[1]);
-		return zv_fail(err, ZVIZ_E_SECCOMP, e, "fork the broker");
-	}
+	if (pid < 0)
+		return zv_fail(err, ZVIZ_E_SECCOMP, errno, "fork the broker");
 	if (pid == 0) {
 		pid_t parent = getppid();
 		prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 		if (getppid() != parent)
 			_exit(3); /* the supervisor died before we armed PDEATHSIG */
 		prctl(PR_SET_NAME, "zviz-broker", 0, 0, 0);
-		int a = h->sock_broker, b = ap[1];
-		int keep[] = { a < b ? a : b, a < b ? b : a };
+		int keep[] = { h->sock_broker };
 		struct zviz_error ignored;
-		if (zv_proc_close_fds_from(3, keep, 2, &ignored) < 0)
+		if (zv_proc_close_fds_from(3, keep, 1, &ignored) < 0)
 			_exit(3);
-		broker_main(s, h->sock_broker, ap[1]);
+		broker_main(s, h->sock_broker, h->table);
 	}
-	close(ap[1]);
 	close(h->sock_broker);
 	h->sock_broker = -1;
 	h->pid = pid;
-	h->audit_rd = ap[0];
 	h->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (h->pidfd < 0)
 		return zv_fail(err, ZVIZ_E_SECCOMP, errno, "pidfd_open of the broker");
@@ -531,26 +530,26 @@ bool zv_broker_exited_abnormally(struct zv_broker *h)
 	return !(si.si_code == CLD_EXITED && si.si_status == 0);
 }
 
-void zv_broker_finish(struct zv_broker *h, struct zviz_audit *out, uint32_t *n, uint64_t *dropped)
+void zv_broker_audit(const struct zv_broker *h, struct zviz_audit *out, uint32_t *n, uint64_t *dropped)
 {
 	*n = 0;
-	if (h->audit_rd >= 0) {
-		/* All filtered tasks are gone, so the listener hung up and the broker is writing;
-		 * a broker that does not answer within 2 s is not waited for. */
-		struct pollfd p = { .fd = h->audit_rd, .events = POLLIN };
-		uint32_t head[2];
-		if (poll(&p, 1, 2000) > 0 && zv_read_all(h->audit_rd, head, sizeof(head)) == 0 && head[0] <= ZVIZ_MAX_AUDIT &&
-		    (head[0] == 0 || zv_read_all(h->audit_rd, out, head[0] * sizeof(*out)) == 0)) {
-			*n = head[0];
-			*dropped += head[1];
-			for (uint32_t i = 0; i < *n; i++) {
-				out[i].name[sizeof(out[i].name) - 1] = '\0';
-				out[i].path[sizeof(out[i].path) - 1] = '\0';
-			}
-		}
-		close(h->audit_rd);
-		h->audit_rd = -1;
+	if (!h->table)
+		return;
+	uint32_t k = __atomic_load_n(&h->table->n, __ATOMIC_ACQUIRE);
+	if (k > ZVIZ_MAX_AUDIT)
+		k = ZVIZ_MAX_AUDIT;
+	for (uint32_t i = 0; i < k; i++) {
+		out[i] = h->table->records[i];
+		out[i].count = __atomic_load_n(&h->table->records[i].count, __ATOMIC_ACQUIRE);
+		out[i].name[sizeof(out[i].name) - 1] = '\0';
+		out[i].path[sizeof(out[i].path) - 1] = '\0';
 	}
+	*n = k;
+	*dropped += __atomic_load_n(&h->table->dropped, __ATOMIC_ACQUIRE);
+}
+
+void zv_broker_finish(struct zv_broker *h)
+{
 	if (h->pid > 0 && !h->reaped) {
 		siginfo_t si;
 		struct rusage ru;
@@ -569,5 +568,8 @@ void zv_broker_finish(struct zv_broker *h, struct zviz_audit *out, uint32_t *n, 
 		close(h->sock_broker);
 	if (h->sock_child >= 0)
 		close(h->sock_child);
+	if (h->table)
+		munmap(h->table, sizeof(*h->table));
+	h->table = NULL;
 	h->pidfd = h->sock_broker = h->sock_child = -1;
 }

@@ -289,6 +289,12 @@ void zv_cg_kill(struct zv_cgroup *cg)
 		sleep_ms(2);
 }
 
+bool zv_cg_counts_cpu(struct zv_cgroup *cg)
+{
+	/* v2: cpu.stat is a core file, there without the cpu controller. */
+	return (cg->version == 2 && find(cg, "unified")) || (cg->version == 1 && find(cg, "cpuacct"));
+}
+
 void zv_cg_stats(struct zv_cgroup *cg, struct zviz_result *r)
 {
 	uint64_t v;

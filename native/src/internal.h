@@ -123,6 +123,7 @@ enum zv_go_tag {
 	ZV_G_STDIN = 2,   /* bytes: the function's stdin (replaces the spec's) */
 	ZV_G_CONTROL = 3, /* bytes: written to a warm function's fd 3 */
 	ZV_G_STREAM = 4,  /* empty: send output as OUTPUT frames while it comes */
+	ZV_G_ANSWER = 5,  /* empty: a warm function's answer is complete when its fd 4 closes */
 };
 
 #define ZV_MAX_SC_ALLOW 512
@@ -215,6 +216,7 @@ struct zv_spec {
 	uint32_t image_gid;
 	char *workdir;
 	bool stream; /* set by GO */
+	bool answer_on_reply; /* set by GO: the result is due at the reply channel's EOF */
 };
 
 /* Parses buf (which must outlive spec: file data points into it). */

@@ -12,7 +12,14 @@
  * broker spend from GO on is work the sandbox caused (a storm of denied syscalls makes
  * the broker, which sits outside the sandbox's cgroup, busy). It is reported apart from
  * the sandbox's cpu_ns, bounded by a budget (sup.h), and charged by the server. Counting
- * the supervisor's own clock keeps this true if the broker ever runs inside it. */
+ * the supervisor's own clock keeps this true if the broker ever runs inside it.
+ *
+ * The loop ends when the invocation's answer is complete, not when the sandbox is gone:
+ * the function's main process has exited and its stdout and stderr are at EOF, or a warm
+ * function answered and closed its fd 4 (answer_complete). Everything the result
+ * reports is read then, before the kill: the cgroup's CPU, memory peak and OOM/pids
+ * events, the broker's audit table, the trusted side's CPU clocks. Killing the rest,
+ * reaping and removing the cgroup come after the RESULT (supervisor.c). */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -36,6 +43,7 @@ void zv_sup_kill_sandbox(struct sup *s)
 	/* The cgroup first: it also reaches processes that left the init's tree (there
 	 * should be none; the pid namespace already confines them). Then init: when pid
 	 * 1 of a pid namespace dies, the kernel SIGKILLs everything else in it. */
+	s->killed = true;
 	zv_cg_kill(&s->cg);
 	if (s->init_pidfd >= 0 && !s->init_reaped)
 		syscall(SYS_pidfd_send_signal, s->init_pidfd, SIGKILL, NULL, 0);
@@ -297,6 +305,19 @@ static void check_trusted_budget(struct sup *s)
 	}
 }
 
+/* See the file comment. A warm function's reply counts as its answer only if it wrote
+ * one and nobody killed it: a runtime that died without answering (OOM, a signal) or that
+ * we ended is reported with its exit status, which its exit brings a moment later. With
+ * no CPU figure from the cgroup, the CPU comes from init's rusage: wait for its reaping. */
+static bool answer_complete(struct sup *s)
+{
+	if (s->spec.answer_on_reply && s->reply.fd < 0 && s->reply.len > 0 && !s->reply.truncated && !s->killed &&
+	    zv_cg_counts_cpu(&s->cg))
+		return true;
+	bool ended = zv_cg_counts_cpu(&s->cg) ? s->got_exit : s->init_reaped;
+	return ended && s->out.fd < 0 && s->err.fd < 0 && s->reply.fd < 0;
+}
+
 enum { P_CTL, P_SERVER, P_INIT, P_OUT, P_ERR, P_REPLY, P_IN, P_CTLIN, P_MSG, P_TIMER, P_BROKER, P_BUDGET, P_COUNT };
 
 bool zv_sup_loop(struct sup *s, bool until_booted)
@@ -309,8 +330,7 @@ bool zv_sup_loop(struct sup *s, bool until_booted)
 	for (;;) {
 		if (s->answered)
 			break;
-		if (until_booted ? (s->booted || s->init_reaped)
-				 : (s->init_reaped && s->out.fd < 0 && s->err.fd < 0 && s->reply.fd < 0))
+		if (until_booted ? (s->booted || s->init_reaped) : answer_complete(s))
 			break;
 		/* Before GO the control socket is not ours to read: the caller may be idle. */
 		int fds[P_COUNT] = {
@@ -400,6 +420,18 @@ bool zv_sup_loop(struct sup *s, bool until_booted)
 		if (until_booted && !server_alive)
 			return false;
 	}
+	if (!until_booted) {
+		/* Answered on fd 4 while the runtime is still exiting: what it wrote on stdout
+		 * and stderr before its answer is in the pipes; what comes after is not ours. */
+		size_t before = s->out.len;
+		if (s->out.fd >= 0)
+			drain(&s->out);
+		forward(s, 1, &s->out, before);
+		before = s->err.len;
+		if (s->err.fd >= 0)
+			drain(&s->err);
+		forward(s, 2, &s->err, before);
+	}
 	return server_alive && caller_alive;
 }
 
@@ -442,16 +474,17 @@ void zv_sup_finish_result(struct sup *s)
 	r->cpu_ns = ((uint64_t)s->init_rusage.ru_utime.tv_sec + (uint64_t)s->init_rusage.ru_stime.tv_sec) * 1000000000ull +
 		    ((uint64_t)s->init_rusage.ru_utime.tv_usec + (uint64_t)s->init_rusage.ru_stime.tv_usec) * 1000ull;
 	r->memory_peak_bytes = (uint64_t)s->init_rusage.ru_maxrss * 1024ull;
+	if (!s->got_exit)
+		r->flags |= ZVIZ_RF_ANSWERED;
+	/* Read while the sandbox still exists, before anything kills it (see the file comment). */
 	zv_cg_stats(&s->cg, r);
-	/* A reused environment's broker serves its next invocation too (see reuse.c). */
-	if (!s->reuse)
-		zv_broker_finish(&s->broker, s->audit, &s->naudit, &r->audit_dropped);
-	/* After the broker is reaped: its rusage then holds every last notification. */
+	zv_broker_audit(&s->broker, s->audit, &s->naudit, &r->audit_dropped);
+	/* The broker's CPU clock: every decision before the answer is in it. */
 	r->trusted_cpu_ns = trusted_cpu_ns(s);
 	if (WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS)
 		r->flags |= ZVIZ_RF_SECCOMP_KILLED;
-	zv_kmsg_collect(s->kmsg_fd, s->spec.uid_base + 2u * (uint32_t)getpid() + 1u, s->audit, &s->naudit,
-			&r->audit_dropped);
+	zv_kmsg_collect(s->kmsg_fd, s->spec.uid_base + 2u * (uint32_t)getpid() + 1u,
+			(r->flags & ZVIZ_RF_SECCOMP_KILLED) != 0, s->audit, &s->naudit, &r->audit_dropped);
 	s->kmsg_fd = -1;
 	if ((r->flags & ZVIZ_RF_SECCOMP_KILLED) && !has_kill_record(s))
 		add_unknown_kill(s);

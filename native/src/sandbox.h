@@ -51,13 +51,21 @@ int zv_sc_compile(const struct zv_spec *s, struct zv_seccomp *sc, struct zviz_er
 int zv_sc_load(const struct zv_seccomp *sc, int broker_sock, struct zviz_error *err);
 void zv_sc_free(struct zv_seccomp *sc);
 
+/* The broker's audit: deduplicated records, written by the broker, read by the
+ * supervisor at any time (a shared mapping between the two, never the sandbox's). */
+struct zv_broker_table {
+	uint32_t n;       /* records filled in; published after the record */
+	uint32_t dropped; /* decisions beyond ZVIZ_MAX_AUDIT */
+	struct zviz_audit records[ZVIZ_MAX_AUDIT];
+};
+
 /* broker.c (supervisor side). prepare (before clone) makes the socket the function
- * process hands its listener over; spawn (before GO) forks the broker; finish (after the
- * sandbox is gone) collects its audit records and reaps it. */
+ * process hands its listener over; spawn (before GO) forks the broker; audit (once the
+ * answer is complete) copies its records; finish (after the sandbox is killed) reaps it. */
 struct zv_broker {
 	pid_t pid;
 	int pidfd;
-	int audit_rd;
+	struct zv_broker_table *table;
 	int sock_child;  /* the function process's end */
 	int sock_broker; /* the broker's end, until it is forked */
 	bool exited;     /* seen to have exited (not yet reaped) */
@@ -68,13 +76,16 @@ struct zv_broker {
 int zv_broker_prepare(struct zv_broker *h, const struct zv_seccomp *sc, struct zviz_error *err);
 int zv_broker_spawn(struct zv_broker *h, const struct zv_spec *s, struct zviz_error *err);
 bool zv_broker_exited_abnormally(struct zv_broker *h);
-void zv_broker_finish(struct zv_broker *h, struct zviz_audit *out, uint32_t *n, uint64_t *dropped);
+void zv_broker_audit(const struct zv_broker *h, struct zviz_audit *out, uint32_t *n, uint64_t *dropped);
+void zv_broker_finish(struct zv_broker *h);
 /* The broker's CPU time so far (its CPU clock while it lives, its rusage once reaped). */
 uint64_t zv_broker_cpu_ns(const struct zv_broker *h);
 
 /* audit.c (supervisor side): seccomp kills from the kernel's audit records. */
 int zv_kmsg_open(void);
-void zv_kmsg_collect(int fd, uint32_t host_uid, struct zviz_audit *out, uint32_t *n, uint64_t *dropped);
+/* want_kill: the function died of SIGSYS; wait briefly for the kill's record (audit.c). */
+void zv_kmsg_collect(int fd, uint32_t host_uid, bool want_kill, struct zviz_audit *out, uint32_t *n,
+		     uint64_t *dropped);
 
 /* apparmor.c (function process): AppArmor profile at the next execve, if one is named. */
 int zv_apparmor_change_onexec(const char *profile, struct zviz_error *err);
@@ -147,6 +158,8 @@ int zv_cg_apply_limits(struct zv_cgroup *cg, const struct zv_limits *l, struct z
 int zv_cg_clone_fd(const struct zv_cgroup *cg);
 int zv_cg_attach(struct zv_cgroup *cg, pid_t pid, struct zviz_error *err);
 void zv_cg_kill(struct zv_cgroup *cg);
+/* Whether zv_cg_stats reports the CPU of the whole tree (v2 always, v1 with cpuacct). */
+bool zv_cg_counts_cpu(struct zv_cgroup *cg);
 void zv_cg_stats(struct zv_cgroup *cg, struct zviz_result *r);
 int zv_cg_destroy(struct zv_cgroup *cg, struct zviz_error *err);
 /* Reusable environments (reuse.c). */

@@ -487,7 +487,7 @@ int zv_go_parse(const uint8_t *buf, size_t len, struct zv_spec *s, const uint8_t
 {
 	*control = NULL;
 	*control_len = 0;
-	bool seen[5] = { false, false, false, false, false };
+	bool seen[6] = { false, false, false, false, false, false };
 	for (size_t off = 0; off < len;) {
 		if (len - off < 8)
 			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "GO: truncated record header at offset %zu", off);
@@ -498,7 +498,7 @@ int zv_go_parse(const uint8_t *buf, size_t len, struct zv_spec *s, const uint8_t
 			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "GO: malformed record at offset %zu", off - 8);
 		const uint8_t *p = buf + off;
 		off += rlen;
-		if (tag < 1 || tag > 4 || seen[tag])
+		if (tag < 1 || tag > 5 || seen[tag])
 			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "GO: unknown or repeated record tag %u", tag);
 		seen[tag] = true;
 		switch ((enum zv_go_tag)tag) {
@@ -528,6 +528,11 @@ int zv_go_parse(const uint8_t *buf, size_t len, struct zv_spec *s, const uint8_t
 			if (rlen != 0)
 				return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "GO stream: %u bytes, expected none", rlen);
 			s->stream = true;
+			break;
+		case ZV_G_ANSWER:
+			if (rlen != 0)
+				return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "GO answer: %u bytes, expected none", rlen);
+			s->answer_on_reply = true;
 			break;
 		}
 	}

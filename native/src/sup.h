@@ -73,6 +73,7 @@ struct sup {
 	bool warm;    /* the function was started before GO (pre-warmed) */
 	bool booted;  /* warm: the runtime said it is ready, or ended trying */
 	bool running; /* GO received: limits, timer and output caps are the invocation's */
+	bool killed;  /* we ended the sandbox (timeout, a cap, the caller, the broker, the server) */
 	bool reuse;    /* REUSE spec flag: serve invocations one at a time (reuse.c) */
 	bool answered; /* reuse: the runtime's framed answer is complete; the invocation is over */
 	struct zv_reuse re;

@@ -348,7 +348,7 @@ int main(int argc, char **argv)
 	s.ll.ruleset_fd = -1;
 	s.kmsg_fd = -1;
 	s.re.peak_fd = -1;
-	s.broker.pidfd = s.broker.audit_rd = s.broker.sock_child = s.broker.sock_broker = -1;
+	s.broker.pidfd = s.broker.sock_child = s.broker.sock_broker = -1;
 	int rc = 1;
 
 	/* The sandbox can close every pipe we write into (its stdin, a warm function's fd
@@ -431,10 +431,7 @@ out:
 		siginfo_t si;
 		waitid((idtype_t)P_PIDFD, (id_t)s.init_pidfd, &si, WEXITED);
 	}
-	{
-		uint64_t ignored = 0;
-		zv_broker_finish(&s.broker, s.audit, &s.naudit, &ignored);
-	}
+	zv_broker_finish(&s.broker);
 	zv_sc_free(&s.sc);
 	if (zv_cg_destroy(&s.cg, &err) < 0)
 		rc = 4;

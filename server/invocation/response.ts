@@ -72,11 +72,15 @@ export function toResponse(
 export function withAnswer(
   base: InvokeResponse,
   task: Pick<SandboxTask, 'runtime'>,
-  result: Pick<SandboxResult, 'reply' | 'stdout'>,
+  result: Pick<SandboxResult, 'reply' | 'stdout' | 'answered'>,
   fn: { name: string; version: number },
 ): FunctionInvokeResponse {
   const rt = runtimeDef(task.runtime);
   const answer = parseAnswer(rt, result.reply, result.stdout);
+  // A result taken at the answer, while the runtime was still exiting, has no exit status
+  // of its own: a bootstrap exits 0 after an ok answer and 1 after any other
+  // (worker-pool/runtime/bootstrap), which is what the status would have been.
+  const exitCode = result.answered ? (answer?.ok === true ? 0 : 1) : base.exitCode;
   let status = base.status;
   let output: unknown = null;
   let error: FunctionInvokeResponse['error'] = null;
@@ -86,7 +90,7 @@ export function withAnswer(
   if (status === 'ok' && error !== null) status = 'error';
   // Status error always comes with an error: a non-zero exit is one even when stdout was JSON.
   if (status === 'error' && error === null) {
-    error = { message: `The function exited with code ${base.exitCode ?? 'unknown'}`, stack: null };
+    error = { message: `The function exited with code ${exitCode ?? 'unknown'}`, stack: null };
   }
-  return { ...base, status, function: fn.name, version: fn.version, output, error };
+  return { ...base, exitCode, status, function: fn.name, version: fn.version, output, error };
 }

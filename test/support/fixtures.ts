@@ -47,6 +47,7 @@ export function result(overrides: Partial<SandboxResult> = {}): SandboxResult {
     cpuMs: 7.06,
     brokerCpuMs: 0,
     brokerCpuLimited: false,
+    answered: false,
     memoryPeakBytes: 4_194_304,
     oomKills: 0,
     brokerDied: false,

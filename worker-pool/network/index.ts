@@ -111,23 +111,30 @@ function readDrops(host: Router, index: number): AuditEvent[] {
 
 let nextHint = Math.floor(Math.random() * 1024);
 
+/** The drops recorded for one sandbox so far, as audit events (read at its answer). */
+export function networkDrops(host: NetworkHost | null, info: NetworkInfo | null): AuditEvent[] {
+  return host && info?.rules ? readDrops(host, info.index) : [];
+}
+
 /**
  * Removes what setupNetwork made for one sandbox (after its supervisor is gone) and
  * returns the drops recorded for it as audit events.
  */
 export function teardownNetwork(host: NetworkHost | null, info: NetworkInfo | null): AuditEvent[] {
-  if (!host || !info) return [];
-  let drops: AuditEvent[] = [];
-  if (info.rules) {
-    drops = readDrops(host, info.index);
-    removeRules(host, info.index);
-  }
+  const drops = networkDrops(host, info);
+  removeNetwork(host, info);
+  return drops;
+}
+
+/** Removes what setupNetwork made for one sandbox, after its supervisor is gone. */
+export function removeNetwork(host: NetworkHost | null, info: NetworkInfo | null): void {
+  if (!host || !info) return;
+  if (info.rules) removeRules(host, info.index);
   // The veth first, explicitly: deleting a namespace frees its devices asynchronously,
   // and the /31 pair must not be claimed again while the old router end still exists.
   deleteVeth(host, info.index);
   deleteNetns(info.ns); // what stays is swept at the next start
   releaseIndex(host.lockDir, info.index);
-  return drops;
 }
 
 /**

@@ -7,7 +7,8 @@
 //                                             each framed as a u32 little-endian length and
 //                                             that many bytes, in on fd 3 and out on fd 4
 // The work arrives on fd 3 (closed by the supervisor after writing); the answer goes to
-// fd 4, after a one-byte "R" that tells the supervisor the runtime has loaded.
+// fd 4, after a one-byte "R" that tells the supervisor the runtime has loaded. Closing fd 4
+// says the answer is complete: the supervisor answers then, while this process exits.
 'use strict';
 const fs = require('node:fs');
 const Module = require('node:module');
@@ -42,6 +43,9 @@ function answerText(obj) {
 
 function answer(obj) {
   fs.writeSync(REPLY, answerText(obj));
+  // Whatever the handler printed went out before (stdout and stderr are synchronous on
+  // pipes), so the answer is complete here.
+  fs.closeSync(REPLY);
 }
 
 function readExactly(fd, n) {

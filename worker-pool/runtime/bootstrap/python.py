@@ -6,6 +6,7 @@
 #                                            then serve invocations one at a time, each framed as
 #                                            a u32 little-endian length and the bytes (fd 3 in, fd 4 out)
 # The work arrives on fd 3; the answer goes to fd 4 after a one-byte "R" (runtime loaded).
+# Closing fd 4 says the answer is complete: the supervisor answers then, while this exits.
 import importlib.util
 import json
 import os
@@ -42,7 +43,11 @@ def answer_text(obj):
 
 
 def answer(obj):
+    # What the handler printed goes out first: the answer ends the invocation's output.
+    sys.stdout.flush()
+    sys.stderr.flush()
     write_all(REPLY, answer_text(obj).encode())
+    os.close(REPLY)
 
 
 def load_handler(entry):
@@ -106,10 +111,8 @@ def handler_mode(entry):
         out = fn(msg["event"], msg["context"])
     except BaseException as e:  # noqa: BLE001
         answer({"ok": False, "error": error_of(e)})
-        sys.stdout.flush()
         sys.exit(1)
     answer({"ok": True, "output": out})
-    sys.stdout.flush()
     sys.exit(0)
 
 
