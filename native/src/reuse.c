@@ -352,6 +352,40 @@ static int frame_control(struct sup *s, struct zviz_error *err)
 	return 0;
 }
 
+/* This invocation's broker decisions: the table's records (the first entries of s->audit,
+ * in table order) less what they counted after the previous invocation; records of the
+ * kernel log that follow are the invocation's own already. */
+static void own_audit(struct sup *s)
+{
+	struct zviz_audit table[ZVIZ_MAX_AUDIT];
+	uint32_t k = 0;
+	uint64_t dropped = 0;
+	zv_broker_audit(&s->broker, table, &k, &dropped);
+	/* How many leading entries came from the table (it may have grown since they were read). */
+	uint32_t from_table = 0;
+	while (from_table < k && from_table < s->naudit && s->audit[from_table].kind == table[from_table].kind &&
+	       s->audit[from_table].action == table[from_table].action && s->audit[from_table].nr == table[from_table].nr &&
+	       strcmp(s->audit[from_table].path, table[from_table].path) == 0)
+		from_table++;
+	uint32_t out = 0;
+	for (uint32_t i = 0; i < s->naudit; i++) {
+		struct zviz_audit a = s->audit[i];
+		if (i < from_table) {
+			uint64_t before = i < s->re.naudit_seen ? s->re.audit_seen[i] : 0;
+			s->re.audit_seen[i] = a.count;
+			a.count = a.count > before ? a.count - before : 0;
+		}
+		if (a.count > 0)
+			s->audit[out++] = a;
+	}
+	if (from_table > s->re.naudit_seen)
+		s->re.naudit_seen = from_table;
+	s->naudit = out;
+	s->res.audit_count = out;
+	s->res.audit_dropped = s->res.audit_dropped > s->re.dropped_seen ? s->res.audit_dropped - s->re.dropped_seen : 0;
+	s->re.dropped_seen = dropped;
+}
+
 /* The answer without its frame header; a reply that is not exactly one frame is not an
  * answer this protocol allows, and the environment is not trusted to serve again. */
 static bool unframe_reply(struct sup *s)
@@ -409,6 +443,7 @@ int zv_reuse_serve(struct sup *s, struct zviz_error *err)
 		s->running = false;
 		bool framed = unframe_reply(s);
 		zv_sup_finish_result(s);
+		own_audit(s);
 		/* The invocation's own CPU and peak, not the environment's. */
 		s->res.cpu_ns = s->res.cpu_ns > s->re.cpu_at_go ? s->res.cpu_ns - s->re.cpu_at_go : 0;
 		uint64_t peak;

@@ -45,6 +45,11 @@ struct zv_reuse {
 	bool peak_resettable;  /* the kernel resets the peak per invocation */
 	uint64_t cpu_at_go;    /* the cgroup's CPU when the invocation started */
 	uint32_t invocations;  /* served so far */
+	/* The broker's table is append-only and counts for the whole environment: what it held
+	 * after the previous invocation is subtracted, so each result lists its own decisions. */
+	uint64_t audit_seen[ZVIZ_MAX_AUDIT];
+	uint32_t naudit_seen;
+	uint64_t dropped_seen;
 };
 
 struct sup {
