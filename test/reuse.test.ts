@@ -126,6 +126,18 @@ describe.skipIf(privilegedReason() !== null)('reusable environments on a real se
     expect(c.output).toMatchObject({ count: 3, seen: { tmp: [] } });
   });
 
+  it("lists each invocation's own seccomp decisions, not the environment's so far", async () => {
+    const code = 'import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\ndef handler(event, context):\n    for _ in range(2):\n        libc.syscall(16, 0, 0x5412, 0)  # ioctl TIOCSTI: refused with EPERM\n    return 1\n';
+    expect((await s.request('/functions/deny', { method: 'PUT', body: { runtime: 'python', code, reuse: REUSE } })).status).toBe(201);
+    for (let i = 1; i <= 2; i++) {
+      const r = await ok('deny');
+      expect(r.invocationIndex).toBe(i);
+      expect(r.audit.filter((a: any) => a.kind === 'seccomp' && a.syscall === 'ioctl')).toEqual([
+        { kind: 'seccomp', syscall: 'ioctl', nr: 16, action: 'errno', count: 2 },
+      ]);
+    }
+  });
+
   it('never serves another version, function or tenant', async () => {
     await deploy('iso', {});
     await ok('iso');
