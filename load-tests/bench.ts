@@ -8,17 +8,21 @@
 //   3. sustained single-use throughput of node hello vs cores ÷ CPU of `env -i node -e 0`
 //   4. host memory per warm sandbox beyond the runtime; server RSS over many invocations
 //   7. `zviz run -- /bin/true` vs `node -e 0` and bwrap (issue 15 item 7)
+//   8. reusable environments: reused node/python hello vs GET /healthz, 8 clients vs the
+//      single-use ceiling, server + trusted side CPU per reused invocation
 //
 // Run as root after a build (`npm run build`, or `npx tsc -p tsconfig.build.json`):
 //
 //   node dist/load-tests/bench.js [--quick]        (npm run bench / npm run bench:quick)
 //   node dist/load-tests/bench.js --quick --run-only   (item 7 alone)
+//   node dist/load-tests/bench.js --quick --reuse-only (item 8 and the ceiling alone)
 //
 // Network: loopback only. Everything the run creates (servers, their Redis, cgroups,
 // temporary directories) is removed before it exits, also on SIGINT/SIGTERM.
 import { asError } from '../worker-pool/util/errors.js';
 import { cpus, release } from 'node:os';
 import { attachLatency, benchCold, BWRAP_ARGS, openBenchHost, type ColdResult } from './bench-cold.js';
+import { deployReused, reusedSequential, reusedThroughput, type ReuseSeq, type ReuseThroughput } from './bench-reuse.js';
 import { bursts, ceiling, httpFloors, sequential, throughput, BURST, PAUSE_MS, type Ceiling, type LatencySet, type Throughput } from './bench-http.js';
 import { ownMemoryCgroup, rssOverInvocations, warmMemory, type RssOverTime, type WarmMemory } from './bench-memory.js';
 import { nativeWarmFloor, poolVersusHttp, type NativeFloor, type PoolLevel } from './bench-pool.js';
@@ -29,6 +33,7 @@ import { fmt, loadAverage, runAbortCleanups, summarize, type Summary } from './b
 const quick = process.argv.includes('--quick');
 /** Only item 7 (`zviz run` against node -e 0 and bwrap): a minute, not an hour. */
 const runOnly = process.argv.includes('--run-only');
+const reuseOnly = process.argv.includes('--reuse-only');
 
 const P = quick
   ? { coldN: 100, coldWarmup: 10, attachN: 20, floorN: 20, seqN: 60, seqWarmupMs: 4000, bursts: 6, tputSeconds: 10, ceilingRuns: 20, memCycles: 2, rssN: 1000, runN: 10 }
@@ -284,6 +289,42 @@ function throughputRows(c: Ceiling, t: Throughput, mode: string): void {
   );
 }
 
+interface ReuseResults {
+  seq: Record<'node' | 'python', ReuseSeq>;
+  tput: ReuseThroughput;
+}
+
+async function benchReuse(s: BenchServer): Promise<ReuseResults> {
+  const seq = {} as ReuseResults['seq'];
+  for (const rt of ['node', 'python'] as const) {
+    progress(`item 8: reused ${rt} hello, sequential`);
+    seq[rt] = await reusedSequential(s, await deployReused(s, rt), P.seqN);
+  }
+  progress(`item 8: reused node hello, ${TPUT_CONCURRENCY} clients, ${P.tputSeconds} s`);
+  const tput = await reusedThroughput(s, await deployReused(s, 'node'), P.tputSeconds, TPUT_CONCURRENCY);
+  return { seq, tput };
+}
+
+function reuseRows(c: Ceiling, r: ReuseResults): void {
+  for (const rt of ['node', 'python'] as const) {
+    const q = r.seq[rt];
+    const ratio = q.latency.p50 / q.healthz.p50;
+    rows.push(['8', `reused ${rt} hello, sequential, HTTP`, String(q.latency.n), ...ms(q.latency), 'ms', `healthz ${fmt(q.healthz.p50)} / ${fmt(q.healthz.p99)}`, `${fmt(ratio)}×`, '≤ 2× healthz p50', verdict(ratio <= 2)]);
+  }
+  const t = r.tput;
+  const x = t.perSecond / c.perSecond;
+  rows.push(['8', `reused node hello sustained, ${t.concurrency} clients, ${fmt(t.seconds, 0)} s`, String(t.completed), fmt(t.perSecond, 1), '', 'inv/s', `ceiling ${fmt(c.perSecond, 1)}`, `${fmt(x)}×`, '≥ 10× single-use ceiling', verdict(x >= 10)]);
+  const beyond = t.serverSelfCpuMs + t.trustedCpuMs;
+  rows.push(['8', '  server + trusted side CPU per reused invocation beyond the runtime\'s own', String(t.completed), fmt(beyond, 2), '', 'ms', `runtime ${fmt(t.sandboxCpuMs, 2)}`, '', '≤ 1 ms', verdict(beyond <= 1)]);
+  notes.push(
+    `8: deployed hello functions with reuse { maxInvocations: 100000, idleMs: 600000, reset: "tmp" }. Sequential: ${P.seqN} invocations after 20 of warm-up, each followed 25 ms later by GET /healthz ` +
+      `(the floor, same server, same moment); counted: invocations that answered reused: true (node ${r.seq.node.reused}/${r.seq.node.total}, python ${r.seq.python.reused}/${r.seq.python.total}). ` +
+      `Throughput: ${t.completed} invocations, ${t.reused} reused, latency p50 ${fmt(t.latency.p50)} p99 ${fmt(t.latency.p99)} ms; per invocation: server process ${fmt(t.serverSelfCpuMs, 2)} ms ` +
+      `(HTTP, auth, Redis client, piscina, koffi), supervisor + broker ${fmt(t.trustedCpuMs, 2)} ms (brokerCpuMs: framing, reset, accounting), the runtime's own cgroup CPU ${fmt(t.sandboxCpuMs, 2)} ms. ` +
+      `Redis's own CPU and the client's are not in the last row.`,
+  );
+}
+
 function memoryRows(m: WarmMemory | null, r: RssOverTime): void {
   if (m) warmMemoryRows(m);
   else notes.push('4: memory per warm sandbox not measured: it reads cgroup v1 memory files and this host has no v1 memory hierarchy');
@@ -386,6 +427,21 @@ function printTable(): void {
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('Cannot run the benchmarks: they need root (sandboxes, cgroups)');
   const started = new Date();
+  if (reuseOnly) {
+    progress(`item 3 (ceiling): env -i node -e 0 × ${P.ceilingRuns}`);
+    const ceil = ceiling(P.ceilingRuns);
+    const host = openBenchHost();
+    try {
+      reuseRows(ceil, await withServer({}, benchReuse));
+    } finally {
+      host.close();
+    }
+    console.log(`ZViz benchmarks, item 8 only${quick ? ' (--quick)' : ''}: ${started.toISOString()}, kernel ${release()}, ${cpus().length} cores, node ${process.version}; load average ${loadAverage()}\n`);
+    printTable();
+    console.log('\nNotes');
+    for (const n of notes) console.log(`- ${n}`);
+    return;
+  }
   if (runOnly) {
     progress(`item 7: zviz run × ${P.runN}`);
     runRows(benchRun(P.runN));
@@ -423,6 +479,7 @@ async function main(): Promise<void> {
     let rss!: RssOverTime;
     let floors!: HttpResults['floors'];
     let poolLevel!: PoolLevel;
+    let reuse!: ReuseResults;
     await withServer({}, async (s) => {
       progress('item 2: HTTP floors');
       floors = await httpFloors(s, Math.round(P.seqN / 2));
@@ -437,6 +494,7 @@ async function main(): Promise<void> {
       poolLevel = await poolVersusHttp(host, s, target.node, Math.round(P.seqN / 2), Math.min(P.seqWarmupMs, 5000));
       progress(`item 3: node hello throughput, ${P.tputSeconds} s`);
       tput = await throughput(s, target.node, P.tputSeconds, TPUT_CONCURRENCY);
+      reuse = await benchReuse(s);
       progress(`item 4: server RSS over ${P.rssN} inline bash true`);
       rss = await rssOverInvocations(s, P.rssN, RSS_CONCURRENCY);
     });
@@ -463,6 +521,7 @@ async function main(): Promise<void> {
     throughputRows(ceil, tput, target.node.mode);
     memoryRows(mem, rss);
     runRows(run);
+    reuseRows(ceil, reuse);
 
     console.log(
       `ZViz benchmarks${quick ? ' (--quick)' : ''}: ${started.toISOString()}, kernel ${release()}, ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ` +

@@ -9,7 +9,9 @@ export type Runtime = z.infer<typeof runtimeSchema>;
 
 /** Hard bounds no profile may exceed: they keep one invocation from owning the host. */
 export const HARD_BOUNDS = {
-  timeoutMs: 15 * 60 * 1000,
+  // Six hours: what a CI job (a profile with a `jobs` section) may be given; a profile's
+  // own max keeps functions far below it.
+  timeoutMs: 6 * 60 * 60 * 1000,
   memoryMb: 64 * 1024,
   pids: 4096,
   cpus: 64,
@@ -175,6 +177,31 @@ export const networkSchema = z.discriminatedUnion('mode', [
   z.strictObject({ mode: z.literal('join'), netns: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/) }),
 ]);
 
+/** A job's disk (its workspace filesystem) may be at most this large. */
+export const MAX_JOB_DISK_MB = 256 * 1024;
+
+/**
+ * What a profile gives CI jobs (POST /jobs); a profile without this section runs none.
+ */
+export const jobsSchema = z.strictObject({
+  /** The workspace filesystem's size (the job's disk limit), MiB. */
+  diskMb: z
+    .strictObject({ default: z.number().int().min(16).max(MAX_JOB_DISK_MB), max: z.number().int().min(16).max(MAX_JOB_DISK_MB) })
+    .refine((d) => d.default <= d.max, 'default must be at most max'),
+  /** Where the workspace is mounted inside the sandbox (and the job's working directory). */
+  workspace: absolutePath.default('/workspace'),
+  /** The artifacts archive (tar.gz) may be at most this large, MiB. */
+  maxArtifactsMb: z.number().int().min(1).max(64 * 1024).default(256),
+  /** A saved cache (tar.gz) may be at most this large, MiB; a larger one is not saved. */
+  maxCacheMb: z.number().int().min(1).max(64 * 1024).default(512),
+  /**
+   * true: the network is the operator's job egress allowlist (ZVIZ_JOB_EGRESS) when set,
+   * instead of this profile's `network`.
+   */
+  egressFromConfig: z.boolean().default(false),
+});
+export type JobsSection = z.infer<typeof jobsSchema>;
+
 export const profileSchema = z
   .strictObject({
     name: z.string().regex(/^[a-z][a-z0-9-]{0,62}$/, 'must be lower-case letters, digits and dashes'),
@@ -214,6 +241,8 @@ export const profileSchema = z
       nofile: z.number().int().min(16).max(1 << 20),
       fsizeMb: z.number().int().min(1).max(64 * 1024),
     }),
+    /** CI jobs (POST /jobs): absent, the profile runs none. */
+    jobs: jobsSchema.optional(),
   })
   .superRefine((p, ctx) => {
     for (const k of LIMIT_NAMES) {

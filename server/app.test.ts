@@ -166,12 +166,17 @@ describe('routing', () => {
     const drain = new Drain();
     let checked = 0;
     const app = testApp({ drain, readiness: async () => (checked++, ready) });
-    expect((await app.request('/readyz')).status).toBe(200);
+    const before = await app.request('/readyz');
+    expect(before.status).toBe(200);
+    expect(before.headers.get('connection')).toBeNull();
     const release = drain.hold();
     drain.begin();
     const res = await app.request('/readyz');
     expect(res.status).toBe(503);
     expect(res.headers.get('retry-after')).toBe('1');
+    // Every answer while draining closes its connection, whatever the route.
+    expect(res.headers.get('connection')).toBe('close');
+    expect((await app.request('/healthz')).headers.get('connection')).toBe('close');
     expect(((await res.json()) as ErrorJson).error).toMatchObject({ code: 'SHUTTING_DOWN', details: { inFlight: 1 } });
     expect(checked).toBe(1);
     release();
@@ -245,6 +250,7 @@ describe('POST /invoke with a good request', () => {
       setupMs: 3.2,
       cpuMs: 7.1,
       brokerCpuMs: 0,
+      chargedCpuMs: 7.1,
       memoryPeakBytes: 4_194_304,
       oomKills: 0,
       audit: [],

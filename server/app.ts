@@ -19,7 +19,7 @@ import { AsyncInvocations, DEFAULT_RESULT_TTL_S, type HostIdentity, type Invocat
 import { auditPageSchema, auditQuerySchema, tenantView, type AuditLog } from './tenancy/audit.js';
 import { adminAuth, tenantAuth, TenantCache, type TenantEnv } from './tenancy/auth.js';
 import { PACKAGE_VERSION } from './config.js';
-import { Drain } from './ops/drain.js';
+import { closeWhileDraining, Drain } from './ops/drain.js';
 import { ApiError, errorHandler, methodNotAllowed, notFoundHandler } from './http/errors.js';
 import { registerFunctionRoutes } from './functions/routes.js';
 import type { FunctionStore } from './functions/store.js';
@@ -30,6 +30,9 @@ import type { Language } from '../worker-pool/runtime/catalog.js';
 import type { UploadStore } from './uploads/store.js';
 import { InvocationService, type Invoker } from './invocation/service.js';
 import { registerInvokeRoutes } from './invocation/routes.js';
+import { JobService } from './jobs/service.js';
+import { registerJobRoutes } from './jobs/routes.js';
+import type { Workspaces } from '../worker-pool/jobs/workspace.js';
 import type { Logger } from './ops/log.js';
 import type { Metrics } from './ops/metrics.js';
 import { apiRoute, createApiApp, registerApiDocs } from './http/openapi.js';
@@ -93,6 +96,17 @@ export interface AppDeps {
   languages?: ReadonlyMap<string, Language>;
   /** POST /uploads and function bundles; absent: neither route nor bundle deploys. */
   uploads?: { store: UploadStore; bundles: Bundles; maxUploadBytes: number } | null;
+  /** CI jobs (/jobs); absent: no job routes. */
+  jobs?: {
+    workspaces: Workspaces;
+    killSandbox: (sandboxId: string) => number;
+    /** `<stateDir>/jobs`. */
+    dir: string;
+    maxJobs: number;
+    logBytes: number;
+  } | null;
+  /** Called with the job service once made (main.ts opens and closes it). */
+  onJobs?: (jobs: JobService) => void;
 }
 
 function limitBody(maxBytes: number): MiddlewareHandler {
@@ -149,6 +163,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
   const app = createApiApp<TenantEnv>();
   app.onError(errorHandler(log));
   app.notFound(notFoundHandler());
+  app.use(closeWhileDraining(drain));
 
   const withState = stateGuard(log, metrics);
   const tenantOnly = tenantAuth({ tenants, audit, metrics, withState });
@@ -202,8 +217,22 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
   });
   registerRuntimeRoutes(app, { languages: deps.languages ?? new Map(), profiles, tenantOnly });
   const uploads = deps.uploads ?? null;
-  registerFunctionRoutes(app, { functions: deps.functions, profiles, audit, withState, tenantOnly, limitBody: bodyUpToMax, bundles: uploads?.bundles ?? null, images: deps.images ?? null });
+  registerFunctionRoutes(app, { functions: deps.functions, profiles, audit, withState, tenantOnly, limitBody: bodyUpToMax, bundles: uploads?.bundles ?? null, images: deps.images ?? null, ...(deps.invoker.retire ? { retire: deps.invoker.retire.bind(deps.invoker) } : {}) });
   if (uploads !== null) registerUploadRoutes(app, { uploads: uploads.store, maxUploadBytes: uploads.maxUploadBytes, audit, tenantOnly });
+  if (deps.jobs) {
+    const jobs = new JobService({
+      ...deps.jobs,
+      invocations: service,
+      async: asyncInvocations,
+      profiles,
+      uploads: uploads?.store ?? null,
+      keepS: deps.resultTtlS ?? DEFAULT_RESULT_TTL_S,
+      log,
+      audit,
+    });
+    registerJobRoutes(app, { jobs, async: asyncInvocations, drain, callbackHosts: deps.callbackHosts ?? [], tenantOnly, limitBody: bodyUpToMax });
+    deps.onJobs?.(jobs);
+  }
 
   app.openapi(
     apiRoute({
@@ -309,8 +338,8 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
   registerApiDocs(app, PACKAGE_VERSION);
 
   app.use('/admin/*', adminOnly);
-  registerAdminRoutes(app, { tenants, quotas: deps.quotas, audit, withState, limitBody });
-  if (deps.images) registerImageRoutes(app, { images: deps.images, log, tenantOnly, limitBody });
+  registerAdminRoutes(app, { tenants, quotas: deps.quotas, audit, withState, limitBody, ...(deps.invoker.retire ? { retire: deps.invoker.retire.bind(deps.invoker) } : {}) });
+  if (deps.images) registerImageRoutes(app, { images: deps.images, log, audit, tenantOnly, limitBody });
 
   // Registered last: they match only when no handler above answered for the method. The
   // Allow header lists what the routes above declare; GET routes also answer HEAD (Hono

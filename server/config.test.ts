@@ -48,3 +48,25 @@ describe('loadConfig: ZVIZ_CALLBACK_HOSTS', () => {
     expect(() => loadConfig({ ZVIZ_CALLBACK_HOSTS: value })).toThrowError(/ZVIZ_CALLBACK_HOSTS/);
   });
 });
+
+describe('loadConfig: CI jobs', () => {
+  it('defaults: 4 jobs at once, 1 MiB of log kept, no job egress', () => {
+    expect(loadConfig({}).jobs).toEqual({ maxJobs: 4, logBytes: 1024 * 1024, egress: null });
+  });
+
+  it('reads ZVIZ_JOB_EGRESS as an egress allowlist, with ZVIZ_JOB_DNS', () => {
+    const c = loadConfig({ ZVIZ_JOB_EGRESS: '10.20.0.0/16:443+80, udp:10.0.0.53/32:53, 192.0.2.7/32', ZVIZ_JOB_DNS: '10.0.0.53' });
+    expect(c.jobs.egress).toEqual({
+      allow: [
+        { cidr: '10.20.0.0/16', ports: [443, 80], protocol: 'tcp' },
+        { cidr: '10.0.0.53/32', ports: [53], protocol: 'udp' },
+        { cidr: '192.0.2.7/32', ports: [], protocol: 'tcp' },
+      ],
+      dns: '10.0.0.53',
+    });
+  });
+
+  it.each(['registry.example:443', '10.0.0.0/33', '10.0.0.0/8:0', '10.0.0.0/8:http', ','])('refuses ZVIZ_JOB_EGRESS=%j naming the variable', (value) => {
+    expect(() => loadConfig({ ZVIZ_JOB_EGRESS: value })).toThrowError(/ZVIZ_JOB_EGRESS/);
+  });
+});

@@ -33,6 +33,11 @@ export const configSchema = z.object({
   ZVIZ_MAX_QUEUE: int(0, 100_000).default(256),
   ZVIZ_UID_BASE: int(65536, 4_000_000_000).default(1_000_000_000),
   ZVIZ_DRAIN_MS: int(0, 600_000).default(15_000),
+  /**
+   * How long a draining server keeps listening, answering 503 SHUTTING_DOWN, so load
+   * balancers see it leave before it closes its connections (at most ZVIZ_DRAIN_MS).
+   */
+  ZVIZ_DRAIN_NOTICE_MS: int(0, 600_000).default(2000),
   ZVIZ_LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
   /** Named network namespace that routes egress sandboxes; unset: the host's own. */
   ZVIZ_NET_ROUTER_NETNS: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'must be a network namespace name').optional(),
@@ -104,10 +109,26 @@ export const configSchema = z.object({
   ZVIZ_IMAGE_CACHE_MB: int(0, 16_777_216).default(10_240),
   /** Largest body POST /uploads takes, in MiB (a tenant's maxUploadMb quota may lower it). */
   ZVIZ_MAX_UPLOAD_MB: int(1, 65_536).default(64),
+  /** CI jobs (POST /jobs) this server runs at once; more are refused with OVERLOADED. */
+  ZVIZ_MAX_JOBS: int(0, 1024).default(4),
+  /** The tail of each job's log that is kept (live and after the end), in KiB. */
+  ZVIZ_JOB_LOG_KB: int(16, 1_048_576).default(1024),
+  /**
+   * Where jobs of a profile with jobs.egressFromConfig may connect: comma-separated
+   * `[udp:]<IPv4 CIDR>[:<port>[+<port>…]]` (no port: every port). Unset: the profile's own network.
+   */
+  ZVIZ_JOB_EGRESS: z
+    .string()
+    .refine((v) => parseJobEgress(v) !== null, { error: 'must be comma-separated [udp:]<IPv4 CIDR>[:<port>[+<port>…]] entries' })
+    .optional(),
+  /** The resolver jobs with ZVIZ_JOB_EGRESS may query (port 53), an IPv4 address. */
+  ZVIZ_JOB_DNS: z.string().regex(/^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/, 'must be an IPv4 address').optional(),
   /** Largest archive a function may be deployed from, in MiB; unpacked it may be 4 times that. */
   ZVIZ_MAX_BUNDLE_MB: int(1, 65_536).default(64),
   /** Where bundles are unpacked, one read-only tree per digest; every ancestor must be searchable by others. */
   ZVIZ_BUNDLE_CACHE_DIR: z.string().regex(/^\//, 'must be an absolute path').default('/var/cache/zviz/bundles'),
+  /** Bundle trees and upload blobs kept on this host, in MiB; beyond it the least recently used that no function names go. */
+  ZVIZ_BUNDLE_CACHE_MB: int(0, 16_777_216).default(10_240),
   /** S3-compatible object store shared by a fleet (unset: uploads stay on this host). */
   ZVIZ_S3_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,62}$/, 'must be a bucket name').optional(),
   ZVIZ_S3_ENDPOINT: z.string().regex(/^https?:\/\/[^\s]+$/, 'must be an http:// or https:// URL').optional(),
@@ -134,6 +155,7 @@ export interface Config {
   maxQueue: number;
   uidBase: number;
   drainMs: number;
+  drainNoticeMs: number;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   net: { routerNetns: string | null; pool: string; uplink: string | null };
   warm: { maxSandboxes: number; budgetMb: number; maxPerPool: number; concurrency: number; idleMs: number };
@@ -158,8 +180,39 @@ export interface Config {
   maxUploadBytes: number;
   maxBundleBytes: number;
   bundleCacheDir: string;
+  /** ZVIZ_BUNDLE_CACHE_MB in bytes (server/functions/bundle-gc.ts). */
+  bundleCacheBytes: number;
   /** Null: no shared object store. */
   s3: S3Config | null;
+  jobs: {
+    maxJobs: number;
+    logBytes: number;
+    /** ZVIZ_JOB_EGRESS and ZVIZ_JOB_DNS; null: unset. */
+    egress: { allow: JobEgressRule[]; dns: string | null } | null;
+  };
+}
+
+export interface JobEgressRule {
+  cidr: string;
+  ports: number[];
+  protocol: 'tcp' | 'udp';
+}
+
+const CIDR4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}\/([0-9]|[12]\d|3[0-2])$/;
+
+/** ZVIZ_JOB_EGRESS as the egress allowlist of a profile's network; null when malformed. */
+export function parseJobEgress(value: string): JobEgressRule[] | null {
+  const out: JobEgressRule[] = [];
+  for (const raw of value.split(',').map((e) => e.trim()).filter((e) => e !== '')) {
+    const udp = raw.startsWith('udp:');
+    const rest = udp ? raw.slice(4) : raw.startsWith('tcp:') ? raw.slice(4) : raw;
+    const [cidr, ports = ''] = rest.split(/:(.*)/s, 2) as [string, string?];
+    if (!CIDR4.test(cidr)) return null;
+    const list = ports === '' ? [] : ports.split('+').map(Number);
+    if (list.some((p) => !Number.isInteger(p) || p < 1 || p > 65535) || list.length > 64) return null;
+    out.push({ cidr, ports: list, protocol: udp ? 'udp' : 'tcp' });
+  }
+  return out.length > 0 && out.length <= 64 ? out : null;
 }
 
 export class ConfigError extends Error {
@@ -190,6 +243,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxQueue: c.ZVIZ_MAX_QUEUE,
     uidBase: c.ZVIZ_UID_BASE,
     drainMs: c.ZVIZ_DRAIN_MS,
+    drainNoticeMs: c.ZVIZ_DRAIN_NOTICE_MS,
     logLevel: c.ZVIZ_LOG_LEVEL,
     net: { routerNetns: c.ZVIZ_NET_ROUTER_NETNS ?? null, pool: c.ZVIZ_NET_POOL, uplink: c.ZVIZ_NET_UPLINK ?? null },
     allowTestProfiles: c.ZVIZ_ALLOW_TEST_PROFILES === '1',
@@ -220,6 +274,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxUploadBytes: c.ZVIZ_MAX_UPLOAD_MB * 1024 * 1024,
     maxBundleBytes: c.ZVIZ_MAX_BUNDLE_MB * 1024 * 1024,
     bundleCacheDir: c.ZVIZ_BUNDLE_CACHE_DIR,
+    bundleCacheBytes: c.ZVIZ_BUNDLE_CACHE_MB * 1024 * 1024,
+    jobs: {
+      maxJobs: c.ZVIZ_MAX_JOBS,
+      logBytes: c.ZVIZ_JOB_LOG_KB * 1024,
+      egress: c.ZVIZ_JOB_EGRESS === undefined ? null : { allow: parseJobEgress(c.ZVIZ_JOB_EGRESS)!, dns: c.ZVIZ_JOB_DNS ?? null },
+    },
     s3:
       c.ZVIZ_S3_BUCKET === undefined
         ? null

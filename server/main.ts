@@ -3,6 +3,7 @@
 // is found here, before the port opens, and reported as one line naming what to fix.
 import { guardOversizedBodies } from './http/oversized-bodies.js';
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { existsSync, mkdirSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -32,7 +33,10 @@ import { stateGuard } from './state/guard.js';
 import { openState, type State } from './state/index.js';
 import { errorMessage } from '../worker-pool/util/errors.js';
 import { Bundles } from './functions/bundles.js';
+import { BUNDLE_GC_INTERVAL_MS, BundleCollector, referencedBundles } from './functions/bundle-gc.js';
 import { S3Blobs } from './uploads/s3.js';
+import { Workspaces } from '../worker-pool/jobs/workspace.js';
+import { sweepJobWorkspaces, withJobEgress, type JobService } from './jobs/service.js';
 import { UploadStore } from './uploads/store.js';
 import { availableHere, loadCatalog, type Language } from '../worker-pool/runtime/catalog.js';
 
@@ -63,7 +67,7 @@ export async function main(): Promise<void> {
   let languages: Map<string, Language>;
   try {
     config = loadConfig();
-    profiles = loadProfiles(config.profilesDir);
+    profiles = withJobEgress(loadProfiles(config.profilesDir), config.jobs.egress);
     // Only what this host can run is offered (GET /runtimes); a bad definition stops start-up.
     languages = new Map([...loadCatalog(config.runtimesDir)].filter(([, l]) => availableHere(l)));
   } catch (e) {
@@ -114,6 +118,14 @@ export async function main(): Promise<void> {
     abort(errorMessage(e));
   }
   log.info('uploads', { dir: join(config.stateDir, 'uploads'), bundleCache: config.bundleCacheDir, remote: remote?.description ?? null });
+  // CI jobs' workspaces a dead predecessor left mounted go before any job can start.
+  const workspaces = new Workspaces(config.stateDir);
+  try {
+    await sweepJobWorkspaces(workspaces, log);
+  } catch (e) {
+    abort(`Cannot remove the job workspaces a previous run left: ${errorMessage(e)}`);
+  }
+  let jobService: JobService | null = null;
 
   // Quotas are enforced in Redis: without it no invocation may run, so it comes first.
   let state: State;
@@ -148,11 +160,17 @@ export async function main(): Promise<void> {
   }
   if (config.adminToken === null) log.warn('ZVIZ_ADMIN_TOKEN is not set: the admin API, GET /host and GET /metrics answer 403', {});
 
+  let audit: AuditLog | undefined;
   const pool = new SandboxPool({
     host: host.layout,
     maxSandboxes: config.maxSandboxes,
     maxQueue: config.maxQueue,
     warm: { ...config.warm, windowMs: 10_000 },
+    // Each discarded reusable environment is audited (the audit log exists by then: it is
+    // only called once invocations run).
+    onReuseDiscard: (e) => {
+      void audit?.record({ type: 'environment', action: 'environment.discard', tenant: e.tenant, function: e.function, version: e.version, reason: e.reason, invocations: e.invocations });
+    },
   });
 
   const invoker: Invoker = {
@@ -163,6 +181,9 @@ export async function main(): Promise<void> {
         if (e instanceof PoolOverloadedError) throw new ApiError('OVERLOADED', e.message);
         throw e;
       }
+    },
+    retire(tenant, fn, reason) {
+      pool.reuse.retire(tenant, fn, reason);
     },
   };
 
@@ -214,7 +235,8 @@ export async function main(): Promise<void> {
     stateUp: () => state.connected(),
     warmPools: () => pool.poolStats(),
   });
-  const audit = new AuditLog({ store: state.audit, file: join(config.stateDir, 'audit.log'), log });
+  const auditLog = new AuditLog({ store: state.audit, file: join(config.stateDir, 'audit.log'), log });
+  audit = auditLog;
   const app = createApp({
     profiles,
     invoker,
@@ -223,7 +245,7 @@ export async function main(): Promise<void> {
     log,
     tenants: state.tenants,
     quotas: state.quotas,
-    audit,
+    audit: auditLog,
     metrics,
     adminToken: config.adminToken,
     leaseSlackMs: config.leaseSlackMs,
@@ -238,14 +260,37 @@ export async function main(): Promise<void> {
     images: openImageStore(config.stateDir, config.images),
     uploads: { store: uploads, bundles, maxUploadBytes: config.maxUploadBytes },
     languages,
+    jobs: {
+      workspaces,
+      killSandbox: (id) => host.killSandboxes(id),
+      dir: join(config.stateDir, 'jobs'),
+      maxJobs: config.jobs.maxJobs,
+      logBytes: config.jobs.logBytes,
+    },
+    onJobs: (jobs) => (jobService = jobs),
   });
+  const jobs = jobService as JobService | null;
+  await jobs?.open().catch((e: unknown) => log.warn('cannot remove expired job logs and artifacts', { error: errorMessage(e) }));
   const withState = stateGuard(log, metrics);
   let poolStats: PoolStatsPublisher | null = null;
+  // Bundle trees and upload blobs within ZVIZ_BUNDLE_CACHE_MB, checked every minute.
+  const bundleGc = new BundleCollector({
+    bundles,
+    uploads,
+    referenced: () => referencedBundles(state.tenants, state.functions),
+    budgetBytes: config.bundleCacheBytes,
+    log,
+  });
+  const collectBundles = () =>
+    void bundleGc.collect().catch((e: unknown) => log.warn('cannot collect the bundle cache', { error: errorMessage(e) }));
+  let bundleGcTimer: NodeJS.Timeout | null = null;
 
-  /** Once listening: recovery, pool stats, examples. */
+  /** Once listening: recovery, pool stats, examples, bundle collection. */
   async function afterListening(): Promise<void> {
     poolStats = new PoolStatsPublisher({ redis: state.redis, host: identity.id, stats: () => pool.poolStats(), log });
     poolStats.start();
+    collectBundles();
+    bundleGcTimer = setInterval(collectBundles, BUNDLE_GC_INTERVAL_MS).unref();
     try {
       await recoverRunning(state.results, identity, log);
     } catch (e) {
@@ -297,16 +342,20 @@ export async function main(): Promise<void> {
   async function shutdown(signal: string): Promise<void> {
     if (stopping) return;
     stopping = true;
-    log.info('shutting down', { signal, inFlight: drain.active, drainMs: config.drainMs });
+    log.info('shutting down', { signal, inFlight: drain.active, drainMs: config.drainMs, noticeMs: config.drainNoticeMs });
     let deadlinePassed = false;
     const deadline = setTimeout(() => {
-      deadlinePassed = true;
-      // Exiting now would terminate worker threads blocked in native calls (V8 aborts the
-      // process in koffi) and skip the teardown below. End the sandboxes instead: their
-      // supervisors report, the handlers answer (killed) and release their leases, and
-      // shutdown goes on below, leaving nothing behind; exit code 1 says it was cut short.
-      const killed = host.killSandboxes();
-      log.error('drain deadline passed; killing the invocations in flight', { inFlight: drain.active, killedProcesses: killed });
+      // Nothing admitted is left (the notice period, or the teardown, is still running):
+      // nothing to cut short, only the guard below.
+      if (drain.active > 0) {
+        deadlinePassed = true;
+        // Exiting now would terminate worker threads blocked in native calls (V8 aborts the
+        // process in koffi) and skip the teardown below. End the sandboxes instead: their
+        // supervisors report, the handlers answer (killed) and release their leases, and
+        // shutdown goes on below, leaving nothing behind; exit code 1 says it was cut short.
+        const killed = host.killSandboxes();
+        log.error('drain deadline passed; killing the invocations in flight', { inFlight: drain.active, killedProcesses: killed });
+      }
       setTimeout(() => {
         // Supervisors watch our pidfd: they kill their sandboxes and clean up when we exit.
         log.error('shutdown did not finish after the drain deadline; exiting', { inFlight: drain.active });
@@ -315,20 +364,28 @@ export async function main(): Promise<void> {
     }, config.drainMs);
     deadline.unref();
     // 1. New invocations get 503 SHUTTING_DOWN (the listener stays open so they get an
-    //    answer rather than a refused connection); admitted ones, streams and async ones
-    //    with their callbacks run to their end.
+    //    answer rather than a refused connection, and a load balancer retries them on
+    //    another host); admitted ones, streams and async ones with their callbacks run to
+    //    their end. /readyz answers 503 at once and every response says Connection: close.
+    //    The listener stays open for the notice period even when nothing is left to do: a
+    //    load balancer that has not run its next health check yet still sends requests
+    //    here, and may send one on an idle keep-alive connection at the very moment the
+    //    server closes it — a request lost without an answer, which it cannot retry
+    //    safely. Once it has seen the 503 it sends nothing more, and closing is safe.
     drain.begin();
-    await drain.idle();
+    await Promise.all([drain.idle(), sleep(Math.min(config.drainNoticeMs, config.drainMs))]);
     // 2. Stop listening; idle keep-alive connections close (Node ≥ 19), responses being
     //    sent finish.
     const answered = new Promise<void>((resolve) => server.close(() => resolve()));
     metricsServer?.close();
     // 3. Destroy the warm pools: no sandbox, supervisor or cgroup may outlive the server.
     await poolStats?.stop();
+    if (bundleGcTimer !== null) clearInterval(bundleGcTimer);
     await pool.close();
+    jobs?.close();
     // Handlers wrote their audit records before they answered; Redis stays up until then.
     await answered;
-    await audit.close();
+    await auditLog.close();
     await state.close();
     remote?.close();
     // What the supervisors left goes, then our registration; the `zviz` folders and the

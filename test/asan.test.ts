@@ -58,6 +58,35 @@ describe.skipIf(reason() !== null)('the ASan + UBSan supervisor', () => {
     expect(s.logs()).not.toMatch(SANITIZER_REPORT);
   });
 
+  it('a reusable environment serves, resets (/tmp with a tree and a symlink) and is discarded without a sanitizer report', async () => {
+    const code = `const fs = require('node:fs'); let n = 0;
+module.exports = async (e) => {
+  n++;
+  if (e.write) { fs.mkdirSync('/tmp/a/b', { recursive: true }); fs.writeFileSync('/tmp/a/b/c', 'x'); fs.symlinkSync('/fn', '/tmp/l'); }
+  if (e.bg) require('node:child_process').spawn('/usr/bin/sleep', ['5'], { detached: true, stdio: 'ignore' }).unref();
+  if (e.crash) process.exit(2);
+  return { n, tmp: fs.readdirSync('/tmp') };
+};`;
+    const put = await s.request('/functions/reused', { method: 'PUT', body: { runtime: 'node', code, reuse: { maxInvocations: 10 } } });
+    expect(put.status).toBe(201);
+    const steps: Array<[Record<string, unknown>, string, number]> = [
+      [{ write: true }, 'ok', 1],
+      [{}, 'ok', 2],
+      [{ bg: true }, 'ok', 3],
+      [{}, 'ok', 1],
+      [{ crash: true }, 'error', 2],
+      [{}, 'ok', 1],
+    ];
+    for (const [input, status, index] of steps) {
+      const r = await s.invoke({ function: 'reused', input });
+      expect(r.status, JSON.stringify(r)).toBe(status);
+      expect(r.invocationIndex).toBe(index);
+      // After the first step's tree and symlink, the reset left /tmp empty.
+      if (status === 'ok' && input.write === undefined && index === 2) expect(r.output.tmp).toEqual([]);
+    }
+    expect(s.logs()).not.toMatch(SANITIZER_REPORT);
+  });
+
   it('the supervisors that run are the ASan build', async () => {
     const running = s.invoke({ runtime: 'bash', code: 'sleep 1', limits: { timeoutMs: 5000 } });
     await new Promise((r) => setTimeout(r, 400));

@@ -390,6 +390,21 @@ describe.skipIf(skip)('crash safety', () => {
       expect(await s.stop()).toBe(0);
       expect(await pollUntil(() => ourHostLeftovers([s.pid]), (l) => l.length === 0, 3000, 100)).toEqual([]);
     });
+
+    it('nothing in flight: it keeps answering 503 SHUTTING_DOWN with Connection: close for the notice period (cut to the deadline), then exits 0', async () => {
+      const s = await startServer({ env: { ...baseEnv(null), ZVIZ_DRAIN_MS: '1500', ZVIZ_DRAIN_NOTICE_MS: '5000' }, compatAuth: false });
+      const exited = s.stop('SIGTERM');
+      // Well after the drain had nothing left to wait for, a load balancer that has not seen
+      // the 503 on /readyz yet still gets an answer, not a refused or dropped connection.
+      await sleep(700);
+      const refused = await s.request('/invoke', { body: { runtime: 'bash', code: 'echo late' } });
+      expect([refused.status, refused.body.error?.code, refused.headers.get('connection')]).toEqual([503, 'SHUTTING_DOWN', 'close']);
+      const ready = await s.request('/readyz', { auth: false });
+      expect([ready.status, ready.headers.get('connection')]).toEqual([503, 'close']);
+      // The notice is longer than the deadline: the deadline ends it, with nothing to cut short.
+      expect(await exited).toBe(0);
+      expect(s.logs()).not.toContain('drain deadline passed');
+    });
   });
   describe('a state directory that is unusable or fills up', () => {
     const mounted: string[] = [];

@@ -1,12 +1,14 @@
 // The deployment material under deploy/, checked without a cluster or systemd (neither runs
 // here): the Kubernetes manifests against schemas of our own for the fields they use and how
-// they refer to each other, the environment examples against the server's own config schema.
+// they refer to each other, the environment examples against the server's own config schema,
+// and what the HAProxy configuration answers by itself (test/fleet.test.ts runs it).
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { configSchema, loadConfig } from '../server/config.js';
+import { ERROR_STATUS, type ErrorCode } from '../server/http/errors.js';
 import { PACKAGE_ROOT } from '../worker-pool/util/package-root.js';
 
 const DEPLOY = join(PACKAGE_ROOT, 'deploy');
@@ -159,6 +161,11 @@ describe('deploy/kubernetes', () => {
     // The drain finishes before the kubelet's SIGKILL.
     const drainMs = Number(c.env.find((e) => e.name === 'ZVIZ_DRAIN_MS')?.value);
     expect(pod.spec.terminationGracePeriodSeconds * 1000).toBeGreaterThan(drainMs);
+    // A draining pod keeps answering until its readiness probe has failed (and then some),
+    // within the drain deadline.
+    const noticeMs = Number(c.env.find((e) => e.name === 'ZVIZ_DRAIN_NOTICE_MS')?.value);
+    expect(noticeMs).toBeGreaterThan(c.readinessProbe.periodSeconds * c.readinessProbe.failureThreshold * 1000);
+    expect(noticeMs).toBeLessThan(drainMs);
     // Everything the server reads from the environment parses.
     const env = Object.fromEntries(c.env.map((e) => [e.name, e.value ?? (e.valueFrom ? secret.stringData[e.valueFrom.secretKeyRef.key] : '')]));
     expect(() => loadConfig(env)).not.toThrow();
@@ -194,5 +201,30 @@ describe('deploy/systemd', () => {
     expect(config.redisUrl).toMatch(/^redis\+sentinel:\/\//);
     // The stop timeout covers the drain.
     expect(Number(settings.get('TimeoutStopSec')) * 1000).toBeGreaterThan(config.drainMs);
+  });
+});
+
+describe('deploy/haproxy', () => {
+  const lines = readFileSync(join(DEPLOY, 'haproxy', 'haproxy.cfg'), 'utf8')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('#'));
+
+  it("answers its own 503 (no host ready) in ZViz's error shape with Retry-After", () => {
+    const line = lines.find((l) => l.startsWith('http-error status 503 '));
+    expect(line).toBeDefined();
+    expect(line).toContain('content-type application/json');
+    expect(line).toMatch(/ hdr Retry-After \d+$/);
+    // The body is a double-quoted haproxy string with \" escapes.
+    const quoted = / string "((?:[^"\\]|\\.)*)"/.exec(line!)![1]!;
+    const body = JSON.parse(quoted.replace(/\\(.)/g, '$1')) as { error: { code: ErrorCode; message: string } };
+    expect(Object.keys(body)).toEqual(['error']);
+    expect(ERROR_STATUS[body.error.code]).toBe(503);
+    expect(body.error.message).toMatch(/^Cannot /);
+  });
+
+  it('opens a connection per request to a host (no request lost on a keep-alive connection the host closes)', () => {
+    expect(lines).toContain('option http-server-close');
+    expect(lines.some((l) => l.startsWith('http-reuse'))).toBe(false);
   });
 });

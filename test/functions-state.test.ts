@@ -73,6 +73,18 @@ describe('deployed functions, async records and pool stats in a real Redis', () 
       expect(await put(s, 'f', spec('z'))).toMatchObject({ meta: { version: 3 } });
     });
 
+    it('bundleDigests names the bundle of every version still stored, and none of a deleted function', async () => {
+      const s = new RedisFunctionStore(redis);
+      const d = (c: string) => `sha256:${c.repeat(64)}`;
+      const bundled = (c: string) => spec('', { files: {}, bundle: { digest: d(c), bytes: 1 } });
+      for (const c of ['1', '2', '3', '4']) await s.put('bundly', 'f', bundled(c), digestOf(bundled(c)), opts());
+      await s.put('bundly', 'plain', spec('x'), digestOf(spec('x')), opts());
+      await s.put('bundly', 'gone', bundled('9'), digestOf(bundled('9')), opts());
+      await s.remove('bundly', 'gone', 3);
+      expect([...(await s.bundleDigests('bundly'))].sort()).toEqual(['2', '3', '4'].map(d)); // keepVersions 3
+      expect(await s.bundleDigests('nobody')).toEqual(new Set());
+    });
+
     it('lists a tenant its own functions only, by name, and refuses one past maxFunctions', async () => {
       const s = new RedisFunctionStore(redis);
       await put(s, 'b', spec('1'));

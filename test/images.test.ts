@@ -247,6 +247,8 @@ describe.skipIf(skip !== null)('pulls through docker-registry on loopback', () =
   it('collects registry images beyond ZVIZ_IMAGE_CACHE_MB, least recently used first, never one in use or just pulled', async () => {
     expect(spawnSync('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${fixtures.layered}:latest`, `docker://${open.host}/tools/layered:1`]).status).toBe(0);
     const s = regStore('reg-gc', open, { cacheMb: 0 });
+    const evicted: string[] = [];
+    s.onEvict((r) => evicted.push(r.digest));
     const a = await s.pull(`${open.host}/tools/busybox:1`);
     expect(s.get(a.digest)).not.toBeNull(); // the one just pulled stays, even over the budget
     const release = s.acquire(a.digest);
@@ -255,6 +257,7 @@ describe.skipIf(skip !== null)('pulls through docker-registry on loopback', () =
     release();
     expect(s.gc()).toEqual([a.digest, b.digest]); // least recently used first
     expect(s.list()).toEqual([]);
+    expect(evicted).toEqual([a.digest, b.digest]); // what the server audits
   });
 
   it('refuses a registry outside the allowlist (REGISTRY_NOT_ALLOWED) without contacting it', async () => {
@@ -327,6 +330,30 @@ describe.skipIf(skip !== null)('a sandbox rooted in an image (zviz run --image)'
     expect(r.stderr).toBe('');
     expect(r.stdout).toBe('from-image /home/app 1000\napp-only\n0 root\n');
     expect(r.status).toBe(0);
+  });
+
+  it('zviz image import and rm: the store changes and each is a record in the audit file', () => {
+    const cli = (...args: string[]) => spawnSync('node', [CLI, 'image', ...args], { env: { ...process.env, ZVIZ_STATE_DIR: state }, timeout: 60_000 });
+    const imported = cli('import', `oci:${fixtures.layered}:latest`);
+    expect(imported.stderr.toString()).not.toContain('zviz:');
+    const digest = imported.stdout.toString().trim();
+    expect(digest).toMatch(/^sha256:[a-f0-9]{64}$/);
+    expect(cli('rm', digest).stdout.toString()).toBe(`removed ${digest}\n`);
+    const refused = cli('pull', 'registry.example/x:1');
+    expect(refused.status).not.toBe(0);
+    const records = readFileSync(join(state, 'audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(records.slice(-3).map((r) => [r.type, r.tenant, r.action, r.outcome, r.digest, r.code])).toEqual([
+      ['image', null, 'image.pull', 'stored', digest, null],
+      ['image', null, 'image.remove', 'removed', digest, null],
+      ['image', null, 'image.pull', 'failed', null, 'REGISTRY_NOT_ALLOWED'],
+    ]);
+  });
+
+  it("a root image is idmapped with the sandbox's own user namespace: its root's files are root's, not the overflow id", () => {
+    // Its owner is the function's 1000, so no helper namespace is made (native/src/mnt.c).
+    const r = runIn(state, digest, ['sh', '-c', 'stat -c "%u %U" /bin/busybox; id -u']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('0 root\n1000\n');
   });
 
   it('the root is read-only and the host is hidden: no /usr of the host, no store, ZViz-written /etc/hosts and hostname', () => {
@@ -409,12 +436,32 @@ describe.skipIf(skip !== null)('the image API', () => {
     expect(fnRun).toMatchObject({ status: 'ok', output: { got: { a: 1 }, user: 1000 } });
     const gone = await server.request(`/admin/images/${digest}`, { method: 'DELETE', auth: 'admin' });
     expect(gone.status).toBe(200);
-    const pinnedGone = await server.request('/invoke', { body: { function: 'echo-image', input: null } });
-    expect([pinnedGone.status, pinnedGone.body.error?.code]).toEqual([404, 'IMAGE_NOT_FOUND']);
+    // An inline run names what the store has: the image is gone.
     const missing = await server.request('/invoke', { body: { image: digest, command: ['true'] } });
     expect(missing.status).toBe(404);
     expect(missing.body.error.code).toBe('IMAGE_NOT_FOUND');
+    // A pinned function fetches its digest from the registry again, as a host of a fleet that never saw it would.
+    const refetched = await server.invoke({ function: 'echo-image', input: { b: 2 } });
+    expect(refetched).toMatchObject({ status: 'ok', output: { got: { b: 2 }, user: 1000 } });
+    const pinned = `${reg.host}/tools/busybox@${digest}`;
+    expect((await server.request('/images')).body.images.map((i: { references: string[] }) => i.references)).toEqual([[pinned]]);
+    // Each admin action is an audit record without a tenant, and nothing else is in it.
+    const records = (await imageAudit()).filter((r) => r.digest === digest);
+    expect(records.map((r) => [r.action, r.outcome, r.reference])).toEqual([
+      ['image.pull', 'stored', pinned],
+      ['image.remove', 'removed', null],
+      ['image.pull', 'already stored', `${reg.host}/tools/busybox:1`],
+      ['image.pull', 'stored', `${reg.host}/tools/busybox:1`],
+    ]);
+    for (const r of records) expect(Object.keys(r).sort()).toEqual(['action', 'code', 'digest', 'id', 'outcome', 'reference', 'remote', 'tenant', 'time', 'type']);
   });
+
+  /** The image records of GET /admin/audit, newest first. */
+  async function imageAudit(): Promise<Array<Record<string, unknown>>> {
+    const page = await server.request('/admin/audit?limit=1000', { auth: 'admin' });
+    expect(page.status).toBe(200);
+    return (page.body.records as Array<Record<string, unknown>>).filter((r) => r.type === 'image');
+  }
 
   it('answers the error table: not allowlisted 403, unreachable 502, unknown 404, bad reference 400, second delete 404', async () => {
     const cases: Array<[string, number, string]> = [
@@ -425,6 +472,10 @@ describe.skipIf(skip !== null)('the image API', () => {
     for (const [reference, status, code] of cases) {
       const r = await server.request('/admin/images', { body: { reference }, auth: 'admin' });
       expect([reference, r.status, r.body.error?.code]).toEqual([reference, status, code]);
+    }
+    const failed = await imageAudit();
+    for (const [reference, , code] of cases) {
+      expect(failed.find((r) => r.reference === reference)).toMatchObject({ tenant: null, action: 'image.pull', outcome: 'failed', code, digest: null });
     }
     const del = await server.request(`/admin/images/sha256:${'d'.repeat(64)}`, { method: 'DELETE', auth: 'admin' });
     expect([del.status, del.body.error.code]).toEqual([404, 'IMAGE_NOT_FOUND']);

@@ -78,9 +78,12 @@ const ETC_FILES = [
  * the host's: read and execute on all of it, writes only where the host-rooted view
  * allows them (/tmp, /dev/shm, the device nodes).
  */
-export function landlockPolicy(profile: Pick<Profile, 'landlock' | 'filesystem' | 'network'>, imageRoot = false): LandlockPolicy {
+export function landlockPolicy(profile: Pick<Profile, 'landlock' | 'filesystem' | 'network'>, imageRoot = false, workspace?: string): LandlockPolicy {
   const ll = profile.landlock;
   const rule = (path: string, access: bigint, optional = false): PathRule => ({ path, access, optional });
+  // A job's workspace is its own filesystem: it builds there and runs what it built
+  // (execute), never makes device nodes there (and the mount is nodev, nosuid anyway).
+  const jobRules = workspace === undefined ? [] : [rule(workspace, READ_WRITE | FS.execute)];
   const paths: PathRule[] = imageRoot
     ? [
         rule('/', READ_EXEC),
@@ -89,6 +92,7 @@ export function landlockPolicy(profile: Pick<Profile, 'landlock' | 'filesystem' 
         rule('/tmp', READ_WRITE),
         ...ll.readOnly.map((p) => rule(p, READ)),
         ...ll.readWrite.map((p) => rule(p, READ_WRITE)),
+        ...jobRules,
       ]
     : [
     rule('/usr', READ_EXEC),
@@ -107,6 +111,7 @@ export function landlockPolicy(profile: Pick<Profile, 'landlock' | 'filesystem' 
     rule('/etc/alternatives', READ_EXEC, true),
     ...ll.readOnly.map((p) => rule(p, READ)),
     ...ll.readWrite.map((p) => rule(p, READ_WRITE)),
+    ...jobRules,
   ];
   const ports = new Map<number, bigint>();
   for (const p of ll.tcpBind) ports.set(p, (ports.get(p) ?? 0n) | NET.bind_tcp);

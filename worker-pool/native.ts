@@ -8,7 +8,7 @@ import koffi from 'koffi';
 import { PACKAGE_ROOT } from './util/package-root.js';
 import { NATIVE_ERROR_CODES, type NativeFailure, type NativeErrorCode } from './types.js';
 
-export const EXPECTED_ABI = 8;
+export const EXPECTED_ABI = 10;
 
 /** Directory holding libzviz.so and zviz-supervisor (ZVIZ_NATIVE_DIR selects e.g. the ASan build). */
 export function nativeDir(): string {
@@ -73,6 +73,13 @@ export const RESULT_FLAGS = {
   SECCOMP_KILLED: 1 << 9,
   TRUSTED_CPU: 1 << 10,
   ANSWERED: 1 << 11,
+  REUSABLE: 1 << 12,
+  PEAK_ENV: 1 << 13,
+  DISCARD_PROCESS: 1 << 14,
+  DISCARD_SOCKET: 1 << 15,
+  DISCARD_RLIMIT: 1 << 16,
+  DISCARD_MEMORY: 1 << 17,
+  DISCARD_RESET: 1 << 18,
 } as const;
 
 export const AUDIT = { SECCOMP: 1, BROKER: 2, ERRNO: 1, KILL: 2, ALLOWED: 1, DENIED: 2 } as const;

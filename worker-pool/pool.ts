@@ -6,9 +6,11 @@
 // pool, and a test, can wait for every teardown (teardownsSettled).
 import { Piscina } from 'piscina';
 import type { HostLayout } from './spec.js';
-import { MessageChannel, receiveMessageOnPort } from 'node:worker_threads';
+import { MessageChannel, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { cpus } from 'node:os';
-import type { OutputChunk, ParkedSandbox, RunMessage, SandboxOutcome, SpawnOutcome, WorkerJob } from './types.js';
+import type { OutputChunk, ParkedSandbox, ReuseOutcome, RunMessage, SandboxOutcome, SpawnOutcome, WorkerJob } from './types.js';
+import { ReusePools, type Claim, type DiscardEvent } from './reuse.js';
+import { parseAnswer, runtimeDef } from './runtime/index.js';
 import type { SandboxTask } from './task.js';
 import { DEFAULT_WARM, WarmPools, type PoolStats, type WarmOptions } from './warm.js';
 import { errorMessage } from './util/errors.js';
@@ -47,6 +49,8 @@ export interface PoolOptions {
   maxQueue: number;
   /** Pre-warmed sandboxes (maxSandboxes 0 turns them off). */
   warm?: WarmOptions;
+  /** Told of every discarded reusable environment (the server audits it). */
+  onReuseDiscard?: (e: DiscardEvent) => void;
 }
 
 export class SandboxPool {
@@ -56,6 +60,8 @@ export class SandboxPool {
   /** Worker jobs that end with a teardown (runs and releases) and have not ended yet. */
   private readonly teardowns = new Set<Promise<unknown>>();
   readonly warm: WarmPools;
+  /** Reusable environments of deployed functions that opted in; the same budget as warm pools. */
+  readonly reuse: ReusePools;
 
   constructor(readonly options: PoolOptions) {
     this.piscina = new Piscina({
@@ -78,14 +84,26 @@ export class SandboxPool {
         release: (parked: ParkedSandbox) => this.release(parked),
         now: () => performance.now(),
         idleCores: idleCoresMeter(),
+        // Reusable environments and warm sandboxes share one budget of the host.
+        shared: () => this.reuse.usage(),
       },
       options.warm ?? DEFAULT_WARM,
+    );
+    const budget = options.warm ?? DEFAULT_WARM;
+    this.reuse = new ReusePools(
+      {
+        release: (parked: ParkedSandbox) => this.release(parked),
+        now: () => performance.now(),
+        shared: () => this.warm.usage(),
+        ...(options.onReuseDiscard ? { onDiscard: options.onReuseDiscard } : {}),
+      },
+      { maxEnvironments: budget.maxSandboxes, budgetMb: budget.budgetMb },
     );
   }
 
   /** Warm pool sizes and hit/miss counters, per key. */
   poolStats(): PoolStats[] {
-    return this.warm.stats();
+    return [...this.warm.stats(), ...this.reuse.stats()];
   }
 
   /**
@@ -100,42 +118,24 @@ export class SandboxPool {
       );
     }
     this.accepted++;
+    // A function that opted into reuse runs in one of its environments when the budget allows.
+    const claim = this.reuse.claim(task);
+    if (claim) {
+      try {
+        return await this.#runReused(claim, task, onOutput);
+      } finally {
+        this.accepted--;
+      }
+    }
     const parked = this.warm.claim(task);
-    const channel = new MessageChannel();
     try {
-      // The worker's last message on the port is the outcome: every chunk before it is
-      // delivered before the caller sees the result.
-      let outcome: SandboxOutcome | null = null;
-      let answer: (o: SandboxOutcome) => void = () => undefined;
-      const answered = new Promise<SandboxOutcome>((resolve) => (answer = resolve));
-      const deliver = (m: RunMessage): void => {
-        if ('outcome' in m) answer((outcome = m.outcome));
-        else onOutput?.({ stream: m.stream, data: Buffer.from(m.data) });
-      };
-      channel.port1.on('message', deliver);
-      const port = channel.port2;
-      const stream = onOutput !== undefined;
-      const job: WorkerJob = parked ? { kind: 'run', parked, task, port, stream } : { kind: 'invoke', task, port, stream };
-      const ran = this.track(this.piscina.run(job, { transferList: [port as never] }));
-      return await Promise.race([
-        answered,
-        ran.then(() => {
-          // The outcome was posted before the job ended, on another port: it may still
-          // be queued behind the job's own message. Take what is there now.
-          for (let m = receiveMessageOnPort(channel.port1); m && !outcome; m = receiveMessageOnPort(channel.port1)) deliver(m.message as RunMessage);
-          if (!outcome) throw new Error('Cannot run invocation: the worker ended without an answer');
-          return outcome;
-        }),
-      ]);
+      const job = (port: MessagePort, stream: boolean): WorkerJob => (parked ? { kind: 'run', parked, task, port, stream } : { kind: 'invoke', task, port, stream });
+      return await this.#runOnWorker(job, onOutput);
     } catch (e) {
       // A claimed sandbox that never ran must not stay parked: release it.
       if (parked) void this.release(parked).catch(() => undefined); // the pool is closing: the supervisor, seeing our pidfd close, cleans up
-      if (/queue is at limit/i.test(errorMessage(e))) {
-        throw new PoolOverloadedError(`Cannot queue invocation: the queue is full (ZVIZ_MAX_QUEUE is ${this.options.maxQueue})`);
-      }
       throw e;
     } finally {
-      channel.port1.close();
       this.accepted--;
       this.warm.done(task);
     }
@@ -163,6 +163,62 @@ export class SandboxPool {
     while (this.teardowns.size > 0) await Promise.allSettled([...this.teardowns]);
   }
 
+  /**
+   * Runs a job that answers on its port (worker.ts `answerThenTearDown`): resolves with the
+   * outcome as soon as it is posted, while the job goes on tearing the sandbox down.
+   */
+  async #runOnWorker(make: (port: MessagePort, stream: boolean) => WorkerJob, onOutput?: (chunk: OutputChunk) => void): Promise<SandboxOutcome> {
+    const channel = new MessageChannel();
+    try {
+      // The worker's last message on the port is the outcome: every chunk before it is
+      // delivered before the caller sees the result.
+      let outcome: SandboxOutcome | null = null;
+      let answer: (o: SandboxOutcome) => void = () => undefined;
+      const answered = new Promise<SandboxOutcome>((resolve) => (answer = resolve));
+      const deliver = (m: RunMessage): void => {
+        if ('outcome' in m) answer((outcome = m.outcome));
+        else onOutput?.({ stream: m.stream, data: Buffer.from(m.data) });
+      };
+      channel.port1.on('message', deliver);
+      const port = channel.port2;
+      const ran = this.track(this.piscina.run(make(port, onOutput !== undefined), { transferList: [port as never] }));
+      return await Promise.race([
+        answered,
+        ran.then(() => {
+          // The outcome was posted before the job ended, on another port: it may still
+          // be queued behind the job's own message. Take what is there now.
+          for (let m = receiveMessageOnPort(channel.port1); m && !outcome; m = receiveMessageOnPort(channel.port1)) deliver(m.message as RunMessage);
+          if (!outcome) throw new Error('Cannot run invocation: the worker ended without an answer');
+          return outcome;
+        }),
+      ]);
+    } catch (e) {
+      if (/queue is at limit/i.test(errorMessage(e))) {
+        throw new PoolOverloadedError(`Cannot queue invocation: the queue is full (ZVIZ_MAX_QUEUE is ${this.options.maxQueue})`);
+      }
+      throw e;
+    } finally {
+      channel.port1.close();
+    }
+  }
+
+  async #runReused(claim: NonNullable<Claim>, task: SandboxTask, onOutput?: (chunk: OutputChunk) => void): Promise<SandboxOutcome> {
+    let out: ReuseOutcome;
+    try {
+      const parked = claim.env?.parked ?? null;
+      const job = (port: MessagePort, stream: boolean): WorkerJob => ({ kind: 'reuse', parked, task, index: claim.index, port, stream });
+      out = (await this.#runOnWorker(job, onOutput)) as ReuseOutcome;
+    } catch (e) {
+      this.reuse.abandon(claim);
+      throw e;
+    }
+    // Only an ok answer keeps the environment: a handler's error discards it like a crash.
+    const ok = out.ok && parseAnswer(runtimeDef(task.runtime), out.result.reply, out.result.stdout)?.ok === true;
+    this.reuse.settle(claim, task, out, ok);
+    const { kept: _kept, discard: _discard, ...outcome } = out;
+    return outcome as SandboxOutcome;
+  }
+
   /** Invocations accepted and not yet finished (running or queued). */
   get inFlight(): number {
     return this.accepted;
@@ -180,6 +236,7 @@ export class SandboxPool {
     // inside a native call.
     while (this.accepted > 0) await new Promise((r) => setTimeout(r, 20));
     await this.warm.close();
+    await this.reuse.close();
     // Answered runs may still be tearing their sandboxes down on a worker thread.
     await this.teardownsSettled();
     await this.piscina.close();

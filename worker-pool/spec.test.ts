@@ -5,8 +5,8 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { landlockPolicy } from './landlock.js';
-import { encodeGo, encodeSpec, GO_TAG, MAX_BROKERED_FILE_BYTES, TAG, type HostLayout } from './spec.js';
+import { FS, landlockPolicy } from './landlock.js';
+import { encodeGo, encodeSpec, GO_TAG, MAX_BROKERED_FILE_BYTES, SPEC_FLAGS, TAG, type HostLayout } from './spec.js';
 import type { SandboxTask } from './task.js';
 
 const MiB = 1024 * 1024;
@@ -117,6 +117,22 @@ describe('encodeSpec record framing', () => {
     expect(Object.fromEntries(native)).toEqual({ ...TAG });
   });
 
+  it('uses the spec flags native/src/internal.h defines, with the same bits', () => {
+    const header = readFileSync(INTERNAL_H, 'utf8');
+    const native: Record<string, number> = {};
+    for (const m of header.matchAll(/^#define ZV_SF_([A-Z_]+) \(1u << (\d+)\)/gm)) native[m[1]!] = 2 ** Number(m[2]);
+    expect(native).toEqual({ ...SPEC_FLAGS });
+  });
+
+  it('sets REUSE (and RESET_TMP for reset "tmp") only for a warm spec of a task with reuse', () => {
+    const flags = (b: Buffer) => decode(b).find((r) => r.tag === TAG.FLAGS)?.payload.readUInt32LE(0) ?? null;
+    const reuse = { key: 'k', owner: { tenant: 't', function: 'f', version: 1 }, maxInvocations: 2, idleMs: 1000, template: { argv: [], env: {}, files: [] } };
+    expect(flags(encodeSpec({ ...makeTask(), reuse: { ...reuse, reset: 'tmp' } }, ID, HOST, undefined, true))).toBe(7);
+    expect(flags(encodeSpec({ ...makeTask(), reuse: { ...reuse, reset: 'none' } }, ID, HOST, undefined, true))).toBe(3);
+    expect(flags(encodeSpec({ ...makeTask(), reuse: { ...reuse, reset: 'tmp' } }, ID, HOST))).toBeNull();
+    expect(flags(encodeSpec(makeTask(), ID, HOST, undefined, true))).toBe(1);
+  });
+
   it('bounds brokered files as native/src/internal.h does (ZV_MAX_BROKERED_BYTES)', () => {
     const m = /#define ZV_MAX_BROKERED_BYTES \(1u << (\d+)\)/.exec(readFileSync(INTERNAL_H, 'utf8'));
     expect(m).not.toBeNull();
@@ -181,6 +197,34 @@ describe('encodeSpec image root', () => {
     const paths = payloads(recs, TAG.LL_PATH).map((p) => p.subarray(12).toString());
     expect(paths).toContain('/');
     expect(paths).not.toContain('/usr');
+  });
+});
+
+describe('encodeSpec job workspace', () => {
+  it('writes no WORKSPACE record without one', () => {
+    expect(payloads(decode(encodeSpec(makeTask(), ID, HOST)), TAG.WORKSPACE)).toEqual([]);
+  });
+
+  it('writes u32 source length, source, target; the target is the working directory and Landlock grants it read, write and execute', () => {
+    const task = makeTask();
+    task.workspace = { source: '/run/zviz/jobs/42-job', target: '/workspace' };
+    const recs = decode(encodeSpec(task, ID, HOST));
+    const ws = only(recs, TAG.WORKSPACE);
+    const n = ws.readUInt32LE(0);
+    expect([ws.subarray(4, 4 + n).toString(), ws.subarray(4 + n).toString()]).toEqual(['/run/zviz/jobs/42-job', '/workspace']);
+    expect(strings(recs, TAG.WORKDIR)).toEqual(['/workspace']);
+    const rule = payloads(recs, TAG.LL_PATH).find((p) => p.subarray(12).toString() === '/workspace')!;
+    const access = rule.readBigUInt64LE(0);
+    expect(access & FS.execute).toBe(FS.execute);
+    expect(access & FS.write_file).toBe(FS.write_file);
+    expect(access & FS.make_char).toBe(0n);
+  });
+
+  it('in an image, the workspace wins over the image WorkingDir', () => {
+    const task = makeTask();
+    task.image = { digest: `sha256:${'a'.repeat(64)}`, rootfs: '/var/lib/zviz/images/sha256-a/rootfs', owner: { uid: 1001, gid: 1002 }, workdir: '/srv' };
+    task.workspace = { source: '/run/zviz/jobs/42-job', target: '/workspace' };
+    expect(strings(decode(encodeSpec(task, ID, HOST)), TAG.WORKDIR)).toEqual(['/workspace']);
   });
 });
 

@@ -28,6 +28,7 @@ export const TAG = {
   FLAGS: 20,
   IMAGE: 21,
   WORKDIR: 22,
+  WORKSPACE: 23,
 } as const;
 
 /**
@@ -39,7 +40,8 @@ export const MAX_BROKERED_FILE_BYTES = 1 << 20;
 
 /** GO payload tags (native/src/internal.h enum zv_go_tag). */
 export const GO_TAG = { LIMITS: 1, STDIN: 2, CONTROL: 3, STREAM: 4, ANSWER: 5 } as const;
-const SF_WARM = 1;
+/** Spec flags (native/src/internal.h ZV_SF_*). */
+export const SPEC_FLAGS = { WARM: 1, REUSE: 2, RESET_TMP: 4 } as const;
 
 const SC_ENABLED = 1;
 
@@ -117,7 +119,9 @@ export function encodeSpec(
   warm = false,
 ): Buffer {
   const parts: Buffer[] = [record(TAG.ID, Buffer.from(sandboxId))];
-  if (warm) parts.push(record(TAG.FLAGS, u32(SF_WARM)));
+  // A reusable environment (task.reuse) is a warm sandbox whose runtime serves many invocations.
+  const reuse = warm && task.reuse ? SPEC_FLAGS.REUSE | (task.reuse.reset === 'tmp' ? SPEC_FLAGS.RESET_TMP : 0) : 0;
+  if (warm) parts.push(record(TAG.FLAGS, u32(SPEC_FLAGS.WARM | reuse)));
   for (const a of task.argv) parts.push(record(TAG.ARGV, Buffer.from(a)));
   for (const [k, v] of Object.entries(task.env)) parts.push(record(TAG.ENV, Buffer.from(`${k}=${v}`)));
   for (const f of task.files) parts.push(record(TAG.FILE, pair(Buffer.from(f.name), Buffer.from(f.content))));
@@ -131,7 +135,7 @@ export function encodeSpec(
   for (const b of task.profile.filesystem.readOnlyBinds) {
     parts.push(record(TAG.BIND, pair(Buffer.from(b.source), Buffer.from(b.target))));
   }
-  const ll = landlockPolicy(task.profile, task.image !== undefined);
+  const ll = landlockPolicy(task.profile, task.image !== undefined, task.workspace?.target);
   if (ll.enabled) {
     const conf = Buffer.alloc(8);
     conf.writeUInt32LE(
@@ -168,8 +172,11 @@ export function encodeSpec(
   if (task.image) {
     const ids = Buffer.concat([u32(task.image.owner.uid), u32(task.image.owner.gid)]);
     parts.push(record(TAG.IMAGE, Buffer.concat([ids, Buffer.from(task.image.rootfs)])));
-    parts.push(record(TAG.WORKDIR, Buffer.from(task.image.workdir)));
   }
+  if (task.workspace) parts.push(record(TAG.WORKSPACE, pair(Buffer.from(task.workspace.source), Buffer.from(task.workspace.target))));
+  // A job works in its workspace; an image's program in its WorkingDir; else /tmp (native default).
+  const workdir = task.workspace?.target ?? task.image?.workdir;
+  if (workdir !== undefined) parts.push(record(TAG.WORKDIR, Buffer.from(workdir)));
   if (host.cgroup) {
     for (const p of host.cgroup.parents) {
       const body = pair(Buffer.from(p.controllers.join(',')), Buffer.from(p.parent));

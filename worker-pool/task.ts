@@ -7,7 +7,7 @@ import { allowlistFor, imageAllowlistFor, SOCKET_FAMILIES } from '../profiles/in
 import { lstatSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Limits, Profile, Runtime } from '../profiles/schema.js';
-import { bootstrapFor, envFor, FUNCTION_DIR, handlerInput, inlineRun, inlineWork, runtimeDef, BASE_ENV, type SandboxFile } from './runtime/index.js';
+import { bootstrapFor, canReuse, envFor, FUNCTION_DIR, handlerInput, inlineRun, inlineWork, runtimeDef, BASE_ENV, type RuntimeDef, type SandboxFile } from './runtime/index.js';
 
 /** Everything the native layer needs to build one sandbox and run one invocation in it. */
 export interface SandboxTask {
@@ -31,9 +31,16 @@ export interface SandboxTask {
   limits: Limits;
   /** Set when the task can run in a pre-warmed sandbox (always, for deployed functions). */
   warm?: WarmSpec;
+  /** Set when a deployed function opted into reusable environments (worker-pool/reuse.ts). */
+  reuse?: ReuseSpec;
   profile: SandboxProfile;
   /** An OCI image's tree is the root instead of the host's /usr (imageTask). */
   image?: SandboxImage;
+  /**
+   * A job's workspace: a host directory (its own filesystem, files owned by 1000:1000)
+   * mounted read-write on `target`, idmapped to the function, and its working directory.
+   */
+  workspace?: { source: string; target: string };
 }
 
 /** What the native layer needs of an image root (worker-pool/images/). */
@@ -78,6 +85,27 @@ export interface WarmSpec {
    * contract answers there): the result is sent then, while the runtime is still exiting.
    */
   answerOnReply: boolean;
+}
+
+/** A deployed function's opt-in to reusable environments, as its manifest says. */
+export interface ReusePolicy {
+  /** An environment serves at most this many invocations. */
+  maxInvocations: number;
+  /** An environment without work for this long is discarded. */
+  idleMs: number;
+  /** `tmp`: /tmp and /dev/shm are emptied between invocations; `none`: they persist. */
+  reset: 'tmp' | 'none';
+}
+
+/**
+ * How a task runs in a reusable environment. Environments of one key are interchangeable
+ * and serve nothing else: the key names tenant, function, version, profile and the
+ * limits the sandbox was built with. `template` runs the runtime's bootstrap in `serve` mode.
+ */
+export interface ReuseSpec extends ReusePolicy {
+  key: string;
+  owner: { tenant: string; function: string; version: number };
+  template: { argv: string[]; env: Record<string, string>; files: SandboxFile[] };
 }
 
 export interface SandboxProfileOptions {
@@ -156,6 +184,8 @@ export interface FunctionCode {
   env: Readonly<Record<string, string>>;
   /** A bundle's unpacked tree (host path), mounted on /fn in place of `files`. */
   fnDir?: string;
+  /** Reusable environments, when the function opted in (never for images or bash). */
+  reuse?: ReusePolicy;
 }
 
 export interface HandlerCall {
@@ -175,6 +205,19 @@ export interface HandlerCall {
  * made with. Sandboxes of one version and profile are interchangeable, made with the
  * function's files, environment and handler already loaded.
  */
+function reuseSpec(c: HandlerCall, rt: RuntimeDef, warm: ReuseSpec['template']): ReuseSpec {
+  const serve = bootstrapFor(rt, 'serve', `${FUNCTION_DIR}/${c.fn.handler}`);
+  // Limits are part of the key: an environment is made, and checked for memory growth, with them.
+  const l = c.limits;
+  const limits = [l.timeoutMs, l.memoryMb, l.cpus, l.pids, l.outputBytes].join(',');
+  return {
+    ...c.fn.reuse!,
+    key: `env:${c.fn.tenant}:${c.fn.name}:${c.fn.version}:${c.profile.name}:${limits}`,
+    owner: { tenant: c.fn.tenant, function: c.fn.name, version: c.fn.version },
+    template: { ...warm, argv: serve.argv },
+  };
+}
+
 export function handlerTask(c: HandlerCall): SandboxTask {
   const rt = runtimeDef(c.fn.runtime);
   const boot = bootstrapFor(rt, 'handler', `${FUNCTION_DIR}/${c.fn.handler}`);
@@ -192,6 +235,7 @@ export function handlerTask(c: HandlerCall): SandboxTask {
     stdin: input.stdin,
     limits: c.limits,
     warm: { key: `fn:${c.fn.tenant}:${c.fn.name}:${c.fn.version}:${c.profile.name}`, template, control: input.control, handler: true, answerOnReply: rt.handler.answer === 'reply' },
+    ...(c.fn.reuse && canReuse(rt) ? { reuse: reuseSpec(c, rt, template) } : {}),
     profile: sandboxProfile(c.profile, c.fn.runtime, { extraBrokeredFiles: c.secrets ?? [] }),
   };
 }
@@ -239,6 +283,8 @@ export interface ImageCommand {
   image: ImageProcess;
   /** Replaces the image's Cmd (its Entrypoint stays in front), as `docker run IMAGE cmd…` does. */
   command?: readonly string[];
+  /** Replaces the image's Entrypoint (a CI job's script runs under the image's shell, not its Entrypoint). */
+  entrypoint?: readonly string[];
   env?: Readonly<Record<string, string>>;
   stdin?: string;
   limits: Limits;
@@ -260,7 +306,7 @@ export class ImageNotAllowedError extends Error {
 export function imageTask(c: ImageCommand): SandboxTask {
   const allow = imageAllowlistFor(c.profile);
   if (!allow) throw new ImageNotAllowedError(`Profile '${c.profile.name}' runs no images: its seccomp policy has no 'image' list`);
-  const argv = [...c.image.entrypoint, ...(c.command ?? c.image.cmd)];
+  const argv = [...(c.entrypoint ?? c.image.entrypoint), ...(c.command ?? c.image.cmd)];
   if (argv.length === 0) throw new ImageNotAllowedError(`Image ${c.image.digest} has no Entrypoint or Cmd: give a command`);
   const env: Record<string, string> = Object.fromEntries(
     c.image.env.filter((e) => e.includes('=')).map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)]),

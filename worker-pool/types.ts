@@ -12,14 +12,26 @@ export interface ParkedSandbox {
 }
 
 /**
- * The jobs a worker thread runs. A run (`invoke`, `run`) answers on `port` — its streamed
- * output if `stream`, then its outcome — and ends once its sandbox is torn down.
+ * The jobs a worker thread runs. A run (`invoke`, `run`, `reuse`) answers on `port` — its streamed
+ * output if `stream`, then its outcome — and ends once its sandbox is torn down (a kept
+ * reusable environment is not torn down).
  */
 export type WorkerJob =
   | { kind: 'invoke'; task: SandboxTask; port: MessagePort; stream: boolean }
   | { kind: 'spawn'; task: SandboxTask }
   | { kind: 'run'; parked: ParkedSandbox; task: SandboxTask; port: MessagePort; stream: boolean }
-  | { kind: 'release'; parked: ParkedSandbox };
+  | { kind: 'release'; parked: ParkedSandbox }
+  /** One invocation in a reusable environment: `parked` to reuse, or null to make one first. */
+  | { kind: 'reuse'; parked: ParkedSandbox | null; task: SandboxTask; index: number; port: MessagePort; stream: boolean };
+
+/** Why a reusable environment was discarded after an invocation (the supervisor's reset, or the answer). */
+export type ReuseDiscard = 'process' | 'socket' | 'rlimit' | 'memory' | 'reset';
+
+/**
+ * A run in a reusable environment: the outcome, and the environment when it was reset
+ * and may serve again (null: it is gone, `discard` says why when the reset decided).
+ */
+export type ReuseOutcome = SandboxOutcome & { kept: ParkedSandbox | null; discard: ReuseDiscard | null };
 
 /** What a streaming invocation posts on its port while it runs. */
 export interface OutputChunk {
@@ -116,6 +128,12 @@ export interface SandboxResult {
   warm: boolean;
   /** A deployed function's answer (JSON text from its bootstrap), null for inline code. */
   reply: string | null;
+  /**
+   * Set when the invocation ran in a reusable environment: its 1-based index there, and
+   * whether memoryPeakBytes is the invocation's own or (where the kernel cannot reset the
+   * peak) the environment's since it was made.
+   */
+  reuse?: { index: number; memoryPeak: 'invocation' | 'environment' };
 }
 
 /**

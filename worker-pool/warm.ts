@@ -49,6 +49,8 @@ export interface WarmBackend {
   now(): number;
   /** Cores idle since the previous call (a sample per tick); absent: never idle enough. */
   idleCores?(): number;
+  /** Sandboxes outside the pools that share their budget (reusable environments). */
+  shared?(): { count: number; memoryMb: number };
 }
 
 export interface PoolStats {
@@ -213,9 +215,22 @@ export class WarmPools {
     return Math.min(this.options.maxPerPool, Math.max(1, byRate, byPeak));
   }
 
-  private totals(): { count: number; memoryMb: number } {
+  /** What the pools hold (parked and being made), counted against the host's warm budget. */
+  usage(): { count: number; memoryMb: number } {
     let count = 0;
     let memoryMb = 0;
+    for (const p of this.pools.values()) {
+      const n = p.ready.length + p.creating;
+      count += n;
+      memoryMb += n * p.memoryMb;
+    }
+    return { count, memoryMb };
+  }
+
+  private totals(): { count: number; memoryMb: number } {
+    const shared = this.backend.shared?.() ?? { count: 0, memoryMb: 0 };
+    let count = shared.count;
+    let memoryMb = shared.memoryMb;
     for (const p of this.pools.values()) {
       const n = p.ready.length + p.creating;
       count += n;

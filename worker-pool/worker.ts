@@ -5,6 +5,7 @@
 // A run answers before its sandbox is torn down: the outcome goes to the main thread on
 // the job's port as soon as the supervisor's RESULT is in, and the job ends once the
 // teardown is done, so the pool can wait for it (SandboxPool.teardownsSettled).
+import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import { workerData, type MessagePort } from 'node:worker_threads';
@@ -13,7 +14,7 @@ import { cgroupCpuMs, killAndRemove } from './host/cgroups.js';
 import { sandboxCgroup, sandboxId } from './host/names.js';
 import { networkDrops, removeNetwork, setupNetwork, teardownNetwork, type NetworkInfo } from './network/index.js';
 import { encodeGo, encodeSpec, type HostLayout } from './spec.js';
-import type { AuditEvent, OutputChunk, ParkedSandbox, RunMessage, SandboxOutcome, SpawnOutcome, WorkerJob } from './types.js';
+import type { AuditEvent, OutputChunk, ParkedSandbox, ReuseDiscard, ReuseOutcome, RunMessage, SandboxOutcome, SpawnOutcome, WorkerJob } from './types.js';
 import type { SandboxTask } from './task.js';
 import { errorMessage } from './util/errors.js';
 
@@ -57,7 +58,9 @@ export function failure(e: unknown): { ok: false; error: native.NativeError['fai
 
 /** Makes a sandbox for `task` and parks it (warm: its runtime is started and loaded). */
 export function makeSandbox(task: SandboxTask, host: HostLayout, warm: boolean, id: string): ParkedSandbox {
-  const spec = warm && task.warm ? { ...task, ...task.warm.template } : task;
+  // A reusable environment runs its bootstrap in serve mode; a warm sandbox in handler mode.
+  const template = task.reuse?.template ?? task.warm?.template;
+  const spec = warm && template ? { ...task, ...template } : task;
   const net = setupNetwork(host.network, id, task.profile.network);
   try {
     const handle = native.spawn(encodeSpec(spec, id, host, net, warm));
@@ -174,12 +177,7 @@ export function toOutcome(
 /** Releases a parked sandbox with the task's own limits and work, and measures it; does not tear it down. */
 function runParked(parked: ParkedSandbox, task: SandboxTask, host: HostLayout, warm: boolean, port: MessagePort | null): SettledRun {
   const control = warm && task.warm ? Buffer.from(task.warm.control) : null;
-  const onOutput = port
-    ? (which: 'stdout' | 'stderr', data: Buffer): boolean => {
-        port.postMessage({ stream: which, data } satisfies OutputChunk);
-        return true;
-      }
-    : null;
+  const onOutput = portOutput(port);
   let ran: { out: native.RunOutput } | { error: unknown };
   try {
     ran = { out: native.run(parked.handle as native.SandboxHandle, task.limits.outputBytes, encodeGo(task, control, port !== null), onOutput) };
@@ -187,6 +185,77 @@ function runParked(parked: ParkedSandbox, task: SandboxTask, host: HostLayout, w
     ran = { error: e };
   }
   return settleRun(ran, parked, task, host, warm);
+}
+
+/** The supervisor (our child until released) has exited: a zombie, or no process at all. */
+function supervisorExited(parked: ParkedSandbox): boolean {
+  try {
+    const stat = readFileSync(`/proc/${parked.handle.pid}/stat`, 'utf8');
+    return /\) [ZX] /.test(stat);
+  } catch {
+    return true;
+  }
+}
+
+const DISCARDS: Array<[number, ReuseDiscard]> = [
+  [native.RESULT_FLAGS.DISCARD_PROCESS, 'process'],
+  [native.RESULT_FLAGS.DISCARD_SOCKET, 'socket'],
+  [native.RESULT_FLAGS.DISCARD_RLIMIT, 'rlimit'],
+  [native.RESULT_FLAGS.DISCARD_MEMORY, 'memory'],
+  [native.RESULT_FLAGS.DISCARD_RESET, 'reset'],
+];
+
+/** Streams a run's output on its job's port, as the run produces it. */
+function portOutput(port: MessagePort | null): ((which: 'stdout' | 'stderr', data: Buffer) => boolean) | null {
+  return port
+    ? (which, data) => {
+        port.postMessage({ stream: which, data } satisfies OutputChunk);
+        return true;
+      }
+    : null;
+}
+
+/**
+ * One invocation in a reusable environment (task.reuse): made first when `parked` is
+ * null, then run. The environment is kept when the supervisor reset it and parked it
+ * again (REUSABLE); otherwise it is torn down after the answer, as a single-use sandbox is.
+ */
+function runReused(parked: ParkedSandbox | null, task: SandboxTask, host: HostLayout, index: number, port: MessagePort | null): SettledRun {
+  // An environment whose runtime died while it waited has a supervisor that exited: it is
+  // not handed the invocation (nothing of it ran), a fresh one is.
+  if (parked !== null && supervisorExited(parked)) {
+    releaseSandbox(parked, host);
+    parked = null;
+  }
+  const fresh = parked === null;
+  let env: ParkedSandbox;
+  try {
+    env = parked ?? makeSandbox(task, host, true, sandboxId(task.id, '-e'));
+  } catch (e) {
+    const outcome: ReuseOutcome = { ...failure(e), kept: null, discard: null };
+    return { outcome, teardown: null };
+  }
+  let ran: { out: native.RunOutput } | { error: unknown };
+  try {
+    const control = Buffer.from(task.warm!.control);
+    ran = { out: native.run(env.handle as native.SandboxHandle, task.limits.outputBytes, encodeGo(task, control, port !== null), portOutput(port)) };
+  } catch (e) {
+    ran = { error: e };
+  }
+  const reusable = 'out' in ran && (ran.out.raw.flags & native.RESULT_FLAGS.REUSABLE) !== 0;
+  // A kept environment's network stays, and so do its counters: they are read when it ends.
+  const settled: SettledRun = reusable && 'out' in ran
+    ? { outcome: toOutcome(ran.out, env, task, !fresh, []), teardown: null }
+    : settleRun(ran, env, task, host, !fresh);
+  const outcome = settled.outcome;
+  if (outcome.ok && 'out' in ran) {
+    const f = ran.out.raw.flags;
+    outcome.result.setupMs = fresh ? env.setupMs : 0;
+    outcome.result.reuse = { index: fresh ? 1 : index, memoryPeak: (f & native.RESULT_FLAGS.PEAK_ENV) !== 0 ? 'environment' : 'invocation' };
+  }
+  const discard = 'out' in ran ? (DISCARDS.find(([flag]) => (ran.out.raw.flags & flag) !== 0)?.[1] ?? null) : null;
+  const reused: ReuseOutcome = { ...outcome, kept: reusable ? env : null, discard };
+  return { outcome: reused, teardown: settled.teardown };
 }
 
 /** A cold invocation: made and run within this job; torn down by the caller. */
@@ -236,5 +305,7 @@ export default function job(j: WorkerJob): SpawnOutcome | null {
     case 'release':
       releaseSandbox(j.parked, host);
       return null;
+    case 'reuse':
+      return answerThenTearDown(runReused(j.parked, j.task, host, j.index, j.stream ? j.port : null), j.port, host);
   }
 }

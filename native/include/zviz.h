@@ -18,7 +18,7 @@
 extern "C" {
 #endif
 
-#define ZVIZ_ABI_VERSION 8
+#define ZVIZ_ABI_VERSION 10
 #define ZVIZ_EXPORT __attribute__((visibility("default")))
 
 enum zviz_code {
@@ -57,8 +57,17 @@ struct zviz_error {
 #define ZVIZ_RF_BROKER_DIED      (1u << 8) /* killed: the seccomp broker died (fail closed) */
 #define ZVIZ_RF_SECCOMP_KILLED   (1u << 9) /* a process died of SIGSYS (seccomp kill action) */
 #define ZVIZ_RF_TRUSTED_CPU      (1u << 10) /* killed: the trusted side's CPU for it passed its budget */
-#define ZVIZ_RF_ANSWERED         (1u << 11) /* sent at a warm function's answer (fd 4 closed), before its
-					       * runtime exited: exit_code is 0, not a process status */
+#define ZVIZ_RF_ANSWERED         (1u << 11) /* sent at a warm function's answer (fd 4 closed, or a
+					       * reused runtime's framed answer), before its runtime
+					       * exited: exit_code is 0, not a process status */
+/* Reusable environments (spec flag REUSE): */
+#define ZVIZ_RF_REUSABLE         (1u << 12) /* reset done, parked again: the handle takes another GO */
+#define ZVIZ_RF_PEAK_ENV         (1u << 13) /* memory_peak_bytes is the environment's peak, not the invocation's */
+#define ZVIZ_RF_DISCARD_PROCESS  (1u << 14) /* discarded: a process other than the runtime was left */
+#define ZVIZ_RF_DISCARD_SOCKET   (1u << 15) /* discarded: a listening socket was left open */
+#define ZVIZ_RF_DISCARD_RLIMIT   (1u << 16) /* discarded: the runtime changed its rlimits */
+#define ZVIZ_RF_DISCARD_MEMORY   (1u << 17) /* discarded: memory in use after the reset above 90 % of the limit */
+#define ZVIZ_RF_DISCARD_RESET    (1u << 18) /* discarded: the reset failed (unframed answer, /tmp not emptied, runtime unknown) */
 
 /* One security decision, deduplicated: `count` calls with the same kind/action/nr/path. */
 #define ZVIZ_AUDIT_SECCOMP 1u

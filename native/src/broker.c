@@ -538,14 +538,36 @@ void zv_broker_audit(const struct zv_broker *h, struct zviz_audit *out, uint32_t
 	uint32_t k = __atomic_load_n(&h->table->n, __ATOMIC_ACQUIRE);
 	if (k > ZVIZ_MAX_AUDIT)
 		k = ZVIZ_MAX_AUDIT;
+	/* Records only grow (new ones appended, counts raised in place): what came after the
+	 * mark is each record's count beyond its marked one. */
 	for (uint32_t i = 0; i < k; i++) {
-		out[i] = h->table->records[i];
-		out[i].count = __atomic_load_n(&h->table->records[i].count, __ATOMIC_ACQUIRE);
-		out[i].name[sizeof(out[i].name) - 1] = '\0';
-		out[i].path[sizeof(out[i].path) - 1] = '\0';
+		uint32_t count = __atomic_load_n(&h->table->records[i].count, __ATOMIC_ACQUIRE);
+		if (i < h->marked_n)
+			count -= h->marked[i];
+		if (count == 0)
+			continue;
+		out[*n] = h->table->records[i];
+		out[*n].count = count;
+		out[*n].name[sizeof(out[*n].name) - 1] = '\0';
+		out[*n].path[sizeof(out[*n].path) - 1] = '\0';
+		(*n)++;
 	}
-	*n = k;
-	*dropped += __atomic_load_n(&h->table->dropped, __ATOMIC_ACQUIRE);
+	*dropped += __atomic_load_n(&h->table->dropped, __ATOMIC_ACQUIRE) - h->marked_dropped;
+}
+
+void zv_broker_audit_mark(struct zv_broker *h)
+{
+	h->marked_n = 0;
+	h->marked_dropped = 0;
+	if (!h->table)
+		return;
+	uint32_t k = __atomic_load_n(&h->table->n, __ATOMIC_ACQUIRE);
+	if (k > ZVIZ_MAX_AUDIT)
+		k = ZVIZ_MAX_AUDIT;
+	for (uint32_t i = 0; i < k; i++)
+		h->marked[i] = __atomic_load_n(&h->table->records[i].count, __ATOMIC_ACQUIRE);
+	h->marked_n = k;
+	h->marked_dropped = __atomic_load_n(&h->table->dropped, __ATOMIC_ACQUIRE);
 }
 
 void zv_broker_finish(struct zv_broker *h)

@@ -350,3 +350,80 @@ int zv_cg_destroy(struct zv_cgroup *cg, struct zviz_error *err)
 	cg->n = 0;
 	return rc;
 }
+
+/* ---- Reusable environments (reuse.c): what one invocation of a kept sandbox used ---- */
+
+/* The pids (as the host sees them) of the processes in the sandbox's cgroup; every
+ * hierarchy lists all of them, so the first one will do. Returns how many, or -1. */
+ssize_t zv_cg_procs(struct zv_cgroup *cg, pid_t *out, size_t cap)
+{
+	if (cg->n == 0 || cg->dir[0].dirfd < 0)
+		return -1;
+	char buf[16384];
+	ssize_t len = read_at(cg->dir[0].dirfd, "cgroup.procs", buf, sizeof(buf));
+	if (len < 0 || (size_t)len + 1 >= sizeof(buf))
+		return -1; /* unreadable, or more than fits: the caller discards either way */
+	size_t n = 0;
+	for (char *p = buf; *p;) {
+		char *end;
+		long v = strtol(p, &end, 10);
+		if (end == p)
+			break;
+		if (n == cap)
+			return -1;
+		out[n++] = (pid_t)v;
+		p = end;
+		while (*p == '\n')
+			p++;
+	}
+	return (ssize_t)n;
+}
+
+/* Starts a new memory peak for the next invocation. v1: writing to
+ * memory.max_usage_in_bytes resets it to the current usage. v2: memory.peak resets
+ * for the file descriptor it was written through (Linux 6.12+), so that descriptor is
+ * kept in *peak_fd and read at the end. Returns false where the kernel cannot reset:
+ * the peak then read is the environment's, from its start. */
+bool zv_cg_peak_reset(struct zv_cgroup *cg, int *peak_fd)
+{
+	struct zv_cg_dir *d;
+	if (cg->version == 2 && (d = find(cg, "unified"))) {
+		if (*peak_fd < 0)
+			*peak_fd = openat(d->dirfd, "memory.peak", O_RDWR | O_CLOEXEC);
+		return *peak_fd >= 0 && write(*peak_fd, "reset\n", 6) == 6;
+	}
+	if (cg->version == 1 && (d = find(cg, "memory"))) {
+		struct zviz_error ignored;
+		return write_at(d->dirfd, "memory.max_usage_in_bytes", "0", d->path, &ignored) == 0;
+	}
+	return false;
+}
+
+/* The peak since zv_cg_peak_reset (v2 through its descriptor; v1 the reset file). */
+bool zv_cg_peak_read(struct zv_cgroup *cg, int peak_fd, uint64_t *out)
+{
+	struct zv_cg_dir *d;
+	if (cg->version == 2 && peak_fd >= 0) {
+		char buf[64];
+		ssize_t n = pread(peak_fd, buf, sizeof(buf) - 1, 0);
+		if (n <= 0)
+			return false;
+		buf[n] = '\0';
+		*out = strtoull(buf, NULL, 10);
+		return true;
+	}
+	if (cg->version == 1 && (d = find(cg, "memory")))
+		return read_u64(d->dirfd, "memory.max_usage_in_bytes", out);
+	return false;
+}
+
+/* Memory charged to the sandbox now (what a kept environment carries into its next invocation). */
+bool zv_cg_memory_current(struct zv_cgroup *cg, uint64_t *out)
+{
+	struct zv_cg_dir *d;
+	if (cg->version == 2 && (d = find(cg, "unified")))
+		return read_u64(d->dirfd, "memory.current", out);
+	if (cg->version == 1 && (d = find(cg, "memory")))
+		return read_u64(d->dirfd, "memory.usage_in_bytes", out);
+	return false;
+}

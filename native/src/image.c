@@ -13,7 +13,7 @@
  *     the image's ownership inside the sandbox;
  *   - refuses the tree if any entry sits on another filesystem (a mount under it) or
  *     resolves outside it;
- *   - makes the mount points a sandbox needs (/proc /dev /tmp /fn /etc and the files
+ *   - makes the mount points a sandbox needs (/proc /dev /tmp /fn /etc, a job's /workspace, and the files
  *     /etc/hosts /etc/hostname /etc/resolv.conf), replacing whatever non-directory or
  *     non-file the image put there, because the image is read-only once in the store.
  * It prints one JSON line of counts. Everything is relative to an O_PATH fd of the root
@@ -214,6 +214,7 @@ int zv_image_sanitize(const char *rootfs, struct zviz_error *err)
 	} points[] = {
 		{ "proc", true }, { "dev", true }, { "tmp", true }, { "fn", true }, { "etc", true },
 		{ "etc/hosts", false }, { "etc/hostname", false }, { "etc/resolv.conf", false },
+		{ "workspace", true },
 	};
 	for (size_t i = 0; rc == 0 && i < sizeof(points) / sizeof(points[0]); i++)
 		rc = ensure_point(rootfd, points[i].name, points[i].dir, err);

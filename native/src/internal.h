@@ -80,6 +80,7 @@ enum zv_tag {
 	ZV_T_FLAGS = 20,    /* u32 flags (ZV_SF_*) */
 	ZV_T_IMAGE = 21,    /* u32 owner uid, u32 owner gid, host path of an image rootfs: the root instead of /usr */
 	ZV_T_WORKDIR = 22,  /* string: the function's working directory (default /tmp) */
+	ZV_T_WORKSPACE = 23, /* u32 source length, host source, sandbox target: a job's writable workspace */
 };
 
 #define ZV_LF_TMP_EXEC (1u << 0)
@@ -109,6 +110,13 @@ struct zv_limits {
 /* Spec flags. WARM: start the function right after setup, before GO; it gets fd 3 to
  * read its work from and fd 4 to answer on (see worker-pool/bootstrap/). */
 #define ZV_SF_WARM (1u << 0)
+/* REUSE (with WARM): a reusable environment (reuse.c). The runtime serves invocations one
+ * at a time: each arrives on fd 3 as a u32 little-endian length and that many bytes, each
+ * answer leaves on fd 4 framed the same way; the supervisor resets the sandbox between
+ * invocations and parks it again. RESET_TMP: the reset also empties /tmp and /dev/shm. */
+#define ZV_SF_REUSE (1u << 1)
+#define ZV_SF_RESET_TMP (1u << 2)
+#define ZV_SF_ALL (ZV_SF_WARM | ZV_SF_REUSE | ZV_SF_RESET_TMP)
 
 /* GO payload: TLV records like the spec's, all optional. */
 enum zv_go_tag {
@@ -208,6 +216,10 @@ struct zv_spec {
 	uint32_t image_uid;
 	uint32_t image_gid;
 	char *workdir;
+	/* Job workspace (ZV_T_WORKSPACE): a host directory (a job's own filesystem) mounted
+	 * read-write, idmapped so its files owned by 1000 are the function's. */
+	char *workspace_src;
+	char *workspace_target;
 	bool stream; /* set by GO */
 	bool answer_on_reply; /* set by GO: the result is due at the reply channel's EOF */
 };

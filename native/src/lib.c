@@ -259,6 +259,9 @@ ZVIZ_EXPORT int zviz_run(struct zviz_sandbox *sb, const uint8_t *go, size_t go_l
 	}
 	result->audit_count = kept;
 	result->setup_ns = sb->setup_ns;
+	/* A reusable environment was reset and parked again: it takes the next GO. */
+	if (result->flags & ZVIZ_RF_REUSABLE)
+		sb->state = SB_SPAWNED;
 	return 0;
 }
 

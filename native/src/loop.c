@@ -166,6 +166,8 @@ static void feed(struct feed *f)
 		 * without reading everything. Its choice, and no error of ours. */
 		break;
 	}
+	if (f->keep && f->off >= f->len)
+		return;
 	close_fd(&f->fd);
 }
 
@@ -221,6 +223,32 @@ static void check_booted(struct sup *s)
 		s->reply.len--;
 	}
 	s->booted = true;
+}
+
+/* Reusable environment: the answer is a u32 little-endian length and that many bytes;
+ * once it is complete the invocation is over (the runtime stays). */
+static void check_answered(struct sup *s)
+{
+	if (!s->reuse || !s->running || s->reply.len < 4)
+		return;
+	uint32_t n = (uint32_t)s->reply.data[0] | (uint32_t)s->reply.data[1] << 8 | (uint32_t)s->reply.data[2] << 16 |
+		     (uint32_t)s->reply.data[3] << 24;
+	if (s->reply.len - 4 >= n)
+		s->answered = true;
+}
+
+void zv_sup_drain_output(struct sup *s)
+{
+	if (s->out.fd >= 0) {
+		size_t before = s->out.len;
+		drain(&s->out);
+		forward(s, 1, &s->out, before);
+	}
+	if (s->err.fd >= 0) {
+		size_t before = s->err.len;
+		drain(&s->err);
+		forward(s, 2, &s->err, before);
+	}
 }
 
 static uint64_t self_cpu_ns(void)
@@ -300,6 +328,8 @@ bool zv_sup_loop(struct sup *s, bool until_booted)
 		set_nonblock(*fds_nb[i]);
 
 	for (;;) {
+		if (s->answered)
+			break;
 		if (until_booted ? (s->booted || s->init_reaped) : answer_complete(s))
 			break;
 		/* Before GO the control socket is not ours to read: the caller may be idle. */
@@ -311,7 +341,7 @@ bool zv_sup_loop(struct sup *s, bool until_booted)
 			[P_ERR] = s->err.fd,
 			[P_REPLY] = s->reply.fd,
 			[P_IN] = s->running ? s->in.fd : -1,
-			[P_CTLIN] = s->running ? s->ctl.fd : -1,
+			[P_CTLIN] = (s->running && s->ctl.off < s->ctl.len) ? s->ctl.fd : -1,
 			[P_MSG] = s->msg_rd,
 			[P_TIMER] = s->timer_fd,
 			[P_BROKER] = (s->init_reaped || s->broker.exited) ? -1 : s->broker.pidfd,
@@ -342,6 +372,7 @@ bool zv_sup_loop(struct sup *s, bool until_booted)
 		if (pfd[P_REPLY].revents) {
 			drain(&s->reply);
 			check_booted(s);
+			check_answered(s);
 		}
 		if ((s->out.truncated || s->err.truncated || s->reply.truncated) && !(s->res.flags & ZVIZ_RF_OUTPUT_LIMIT) &&
 		    !s->init_reaped) {

@@ -14,4 +14,17 @@ void zv_sup_finish_result(struct sup *s);
 /* At GO: start measuring the trusted side's CPU and arm the check of its budget. */
 int zv_sup_start_trusted_accounting(struct sup *s, struct zviz_error *err);
 
+/* Reads what stdout and stderr hold now, without waiting (a reused runtime's answer is
+ * in: what it printed before answering is in the pipes). */
+void zv_sup_drain_output(struct sup *s);
+
+/* supervisor.c, shared with reuse.c: wait for GO and apply it, send RESULT. */
+int zv_sup_wait_for_go(struct sup *s, struct zviz_error *err);
+int zv_sup_apply_go(struct sup *s, struct zviz_error *err);
+void zv_sup_send_result(struct sup *s);
+
+/* reuse.c: serve invocations until one ends the environment. Returns 0, or a negative
+ * code when GO could not be applied (err filled, already sent). */
+int zv_reuse_serve(struct sup *s, struct zviz_error *err);
+
 #endif

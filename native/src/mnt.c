@@ -259,6 +259,35 @@ static int build_fn(struct root *r, const struct zv_spec *s, struct zviz_error *
 	return 0;
 }
 
+/* What every root gets, image or host: /dev, a fresh procfs (we are pid 1 of a new pid
+ * namespace, so it shows only our tree), the /tmp tmpfs and /fn. */
+static int mount_specials(struct root *r, const struct zv_spec *s, struct zviz_error *err)
+{
+	int rc;
+	if ((rc = build_dev(r, &s->limits, err)) < 0)
+		return rc;
+	if (mount("proc", in_root(r, "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+		return zv_fail(err, ZVIZ_E_MOUNT, errno, "mount proc on `%s`", r->buf);
+	unsigned long tmp_flags = (s->limits.flags & ZV_LF_TMP_EXEC) ? 0 : MS_NOEXEC;
+	if ((rc = mount_tmpfs(in_root(r, "/tmp"), tmp_flags, s->limits.tmp_bytes, "1777", err)) < 0)
+		return rc;
+	return build_fn(r, s, err);
+}
+
+/* Seals the synthesized mounts (`sealed`, NULL-terminated) read-only, then binds the
+ * profile's paths: after the seal, so a bind is never under a mount still writable. */
+static int seal_then_bind(struct root *r, const struct zv_spec *s, const char *const *sealed, struct zviz_error *err)
+{
+	int rc;
+	for (; *sealed; sealed++)
+		if ((rc = remount_ro(in_root(r, *sealed), MS_NODEV, err)) < 0)
+			return rc;
+	for (size_t i = 0; i < s->nbinds; i++)
+		if ((rc = bind_ro(s->binds[i].source, in_root(r, s->binds[i].target), false, err)) < 0)
+			return rc;
+	return 0;
+}
+
 /* ---- image roots --------------------------------------------------------------------
  * An image root is an unpacked OCI image in the store (worker-pool/images/), owned by
  * root and unreachable to the sandbox's unprivileged ids on the host. The supervisor
@@ -268,7 +297,30 @@ static int build_fn(struct root *r, const struct zv_spec *s, struct zviz_error *
  * own namespace as its root: no path of the store is ever resolved by the sandbox.
  * Without idmapped mounts (old kernels, filesystems that lack them) the clone is used
  * as it is and the image's files show as the overflow id: still readable where the
- * image made them world-readable, never writable. */
+ * image made them world-readable, never writable.
+ * The idmap's user namespace is the sandbox's own when it maps what the idmap needs (the
+ * image's owner is the function's id), else one a helper process makes (userns.c). */
+
+/* The image mount that waits for the sandbox's own user namespace (see below). */
+static int idmap_pending = -1;
+static const char *idmap_pending_root;
+
+/* Idmapped mount attributes on `tree`; EINVAL, ENOSYS, EOPNOTSUPP and EPERM are the kernel
+ * or the store's filesystem refusing idmaps: *idmapped stays false and the mount is used
+ * as it is (the documented fallback). */
+static int set_image_attrs(int tree, uint64_t set, int userns, bool *idmapped, const char *root, struct zviz_error *err)
+{
+	struct mount_attr attr = { .attr_set = set, .userns_fd = userns >= 0 ? (uint64_t)userns : 0 };
+	if (mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) == 0) {
+		*idmapped = (set & MOUNT_ATTR_IDMAP) != 0;
+		return 0;
+	}
+	int e = errno;
+	if (!(set & MOUNT_ATTR_IDMAP) || (e != EINVAL && e != ENOSYS && e != EOPNOTSUPP && e != EPERM))
+		return zv_fail(err, ZVIZ_E_MOUNT, e, "%s image root `%s`", set & MOUNT_ATTR_IDMAP ? "idmap" : "make read-only", root);
+	set &= ~(uint64_t)MOUNT_ATTR_IDMAP;
+	return set == 0 ? 0 : set_image_attrs(tree, set, -1, idmapped, root, err);
+}
 
 int zv_mnt_open_image(const struct zv_spec *s, uint32_t host_base, int *fd, bool *idmapped, struct zviz_error *err)
 {
@@ -280,34 +332,119 @@ int zv_mnt_open_image(const struct zv_spec *s, uint32_t host_base, int *fd, bool
 				  OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_SYMLINK_NOFOLLOW);
 	if (tree < 0)
 		return zv_fail(err, ZVIZ_E_MOUNT, errno, "clone image root `%s`", s->image_root);
-	struct mount_attr attr = {
-		.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_IDMAP,
-	};
-	int userns = zv_userns_idmap_fd(host_base, s->image_uid, s->image_gid, err);
+	const uint64_t ro = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+	int r;
+	if (s->image_uid == ZV_SANDBOX_UID && s->image_gid == ZV_SANDBOX_GID) {
+		/* The image's owner is the function's own id (every image whose User is root or
+		 * 1000): the sandbox's user namespace has exactly the maps the idmap needs, so
+		 * no namespace is made for it. Read-only now; the idmap once clone3 has made that
+		 * namespace and the supervisor has written its maps (zv_mnt_idmap_pending, from
+		 * zv_userns_write_maps), before init is released: init touches the mount only
+		 * after that, and the mount is one object whichever fd names it. */
+		if ((r = set_image_attrs(tree, ro, -1, idmapped, s->image_root, err)) < 0)
+			goto fail;
+		idmap_pending = fcntl(tree, F_DUPFD_CLOEXEC, 3);
+		idmap_pending_root = s->image_root;
+		if (idmap_pending < 0) {
+			r = zv_fail(err, ZVIZ_E_SYSTEM, errno, "keep image root `%s` for its idmap", s->image_root);
+			goto fail;
+		}
+	} else {
+		int userns = zv_userns_idmap_fd(host_base, s->image_uid, s->image_gid, err);
+		if (userns < 0) {
+			r = userns;
+			goto fail;
+		}
+		r = set_image_attrs(tree, ro | MOUNT_ATTR_IDMAP, userns, idmapped, s->image_root, err);
+		close(userns);
+		if (r < 0)
+			goto fail;
+	}
+	*fd = tree;
+	return 0;
+fail:
+	close(tree);
+	return r;
+}
+
+int zv_mnt_idmap_pending(pid_t child, struct zviz_error *err)
+{
+	if (idmap_pending < 0)
+		return 0;
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)child);
+	int userns = open(path, O_RDONLY | O_CLOEXEC);
+	int r;
+	bool idmapped = false;
+	if (userns < 0)
+		r = zv_fail(err, ZVIZ_E_NAMESPACE, errno, "open `%s`", path);
+	else
+		r = set_image_attrs(idmap_pending, MOUNT_ATTR_IDMAP, userns, &idmapped, idmap_pending_root, err);
+	if (userns >= 0)
+		close(userns);
+	close(idmap_pending);
+	idmap_pending = -1;
+	return r;
+}
+
+/* ---- job workspaces -----------------------------------------------------------------
+ * A job's workspace is a filesystem of its own (the server loop-mounts an ext4 image of
+ * the job's disk size under /run/zviz/jobs), its files owned by 1000:1000. As for an
+ * image, the supervisor (host root, before clone3) takes a detached clone of it and
+ * idmaps it: on-disk 1000 is the function's host id, on-disk 0 the sandbox's root, and
+ * nothing else the sandbox can be. nosuid and nodev: a build may make files executable,
+ * never privileged or a device. Unlike an image there is no fallback without idmapped
+ * mounts: the workspace would show as the overflow id and be unwritable, so the job
+ * fails with a clear error instead of running half-blind. */
+int zv_mnt_open_workspace(const struct zv_spec *s, uint32_t host_base, int *fd, struct zviz_error *err)
+{
+	*fd = -1;
+	if (!s->workspace_src)
+		return 0;
+	int tree = (int)open_tree(AT_FDCWD, s->workspace_src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_SYMLINK_NOFOLLOW);
+	if (tree < 0)
+		return zv_fail(err, ZVIZ_E_MOUNT, errno, "clone workspace `%s`", s->workspace_src);
+	int userns = zv_userns_idmap_fd(host_base, ZV_SANDBOX_UID, ZV_SANDBOX_GID, err);
 	if (userns < 0) {
 		close(tree);
 		return userns;
 	}
-	attr.userns_fd = (uint64_t)userns;
-	int rc = mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr));
+	struct mount_attr attr = {
+		.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_IDMAP,
+		.userns_fd = (uint64_t)userns,
+	};
+	int rc = mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof(attr));
 	int e = errno;
 	close(userns);
-	if (rc == 0) {
-		*idmapped = true;
-	} else if (e == EINVAL || e == ENOSYS || e == EOPNOTSUPP || e == EPERM) {
-		/* Documented fallback: the kernel or the store's filesystem cannot idmap. */
-		attr.attr_set &= ~(uint64_t)MOUNT_ATTR_IDMAP;
-		attr.userns_fd = 0;
-		if (mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) < 0) {
-			e = errno;
-			close(tree);
-			return zv_fail(err, ZVIZ_E_MOUNT, e, "make image root `%s` read-only", s->image_root);
-		}
-	} else {
+	if (rc < 0) {
 		close(tree);
-		return zv_fail(err, ZVIZ_E_MOUNT, e, "idmap image root `%s`", s->image_root);
+		return zv_fail(err, ZVIZ_E_MOUNT, e, "idmap workspace `%s`", s->workspace_src);
 	}
 	*fd = tree;
+	return 0;
+}
+
+/* Child side: the workspace lands on its target in the new root, which must be a real
+ * directory reached without a symlink (the runtime root makes it; an image carries it). */
+static int place_workspace(const char *root, const struct zv_spec *s, int ws_fd, struct zviz_error *err)
+{
+	if (ws_fd < 0)
+		return 0;
+	int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0)
+		return zv_fail(err, ZVIZ_E_MOUNT, errno, "open `%s`", root);
+	struct open_how how = { .flags = O_PATH | O_DIRECTORY | O_CLOEXEC, .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH };
+	int target = (int)syscall(SYS_openat2, rootfd, s->workspace_target + 1, &how, sizeof(how));
+	int e = errno;
+	close(rootfd);
+	if (target < 0)
+		return zv_fail(err, ZVIZ_E_MOUNT, e, "workspace mount point `%s`", s->workspace_target);
+	int rc = move_mount(ws_fd, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+	e = errno;
+	close(target);
+	if (rc < 0)
+		return zv_fail(err, ZVIZ_E_MOUNT, e, "move workspace on `%s`", s->workspace_target);
+	close(ws_fd);
 	return 0;
 }
 
@@ -327,7 +464,7 @@ static int image_target(int rootfd, const char *rel, bool dir, struct zviz_error
 	return 0;
 }
 
-static int build_image_root(const struct zv_spec *s, int image_fd, struct zviz_error *err)
+static int build_image_root(const struct zv_spec *s, int image_fd, int ws_fd, struct zviz_error *err)
 {
 	int rc;
 	char root[PATH_MAX], staged[PATH_MAX];
@@ -377,23 +514,14 @@ static int build_image_root(const struct zv_spec *s, int image_fd, struct zviz_e
 		if ((rc = bind_ro(src, in_root(&r, files[i].name), false, err)) < 0)
 			return rc;
 	}
-	if ((rc = build_dev(&r, &s->limits, err)) < 0)
+	if ((rc = mount_specials(&r, s, err)) < 0)
 		return rc;
-	if (mount("proc", in_root(&r, "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
-		return zv_fail(err, ZVIZ_E_MOUNT, errno, "mount proc on `%s`", r.buf);
-	unsigned long tmp_flags = (s->limits.flags & ZV_LF_TMP_EXEC) ? 0 : MS_NOEXEC;
-	if ((rc = mount_tmpfs(in_root(&r, "/tmp"), tmp_flags, s->limits.tmp_bytes, "1777", err)) < 0)
-		return rc;
-	if ((rc = build_fn(&r, s, err)) < 0)
-		return rc;
-	static const char *const sealed[] = { "/dev", "/fn" };
-	for (size_t i = 0; i < sizeof(sealed) / sizeof(sealed[0]); i++)
-		if ((rc = remount_ro(in_root(&r, sealed[i]), MS_NODEV, err)) < 0)
-			return rc;
 	/* Profile binds land on mount points the image has; the image itself is read-only. */
-	for (size_t i = 0; i < s->nbinds; i++)
-		if ((rc = bind_ro(s->binds[i].source, in_root(&r, s->binds[i].target), false, err)) < 0)
-			return rc;
+	static const char *const sealed[] = { "/dev", "/fn", NULL };
+	if ((rc = seal_then_bind(&r, s, sealed, err)) < 0)
+		return rc;
+	if ((rc = place_workspace(root, s, ws_fd, err)) < 0)
+		return rc;
 
 	/* pivot_root(".", ".") stacks the old root on the new one; detaching it leaves no
 	 * path to the host's tree (the image needs no directory of ours for it). */
@@ -408,7 +536,7 @@ static int build_image_root(const struct zv_spec *s, int image_fd, struct zviz_e
 	return remount_ro("/", MS_NODEV, err);
 }
 
-int zv_mnt_build_root(const struct zv_spec *s, int image_fd, struct zviz_error *err)
+int zv_mnt_build_root(const struct zv_spec *s, int image_fd, int ws_fd, struct zviz_error *err)
 {
 	struct root r = { .base = s->root_base };
 	int rc;
@@ -417,7 +545,7 @@ int zv_mnt_build_root(const struct zv_spec *s, int image_fd, struct zviz_error *
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		return zv_fail(err, ZVIZ_E_MOUNT, errno, "make `/` private");
 	if (image_fd >= 0)
-		return build_image_root(s, image_fd, err);
+		return build_image_root(s, image_fd, ws_fd, err);
 	if ((rc = mount_tmpfs(s->root_base, 0, 1 << 20, "0755", err)) < 0)
 		return rc;
 
@@ -425,6 +553,8 @@ int zv_mnt_build_root(const struct zv_spec *s, int image_fd, struct zviz_error *
 	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
 		if ((rc = make_dir(in_root(&r, dirs[i]), 0755, err)) < 0)
 			return rc;
+	if (s->workspace_target && (rc = make_dir(in_root(&r, s->workspace_target), 0755, err)) < 0)
+		return rc;
 	/* usr-merge links, mirrored from the host so interpreters resolve as they do there. */
 	static const char *const merged[] = { "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32" };
 	char target[PATH_MAX];
@@ -441,15 +571,7 @@ int zv_mnt_build_root(const struct zv_spec *s, int image_fd, struct zviz_error *
 		return rc;
 	if ((rc = build_etc(&r, s, err)) < 0)
 		return rc;
-	if ((rc = build_dev(&r, &s->limits, err)) < 0)
-		return rc;
-	/* A fresh procfs: we are pid 1 of a new pid namespace, so it shows only our tree. */
-	if (mount("proc", in_root(&r, "/proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
-		return zv_fail(err, ZVIZ_E_MOUNT, errno, "mount proc on `%s`", r.buf);
-	unsigned long tmp_flags = (s->limits.flags & ZV_LF_TMP_EXEC) ? 0 : MS_NOEXEC;
-	if ((rc = mount_tmpfs(in_root(&r, "/tmp"), tmp_flags, s->limits.tmp_bytes, "1777", err)) < 0)
-		return rc;
-	if ((rc = build_fn(&r, s, err)) < 0)
+	if ((rc = mount_specials(&r, s, err)) < 0)
 		return rc;
 
 	/* Extra binds from the profile: targets are created while the tree is writable,
@@ -461,13 +583,11 @@ int zv_mnt_build_root(const struct zv_spec *s, int image_fd, struct zviz_error *
 		    (rc = make_target(&r, s->binds[i].target, !is_dir(s->binds[i].source), err)) < 0)
 			return rc;
 	}
-	static const char *const sealed[] = { "/etc", "/dev", "/fn" };
-	for (size_t i = 0; i < sizeof(sealed) / sizeof(sealed[0]); i++)
-		if ((rc = remount_ro(in_root(&r, sealed[i]), MS_NODEV, err)) < 0)
-			return rc;
-	for (size_t i = 0; i < s->nbinds; i++)
-		if ((rc = bind_ro(s->binds[i].source, in_root(&r, s->binds[i].target), false, err)) < 0)
-			return rc;
+	static const char *const sealed[] = { "/etc", "/dev", "/fn", NULL };
+	if ((rc = seal_then_bind(&r, s, sealed, err)) < 0)
+		return rc;
+	if ((rc = place_workspace(s->root_base, s, ws_fd, err)) < 0)
+		return rc;
 
 	/* pivot_root + detach: the host's tree is no longer reachable by any path, not even
 	 * through `..` from the new root or through an fd we keep (we keep none). */

@@ -154,7 +154,7 @@ __attribute__((noreturn)) void zv_sandbox_main(const struct zv_child_ctx *ctx)
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 
 	/* 2. Drop every fd of the supervisor's that is not ours. */
-	int keep[10] = { ctx->sync_rd, ctx->msg_wr, ctx->stdin_rd, ctx->stdout_wr, ctx->stderr_wr };
+	int keep[11] = { ctx->sync_rd, ctx->msg_wr, ctx->stdin_rd, ctx->stdout_wr, ctx->stderr_wr };
 	size_t nkeep = 5;
 	if (ctx->ctl_rd >= 0) {
 		keep[nkeep++] = ctx->ctl_rd;
@@ -166,6 +166,8 @@ __attribute__((noreturn)) void zv_sandbox_main(const struct zv_child_ctx *ctx)
 		keep[nkeep++] = ctx->broker_sock;
 	if (ctx->image_fd >= 0)
 		keep[nkeep++] = ctx->image_fd;
+	if (ctx->workspace_fd >= 0)
+		keep[nkeep++] = ctx->workspace_fd;
 	sort_fds(keep, nkeep);
 	if (zv_proc_close_fds_from(ctx->close_from, keep, nkeep, &err) < 0)
 		die(ctx, &err);
@@ -198,7 +200,7 @@ __attribute__((noreturn)) void zv_sandbox_main(const struct zv_child_ctx *ctx)
 		die(ctx, &err);
 	/* 6. mount: the new root (tmpfs with the host's /usr, or an image's root, moved in
 	 *    here and closed), pivoted into, host tree detached. */
-	if (zv_mnt_build_root(ctx->spec, ctx->image_fd, &err) < 0)
+	if (zv_mnt_build_root(ctx->spec, ctx->image_fd, ctx->workspace_fd, &err) < 0)
 		die(ctx, &err);
 
 	/* 6b. No nested user namespaces, as a layer-A backstop to the seccomp rule: a new

@@ -71,12 +71,17 @@ struct zv_broker {
 	bool exited;     /* seen to have exited (not yet reaped) */
 	bool reaped;
 	uint64_t cpu_ns; /* its whole CPU time, known once reaped */
+	/* Counts at the last mark (a reused environment's GO): audit reports what came after. */
+	uint32_t marked[ZVIZ_MAX_AUDIT];
+	uint32_t marked_n, marked_dropped;
 };
 
 int zv_broker_prepare(struct zv_broker *h, const struct zv_seccomp *sc, struct zviz_error *err);
 int zv_broker_spawn(struct zv_broker *h, const struct zv_spec *s, struct zviz_error *err);
 bool zv_broker_exited_abnormally(struct zv_broker *h);
 void zv_broker_audit(const struct zv_broker *h, struct zviz_audit *out, uint32_t *n, uint64_t *dropped);
+/* From now on zv_broker_audit reports only decisions made after this call. */
+void zv_broker_audit_mark(struct zv_broker *h);
 void zv_broker_finish(struct zv_broker *h);
 /* The broker's CPU time so far (its CPU clock while it lives, its rusage once reaped). */
 uint64_t zv_broker_cpu_ns(const struct zv_broker *h);
@@ -107,6 +112,7 @@ struct zv_child_ctx {
 	int ctl_rd;   /* warm only (else -1): becomes the function's fd 3 */
 	int reply_wr; /* warm only (else -1): becomes the function's fd 4 */
 	int image_fd; /* image root only (else -1): the detached mount that becomes the root */
+	int workspace_fd; /* job only (else -1): the detached, idmapped workspace mount */
 };
 
 /* sandbox.c: runs in the clone()d child (the sandbox's init, pid 1 of its pid namespace). */
@@ -123,7 +129,13 @@ int zv_image_sanitize(const char *rootfs, struct zviz_error *err);
 /* Supervisor side, before clone3: a detached, read-only, nosuid, nodev clone of the image
  * root, idmapped where the kernel and filesystem can (*idmapped tells); *fd is -1 without one. */
 int zv_mnt_open_image(const struct zv_spec *s, uint32_t host_base, int *fd, bool *idmapped, struct zviz_error *err);
-int zv_mnt_build_root(const struct zv_spec *s, int image_fd, struct zviz_error *err);
+/* Supervisor side, after clone3 and the child's maps: the idmap zv_mnt_open_image left to
+ * the sandbox's own user namespace, if any. */
+int zv_mnt_idmap_pending(pid_t child, struct zviz_error *err);
+/* Supervisor side, before clone3: a detached, idmapped, nosuid, nodev clone of the job's
+ * workspace; *fd is -1 without one. */
+int zv_mnt_open_workspace(const struct zv_spec *s, uint32_t host_base, int *fd, struct zviz_error *err);
+int zv_mnt_build_root(const struct zv_spec *s, int image_fd, int ws_fd, struct zviz_error *err);
 
 /* caps.c (child side). drop_to_uid: also switch to the sandbox uid/gid. */
 int zv_caps_lock_down(int cap_last, bool drop_to_uid, struct zviz_error *err);
@@ -162,5 +174,10 @@ void zv_cg_kill(struct zv_cgroup *cg);
 bool zv_cg_counts_cpu(struct zv_cgroup *cg);
 void zv_cg_stats(struct zv_cgroup *cg, struct zviz_result *r);
 int zv_cg_destroy(struct zv_cgroup *cg, struct zviz_error *err);
+/* Reusable environments (reuse.c). */
+ssize_t zv_cg_procs(struct zv_cgroup *cg, pid_t *out, size_t cap);
+bool zv_cg_peak_reset(struct zv_cgroup *cg, int *peak_fd);
+bool zv_cg_peak_read(struct zv_cgroup *cg, int peak_fd, uint64_t *out);
+bool zv_cg_memory_current(struct zv_cgroup *cg, uint64_t *out);
 
 #endif

@@ -357,8 +357,10 @@ static int parse_record(struct zv_spec *s, uint16_t tag, const uint8_t *p, size_
 		if (len != 4)
 			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec flags: %zu bytes, expected 4", len);
 		s->flags = rd_u32(p);
-		if (s->flags & ~ZV_SF_WARM)
+		if (s->flags & ~ZV_SF_ALL)
 			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec flags 0x%x: unknown bits", s->flags);
+		if ((s->flags & (ZV_SF_REUSE | ZV_SF_RESET_TMP)) && !(s->flags & ZV_SF_WARM))
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec flags 0x%x: reuse needs a warm runtime", s->flags);
 		return 0;
 	case ZV_T_IMAGE:
 		if (s->image_root)
@@ -386,6 +388,21 @@ static int parse_record(struct zv_spec *s, uint16_t tag, const uint8_t *p, size_
 		if (!valid_abs_path(s->workdir))
 			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec workdir `%.128s`: must be absolute and canonical",
 				       s->workdir);
+		return 0;
+	case ZV_T_WORKSPACE:
+		if (s->workspace_src)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec workspace: given twice");
+		if (split2(p, len, &a, &alen, &b, &blen) < 0)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "spec workspace: truncated record of %zu bytes", len);
+		if (!(s->workspace_src = dup_str(a, alen, err, "workspace source")))
+			return -err->code;
+		if (!(s->workspace_target = dup_str(b, blen, err, "workspace target")))
+			return -err->code;
+		if (!valid_abs_path(s->workspace_src) || !valid_abs_path(s->workspace_target) ||
+		    strcmp(s->workspace_src, "/") == 0 || strcmp(s->workspace_target, "/") == 0)
+			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0,
+				       "spec workspace `%.100s` -> `%.100s`: paths must be absolute, canonical, not /",
+				       s->workspace_src, s->workspace_target);
 		return 0;
 	case ZV_T_RESOLV:
 		if (s->resolv_conf)
@@ -477,6 +494,8 @@ void zv_spec_free(struct zv_spec *s)
 	free(s->resolv_conf);
 	free(s->image_root);
 	free(s->workdir);
+	free(s->workspace_src);
+	free(s->workspace_target);
 	memset(s, 0, sizeof(*s));
 }
 

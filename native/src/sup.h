@@ -32,6 +32,19 @@ struct feed {
 	int fd;
 	const uint8_t *data;
 	size_t len, off;
+	bool keep; /* stay open once written (a reusable environment's fd 3 carries many) */
+};
+
+/* A reusable environment's state across its invocations (reuse.c). */
+struct zv_reuse {
+	pid_t runtime_pid;     /* the runtime's main process (host pid), the one process a reset keeps */
+	char limits[4096];     /* its /proc/<pid>/limits when it booted: a change discards */
+	size_t limits_len;
+	uint8_t *frame;        /* the invocation's control message, length-prefixed */
+	int peak_fd;           /* v2 memory.peak, reset through this fd per invocation */
+	bool peak_resettable;  /* the kernel resets the peak per invocation */
+	uint64_t cpu_at_go;    /* the cgroup's CPU when the invocation started */
+	uint32_t invocations;  /* served so far */
 };
 
 struct sup {
@@ -61,6 +74,9 @@ struct sup {
 	bool booted;  /* warm: the runtime said it is ready, or ended trying */
 	bool running; /* GO received: limits, timer and output caps are the invocation's */
 	bool killed;  /* we ended the sandbox (timeout, a cap, the caller, the broker, the server) */
+	bool reuse;    /* REUSE spec flag: serve invocations one at a time (reuse.c) */
+	bool answered; /* reuse: the runtime's framed answer is complete; the invocation is over */
+	struct zv_reuse re;
 	bool init_reaped, got_exit;
 	int wait_status;
 	struct rusage init_rusage;

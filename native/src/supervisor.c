@@ -111,6 +111,13 @@ static int create_sandbox(struct sup *s, struct zviz_error *err)
 	bool idmapped = false;
 	if ((r = zv_mnt_open_image(&s->spec, host_base, &image_fd, &idmapped, err)) < 0)
 		return r;
+	/* A job's workspace, likewise prepared here (idmapped to the function's host id). */
+	int ws_fd = -1;
+	if ((r = zv_mnt_open_workspace(&s->spec, host_base, &ws_fd, err)) < 0) {
+		if (image_fd >= 0)
+			close(image_fd);
+		return r;
+	}
 
 	struct zv_child_ctx ctx = {
 		.spec = &s->spec,
@@ -127,6 +134,7 @@ static int create_sandbox(struct sup *s, struct zviz_error *err)
 		.ctl_rd = ctl_p[0],
 		.reply_wr = reply_p[1],
 		.image_fd = image_fd,
+		.workspace_fd = ws_fd,
 	};
 
 	struct clone_args_v2 ca;
@@ -155,6 +163,8 @@ static int create_sandbox(struct sup *s, struct zviz_error *err)
 	long pid = syscall(SYS_clone3, &ca, sizeof(ca));
 	if (pid != 0 && image_fd >= 0)
 		close(image_fd);
+	if (pid != 0 && ws_fd >= 0)
+		close(ws_fd);
 	if (pid < 0)
 		return zv_fail(err, ZVIZ_E_NAMESPACE, errno, "clone3 with new user, mount, pid, ipc, uts, net, cgroup namespaces");
 	if (pid == 0)
@@ -208,13 +218,14 @@ static int create_sandbox(struct sup *s, struct zviz_error *err)
 /* Parked: wait for GO (with its payload) while watching the server and, unless the
  * function is warm, the init. A warm function may end while parked (it failed to load):
  * that is its result, collected by the loop after GO. */
-static int wait_for_go(struct sup *s, struct zviz_error *err)
+int zv_sup_wait_for_go(struct sup *s, struct zviz_error *err)
 {
 	for (;;) {
 		struct pollfd pfd[3] = {
 			{ .fd = CTL_FD, .events = POLLIN },
 			{ .fd = s->server_pidfd, .events = POLLIN },
-			{ .fd = s->warm ? -1 : s->init_pidfd, .events = POLLIN },
+			/* A reusable environment's runtime must still be there when work arrives. */
+			{ .fd = s->warm && !s->reuse ? -1 : s->init_pidfd, .events = POLLIN },
 		};
 		if (poll(pfd, 3, -1) < 0) {
 			if (errno == EINTR)
@@ -244,7 +255,7 @@ static int wait_for_go(struct sup *s, struct zviz_error *err)
 
 /* What GO may change: the invocation's own limits (narrowed or not), its stdin, and the
  * work for a warm runtime. Limits go to the cgroup now, before anything runs. */
-static int apply_go(struct sup *s, struct zviz_error *err)
+int zv_sup_apply_go(struct sup *s, struct zviz_error *err)
 {
 	int r;
 	if (s->cg.n > 0 && (r = zv_cg_apply_limits(&s->cg, &s->spec.limits, err)) < 0)
@@ -264,7 +275,7 @@ static int apply_go(struct sup *s, struct zviz_error *err)
 	return zv_sup_arm_timer(s, s->spec.limits.timeout_ms, err);
 }
 
-static void send_result(struct sup *s)
+void zv_sup_send_result(struct sup *s)
 {
 	struct iovec parts[] = {
 		{ .iov_base = &s->res, .iov_len = sizeof(s->res) },
@@ -346,6 +357,7 @@ int main(int argc, char **argv)
 	s.in.fd = s.ctl.fd = s.out.fd = s.err.fd = s.reply.fd = -1;
 	s.ll.ruleset_fd = -1;
 	s.kmsg_fd = -1;
+	s.re.peak_fd = -1;
 	s.broker.pidfd = s.broker.sock_child = s.broker.sock_broker = -1;
 	int rc = 1;
 
@@ -376,6 +388,7 @@ int main(int argc, char **argv)
 	int made = read_spec(&s, &err);
 	if (made >= 0) {
 		s.warm = (s.spec.flags & ZV_SF_WARM) != 0;
+		s.reuse = (s.spec.flags & ZV_SF_REUSE) != 0;
 		made = create_sandbox(&s, &err);
 	}
 	if (made >= 0 && s.warm)
@@ -386,13 +399,18 @@ int main(int argc, char **argv)
 	}
 	if (zv_send_frame(CTL_FD, ZV_FRAME_READY, NULL, 0) < 0)
 		goto out;
-	if (wait_for_go(&s, &err) < 0) {
+	if (s.reuse) {
+		/* A reusable environment serves invocations until one ends it (reuse.c). */
+		rc = zv_reuse_serve(&s, &err) < 0 ? 1 : 0;
+		goto out;
+	}
+	if (zv_sup_wait_for_go(&s, &err) < 0) {
 		/* A malformed GO is answered; a caller that went away is not. */
 		if (err.code != ZVIZ_E_PROTOCOL)
 			send_error(&err);
 		goto out;
 	}
-	if (apply_go(&s, &err) < 0) {
+	if (zv_sup_apply_go(&s, &err) < 0) {
 		send_error(&err);
 		goto out;
 	}
@@ -415,7 +433,7 @@ int main(int argc, char **argv)
 	bool reply = zv_sup_loop(&s, false);
 	zv_sup_finish_result(&s);
 	if (reply)
-		send_result(&s);
+		zv_sup_send_result(&s);
 	rc = 0;
 out:
 	zv_sup_kill_sandbox(&s);

@@ -28,7 +28,11 @@ int zv_userns_write_maps(pid_t child, uint32_t host_base, struct zviz_error *err
 		return r;
 	snprintf(map, sizeof(map), "0 %u 1\n%u %u 1\n", host_base, ZV_SANDBOX_GID, host_base + 1);
 	snprintf(path, sizeof(path), "/proc/%d/gid_map", (int)child);
-	return zv_write_text(path, map, ZVIZ_E_NAMESPACE, err);
+	if ((r = zv_write_text(path, map, ZVIZ_E_NAMESPACE, err)) < 0)
+		return r;
+	/* An image root idmapped with these very maps (mnt.c) is idmapped now, before init
+	 * is released to mount it. */
+	return zv_mnt_idmap_pending(child, err);
 }
 
 /* A user namespace whose only purpose is to describe an idmapped mount of an image root

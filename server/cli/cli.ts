@@ -31,6 +31,11 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command>; 
     load: async () => (await import('./deploy.js')).deployCommand,
     failure: EXIT.FAILURE,
   },
+  job: {
+    summary: 'CI jobs on a server: run (workspace in, log, artifacts out), status, log, cancel, artifacts',
+    load: async () => (await import('./job.js')).jobCommand,
+    failure: EXIT.ZVIZ_FAILED,
+  },
   image: {
     summary: "manage this host's OCI image store: pull, import, ls, rm",
     load: async () => (await import('./image.js')).imageCommand,

@@ -1,7 +1,7 @@
 // The client side of the HTTP API for `zviz invoke` and `zviz deploy`: one JSON request,
 // with the tenant's key, and the server's answer or a clear reason it could not be had.
 // node:http rather than fetch: fetch gives up waiting for headers after 300 s, and an
-// invocation may legitimately run up to its profile's timeout (at most 15 minutes).
+// invocation may legitimately run up to its profile's timeout (a CI job's log follows it for hours).
 import { createReadStream, statSync } from 'node:fs';
 import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -44,7 +44,8 @@ export interface Answer {
  */
 export const FUNCTION_HEADER = 'x-zviz-function';
 
-export async function callServer(server: Server, method: 'POST' | 'PUT', path: string, body: unknown, extraHeaders: Record<string, string> = {}): Promise<Answer> {
+export async function callServer(server: Server, method: Method, path: string, body: unknown, extraHeaders: Record<string, string> = {}): Promise<Answer> {
+  if (body === undefined) return exchange(server, method, path, extraHeaders, (req) => req.end());
   const payload = Buffer.from(JSON.stringify(body));
   return exchange(server, method, path, { 'content-type': 'application/json', 'content-length': String(payload.length), ...extraHeaders }, (req) => req.end(payload));
 }
@@ -57,16 +58,23 @@ export async function uploadFile(server: Server, path: string, file: string): Pr
   );
 }
 
-async function exchange(
-  server: Server,
-  method: 'POST' | 'PUT',
-  path: string,
-  headers: Record<string, string>,
-  write: (req: ClientRequest) => void,
-): Promise<Answer> {
+type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
+
+/**
+ * GET whose 200 body is handed over chunk by chunk as it arrives (an event stream, an
+ * archive); any other status is read whole and answered, for refusal().
+ */
+export async function streamFromServer(server: Server, path: string, onChunk: (chunk: Buffer) => void | Promise<void>): Promise<Answer | null> {
+  const res = await open(server, 'GET', path, {}, (req) => req.end());
+  if (res.statusCode !== 200) return readAnswer(res);
+  for await (const c of res) await onChunk(c as Buffer);
+  return null;
+}
+
+function open(server: Server, method: Method, path: string, headers: Record<string, string>, write: (req: ClientRequest) => void): Promise<IncomingMessage> {
   const target = new URL(path.replace(/^\//, ''), server.url.href.endsWith('/') ? server.url : new URL(`${server.url.href}/`));
   const send = target.protocol === 'https:' ? httpsRequest : httpRequest;
-  const res = await new Promise<IncomingMessage>((resolve, reject) => {
+  return new Promise<IncomingMessage>((resolve, reject) => {
     const req = send(target, { method, headers: { ...headers, authorization: `Bearer ${server.key}` } }, resolve);
     req.on('error', reject);
     write(req);
@@ -74,6 +82,13 @@ async function exchange(
     const hint = e.code === 'ECONNREFUSED' ? " (is 'zviz serve' running there? see --url)" : '';
     throw new CliError(`Cannot reach the server at ${server.url.origin}: ${e.message}${hint}`, EXIT.ZVIZ_FAILED, 'UNREACHABLE');
   });
+}
+
+async function exchange(server: Server, method: Method, path: string, headers: Record<string, string>, write: (req: ClientRequest) => void): Promise<Answer> {
+  return readAnswer(await open(server, method, path, headers, write));
+}
+
+async function readAnswer(res: IncomingMessage): Promise<Answer> {
   const chunks: Buffer[] = [];
   for await (const c of res) chunks.push(c as Buffer);
   const text = Buffer.concat(chunks).toString('utf8');

@@ -1,10 +1,17 @@
 // `zviz image pull|import|ls|rm`: this host's image store (worker-pool/images/), used
 // directly as root like `zviz run` uses the host: a pull shows a progress bar of the
-// layers copied, then the unpack; nothing needs a running server.
+// layers copied, then the unpack; nothing needs a running server. Its pulls, removals and
+// the store's collections are audit records in the server's audit file, as the API's are
+// (the Redis streams are the server's to fill).
 import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { ApiError } from '../http/errors.js';
+import { imageApiError } from '../images/routes.js';
+import { silentLogger } from '../ops/log.js';
+import { AuditLog, type AuditInput } from '../tenancy/audit.js';
 import { errorMessage } from '../../worker-pool/util/errors.js';
 import { ImageError, openImageStore, type ImageRecord, type PullProgress } from '../../worker-pool/images/index.js';
-import { loadConfig } from '../config.js';
+import { configOf, requireRoot } from './preflight.js';
 import { helpText, parseCommandLine, shown, type OptionSpecs } from './args.js';
 import { EXIT } from './exit-codes.js';
 import { CliError, Progress, UsageError, writeJson, type Io } from './io.js';
@@ -70,17 +77,15 @@ export async function imageCommand(args: readonly string[], io: Io): Promise<num
     throw new UsageError(`Invalid image command ${shown(verb ?? '')}: expected pull, import, ls or rm`);
   }
   if (operands.length !== wantOperands) throw new UsageError(`zviz image ${verb} takes ${wantOperands === 0 ? 'no argument' : 'one argument'}`);
-  let config;
-  try {
-    config = loadConfig(io.env);
-  } catch (e) {
-    throw new UsageError(errorMessage(e));
-  }
-  if (process.getuid?.() !== 0) {
-    throw new CliError(`Cannot use the image store: zviz image needs root: current uid is ${process.getuid?.()}`, EXIT.FAILURE, 'NOT_ROOT');
-  }
+  const config = configOf(io);
+  requireRoot('image', 'use the image store', "the store is root's");
   const store = openImageStore(config.stateDir, config.images);
   const json = parsed.values.json === true;
+  const audit = new AuditLog({ store: FILE_ONLY, file: join(config.stateDir, 'audit.log'), log: silentLogger });
+  type ImageAudit = Extract<AuditInput, { type: 'image' }>;
+  const record = (r: Pick<ImageAudit, 'action' | 'reference' | 'digest' | 'outcome'> & { code?: string }) =>
+    audit.record({ type: 'image', tenant: null, remote: null, ...r, code: r.code ?? null });
+  store.onEvict((r) => void record({ action: 'image.evict', reference: null, digest: r.digest, outcome: 'removed' }));
   try {
     if (verb === 'ls') {
       const all = store.list();
@@ -90,25 +95,39 @@ export async function imageCommand(args: readonly string[], io: Io): Promise<num
     }
     const operand = operands[0]!;
     if (verb === 'rm') {
-      const record = store.resolve(operand);
-      store.remove(record.digest);
-      if (json) writeJson(io.stdout, { removed: record.digest });
-      else io.stdout.write(`removed ${record.digest}\n`);
+      const image = store.resolve(operand);
+      store.remove(image.digest);
+      await record({ action: 'image.remove', reference: null, digest: image.digest, outcome: 'removed' });
+      if (json) writeJson(io.stdout, { removed: image.digest });
+      else io.stdout.write(`removed ${image.digest}\n`);
       return EXIT.OK;
     }
     const ref = verb === 'import' ? importReference(operand) : operand;
     if (verb === 'pull' && /^(oci|oci-archive|docker-archive):/.test(ref)) throw new UsageError(`Invalid pull reference ${shown(ref)}: use zviz image import for local images`);
     const progress = new Progress(io.stderr);
-    let record: ImageRecord;
+    let image: ImageRecord;
+    let digest: string | null = null;
     try {
-      record = await store.pull(ref, (p) => progress.show(pullProgressLine(ref, p)));
+      const started = await store.begin(ref, (p) => progress.show(pullProgressLine(ref, p)));
+      digest = started.digest;
+      image = await started.finished;
+      await record({ action: 'image.pull', reference: ref, digest, outcome: started.stored ? 'already stored' : 'stored' });
+    } catch (e) {
+      const err = imageApiError(e);
+      await record({ action: 'image.pull', reference: ref, digest, outcome: 'failed', code: err instanceof ApiError ? err.code : 'INTERNAL' });
+      throw e;
     } finally {
       progress.clear();
     }
-    if (json) writeJson(io.stdout, record);
-    else io.stdout.write(`${record.digest}\n`);
+    if (json) writeJson(io.stdout, image);
+    else io.stdout.write(`${image.digest}\n`);
     return EXIT.OK;
   } catch (e) {
     imageFailure(e);
+  } finally {
+    await audit.close();
   }
 }
+
+/** The command line writes the audit file only: nothing is stored elsewhere. */
+const FILE_ONLY = { append: () => Promise.resolve(''), list: () => Promise.resolve({ records: [], nextCursor: null }) };

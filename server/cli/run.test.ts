@@ -58,7 +58,7 @@ describe('zviz run: the plan', () => {
     [['--'], "Missing command after '--'"],
     [['id', '--', 'id'], 'Unexpected argument "id" before \'--\''],
     [['--bogus', '--', 'id'], "Unknown option --bogus for 'zviz run'"],
-    [['--profile', 'nope', '--', 'id'], 'Invalid --profile: no profile is named "nope": known profiles are default, minimal'],
+    [['--profile', 'nope', '--', 'id'], 'Invalid --profile: no profile is named "nope": known profiles are ci, default, minimal'],
     [['--runtime', 'ruby', '--', 'id'], "Invalid --runtime: profile 'default' allows node, python, bash: current value is \"ruby\""],
     [['--env', 'NO SPACE=1', '--', 'id'], 'Invalid --env: must be KEY=VALUE'],
     [['--', './relative'], 'Invalid command "./relative": must be an absolute path or a name found in /usr/local/bin:/usr/bin:/bin'],
@@ -131,7 +131,7 @@ describe('the command line', () => {
   it('an unknown command exits 2 naming the known ones', async () => {
     const io = recordedIo();
     expect(await cli(['frobnicate'], io)).toBe(2);
-    expect(io.err()).toBe('zviz: Unknown command "frobnicate": expected one of serve, run, invoke, deploy, image, doctor, sweep (see \'zviz --help\')\n');
+    expect(io.err()).toBe('zviz: Unknown command "frobnicate": expected one of serve, run, invoke, deploy, job, image, doctor, sweep (see \'zviz --help\')\n');
   });
 
   it('no command prints the usage on stderr and exits 2; --help on stdout and exits 0', async () => {

@@ -22,7 +22,8 @@ import { BASE_ENV } from '../../worker-pool/runtime/index.js';
 import { commandTask, imageTask, ImageNotAllowedError, type SandboxTask } from '../../worker-pool/task.js';
 import { DIGEST_PATTERN, ImageError, imagesDir, openImageStore, type ImageRecord } from '../../worker-pool/images/index.js';
 import { pullProgressLine } from './image.js';
-import { loadConfig, type Config } from '../config.js';
+import type { Config } from '../config.js';
+import { configOf, requireRoot } from './preflight.js';
 import { toResponse } from '../invocation/response.js';
 import { DEFAULT_PROFILE, ENV_KEY_PATTERN } from '../invocation/bounds.js';
 import { helpText, parseCommandLine, parseEnvAssignment, shown, type OptionSpecs } from './args.js';
@@ -187,12 +188,7 @@ export function unstreamedTail(streamed: readonly Uint8Array[], whole: string): 
 }
 
 function loadSetup(io: Io): { config: Config; profiles: Map<string, Profile> } {
-  let config: Config;
-  try {
-    config = loadConfig(io.env);
-  } catch (e) {
-    throw new UsageError(errorMessage(e));
-  }
+  const config = configOf(io);
   try {
     return { config, profiles: loadProfiles(config.profilesDir) };
   } catch (e) {
@@ -275,13 +271,7 @@ export async function runCommand(args: readonly string[], io: Io): Promise<numbe
   }
   const { config, profiles } = loadSetup(io);
   const plan = planRun(args, profiles)!;
-  if (process.getuid?.() !== 0) {
-    throw new CliError(
-      `Cannot run a sandbox: zviz run needs root (namespaces, mounts and cgroups are set up by root): current uid is ${process.getuid?.()}`,
-      EXIT.ZVIZ_FAILED,
-      'NOT_ROOT',
-    );
-  }
+  requireRoot('run', 'run a sandbox', 'namespaces, mounts and cgroups are set up by root', EXIT.ZVIZ_FAILED);
   const stdin = await readStdin(io, plan);
   const progress = new Progress(io.stderr);
   progress.show('checking host…');

@@ -1,12 +1,11 @@
 // `zviz sweep`: removes what dead servers (and dead `zviz run`s) left on this host, and
 // never anything of a live one (worker-pool/host/sweep.ts), and says what it did.
-import { errorMessage } from '../../worker-pool/util/errors.js';
 import { NET_LOCK_DIR } from '../../worker-pool/host/names.js';
 import { sweepHost, type SweepReport } from '../../worker-pool/host/sweep.js';
-import { loadConfig } from '../config.js';
+import { configOf, requireRoot } from './preflight.js';
 import { helpText, noPositionals, parseCommandLine, type OptionSpecs } from './args.js';
 import { EXIT } from './exit-codes.js';
-import { CliError, Progress, UsageError, writeJson, type Io } from './io.js';
+import { Progress, writeJson, type Io } from './io.js';
 
 export const SWEEP_OPTIONS = {
   json: { type: 'boolean', help: 'print what was removed, killed and left alone as JSON on stdout' },
@@ -39,19 +38,8 @@ export async function sweepCommand(args: readonly string[], io: Io, mountinfo: (
     return EXIT.OK;
   }
   noPositionals('sweep', [...parsed.positionals, ...(parsed.rest ?? [])]);
-  let config;
-  try {
-    config = loadConfig(io.env);
-  } catch (e) {
-    throw new UsageError(errorMessage(e));
-  }
-  if (process.getuid?.() !== 0) {
-    throw new CliError(
-      `Cannot sweep: zviz sweep needs root (cgroups, namespaces and nftables are root's): current uid is ${process.getuid?.()}`,
-      EXIT.FAILURE,
-      'NOT_ROOT',
-    );
-  }
+  const config = configOf(io);
+  requireRoot('sweep', 'sweep', "cgroups, namespaces and nftables are root's");
   const progress = new Progress(io.stderr);
   progress.show('sweeping…');
   const report = sweepHost({ ...config.net, lockDir: NET_LOCK_DIR }, mountinfo());

@@ -10,7 +10,7 @@
 // searchable by others. It is a cache: any host rebuilds it from the blob (its own, or the
 // shared object store's) the first time a version runs there.
 import { createHash, randomBytes } from 'node:crypto';
-import { lstat, mkdir, readdir, rename, rm, stat, writeFile, chmod } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rename, rm, stat, utimes, writeFile, chmod } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { ApiError } from '../http/errors.js';
 import type { Logger } from '../ops/log.js';
@@ -31,6 +31,36 @@ export interface BundleOptions {
   log: Logger;
 }
 
+/** An unpacked tree on this host, as the bundle collector (./bundle-gc.ts) sees it. */
+export interface BundleTree {
+  /** Its folder name in the cache directory. */
+  name: string;
+  digest: string;
+  /** Made for this ZViz's bootstraps (an older ZViz's trees are never used by this one). */
+  current: boolean;
+  bytes: number;
+  /** Last made or used (`tree`). */
+  usedMs: number;
+  /** A sandbox of this process has it mounted, or it is being unpacked. */
+  inUse: boolean;
+}
+
+const TREE_NAME = /^([0-9a-f]{64})-([0-9a-f]{12})$/;
+
+/** Bytes of the files under `dir` (a tree never changes once renamed into place). */
+async function treeBytes(dir: string): Promise<number> {
+  let total = 0;
+  const dirs = [dir];
+  for (let at = dirs.pop(); at !== undefined; at = dirs.pop()) {
+    for (const e of await readdir(at, { withFileTypes: true }).catch(() => [])) {
+      const path = join(at, e.name);
+      if (e.isDirectory()) dirs.push(path);
+      else if (e.isFile()) total += (await lstat(path).catch(() => null))?.size ?? 0;
+    }
+  }
+  return total;
+}
+
 /** What a deploy records of its bundle. */
 export interface BundleRef {
   digest: string;
@@ -40,6 +70,9 @@ export interface BundleRef {
 
 export class Bundles {
   readonly #inflight = new Map<string, Promise<string>>();
+  readonly #inUse = new Map<string, number>();
+  /** Sizes of trees seen, by folder name: trees are immutable. */
+  readonly #sizes = new Map<string, number>();
   readonly #bootKey: string;
 
   constructor(private readonly opts: BundleOptions) {
@@ -111,13 +144,67 @@ export class Bundles {
   /** The unpacked tree of a tenant's bundle on this host, made (once, whoever asks) when missing. */
   async tree(tenant: string, digest: string): Promise<string> {
     const final = this.#treePath(digest);
-    if (await stat(final).then((s) => s.isDirectory(), () => false)) return final;
+    // Touched on each use: the collector removes the least recently used first, and never
+    // one used within its grace period (which covers the gap until `acquire`).
+    if (await utimes(final, new Date(), new Date()).then(() => true, () => false)) return final;
     let p = this.#inflight.get(digest);
     if (p === undefined) {
       p = this.#unpack(tenant, digest, final).finally(() => this.#inflight.delete(digest));
       this.#inflight.set(digest, p);
     }
     return p;
+  }
+
+  /** Marks a tree in use by a sandbox until the returned function is called: the collector skips it. */
+  acquire(tree: string): () => void {
+    this.#inUse.set(tree, (this.#inUse.get(tree) ?? 0) + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const n = (this.#inUse.get(tree) ?? 1) - 1;
+      if (n <= 0) this.#inUse.delete(tree);
+      else this.#inUse.set(tree, n);
+    };
+  }
+
+  /** Whether an unpack of this digest runs in this process (it reads the digest's upload). */
+  unpacking(digest: string): boolean {
+    return this.#inflight.has(digest);
+  }
+
+  /** Every tree in the cache directory. */
+  async trees(): Promise<BundleTree[]> {
+    const out: BundleTree[] = [];
+    for (const name of await readdir(this.opts.cacheDir).catch(() => [] as string[])) {
+      const m = TREE_NAME.exec(name);
+      if (m === null) continue;
+      const path = join(this.opts.cacheDir, name);
+      const st = await stat(path).catch(() => null);
+      if (st === null || !st.isDirectory()) continue;
+      let bytes = this.#sizes.get(name);
+      if (bytes === undefined) this.#sizes.set(name, (bytes = await treeBytes(path)));
+      const digest = `sha256:${m[1]!}`;
+      out.push({ name, digest, current: m[2] === this.#bootKey, bytes, usedMs: st.mtimeMs, inUse: this.#inUse.has(path) || this.#inflight.has(digest) });
+    }
+    return out;
+  }
+
+  /**
+   * Removes a tree: renamed to a .tmp- name of this process first (unusable at once; a
+   * crash leaves a folder `open` removes), then deleted. False when it was not there.
+   */
+  async discard(name: string): Promise<boolean> {
+    const doomed = join(this.opts.cacheDir, `.tmp-${process.pid}-rm-${randomBytes(6).toString('hex')}`);
+    try {
+      await rename(join(this.opts.cacheDir, name), doomed);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw e;
+    }
+    this.#sizes.delete(name);
+    await rm(doomed, { recursive: true, force: true });
+    return true;
   }
 
   async #unpack(tenant: string, digest: string, final: string): Promise<string> {

@@ -3,7 +3,7 @@
 // immutable version (store.ts).
 import { z } from 'zod';
 import { limitsSchema, runtimeSchema, type Profile, type Runtime } from '../../profiles/schema.js';
-import { runtimeDef } from '../../worker-pool/runtime/index.js';
+import { canReuse, runtimeDef } from '../../worker-pool/runtime/index.js';
 import { ApiError } from '../http/errors.js';
 import { checkRuntime, findProfile, resolveLimits, type TenantCap } from '../invocation/limits.js';
 import { DEFAULT_PROFILE, envSchema, profileNameSchema } from '../invocation/schemas.js';
@@ -95,7 +95,7 @@ const filesSchema = noProtoKey(
   }),
 );
 
-const secretsSchema = noProtoKey(
+export const secretsSchema = noProtoKey(
   z
     .record(
       z.string().superRefine((p, ctx) => {
@@ -109,6 +109,23 @@ const secretsSchema = noProtoKey(
 
 /** The handler contract an image function follows: the shell's (event on stdin, output on stdout). */
 export const IMAGE_FUNCTION_CONTRACT: Runtime = 'bash';
+
+/** Bounds of a function's reuse policy (README, functions). */
+export const REUSE_BOUNDS = { maxInvocations: 100_000, idleMsMin: 1_000, idleMsMax: 3_600_000 } as const;
+
+/**
+ * `reuse`: "never" (the default: every invocation gets a fresh sandbox), or reusable
+ * environments with their policy. Left out of the stored spec when never, so the digest of
+ * a function deployed before reuse existed is unchanged.
+ */
+export const reuseSchema = z.union([
+  z.literal('never'),
+  z.strictObject({
+    maxInvocations: z.number().int().min(1).max(REUSE_BOUNDS.maxInvocations).default(1000),
+    idleMs: z.number().int().min(REUSE_BOUNDS.idleMsMin).max(REUSE_BOUNDS.idleMsMax).default(60_000),
+    reset: z.enum(['tmp', 'none']).default('tmp'),
+  }),
+]);
 
 export const deployFunctionSchema = z
   .strictObject({
@@ -132,13 +149,19 @@ export const deployFunctionSchema = z
     env: envSchema.default({}),
     /** Sandbox path → name of a secret the operator provisioned for the tenant; served read-only. */
     secrets: secretsSchema.default({}),
+    /** Reusable execution environments (opt-in): "never", or { maxInvocations, idleMs, reset }. */
+    reuse: reuseSchema.default('never'),
   })
   .superRefine((b, ctx) => {
     if (b.image !== undefined) {
       for (const k of ['runtime', 'code', 'files', 'bundle', 'handler'] as const) {
         if (b[k] !== undefined) ctx.addIssue({ code: 'custom', path: [k], message: 'must be left out with image' });
       }
+      if (b.reuse !== 'never') ctx.addIssue({ code: 'custom', path: ['reuse'], message: 'must be "never" for an image function (it has no bootstrap to serve many invocations)' });
       return;
+    }
+    if (b.runtime !== undefined && b.reuse !== 'never' && !canReuse(runtimeDef(b.runtime))) {
+      ctx.addIssue({ code: 'custom', path: ['reuse'], message: `must be "never" for runtime '${b.runtime}': its handler contract is one process per invocation` });
     }
     if (b.command !== undefined) ctx.addIssue({ code: 'custom', path: ['command'], message: 'is only for image functions' });
     if (b.runtime === undefined) {
@@ -206,6 +229,7 @@ export function toFunctionSpec(body: DeployBody, ctx: DeployContext): FunctionSp
     env: body.env,
     secrets: body.secrets,
     ...(ctx.bundle === undefined ? {} : { bundle: ctx.bundle }),
+    ...(body.reuse === 'never' ? {} : { reuse: body.reuse }),
   };
 }
 

@@ -66,6 +66,11 @@ describe('PUT /functions/:name validates the deploy in the one error shape', () 
     { name: 'an unknown profile', body: { ...hello, profile: 'gpu' }, status: 404, code: 'UNKNOWN_PROFILE' },
     { name: 'a runtime the profile does not allow', body: { runtime: 'bash', code: 'echo', profile: 'node-only' }, status: 400, code: 'RUNTIME_NOT_ALLOWED' },
     { name: 'limits above the profile', body: { ...hello, limits: { memoryMb: 4096 } }, status: 400, code: 'LIMIT_EXCEEDS_PROFILE' },
+    { name: 'reuse for bash', body: { runtime: 'bash', code: 'echo', reuse: {} }, status: 400, code: 'VALIDATION_FAILED', path: 'reuse', message: /one process per invocation/ },
+    { name: 'reuse that is neither never nor a policy', body: { ...hello, reuse: 'always' }, status: 400, code: 'VALIDATION_FAILED', path: 'reuse' },
+    { name: 'reuse with maxInvocations 0', body: { ...hello, reuse: { maxInvocations: 0 } }, status: 400, code: 'VALIDATION_FAILED', path: 'reuse.maxInvocations' },
+    { name: 'reuse with idleMs below a second', body: { ...hello, reuse: { idleMs: 10 } }, status: 400, code: 'VALIDATION_FAILED', path: 'reuse.idleMs' },
+    { name: 'reuse with an unknown reset', body: { ...hello, reuse: { reset: 'all' } }, status: 400, code: 'VALIDATION_FAILED', path: 'reuse' },
   ];
 
   it.each(cases)('$name is $code', async ({ fn, body, status, code, path, message }) => {
@@ -146,6 +151,26 @@ describe('deployed functions: versions and tenants', () => {
       expect.objectContaining({ tenant: 'acme', action: 'function.deploy', function: 'hello', version: 1, digest: expect.stringMatching(/^[0-9a-f]{64}$/) }),
       expect.objectContaining({ tenant: 'acme', action: 'function.delete', function: 'hello', version: 1 }),
     ]);
+  });
+});
+
+describe('reuse of deployed functions', () => {
+  it('stores the policy with its defaults, keeps "never" out of the version, and keys environments by version, profile and limits', async () => {
+    const { call, invoker } = await setup();
+    expect((await call('PUT', '/functions/plain', { ...hello, reuse: 'never' })).status).toBe(201);
+    expect(await (await call('GET', '/functions/plain')).json()).not.toHaveProperty('reuse');
+    const put = await call('PUT', '/functions/kept', { ...hello, reuse: { maxInvocations: 5 } });
+    expect(put.status).toBe(201);
+    expect(((await put.json()) as { reuse: unknown }).reuse).toEqual({ maxInvocations: 5, idleMs: 60000, reset: 'tmp' });
+    await call('POST', '/invoke', { function: 'plain', input: 1 });
+    await call('POST', '/invoke', { function: 'kept', input: 1 });
+    expect(invoker.tasks[0]!.reuse).toBeUndefined();
+    const task = invoker.tasks[1]!;
+    expect(task.reuse).toMatchObject({ maxInvocations: 5, idleMs: 60000, reset: 'tmp', owner: { tenant: 'acme', function: 'kept', version: 1 } });
+    expect(task.reuse!.key).toMatch(/^env:acme:kept:1:default:/);
+    expect(task.reuse!.template.argv).toEqual(['/usr/bin/node', '/fn/.zviz/bootstrap-node.js', 'serve', '/fn/main.js']);
+    // The single-use warm template is unchanged: a cold start runs the handler mode.
+    expect(task.argv).toEqual(['/usr/bin/node', '/fn/.zviz/bootstrap-node.js', 'handler', '/fn/main.js']);
   });
 });
 

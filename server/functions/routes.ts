@@ -14,6 +14,7 @@ import type { BundleRef, Bundles } from './bundles.js';
 import { runtimeDef } from '../../worker-pool/runtime/index.js';
 import { FUNCTION_NAME_PATTERN } from '../invocation/schemas.js';
 import type { WithState } from '../state/guard.js';
+import type { Invoker } from '../invocation/service.js';
 import type { Tenant } from '../tenancy/tenants.js';
 import { apiRoute, BODY_ERRORS } from '../http/openapi.js';
 import { imageApiError } from '../images/routes.js';
@@ -31,6 +32,8 @@ export interface FunctionRouteDeps {
   images?: ImageStore | null;
   /** Unpacks and checks bundles; null: a deploy naming a bundle is refused. */
   bundles: Bundles | null;
+  /** Discards a function's reusable environments (a redeploy, a delete). */
+  retire?: Invoker['retire'];
 }
 
 function unknownFunction(name: string): ApiError {
@@ -146,6 +149,8 @@ export function registerFunctionRoutes(app: OpenAPIHono<TenantEnv>, deps: Functi
       const tenant = c.get('tenant');
       const name = nameParam(c);
       const { meta } = await store(deps, tenant, name, c.req.valid('json'), false);
+      // No environment of an earlier version serves again, even one pinned by number.
+      deps.retire?.(tenant.name, name, 'redeployed');
       await audit.record({
         type: 'function',
         tenant: tenant.name,
@@ -217,6 +222,7 @@ export function registerFunctionRoutes(app: OpenAPIHono<TenantEnv>, deps: Functi
       if (meta === null || !(await withState('functions.delete', 'delete function', () => functions.remove(tenant.name, name, FUNCTION_VERSIONS_KEPT)))) {
         throw unknownFunction(name);
       }
+      deps.retire?.(tenant.name, name, 'deleted');
       await audit.record({
         type: 'function',
         tenant: tenant.name,

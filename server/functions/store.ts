@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { limitsSchema, runtimeSchema, type Limits, type Runtime } from '../../profiles/schema.js';
+import type { ReusePolicy } from '../../worker-pool/task.js';
 
 const utf8 = (s: string) => Buffer.byteLength(s, 'utf8');
 
@@ -27,6 +28,8 @@ export interface FunctionSpec {
   image?: FunctionImage;
   /** Deployed from an uploaded archive (server/functions/bundles.ts); `files` is then empty. */
   bundle?: { digest: string; bytes: number };
+  /** Opted into reusable environments (worker-pool/reuse.ts); absent: every invocation is single-use. */
+  reuse?: ReusePolicy;
 }
 
 export interface FunctionImage {
@@ -69,6 +72,8 @@ export const functionMetaSchema = z.strictObject({
   updatedAt: z.string(),
   /** An image function: the digest it is pinned to. */
   image: z.strictObject({ digest: z.string(), reference: z.string(), command: z.array(z.string()).optional() }).optional(),
+  /** Reusable environments, as deployed; absent: never. */
+  reuse: z.strictObject({ maxInvocations: z.number().int(), idleMs: z.number().int(), reset: z.enum(['tmp', 'none']) }).optional(),
 });
 export type FunctionMeta = z.infer<typeof functionMetaSchema>;
 
@@ -89,6 +94,7 @@ export function metaOf(v: FunctionVersion, createdAt: string): FunctionMeta {
     createdAt,
     updatedAt: v.createdAt,
     ...(v.image ? { image: v.image } : {}),
+    ...(v.reuse ? { reuse: v.reuse } : {}),
   };
 }
 
@@ -134,6 +140,8 @@ export interface FunctionStore {
   latest(tenant: string, name: string): Promise<number | null>;
   /** A stored version, or null when it is not (or no longer) stored. */
   version(tenant: string, name: string, version: number): Promise<FunctionVersion | null>;
+  /** The bundle digests any stored version of the tenant's functions names (what bundle GC must keep). */
+  bundleDigests(tenant: string): Promise<Set<string>>;
 }
 
 /** Parses a stored version; null when it is not one (a store must not trust what it reads). */

@@ -50,6 +50,10 @@ export type ErrorCode =
   | 'ARCHIVE_REFUSED'
   | 'UNKNOWN_UPLOAD'
   | 'UPLOAD_STORE_UNAVAILABLE'
+  | 'JOBS_NOT_ALLOWED'
+  | 'UNKNOWN_JOB'
+  | 'JOB_NOT_HERE'
+  | 'NO_ARTIFACTS'
   | 'INTERNAL';
 
 /** Exhaustive: a code added to ErrorCode without a status here does not compile. */
@@ -109,6 +113,13 @@ export const ERROR_STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   ARCHIVE_REFUSED: 400,
   UNKNOWN_UPLOAD: 404,
   UPLOAD_STORE_UNAVAILABLE: 503,
+  // The profile has no 'jobs' section.
+  JOBS_NOT_ALLOWED: 400,
+  UNKNOWN_JOB: 404,
+  // The job runs on another host of the fleet: its live log and cancellation are there.
+  JOB_NOT_HERE: 409,
+  // The job ended without an artifacts archive (none asked for, none matched, or not kept on this host).
+  NO_ARTIFACTS: 404,
   INTERNAL: 500,
 };
 

@@ -1,7 +1,10 @@
 // The image routes: GET /images (what a tenant may run: every image in this host's store),
 // and under /admin (ZVIZ_ADMIN_TOKEN) POST /admin/images to pull or import one, its status
 // resource for pulls that take a while, and DELETE /admin/images/{digest}. The store
-// (worker-pool/images/) does the work; here its refusals become the error shape.
+// (worker-pool/images/) does the work; here its refusals become the error shape. Every pull
+// or import asked for (with its outcome), every removal and every image the store collects
+// is an audit record without a tenant; registry credentials are a file only skopeo reads,
+// so no record can carry them.
 import type { OpenAPIHono } from '@hono/zod-openapi';
 import { randomUUID } from 'node:crypto';
 import type { MiddlewareHandler } from 'hono';
@@ -11,7 +14,8 @@ import { ApiError, type ErrorCode } from '../http/errors.js';
 import { apiRoute, BODY_ERRORS } from '../http/openapi.js';
 import { jsonRequest } from '../http/validate.js';
 import type { Logger } from '../ops/log.js';
-import type { TenantEnv } from '../tenancy/auth.js';
+import type { AuditLog, AuditInput } from '../tenancy/audit.js';
+import { remoteAddress, type TenantEnv } from '../tenancy/auth.js';
 
 const CODE_OF: Record<ImageErrorCode, ErrorCode> = {
   INVALID_REFERENCE: 'INVALID_IMAGE_REFERENCE',
@@ -82,13 +86,21 @@ const PULLS_KEPT = 256;
 export interface ImageRouteDeps {
   images: ImageStore;
   log: Logger;
+  audit: AuditLog;
   tenantOnly: MiddlewareHandler<TenantEnv>;
   limitBody: (maxBytes: number) => MiddlewareHandler;
 }
 
 export function registerImageRoutes(app: OpenAPIHono<TenantEnv>, deps: ImageRouteDeps): void {
-  const { images, log } = deps;
+  const { images, log, audit } = deps;
   const pulls = new Map<string, Pull>();
+  type ImageAudit = Extract<AuditInput, { type: 'image' }>;
+  const record = (r: Omit<ImageAudit, 'type' | 'tenant' | 'code' | 'remote'> & Partial<Pick<ImageAudit, 'code' | 'remote'>>) =>
+    audit.record({ type: 'image', tenant: null, code: null, remote: null, ...r });
+  images.onEvict((r) => {
+    log.info('image collected', { digest: r.digest, sizeBytes: r.sizeBytes });
+    void record({ action: 'image.evict', reference: null, digest: r.digest, outcome: 'removed' });
+  });
 
   app.openapi(
     apiRoute({
@@ -130,13 +142,19 @@ export function registerImageRoutes(app: OpenAPIHono<TenantEnv>, deps: ImageRout
       const onProgress = (p: PullProgress): void => {
         if (pull) pull.progress = p;
       };
+      const remote = remoteAddress(c);
       let started: Awaited<ReturnType<ImageStore['begin']>>;
       try {
         started = await images.begin(reference, onProgress);
       } catch (e) {
-        throw imageApiError(e);
+        const err = imageApiError(e);
+        await record({ action: 'image.pull', reference, digest: null, outcome: 'failed', code: err instanceof ApiError ? err.code : 'INTERNAL', remote });
+        throw err;
       }
-      if (started.stored) return c.json(started.stored, 200);
+      if (started.stored) {
+        await record({ action: 'image.pull', reference, digest: started.digest, outcome: 'already stored', remote });
+        return c.json(started.stored, 200);
+      }
       pull = { id, reference, digest: started.digest, status: 'pulling', progress: { phase: 'copying', layersDone: 0, layersTotal: 0 } };
       pulls.set(id, pull);
       while (pulls.size > PULLS_KEPT) pulls.delete(pulls.keys().next().value!);
@@ -147,12 +165,14 @@ export function registerImageRoutes(app: OpenAPIHono<TenantEnv>, deps: ImageRout
           p.image = image;
           p.progress = { phase: 'done', layersDone: image.layers, layersTotal: image.layers };
           log.info('image stored', { digest: image.digest, reference, sizeBytes: image.sizeBytes });
+          void record({ action: 'image.pull', reference, digest: image.digest, outcome: 'stored', remote });
         },
         (e: unknown) => {
           const err = imageApiError(e);
           p.status = 'failed';
           p.error = err instanceof ApiError ? { code: err.code, message: err.message } : { code: 'INTERNAL', message: 'The pull failed: see the server log' };
           log.warn('image pull failed', { reference, digest: started.digest, code: p.error.code, ...(err instanceof ApiError ? {} : { error: String(e) }) });
+          void record({ action: 'image.pull', reference, digest: started.digest, outcome: 'failed', code: p.error.code, remote });
         },
       );
       c.header('Location', `/admin/images/pulls/${id}`);
@@ -190,7 +210,7 @@ export function registerImageRoutes(app: OpenAPIHono<TenantEnv>, deps: ImageRout
       answers: [{ status: 200, description: 'Removed', schema: z.strictObject({ removed: z.string() }) }],
       errors: ['INVALID_IMAGE_REFERENCE', 'IMAGE_NOT_FOUND', 'IMAGE_IN_USE'],
     }),
-    function removeImage(c) {
+    async function removeImage(c) {
       const digest = c.req.param('digest') ?? '';
       if (!DIGEST_PATTERN.test(digest)) throw new ApiError('INVALID_IMAGE_REFERENCE', `Invalid image digest '${digest.slice(0, 100)}': expected sha256:<64 hex>`);
       let removed: boolean;
@@ -201,6 +221,7 @@ export function registerImageRoutes(app: OpenAPIHono<TenantEnv>, deps: ImageRout
       }
       if (!removed) throw new ApiError('IMAGE_NOT_FOUND', `Cannot remove image: ${digest} is not in this host's store`);
       log.info('image removed', { digest });
+      await record({ action: 'image.remove', reference: null, digest, outcome: 'removed', remote: remoteAddress(c) });
       return c.json({ removed: digest }, 200);
     },
   );

@@ -11,7 +11,7 @@ import type { Drain } from '../ops/drain.js';
 import { publicError } from '../http/errors.js';
 import type { Admitted, InvocationService } from './service.js';
 import type { Logger } from '../ops/log.js';
-import type { AnyInvokeResponse, InvocationFailed } from './schemas.js';
+import type { InvocationFailed } from './schemas.js';
 import type { WithState } from '../state/guard.js';
 import { errorMessage } from '../../worker-pool/util/errors.js';
 
@@ -67,11 +67,13 @@ export class AsyncInvocations {
   constructor(private readonly deps: AsyncDeps) {}
 
   /**
-   * Records an admitted invocation as running, then runs it in the background. Rejects
+   * Records an admitted invocation as running, then runs it in the background (`run`:
+   * what makes its record; default the invocation service's run, a CI job brings its
+   * own around it). Rejects
    * (with the lease released) when the record cannot be written: an invocation nobody
    * could ever ask about must not run.
    */
-  async accept(admitted: Admitted, callbackUrl: string | undefined): Promise<void> {
+  async accept(admitted: Admitted, callbackUrl: string | undefined, run?: () => Promise<object>): Promise<void> {
     const { prep, lease } = admitted;
     const ttlS = this.deps.resultTtlS + Math.ceil(prep.task.limits.timeoutMs / 1000) + 60;
     try {
@@ -82,7 +84,7 @@ export class AsyncInvocations {
       await lease.release(0);
       throw e;
     }
-    void this.deps.drain.track(this.#background(admitted, callbackUrl));
+    void this.deps.drain.track(this.#background(admitted, callbackUrl, run ?? (() => this.deps.service.run(admitted))));
   }
 
   get(tenant: string, id: string): Promise<Record<string, unknown> | null> {
@@ -94,12 +96,12 @@ export class AsyncInvocations {
    * terminal record (or, when the store itself is gone, a logged error) and its callback
    * sent or audited as failed. Nothing here may reject.
    */
-  async #background(admitted: Admitted, callbackUrl: string | undefined): Promise<void> {
+  async #background(admitted: Admitted, callbackUrl: string | undefined, run: () => Promise<object>): Promise<void> {
     const { prep } = admitted;
     const tenant = prep.tenant.name;
-    let record: AnyInvokeResponse | InvocationFailed;
+    let record: object | InvocationFailed;
     try {
-      record = await this.deps.service.run(admitted);
+      record = await run();
       // What cannot be written out cannot be stored or sent: fail it here, once.
       JSON.stringify(record);
     } catch (e) {

@@ -7,10 +7,17 @@ import { languageSchema, loadCatalog, type Language } from '../../worker-pool/ru
 
 const shipped = loadCatalog();
 const ruby: Language = languageSchema.parse({ name: 'ruby', version: '3', root: 'host', source: 'main.rb', syscalls: 'bash', run: { argv: ['/usr/bin/ruby', '{source}'] } });
-const languages = new Map<string, Language>([...shipped, ['ruby', ruby]]);
+const lua: Language = languageSchema.parse({
+  name: 'lua',
+  version: '5',
+  root: 'host',
+  source: 'main.lua',
+  syscalls: 'bash',
+  run: { argv: ['/usr/bin/lua', '{source}'], limits: { timeoutMs: 700, memoryMb: 65_536 } },
+});
+const languages = new Map<string, Language>([...shipped, ['ruby', ruby], ['lua', lua]]);
 
-async function invoke(invoker: FakeInvoker, body: unknown) {
-  const state = testState();
+async function invoke(invoker: FakeInvoker, body: unknown, state = testState()) {
   const app = testApp({ invoker, languages }, state);
   const { auth } = await testTenant(state);
   const r = await app.request('/invoke', { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify(body) });
@@ -28,6 +35,18 @@ describe('catalog languages in POST /invoke', () => {
     expect(r.body.compile).toBeUndefined();
   });
 
+  it("a definition's run limits are the run step's defaults, lowered to the profile's max, under the request's", async () => {
+    const inv = new FakeInvoker();
+    await invoke(inv, { runtime: 'lua', code: 'print(1)' });
+    await invoke(inv, { runtime: 'lua', code: 'print(1)', limits: { timeoutMs: 900 } });
+    await invoke(inv, { runtime: 'ruby', code: 'puts 1' });
+    const [byDefinition, byRequest, byProfile] = inv.tasks;
+    expect(byDefinition!.limits.timeoutMs).toBe(700);
+    expect(byDefinition!.limits.memoryMb).toBeLessThan(65_536); // the profile's max
+    expect(byRequest!.limits.timeoutMs).toBe(900);
+    expect(byProfile!.limits.timeoutMs).not.toBe(700);
+  });
+
   it('a compiled language: the compile sandbox gets the source, the run sandbox the artifact and exec on /tmp', async () => {
     const inv = new FakeInvoker(async (task) => ({ ok: true, result: result(task.id.endsWith('-compile') ? { stdout: 'QUJD' } : { stdout: 'ran' }) }));
     const r = await invoke(inv, { runtime: 'cpp', code: 'int main(){}', limits: { timeoutMs: 1000 } });
@@ -43,6 +62,23 @@ describe('catalog languages in POST /invoke', () => {
     expect(r.body.stdout).toBe('ran');
     expect(r.body.compile).toMatchObject({ status: 'ok', limits: { timeoutMs: 15000 } });
     expect(inv.tasks.map((t) => t.language)).toEqual(['cpp', 'cpp']);
+  });
+
+  it('chargedCpuMs is what the quota was charged: the run step and the compile step, each with its trusted-side CPU', async () => {
+    const inv = new FakeInvoker(async (task) => ({
+      ok: true,
+      result: result(task.id.endsWith('-compile') ? { stdout: 'QUJD', cpuMs: 300.04, brokerCpuMs: 1.2 } : { cpuMs: 20.01, brokerCpuMs: 0.5 }),
+    }));
+    const state = testState();
+    const r = await invoke(inv, { runtime: 'cpp', code: 'int main(){}' }, state);
+    expect(r.body).toMatchObject({ status: 'ok', cpuMs: 20, brokerCpuMs: 0.5, chargedCpuMs: 321.7, compile: { cpuMs: 300, brokerCpuMs: 1.2 } });
+    expect(state.quotas.released.map((x) => x.cpuMs)).toEqual([321.7]);
+    // A compile error's figures are the compile step's own, and so is its charge.
+    const failed = new FakeInvoker(async () => ({ ok: true, result: result({ exitCode: 1, cpuMs: 40, brokerCpuMs: 2 }) }));
+    const state2 = testState();
+    const e = await invoke(failed, { runtime: 'cpp', code: 'x' }, state2);
+    expect(e.body).toMatchObject({ status: 'compile_error', cpuMs: 40, brokerCpuMs: 2, chargedCpuMs: 42 });
+    expect(state2.quotas.released.map((x) => x.cpuMs)).toEqual([42]);
   });
 
   it('a failed compile step is compile_error with its stderr, and no run sandbox is made', async () => {

@@ -366,7 +366,7 @@ describe('async invocations always end', () => {
 });
 
 describe('draining', () => {
-  it('lets admitted invocations finish, refuses new ones with 503 SHUTTING_DOWN, and is idle after the last one', async () => {
+  it('lets admitted invocations finish, refuses new ones with 503 SHUTTING_DOWN, closes each connection after its answer, and is idle after the last one', async () => {
     const drain = new Drain();
     const gate = deferred();
     const { post } = await setup({
@@ -389,7 +389,11 @@ describe('draining', () => {
     expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('SHUTTING_DOWN');
     expect(idle).toBe(false);
     gate.resolve();
-    expect((await inFlight).status).toBe(200);
+    const answered = await inFlight;
+    expect(answered.status).toBe(200);
+    // Answered while draining: the client must not send its next request on this connection.
+    expect(answered.headers.get('connection')).toBe('close');
+    expect(refused.headers.get('connection')).toBe('close');
     await idlePromise;
     expect(drain.active).toBe(0);
   });

@@ -24,7 +24,7 @@ export function classify(r: SandboxResult): { status: InvokeStatus; reason: Invo
   return { status: 'error', reason: r.pidsLimited ? 'pids' : null };
 }
 
-const tenth = (ms: number) => Math.round(ms * 10) / 10;
+export const tenth = (ms: number) => Math.round(ms * 10) / 10;
 
 export function toResponse(
   id: string,
@@ -57,10 +57,13 @@ export function toResponse(
     setupMs: tenth(r.setupMs),
     cpuMs: tenth(r.cpuMs),
     brokerCpuMs: tenth(r.brokerCpuMs),
+    // A compiled language's run adds its compile step's (server/invocation/service.ts).
+    chargedCpuMs: tenth(tenth(r.cpuMs) + tenth(r.brokerCpuMs)),
     memoryPeakBytes: r.memoryPeakBytes,
     oomKills: r.oomKills,
     audit: r.audit,
     warm: r.warm,
+    ...(r.reuse ? { reused: r.reuse.index > 1, invocationIndex: r.reuse.index, memoryPeakScope: r.reuse.memoryPeak } : {}),
     unenforced: [...unenforced],
     profile: profileName,
     limits,

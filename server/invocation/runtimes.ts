@@ -21,6 +21,8 @@ export const runtimeListSchema = z.strictObject({
       compiled: z.boolean(),
       /** The compile step's default limits, when it has one. */
       compileLimits: z.record(z.string(), z.number()).optional(),
+      /** The run step's default limits the definition sets (the profile's for the others). */
+      runLimits: z.record(z.string(), z.number()).optional(),
       /** Profiles that allow it. */
       profiles: z.array(z.string()),
     }),
@@ -38,6 +40,7 @@ export function runtimeList(languages: ReadonlyMap<string, Language>, profiles: 
         source: l.source,
         compiled: l.compile !== undefined,
         ...(l.compile ? { compileLimits: l.compile.limits } : {}),
+        ...(l.run.limits ? { runLimits: l.run.limits } : {}),
         profiles: [...profiles.values()].filter((p) => p.runtimes.includes(l.syscalls)).map((p) => p.name).sort(),
       })),
   };

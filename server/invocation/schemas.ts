@@ -19,19 +19,8 @@ import {
   PROFILE_NAME_PATTERN,
 } from './bounds.js';
 
-export {
-  DEFAULT_PROFILE,
-  ENV_KEY_PATTERN,
-  FUNCTION_NAME_PATTERN,
-  MAX_ARG_CHARS,
-  MAX_ARGS,
-  MAX_CALLBACK_URL_CHARS,
-  MAX_CODE_BYTES,
-  MAX_ENV_ENTRIES,
-  MAX_ENV_VALUE_CHARS,
-  MAX_STDIN_BYTES,
-  PROFILE_NAME_PATTERN,
-};
+// The bounds are part of this contract: importers of the schemas get them from here too.
+export * from './bounds.js';
 
 /** Limits are on bytes as the sandbox stores them, not on UTF-16 code units. */
 function utf8Bytes(min: number, max: number) {
@@ -232,12 +221,27 @@ export const invokeResponseSchema = z.strictObject({
    * on this invocation; not part of cpuMs. The tenant's cpuSeconds quota is charged both.
    */
   brokerCpuMs: z.number(),
+  /**
+   * What the tenant's cpuSeconds quota was charged for this invocation: cpuMs + brokerCpuMs,
+   * plus the compile step's cpuMs + brokerCpuMs when a compiled language's program ran
+   * (a compile_error's figures are the compile step's own).
+   */
+  chargedCpuMs: z.number(),
   memoryPeakBytes: z.number(),
   oomKills: z.number(),
   /** Security decisions taken during the invocation (seccomp, broker, network, limits), capped. */
   audit: z.array(auditEventSchema),
   /** The invocation ran in a sandbox made before it arrived (a warm pool hit). */
   warm: z.boolean(),
+  /** A function that opted into reuse: the environment had served an invocation before this one. */
+  reused: z.boolean().optional(),
+  /** A function that opted into reuse: this invocation's 1-based index in its environment. */
+  invocationIndex: z.number().int().optional(),
+  /**
+   * A function that opted into reuse: whether memoryPeakBytes is the invocation's own
+   * (the kernel reset the peak at its start) or the environment's since it was made.
+   */
+  memoryPeakScope: z.enum(['invocation', 'environment']).optional(),
   /** Landlock rights this host's kernel could not enforce for the invocation (empty when all were). */
   unenforced: z.array(z.string()),
   profile: z.string(),
@@ -255,6 +259,8 @@ export const invokeResponseSchema = z.strictObject({
       exitCode: z.number().int().nullable(),
       durationMs: z.number(),
       cpuMs: z.number(),
+      /** The trusted side's CPU for the compile step, charged like the run's. */
+      brokerCpuMs: z.number(),
       memoryPeakBytes: z.number(),
       limits: limitsSchema,
     })

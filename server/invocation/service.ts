@@ -11,7 +11,7 @@ import { LIMIT_NAMES, RUNTIMES, type Limits, type Runtime } from '../../profiles
 import { MAX_BROKERED_FILE_BYTES } from '../../worker-pool/spec.js';
 import { commandTask, handlerTask, imageTask, ImageNotAllowedError, inlineTask, type SandboxTask } from '../../worker-pool/task.js';
 import { ARTIFACT_FILE, compileArgv, compiledRunArgv, interpretedRunArgv, type Language } from '../../worker-pool/runtime/catalog.js';
-import type { ImageStore } from '../../worker-pool/images/index.js';
+import { parseReference, pinnedReference, type ImageStore } from '../../worker-pool/images/index.js';
 import { imageApiError } from '../images/routes.js';
 import type { Bundles } from '../functions/bundles.js';
 import type { HostFacts, OutputChunk, SandboxOutcome } from '../../worker-pool/types.js';
@@ -21,7 +21,7 @@ import { ApiError } from '../http/errors.js';
 import { checkBrokeredSlots, FUNCTION_VERSIONS_KEPT, IMAGE_FUNCTION_CONTRACT } from '../functions/deploy.js';
 import { VersionCache, type FunctionStore, type FunctionVersion } from '../functions/store.js';
 import { checkRuntime, findProfile, resolveLimits, type TenantCap } from './limits.js';
-import { classify, toResponse, withAnswer } from './response.js';
+import { classify, tenth, toResponse, withAnswer } from './response.js';
 import type { Logger } from '../ops/log.js';
 import type { QuotaGate, QuotaName, Lease } from '../tenancy/quotas.js';
 import type { AnyInvokeResponse, FunctionInvokeRequest, ImageInvokeRequest, InvokeBody, InvokeRequest, InvokeResponse } from './schemas.js';
@@ -31,6 +31,11 @@ import type { Tenant } from '../tenancy/tenants.js';
 /** Runs one task. May reject with `ApiError('OVERLOADED', ...)` when its queue is full. */
 export interface Invoker {
   invoke(task: SandboxTask, onOutput?: (chunk: OutputChunk) => void): Promise<SandboxOutcome>;
+  /**
+   * Discards the reusable environments of a tenant's function (all its versions), or of
+   * the whole tenant when `fn` is null: redeployed, deleted, tenant disabled.
+   */
+  retire?(tenant: string, fn: string | null, reason: 'redeployed' | 'deleted' | 'tenant-disabled'): void;
 }
 
 export interface InvocationDeps {
@@ -121,15 +126,25 @@ export class InvocationService {
    * audited and counted before they are thrown.
    */
   async start(tenant: Tenant, body: InvokeBody, id: string = randomUUID()): Promise<Admitted> {
+    return this.admit(tenant, id, () =>
+      'function' in body
+        ? this.#prepareFunction(tenant, body, id)
+        : 'image' in body
+          ? this.#prepareImage(tenant, body, id)
+          : this.#prepareInline(tenant, body, id),
+    );
+  }
+
+  /**
+   * Prepares with `prepare` (any sandbox task: an invocation's, a CI job's) and takes its
+   * lease. Refusals (a tenant's limit cap, a quota) are audited and counted before they
+   * are thrown.
+   */
+  async admit(tenant: Tenant, id: string, prepare: () => Prepared | Promise<Prepared>): Promise<Admitted> {
     let prep: Prepared;
     let lease: Lease;
     try {
-      prep =
-        'function' in body
-          ? await this.#prepareFunction(tenant, body, id)
-          : 'image' in body
-            ? this.#prepareImage(tenant, body, id)
-            : this.#prepareInline(tenant, body, id);
+      prep = await prepare();
       // One lease for both steps of a compiled language.
       const timeoutMs = prep.task.limits.timeoutMs + (prep.compile?.task.limits.timeoutMs ?? 0);
       lease = await this.deps.withState('quota.acquire', 'check quotas', () => this.deps.gate.admit(tenant, id, timeoutMs));
@@ -159,6 +174,8 @@ export class InvocationService {
     metrics.inFlight.inc();
     // An image in use is neither collected nor removed until its sandbox is gone.
     const releaseImage = task.image && this.deps.images ? this.deps.images.acquire(task.image.digest) : () => {};
+    // So is a bundle's tree by the bundle collector.
+    const releaseTree = task.fnDir !== undefined && this.deps.bundles ? this.deps.bundles.acquire(task.fnDir) : () => {};
     try {
       if (prep.compile !== undefined) {
         compiled = await this.deps.invoker.invoke(prep.compile.task);
@@ -169,6 +186,7 @@ export class InvocationService {
       failure = e;
     } finally {
       releaseImage();
+      releaseTree();
       metrics.inFlight.dec();
     }
     const wallMs = performance.now() - started;
@@ -187,7 +205,10 @@ export class InvocationService {
         if (outcome === undefined) throw failure;
         const base = toResponse(id, profile.name, task.limits, outcome, unenforced);
         response = prep.fn && outcome.ok ? withAnswer(base, task, outcome.result, prep.fn) : base;
-        if (compiled !== undefined && compiled.ok) response = { ...response, compile: compileSummary(toResponse(id, profile.name, task.limits, compiled), prep.compile!.task.limits) };
+        if (compiled !== undefined && compiled.ok) {
+          const compile = compileSummary(toResponse(id, profile.name, task.limits, compiled), prep.compile!.task.limits);
+          response = { ...response, chargedCpuMs: tenth(response.chargedCpuMs + compile.cpuMs + compile.brokerCpuMs), compile };
+        }
       }
     } catch (e) {
       const err = asError(e);
@@ -207,11 +228,9 @@ export class InvocationService {
       await recordFinished(recording, inv, response, wallMs);
     } finally {
       // Released before answering, so a client that calls again right away finds its slot free.
-      // The CPU charged is the CPU answered (rounded the same way), the sandbox's and the
-      // trusted side's, so the sums always add up; plus the compile step's when the answer
-      // is the run's (a compile error's answer is the compile step itself).
-      const compileCharge = outcome !== undefined ? chargedCpuMs(compiled) : 0;
-      await lease.release(response.cpuMs + response.brokerCpuMs + compileCharge, audit.stored);
+      // The CPU charged is the CPU answered, `chargedCpuMs`: the sandbox's and the trusted
+      // side's, plus the compile step's when the answer is the run's.
+      await lease.release(response.chargedCpuMs, audit.stored);
     }
     return response;
   }
@@ -219,15 +238,15 @@ export class InvocationService {
   #prepareImage(tenant: Tenant, body: ImageInvokeRequest, id: string): Prepared {
     const profile = findProfile(this.deps.profiles, body.profile);
     const limits = resolveLimits(profile, body.limits, { tenant: tenant.name, max: tenant.quotas.maxLimits });
-    const task = this.#imageTask(id, body.image, { command: body.command, env: body.env, stdin: body.stdin, limits, profile });
+    const task = this.imageTask(id, body.image, { command: body.command, env: body.env, stdin: body.stdin, limits, profile });
     return { id, tenant, task, profile, fn: null };
   }
 
-  /** A command in an image of the store, as the API's errors. */
-  #imageTask(
+  /** A command in an image of the store, as the API's errors. `entrypoint` replaces the image's. */
+  imageTask(
     id: string,
     ref: string,
-    c: { command: string[] | undefined; env: Record<string, string> | undefined; stdin: string | undefined; limits: Limits; profile: Profile },
+    c: { command: string[] | undefined; entrypoint?: string[]; env: Record<string, string> | undefined; stdin: string | undefined; limits: Limits; profile: Profile },
   ): SandboxTask {
     if (!this.deps.images) throw new ApiError('IMAGE_NOT_FOUND', `Cannot run image ${JSON.stringify(ref)}: this server has no image store`);
     try {
@@ -236,6 +255,7 @@ export class InvocationService {
         id,
         image: { ...record.config, digest: record.digest, rootfs: this.deps.images.rootfs(record.digest) },
         ...(c.command ? { command: c.command } : {}),
+        ...(c.entrypoint ? { entrypoint: c.entrypoint } : {}),
         ...(c.env ? { env: c.env } : {}),
         ...(c.stdin !== undefined ? { stdin: c.stdin } : {}),
         limits: c.limits,
@@ -274,11 +294,12 @@ export class InvocationService {
     if (!fn.image) checkRuntime(profile, fn.runtime, `run function '${fn.name}'`);
     const limits = resolveLimits(profile, { ...fn.limits, ...body.limits }, { tenant: tenant.name, max: tenant.quotas.maxLimits });
     checkBrokeredSlots(profile, fn.secrets);
-    const secrets = await this.#secretFiles(tenant.name, fn);
+    const secrets = await this.secretFiles(tenant.name, `function '${fn.name}'`, fn.secrets);
     const context = { invocationId: id, function: fn.name, version: fn.version, tenant: tenant.name, deadlineMs: Date.now() + limits.timeoutMs };
     if (fn.image) {
+      await this.#fetchPinned(fn.image);
       // Exactly the digest the deploy pinned; the shell's handler contract (the event's JSON on stdin).
-      const task = this.#imageTask(id, fn.image.digest, { command: fn.image.command, env: fn.env, stdin: JSON.stringify(body.input ?? null), limits, profile });
+      const task = this.imageTask(id, fn.image.digest, { command: fn.image.command, env: fn.env, stdin: JSON.stringify(body.input ?? null), limits, profile });
       task.runtime = IMAGE_FUNCTION_CONTRACT;
       task.profile.brokeredFiles.push(...secrets);
       return { id, tenant, task, profile, fn: { name: fn.name, version: fn.version } };
@@ -287,6 +308,35 @@ export class InvocationService {
     const code = { ...fn, tenant: tenant.name, ...(fnDir === null ? {} : { fnDir }) };
     const task = handlerTask({ id, fn: code, event: body.input, context, limits, profile, secrets });
     return { id, tenant, task, profile, fn: { name: fn.name, version: fn.version } };
+  }
+
+  /**
+   * An image function on a host whose store lacks its digest (another host of the fleet
+   * took the deploy, or the image was collected): a registry image is pulled again by its
+   * pinned name, so the registry is the shared store of images. The pull checks the
+   * allowlist, the caps and the digest; an import cannot be fetched again (404).
+   */
+  async #fetchPinned(image: { digest: string; reference: string }): Promise<void> {
+    const images = this.deps.images;
+    if (!images || images.get(image.digest) !== null) return;
+    let pinned: string;
+    try {
+      const source = parseReference(image.reference);
+      if (source.transport !== 'docker') return;
+      pinned = pinnedReference(source, image.digest);
+    } catch {
+      return; // a reference this ZViz cannot parse: #imageTask answers IMAGE_NOT_FOUND
+    }
+    const audit = { type: 'image', tenant: null, action: 'image.pull', reference: pinned, digest: image.digest, remote: null } as const;
+    try {
+      await images.pull(pinned);
+    } catch (e) {
+      const err = imageApiError(e);
+      await this.deps.accounting.audit.record({ ...audit, outcome: 'failed', code: err instanceof ApiError ? err.code : 'INTERNAL' });
+      throw err;
+    }
+    this.deps.log.info('image of a pinned function fetched', { digest: image.digest, reference: pinned });
+    await this.deps.accounting.audit.record({ ...audit, outcome: 'stored', code: null });
   }
 
   /** A bundle function's unpacked tree on this host (made from the shared store when needed), or null. */
@@ -327,26 +377,26 @@ export class InvocationService {
    * MAX_BROKERED_FILE_BYTES; this check only makes a missing or too large one a clear
    * error instead of an ENOENT or EFBIG inside the function.
    */
-  async #secretFiles(tenant: string, fn: FunctionVersion): Promise<Array<{ path: string; source: string }>> {
+  async secretFiles(tenant: string, what: string, secrets: Readonly<Record<string, string>>): Promise<Array<{ path: string; source: string }>> {
     const out: Array<{ path: string; source: string }> = [];
-    for (const [path, name] of Object.entries(fn.secrets)) {
+    for (const [path, name] of Object.entries(secrets)) {
       const source = this.deps.secretsDir === null ? null : join(this.deps.secretsDir, tenant, name);
       const st = source === null ? null : await lstat(source).catch(() => null);
       if (!st?.isFile()) {
-        this.deps.log.warn('secret not provisioned', { tenant, function: fn.name, secret: name, expected: source });
+        this.deps.log.warn('secret not provisioned', { tenant, for: what, secret: name, expected: source });
         throw new ApiError(
           'SECRET_MISSING',
-          `Cannot run function '${fn.name}': secret '${name}' (for ${path}) is not provisioned for tenant '${tenant}': ask the operator to provision it`,
-          { function: fn.name, secret: name, path },
+          `Cannot run ${what}: secret '${name}' (for ${path}) is not provisioned for tenant '${tenant}': ask the operator to provision it`,
+          { for: what, secret: name, path },
         );
       }
       // The broker serves a copy of at most this size (and refuses a larger one): say so here.
       if (st.size > MAX_BROKERED_FILE_BYTES) {
-        this.deps.log.warn('secret too large', { tenant, function: fn.name, secret: name, path: source, bytes: st.size });
+        this.deps.log.warn('secret too large', { tenant, for: what, secret: name, path: source, bytes: st.size });
         throw new ApiError(
           'SECRET_TOO_LARGE',
-          `Cannot run function '${fn.name}': secret '${name}' (for ${path}) must be at most ${MAX_BROKERED_FILE_BYTES} bytes: current size is ${st.size}: ask the operator to provision a smaller one`,
-          { function: fn.name, secret: name, path, bytes: st.size, maxBytes: MAX_BROKERED_FILE_BYTES },
+          `Cannot run ${what}: secret '${name}' (for ${path}) must be at most ${MAX_BROKERED_FILE_BYTES} bytes: current size is ${st.size}: ask the operator to provision a smaller one`,
+          { for: what, secret: name, path, bytes: st.size, maxBytes: MAX_BROKERED_FILE_BYTES },
         );
       }
       out.push({ path, source: source! });
@@ -360,10 +410,15 @@ function isBuiltIn(name: string): name is Runtime {
 }
 
 /** A limit set lowered to the profile's max and the tenant's caps (the catalog's defaults must fit every profile). */
-function clampLimits(limits: Limits, profile: Profile, cap: TenantCap): Limits {
+function clampLimits<L extends Partial<Limits>>(limits: L, profile: Profile, cap: TenantCap): L {
   const out = { ...limits };
-  for (const k of LIMIT_NAMES) out[k] = Math.min(out[k], profile.limits.max[k], cap.max[k] ?? Infinity);
+  for (const k of LIMIT_NAMES) if (out[k] !== undefined) out[k] = Math.min(out[k], profile.limits.max[k], cap.max[k] ?? Infinity) as L[typeof k];
   return out;
+}
+
+/** The run step's limits: the request's over the definition's defaults (lowered to the caps), over the profile's. */
+function runLimits(lang: Language, body: InvokeRequest, profile: Profile, cap: TenantCap): Limits {
+  return resolveLimits(profile, { ...clampLimits(lang.run.limits ?? {}, profile, cap), ...body.limits }, cap);
 }
 
 /** A catalog language without a compile step: its run argv over the source file, like inline code cold. */
@@ -375,7 +430,7 @@ function interpretedTask(id: string, lang: Language, body: InvokeRequest, profil
       argv: interpretedRunArgv(lang, body.args ?? []),
       ...(body.env ? { env: body.env } : {}),
       ...(body.stdin !== undefined ? { stdin: body.stdin } : {}),
-      limits: resolveLimits(profile, body.limits, cap),
+      limits: runLimits(lang, body, profile, cap),
       profile,
       runtimes: [lang.syscalls],
     }),
@@ -393,7 +448,7 @@ function interpretedTask(id: string, lang: Language, body: InvokeRequest, profil
 function compiledTasks(id: string, lang: Language, body: InvokeRequest, profile: Profile, cap: TenantCap): { task: SandboxTask; compile: CompileStep } {
   checkRuntime(profile, lang.syscalls, `run ${lang.name} code`);
   const compileLimits = resolveLimits(profile, { ...clampLimits(lang.compile!.limits, profile, cap), ...body.compileLimits }, cap);
-  const limits = resolveLimits(profile, body.limits, cap);
+  const limits = runLimits(lang, body, profile, cap);
   const source = { name: lang.source, content: body.code };
   const compileTask: SandboxTask = {
     ...commandTask({ id: `${id}-compile`, argv: compileArgv(lang), limits: compileLimits, profile, runtimes: [lang.syscalls] }),
@@ -418,7 +473,7 @@ function compiledTasks(id: string, lang: Language, body: InvokeRequest, profile:
 }
 
 function compileSummary(r: InvokeResponse, limits: Limits): NonNullable<InvokeResponse['compile']> {
-  return { status: r.status, reason: r.reason, exitCode: r.exitCode, durationMs: r.durationMs, cpuMs: r.cpuMs, memoryPeakBytes: r.memoryPeakBytes, limits };
+  return { status: r.status, reason: r.reason, exitCode: r.exitCode, durationMs: r.durationMs, cpuMs: r.cpuMs, brokerCpuMs: r.brokerCpuMs, memoryPeakBytes: r.memoryPeakBytes, limits };
 }
 
 /** The compile step did not produce an artifact: the code never ran; the compiler's output is the answer. */

@@ -1,6 +1,12 @@
 // Shutdown as a state of the app: once draining, new invocations are refused with 503
 // SHUTTING_DOWN while the ones already admitted (plain, streaming and async, with their
 // callbacks) run to their end; idle() resolves when the last of them has.
+//
+// Every response sent while draining says `Connection: close`, so a client or load balancer
+// holding a keep-alive connection closes it after that response instead of sending its next
+// request on a connection the server is about to close (a request it could not safely retry:
+// nothing tells it whether the server read it).
+import type { MiddlewareHandler } from 'hono';
 import { ApiError } from '../http/errors.js';
 
 export class Drain {
@@ -66,4 +72,12 @@ export class Drain {
     this.#waiters = [];
     for (const w of waiters) w();
   }
+}
+
+/** Marks every response sent once draining began `Connection: close` (whatever its route or status). */
+export function closeWhileDraining(drain: Drain): MiddlewareHandler {
+  return async function closeWhileDraining(c, next) {
+    await next();
+    if (drain.draining) c.header('Connection', 'close');
+  };
 }

@@ -4,6 +4,7 @@
 // last version number given to each name, kept across deletes). Changes run as one Lua
 // script each (./scripts.ts).
 import { metaOf, parseStoredVersion, type FunctionMeta, type FunctionSpec, type FunctionStore, type FunctionVersion, type PutOptions, type PutOutcome, codeBytesOf } from '../functions/store.js';
+import { FUNCTION_VERSIONS_KEPT } from '../functions/deploy.js';
 import { keys, type RedisClient } from './redis.js';
 
 /** The hash's `meta` with the hash's own `latest` and `createdAt` (the JSON is written before they are known). */
@@ -80,5 +81,28 @@ export class RedisFunctionStore implements FunctionStore {
 
   async version(tenant: string, name: string, version: number): Promise<FunctionVersion | null> {
     return parseStoredVersion(await this.redis.get(`${keys.fnVersionPrefix(tenant, name)}${version}`), name, version);
+  }
+
+  async bundleDigests(tenant: string): Promise<Set<string>> {
+    const names = await this.redis.smembers(keys.fnIndex(tenant));
+    const digests = new Set<string>();
+    if (names.length === 0) return digests;
+    const latest = this.redis.pipeline();
+    for (const n of names) latest.hget(keys.fn(tenant, n), 'latest');
+    const versions = this.redis.pipeline();
+    let n = 0;
+    for (const [i, [err, v]] of ((await latest.exec()) ?? []).entries()) {
+      if (err) throw err;
+      if (v === null) continue; // deleted meanwhile
+      // Every version still stored: an invocation may name any of them.
+      for (let at = Math.max(1, Number(v) - FUNCTION_VERSIONS_KEPT + 1); at <= Number(v); at++, n++) versions.get(`${keys.fnVersionPrefix(tenant, names[i]!)}${at}`);
+    }
+    if (n === 0) return digests;
+    for (const [err, text] of (await versions.exec()) ?? []) {
+      if (err) throw err;
+      const digest = parseStoredVersion(text as string | null, '', 0)?.bundle?.digest;
+      if (digest !== undefined) digests.add(digest);
+    }
+    return digests;
   }
 }

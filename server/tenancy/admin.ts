@@ -28,6 +28,8 @@ export interface AdminDeps {
   withState: <T>(operation: string, action: string, fn: () => Promise<T>) => Promise<T>;
   /** Limits the size of JSON bodies (the same middleware /invoke uses). */
   limitBody: (maxBytes: number) => MiddlewareHandler;
+  /** Discards the reusable environments of a disabled tenant. */
+  retire?: (tenant: string, fn: null, reason: 'tenant-disabled') => void;
 }
 
 const ADMIN_BODY_BYTES = 64 * 1024;
@@ -171,6 +173,7 @@ export function registerAdminRoutes(app: OpenAPIHono<TenantEnv>, deps: AdminDeps
         if (disabled === null) throw unknownTenant(name);
         return disabled;
       });
+      deps.retire?.(name, null, 'tenant-disabled');
       await adminRecord(c, name, 'tenant.disable');
       return c.json({ tenant }, 200);
     },

@@ -7,6 +7,7 @@ import { createWriteStream, type WriteStream } from 'node:fs';
 import { z } from 'zod';
 import { limitsSchema } from '../../profiles/schema.js';
 import type { Logger } from '../ops/log.js';
+import { DISCARD_REASONS } from '../../worker-pool/reuse.js';
 import { auditEventSchema, INVOKE_STATUSES, INVOKE_REASONS } from '../invocation/schemas.js';
 import { errorMessage } from '../../worker-pool/util/errors.js';
 
@@ -14,6 +15,9 @@ export const AUTH_FAILURE_REASONS = ['missing', 'malformed', 'unknown-key', 'wro
 export type AuthFailureReason = (typeof AUTH_FAILURE_REASONS)[number];
 export const ADMIN_ACTIONS = ['tenant.create', 'tenant.update', 'tenant.disable', 'key.rotate'] as const;
 export const FUNCTION_ACTIONS = ['function.deploy', 'function.delete'] as const;
+/** A pull or import the admin asked for (its outcome), an admin's removal, the store's collection. */
+export const IMAGE_ACTIONS = ['image.pull', 'image.remove', 'image.evict'] as const;
+export const IMAGE_OUTCOMES = ['stored', 'already stored', 'failed', 'removed'] as const;
 
 const time = z.string().describe('ISO 8601 time the record was made');
 
@@ -85,6 +89,18 @@ export const auditRecordSchema = z.discriminatedUnion('type', [
     remote: z.string().nullable(),
   }),
   z.strictObject({
+    /** A reusable environment of a function was discarded (worker-pool/reuse.ts says when). */
+    type: z.literal('environment'),
+    time,
+    tenant: z.string(),
+    action: z.literal('environment.discard'),
+    function: z.string(),
+    version: z.number().int(),
+    reason: z.enum(DISCARD_REASONS),
+    /** Invocations the environment served. */
+    invocations: z.number().int(),
+  }),
+  z.strictObject({
     type: z.literal('upload'),
     time,
     tenant: z.string(),
@@ -93,6 +109,35 @@ export const auditRecordSchema = z.discriminatedUnion('type', [
     digest: z.string(),
     bytes: z.number().int(),
     remote: z.string().nullable(),
+  }),
+  z.strictObject({
+    type: z.literal('image'),
+    time,
+    /** Images belong to the host, not to a tenant: these records go to the stream without one. */
+    tenant: z.null(),
+    action: z.enum(IMAGE_ACTIONS),
+    /** What the admin named (never credentials: a reference cannot carry any); null for a removal or eviction by digest. */
+    reference: z.string().nullable(),
+    /** sha256:<hex> of the manifest; null when a pull failed before the digest was known. */
+    digest: z.string().nullable(),
+    outcome: z.enum(IMAGE_OUTCOMES),
+    /** The error code of a failed pull. */
+    code: z.string().nullable(),
+    /** Who asked; null for an eviction (the store's own decision). */
+    remote: z.string().nullable(),
+  }),
+  z.strictObject({
+    type: z.literal('job'),
+    time,
+    tenant: z.string(),
+    action: z.enum(['job.start', 'job.cancel', 'job.end']),
+    jobId: z.string(),
+    profile: z.string().optional(),
+    image: z.string().nullable().optional(),
+    /** The upload digest the workspace came from. */
+    workspace: z.string().nullable().optional(),
+    status: z.string().optional(),
+    reason: z.string().nullable().optional(),
   }),
   z.strictObject({
     type: z.literal('callback'),

@@ -8,7 +8,7 @@
 // shares bundles. Reused by anything that takes an archive (bundles, and CI workspaces).
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -63,6 +63,17 @@ function hashingCounter(max: number, tooLarge: () => Error) {
   });
   return { stream, result: () => ({ digest: `sha256:${hash.digest('hex')}`, size }) };
 }
+
+/** A blob on this host, as the bundle collector (server/functions/bundle-gc.ts) sees it. */
+export interface StoredBlob {
+  tenant: string;
+  digest: string;
+  bytes: number;
+  /** Last stored, fetched or used (`local`). */
+  usedMs: number;
+}
+
+const now = () => new Date();
 
 export class UploadStore {
   readonly #inflight = new Map<string, Promise<string | null>>();
@@ -130,8 +141,9 @@ export class UploadStore {
   async #place(part: string, tenant: string, digest: string): Promise<boolean> {
     const final = this.#blobPath(tenant, digest);
     await mkdir(join(this.opts.dir, tenant), { recursive: true, mode: 0o700 });
-    const existed = await stat(final).then(() => true, () => false);
+    const existed = await utimes(final, now(), now()).then(() => true, () => false);
     if (existed) {
+      // Touched: uploaded again is used again (the collector keeps fresh blobs).
       await rm(part, { force: true });
       return false;
     }
@@ -155,7 +167,8 @@ export class UploadStore {
 
   async #local(tenant: string, digest: string): Promise<string | null> {
     const final = this.#blobPath(tenant, digest);
-    if (await stat(final).then((s) => s.isFile(), () => false)) return final;
+    // Touched on each use: the collector removes the least recently used first.
+    if (await utimes(final, now(), now()).then(() => true, () => false)) return final;
     const remote = this.opts.remote;
     if (remote === null) return null;
     const part = this.#partPath();
@@ -181,6 +194,37 @@ export class UploadStore {
     }
     await this.#place(part, tenant, digest);
     return final;
+  }
+
+  /** Every blob on this host. */
+  async blobs(): Promise<StoredBlob[]> {
+    const out: StoredBlob[] = [];
+    for (const tenant of await readdir(this.opts.dir).catch(() => [] as string[])) {
+      if (tenant === PART_DIR) continue;
+      for (const hex of await readdir(join(this.opts.dir, tenant)).catch(() => [] as string[])) {
+        if (!/^[0-9a-f]{64}$/.test(hex)) continue;
+        const st = await stat(join(this.opts.dir, tenant, hex)).catch(() => null);
+        if (st?.isFile()) out.push({ tenant, digest: `sha256:${hex}`, bytes: st.size, usedMs: st.mtimeMs });
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Removes a blob from this host (the shared store keeps its copy). Renamed into the part
+   * folder first, so the blob is gone at once and a crash leaves only a part file, which
+   * the next `open` removes. False when it was not there.
+   */
+  async discard(tenant: string, digest: string): Promise<boolean> {
+    const doomed = this.#partPath();
+    try {
+      await rename(this.#blobPath(tenant, digest), doomed);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw e;
+    }
+    await rm(doomed, { force: true });
+    return true;
   }
 
   /** Size of a stored blob, or null. */

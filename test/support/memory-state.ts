@@ -287,6 +287,13 @@ export class MemoryFunctionStore implements FunctionStore {
     const v = this.#versions.get(`${tenant}:${name}:${version}`);
     return v ? structuredClone(v) : null;
   }
+
+  async bundleDigests(tenant: string): Promise<Set<string>> {
+    this.outage.check();
+    const out = new Set<string>();
+    for (const [key, v] of this.#versions) if (key.startsWith(`${tenant}:`) && v.bundle) out.add(v.bundle.digest);
+    return out;
+  }
 }
 
 export class MemoryInvocationStore implements InvocationStore {

@@ -74,6 +74,8 @@ export async function startServerProcess(opts: ServerProcessOptions = {}): Promi
     ZVIZ_PORT: '0',
     ZVIZ_STATE_DIR: stateDir,
     ZVIZ_LOG_LEVEL: 'info',
+    // No load balancer watches a test's server: SIGTERM need not wait for one to notice.
+    ZVIZ_DRAIN_NOTICE_MS: '0',
     // Without ZVIZ_REDIS_URL the server runs its own redis-server under stateDir.
     ZVIZ_ADMIN_TOKEN: adminToken,
     ...opts.env,

@@ -15,6 +15,11 @@ export const ROOT_BASE = `${RUN_DIR}/root`;
 export const SERVERS_DIR = `${RUN_DIR}/servers`;
 /** Lock files of the egress address pool: `<N>` holds the pid that claimed pair N. */
 export const NET_LOCK_DIR = `${RUN_DIR}/net`;
+/**
+ * Mount points of jobs' workspaces, `<JOBS_DIR>/<sandbox id>`: each a loop-mounted
+ * filesystem image kept in the state directory (worker-pool/jobs/).
+ */
+export const JOBS_DIR = `${RUN_DIR}/jobs`;
 /** Where `ip netns` keeps named network namespaces. */
 export const NETNS_DIR = '/run/netns';
 

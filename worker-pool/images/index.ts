@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { supervisorPath } from '../native.js';
 import { ImageStore, type ImageStoreOptions } from './store.js';
 
-export { DIGEST_PATTERN, parseReference, registryAllowed } from './reference.js';
+export { DIGEST_PATTERN, parseReference, pinnedReference, registryAllowed } from './reference.js';
 export { ImageError, ImageStore, sweepImages, type ImageErrorCode, type ImageRecord, type ImageRunConfig, type PullProgress } from './store.js';
 
 /** The store's folder under a state directory. */

@@ -185,6 +185,7 @@ function readText(path: string): string | null {
 export class ImageStore {
   private readonly inFlight = new Map<string, Promise<ImageRecord>>();
   private readonly inUse = new Map<string, number>();
+  private readonly evictionListeners: Array<(record: ImageRecord) => void> = [];
   private seq = 0;
 
   constructor(readonly options: ImageStoreOptions) {
@@ -272,6 +273,11 @@ export class ImageStore {
     return true;
   }
 
+  /** Calls `listener` with each image GC removes (the server audits them). */
+  onEvict(listener: (record: ImageRecord) => void): void {
+    this.evictionListeners.push(listener);
+  }
+
   /** Registry images beyond the cache budget, least recently used first, not in use. Returns the digests removed. */
   gc(keep: string | null = null): string[] {
     const budget = this.options.cacheMb * MiB;
@@ -284,6 +290,7 @@ export class ImageStore {
       if (this.remove(r.digest)) {
         total -= r.sizeBytes;
         removed.push(r.digest);
+        for (const listener of this.evictionListeners) listener(r);
       }
     }
     return removed;

@@ -51,7 +51,11 @@ export const languageSchema = z.strictObject({
       limits: limitsSchema,
     })
     .optional(),
-  run: z.strictObject({ argv: argvSchema }),
+  run: z.strictObject({
+    argv: argvSchema,
+    /** Defaults of the run step (each optional; else the profile's), lowered to the profile's max and the tenant's caps. */
+    limits: limitsSchema.partial().optional(),
+  }),
 });
 export type Language = z.infer<typeof languageSchema>;
 

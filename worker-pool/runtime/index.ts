@@ -61,6 +61,15 @@ export const RUNTIMES: Readonly<Record<Runtime, RuntimeDef>> = {
   bash: hostInterpreter('bash', 'main.sh', '/usr/bin/bash', { file: 'bash.sh', work: 'nul-fields' }, { extensions: null, event: 'stdin', answer: 'stdout' }),
 };
 
+/**
+ * Whether a runtime's bootstrap can serve a reusable environment (`serve` mode): its
+ * event arrives as a control message and its answer as a reply, both of which can be
+ * framed; a shell's contract (stdin to EOF, stdout) is one process per invocation.
+ */
+export function canReuse(rt: RuntimeDef): boolean {
+  return rt.handler.event === 'control' && rt.handler.answer === 'reply';
+}
+
 export function runtimeDef(name: Runtime): RuntimeDef {
   return RUNTIMES[name];
 }
@@ -117,9 +126,10 @@ function bootstrapName(rt: RuntimeDef): string {
 
 /**
  * The bootstrap file a sandbox gets (under FUNCTION_DIR/.zviz, where no deployed file may
- * be) and the argv that runs it: `inline` waits for code on fd 3, `handler` loads `entry`.
+ * be) and the argv that runs it: `inline` waits for code on fd 3, `handler` loads `entry`,
+ * `serve` loads `entry` and answers framed invocations one at a time (a reusable environment).
  */
-export function bootstrapFor(rt: RuntimeDef, mode: 'handler' | 'inline', entry: string): { file: SandboxFile; argv: string[] } {
+export function bootstrapFor(rt: RuntimeDef, mode: 'handler' | 'inline' | 'serve', entry: string): { file: SandboxFile; argv: string[] } {
   const name = bootstrapName(rt);
   return { file: { name, content: bootstrapContent(rt) }, argv: [rt.bootstrap.interpreter, `${FUNCTION_DIR}/${name}`, mode, entry] };
 }

@@ -2,6 +2,10 @@
 //   node bootstrap.js handler <module> : load the handler, say ready, run it on the event
 //   node bootstrap.js inline <path>         : say ready, then run the code sent as a module
 //                                             (work: { code, args, env })
+//   node bootstrap.js serve <module>        : a reusable environment: load the handler, say
+//                                             ready, then serve invocations one at a time,
+//                                             each framed as a u32 little-endian length and
+//                                             that many bytes, in on fd 3 and out on fd 4
 // The work arrives on fd 3 (closed by the supervisor after writing); the answer goes to
 // fd 4, after a one-byte "R" that tells the supervisor the runtime has loaded. Closing fd 4
 // says the answer is complete: the supervisor answers then, while this process exits.
@@ -27,25 +31,78 @@ function errorOf(e) {
   return { message: `Thrown value: ${String(e)}`, stack: null };
 }
 
-function answer(obj) {
+function answerText(obj) {
   let text;
   try {
     text = JSON.stringify(obj);
   } catch (e) {
     text = JSON.stringify({ ok: false, error: errorOf(new TypeError(`Result is not JSON-serializable: ${e.message}`)) });
   }
-  fs.writeSync(REPLY, text === undefined ? 'null' : text);
+  return text === undefined ? 'null' : text;
+}
+
+function answer(obj) {
+  fs.writeSync(REPLY, answerText(obj));
   // Whatever the handler printed went out before (stdout and stderr are synchronous on
   // pipes), so the answer is complete here.
   fs.closeSync(REPLY);
 }
 
+function readExactly(fd, n) {
+  const buf = Buffer.allocUnsafe(n);
+  for (let off = 0; off < n; ) {
+    const got = fs.readSync(fd, buf, off, n - off, null);
+    if (got === 0) process.exit(0); // the supervisor is gone: so is this environment
+    off += got;
+  }
+  return buf;
+}
+
+function writeFrame(obj) {
+  const body = Buffer.from(answerText(obj), 'utf8');
+  const head = Buffer.allocUnsafe(4);
+  head.writeUInt32LE(body.length, 0);
+  const all = Buffer.concat([head, body]);
+  for (let off = 0; off < all.length; ) off += fs.writeSync(REPLY, all, off, all.length - off);
+}
+
+async function loadHandler(entry) {
+  const mod = entry.endsWith('.mjs') ? await import(entry) : require(entry);
+  const fn = typeof mod === 'function' ? mod : typeof mod.default === 'function' ? mod.default : mod.handler;
+  if (typeof fn !== 'function') throw new TypeError(`${entry} exports no handler function (default or handler)`);
+  return fn;
+}
+
+// A reusable environment: the module stays loaded, its globals persist between
+// invocations (what the function's owner opted into); each answer is one frame. Reading
+// fd 3 blocks the event loop between invocations, so nothing of the function runs while
+// the environment waits for work, except what an invocation left pending before it answered.
+async function serveMode(entry) {
+  let fn;
+  try {
+    fn = await loadHandler(entry);
+  } catch (e) {
+    fs.writeSync(REPLY, 'R');
+    writeFrame({ ok: false, error: errorOf(e) });
+    process.exit(1);
+  }
+  fs.writeSync(REPLY, 'R');
+  for (;;) {
+    const len = readExactly(CTL, 4).readUInt32LE(0);
+    const msg = JSON.parse(readExactly(CTL, len).toString('utf8'));
+    try {
+      const output = await fn(msg.event, msg.context);
+      writeFrame({ ok: true, output: output === undefined ? null : output });
+    } catch (e) {
+      writeFrame({ ok: false, error: errorOf(e) });
+    }
+  }
+}
+
 async function handlerMode(entry) {
   let fn;
   try {
-    const mod = entry.endsWith('.mjs') ? await import(entry) : require(entry);
-    fn = typeof mod === 'function' ? mod : typeof mod.default === 'function' ? mod.default : mod.handler;
-    if (typeof fn !== 'function') throw new TypeError(`${entry} exports no handler function (default or handler)`);
+    fn = await loadHandler(entry);
   } catch (e) {
     fs.writeSync(REPLY, 'R');
     answer({ ok: false, error: errorOf(e) });
@@ -80,4 +137,5 @@ function inlineMode(entry) {
 
 const [mode, entry] = process.argv.slice(2);
 if (mode === 'handler') void handlerMode(entry);
+else if (mode === 'serve') void serveMode(entry);
 else inlineMode(entry);

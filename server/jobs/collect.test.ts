@@ -1,0 +1,96 @@
+// Artifact and cache selection without a sandbox: globs, symlinks never followed, the
+// size bound, and a deterministic archive.
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import * as tar from 'tar';
+import { archive, globMatcher, globRegExp, select } from './collect.js';
+import { JobLog } from './log.js';
+import { relativePatternProblem } from './schemas.js';
+
+describe('globRegExp', () => {
+  const cases: Array<[string, string, boolean]> = [
+    ['build/hello', 'build/hello', true],
+    ['build/*', 'build/hello', true],
+    ['build/*', 'build/sub/hello', false],
+    ['build/**', 'build/sub/hello', true],
+    ['**/*.o', 'a/b/c.o', true],
+    ['**/*.o', 'c.o', true],
+    ['*.tar.gz', 'out.tar.gz', true],
+    ['*.tar.gz', 'outXtarXgz', false],
+    ['?.txt', 'a.txt', true],
+    ['?.txt', 'ab.txt', false],
+    ['dist/', 'dist', true],
+  ];
+  it.each(cases)('%s against %s is %s', (pattern, path, expected) => {
+    expect(globRegExp(pattern).test(path)).toBe(expected);
+  });
+
+  it('refuses patterns that could name something outside the workspace', () => {
+    expect(relativePatternProblem('/etc/passwd')).toMatch(/relative/);
+    expect(relativePatternProblem('a/../../x')).toMatch(/\.\./);
+    expect(relativePatternProblem('..')).toMatch(/\.\./);
+    expect(relativePatternProblem('ok/**')).toBeNull();
+  });
+});
+
+describe('select and archive', () => {
+  let root: string;
+  let out: string;
+  beforeEach(() => {
+    root = mkdtempSync(join(tmpdir(), 'zviz-collect-'));
+    out = mkdtempSync(join(tmpdir(), 'zviz-collect-out-'));
+    mkdirSync(join(root, 'build/sub'), { recursive: true });
+    writeFileSync(join(root, 'build/a.bin'), 'aaaa');
+    writeFileSync(join(root, 'build/sub/b.bin'), 'bb');
+    symlinkSync('/etc', join(root, 'build/etc'));
+    symlinkSync('/etc/passwd', join(root, 'passwd'));
+  });
+  afterEach(() => {
+    rmSync(root, { recursive: true, force: true });
+    rmSync(out, { recursive: true, force: true });
+  });
+
+  it('selects matches and what is beneath a matched directory, skipping symlinks without following them', async () => {
+    const sel = await select(root, globMatcher(['build', 'passwd', '**/passwd']), 1 << 20);
+    expect(sel.entries).toEqual(['build', 'build/a.bin', 'build/sub', 'build/sub/b.bin']);
+    expect(sel.skipped).toEqual([
+      { path: 'build/etc', reason: 'symlink (never followed)' },
+      { path: 'passwd', reason: 'symlink (never followed)' },
+    ]);
+    expect([sel.files, sel.bytes, sel.truncated]).toEqual([2, 6, false]);
+  });
+
+  it('stops at the size bound and says so', async () => {
+    const sel = await select(root, globMatcher(['build/**']), 5);
+    expect(sel.truncated).toBe(true);
+    expect(sel.files).toBe(1);
+  });
+
+  it('archives deterministically: the same files give the same digest', async () => {
+    const sel = await select(root, globMatcher(['build/**']), 1 << 20);
+    const a = await archive(root, sel.entries, join(out, 'a'));
+    const b = await archive(root, sel.entries, join(out, 'b'));
+    expect(a.digest).toBe(b.digest);
+    const names: string[] = [];
+    await tar.t({ file: a.file, onReadEntry: (e) => names.push(e.path) });
+    expect(names).toEqual(['build/a.bin', 'build/sub/', 'build/sub/b.bin']);
+  });
+});
+
+describe('JobLog', () => {
+  it('keeps only the last maxBytes, counts everything, and ends its followers', () => {
+    const log = new JobLog(8);
+    const seen: Array<string | null> = [];
+    log.follow((c) => seen.push(c === null ? null : c.toString()));
+    log.append(Buffer.from('hello '));
+    log.append(Buffer.from('world, and more'));
+    expect(log.tail().toString()).toBe('and more');
+    expect([log.totalBytes, log.keptBytes]).toEqual([21, 8]);
+    log.end();
+    log.append(Buffer.from('late'));
+    expect(seen).toEqual(['hello ', 'world, and more', null]);
+    expect(log.totalBytes).toBe(21);
+  });
+});

@@ -1,0 +1,119 @@
+// What leaves a job's workspace after its run: artifacts (glob patterns) and a cache
+// (paths), each a tar.gz of regular files and directories only. The workspace is walked
+// with lstat and no symlink is ever followed or archived, so a job that plants
+// `out -> /etc` (or a link inside a matched directory) gets it listed as skipped, never
+// the host's files; the sandbox is gone by then, so nothing can swap a path while it is
+// read. Archives are deterministic (sorted names, fixed mtime, no owners), so identical
+// outputs have identical digests.
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { lstat, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import * as tar from 'tar';
+
+const MAX_FILES = 100_000;
+const MAX_SKIPPED = 32;
+
+/** A glob relative to the workspace as a RegExp over relative paths: `*` and `?` stay within one component, `**` spans any. */
+export function globRegExp(pattern: string): RegExp {
+  let re = '';
+  const p = pattern.replace(/\/+$/, '');
+  for (let i = 0; i < p.length; i++) {
+    const c = p[i]!;
+    if (c === '*' && p[i + 1] === '*') {
+      i++;
+      if (p[i + 1] === '/') {
+        i++;
+        re += '(?:.*/)?';
+      } else re += '.*';
+    } else if (c === '*') re += '[^/]*';
+    else if (c === '?') re += '[^/]';
+    else re += c.replace(/[.+^${}()|[\]\\]/g, '\\$&');
+  }
+  return new RegExp(`^${re}$`);
+}
+
+export interface Selection {
+  /** Relative paths of regular files and directories, sorted. */
+  entries: string[];
+  files: number;
+  bytes: number;
+  truncated: boolean;
+  skipped: Array<{ path: string; reason: string }>;
+}
+
+/**
+ * Walks `root` without following symlinks and selects what `matches` (a path matched
+ * selects everything beneath it), up to `maxBytes` of file content.
+ */
+export async function select(root: string, matches: (rel: string) => boolean, maxBytes: number): Promise<Selection> {
+  const sel: Selection = { entries: [], files: 0, bytes: 0, truncated: false, skipped: [] };
+  const skip = (path: string, reason: string) => {
+    if (sel.skipped.length < MAX_SKIPPED) sel.skipped.push({ path, reason });
+  };
+  async function walk(rel: string, inside: boolean): Promise<void> {
+    const dir = rel === '' ? root : join(root, rel);
+    const names = (await readdir(dir)).sort();
+    for (const name of names) {
+      if (sel.truncated) return;
+      const r = rel === '' ? name : `${rel}/${name}`;
+      const st = await lstat(join(root, r));
+      const hit = inside || matches(r);
+      if (st.isSymbolicLink()) {
+        if (hit) skip(r, 'symlink (never followed)');
+        continue;
+      }
+      if (st.isDirectory()) {
+        if (hit) sel.entries.push(r);
+        await walk(r, hit);
+        continue;
+      }
+      if (!hit) continue;
+      if (!st.isFile()) {
+        skip(r, 'not a regular file');
+        continue;
+      }
+      if (sel.bytes + st.size > maxBytes || sel.files >= MAX_FILES) {
+        sel.truncated = true;
+        skip(r, `over the size limit of ${maxBytes} bytes`);
+        return;
+      }
+      sel.entries.push(r);
+      sel.files++;
+      sel.bytes += st.size;
+    }
+  }
+  await walk('', false);
+  return sel;
+}
+
+/**
+ * Archives `entries` of `root` as a tar.gz into `dir/<sha256>.tar.gz` (or `final` when
+ * given) and answers its digest and size. A directory entry is archived alone: its
+ * selected contents are entries of their own.
+ */
+export async function archive(root: string, entries: readonly string[], dir: string, final?: string): Promise<{ digest: string; bytes: number; file: string }> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const tmp = join(dir, `.tmp-${process.pid}-${Date.now()}-${Math.random().toString(16).slice(2)}`);
+  try {
+    await tar.c(
+      { file: tmp, cwd: root, gzip: { level: 6 }, portable: true, noDirRecurse: true, follow: false, mtime: new Date(0), strict: true },
+      entries.length > 0 ? [...entries] : [],
+    );
+    const hash = createHash('sha256');
+    for await (const chunk of createReadStream(tmp)) hash.update(chunk as Buffer);
+    const hex = hash.digest('hex');
+    const file = final ?? join(dir, `${hex}.tar.gz`);
+    await mkdir(dirname(file), { recursive: true, mode: 0o700 });
+    await rename(tmp, file);
+    return { digest: `sha256:${hex}`, bytes: (await stat(file)).size, file };
+  } finally {
+    await rm(tmp, { force: true });
+  }
+}
+
+/** Every pattern's matcher at once. */
+export function globMatcher(patterns: readonly string[]): (rel: string) => boolean {
+  const res = patterns.map(globRegExp);
+  return (rel) => res.some((r) => r.test(rel));
+}

@@ -1,0 +1,276 @@
+// Privileged: reusable execution environments of deployed functions (`reuse` in the
+// manifest), end to end on a real server with real sandboxes: what persists between two
+// invocations and what never does, the reset between them, every discard, the per
+// invocation accounting, quotas, and what a killed server leaves.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { hostLeftovers, settledLeftovers } from './support/leftovers.js';
+import { privilegedReason, type Reply, type RunningServer, startServer } from './support/server.js';
+import { pollUntil, sleep, timeScale } from './support/wait.js';
+
+// One handler for most cases: what it does depends on the event.
+const NODE = `
+const fs = require('node:fs');
+let count = 0;
+module.exports = async (event) => {
+  count++;
+  const seen = { tmp: fs.readdirSync('/tmp').sort(), shm: fs.readdirSync('/dev/shm').sort() };
+  if (event.write) {
+    fs.writeFileSync('/tmp/a.txt', 'x');
+    fs.mkdirSync('/tmp/d/e', { recursive: true });
+    fs.writeFileSync('/tmp/d/e/f', 'y');
+    fs.symlinkSync('/fn', '/tmp/link');
+    fs.writeFileSync('/dev/shm/s', 'z');
+  }
+  if (event.background) require('node:child_process').spawn('/usr/bin/sleep', ['30'], { detached: true, stdio: 'ignore' }).unref();
+  // UDP: Landlock keeps TCP bind to the profile's ports, and a bound UDP socket listens too.
+  if (event.listen) await new Promise((r) => require('node:dgram').createSocket('udp4').bind(7000, '127.0.0.1', r));
+  if (event.hang) await new Promise(() => setInterval(() => {}, 1000));
+  if (event.oom) { const keep = []; for (;;) keep.push(Buffer.alloc(1 << 20, 1)); }
+  if (event.crash) process.exit(3);
+  if (event.throw) throw new Error('asked to throw');
+  if (event.garbage) {
+    const body = Buffer.from('this is not JSON');
+    const head = Buffer.alloc(4);
+    head.writeUInt32LE(body.length, 0);
+    fs.writeSync(4, Buffer.concat([head, body]));
+  }
+  if (event.burnMs) { const t0 = process.cpuUsage(); for (;;) { const u = process.cpuUsage(t0); if (u.user + u.system >= event.burnMs * 1000) break; } }
+  if (event.sleepMs) await new Promise((r) => setTimeout(r, event.sleepMs));
+  return { count, seen };
+};
+`;
+
+const PYTHON = `
+import os
+count = 0
+def handler(event, context):
+    global count
+    count += 1
+    seen = sorted(os.listdir('/tmp'))
+    if event.get('write'):
+        open('/tmp/p.txt', 'w').write('x')
+    return {"count": count, "seen": {"tmp": seen}}
+`;
+
+const REUSE = { maxInvocations: 1000, idleMs: 60_000, reset: 'tmp' };
+
+describe.skipIf(privilegedReason() !== null)('reusable environments on a real server', () => {
+  let s: RunningServer;
+  let otherKey: string;
+  let before: string[] = [];
+
+  async function deploy(name: string, body: Record<string, unknown>, auth: 'tenant' | { bearer: string } = 'tenant'): Promise<Reply> {
+    const r = await s.request(`/functions/${name}`, { method: 'PUT', body: { runtime: 'node', code: NODE, reuse: REUSE, ...body }, auth });
+    expect(r.status, JSON.stringify(r.body)).toBe(201);
+    return r;
+  }
+  const call = (name: string, input: unknown = {}, auth: 'tenant' | { bearer: string } = 'tenant'): Promise<Reply> =>
+    s.request('/invoke', { method: 'POST', body: { function: name, input }, auth });
+  async function ok(name: string, input: unknown = {}, auth: 'tenant' | { bearer: string } = 'tenant'): Promise<any> {
+    const r = await call(name, input, auth);
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body.status, JSON.stringify(r.body)).toBe('ok');
+    return r.body;
+  }
+  /** The audit file's record of a discard (it is written as the discard happens, asynchronously). */
+  const discarded = async (fn: string, reason: string, invocations?: number): Promise<boolean> =>
+    (await pollUntil(
+      async () => discards().some((d) => d.function === fn && d.reason === reason && (invocations === undefined || d.invocations === invocations)),
+      (found) => found,
+      5000,
+      50,
+    )) === true;
+  const discards = (): any[] =>
+    readFileSync(join(s.stateDir, 'audit.log'), 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('"environment"'))
+      .map((l) => JSON.parse(l));
+
+  beforeAll(async () => {
+    before = hostLeftovers();
+    s = await startServer({ env: { ZVIZ_WARM_IDLE_MS: '1500' } });
+    const other = await s.request('/admin/tenants', { method: 'POST', auth: 'admin', body: { name: 'other' } });
+    expect(other.status).toBe(201);
+    otherKey = other.body.apiKey;
+  });
+  afterAll(async () => {
+    if (s) expect(await s.stop()).toBe(0);
+    const left = await settledLeftovers(s ? [s.pid] : [], before);
+    expect(left, left.join('\n')).toEqual([]);
+  });
+
+  it('keeps a node function\'s globals between two invocations, says reused and the index', async () => {
+    await deploy('globals', {});
+    const a = await ok('globals');
+    const b = await ok('globals');
+    expect(a.output.count).toBe(1);
+    expect(b.output.count).toBe(2);
+    expect(a).toMatchObject({ reused: false, invocationIndex: 1 });
+    expect(b).toMatchObject({ reused: true, invocationIndex: 2, warm: true, setupMs: 0 });
+    expect(['invocation', 'environment']).toContain(b.memoryPeakScope);
+  });
+
+  it('keeps a python function\'s globals too', async () => {
+    const r = await s.request('/functions/py', { method: 'PUT', body: { runtime: 'python', code: PYTHON, reuse: REUSE } });
+    expect(r.status).toBe(201);
+    expect((await ok('py')).output.count).toBe(1);
+    const b = await ok('py', { write: true });
+    expect(b.output.count).toBe(2);
+    expect(b).toMatchObject({ reused: true, invocationIndex: 2 });
+    // The reset emptied /tmp after the write.
+    const c = await ok('py');
+    expect(c.output).toMatchObject({ count: 3, seen: { tmp: [] } });
+  });
+
+  it('never serves another version, function or tenant', async () => {
+    await deploy('iso', {});
+    await ok('iso');
+    expect((await ok('iso')).output.count).toBe(2);
+    await deploy('iso2', {});
+    expect((await ok('iso2')).output.count).toBe(1);
+    await deploy('iso', { env: { V: '2' } });
+    const v2 = await ok('iso');
+    expect(v2).toMatchObject({ version: 2, invocationIndex: 1 });
+    expect(v2.output.count).toBe(1);
+    const auth = { bearer: otherKey };
+    await deploy('iso', {}, auth);
+    expect((await ok('iso', {}, auth)).output.count).toBe(1);
+  });
+
+  it('empties /tmp and /dev/shm before each invocation with reset "tmp", keeps them with "none"', async () => {
+    await deploy('tmp', {});
+    const a = await ok('tmp', { write: true });
+    expect(a.output.seen).toEqual({ tmp: [], shm: [] });
+    const b = await ok('tmp');
+    expect(b).toMatchObject({ reused: true, output: { seen: { tmp: [], shm: [] } } });
+    await deploy('keep', { reuse: { ...REUSE, reset: 'none' } });
+    await ok('keep', { write: true });
+    const c = await ok('keep');
+    expect(c).toMatchObject({ reused: true });
+    expect(c.output.seen.tmp).toEqual(['a.txt', 'd', 'link']);
+  });
+
+  it('discards an environment left with a background process or a listening socket', async () => {
+    await deploy('bg', {});
+    const a = await ok('bg', { background: true });
+    const b = await ok('bg');
+    expect(b).toMatchObject({ invocationIndex: 1, reused: false });
+    expect(a.output.count).toBe(1);
+    expect(b.output.count).toBe(1);
+    await deploy('listen', {});
+    await ok('listen', { listen: true });
+    expect(await ok('listen')).toMatchObject({ invocationIndex: 1 });
+    expect(await discarded('bg', 'process')).toBe(true);
+    expect(await discarded('listen', 'socket')).toBe(true);
+  });
+
+  it.each([
+    ['a timeout', { hang: true }, 'timeout'],
+    ['an OOM kill', { oom: true }, 'oom'],
+    ['a crash', { crash: true }, 'error'],
+    ['a thrown error', { throw: true }, 'error'],
+    ['a non-JSON answer', { garbage: true }, 'error'],
+  ])('discards after %s', async (_what, input, status) => {
+    const name = `bad-${status}-${Object.keys(input)[0]}`;
+    await deploy(name, { limits: { timeoutMs: Math.round(2000 * timeScale()), memoryMb: 64 } });
+    await ok(name);
+    const r = await call(name, input);
+    expect(r.status).toBe(200);
+    expect(r.body.status, JSON.stringify(r.body)).toBe(status);
+    expect(r.body.invocationIndex).toBe(2);
+    const next = await ok(name);
+    expect(next).toMatchObject({ invocationIndex: 1, output: { count: 1 } });
+    expect((await discarded(name, 'status')) || (await discarded(name, 'reset'))).toBe(true);
+  });
+
+  it('discards on redeploy and on delete', async () => {
+    await deploy('redeploy', {});
+    await ok('redeploy');
+    await ok('redeploy');
+    await deploy('redeploy', {});
+    expect(await discarded('redeploy', 'redeployed', 2)).toBe(true);
+    await ok('redeploy');
+    expect((await s.request('/functions/redeploy', { method: 'DELETE' })).status).toBe(204);
+    expect(await discarded('redeploy', 'deleted')).toBe(true);
+  });
+
+  it('honours maxInvocations and idleMs', async () => {
+    await deploy('max', { reuse: { ...REUSE, maxInvocations: 2 } });
+    const idx = [];
+    for (let i = 0; i < 5; i++) idx.push((await ok('max')).invocationIndex);
+    expect(idx).toEqual([1, 2, 1, 2, 1]);
+    await deploy('idle', { reuse: { ...REUSE, idleMs: 1000 } });
+    await ok('idle');
+    expect((await ok('idle')).invocationIndex).toBe(2);
+    await sleep(2000);
+    expect((await ok('idle')).invocationIndex).toBe(1);
+    expect(await discarded('max', 'max-invocations', 2)).toBe(true);
+    expect(await discarded('idle', 'idle', 2)).toBe(true);
+  });
+
+  it("charges an invocation's own CPU only, not the previous ones'", async () => {
+    await deploy('cpu', {});
+    const burn = await ok('cpu', { burnMs: 300 });
+    const idle = await ok('cpu');
+    expect(idle.invocationIndex).toBe(2);
+    expect(burn.cpuMs).toBeGreaterThanOrEqual(300);
+    expect(idle.cpuMs).toBeLessThan(burn.cpuMs / 2);
+  });
+
+  it('never reuses inline code', async () => {
+    const r = await s.invoke({ runtime: 'node', code: 'console.log(1)' });
+    expect(r.status).toBe('ok');
+    expect(r.reused).toBeUndefined();
+    expect(r.invocationIndex).toBeUndefined();
+  });
+
+  it('refuses reuse for bash and image functions', async () => {
+    const r = await s.request('/functions/sh', { method: 'PUT', body: { runtime: 'bash', code: 'echo 1', reuse: REUSE } });
+    expect(r.status).toBe(400);
+    expect(JSON.stringify(r.body)).toContain('reuse');
+  });
+
+  it('refuses a tenant over its concurrency quota while its environments sit idle', async () => {
+    const t = await s.request('/admin/tenants', { method: 'POST', auth: 'admin', body: { name: 'conc', quotas: { concurrency: 1 } } });
+    expect(t.status).toBe(201);
+    const auth = { bearer: t.body.apiKey as string };
+    await deploy('conc', {}, auth);
+    await ok('conc', {}, auth);
+    await ok('conc', {}, auth); // an idle environment holds no slot
+    const slow = call('conc', { sleepMs: Math.round(1500 * timeScale()) }, auth);
+    await sleep(300);
+    const refused = await call('conc', {}, auth);
+    expect(refused.status).toBe(429);
+    expect(refused.body.error.code).toBe('QUOTA_CONCURRENCY');
+    expect((await slow).body.status).toBe('ok');
+  });
+});
+
+describe.skipIf(privilegedReason() !== null)('reusable environments of a server killed with SIGKILL', () => {
+  it('leave nothing once the host starts again', async () => {
+    const before = hostLeftovers();
+    const stateDir = mkdtempSync(join(tmpdir(), 'zviz-host-'));
+    let second: RunningServer | null = null;
+    try {
+      const first = await startServer({ stateDir });
+      const d = await first.request('/functions/kept', { method: 'PUT', body: { runtime: 'node', code: NODE, reuse: REUSE } });
+      expect(d.status).toBe(201);
+      for (let i = 0; i < 2; i++) expect((await first.invoke({ function: 'kept', input: {} })).status).toBe('ok');
+      await first.stop('SIGKILL');
+      // The restart sweeps what the killed server's environments left; its own shutdown
+      // then removes what is shared, so nothing at all is left.
+      second = await startServer({ stateDir, tenant: { name: 'second' } });
+      expect(await second.stop()).toBe(0);
+      second = null;
+      const left = await settledLeftovers([], before);
+      expect(left, left.join('\n')).toEqual([]);
+    } finally {
+      await second?.stop();
+      rmSync(stateDir, { recursive: true, force: true });
+    }
+  });
+});
