@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { FS, landlockPolicy } from './landlock.js';
-import { encodeSpec, MAX_BROKERED_FILE_BYTES, SPEC_FLAGS, TAG, type HostLayout } from './spec.js';
+import { encodeGo, encodeSpec, GO_TAG, MAX_BROKERED_FILE_BYTES, SPEC_FLAGS, TAG, type HostLayout } from './spec.js';
 import type { SandboxTask } from './task.js';
 
 const MiB = 1024 * 1024;
@@ -428,5 +428,30 @@ describe('encodeSpec network', () => {
     const recs = decode(encodeSpec(makeTask(), ID, HOST, net));
     expect(strings(recs, TAG.NETNS)).toEqual([net.netnsPath]);
     expect(strings(recs, TAG.RESOLV)).toEqual([net.resolvConf]);
+  });
+});
+
+describe('encodeGo', () => {
+  it('uses only GO tags that native/src/internal.h defines, with the same numbers', () => {
+    const header = readFileSync(INTERNAL_H, 'utf8');
+    const native = new Map<string, number>();
+    for (const m of header.matchAll(/^\s*ZV_G_([A-Z0-9_]+)\s*=\s*(\d+)\s*,/gm)) native.set(m[1]!, Number(m[2]));
+    expect(Object.fromEntries(native)).toEqual({ ...GO_TAG });
+  });
+
+  it('asks for the answer at fd 4 only with work for a runtime that answers there', () => {
+    const warm = (answerOnReply: boolean): SandboxTask['warm'] => ({
+      key: 'fn:t:f:1:default',
+      template: { argv: ['/usr/bin/node'], env: {}, files: [] },
+      control: '{}',
+      handler: true,
+      answerOnReply,
+    });
+    const tags = (buf: Buffer) => decode(buf).map((r) => r.tag);
+    expect(tags(encodeGo(makeTask({ warm: warm(true) }), Buffer.from('{}')))).toContain(GO_TAG.ANSWER);
+    expect(payloads(decode(encodeGo(makeTask({ warm: warm(true) }), Buffer.from('{}'))), GO_TAG.ANSWER)).toEqual([Buffer.alloc(0)]);
+    // Without work for a bootstrap on fd 3 there is no answer on fd 4 to wait for; bash answers on stdout.
+    expect(tags(encodeGo(makeTask({ warm: warm(true) }), null))).not.toContain(GO_TAG.ANSWER);
+    expect(tags(encodeGo(makeTask({ warm: warm(false) }), Buffer.from('{}')))).not.toContain(GO_TAG.ANSWER);
   });
 });

@@ -106,10 +106,13 @@ export interface SettledRun {
 /**
  * What a run's end does before its answer goes out: the one place for it, shared by the
  * pool's worker and `zviz run` (local.ts). A run that answered becomes its outcome, with
- * the drops its network recorded (read now, before the teardown removes them); tearing
- * the sandbox down is left to the caller, after it has answered. A run whose native layer
- * failed is torn down here, because what the function used before is charged from the
- * cgroup its supervisor left, read before it is removed.
+ * the drops its network recorded; tearing the sandbox down is left to the caller, after it
+ * has answered. Its egress network goes now, though: the address pool bounds the egress
+ * sandboxes that run, not their teardowns, so a caller that sends its next invocation at
+ * once must find the pair free. Removing the veth under a sandbox that is being killed
+ * only cuts it off. A run whose native layer failed is torn down here, because what the
+ * function used before is charged from the cgroup its supervisor left, read before it is
+ * removed.
  */
 export function settleRun(
   ran: { out: native.RunOutput } | { error: unknown },
@@ -122,8 +125,10 @@ export function settleRun(
     const { leftCpuMs: cpuMs } = releaseSandbox(parked, host);
     return { outcome: { ...failure(ran.error), cpuMs }, teardown: null };
   }
-  const drops = networkDrops(host.network, parked.net as NetworkInfo | null);
-  return { outcome: toOutcome(ran.out, parked, task, warm, drops), teardown: parked };
+  const net = parked.net as NetworkInfo | null;
+  const drops = networkDrops(host.network, net);
+  removeNetwork(host.network, net);
+  return { outcome: toOutcome(ran.out, parked, task, warm, drops), teardown: { ...parked, net: null } };
 }
 
 /** What a finished run says, as the plain result the main thread receives. */

@@ -243,6 +243,20 @@ describe('POST /invoke with a deployed function', () => {
     expect(answers[2]).toMatchObject({ status: 'error', output: null, error: { message: expect.stringMatching(/not JSON/), stack: null } });
   });
 
+  it('a result taken at the answer (runtime still exiting) reports the bootstrap\'s exit code: 0 after ok, 1 after an error', async () => {
+    const outputs = [
+      { reply: '{"ok":true,"output":1}', exitCode: 0, answered: true },
+      { reply: '{"ok":false,"error":{"message":"Error: boom","stack":null}}', exitCode: 0, answered: true },
+    ];
+    let i = 0;
+    const { call } = await setup(new FakeInvoker(async () => ({ ok: true, result: result({ ...outputs[i++]!, stdout: '' }) })));
+    await call('PUT', '/functions/hello', hello);
+    const ok = (await (await call('POST', '/invoke', { function: 'hello' })).json()) as Record<string, unknown>;
+    const failed = (await (await call('POST', '/invoke', { function: 'hello' })).json()) as Record<string, unknown>;
+    expect(ok).toMatchObject({ status: 'ok', exitCode: 0, output: 1, error: null });
+    expect(failed).toMatchObject({ status: 'error', exitCode: 1, output: null, error: { message: 'Error: boom' } });
+  });
+
   it('rejects inline fields on a function call and function fields on inline code', async () => {
     const { call } = await setup();
     const a = (await (await call('POST', '/invoke', { function: 'hello', code: 'x' })).json()) as { error: { details: unknown } };
