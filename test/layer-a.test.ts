@@ -9,7 +9,7 @@ import { hostLeftovers, settledLeftovers } from './support/leftovers.js';
 import { hostProcessesMatching, zombiesUnder } from './support/procfs.js';
 import { hostUidOf, PY_LIBC, run, runJson, runOk } from './support/sandboxes.js';
 import { privilegedReason, type RunningServer, startServer } from './support/server.js';
-import { pollUntil, scaledMs, token } from './support/wait.js';
+import { pollUntil, scaledMs, timeScale, token } from './support/wait.js';
 
 const BASE_ENV = { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: '/tmp', LANG: 'C.UTF-8' };
 
@@ -110,7 +110,8 @@ print(json.dumps({'uid': os.getresuid(), 'gid': os.getresgid(), 'groups': os.get
   });
 
   it('two concurrent sandboxes run as different host uids', async () => {
-    const code = 'date +%s%N; cat /proc/self/uid_map; sleep 1; date +%s%N';
+    // Long enough for the second to start while the first runs: a sandbox's creation takes seconds under TCG.
+    const code = `date +%s%N; cat /proc/self/uid_map; sleep ${timeScale()}; date +%s%N`;
     const outs = await Promise.all([runOk(s, 'bash', code), runOk(s, 'bash', code)]);
     const parsed = outs.map((o) => {
       const lines = o.trim().split('\n');

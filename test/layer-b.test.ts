@@ -162,7 +162,7 @@ describe.skipIf(skip !== null)('layer B: seccomp allowlists and the broker, in r
       'broker-etc': (p) => {
         p.seccomp.brokeredFiles = brokered;
         p.filesystem.readOnlyBinds = [{ source: '/etc', target: '/etc' }];
-        p.limits.max.timeoutMs = 60_000;
+        p.limits.max.timeoutMs = scaledMs(60_000);
       },
     });
     s = await startServer({ env: { ZVIZ_PROFILES_DIR: profiles.dir } });
@@ -717,7 +717,8 @@ t.join()
 res['flips'] = flips[0]
 res['fds leaked'] = len(os.listdir('/proc/self/fd')) - fds_before
 print(json.dumps(res))`,
-        { profile: 'broker-etc', limits: { timeoutMs: 60_000 } },
+        // The broker's CPU budget is a tenth of the limit: both grow on a slow machine.
+        { profile: 'broker-etc', limits: { timeoutMs: scaledMs(60_000) } },
       );
       expect(out.other).toEqual([]);
       expect(out['fds leaked']).toBe(0);
@@ -787,7 +788,7 @@ ts = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
 for t in ts: t.start()
 for t in ts: t.join()
 print(json.dumps(sorted({e for v in seen.values() for e in v})))`,
-      { limits: { timeoutMs: 45_000 } },
+      { limits: { timeoutMs: scaledMs(45_000, 60_000) } },
     );
     // The flood's broker, sampled from the host while it works: fds and memory stay flat.
     const broker = await pollFor(() => sandboxByMarker(s.pid, marker)?.broker, scaledMs(5000));

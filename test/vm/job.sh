@@ -12,7 +12,7 @@
 #   ZVIZ_VM_STEPS    the steps to run (default: all): smoke apparmor suites bench
 set -u
 export ZVIZ_MUST_WORK=1
-export ZVIZ_TEST_TIME_SCALE="${ZVIZ_TEST_TIME_SCALE:-4}"
+export ZVIZ_TEST_TIME_SCALE="${ZVIZ_TEST_TIME_SCALE:-10}"
 SUITES="${ZVIZ_VM_SUITES:-test/layer-c.test.ts test/layer-d.test.ts}"
 STEPS="${ZVIZ_VM_STEPS:-smoke apparmor suites bench}"
 failed=()
