@@ -577,7 +577,8 @@ print(json.dumps(results))`,
       } finally {
         await stopAndExpectClean(small);
       }
-    });
+      // 80 cold egress sandboxes: under TCG (time scale 10) they alone outlast the default 10 minutes.
+    }, scaledMs(120_000));
   });
 
   describe('shutdown', () => {
