@@ -9,7 +9,7 @@ import { hostLeftovers, settledLeftovers } from './support/leftovers.js';
 import { hostProcessesMatching, zombiesUnder } from './support/procfs.js';
 import { hostUidOf, PY_LIBC, run, runJson, runOk } from './support/sandboxes.js';
 import { privilegedReason, type RunningServer, startServer } from './support/server.js';
-import { pollUntil, timeScale, token } from './support/wait.js';
+import { pollUntil, scaledMs, timeScale, token } from './support/wait.js';
 
 const BASE_ENV = { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: '/tmp', LANG: 'C.UTF-8' };
 
@@ -110,7 +110,8 @@ print(json.dumps({'uid': os.getresuid(), 'gid': os.getresgid(), 'groups': os.get
   });
 
   it('two concurrent sandboxes run as different host uids', async () => {
-    const code = 'date +%s%N; cat /proc/self/uid_map; sleep 1; date +%s%N';
+    // Long enough for the second to start while the first runs: a sandbox's creation takes seconds under TCG.
+    const code = `date +%s%N; cat /proc/self/uid_map; sleep ${timeScale()}; date +%s%N`;
     const outs = await Promise.all([runOk(s, 'bash', code), runOk(s, 'bash', code)]);
     const parsed = outs.map((o) => {
       const lines = o.trim().split('\n');
@@ -276,13 +277,13 @@ setsid sleep ${marker} &
 ( ( setsid sleep ${marker} & ) & )
 sleep 0.2
 ps -eo pid,ppid,sid,args
-sleep 30`, { limits: { timeoutMs: 500 * timeScale() } });
+sleep 30`, { limits: { timeoutMs: scaledMs(500) } });
     let done = false;
     void pending.finally(() => (done = true));
     // Only the sleeps themselves: `setsid` before its exec, or a runtime holding the code
     // in its argv, show the same words.
     const sleeps = () => hostProcessesMatching(`sleep ${marker}`).filter((p) => p.cmdline === `sleep ${marker}`);
-    const seen = await pollUntil(sleeps, (p) => p.length >= 2 || done, 5000 * timeScale(), 10);
+    const seen = await pollUntil(sleeps, (p) => p.length >= 2 || done, scaledMs(5000), 10);
     const r = await pending;
     expect(seen.length, 'both daemons were running on the host').toBe(2);
     expect(r.status).toBe('timeout');
@@ -302,7 +303,7 @@ sleep 30`, { limits: { timeoutMs: 500 * timeScale() } });
     ['stderr', 'yes >&2'],
   ] as const)('an output flood on %s is cut at outputBytes and killed while /healthz keeps answering', async (stream, code) => {
     const flood = run(s, 'bash', code, { limits: { outputBytes: 1000 } });
-    const health = fetch(`${s.url}/healthz`, { signal: AbortSignal.timeout(10_000) });
+    const health = fetch(`${s.url}/healthz`, { signal: AbortSignal.timeout(scaledMs(10_000)) });
     const [r, h] = await Promise.all([flood, health]);
     expect(h.status).toBe(200);
     expect(r).toMatchObject({ status: 'killed', reason: 'output-limit', truncated: true });
@@ -312,15 +313,14 @@ sleep 30`, { limits: { timeoutMs: 500 * timeScale() } });
 
   it('20 concurrent invocations each keep their own /tmp and their own host uid', async () => {
     const tokens = Array.from({ length: 20 }, () => token());
-    const outs = await Promise.all(
-      tokens.map((t) =>
-        runOk(s, 'bash', 'echo "$TOKEN" > /tmp/t; sleep 0.3; cat /tmp/t; cat /proc/self/uid_map', {
-          env: { TOKEN: t },
-          // 20 at once on a slow (emulated) machine take longer than the default limit.
-          limits: { timeoutMs: Math.min(60_000, 5000 * timeScale()) },
-        }),
-      ),
+    // All settled before any verdict: none is left running into the next test.
+    const settled = await Promise.allSettled(
+      tokens.map((t) => runOk(s, 'bash', 'echo "$TOKEN" > /tmp/t; sleep 0.3; cat /tmp/t; cat /proc/self/uid_map', { env: { TOKEN: t } })),
     );
+    const outs = settled.map((r) => {
+      if (r.status === 'rejected') throw r.reason;
+      return r.value;
+    });
     const uids = outs.map((o, i) => {
       const [first, ...map] = o.trim().split('\n');
       expect(first).toBe(tokens[i]);
@@ -330,10 +330,10 @@ sleep 30`, { limits: { timeoutMs: 500 * timeScale() } });
   });
 
   it('stopping the server leaves no cgroup, supervisor, mount or zombie behind', async () => {
-    const zombies = await pollUntil(() => zombiesUnder(s.pid), (z) => z.length === 0, 3000);
+    const zombies = await pollUntil(() => zombiesUnder(s.pid), (z) => z.length === 0, scaledMs(3000));
     expect(zombies).toEqual([]);
     stopped = true;
-    expect(await s.stop()).toBe(0);
+    expect(await s.stop(), `the server's exit code on SIGTERM; its log:\n${s.logs().split('\n').slice(-20).join('\n')}`).toBe(0);
     expect(await settledLeftovers([s.pid], before)).toEqual([]); // hostLeftovers() when no other ZViz server runs
     const ours = zombiesUnder(process.pid).filter((z) => !ourZombiesBefore.includes(z.pid));
     expect(ours).toEqual([]);

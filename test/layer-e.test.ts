@@ -20,7 +20,7 @@ import { privilegedReason, repoRoot, type RunningServer, startServer } from './s
 import { sh, trySh } from './support/shell.js';
 import { EXPECTED_REAL, EXPECTED_REFUSALS, expectedSweep, pySocketFamilies } from './support/socket-families.js';
 import { x86_64Syscalls } from './support/syscall-table.js';
-import { pollUntil, sleep, token } from './support/wait.js';
+import { pollUntil, scaledMs, sleep, timeScale, token } from './support/wait.js';
 
 const skipReason = privilegedReason() ?? networkToolsMissing();
 const POOL = '10.199.0.0/24';
@@ -68,7 +68,7 @@ describe.skipIf(skipReason !== null)(`layer E: sandbox networking${skipReason ? 
   }
 
   async function expectNoNetLeftovers(pid: number): Promise<void> {
-    const left = await pollUntil(() => netLeftovers(pid, topo!.router), (l) => l.length === 0, 2000, 100);
+    const left = await pollUntil(() => netLeftovers(pid, topo!.router), (l) => l.length === 0, scaledMs(2000), 100);
     expect(left, left.join('\n')).toEqual([]);
   }
 
@@ -95,18 +95,18 @@ describe.skipIf(skipReason !== null)(`layer E: sandbox networking${skipReason ? 
     // A server that does not exit 0 on SIGTERM skipped its clean-up: say so first.
     expect(code, `server ${pid} exited with ${code} on SIGTERM:\n${s.logs().split('\n').slice(-20).join('\n')}`).toBe(0);
     await expectNoNetLeftovers(pid);
-    const left = await pollUntil(() => leftoversOf(pid, stateDir), (l) => l.length === 0, 3000, 100);
+    const left = await pollUntil(() => leftoversOf(pid, stateDir), (l) => l.length === 0, scaledMs(3000), 100);
     expect(left, left.join('\n')).toEqual([]);
   }
 
-  /** Runs Python that prints one JSON document; `out` is that document. */
+  /** Runs Python that prints one JSON document; `out` is that document. `timeoutMs` is scaled (at most the profiles' 60 s). */
   async function py(
     s: RunningServer,
     profile: string,
     code: string,
     timeoutMs = 10_000,
   ): Promise<{ out: any; audit: NetAudit[]; raw: any }> {
-    const r = await s.invoke({ runtime: 'python', profile, code: PY_NET + code, limits: { timeoutMs } });
+    const r = await s.invoke({ runtime: 'python', profile, code: PY_NET + code, limits: { timeoutMs: scaledMs(timeoutMs, 60_000) } });
     if (r.status !== 'ok') throw new Error(`function ended '${r.status}' (${r.reason}):\n${r.stdout}\n--- stderr\n${r.stderr}`);
     return { out: JSON.parse(r.stdout), audit: networkAudit(r), raw: r };
   }
@@ -295,6 +295,9 @@ describe.skipIf(skipReason !== null)(`layer E: sandbox networking${skipReason ? 
       });
 
       test('two concurrent egress sandboxes get different addresses and cannot reach each other, nor can the upstream reach them', async () => {
+        // The listener listens while the connector starts and tries, and the upstream tries:
+        // longer on a slow machine, within its time limit.
+        const LISTEN_S = Math.min(6 * timeScale(), 40);
         let listenerAddr: string | undefined;
         let connector: Awaited<ReturnType<typeof py>> | undefined;
         let fromUpstream: unknown;
@@ -305,7 +308,7 @@ describe.skipIf(skipReason !== null)(`layer E: sandbox networking${skipReason ? 
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.bind(('0.0.0.0', ${PEER_PORT}))
 srv.listen(8)
-srv.settimeout(6.0)
+srv.settimeout(${LISTEN_S})
 accepted = 0
 try:
     srv.accept()[0].close()
@@ -321,7 +324,7 @@ print(json.dumps({'addr': eth0_addr(), 'accepted': accepted}))`,
           const found = await pollUntil(
             () => netnsOf(s.pid).map(addrOf),
             (a) => a.length === 1 && a[0] !== undefined,
-            5000,
+            scaledMs(5000),
           );
           expect(found).toHaveLength(1);
           listenerAddr = found[0];
@@ -503,7 +506,7 @@ print(json.dumps(results))`,
     test('a pre-warmed egress sandbox drops and audits what a cold one does', async () => {
       // Demand makes the pool fill: invoke until one invocation runs warm.
       const runs: Array<{ warm: unknown; out: any; audit: NetAudit[] }> = [];
-      for (let i = 0; i < 12 && !runs.some((r) => r.warm === true); i++) {
+      for (let i = 0; i < 12 * timeScale() && !runs.some((r) => r.warm === true); i++) {
         const { out, audit, raw } = await py(w, 'egress-any', `print(json.dumps({'router': tcp('${ROUTER_IP}', 8080), 'up': tcp('${UPSTREAM_IP}', 8081)}))`);
         runs.push({ warm: raw.warm, out, audit });
         await sleep(300);
@@ -527,7 +530,7 @@ print(json.dumps(results))`,
           .catch((e: unknown) => e);
         // Poll until all four kinds show: netLeftovers() is not one atomic snapshot.
         const kinds = (): Set<string> => new Set(netLeftovers(dead.pid, topo!.router).map((x) => x.split(' ')[0]!));
-        const made = await pollUntil(kinds, (k) => k.size === 4, 15_000);
+        const made = await pollUntil(kinds, (k) => k.size === 4, scaledMs(15_000));
         expect(made).toEqual(new Set(['netns', 'link', 'nft', 'lock']));
         await dead.stop('SIGKILL');
         expect(await pending).toBeInstanceOf(Error);
@@ -571,7 +574,8 @@ print(json.dumps(results))`,
       } finally {
         await stopAndExpectClean(small);
       }
-    });
+      // 80 cold egress sandboxes: under TCG (time scale 10) they alone outlast the default 10 minutes.
+    }, scaledMs(120_000));
   });
 
   describe('shutdown', () => {

@@ -49,7 +49,7 @@ export async function run(s: RunningServer, runtime: Runtime, code: string, opts
 async function runToExit0(s: RunningServer, runtime: Runtime, code: string, opts: RunOptions): Promise<Invocation> {
   const r = await run(s, runtime, code, opts);
   if (r.status !== 'ok') {
-    throw new Error(`function ended '${r.status}' (exit ${r.exitCode}, signal ${r.signal}):\n${r.stdout}\n--- stderr\n${r.stderr}`);
+    throw new Error(`function ended '${r.status}' (reason ${r.reason}, exit ${r.exitCode}, signal ${r.signal}, ${r.durationMs} ms):\n${r.stdout}\n--- stderr\n${r.stderr}`);
   }
   return r;
 }

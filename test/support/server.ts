@@ -1,11 +1,13 @@
 // Test harness for suites that need a real server (integration) or real sandboxes
 // (privileged): the built server (server-process.ts) with a tenant created through the
 // admin API whose key post()/invoke() send, and whether this host can run them at all.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { DEFAULT_PROFILE, PROFILE_NAME_PATTERN } from '../../server/invocation/bounds.js';
 import { PACKAGE_ROOT } from '../../worker-pool/util/package-root.js';
 import { rawFetch, registerServer, unregisterServer } from './compat-auth.js';
 import { GENEROUS_QUOTAS, SERVER_ENTRY, startServerProcess } from './server-process.js';
+import { timeScale } from './wait.js';
 
 export { GENEROUS_QUOTAS } from './server-process.js';
 /** The repository (the package root): where profiles/, native/ and dist/ are. */
@@ -86,6 +88,34 @@ export interface StartOptions {
   stateDir?: string;
 }
 
+/**
+ * An /invoke body as sent on this machine: on a slow one (timeScale() > 1, the VM job under
+ * TCG) a body that names no timeoutMs gets its profile's default times the scale, at most
+ * the profile's max. A profile's default (5 s) bounds how long a function may take, which
+ * is not what the suites check, and under TCG a cold python start alone takes seconds; the
+ * broker's CPU budget, a tenth of the time limit, grows with it. A test of a limit names it.
+ * At scale 1, or when the profile cannot be read here, the body goes as it is.
+ */
+export function withScaledTimeout(body: unknown, profilesDir: string, scale = timeScale()): unknown {
+  if (scale <= 1 || body === null || typeof body !== 'object' || Array.isArray(body)) return body;
+  const b = body as Record<string, unknown>;
+  const limits = b.limits ?? {};
+  if (limits === null || typeof limits !== 'object' || 'timeoutMs' in limits) return body;
+  const name = b.profile ?? DEFAULT_PROFILE;
+  if (typeof name !== 'string' || !PROFILE_NAME_PATTERN.test(name)) return body;
+  let def: unknown;
+  let max: unknown;
+  try {
+    const p = JSON.parse(readFileSync(join(profilesDir, `${name}.json`), 'utf8')) as { limits?: { defaults?: { timeoutMs?: unknown }; max?: { timeoutMs?: unknown } } };
+    def = p.limits?.defaults?.timeoutMs;
+    max = p.limits?.max?.timeoutMs;
+  } catch {
+    return body; // no such profile here: the server answers for it
+  }
+  if (typeof def !== 'number' || typeof max !== 'number') return body;
+  return { ...b, limits: { ...limits, timeoutMs: Math.min(max, Math.round(def * scale)) } };
+}
+
 async function send(url: string, opts: RequestOptions, credentials: { adminToken: string; apiKey: string | null }): Promise<Reply> {
   const headers: Record<string, string> = {};
   if (opts.body !== undefined && typeof opts.body !== 'string') headers['content-type'] = 'application/json';
@@ -143,7 +173,9 @@ export async function startServer(opts: StartOptions = {}): Promise<RunningServe
   const origin = new URL(url).origin;
   if (opts.compatAuth !== false) registerServer(origin, credentials);
 
+  const profilesDir = opts.env?.ZVIZ_PROFILES_DIR ?? join(PACKAGE_ROOT, 'profiles');
   const post = async (path: string, body: unknown, headers: Record<string, string> = {}) => {
+    if (path === '/invoke') body = withScaledTimeout(body, profilesDir);
     const r = await send(url + path, { method: 'POST', body: typeof body === 'string' ? body : JSON.stringify(body), headers: { 'content-type': 'application/json', ...headers } }, credentials);
     return { status: r.status, body: r.body };
   };

@@ -12,6 +12,14 @@ export function timeScale(env: NodeJS.ProcessEnv = process.env): number {
   return Number.isFinite(v) && v >= 1 ? v : 1;
 }
 
+/**
+ * `ms` times timeScale(), at most `capMs` (a profile's max.timeoutMs, which a request may
+ * not exceed): for a function's time limit that only bounds how long it may take.
+ */
+export function scaledMs(ms: number, capMs = Infinity): number {
+  return Math.min(capMs, Math.round(ms * timeScale()));
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((res) => setTimeout(res, ms));
 }

@@ -1,6 +1,8 @@
 // The VM harness without booting anything: module order, kernel choice, accelerator
 // choice, the scripts it writes, its arguments, and the job's verdict on a report.
 import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { chooseAccel } from './accel.js';
 import { GUEST_XCHG, initScript, guestScript } from './initramfs.js';
@@ -8,6 +10,7 @@ import { moduleLoadOrder, moduleName, parseModulesDep, pickKernel } from './kern
 import { judge } from './report.js';
 import { parseRunArgs } from './run.js';
 import { jobScript, KERNEL_ARGS, shellQuote } from './vm.js';
+import { PACKAGE_ROOT } from '../../worker-pool/util/package-root.js';
 
 const DEP = `kernel/fs/overlayfs/overlay.ko:
 kernel/fs/9p/9p.ko: kernel/net/9p/9pnet.ko kernel/fs/fscache/fscache.ko kernel/fs/netfs/netfs.ko
@@ -85,6 +88,14 @@ describe('scripts', () => {
     for (const text of [initScript(['/m/a.ko']), guestScript(), jobScript({ script: 'true', cwd: '/x y', env: { A: "it's" } })]) {
       expect(spawnSync('bash', ['-n'], { input: text }).status).toBe(0);
     }
+  });
+
+  it('job.sh is valid shell, and ZVIZ_VM_SUITES=all names every layer suite there is', () => {
+    const path = join(PACKAGE_ROOT, 'test', 'vm', 'job.sh');
+    expect(spawnSync('bash', ['-n', path]).status).toBe(0);
+    const all = /^\s*all\) SUITES="([^"]*)"/m.exec(readFileSync(path, 'utf8'))?.[1]?.split(' ');
+    const layers = readdirSync(join(PACKAGE_ROOT, 'test')).filter((f) => /^layer-[a-z]\.test\.ts$/.test(f)).map((f) => `test/${f}`);
+    expect(all).toEqual(layers.sort());
   });
 
   it('the job script quotes its environment and directory, and refuses a bad variable name', () => {

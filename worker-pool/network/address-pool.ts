@@ -3,6 +3,7 @@
 // holding the claimant's pid, so every worker thread of every server on the host draws from
 // one pool and a dead claimant's pair can be taken back.
 import { linkSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { threadId } from 'node:worker_threads';
 import { processAlive } from '../host/pids.js';
 
 export function parseCidr(cidr: string): { base: number; bits: number } {
@@ -33,10 +34,16 @@ export function pairFor(pool: string, index: number): { outer: string; inner: st
 }
 
 let tmpSeq = 0;
+/**
+ * Unique per thread of this process: claims are made in the pool's worker threads, each with
+ * its own copy of this module (and of tmpSeq), so the pid alone let two threads write,
+ * link and unlink the same temporary file (`unlink …/.claim-<pid>-0`: ENOENT).
+ */
+const tmpTag = (): string => `${process.pid}-${threadId}-${tmpSeq++}`;
 
 /** Links a file holding our pid at `path`: the claim and its owner appear at once. */
 function tryClaim(lockDir: string, path: string): boolean {
-  const tmp = `${lockDir}/.claim-${process.pid}-${tmpSeq++}`;
+  const tmp = `${lockDir}/.claim-${tmpTag()}`;
   writeFileSync(tmp, String(process.pid), { mode: 0o600 });
   try {
     linkSync(tmp, path);
@@ -67,7 +74,7 @@ function ownerOf(path: string): number | null {
 export function reclaimIfStale(path: string, isAlive: (pid: number) => boolean = processAlive): boolean {
   const owner = ownerOf(path);
   if (owner === null || (owner > 0 && isAlive(owner))) return false;
-  const aside = `${path}.stale-${process.pid}-${tmpSeq++}`;
+  const aside = `${path}.stale-${tmpTag()}`;
   try {
     renameSync(path, aside);
   } catch {
