@@ -317,6 +317,10 @@ function steadyLoad(lb: string, bearer: string, clients: number, body: Record<st
         failedSentAt.push(sentAt);
         kinds.set(errorKind(r), (kinds.get(errorKind(r)) ?? 0) + 1);
         if (failures.length < 20) failures.push(`${r.status} ${typeof r.body === 'string' ? r.body.slice(0, 200) : JSON.stringify(r.body.error ?? r.body).slice(0, 300)}`);
+        // A client told to retry later pauses, as a real one would (shorter than Retry-After,
+        // to keep the window dense): without it, HAProxy's instant 503s during a failover
+        // use up `maxEach` before the hosts are back.
+        if (r.status === 503) await sleep(50);
       }
     }
   });
