@@ -95,6 +95,7 @@ export class SandboxPool {
         release: (parked: ParkedSandbox) => this.release(parked),
         now: () => performance.now(),
         shared: () => this.warm.usage(),
+        giveBackShared: () => this.warm.giveBack(),
         ...(options.onReuseDiscard ? { onDiscard: options.onReuseDiscard } : {}),
       },
       { maxEnvironments: budget.maxSandboxes, budgetMb: budget.budgetMb },

@@ -142,4 +142,25 @@ describe('ReusePools', () => {
     expect(released).toEqual([parked(1)]);
     expect(events.map((e) => e.reason)).toEqual(['shutdown']);
   });
+
+  it('makes room from the shared budget (an idle warm sandbox) when no environment is idle', () => {
+    let warmParked = 2;
+    const withWarm = new ReusePools(
+      {
+        release: async (p) => void released.push(p),
+        now: () => Date.now(),
+        shared: () => ({ count: warmParked, memoryMb: warmParked * 128 }),
+        giveBackShared: () => (warmParked > 0 ? (warmParked--, true) : false),
+      },
+      { maxEnvironments: 2, budgetMb: 1024 },
+    );
+    // The two warm sandboxes fill the budget: one gives way, and the claim is served.
+    expect(withWarm.claim(task())).not.toBeNull();
+    expect(warmParked).toBe(1);
+    // Nothing is left to give back once the budget holds only busy environments.
+    warmParked = 0;
+    expect(withWarm.claim(task('g'))).not.toBeNull();
+    expect(withWarm.claim(task('h'))).toBeNull();
+  });
+
 });

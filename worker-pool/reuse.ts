@@ -61,6 +61,8 @@ export interface ReuseBackend {
   onDiscard?(e: DiscardEvent): void;
   /** Sandboxes outside these pools that share the budget (the warm pools'). */
   shared?(): { count: number; memoryMb: number };
+  /** Frees one slot of what `shared` counts (an idle warm sandbox); false if it cannot. */
+  giveBackShared?(): boolean;
 }
 
 /** Who an environment belongs to, as its key was made (worker-pool/task.ts). */
@@ -250,7 +252,12 @@ export class ReusePools {
         if (!victim || p.lastUsed < victim.lastUsed) victim = p;
       }
       const env = victim?.idle.shift();
-      if (!victim || !env) return false;
+      if (!victim || !env) {
+        // No idle environment to give up: an idle warm sandbox makes room instead, so a
+        // function that opted into reuse is not run single-use behind parked sandboxes.
+        if (this.backend.giveBackShared?.() === true) continue;
+        return false;
+      }
       this.discard(victim, env, 'budget');
       this.forget(victim);
     }

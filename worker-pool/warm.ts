@@ -229,14 +229,16 @@ export class WarmPools {
 
   private totals(): { count: number; memoryMb: number } {
     const shared = this.backend.shared?.() ?? { count: 0, memoryMb: 0 };
-    let count = shared.count;
-    let memoryMb = shared.memoryMb;
-    for (const p of this.pools.values()) {
-      const n = p.ready.length + p.creating;
-      count += n;
-      memoryMb += n * p.memoryMb;
-    }
-    return { count, memoryMb };
+    const own = this.usage();
+    return { count: shared.count + own.count, memoryMb: shared.memoryMb + own.memoryMb };
+  }
+
+  /**
+   * Releases one ready sandbox, of the pool claimed longest ago, to make room in the shared
+   * budget (a reusable environment asked for it). False when none is ready.
+   */
+  giveBack(): boolean {
+    return this.releaseOldest(null);
   }
 
   private refill(p: Pool): void {
@@ -248,17 +250,17 @@ export class WarmPools {
       const full = t.count + 1 > this.options.maxSandboxes || t.memoryMb + p.memoryMb > this.options.budgetMb;
       // A full budget gives way to demand: the pool used least recently gives up one
       // sandbox, so many rarely used functions cannot keep a busy one cold.
-      if (full && !this.evictFor(p)) return;
+      if (full && !this.releaseOldest(p)) return;
       if (full) continue;
       this.create(p);
     }
   }
 
-  /** Releases one ready sandbox of the pool claimed longest ago before `p` was. */
-  private evictFor(p: Pool): boolean {
+  /** Releases one ready sandbox of the pool claimed longest ago (before `than`, if given). */
+  private releaseOldest(than: Pool | null): boolean {
     let victim: Pool | null = null;
     for (const q of this.pools.values()) {
-      if (q === p || q.ready.length === 0 || q.lastClaim >= p.lastClaim) continue;
+      if (q.ready.length === 0 || (than !== null && (q === than || q.lastClaim >= than.lastClaim))) continue;
       if (!victim || q.lastClaim < victim.lastClaim) victim = q;
     }
     const r = victim?.ready.pop();
