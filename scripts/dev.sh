@@ -24,6 +24,8 @@ PKGS=(gcc g++ make libc6-dev libseccomp-dev pkg-config redis-server redis-sentin
 # OCI images: skopeo fetches, umoci unpacks; the image suite's test images carry busybox-static,
 # are served by docker-registry on loopback, whose htpasswd (bcrypt) line python3's crypt writes.
 PKGS+=(skopeo umoci docker-registry busybox-static python3)
+# CI jobs: a job's workspace is an ext4 image (mkfs.ext4), loop-mounted (losetup, from mount).
+PKGS+=(e2fsprogs mount)
 # The VM job: QEMU, a distribution kernel with 9p (not -cloud-), busybox and cpio for its
 # initramfs, AppArmor's tools to load profiles in the guest.
 VM_PKGS=(qemu-system-x86 linux-image-amd64 busybox-static cpio apparmor)
