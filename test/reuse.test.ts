@@ -40,8 +40,22 @@ module.exports = async (event) => {
   }
   if (event.burnMs) { const t0 = process.cpuUsage(); for (;;) { const u = process.cpuUsage(t0); if (u.user + u.system >= event.burnMs * 1000) break; } }
   if (event.sleepMs) await new Promise((r) => setTimeout(r, event.sleepMs));
-  return { count, seen };
+  if (event.burner) await startWorker(BURNER);
+  return { count, seen, ranMs: shared ? Atomics.load(shared, 0) : 0 };
 };
+// A thread that keeps running once the answer is in. shared[0]: the ms it has run (gaps over
+// 50 ms are time it was stopped, not run).
+let shared = null;
+async function startWorker(body) {
+  shared = new Int32Array(new SharedArrayBuffer(4));
+  new (require('node:worker_threads').Worker)(body, { eval: true, workerData: shared }).unref();
+  while (Atomics.load(shared, 0) < 20) await new Promise((r) => setTimeout(r, 5));
+}
+const BURNER = \`
+const s = require('node:worker_threads').workerData;
+let last = Date.now();
+for (;;) { const now = Date.now(); if (now - last < 50) Atomics.add(s, 0, now - last); last = now; }
+\`;
 `;
 
 const PYTHON = `
@@ -155,10 +169,10 @@ describe.skipIf(privilegedReason() !== null)('reusable environments on a real se
 
   it('empties /tmp and /dev/shm before each invocation with reset "tmp", keeps them with "none"', async () => {
     await deploy('tmp', {});
-    const a = await ok('tmp', { write: true });
-    expect(a.output.seen).toEqual({ tmp: [], shm: [] });
+    await ok('tmp', { write: true });
+    // Written in invocation 1, gone when invocation 2 starts in the same environment.
     const b = await ok('tmp');
-    expect(b).toMatchObject({ reused: true, output: { seen: { tmp: [], shm: [] } } });
+    expect(b).toMatchObject({ reused: true, invocationIndex: 2, output: { seen: { tmp: [], shm: [] } } });
     await deploy('keep', { reuse: { ...REUSE, reset: 'none' } });
     await ok('keep', { write: true });
     const c = await ok('keep');
@@ -231,6 +245,18 @@ describe.skipIf(privilegedReason() !== null)('reusable environments on a real se
     expect(idle.invocationIndex).toBe(2);
     expect(burn.cpuMs).toBeGreaterThanOrEqual(300);
     expect(idle.cpuMs).toBeLessThan(burn.cpuMs / 2);
+  });
+
+  it('stops the runtime while parked: a thread still running after the answer burns nothing', async () => {
+    await deploy('burner', {});
+    const a = await ok('burner', { burner: true });
+    const parkedMs = Math.round(1500 * timeScale());
+    await sleep(parkedMs);
+    const b = await ok('burner');
+    expect(b).toMatchObject({ reused: true, invocationIndex: 2 });
+    // Running, the thread would have counted about parkedMs more; stopped, nearly nothing.
+    expect(b.output.ranMs - a.output.ranMs).toBeLessThan(parkedMs / 2);
+    expect(b.cpuMs).toBeLessThan(parkedMs / 2);
   });
 
   it('never reuses inline code', async () => {
