@@ -20,9 +20,12 @@
  * Emptying runs as host root inside trees the function wrote: every name is resolved
  * beneath a directory fd with no symlink followed (openat2 RESOLVE_IN_ROOT |
  * RESOLVE_NO_SYMLINKS for the mount point, O_NOFOLLOW and unlinkat below it), so a
- * link planted by the function can never send the deletion outside its own tmpfs. The
- * runtime may still be running code between invocations (a timer), so a pass that
- * leaves anything behind discards. */
+ * link planted by the function can never send the deletion outside its own tmpfs. A pass
+ * that leaves anything behind discards.
+ *
+ * While parked the runtime is stopped (SIGSTOP through a pidfd, every thread in state T)
+ * and continued at GO: nothing of it runs unmetered, and the reset, which runs stopped,
+ * cannot race it. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -370,7 +373,7 @@ static void learn_runtime(struct sup *s)
 		s->re.runtime_pid = 0; /* cannot be checked: serves once, then is discarded */
 }
 
-/* What the runtime wrote while parked (a timer of its own) belongs to no invocation. */
+/* What the runtime wrote after its answer, before it stopped, belongs to no invocation. */
 static void discard_pending(int fd)
 {
 	uint8_t scratch[4096];
