@@ -41,16 +41,30 @@ module.exports = async (event) => {
   if (event.burnMs) { const t0 = process.cpuUsage(); for (;;) { const u = process.cpuUsage(t0); if (u.user + u.system >= event.burnMs * 1000) break; } }
   if (event.sleepMs) await new Promise((r) => setTimeout(r, event.sleepMs));
   if (event.burner) await startWorker(BURNER);
+  if (event.litter) await startWorker(LITTER);
   return { count, seen, ranMs: shared ? Atomics.load(shared, 0) : 0 };
 };
 // A thread that keeps running once the answer is in. shared[0]: the ms it has run (gaps over
-// 50 ms are time it was stopped, not run).
+// 50 ms are time it was stopped, not run). LITTER writes /tmp files and forks until it
+// notices it was stopped (a gap of over 300 ms): what /tmp holds when the next invocation
+// starts was written before the reset, which must have removed it.
 let shared = null;
 async function startWorker(body) {
   shared = new Int32Array(new SharedArrayBuffer(4));
   new (require('node:worker_threads').Worker)(body, { eval: true, workerData: shared }).unref();
   while (Atomics.load(shared, 0) < 20) await new Promise((r) => setTimeout(r, 5));
 }
+const LITTER = \`
+const s = require('node:worker_threads').workerData;
+const fs = require('node:fs');
+let last = Date.now();
+for (let i = 0; Date.now() - last < 300; i++) {
+  last = Date.now();
+  try { fs.writeFileSync('/tmp/g' + i, String(Date.now())); } catch {}
+  Atomics.add(s, 0, 1);
+  if (i % 50 === 0) require('node:child_process').spawnSync('/usr/bin/true');
+}
+\`;
 const BURNER = \`
 const s = require('node:worker_threads').workerData;
 let last = Date.now();
@@ -257,6 +271,17 @@ describe.skipIf(privilegedReason() !== null)('reusable environments on a real se
     // Running, the thread would have counted about parkedMs more; stopped, nearly nothing.
     expect(b.output.ranMs - a.output.ranMs).toBeLessThan(parkedMs / 2);
     expect(b.cpuMs).toBeLessThan(parkedMs / 2);
+  });
+
+  it('never lets a thread that forks and writes /tmp after the answer leak into the next invocation', async () => {
+    await deploy('litter', {});
+    for (let i = 0; i < 4; i++) {
+      await ok('litter', { litter: true });
+      await sleep(Math.round(1000 * timeScale()));
+      const b = await ok('litter');
+      if (!b.reused) continue; // discarded (a fork was caught in flight): as good
+      expect(b.output.seen.tmp).toEqual([]);
+    }
   });
 
   it('never reuses inline code', async () => {

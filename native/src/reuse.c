@@ -348,6 +348,10 @@ static uint32_t reset(struct sup *s, bool stopped)
 	if (zv_cg_memory_current(&s->cg, &used) &&
 	    used > s->spec.limits.memory_bytes / 100u * MAX_KEPT_MEMORY_PERCENT)
 		return ZVIZ_RF_DISCARD_MEMORY;
+	/* Still stopped: a process gone before the check above may have sent it SIGCONT; no
+	 * process but init is left that could now. */
+	if (!all_threads_stopped(s->re.runtime_pid))
+		return ZVIZ_RF_DISCARD_PROCESS;
 	return runtime_alive(s) ? 0 : ZVIZ_RF_DISCARD_RESET;
 }
 
