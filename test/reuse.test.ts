@@ -40,8 +40,36 @@ module.exports = async (event) => {
   }
   if (event.burnMs) { const t0 = process.cpuUsage(); for (;;) { const u = process.cpuUsage(t0); if (u.user + u.system >= event.burnMs * 1000) break; } }
   if (event.sleepMs) await new Promise((r) => setTimeout(r, event.sleepMs));
-  return { count, seen };
+  if (event.burner) await startWorker(BURNER);
+  if (event.litter) await startWorker(LITTER);
+  return { count, seen, ranMs: shared ? Atomics.load(shared, 0) : 0 };
 };
+// A thread that keeps running once the answer is in. shared[0]: the ms it has run (gaps over
+// 50 ms are time it was stopped, not run). LITTER writes /tmp files and forks until it
+// notices it was stopped (a gap of over 300 ms): what /tmp holds when the next invocation
+// starts was written before the reset, which must have removed it.
+let shared = null;
+async function startWorker(body) {
+  shared = new Int32Array(new SharedArrayBuffer(4));
+  new (require('node:worker_threads').Worker)(body, { eval: true, workerData: shared }).unref();
+  while (Atomics.load(shared, 0) < 20) await new Promise((r) => setTimeout(r, 5));
+}
+const LITTER = \`
+const s = require('node:worker_threads').workerData;
+const fs = require('node:fs');
+let last = Date.now();
+for (let i = 0; Date.now() - last < 300; i++) {
+  last = Date.now();
+  try { fs.writeFileSync('/tmp/g' + i, String(Date.now())); } catch {}
+  Atomics.add(s, 0, 1);
+  if (i % 50 === 0) require('node:child_process').spawnSync('/usr/bin/true');
+}
+\`;
+const BURNER = \`
+const s = require('node:worker_threads').workerData;
+let last = Date.now();
+for (;;) { const now = Date.now(); if (now - last < 50) Atomics.add(s, 0, now - last); last = now; }
+\`;
 `;
 
 const PYTHON = `
@@ -155,10 +183,10 @@ describe.skipIf(privilegedReason() !== null)('reusable environments on a real se
 
   it('empties /tmp and /dev/shm before each invocation with reset "tmp", keeps them with "none"', async () => {
     await deploy('tmp', {});
-    const a = await ok('tmp', { write: true });
-    expect(a.output.seen).toEqual({ tmp: [], shm: [] });
+    await ok('tmp', { write: true });
+    // Written in invocation 1, gone when invocation 2 starts in the same environment.
     const b = await ok('tmp');
-    expect(b).toMatchObject({ reused: true, output: { seen: { tmp: [], shm: [] } } });
+    expect(b).toMatchObject({ reused: true, invocationIndex: 2, output: { seen: { tmp: [], shm: [] } } });
     await deploy('keep', { reuse: { ...REUSE, reset: 'none' } });
     await ok('keep', { write: true });
     const c = await ok('keep');
@@ -231,6 +259,29 @@ describe.skipIf(privilegedReason() !== null)('reusable environments on a real se
     expect(idle.invocationIndex).toBe(2);
     expect(burn.cpuMs).toBeGreaterThanOrEqual(300);
     expect(idle.cpuMs).toBeLessThan(burn.cpuMs / 2);
+  });
+
+  it('stops the runtime while parked: a thread still running after the answer burns nothing', async () => {
+    await deploy('burner', {});
+    const a = await ok('burner', { burner: true });
+    const parkedMs = Math.round(1500 * timeScale());
+    await sleep(parkedMs);
+    const b = await ok('burner');
+    expect(b).toMatchObject({ reused: true, invocationIndex: 2 });
+    // Running, the thread would have counted about parkedMs more; stopped, nearly nothing.
+    expect(b.output.ranMs - a.output.ranMs).toBeLessThan(parkedMs / 2);
+    expect(b.cpuMs).toBeLessThan(parkedMs / 2);
+  });
+
+  it('never lets a thread that forks and writes /tmp after the answer leak into the next invocation', async () => {
+    await deploy('litter', {});
+    for (let i = 0; i < 4; i++) {
+      await ok('litter', { litter: true });
+      await sleep(Math.round(1000 * timeScale()));
+      const b = await ok('litter');
+      if (!b.reused) continue; // discarded (a fork was caught in flight): as good
+      expect(b.output.seen.tmp).toEqual([]);
+    }
   });
 
   it('never reuses inline code', async () => {

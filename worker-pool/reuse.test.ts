@@ -115,6 +115,19 @@ describe('ReusePools', () => {
     expect(released).toContainEqual(parked(3));
   });
 
+  it('keeps counting a retired pool\'s busy environments until they settle', () => {
+    const b = task('f', 2);
+    const busy = pools.claim(b)!;
+    pools.retire('t', 'f', 'redeployed');
+    expect(pools.usage()).toEqual({ count: 1, memoryMb: 128 });
+    expect(pools.size).toBe(1);
+    run(task('g'), parked(3)); // fills the budget of 2 with the busy retired one
+    expect(pools.claim(task('h'))).not.toBeNull(); // g (idle) gives way, not a third
+    expect(events.map((e) => `${e.function}:${e.reason}`)).toEqual(['g:budget']);
+    pools.settle(busy, b, outcome(parked(2), 1), true);
+    expect(pools.usage().count).toBe(1); // h's claim only
+  });
+
   it('stays within the budget: the least recently used idle environment gives way, else no claim', () => {
     run(task('a'), parked(1));
     run(task('b'), parked(2));

@@ -96,6 +96,8 @@ export type Claim = { env: Env | null; index: number; pool: Pool } | null;
 
 export class ReusePools {
   private readonly pools = new Map<string, Pool>();
+  /** Retired pools out of the map whose busy environments still run: they count until they settle. */
+  private readonly retiring = new Set<Pool>();
   private closed = false;
 
   constructor(
@@ -181,8 +183,9 @@ export class ReusePools {
       p.retired = reason;
       for (const env of p.idle.splice(0)) this.discard(p, env, reason);
       // A retired pool takes no new claims: the next one makes a fresh pool (and key
-      // check) for whatever version is then current.
+      // check) for whatever version is then current. Its busy environments still count.
       this.pools.delete(p.key);
+      if (p.busy > 0) this.retiring.add(p);
     }
   }
 
@@ -202,18 +205,18 @@ export class ReusePools {
   usage(): { count: number; memoryMb: number } {
     let count = 0;
     let memoryMb = 0;
-    for (const p of this.pools.values()) {
-      count += p.idle.length + p.busy;
-      memoryMb += (p.idle.length + p.busy) * p.memoryMb;
+    for (const pools of [this.pools.values(), this.retiring.values()]) {
+      for (const p of pools) {
+        count += p.idle.length + p.busy;
+        memoryMb += (p.idle.length + p.busy) * p.memoryMb;
+      }
     }
     return { count, memoryMb };
   }
 
   /** Environments on this host, idle and busy. */
   get size(): number {
-    let n = 0;
-    for (const p of this.pools.values()) n += p.idle.length + p.busy;
-    return n;
+    return this.usage().count;
   }
 
   async close(): Promise<void> {
@@ -239,12 +242,9 @@ export class ReusePools {
   private makeRoom(pool: Pool): boolean {
     for (;;) {
       const shared = this.backend.shared?.() ?? { count: 0, memoryMb: 0 };
-      let count = shared.count;
-      let memoryMb = shared.memoryMb;
-      for (const p of this.pools.values()) {
-        count += p.idle.length + p.busy;
-        memoryMb += (p.idle.length + p.busy) * p.memoryMb;
-      }
+      const own = this.usage();
+      const count = shared.count + own.count;
+      const memoryMb = shared.memoryMb + own.memoryMb;
       if (count + 1 <= this.budget.maxEnvironments && memoryMb + pool.memoryMb <= this.budget.budgetMb) return true;
       let victim: Pool | null = null;
       for (const p of this.pools.values()) {
@@ -278,8 +278,9 @@ export class ReusePools {
     }
   }
 
-  /** A pool with nothing left is dropped (a retired one already is). */
+  /** A pool with nothing left is dropped (a retired one already is, and stops counting). */
   private forget(pool: Pool): void {
+    if (pool.busy === 0) this.retiring.delete(pool);
     if (pool.idle.length === 0 && pool.busy === 0 && this.pools.get(pool.key) === pool) this.pools.delete(pool.key);
   }
 }

@@ -231,13 +231,13 @@ static void check_answered(struct sup *s)
 {
 	if (!s->reuse || !s->running || s->reply.len < 4)
 		return;
-	uint32_t n = (uint32_t)s->reply.data[0] | (uint32_t)s->reply.data[1] << 8 | (uint32_t)s->reply.data[2] << 16 |
-		     (uint32_t)s->reply.data[3] << 24;
-	if (s->reply.len - 4 >= n)
+	if (s->reply.len - 4 >= zv_u32le(s->reply.data))
 		s->answered = true;
 }
 
-void zv_sup_drain_output(struct sup *s)
+/* Reads what stdout and stderr hold now, without waiting (a reused runtime's answer is
+ * in: what it printed before answering is in the pipes; what comes after is not ours). */
+static void drain_output(struct sup *s)
 {
 	if (s->out.fd >= 0) {
 		size_t before = s->out.len;
@@ -251,7 +251,7 @@ void zv_sup_drain_output(struct sup *s)
 	}
 }
 
-static uint64_t self_cpu_ns(void)
+uint64_t zv_self_cpu_ns(void)
 {
 	struct timespec ts;
 	if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0)
@@ -266,12 +266,12 @@ static uint64_t since(uint64_t now, uint64_t then)
 
 static uint64_t trusted_cpu_ns(const struct sup *s)
 {
-	return since(self_cpu_ns(), s->self_cpu_at_go) + since(zv_broker_cpu_ns(&s->broker), s->broker_cpu_at_go);
+	return since(zv_self_cpu_ns(), s->self_cpu_at_go) + since(zv_broker_cpu_ns(&s->broker), s->broker_cpu_at_go);
 }
 
 int zv_sup_start_trusted_accounting(struct sup *s, struct zviz_error *err)
 {
-	s->self_cpu_at_go = self_cpu_ns();
+	s->self_cpu_at_go = zv_self_cpu_ns();
 	s->broker_cpu_at_go = zv_broker_cpu_ns(&s->broker);
 	uint64_t cpu_millis = s->spec.limits.cpu_millis ? s->spec.limits.cpu_millis : 1000;
 	/* timeout (ms) × cpus (millis / 1000) in ns = timeout × millis × 1000. */
@@ -420,18 +420,8 @@ bool zv_sup_loop(struct sup *s, bool until_booted)
 		if (until_booted && !server_alive)
 			return false;
 	}
-	if (!until_booted) {
-		/* Answered on fd 4 while the runtime is still exiting: what it wrote on stdout
-		 * and stderr before its answer is in the pipes; what comes after is not ours. */
-		size_t before = s->out.len;
-		if (s->out.fd >= 0)
-			drain(&s->out);
-		forward(s, 1, &s->out, before);
-		before = s->err.len;
-		if (s->err.fd >= 0)
-			drain(&s->err);
-		forward(s, 2, &s->err, before);
-	}
+	if (!until_booted)
+		drain_output(s); /* answered on fd 4 while the runtime is still exiting, or reused */
 	return server_alive && caller_alive;
 }
 

@@ -20,18 +20,23 @@
  * Emptying runs as host root inside trees the function wrote: every name is resolved
  * beneath a directory fd with no symlink followed (openat2 RESOLVE_IN_ROOT |
  * RESOLVE_NO_SYMLINKS for the mount point, O_NOFOLLOW and unlinkat below it), so a
- * link planted by the function can never send the deletion outside its own tmpfs. The
- * runtime may still be running code between invocations (a timer), so a pass that
- * leaves anything behind discards. */
+ * link planted by the function can never send the deletion outside its own tmpfs. A pass
+ * that leaves anything behind discards.
+ *
+ * While parked the runtime is stopped (SIGSTOP through a pidfd, every thread in state T)
+ * and continued at GO: nothing of it runs unmetered, and the reset, which runs stopped,
+ * cannot race it. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "loop.h"
@@ -41,6 +46,8 @@
 #define MAX_WIPE_ENTRIES 100000
 /* Memory still charged after a reset above this share of the limit discards. */
 #define MAX_KEPT_MEMORY_PERCENT 90u
+/* How long the runtime's threads may take to stop after SIGSTOP before it discards. */
+#define STOP_WAIT_MS 2000
 
 static ssize_t read_file(const char *path, char *buf, size_t cap)
 {
@@ -263,12 +270,70 @@ static bool empty_tmp(struct sup *s)
 	return ok;
 }
 
-/* The reset between invocations: returns the discard flag, or 0 if the environment may
- * serve again. Order: processes first (a background process could recreate files or
- * open a socket while we look), then sockets and rlimits, then /tmp, then memory (what
- * /tmp held is charged to the sandbox until removed). */
-static uint32_t reset(struct sup *s)
+/* True while the runtime has not exited: what /proc/<runtime_pid> said was about it. */
+static bool runtime_alive(const struct sup *s)
 {
+	struct pollfd p = { .fd = s->re.runtime_pidfd, .events = POLLIN };
+	return s->re.runtime_pidfd >= 0 && poll(&p, 1, 0) == 0;
+}
+
+/* Every thread of the runtime is in group stop (or already gone). */
+static bool all_threads_stopped(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return false;
+	bool stopped = true;
+	struct dirent *e;
+	while (stopped && (e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		char stat_path[sizeof(path) + sizeof(e->d_name) + 8], buf[1024];
+		snprintf(stat_path, sizeof(stat_path), "%s/%s/stat", path, e->d_name);
+		if (read_file(stat_path, buf, sizeof(buf)) <= 0)
+			continue; /* the thread exited */
+		char *p = strrchr(buf, ')');
+		char st = p && p[1] == ' ' ? p[2] : '?';
+		stopped = st == 'T' || st == 'Z' || st == 'X';
+	}
+	closedir(d);
+	return stopped;
+}
+
+/* Parks the runtime: SIGSTOP through its pidfd (never a reused pid), then wait until every
+ * thread has stopped. From then on nothing of the sandbox but init may run; whatever else
+ * exists is found by the reset, which cannot race a thread that is still running. */
+static bool stop_runtime(struct sup *s)
+{
+	if (s->re.runtime_pidfd < 0 || syscall(SYS_pidfd_send_signal, s->re.runtime_pidfd, SIGSTOP, NULL, 0) < 0)
+		return false;
+	for (int waited = 0; waited < STOP_WAIT_MS; waited++) {
+		if (!runtime_alive(s))
+			return false;
+		if (all_threads_stopped(s->re.runtime_pid))
+			return true;
+		struct timespec ms = { .tv_sec = 0, .tv_nsec = 1000000L };
+		nanosleep(&ms, NULL);
+	}
+	return false;
+}
+
+static bool continue_runtime(struct sup *s)
+{
+	return s->re.runtime_pidfd >= 0 && syscall(SYS_pidfd_send_signal, s->re.runtime_pidfd, SIGCONT, NULL, 0) == 0;
+}
+
+/* The reset between invocations: returns the discard flag, or 0 if the environment may
+ * serve again. The runtime is stopped first, so none of its threads can fork, listen or
+ * write while we look; then anything else (a process it made before it stopped) discards,
+ * then sockets and rlimits, then /tmp, then memory (what /tmp held is charged to the
+ * sandbox until removed). Last, the runtime must still be the process we looked at. */
+static uint32_t reset(struct sup *s, bool stopped)
+{
+	if (!stopped)
+		return ZVIZ_RF_DISCARD_RESET;
 	if (other_processes(s))
 		return ZVIZ_RF_DISCARD_PROCESS;
 	if (listening_sockets(s->re.runtime_pid))
@@ -283,7 +348,11 @@ static uint32_t reset(struct sup *s)
 	if (zv_cg_memory_current(&s->cg, &used) &&
 	    used > s->spec.limits.memory_bytes / 100u * MAX_KEPT_MEMORY_PERCENT)
 		return ZVIZ_RF_DISCARD_MEMORY;
-	return 0;
+	/* Still stopped: a process gone before the check above may have sent it SIGCONT; no
+	 * process but init is left that could now. */
+	if (!all_threads_stopped(s->re.runtime_pid))
+		return ZVIZ_RF_DISCARD_PROCESS;
+	return runtime_alive(s) ? 0 : ZVIZ_RF_DISCARD_RESET;
 }
 
 static uint64_t cgroup_cpu_ns(struct sup *s)
@@ -294,17 +363,21 @@ static uint64_t cgroup_cpu_ns(struct sup *s)
 	return r.cpu_ns;
 }
 
-/* Before the first GO: which process is the runtime, and its rlimits as it booted. */
+/* Before the first GO: which process is the runtime (held by a pidfd), and its rlimits
+ * as it booted. */
 static void learn_runtime(struct sup *s)
 {
 	s->re.runtime_pid = find_runtime(s);
-	ssize_t n = s->re.runtime_pid > 0 ? runtime_limits(s->re.runtime_pid, s->re.limits, sizeof(s->re.limits)) : -1;
+	if (s->re.runtime_pid > 0)
+		s->re.runtime_pidfd = (int)syscall(SYS_pidfd_open, s->re.runtime_pid, 0);
+	ssize_t n = s->re.runtime_pidfd >= 0 ? runtime_limits(s->re.runtime_pid, s->re.limits, sizeof(s->re.limits)) : -1;
 	s->re.limits_len = n > 0 ? (size_t)n : 0;
-	if (n <= 0)
+	/* Parked until its first GO like between any two (see zv_reuse_serve). */
+	if (n <= 0 || !stop_runtime(s))
 		s->re.runtime_pid = 0; /* cannot be checked: serves once, then is discarded */
 }
 
-/* What the runtime wrote while parked (a timer of its own) belongs to no invocation. */
+/* What the runtime wrote after its answer, before it stopped, belongs to no invocation. */
 static void discard_pending(int fd)
 {
 	uint8_t scratch[4096];
@@ -360,8 +433,7 @@ static bool unframe_reply(struct sup *s)
 		s->reply.len = 0;
 		return false;
 	}
-	uint32_t n = (uint32_t)s->reply.data[0] | (uint32_t)s->reply.data[1] << 8 | (uint32_t)s->reply.data[2] << 16 |
-		     (uint32_t)s->reply.data[3] << 24;
+	uint32_t n = zv_u32le(s->reply.data);
 	bool exact = s->reply.len - 4 == n;
 	memmove(s->reply.data, s->reply.data + 4, n);
 	s->reply.len = n;
@@ -399,6 +471,9 @@ int zv_reuse_serve(struct sup *s, struct zviz_error *err)
 		discard_pending(s->err.fd);
 		discard_pending(s->reply.fd);
 		s->re.cpu_at_go = cgroup_cpu_ns(s);
+		/* The runtime runs only within an invocation: its CPU counts from here. */
+		if (s->re.runtime_pidfd >= 0 && !continue_runtime(s))
+			s->re.runtime_pid = 0; /* gone while parked: this invocation fails, and discards */
 		/* The audit is this invocation's: the broker's decisions for earlier ones are not. */
 		zv_broker_audit_mark(&s->broker);
 		s->re.peak_resettable = zv_cg_peak_reset(&s->cg, &s->re.peak_fd);
@@ -406,9 +481,10 @@ int zv_reuse_serve(struct sup *s, struct zviz_error *err)
 		s->started_ns = zv_now_ns();
 		s->running = true;
 		bool alive = zv_sup_loop(s, false);
-		if (s->answered)
-			zv_sup_drain_output(s);
 		s->running = false;
+		/* The answer is in: stop the runtime before reading what the invocation cost, so
+		 * nothing it does after is charged to nobody, and keep it stopped while parked. */
+		bool stopped = alive && s->answered && s->re.runtime_pid > 0 && stop_runtime(s);
 		bool framed = unframe_reply(s);
 		zv_sup_finish_result(s);
 		/* The invocation's own CPU and peak, not the environment's. */
@@ -420,7 +496,12 @@ int zv_reuse_serve(struct sup *s, struct zviz_error *err)
 			s->res.flags |= ZVIZ_RF_PEAK_ENV;
 		s->re.invocations++;
 		if (alive && !invocation_failed(s)) {
-			uint32_t discard = !framed || s->re.runtime_pid <= 0 ? ZVIZ_RF_DISCARD_RESET : reset(s);
+			/* The reset runs as host root for this invocation (wiping /tmp can be long):
+			 * its CPU is the invocation's trusted CPU too. */
+			uint64_t before = zv_self_cpu_ns();
+			uint32_t discard = !framed || s->re.runtime_pid <= 0 ? ZVIZ_RF_DISCARD_RESET : reset(s, stopped);
+			uint64_t after = zv_self_cpu_ns();
+			s->res.trusted_cpu_ns += after > before ? after - before : 0;
 			struct zviz_error ignored;
 			if (!discard && zv_sup_arm_timer(s, 0, &ignored) < 0)
 				discard = ZVIZ_RF_DISCARD_RESET;

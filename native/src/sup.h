@@ -38,6 +38,7 @@ struct feed {
 /* A reusable environment's state across its invocations (reuse.c). */
 struct zv_reuse {
 	pid_t runtime_pid;     /* the runtime's main process (host pid), the one process a reset keeps */
+	int runtime_pidfd;     /* the same process, held: /proc/<pid> reads are trusted only while it lives */
 	char limits[4096];     /* its /proc/<pid>/limits when it booted: a change discards */
 	size_t limits_len;
 	uint8_t *frame;        /* the invocation's control message, length-prefixed */

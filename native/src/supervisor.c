@@ -358,6 +358,7 @@ int main(int argc, char **argv)
 	s.ll.ruleset_fd = -1;
 	s.kmsg_fd = -1;
 	s.re.peak_fd = -1;
+	s.re.runtime_pidfd = -1;
 	s.broker.pidfd = s.broker.sock_child = s.broker.sock_broker = -1;
 	int rc = 1;
 

@@ -74,9 +74,10 @@ async function loadHandler(entry) {
 }
 
 // A reusable environment: the module stays loaded, its globals persist between
-// invocations (what the function's owner opted into); each answer is one frame. Reading
-// fd 3 blocks the event loop between invocations, so nothing of the function runs while
-// the environment waits for work, except what an invocation left pending before it answered.
+// invocations (what the function's owner opted into); each answer is one frame. The
+// supervisor stops the whole process (SIGSTOP) once an answer is in and continues it at the
+// next invocation: what an invocation left pending (a timer, a worker thread) runs then,
+// in the next invocation, not while the environment waits.
 async function serveMode(entry) {
   let fn;
   try {
