@@ -5,11 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import * as tar from 'tar';
-import { archive, globMatcher, globRegExp, select } from './collect.js';
+import { archive, globMatch, globMatcher, select } from './collect.js';
 import { JobLog } from './log.js';
 import { relativePatternProblem } from './schemas.js';
 
-describe('globRegExp', () => {
+describe('globMatch', () => {
   const cases: Array<[string, string, boolean]> = [
     ['build/hello', 'build/hello', true],
     ['build/*', 'build/hello', true],
@@ -22,9 +22,43 @@ describe('globRegExp', () => {
     ['?.txt', 'a.txt', true],
     ['?.txt', 'ab.txt', false],
     ['dist/', 'dist', true],
+    ['build/**', 'build', false],
+    ['**/x', 'a/b/x', true],
+    ['**/x', 'ax', false],
+    ['a/**/b', 'a/b', true],
+    ['a/**/b', 'a/x/y/b', true],
+    ['a/**/b', 'a/xb', false],
+    ['a**b', 'aX/Yb', true],
+    ['*', 'a/b', false],
+    ['*/*', 'a/b', true],
+    ['a*b*c', 'abxbc', true],
+    ['a*b*c', 'abxbd', false],
+    ['[x]+(y)', '[x]+(y)', true],
+    ['.', 'x', false],
+    ['', '', true],
   ];
   it.each(cases)('%s against %s is %s', (pattern, path, expected) => {
-    expect(globRegExp(pattern).test(path)).toBe(expected);
+    expect(globMatch(pattern)(path)).toBe(expected);
+  });
+
+  it('answers hostile patterns that would backtrack a regular expression for ever', () => {
+    // Each of these took the former RegExp translation seconds to hours on one name; the
+    // matcher's work is bounded by pattern length times path length, so they simply answer.
+    const name = 'a'.repeat(255);
+    const deep = Array.from({ length: 64 }, () => 'a'.repeat(60)).join('/');
+    const hostile = [
+      `${'*a'.repeat(127)}b`,
+      `${'**a'.repeat(85)}b`,
+      `${'**/*a'.repeat(51)}b`,
+      `${'?*'.repeat(127)}b`,
+    ];
+    for (const pattern of hostile) {
+      expect(pattern.length).toBeLessThanOrEqual(256);
+      expect(globMatch(pattern)(name)).toBe(false);
+      expect(globMatch(pattern)(deep)).toBe(false);
+      expect(globMatch(pattern)(`${name}b`)).toBe(true);
+    }
+    expect(globMatcher(Array.from({ length: 32 }, () => hostile[0]!))(deep)).toBe(false);
   });
 
   it('refuses patterns that could name something outside the workspace', () => {

@@ -14,9 +14,25 @@ import * as tar from 'tar';
 const MAX_FILES = 100_000;
 const MAX_SKIPPED = 32;
 
-/** A glob relative to the workspace as a RegExp over relative paths: `*` and `?` stay within one component, `**` spans any. */
-export function globRegExp(pattern: string): RegExp {
-  let re = '';
+/** One step of a compiled glob: a character, `?`, `*`, `**`, or the two steps of `**` then `/`. */
+type GlobStep =
+  | { kind: 'char'; c: string }
+  | { kind: 'one' }
+  | { kind: 'star' }
+  | { kind: 'any' }
+  | { kind: 'dirs' }
+  | { kind: 'dirsLoop' };
+
+/**
+ * A glob relative to the workspace as a predicate over relative paths: `*` and `?` stay
+ * within one component, `**` spans any, `**` then `/` is zero or more whole leading components,
+ * a trailing `/` is ignored and everything else is literal. Matching simulates every
+ * position of the pattern at once (a set of states stepped per character), so it takes at
+ * most (pattern length) * (path length) steps whatever the pattern: a job's hostile `*a*a*a...b` cannot
+ * backtrack the server's thread into the ground as a regular expression would.
+ */
+export function globMatch(pattern: string): (rel: string) => boolean {
+  const steps: GlobStep[] = [];
   const p = pattern.replace(/\/+$/, '');
   for (let i = 0; i < p.length; i++) {
     const c = p[i]!;
@@ -24,13 +40,64 @@ export function globRegExp(pattern: string): RegExp {
       i++;
       if (p[i + 1] === '/') {
         i++;
-        re += '(?:.*/)?';
-      } else re += '.*';
-    } else if (c === '*') re += '[^/]*';
-    else if (c === '?') re += '[^/]';
-    else re += c.replace(/[.+^${}()|[\]\\]/g, '\\$&');
+        steps.push({ kind: 'dirs' }, { kind: 'dirsLoop' });
+      } else steps.push({ kind: 'any' });
+    } else if (c === '*') steps.push({ kind: 'star' });
+    else if (c === '?') steps.push({ kind: 'one' });
+    else steps.push({ kind: 'char', c });
   }
-  return new RegExp(`^${re}$`);
+  const n = steps.length;
+  // State k means "the first k steps matched so far"; state n accepts.
+  const close = (set: Uint8Array): void => {
+    for (let k = 0; k < n; k++) {
+      if (!set[k]) continue;
+      const kind = steps[k]!.kind;
+      // `*`, `**` and `**/` may match nothing; `**/` otherwise enters its loop (k + 1),
+      // which leaves only through a `/` to the step after it (k + 2).
+      if (kind === 'star' || kind === 'any') set[k + 1] = 1;
+      else if (kind === 'dirs') set[k + 1] = set[k + 2] = 1;
+    }
+  };
+  return (rel) => {
+    let cur = new Uint8Array(n + 1);
+    let next = new Uint8Array(n + 1);
+    cur[0] = 1;
+    close(cur);
+    for (let i = 0; i < rel.length; i++) {
+      const ch = rel[i]!;
+      next.fill(0);
+      let alive = false;
+      for (let k = 0; k < n; k++) {
+        if (!cur[k]) continue;
+        const step = steps[k]!;
+        switch (step.kind) {
+          case 'char':
+            if (ch === step.c) next[k + 1] = 1;
+            break;
+          case 'one':
+            if (ch !== '/') next[k + 1] = 1;
+            break;
+          case 'star':
+            if (ch !== '/') next[k] = 1;
+            break;
+          case 'any':
+            next[k] = 1;
+            break;
+          case 'dirs':
+            break;
+          case 'dirsLoop':
+            next[k] = 1;
+            if (ch === '/') next[k + 1] = 1;
+            break;
+        }
+        alive = true;
+      }
+      if (!alive) return false;
+      close(next);
+      [cur, next] = [next, cur];
+    }
+    return cur[n] === 1;
+  };
 }
 
 export interface Selection {
@@ -114,6 +181,6 @@ export async function archive(root: string, entries: readonly string[], dir: str
 
 /** Every pattern's matcher at once. */
 export function globMatcher(patterns: readonly string[]): (rel: string) => boolean {
-  const res = patterns.map(globRegExp);
-  return (rel) => res.some((r) => r.test(rel));
+  const ms = patterns.map(globMatch);
+  return (rel) => ms.some((m) => m(rel));
 }
