@@ -2,8 +2,8 @@
 // (paths), each a tar.gz of regular files and directories only. The workspace is walked
 // with lstat and no symlink is ever followed or archived, so a job that plants
 // `out -> /etc` (or a link inside a matched directory) gets it listed as skipped, never
-// the host's files; the sandbox is gone by then, so nothing can swap a path while it is
-// read. Archives are deterministic (sorted names, fixed mtime, no owners), so identical
+// the host's files. The caller (service.ts) collects only once the job's sandbox has no
+// process left, so nothing can swap a path while it is read. Archives are deterministic (sorted names, fixed mtime, no owners), so identical
 // outputs have identical digests.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';

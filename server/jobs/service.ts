@@ -38,6 +38,8 @@ import { relativePatternProblem, type ArtifactsSummary, type JobBody, type JobRe
 const MiB = 1024 * 1024;
 /** How often a cancelled job's cgroup is killed again until its run has ended. */
 const CANCEL_RETRY_MS = 50;
+/** How long a job's sandbox may take to lose its last process after the answer before nothing is collected. */
+const SANDBOX_GONE_MS = 30_000;
 
 export interface JobDeps {
   invocations: InvocationService;
@@ -259,10 +261,17 @@ export class JobService {
       if (killer !== null) clearInterval(killer);
       job.log.end();
     }
+    // The answer comes before the sandbox's teardown (worker.ts answerThenTearDown): a
+    // background process of the job may still be running and swapping files of the
+    // workspace. Nothing is read from it until the sandbox has no process left.
+    const settled = ws !== null && response !== null && (await this.#sandboxGone(id));
     if (ws !== null) {
       // Whatever the ending (cancelled, timed out, failed), what the job made is kept.
       try {
-        if (response !== null && plan.body.artifacts !== undefined) artifacts = await this.#collectArtifacts(tenant, plan, ws);
+        if (response !== null && !settled) {
+          this.deps.log.error('a job\'s sandbox kept processes after its run; nothing is collected', { tenant, id });
+          if (plan.body.artifacts !== undefined) artifacts = { digest: '', bytes: 0, files: 0, truncated: false, skipped: [{ path: '', reason: 'sandbox still running: nothing collected' }] };
+        } else if (response !== null && plan.body.artifacts !== undefined) artifacts = await this.#collectArtifacts(tenant, plan, ws);
         if (response?.status === 'ok' && plan.body.cache !== undefined) cacheSaved = await this.#saveCache(tenant, plan, ws);
       } catch (e) {
         this.deps.log.error('cannot collect a job\'s artifacts or cache', { tenant, id, error: errorMessage(e) });
@@ -356,6 +365,18 @@ export class JobService {
 
   #logFile(tenant: string, id: string): string {
     return join(this.deps.dir, 'logs', tenant, `${id}.log`);
+  }
+
+  /**
+   * Kills what is left of a job's sandbox until its cgroup holds no process (the teardown
+   * finishing does the same): true once empty, false if it is not within SANDBOX_GONE_MS.
+   */
+  async #sandboxGone(id: string): Promise<boolean> {
+    for (let waited = 0; waited < SANDBOX_GONE_MS; waited += CANCEL_RETRY_MS) {
+      if (this.deps.killSandbox(sandboxId(id)) === 0) return true;
+      await new Promise((r) => setTimeout(r, CANCEL_RETRY_MS));
+    }
+    return false;
   }
 
   #killLoop(job: Running, keep: (t: NodeJS.Timeout) => void): void {
