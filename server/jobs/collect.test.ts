@@ -1,6 +1,6 @@
 // Artifact and cache selection without a sandbox: globs, symlinks never followed, the
 // size bound, and a deterministic archive.
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -104,12 +104,25 @@ describe('select and archive', () => {
 
   it('archives deterministically: the same files give the same digest', async () => {
     const sel = await select(root, globMatcher(['build/**']), 1 << 20);
-    const a = await archive(root, sel.entries, join(out, 'a'));
-    const b = await archive(root, sel.entries, join(out, 'b'));
+    const a = await archive(root, sel, join(out, 'a'));
+    const b = await archive(root, sel, join(out, 'b'));
     expect(a.digest).toBe(b.digest);
     const names: string[] = [];
     await tar.t({ file: a.file, onReadEntry: (e) => names.push(e.path) });
     expect(names).toEqual(['build/a.bin', 'build/sub/', 'build/sub/b.bin']);
+    expect(readdirSync(root).sort()).toEqual(['build', 'passwd']);
+  });
+
+  it('archives nothing when a selected file was swapped for a symlink after the walk', async () => {
+    const sel = await select(root, globMatcher(['build/**']), 1 << 20);
+    linkSync(join(root, 'build/a.bin'), join(out, 'held')); // the selected inode stays taken: none is reused
+    rmSync(join(root, 'build/a.bin'));
+    symlinkSync('/etc/passwd', join(root, 'build/a.bin'));
+    await expect(archive(root, sel, join(out, 'a'))).rejects.toThrow(/no longer the regular file/);
+    writeFileSync(join(root, 'build/other'), 'other inode');
+    renameSync(join(root, 'build/other'), join(root, 'build/a.bin'));
+    await expect(archive(root, sel, join(out, 'b'))).rejects.toThrow(/changed after it was selected/);
+    expect(readdirSync(root).sort()).toEqual(['build', 'passwd']);
   });
 });
 

@@ -7,7 +7,7 @@
 // outputs have identical digests.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { lstat, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { chmod, link, lstat, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import * as tar from 'tar';
 
@@ -107,6 +107,8 @@ export interface Selection {
   bytes: number;
   truncated: boolean;
   skipped: Array<{ path: string; reason: string }>;
+  /** What the walk's lstat saw of each entry: archive() takes exactly these inodes or nothing. */
+  seen: Map<string, { dev: number; ino: number; mode: number; dir: boolean }>;
 }
 
 /**
@@ -114,7 +116,7 @@ export interface Selection {
  * selects everything beneath it), up to `maxBytes` of file content.
  */
 export async function select(root: string, matches: (rel: string) => boolean, maxBytes: number): Promise<Selection> {
-  const sel: Selection = { entries: [], files: 0, bytes: 0, truncated: false, skipped: [] };
+  const sel: Selection = { entries: [], files: 0, bytes: 0, truncated: false, skipped: [], seen: new Map() };
   const skip = (path: string, reason: string) => {
     if (sel.skipped.length < MAX_SKIPPED) sel.skipped.push({ path, reason });
   };
@@ -131,7 +133,10 @@ export async function select(root: string, matches: (rel: string) => boolean, ma
         continue;
       }
       if (st.isDirectory()) {
-        if (hit) sel.entries.push(r);
+        if (hit) {
+          sel.entries.push(r);
+          sel.seen.set(r, { dev: st.dev, ino: st.ino, mode: st.mode & 0o7777, dir: true });
+        }
         await walk(r, hit);
         continue;
       }
@@ -146,6 +151,7 @@ export async function select(root: string, matches: (rel: string) => boolean, ma
         return;
       }
       sel.entries.push(r);
+      sel.seen.set(r, { dev: st.dev, ino: st.ino, mode: st.mode & 0o7777, dir: false });
       sel.files++;
       sel.bytes += st.size;
     }
@@ -155,17 +161,42 @@ export async function select(root: string, matches: (rel: string) => boolean, ma
 }
 
 /**
- * Archives `entries` of `root` as a tar.gz into `dir/<sha256>.tar.gz` (or `final` when
- * given) and answers its digest and size. A directory entry is archived alone: its
- * selected contents are entries of their own.
+ * Archives the selected entries of `root` as a tar.gz into `dir/<sha256>.tar.gz` (or
+ * `final` when given) and answers its digest and size. A directory entry is archived
+ * alone: its selected contents are entries of their own.
+ *
+ * The archiver opens files by name, so it never reads the workspace's names: each selected
+ * file is hard-linked (link() never follows a final symlink, and a link to another
+ * filesystem fails) into a private root-only folder on the same filesystem, and the link
+ * must be the very regular file the walk's lstat selected (same device and inode), or
+ * nothing is archived. Directories are recreated there with their mode.
  */
-export async function archive(root: string, entries: readonly string[], dir: string, final?: string): Promise<{ digest: string; bytes: number; file: string }> {
+export async function archive(root: string, sel: Pick<Selection, 'entries' | 'seen'>, dir: string, final?: string): Promise<{ digest: string; bytes: number; file: string }> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const tmp = join(dir, `.tmp-${process.pid}-${Date.now()}-${Math.random().toString(16).slice(2)}`);
+  const stage = join(root, `.zviz-collect-${process.pid}-${Math.random().toString(16).slice(2)}`);
   try {
+    await mkdir(stage, { mode: 0o700 });
+    for (const rel of sel.entries) {
+      const was = sel.seen.get(rel);
+      const to = join(stage, rel);
+      await mkdir(dirname(to), { recursive: true, mode: 0o700 });
+      let now;
+      if (was?.dir) {
+        await mkdir(to, { mode: 0o700 });
+        await chmod(to, was.mode);
+        now = await lstat(join(root, rel));
+        if (!now.isDirectory()) throw new Error(`Cannot archive ${rel}: it is no longer the directory that was selected`);
+      } else {
+        await link(join(root, rel), to);
+        now = await lstat(to);
+        if (!now.isFile()) throw new Error(`Cannot archive ${rel}: it is no longer the regular file that was selected`);
+      }
+      if (was === undefined || now.dev !== was.dev || now.ino !== was.ino) throw new Error(`Cannot archive ${rel}: it changed after it was selected`);
+    }
     await tar.c(
-      { file: tmp, cwd: root, gzip: { level: 6 }, portable: true, noDirRecurse: true, follow: false, mtime: new Date(0), strict: true },
-      entries.length > 0 ? [...entries] : [],
+      { file: tmp, cwd: stage, gzip: { level: 6 }, portable: true, noDirRecurse: true, follow: false, mtime: new Date(0), strict: true },
+      sel.entries.length > 0 ? [...sel.entries] : [],
     );
     const hash = createHash('sha256');
     for await (const chunk of createReadStream(tmp)) hash.update(chunk as Buffer);
@@ -176,6 +207,7 @@ export async function archive(root: string, entries: readonly string[], dir: str
     return { digest: `sha256:${hex}`, bytes: (await stat(file)).size, file };
   } finally {
     await rm(tmp, { force: true });
+    await rm(stage, { recursive: true, force: true });
   }
 }
 

@@ -332,7 +332,7 @@ export class JobService {
     const max = plan.profile.jobs!.maxArtifactsMb * MiB;
     const sel = await select(ws.mount, globMatcher(plan.body.artifacts!), max);
     if (sel.entries.length === 0) return { digest: '', bytes: 0, files: 0, truncated: sel.truncated, skipped: sel.skipped };
-    const out = await archive(ws.mount, sel.entries, join(this.deps.dir, 'artifacts', tenant));
+    const out = await archive(ws.mount, sel, join(this.deps.dir, 'artifacts', tenant));
     return { digest: out.digest, bytes: out.bytes, files: sel.files, truncated: sel.truncated, skipped: sel.skipped };
   }
 
@@ -359,7 +359,7 @@ export class JobService {
     const max = plan.profile.jobs!.maxCacheMb * MiB;
     const sel = await select(ws.mount, globMatcher(paths), max);
     if (sel.entries.length === 0 || sel.truncated) return { saved: false, bytes: null };
-    const out = await archive(ws.mount, sel.entries, join(this.deps.dir, 'cache', tenant), this.#cacheFile(tenant, cacheKey));
+    const out = await archive(ws.mount, sel, join(this.deps.dir, 'cache', tenant), this.#cacheFile(tenant, cacheKey));
     return { saved: true, bytes: out.bytes };
   }
 
