@@ -10,8 +10,8 @@
 // Cancellation kills the sandbox through its cgroup (as the drain deadline does) and
 // keeps doing so until the run ends, so a cancel during setup is not lost.
 import { randomUUID } from 'node:crypto';
-import { chown, lchown, readdir, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { chown, lchown, readdir, stat, utimes } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { allowlistFor, imageAllowlistFor } from '../../profiles/index.js';
 import type { Limits, Profile } from '../../profiles/schema.js';
 import { sandboxId } from '../../worker-pool/host/names.js';
@@ -32,6 +32,7 @@ import type { Tenant } from '../tenancy/tenants.js';
 import { checkArchive, DEFAULT_MAX_ENTRIES, unpackArchive } from '../uploads/unpack.js';
 import type { UploadStore } from '../uploads/store.js';
 import { archive, globMatcher, select } from './collect.js';
+import { prune } from './retention.js';
 import { JobLog } from './log.js';
 import { relativePatternProblem, type ArtifactsSummary, type JobBody, type JobReason, type JobRecord } from './schemas.js';
 
@@ -57,6 +58,12 @@ export interface JobDeps {
   logBytes: number;
   /** How long logs and artifacts are kept after a job (as its record, ZVIZ_RESULT_TTL_S). */
   keepS: number;
+  /** ZVIZ_JOB_CACHE_MB in bytes: each tenant's caches together; the least recently used go first. */
+  cacheBytes: number;
+  /** ZVIZ_JOB_CACHE_TTL_S: a cache not used for this long goes. */
+  cacheTtlS: number;
+  /** ZVIZ_JOB_ARTIFACTS_MAX: artifact archives each tenant keeps; the oldest go first. */
+  maxArtifacts: number;
   log: Logger;
   audit: AuditLog;
 }
@@ -114,18 +121,16 @@ export class JobService {
     return this.#running.size;
   }
 
-  /** Logs and artifacts older than the records that name them. */
+  /** Logs and artifacts older than the records that name them, caches unused for ZVIZ_JOB_CACHE_TTL_S. */
   async #expire(): Promise<void> {
-    const cutoff = Date.now() - this.deps.keepS * 1000;
-    for (const sub of ['logs', 'artifacts']) {
+    const ages: Array<[string, number]> = [
+      ['logs', this.deps.keepS * 1000],
+      ['artifacts', this.deps.keepS * 1000],
+      ['cache', this.deps.cacheTtlS * 1000],
+    ];
+    for (const [sub, maxAgeMs] of ages) {
       const base = join(this.deps.dir, sub);
-      for (const tenant of await readdir(base).catch(() => [] as string[])) {
-        for (const name of await readdir(join(base, tenant)).catch(() => [] as string[])) {
-          const file = join(base, tenant, name);
-          const st = await stat(file).catch(() => null);
-          if (st !== null && st.mtimeMs < cutoff) await rm(file, { force: true });
-        }
-      }
+      for (const tenant of await readdir(base).catch(() => [] as string[])) await prune(join(base, tenant), { maxAgeMs });
     }
   }
 
@@ -333,6 +338,7 @@ export class JobService {
     const sel = await select(ws.mount, globMatcher(plan.body.artifacts!), max);
     if (sel.entries.length === 0) return { digest: '', bytes: 0, files: 0, truncated: sel.truncated, skipped: sel.skipped };
     const out = await archive(ws.mount, sel, join(this.deps.dir, 'artifacts', tenant));
+    await prune(dirname(out.file), { maxFiles: this.deps.maxArtifacts, keep: basename(out.file) });
     return { digest: out.digest, bytes: out.bytes, files: sel.files, truncated: sel.truncated, skipped: sel.skipped };
   }
 
@@ -346,6 +352,8 @@ export class JobService {
     if ((await stat(file).catch(() => null)) === null) return false;
     try {
       await unpackArchive(file, ws.mount, { limits: { maxBytes: await this.deps.workspaces.freeBytes(ws), maxEntries: DEFAULT_MAX_ENTRIES } });
+      const now = new Date();
+      await utimes(file, now, now).catch(() => undefined); // recency for eviction only
       return true;
     } catch (e) {
       // A cache that no longer fits (or is damaged) is a miss, never a failed job.
@@ -360,6 +368,8 @@ export class JobService {
     const sel = await select(ws.mount, globMatcher(paths), max);
     if (sel.entries.length === 0 || sel.truncated) return { saved: false, bytes: null };
     const out = await archive(ws.mount, sel, join(this.deps.dir, 'cache', tenant), this.#cacheFile(tenant, cacheKey));
+    // Over the tenant's budget the least recently used (saved or restored) caches go; this one stays.
+    await prune(dirname(out.file), { maxBytes: this.deps.cacheBytes, keep: basename(out.file) });
     return { saved: true, bytes: out.bytes };
   }
 
