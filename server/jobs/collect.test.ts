@@ -102,6 +102,17 @@ describe('select and archive', () => {
     expect(sel.files).toBe(1);
   });
 
+  it('counts directories and every walked entry toward its bounds, and says where it stopped', async () => {
+    mkdirSync(join(root, 'build/d1'));
+    mkdirSync(join(root, 'build/d2'));
+    const dirs = await select(root, globMatcher(['build/d*']), 1 << 20, { maxEntries: 1, maxWalked: 100 });
+    expect([dirs.entries, dirs.truncated]).toEqual([['build/d1'], true]);
+    expect(dirs.skipped).toEqual([{ path: 'build/d2', reason: 'over the limit of 1 files and directories' }]);
+    const walk = await select(root, globMatcher(['nothing']), 1 << 20, { maxEntries: 100, maxWalked: 3 });
+    expect(walk.truncated).toBe(true);
+    expect(walk.skipped).toEqual([{ path: 'build/d2', reason: 'the workspace has more than 3 entries: the walk stopped here' }]);
+  });
+
   it('archives deterministically: the same files give the same digest', async () => {
     const sel = await select(root, globMatcher(['build/**']), 1 << 20);
     const a = await archive(root, sel, join(out, 'a'));

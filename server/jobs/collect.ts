@@ -11,7 +11,10 @@ import { chmod, link, lstat, mkdir, readdir, rename, rm, stat } from 'node:fs/pr
 import { dirname, join } from 'node:path';
 import * as tar from 'tar';
 
-const MAX_FILES = 100_000;
+/** Most entries (files and directories) one archive takes. */
+const MAX_ENTRIES = 100_000;
+/** Most workspace entries one selection walks, matched or not. */
+const MAX_WALKED = 1_000_000;
 const MAX_SKIPPED = 32;
 
 /** One step of a compiled glob: a character, `?`, `*`, `**`, or the two steps of `**` then `/`. */
@@ -115,7 +118,8 @@ export interface Selection {
  * Walks `root` without following symlinks and selects what `matches` (a path matched
  * selects everything beneath it), up to `maxBytes` of file content.
  */
-export async function select(root: string, matches: (rel: string) => boolean, maxBytes: number): Promise<Selection> {
+export async function select(root: string, matches: (rel: string) => boolean, maxBytes: number, bounds = { maxEntries: MAX_ENTRIES, maxWalked: MAX_WALKED }): Promise<Selection> {
+  let walked = 0;
   const sel: Selection = { entries: [], files: 0, bytes: 0, truncated: false, skipped: [], seen: new Map() };
   const skip = (path: string, reason: string) => {
     if (sel.skipped.length < MAX_SKIPPED) sel.skipped.push({ path, reason });
@@ -126,13 +130,24 @@ export async function select(root: string, matches: (rel: string) => boolean, ma
     for (const name of names) {
       if (sel.truncated) return;
       const r = rel === '' ? name : `${rel}/${name}`;
+      if (++walked > bounds.maxWalked) {
+        sel.truncated = true;
+        skip(r, `the workspace has more than ${bounds.maxWalked} entries: the walk stopped here`);
+        return;
+      }
       const st = await lstat(join(root, r));
       const hit = inside || matches(r);
+      if (hit && (st.isDirectory() || st.isFile()) && sel.entries.length >= bounds.maxEntries) {
+        sel.truncated = true;
+        skip(r, `over the limit of ${bounds.maxEntries} files and directories`);
+        return;
+      }
       if (st.isSymbolicLink()) {
         if (hit) skip(r, 'symlink (never followed)');
         continue;
       }
       if (st.isDirectory()) {
+        if (sel.truncated) return;
         if (hit) {
           sel.entries.push(r);
           sel.seen.set(r, { dev: st.dev, ino: st.ino, mode: st.mode & 0o7777, dir: true });
@@ -145,7 +160,7 @@ export async function select(root: string, matches: (rel: string) => boolean, ma
         skip(r, 'not a regular file');
         continue;
       }
-      if (sel.bytes + st.size > maxBytes || sel.files >= MAX_FILES) {
+      if (sel.bytes + st.size > maxBytes) {
         sel.truncated = true;
         skip(r, `over the size limit of ${maxBytes} bytes`);
         return;
