@@ -102,6 +102,8 @@ export async function sweepJobWorkspaces(workspaces: Workspaces, log: Logger): P
 
 export class JobService {
   readonly #running = new Map<string, Running>();
+  /** Submits past the ZVIZ_MAX_JOBS check that are not running (or refused) yet: they hold a slot. */
+  #reserved = 0;
   #sweeper: NodeJS.Timeout | null = null;
 
   constructor(private readonly deps: JobDeps) {}
@@ -139,9 +141,21 @@ export class JobService {
    * Everything a caller can get wrong is refused here, before the 202.
    */
   async submit(tenant: Tenant, body: JobBody): Promise<string> {
-    if (this.#running.size >= this.deps.maxJobs) {
-      throw new ApiError('OVERLOADED', `Cannot start job: ${this.#running.size} jobs are running on this host (ZVIZ_MAX_JOBS is ${this.deps.maxJobs}): retry later`);
+    if (this.#running.size + this.#reserved >= this.deps.maxJobs) {
+      throw new ApiError('OVERLOADED', `Cannot start job: ${this.#running.size + this.#reserved} jobs are running or starting on this host (ZVIZ_MAX_JOBS is ${this.deps.maxJobs}): retry later`);
     }
+    // Taken before the first await, so concurrent submits cannot all pass the check.
+    this.#reserved++;
+    const slot = { held: true };
+    try {
+      return await this.#submit(tenant, body, slot);
+    } finally {
+      if (slot.held) this.#reserved--;
+    }
+  }
+
+  /** `slot` is handed over to #running when the job is recorded there. */
+  async #submit(tenant: Tenant, body: JobBody, slot: { held: boolean }): Promise<string> {
     const id = randomUUID();
     let plan: JobPlan | undefined;
     const admitted = await this.deps.invocations.admit(tenant, id, async () => {
@@ -153,6 +167,8 @@ export class JobService {
     const done = new Promise<JobRecord | null>((r) => (finish = r));
     const running: Running = { tenant: tenant.name, id, log: new JobLog(this.deps.logBytes), cancelled: false, done, finish };
     this.#running.set(key(tenant.name, id), running);
+    slot.held = false;
+    this.#reserved--;
     try {
       await this.deps.async.accept(admitted, body.callbackUrl, () => this.#run(admitted, plan!, running));
     } catch (e) {
