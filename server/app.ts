@@ -104,6 +104,10 @@ export interface AppDeps {
     dir: string;
     maxJobs: number;
     logBytes: number;
+    /** Per tenant bounds (config.ts jobs). */
+    cacheBytes: number;
+    cacheTtlS: number;
+    maxArtifacts: number;
   } | null;
   /** Called with the job service once made (main.ts opens and closes it). */
   onJobs?: (jobs: JobService) => void;

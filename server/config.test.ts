@@ -51,7 +51,7 @@ describe('loadConfig: ZVIZ_CALLBACK_HOSTS', () => {
 
 describe('loadConfig: CI jobs', () => {
   it('defaults: 4 jobs at once, 1 MiB of log kept, no job egress', () => {
-    expect(loadConfig({}).jobs).toEqual({ maxJobs: 4, logBytes: 1024 * 1024, egress: null });
+    expect(loadConfig({}).jobs).toEqual({ maxJobs: 4, logBytes: 1024 * 1024, cacheBytes: 2048 * 1024 * 1024, cacheTtlS: 604_800, maxArtifacts: 1000, egress: null });
   });
 
   it('reads ZVIZ_JOB_EGRESS as an egress allowlist, with ZVIZ_JOB_DNS', () => {

@@ -113,6 +113,12 @@ export const configSchema = z.object({
   ZVIZ_MAX_JOBS: int(0, 1024).default(4),
   /** The tail of each job's log that is kept (live and after the end), in KiB. */
   ZVIZ_JOB_LOG_KB: int(16, 1_048_576).default(1024),
+  /** Job caches a tenant may keep on this host, in MiB; the least recently used go first. */
+  ZVIZ_JOB_CACHE_MB: int(0, 16_777_216).default(2048),
+  /** A job cache not used for this long is removed, in seconds. */
+  ZVIZ_JOB_CACHE_TTL_S: int(60, 31_536_000).default(604_800),
+  /** Artifact archives a tenant may keep on this host; the oldest go first. */
+  ZVIZ_JOB_ARTIFACTS_MAX: int(1, 1_000_000).default(1000),
   /**
    * Where jobs of a profile with jobs.egressFromConfig may connect: comma-separated
    * `[udp:]<IPv4 CIDR>[:<port>[+<port>…]]` (no port: every port). Unset: the profile's own network.
@@ -187,6 +193,10 @@ export interface Config {
   jobs: {
     maxJobs: number;
     logBytes: number;
+    /** Per tenant: ZVIZ_JOB_CACHE_MB in bytes, ZVIZ_JOB_CACHE_TTL_S, ZVIZ_JOB_ARTIFACTS_MAX. */
+    cacheBytes: number;
+    cacheTtlS: number;
+    maxArtifacts: number;
     /** ZVIZ_JOB_EGRESS and ZVIZ_JOB_DNS; null: unset. */
     egress: { allow: JobEgressRule[]; dns: string | null } | null;
   };
@@ -278,6 +288,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     jobs: {
       maxJobs: c.ZVIZ_MAX_JOBS,
       logBytes: c.ZVIZ_JOB_LOG_KB * 1024,
+      cacheBytes: c.ZVIZ_JOB_CACHE_MB * 1024 * 1024,
+      cacheTtlS: c.ZVIZ_JOB_CACHE_TTL_S,
+      maxArtifacts: c.ZVIZ_JOB_ARTIFACTS_MAX,
       egress: c.ZVIZ_JOB_EGRESS === undefined ? null : { allow: parseJobEgress(c.ZVIZ_JOB_EGRESS)!, dns: c.ZVIZ_JOB_DNS ?? null },
     },
     s3:

@@ -266,6 +266,9 @@ export async function main(): Promise<void> {
       dir: join(config.stateDir, 'jobs'),
       maxJobs: config.jobs.maxJobs,
       logBytes: config.jobs.logBytes,
+      cacheBytes: config.jobs.cacheBytes,
+      cacheTtlS: config.jobs.cacheTtlS,
+      maxArtifacts: config.jobs.maxArtifacts,
     },
     onJobs: (jobs) => (jobService = jobs),
   });

@@ -213,6 +213,22 @@ describe.skipIf(skip !== null)('CI jobs on a real server', () => {
     expect(files.get('keep/x')!.toString()).toBe('mine\n');
   }, 60_000 * timeScale());
 
+  it('a background process swapping an artifact for a symlink to a host file never gets host content archived', async () => {
+    const id = await startJob({
+      script: 'echo mine > a; (while :; do ln -sf /etc/hostname t; mv -f t a; echo mine > u; mv -f u a; done) & sleep 1',
+      artifacts: ['a'],
+    });
+    const job = await waitJob(id);
+    expect(job.status).toBe('ok');
+    const files = job.artifacts.digest === '' ? new Map<string, Buffer>() : await artifacts(id);
+    const a = files.get('a');
+    // Collected once the sandbox has no process: `a` is whatever it was then, a regular
+    // file of the job's (archived) or a symlink (skipped), never the host's file.
+    if (a === undefined) expect(job.artifacts.skipped.map((x: { path: string }) => x.path)).toEqual(['a']);
+    else expect(a.toString()).toBe('mine\n');
+    expect([...files.values()].some((b) => b.includes(readFileSync('/etc/hostname')))).toBe(false);
+  }, 60_000 * timeScale());
+
   it('a cache saved by one job is restored in the next job of the same tenant and never in another tenant\'s', async () => {
     const first = await waitJob(await startJob({ script: 'test ! -e deps; mkdir -p deps; echo v1 > deps/lib.txt', cache: { key: 'deps-v1', paths: ['deps'] } }));
     expect(first, JSON.stringify(first)).toMatchObject({ status: 'ok', cache: { key: 'deps-v1', restored: false, saved: true } });

@@ -79,3 +79,46 @@ export class JobLog {
     await rename(tmp, file);
   }
 }
+
+/**
+ * The events on their way to one follower (an SSE stream), written in order. Bytes queued
+ * and not yet written are bounded: a follower that reads more slowly than the job logs is
+ * dropped with a last `closed` event saying why (`onDrop` stops its following) instead
+ * of holding an ever longer queue in the server's memory. One event always fits an empty queue.
+ */
+export class FollowerQueue {
+  #queue: Promise<void> = Promise.resolve();
+  #queued = 0;
+  dropped = false;
+
+  constructor(
+    private readonly write: (event: string, data: string) => Promise<void>,
+    private readonly maxBytes: number,
+    private readonly onDrop: () => void,
+    private readonly hint: string,
+  ) {}
+
+  send(event: string, data: string): void {
+    if (this.dropped) return;
+    const bytes = Buffer.byteLength(data);
+    if (this.#queued > 0 && this.#queued + bytes > this.maxBytes) {
+      this.dropped = true;
+      const message = `Dropped: this follower read more slowly than the job logs (over ${this.maxBytes} bytes waited to be sent): ${this.hint}`;
+      this.#chain('closed', JSON.stringify({ reason: 'slow-follower', message }));
+      this.onDrop();
+      return;
+    }
+    this.#queued += bytes;
+    this.#chain(event, data).finally(() => (this.#queued -= bytes));
+  }
+
+  #chain(event: string, data: string): Promise<void> {
+    this.#queue = this.#queue.then(() => this.write(event, data)).catch(() => undefined); // a closed stream: nothing more to send
+    return this.#queue;
+  }
+
+  /** Resolves once everything sent so far is written (or failed to be). */
+  flushed(): Promise<void> {
+    return this.#queue;
+  }
+}

@@ -16,9 +16,12 @@ import { ApiError } from '../http/errors.js';
 import { apiRoute, BODY_ERRORS } from '../http/openapi.js';
 import { jsonRequest } from '../http/validate.js';
 import type { TenantEnv } from '../tenancy/auth.js';
-import type { JobLog } from './log.js';
+import { FollowerQueue, type JobLog } from './log.js';
 import { jobBodySchema, jobDoneSchema, jobPendingSchema, type JobRecord } from './schemas.js';
 import type { JobService } from './service.js';
+
+/** Most log bytes one `?follow=1` reader may have waiting to be sent before it is dropped. */
+const FOLLOWER_MAX_QUEUED_BYTES = 4 * 1024 * 1024;
 
 export interface JobRouteDeps {
   jobs: JobService;
@@ -211,16 +214,19 @@ export function registerJobRoutes(app: OpenAPIHono<TenantEnv>, deps: JobRouteDep
   function followLog(c: Context<TenantEnv>, tenant: string, id: string, live: { log: JobLog; done: Promise<JobRecord | null> }): Response {
     const { log } = live;
     return streamSSE(c, async function followJobLog(sse) {
-      let queue: Promise<void> = Promise.resolve();
-      const send = (event: string, data: string) => {
-        queue = queue.then(() => sse.writeSSE({ event, data })).catch(() => undefined);
-      };
+      let dropSlow = () => undefined as void;
+      const out = new FollowerQueue((event, data) => sse.writeSSE({ event, data }), FOLLOWER_MAX_QUEUED_BYTES, () => dropSlow(), `GET /jobs/${id}/log again, or without follow`);
+      const send = (event: string, data: string) => out.send(event, data);
       // Bytes, not text, are kept: a chunk may end inside a UTF-8 sequence.
       const { StringDecoder } = await import('node:string_decoder');
       const decoder = new StringDecoder('utf8');
       const first = decoder.write(log.tail());
       if (first !== '') send('log', JSON.stringify(first));
       const ended = new Promise<void>((resolve) => {
+        dropSlow = () => {
+          stop();
+          resolve();
+        };
         const stop = log.follow((chunk) => {
           if (chunk === null) {
             stop();
@@ -236,12 +242,16 @@ export function registerJobRoutes(app: OpenAPIHono<TenantEnv>, deps: JobRouteDep
         });
       });
       await ended;
+      if (out.dropped) {
+        await out.flushed();
+        return;
+      }
       const rest = decoder.end();
       if (rest !== '') send('log', JSON.stringify(rest));
       // The record follows the log's end by the collection of artifacts: wait for it.
       const rec = await live.done;
       send('end', JSON.stringify(rec ?? (await deps.async.get(tenant, id))));
-      await queue;
+      await out.flushed();
     });
   }
 

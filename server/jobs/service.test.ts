@@ -2,7 +2,36 @@
 import { describe, expect, it } from 'vitest';
 import { loadProfiles } from '../../profiles/index.js';
 import { PACKAGE_ROOT } from '../../worker-pool/util/package-root.js';
-import { withJobEgress } from './service.js';
+import { ApiError } from '../http/errors.js';
+import type { Tenant } from '../tenancy/tenants.js';
+import { JobService, withJobEgress, type JobDeps } from './service.js';
+
+describe('JobService.submit', () => {
+  it('reserves its ZVIZ_MAX_JOBS slot before the first await, and frees it when refused', async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    let admits = 0;
+    const deps = {
+      maxJobs: 1,
+      invocations: {
+        admit: async () => {
+          admits++;
+          await gate;
+          throw new ApiError('UNKNOWN_PROFILE', 'refused by the test');
+        },
+      },
+    } as unknown as JobDeps;
+    const jobs = new JobService(deps);
+    const tenant = { name: 't' } as Tenant;
+    const first = jobs.submit(tenant, {} as never);
+    const second = jobs.submit(tenant, {} as never);
+    await expect(second).rejects.toMatchObject({ code: 'OVERLOADED' });
+    open();
+    await expect(first).rejects.toMatchObject({ code: 'UNKNOWN_PROFILE' });
+    await expect(jobs.submit(tenant, {} as never)).rejects.toMatchObject({ code: 'UNKNOWN_PROFILE' });
+    expect(admits).toBe(2);
+  });
+});
 
 describe('withJobEgress', () => {
   const profiles = loadProfiles(`${PACKAGE_ROOT}/profiles`);

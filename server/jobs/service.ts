@@ -10,8 +10,8 @@
 // Cancellation kills the sandbox through its cgroup (as the drain deadline does) and
 // keeps doing so until the run ends, so a cancel during setup is not lost.
 import { randomUUID } from 'node:crypto';
-import { chown, lchown, readdir, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { chown, lchown, readdir, stat, utimes } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { allowlistFor, imageAllowlistFor } from '../../profiles/index.js';
 import type { Limits, Profile } from '../../profiles/schema.js';
 import { sandboxId } from '../../worker-pool/host/names.js';
@@ -32,12 +32,15 @@ import type { Tenant } from '../tenancy/tenants.js';
 import { checkArchive, DEFAULT_MAX_ENTRIES, unpackArchive } from '../uploads/unpack.js';
 import type { UploadStore } from '../uploads/store.js';
 import { archive, globMatcher, select } from './collect.js';
+import { prune } from './retention.js';
 import { JobLog } from './log.js';
 import { relativePatternProblem, type ArtifactsSummary, type JobBody, type JobReason, type JobRecord } from './schemas.js';
 
 const MiB = 1024 * 1024;
 /** How often a cancelled job's cgroup is killed again until its run has ended. */
 const CANCEL_RETRY_MS = 50;
+/** How long a job's sandbox may take to lose its last process after the answer before nothing is collected. */
+const SANDBOX_GONE_MS = 30_000;
 
 export interface JobDeps {
   invocations: InvocationService;
@@ -55,6 +58,12 @@ export interface JobDeps {
   logBytes: number;
   /** How long logs and artifacts are kept after a job (as its record, ZVIZ_RESULT_TTL_S). */
   keepS: number;
+  /** ZVIZ_JOB_CACHE_MB in bytes: each tenant's caches together; the least recently used go first. */
+  cacheBytes: number;
+  /** ZVIZ_JOB_CACHE_TTL_S: a cache not used for this long goes. */
+  cacheTtlS: number;
+  /** ZVIZ_JOB_ARTIFACTS_MAX: artifact archives each tenant keeps; the oldest go first. */
+  maxArtifacts: number;
   log: Logger;
   audit: AuditLog;
 }
@@ -93,6 +102,8 @@ export async function sweepJobWorkspaces(workspaces: Workspaces, log: Logger): P
 
 export class JobService {
   readonly #running = new Map<string, Running>();
+  /** Submits past the ZVIZ_MAX_JOBS check that are not running (or refused) yet: they hold a slot. */
+  #reserved = 0;
   #sweeper: NodeJS.Timeout | null = null;
 
   constructor(private readonly deps: JobDeps) {}
@@ -112,18 +123,16 @@ export class JobService {
     return this.#running.size;
   }
 
-  /** Logs and artifacts older than the records that name them. */
+  /** Logs and artifacts older than the records that name them, caches unused for ZVIZ_JOB_CACHE_TTL_S. */
   async #expire(): Promise<void> {
-    const cutoff = Date.now() - this.deps.keepS * 1000;
-    for (const sub of ['logs', 'artifacts']) {
+    const ages: Array<[string, number]> = [
+      ['logs', this.deps.keepS * 1000],
+      ['artifacts', this.deps.keepS * 1000],
+      ['cache', this.deps.cacheTtlS * 1000],
+    ];
+    for (const [sub, maxAgeMs] of ages) {
       const base = join(this.deps.dir, sub);
-      for (const tenant of await readdir(base).catch(() => [] as string[])) {
-        for (const name of await readdir(join(base, tenant)).catch(() => [] as string[])) {
-          const file = join(base, tenant, name);
-          const st = await stat(file).catch(() => null);
-          if (st !== null && st.mtimeMs < cutoff) await rm(file, { force: true });
-        }
-      }
+      for (const tenant of await readdir(base).catch(() => [] as string[])) await prune(join(base, tenant), { maxAgeMs });
     }
   }
 
@@ -132,9 +141,21 @@ export class JobService {
    * Everything a caller can get wrong is refused here, before the 202.
    */
   async submit(tenant: Tenant, body: JobBody): Promise<string> {
-    if (this.#running.size >= this.deps.maxJobs) {
-      throw new ApiError('OVERLOADED', `Cannot start job: ${this.#running.size} jobs are running on this host (ZVIZ_MAX_JOBS is ${this.deps.maxJobs}): retry later`);
+    if (this.#running.size + this.#reserved >= this.deps.maxJobs) {
+      throw new ApiError('OVERLOADED', `Cannot start job: ${this.#running.size + this.#reserved} jobs are running or starting on this host (ZVIZ_MAX_JOBS is ${this.deps.maxJobs}): retry later`);
     }
+    // Taken before the first await, so concurrent submits cannot all pass the check.
+    this.#reserved++;
+    const slot = { held: true };
+    try {
+      return await this.#submit(tenant, body, slot);
+    } finally {
+      if (slot.held) this.#reserved--;
+    }
+  }
+
+  /** `slot` is handed over to #running when the job is recorded there. */
+  async #submit(tenant: Tenant, body: JobBody, slot: { held: boolean }): Promise<string> {
     const id = randomUUID();
     let plan: JobPlan | undefined;
     const admitted = await this.deps.invocations.admit(tenant, id, async () => {
@@ -146,6 +167,8 @@ export class JobService {
     const done = new Promise<JobRecord | null>((r) => (finish = r));
     const running: Running = { tenant: tenant.name, id, log: new JobLog(this.deps.logBytes), cancelled: false, done, finish };
     this.#running.set(key(tenant.name, id), running);
+    slot.held = false;
+    this.#reserved--;
     try {
       await this.deps.async.accept(admitted, body.callbackUrl, () => this.#run(admitted, plan!, running));
     } catch (e) {
@@ -259,10 +282,17 @@ export class JobService {
       if (killer !== null) clearInterval(killer);
       job.log.end();
     }
+    // The answer comes before the sandbox's teardown (worker.ts answerThenTearDown): a
+    // background process of the job may still be running and swapping files of the
+    // workspace. Nothing is read from it until the sandbox has no process left.
+    const settled = ws !== null && response !== null && (await this.#sandboxGone(id));
     if (ws !== null) {
       // Whatever the ending (cancelled, timed out, failed), what the job made is kept.
       try {
-        if (response !== null && plan.body.artifacts !== undefined) artifacts = await this.#collectArtifacts(tenant, plan, ws);
+        if (response !== null && !settled) {
+          this.deps.log.error('a job\'s sandbox kept processes after its run; nothing is collected', { tenant, id });
+          if (plan.body.artifacts !== undefined) artifacts = { digest: '', bytes: 0, files: 0, truncated: false, skipped: [{ path: '', reason: 'sandbox still running: nothing collected' }] };
+        } else if (response !== null && plan.body.artifacts !== undefined) artifacts = await this.#collectArtifacts(tenant, plan, ws);
         if (response?.status === 'ok' && plan.body.cache !== undefined) cacheSaved = await this.#saveCache(tenant, plan, ws);
       } catch (e) {
         this.deps.log.error('cannot collect a job\'s artifacts or cache', { tenant, id, error: errorMessage(e) });
@@ -323,7 +353,8 @@ export class JobService {
     const max = plan.profile.jobs!.maxArtifactsMb * MiB;
     const sel = await select(ws.mount, globMatcher(plan.body.artifacts!), max);
     if (sel.entries.length === 0) return { digest: '', bytes: 0, files: 0, truncated: sel.truncated, skipped: sel.skipped };
-    const out = await archive(ws.mount, sel.entries, join(this.deps.dir, 'artifacts', tenant));
+    const out = await archive(ws.mount, sel, join(this.deps.dir, 'artifacts', tenant));
+    await prune(dirname(out.file), { maxFiles: this.deps.maxArtifacts, keep: basename(out.file) });
     return { digest: out.digest, bytes: out.bytes, files: sel.files, truncated: sel.truncated, skipped: sel.skipped };
   }
 
@@ -337,6 +368,8 @@ export class JobService {
     if ((await stat(file).catch(() => null)) === null) return false;
     try {
       await unpackArchive(file, ws.mount, { limits: { maxBytes: await this.deps.workspaces.freeBytes(ws), maxEntries: DEFAULT_MAX_ENTRIES } });
+      const now = new Date();
+      await utimes(file, now, now).catch(() => undefined); // recency for eviction only
       return true;
     } catch (e) {
       // A cache that no longer fits (or is damaged) is a miss, never a failed job.
@@ -350,12 +383,26 @@ export class JobService {
     const max = plan.profile.jobs!.maxCacheMb * MiB;
     const sel = await select(ws.mount, globMatcher(paths), max);
     if (sel.entries.length === 0 || sel.truncated) return { saved: false, bytes: null };
-    const out = await archive(ws.mount, sel.entries, join(this.deps.dir, 'cache', tenant), this.#cacheFile(tenant, cacheKey));
+    const out = await archive(ws.mount, sel, join(this.deps.dir, 'cache', tenant), this.#cacheFile(tenant, cacheKey));
+    // Over the tenant's budget the least recently used (saved or restored) caches go; this one stays.
+    await prune(dirname(out.file), { maxBytes: this.deps.cacheBytes, keep: basename(out.file) });
     return { saved: true, bytes: out.bytes };
   }
 
   #logFile(tenant: string, id: string): string {
     return join(this.deps.dir, 'logs', tenant, `${id}.log`);
+  }
+
+  /**
+   * Kills what is left of a job's sandbox until its cgroup holds no process (the teardown
+   * finishing does the same): true once empty, false if it is not within SANDBOX_GONE_MS.
+   */
+  async #sandboxGone(id: string): Promise<boolean> {
+    for (let waited = 0; waited < SANDBOX_GONE_MS; waited += CANCEL_RETRY_MS) {
+      if (this.deps.killSandbox(sandboxId(id)) === 0) return true;
+      await new Promise((r) => setTimeout(r, CANCEL_RETRY_MS));
+    }
+    return false;
   }
 
   #killLoop(job: Running, keep: (t: NodeJS.Timeout) => void): void {
