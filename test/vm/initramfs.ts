@@ -53,8 +53,16 @@ mkdir -p /dev/pts /dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
 mount -t tmpfs -o mode=1777 shm /dev/shm
 # The host's /run and /tmp hold the host's state (its servers, its locks): not the guest's.
+# A job whose working directory lies beneath them (a CI clone in /tmp, say) keeps it: it is
+# put aside before the guest's own tmpfs goes on top, and moved back onto its path after.
+keep=$(cat ${GUEST_XCHG}/cwd 2>/dev/null || true)
+case "$keep" in
+  /tmp/*|/run/*) mkdir -p /mnt/vm-keep && mount --bind "$keep" /mnt/vm-keep || keep= ;;
+  *) keep= ;;
+esac
 mount -t tmpfs -o mode=0755 run /run
 mount -t tmpfs -o mode=1777 tmp /tmp
+if [ -n "$keep" ]; then mkdir -p "$keep" && mount --move /mnt/vm-keep "$keep"; fi
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t securityfs securityfs /sys/kernel/security
 # Every controller for the children of the root, as systemd does on a pure v2 host.

@@ -110,6 +110,8 @@ export async function runInVm(o: VmOptions): Promise<VmResult> {
     spawnSync('mkdir', ['-m', '0700', xchg]);
     writeFileSync(join(xchg, 'guest.sh'), guestScript());
     writeFileSync(join(xchg, 'job.sh'), jobScript(o));
+    // guest.sh keeps the working directory visible if it lies beneath the guest's own /tmp or /run.
+    writeFileSync(join(xchg, 'cwd'), o.cwd);
     const args = qemuArgs(kernel, initrd, xchg, accel, o.memoryMb ?? 3072, o.cpus ?? 2);
     const qemu = spawn(QEMU, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const onData = (d: Buffer): void => {
