@@ -82,6 +82,10 @@ describe('scripts', () => {
       expect(guest).toContain(`mount -t ${m}`);
     }
     expect(guest).toContain(`echo "$rc" > ${GUEST_XCHG}/status`);
+    // A working directory beneath /tmp (a CI clone) is put aside before the guest's tmpfs, and back after it.
+    const tmpfs = guest.indexOf('mount -t tmpfs -o mode=1777 tmp /tmp');
+    expect(guest.indexOf('mount --bind "$keep" /mnt/vm-keep')).toBeLessThan(tmpfs);
+    expect(guest.indexOf('mount --move /mnt/vm-keep "$keep"')).toBeGreaterThan(tmpfs);
   });
 
   it('both scripts are valid shell', () => {
