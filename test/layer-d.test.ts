@@ -13,7 +13,7 @@ import { procCgroups, readTrim } from './support/procfs.js';
 import { newSandboxProcesses, sandboxProcesses } from './support/sandboxes.js';
 import { startServerProcess } from './support/server-process.js';
 import { privilegedReason, privilegedUnavailable, type RunningServer, startServer } from './support/server.js';
-import { pollUntil, sleep, timeScale } from './support/wait.js';
+import { pollUntil, scaledMs, sleep, timeScale } from './support/wait.js';
 
 const skipReason = privilegedReason();
 const driver = hostCgroupDriver();
@@ -346,7 +346,7 @@ describe.skipIf(v2Skip !== '')(`layer D on cgroup v2${v2Skip ? ` [${v2Skip}]` : 
   });
 
   test('four busy threads for 2 s under cpus 0.5 are charged what they used, at most about half their wall time (1000 ms of 2 s)', async () => {
-    const r = await s.invoke({ runtime: 'python', code: pyBurn(4, 2), limits: { cpus: 0.5, timeoutMs: 10_000 * timeScale() } });
+    const r = await s.invoke({ runtime: 'python', code: pyBurn(4, 2), limits: { cpus: 0.5, timeoutMs: scaledMs(10_000, 60_000) } }); // at most the default profile's max
     expectBurnCharged(r);
   });
 });
