@@ -43,7 +43,7 @@ static bool has_file(int dirfd, const char *file)
 }
 
 /* Reads a small file into buf (NUL-terminated). Returns length or -1. */
-static ssize_t read_at(int dirfd, const char *file, char *buf, size_t cap)
+ssize_t zv_read_small(int dirfd, const char *file, char *buf, size_t cap)
 {
 	int fd = openat(dirfd, file, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -65,7 +65,7 @@ static ssize_t read_at(int dirfd, const char *file, char *buf, size_t cap)
 static bool read_u64(int dirfd, const char *file, uint64_t *out)
 {
 	char buf[64];
-	if (read_at(dirfd, file, buf, sizeof(buf)) <= 0)
+	if (zv_read_small(dirfd, file, buf, sizeof(buf)) <= 0)
 		return false;
 	char *end;
 	errno = 0;
@@ -80,7 +80,7 @@ static bool read_u64(int dirfd, const char *file, uint64_t *out)
 static bool read_key(int dirfd, const char *file, const char *key, uint64_t *out)
 {
 	char buf[4096];
-	if (read_at(dirfd, file, buf, sizeof(buf)) <= 0)
+	if (zv_read_small(dirfd, file, buf, sizeof(buf)) <= 0)
 		return false;
 	size_t klen = strlen(key);
 	for (char *line = buf; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
@@ -229,7 +229,7 @@ int zv_cg_attach(struct zv_cgroup *cg, pid_t pid, struct zviz_error *err)
 static int kill_listed(int dirfd)
 {
 	char buf[65536];
-	if (read_at(dirfd, "cgroup.procs", buf, sizeof(buf)) <= 0)
+	if (zv_read_small(dirfd, "cgroup.procs", buf, sizeof(buf)) <= 0)
 		return 0;
 	int count = 0;
 	for (char *p = buf; *p;) {
@@ -277,7 +277,7 @@ void zv_cg_kill(struct zv_cgroup *cg)
 		write_at(fz->dirfd, "freezer.state", "FROZEN", fz->path, &ignored);
 		char st[32];
 		for (int i = 0; i < 200; i++) {
-			if (read_at(fz->dirfd, "freezer.state", st, sizeof(st)) > 0 && strncmp(st, "FROZEN", 6) == 0)
+			if (zv_read_small(fz->dirfd, "freezer.state", st, sizeof(st)) > 0 && strncmp(st, "FROZEN", 6) == 0)
 				break;
 			sleep_ms(1);
 		}
@@ -360,7 +360,7 @@ ssize_t zv_cg_procs(struct zv_cgroup *cg, pid_t *out, size_t cap)
 	if (cg->n == 0 || cg->dir[0].dirfd < 0)
 		return -1;
 	char buf[16384];
-	ssize_t len = read_at(cg->dir[0].dirfd, "cgroup.procs", buf, sizeof(buf));
+	ssize_t len = zv_read_small(cg->dir[0].dirfd, "cgroup.procs", buf, sizeof(buf));
 	if (len < 0 || (size_t)len + 1 >= sizeof(buf))
 		return -1; /* unreadable, or more than fits: the caller discards either way */
 	size_t n = 0;

@@ -49,32 +49,13 @@
 /* How long the runtime's threads may take to stop after SIGSTOP before it discards. */
 #define STOP_WAIT_MS 2000
 
-static ssize_t read_file(const char *path, char *buf, size_t cap)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	size_t len = 0;
-	while (len + 1 < cap) {
-		ssize_t n = read(fd, buf + len, cap - 1 - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-	}
-	close(fd);
-	buf[len] = '\0';
-	return (ssize_t)len;
-}
-
 /* State and parent of a host pid from /proc/<pid>/stat (the name may hold anything:
  * parse after its last ')'). */
 static bool proc_stat(pid_t pid, char *state, pid_t *ppid)
 {
 	char path[64], buf[1024];
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	if (read_file(path, buf, sizeof(buf)) <= 0)
+	if (zv_read_small(AT_FDCWD, path, buf, sizeof(buf)) <= 0)
 		return false;
 	char *p = strrchr(buf, ')');
 	int pp;
@@ -106,7 +87,7 @@ static ssize_t runtime_limits(pid_t pid, char *buf, size_t cap)
 {
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/limits", (int)pid);
-	return read_file(path, buf, cap);
+	return zv_read_small(AT_FDCWD, path, buf, cap);
 }
 
 /* Any process of the sandbox but init and the runtime (zombies excepted: they hold
@@ -292,7 +273,7 @@ static bool all_threads_stopped(pid_t pid)
 			continue;
 		char stat_path[sizeof(path) + sizeof(e->d_name) + 8], buf[1024];
 		snprintf(stat_path, sizeof(stat_path), "%s/%s/stat", path, e->d_name);
-		if (read_file(stat_path, buf, sizeof(buf)) <= 0)
+		if (zv_read_small(AT_FDCWD, stat_path, buf, sizeof(buf)) <= 0)
 			continue; /* the thread exited */
 		char *p = strrchr(buf, ')');
 		char st = p && p[1] == ' ' ? p[2] : '?';

@@ -174,6 +174,8 @@ void zv_cg_kill(struct zv_cgroup *cg);
 bool zv_cg_counts_cpu(struct zv_cgroup *cg);
 void zv_cg_stats(struct zv_cgroup *cg, struct zviz_result *r);
 int zv_cg_destroy(struct zv_cgroup *cg, struct zviz_error *err);
+/* A small file (beneath dirfd, or AT_FDCWD) into buf, NUL-terminated: its length, or -1. */
+ssize_t zv_read_small(int dirfd, const char *file, char *buf, size_t cap);
 /* Reusable environments (reuse.c). */
 ssize_t zv_cg_procs(struct zv_cgroup *cg, pid_t *out, size_t cap);
 bool zv_cg_peak_reset(struct zv_cgroup *cg, int *peak_fd);
