@@ -16,6 +16,7 @@
 //   node dist/load-tests/bench.js [--quick]        (npm run bench / npm run bench:quick)
 //   node dist/load-tests/bench.js --quick --run-only   (item 7 alone)
 //   node dist/load-tests/bench.js --quick --reuse-only (item 8 and the ceiling alone)
+//   node dist/load-tests/bench.js --quick --memory-only (item 4's memory per warm sandbox alone)
 //
 // Network: loopback only. Everything the run creates (servers, their Redis, cgroups,
 // temporary directories) is removed before it exits, also on SIGINT/SIGTERM.
@@ -34,6 +35,7 @@ const quick = process.argv.includes('--quick');
 /** Only item 7 (`zviz run` against node -e 0 and bwrap): a minute, not an hour. */
 const runOnly = process.argv.includes('--run-only');
 const reuseOnly = process.argv.includes('--reuse-only');
+const memoryOnly = process.argv.includes('--memory-only');
 
 const P = quick
   ? { coldN: 100, coldWarmup: 10, attachN: 20, floorN: 20, seqN: 60, seqWarmupMs: 4000, bursts: 6, tputSeconds: 10, ceilingRuns: 20, memCycles: 2, rssN: 1000, runN: 10 }
@@ -437,6 +439,21 @@ async function main(): Promise<void> {
       host.close();
     }
     console.log(`ZViz benchmarks, item 8 only${quick ? ' (--quick)' : ''}: ${started.toISOString()}, kernel ${release()}, ${cpus().length} cores, node ${process.version}; load average ${loadAverage()}\n`);
+    printTable();
+    console.log('\nNotes');
+    for (const n of notes) console.log(`- ${n}`);
+    return;
+  }
+  if (memoryOnly) {
+    const host = openBenchHost();
+    try {
+      if (!ownMemoryCgroup(host.cgroupPlan)) throw new Error('Cannot measure memory per warm sandbox: no v1 memory cgroup to run the server in');
+      progress(`item 4: memory per warm sandbox, ${P.memCycles} cycles`);
+      warmMemoryRows(await warmMemory(host.cgroupPlan, P.memCycles));
+    } finally {
+      host.close();
+    }
+    console.log(`ZViz benchmarks, item 4 memory only${quick ? ' (--quick)' : ''}: ${started.toISOString()}, kernel ${release()}, ${cpus().length} cores, node ${process.version}; load average ${loadAverage()}\n`);
     printTable();
     console.log('\nNotes');
     for (const n of notes) console.log(`- ${n}`);
