@@ -88,8 +88,10 @@ static void record(struct zv_broker *b, uint32_t kind, uint32_t action, int nr, 
 		snprintf(a->path, sizeof(a->path), "%s", path);
 }
 
-/* The listener the function process sent, or -1 (it failed before it loaded its filter
- * and closed its end: it says why in its own result). Called once the socket is readable. */
+/* The listener the function process sent; -1 if it never will (it failed before it loaded
+ * its filter and closed its end: it says why in its own result); -2 if nothing is there yet
+ * (poll said readable, recvmsg disagrees: ask again at the next wake-up rather than drop a
+ * listener still in flight). Called once the socket is readable. */
 static int receive_listener(int sock)
 {
 	char dummy;
@@ -103,6 +105,8 @@ static int receive_listener(int sock)
 	do
 		n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 	while (n < 0 && errno == EINTR);
+	if (n < 0 && errno == EAGAIN)
+		return -2;
 	if (n != 1)
 		return -1;
 	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
@@ -466,7 +470,10 @@ void zv_broker_serve(struct zv_broker *h, short revents)
 		if (h->sock < 0 || !revents)
 			return;
 		/* The function process loaded its filter and sent the listener (or ended without). */
-		h->listener = receive_listener(h->sock);
+		int l = receive_listener(h->sock);
+		if (l == -2)
+			return;
+		h->listener = l;
 		close(h->sock);
 		h->sock = -1;
 		return; /* its notifications, if any, wake the next poll */
