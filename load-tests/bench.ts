@@ -24,6 +24,7 @@ import { asError } from '../worker-pool/util/errors.js';
 import { cpus, release } from 'node:os';
 import { attachLatency, benchCold, BWRAP_ARGS, openBenchHost, type ColdResult } from './bench-cold.js';
 import { deployReused, reusedSequential, reusedThroughput, type ReuseSeq, type ReuseThroughput } from './bench-reuse.js';
+import { requestPath, type RequestPath } from './bench-request.js';
 import { bursts, ceiling, httpFloors, sequential, throughput, BURST, PAUSE_MS, type Ceiling, type LatencySet, type Throughput } from './bench-http.js';
 import { ownMemoryCgroup, rssOverInvocations, warmMemory, type RssOverTime, type WarmMemory } from './bench-memory.js';
 import { nativeWarmFloor, poolVersusHttp, type NativeFloor, type PoolLevel } from './bench-pool.js';
@@ -294,6 +295,8 @@ function throughputRows(c: Ceiling, t: Throughput, mode: string): void {
 interface ReuseResults {
   seq: Record<'node' | 'python', ReuseSeq>;
   tput: ReuseThroughput;
+  /** The request path alone: the app over a sandbox that answers at once (bench-request.ts). */
+  path: RequestPath;
 }
 
 async function benchReuse(s: BenchServer): Promise<ReuseResults> {
@@ -304,7 +307,9 @@ async function benchReuse(s: BenchServer): Promise<ReuseResults> {
   }
   progress(`item 8: reused node hello, ${TPUT_CONCURRENCY} clients, ${P.tputSeconds} s`);
   const tput = await reusedThroughput(s, await deployReused(s, 'node'), P.tputSeconds, TPUT_CONCURRENCY);
-  return { seq, tput };
+  progress('item 8 (breakdown): the request path alone, over a sandbox that answers at once');
+  const path = await requestPath(P.seqN * 5);
+  return { seq, tput, path };
 }
 
 function reuseRows(c: Ceiling, r: ReuseResults): void {
@@ -313,6 +318,9 @@ function reuseRows(c: Ceiling, r: ReuseResults): void {
     const ratio = q.latency.p50 / q.healthz.p50;
     rows.push(['8', `reused ${rt} hello, sequential, HTTP`, String(q.latency.n), ...ms(q.latency), 'ms', `healthz ${fmt(q.healthz.p50)} / ${fmt(q.healthz.p99)}`, `${fmt(ratio)}×`, '≤ 2× healthz p50', verdict(ratio <= 2)]);
   }
+  const p = r.path;
+  rows.push(['8', '  request path alone: POST /invoke, the sandbox answering at once, HTTP (breakdown)', String(p.invoke.n), ...ms(p.invoke), 'ms', `healthz ${fmt(p.healthz.p50)} / ${fmt(p.healthz.p99)}`, `${fmt(p.invoke.p50 / p.healthz.p50)}×`, '', '']);
+  rows.push(['8', '  request path alone: server CPU per POST /invoke (breakdown)', String(p.invoke.n), fmt(p.invokeCpuMs, 2), '', 'ms', `healthz ${fmt(p.healthzCpuMs, 2)}`, '', '', '']);
   const t = r.tput;
   const x = t.perSecond / c.perSecond;
   rows.push(['8', `reused node hello sustained, ${t.concurrency} clients, ${fmt(t.seconds, 0)} s`, String(t.completed), fmt(t.perSecond, 1), '', 'inv/s', `ceiling ${fmt(c.perSecond, 1)}`, `${fmt(x)}×`, '≥ 10× single-use ceiling', verdict(x >= 10)]);
@@ -323,7 +331,9 @@ function reuseRows(c: Ceiling, r: ReuseResults): void {
       `(the floor, same server, same moment); counted: invocations that answered reused: true (node ${r.seq.node.reused}/${r.seq.node.total}, python ${r.seq.python.reused}/${r.seq.python.total}). ` +
       `Throughput: ${t.completed} invocations, ${t.reused} reused, latency p50 ${fmt(t.latency.p50)} p99 ${fmt(t.latency.p99)} ms; per invocation: server process ${fmt(t.serverSelfCpuMs, 2)} ms ` +
       `(HTTP, auth, Redis client, piscina, koffi), supervisor ${fmt(t.trustedCpuMs, 2)} ms (brokerCpuMs: notifications, framing, reset, accounting), the runtime's own cgroup CPU ${fmt(t.sandboxCpuMs, 2)} ms. ` +
-      `Redis's own CPU and the client's are not in the last row.`,
+      `Redis's own CPU and the client's are not in the last row. ` +
+      `Request path alone (load-tests/bench-request.ts): the app in a process of its own with its private Redis, whose invoker answers at once what a reused hello answers; ` +
+      `its CPU per POST /invoke is the server's own request path (HTTP, auth, zod, the two Redis scripts, audit, log, metrics), without the pool's hand-off to a worker thread.`,
   );
 }
 

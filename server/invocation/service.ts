@@ -23,7 +23,7 @@ import { VersionCache, type FunctionStore, type FunctionVersion } from '../funct
 import { checkRuntime, findProfile, resolveLimits, type TenantCap } from './limits.js';
 import { classify, tenth, toResponse, withAnswer } from './response.js';
 import type { Logger } from '../ops/log.js';
-import type { QuotaGate, QuotaName, Lease } from '../tenancy/quotas.js';
+import { StaleVersionError, type ExpectedVersion, type QuotaGate, type QuotaName, type Lease } from '../tenancy/quotas.js';
 import type { AnyInvokeResponse, FunctionInvokeRequest, ImageInvokeRequest, InvokeBody, InvokeRequest, InvokeResponse } from './schemas.js';
 import type { WithState } from '../state/guard.js';
 import type { Tenant } from '../tenancy/tenants.js';
@@ -66,6 +66,8 @@ export interface Prepared {
   fn: { name: string; version: number } | null;
   /** A compiled language: the compile step, run first in its own sandbox, and the run step made from its artifact. */
   compile?: CompileStep;
+  /** Prepared from the remembered latest version of a deployed function: admission checks it still is. */
+  expect?: ExpectedVersion;
 }
 
 export interface CompileStep {
@@ -116,8 +118,18 @@ export function chargedCpuMs(outcome: SandboxOutcome | undefined): number {
   return outcome.result.cpuMs + outcome.result.brokerCpuMs;
 }
 
+/** How many functions' latest versions are remembered (the memory starts over when full). */
+const LATEST_ENTRIES = 10_000;
+
 export class InvocationService {
   readonly #cache = new VersionCache();
+  /**
+   * The latest version of each function last read, by `tenant:name`. An invocation is
+   * prepared from it without a round trip of its own: the admission script checks that it is
+   * still the latest (server/state/scripts.ts ADMIT), and when it is not, the invocation is
+   * prepared again from what the store says (the memory only ever saves a round trip).
+   */
+  readonly #latest = new Map<string, number>();
 
   constructor(private readonly deps: InvocationDeps) {}
 
@@ -126,13 +138,25 @@ export class InvocationService {
    * audited and counted before they are thrown.
    */
   async start(tenant: Tenant, body: InvokeBody, id: string = randomUUID()): Promise<Admitted> {
-    return this.admit(tenant, id, () =>
-      'function' in body
-        ? this.#prepareFunction(tenant, body, id)
-        : 'image' in body
-          ? this.#prepareImage(tenant, body, id)
-          : this.#prepareInline(tenant, body, id),
-    );
+    if ('function' in body) return this.#startFunction(tenant, body, id);
+    return this.admit(tenant, id, () => ('image' in body ? this.#prepareImage(tenant, body, id) : this.#prepareInline(tenant, body, id)));
+  }
+
+  /** From the remembered latest version when there is one; from the store's when it is not (or no longer) right. */
+  async #startFunction(tenant: Tenant, body: FunctionInvokeRequest, id: string): Promise<Admitted> {
+    const key = `${tenant.name}:${body.function}`;
+    const remembered = this.#latest.get(key);
+    if (remembered !== undefined) {
+      try {
+        return await this.admit(tenant, id, () => this.#prepareFunction(tenant, body, id, remembered));
+      } catch (e) {
+        // Redeployed or deleted since (admission said so, or a version asked for is out of the
+        // remembered range): nothing was taken, so ask the store.
+        if (!(e instanceof StaleVersionError) && !(e instanceof ApiError && e.code === 'UNKNOWN_FUNCTION')) throw e;
+        this.#latest.delete(key);
+      }
+    }
+    return this.admit(tenant, id, () => this.#prepareFunction(tenant, body, id, null));
   }
 
   /**
@@ -147,7 +171,12 @@ export class InvocationService {
       prep = await prepare();
       // One lease for both steps of a compiled language.
       const timeoutMs = prep.task.limits.timeoutMs + (prep.compile?.task.limits.timeoutMs ?? 0);
-      lease = await this.deps.withState('quota.acquire', 'check quotas', () => this.deps.gate.admit(tenant, id, timeoutMs));
+      // A stale version is not a store failure: it passes the guard as it is.
+      const admitted = await this.deps.withState('quota.acquire', 'check quotas', () =>
+        this.deps.gate.admit(tenant, id, timeoutMs, prep.expect).catch((e: unknown) => (e instanceof StaleVersionError ? e : Promise.reject(e))),
+      );
+      if (admitted instanceof StaleVersionError) throw admitted;
+      lease = admitted;
     } catch (e) {
       const quota = e instanceof ApiError ? QUOTA_OF_CODE[e.code] : undefined;
       if (quota !== undefined) await recordRefused(this.deps.accounting, tenant.name, quota, e as ApiError, id);
@@ -287,8 +316,10 @@ export class InvocationService {
     return { id, tenant, profile, fn: null, ...compiledTasks(id, lang, body, profile, cap) };
   }
 
-  async #prepareFunction(tenant: Tenant, body: FunctionInvokeRequest, id: string): Promise<Prepared> {
-    const fn = await this.#load(tenant.name, body.function, body.version);
+  /** `remembered`: the latest version to prepare from without asking the store (null: ask it). */
+  async #prepareFunction(tenant: Tenant, body: FunctionInvokeRequest, id: string, remembered: number | null): Promise<Prepared> {
+    const fn = await this.#load(tenant.name, body.function, body.version, remembered);
+    const expect = remembered === null ? {} : { expect: { name: fn.name, version: remembered } };
     const profile = findProfile(this.deps.profiles, body.profile ?? fn.profile);
     // An image function's runtime names its handler contract only; the profile must run images.
     if (!fn.image) checkRuntime(profile, fn.runtime, `run function '${fn.name}'`);
@@ -302,12 +333,12 @@ export class InvocationService {
       const task = this.imageTask(id, fn.image.digest, { command: fn.image.command, env: fn.env, stdin: JSON.stringify(body.input ?? null), limits, profile });
       task.runtime = IMAGE_FUNCTION_CONTRACT;
       task.profile.brokeredFiles.push(...secrets);
-      return { id, tenant, task, profile, fn: { name: fn.name, version: fn.version } };
+      return { id, tenant, task, profile, fn: { name: fn.name, version: fn.version }, ...expect };
     }
     const fnDir = await this.#bundleTree(tenant.name, fn);
     const code = { ...fn, tenant: tenant.name, ...(fnDir === null ? {} : { fnDir }) };
     const task = handlerTask({ id, fn: code, event: body.input, context, limits, profile, secrets });
-    return { id, tenant, task, profile, fn: { name: fn.name, version: fn.version } };
+    return { id, tenant, task, profile, fn: { name: fn.name, version: fn.version }, ...expect };
   }
 
   /**
@@ -350,10 +381,14 @@ export class InvocationService {
   }
 
   /** A version of a function: the latest unless asked; only the last FUNCTION_VERSIONS_KEPT exist. */
-  async #load(tenant: string, name: string, version: number | undefined): Promise<FunctionVersion> {
+  async #load(tenant: string, name: string, version: number | undefined, remembered: number | null): Promise<FunctionVersion> {
     const { functions, withState } = this.deps;
-    const latest = await withState('functions.latest', 'read function', () => functions.latest(tenant, name));
+    const latest = remembered ?? (await withState('functions.latest', 'read function', () => functions.latest(tenant, name)));
     if (latest === null) throw unknownFunction(name);
+    if (remembered === null) {
+      if (this.#latest.size >= LATEST_ENTRIES) this.#latest.clear();
+      this.#latest.set(`${tenant}:${name}`, latest);
+    }
     const v = version ?? latest;
     if (v > latest || v <= latest - FUNCTION_VERSIONS_KEPT) {
       const why = v > latest ? 'does not exist' : `is no longer kept (the last ${FUNCTION_VERSIONS_KEPT} are)`;
