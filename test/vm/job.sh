@@ -68,11 +68,15 @@ apparmor() {
 }
 
 suites() {
+  # What cannot apply on this kernel (v1-only suites, newer Landlock rights) is not defined
+  # here, so that no skip is expected: the suites list it in this file, report.js prints it.
+  export ZVIZ_TEST_LEAVE_OUT=/tmp/vm-left-out.txt
+  rm -f "$ZVIZ_TEST_LEAVE_OUT"
   # shellcheck disable=SC2086 # a list of files
   # Through a pipe: on the serial console (a tty) vitest would redraw its status for every test.
   npx vitest run $SUITES --reporter=default --reporter=json --outputFile.json=/tmp/vm-vitest.json | cat
   local rc=${PIPESTATUS[0]}
-  node dist/test/vm/report.js /tmp/vm-vitest.json || rc=1
+  node dist/test/vm/report.js /tmp/vm-vitest.json "$ZVIZ_TEST_LEAVE_OUT" || rc=1
   return $rc
 }
 
