@@ -148,6 +148,20 @@ describe('the job verdict on a vitest report', () => {
     ]);
   });
 
+  it("tests the job's name filter did not select are counted apart; a selected one skipped still fails", () => {
+    const v = judge(
+      report([
+        ['layer A x', 'passed'],
+        ['layer E: networking slow case', 'skipped'],
+        ['layer E: networking mode none y', 'skipped'],
+      ]),
+      [],
+      /^(?!layer E: )|^layer E: networking mode none /,
+    );
+    expect(v).toMatchObject({ passed: 1, skipped: 1, notSelected: 1 });
+    expect(v.problems).toEqual(['skipped (a skip in the VM is a failure): layer E: networking mode none y']);
+  });
+
   it('a file that fails before any test (a beforeAll, an import) fails the job', () => {
     const v = judge({ testResults: [{ name: 'x.test.ts', status: 'failed', message: 'boom\nstack', assertionResults: [] }] });
     expect(v.problems).toEqual(['file failed before any test: x.test.ts: boom']);
