@@ -3,12 +3,11 @@
 // test's own, with a fake invoker (no sandbox, no root). Not a speed assertion: a count.
 import { describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
-import { createApp } from '../server/app.js';
 import { AuditLog } from '../server/tenancy/audit.js';
 import { Metrics } from '../server/ops/metrics.js';
 import { silentLogger } from '../server/ops/log.js';
 import { openState, type State } from '../server/state/index.js';
-import { ADMIN_TOKEN, FakeInvoker, HOST_FACTS, testProfiles } from './support/fixtures.js';
+import { testApp } from './support/fixtures.js';
 import { startRedis } from './support/redis.js';
 
 async function commandStats(client: Redis): Promise<Map<string, number>> {
@@ -32,21 +31,8 @@ function shown(per: Map<string, number>): string {
 /** The app of one host over the shared state, with a fake invoker. */
 function hostApp(state: State, host: string) {
   const audit = new AuditLog({ store: state.audit, file: null, log: silentLogger });
-  return createApp({
-    profiles: testProfiles(),
-    invoker: new FakeInvoker(),
-    readiness: async () => ({ ready: true, checks: {} }),
-    hostFacts: () => HOST_FACTS,
-    log: silentLogger,
-    tenants: state.tenants,
-    quotas: state.quotas,
-    audit,
-    metrics: new Metrics(),
-    functions: state.functions,
-    results: state.results,
-    adminToken: ADMIN_TOKEN,
-    host: () => ({ id: host, boot: 'boot-1' }),
-  });
+  const { tenants, quotas, functions, results } = state;
+  return testApp({ tenants, quotas, audit, metrics: new Metrics(), functions, results, host: () => ({ id: host, boot: 'boot-1' }) });
 }
 
 const GENEROUS = { concurrency: 100, invocationsPerMinute: 100_000, cpuSeconds: 100_000, cpuWindowSeconds: 3600, maxLimits: {} };
