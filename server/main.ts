@@ -68,8 +68,9 @@ export async function main(): Promise<void> {
   try {
     config = loadConfig();
     profiles = withJobEgress(loadProfiles(config.profilesDir), config.jobs.egress);
-    // Only what this host can run is offered (GET /runtimes); a bad definition stops start-up.
-    languages = new Map([...loadCatalog(config.runtimesDir)].filter(([, l]) => availableHere(l)));
+    // A host-rooted language is offered when the host has its programs; an image-rooted one
+    // is always listed, with where its image stands (GET /runtimes). A bad definition stops start-up.
+    languages = new Map([...loadCatalog(config.runtimesDir)].filter(([, l]) => l.root !== 'host' || availableHere(l)));
   } catch (e) {
     fatal(errorMessage(e));
   }
