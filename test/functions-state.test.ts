@@ -85,6 +85,18 @@ describe('deployed functions, async records and pool stats in a real Redis', () 
       expect(await s.bundleDigests('nobody')).toEqual(new Set());
     });
 
+    it('imageDigests names the image every version still stored is pinned to (what image GC keeps)', async () => {
+      const s = new RedisFunctionStore(redis);
+      const d = (c: string) => `sha256:${c.repeat(64)}`;
+      const imaged = (c: string) => spec('', { files: {}, image: { digest: d(c), reference: `r.example/x:${c}` } });
+      for (const c of ['1', '2', '3', '4']) await s.put('imagey', 'f', imaged(c), digestOf(imaged(c)), opts());
+      await s.put('imagey', 'plain', spec('x'), digestOf(spec('x')), opts());
+      await s.put('imagey', 'gone', imaged('9'), digestOf(imaged('9')), opts());
+      await s.remove('imagey', 'gone', 3);
+      expect([...(await s.imageDigests('imagey'))].sort()).toEqual(['2', '3', '4'].map(d)); // keepVersions 3
+      expect(await s.imageDigests('nobody')).toEqual(new Set());
+    });
+
     it('lists a tenant its own functions only, by name, and refuses one past maxFunctions', async () => {
       const s = new RedisFunctionStore(redis);
       await put(s, 'b', spec('1'));
