@@ -202,6 +202,25 @@ function readText(path: string): string | null {
   }
 }
 
+function readRecord(dir: string, digest: string): ImageRecord | null {
+  const text = readText(join(dir, dirName(digest), 'image.json'));
+  return text === null ? null : (JSON.parse(text) as ImageRecord);
+}
+
+/** The records of a store folder, read without opening (or creating) the store: `zviz doctor` reads them. */
+export function storedImages(dir: string): ImageRecord[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return []; // no store (yet), or the folder vanished: nothing stored
+  }
+  return names
+    .filter((n) => /^sha256-[a-f0-9]{64}$/.test(n))
+    .map((n) => readRecord(dir, n.replace('-', ':')))
+    .filter((r): r is ImageRecord => r !== null);
+}
+
 export class ImageStore {
   private readonly inFlight = new Map<string, Promise<ImageRecord>>();
   private readonly inUse = new Map<string, number>();
@@ -240,21 +259,11 @@ export class ImageStore {
   }
 
   list(): ImageRecord[] {
-    let names: string[];
-    try {
-      names = readdirSync(this.options.dir);
-    } catch {
-      return []; // the store folder vanished: nothing stored
-    }
-    return names
-      .filter((n) => /^sha256-[a-f0-9]{64}$/.test(n))
-      .map((n) => this.read(n.replace('-', ':')))
-      .filter((r): r is ImageRecord => r !== null);
+    return storedImages(this.options.dir);
   }
 
   private read(digest: string): ImageRecord | null {
-    const text = readText(join(this.options.dir, dirName(digest), 'image.json'));
-    return text === null ? null : (JSON.parse(text) as ImageRecord);
+    return readRecord(this.options.dir, digest);
   }
 
   /** The host directory of an image's tree (for the sandbox spec). */
