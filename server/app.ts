@@ -232,7 +232,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
     tenantInvoke,
     limitBody: bodyUpToMax,
   });
-  registerRuntimeRoutes(app, { languages: deps.languages ?? new Map(), profiles, tenantOnly });
+  registerRuntimeRoutes(app, { languages: deps.languages ?? new Map(), profiles, images: deps.images ?? null, tenantOnly });
   const uploads = deps.uploads ?? null;
   registerFunctionRoutes(app, { functions: deps.functions, profiles, audit, withState, tenantOnly, limitBody: bodyUpToMax, bundles: uploads?.bundles ?? null, images: deps.images ?? null, ...(deps.invoker.retire ? { retire: deps.invoker.retire.bind(deps.invoker) } : {}) });
   if (uploads !== null) registerUploadRoutes(app, { uploads: uploads.store, maxUploadBytes: uploads.maxUploadBytes, audit, tenantOnly });

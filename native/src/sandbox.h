@@ -126,8 +126,9 @@ int zv_image_sanitize(const char *rootfs, struct zviz_error *err);
 
 /* mnt.c (child side) */
 /* Supervisor side, before clone3: a detached, read-only, nosuid, nodev clone of the image
- * root, idmapped where the kernel and filesystem can (*idmapped tells); *fd is -1 without one. */
-int zv_mnt_open_image(const struct zv_spec *s, uint32_t host_base, int *fd, bool *idmapped, struct zviz_error *err);
+ * root, idmapped where the kernel and filesystem can (else the documented fallback, see
+ * mnt.c); *fd is -1 without one. */
+int zv_mnt_open_image(const struct zv_spec *s, uint32_t host_base, int *fd, struct zviz_error *err);
 /* Supervisor side, after clone3 and the child's maps: the idmap zv_mnt_open_image left to
  * the sandbox's own user namespace, if any. */
 int zv_mnt_idmap_pending(pid_t child, struct zviz_error *err);

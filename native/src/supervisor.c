@@ -109,8 +109,7 @@ static int create_sandbox(struct sup *s, struct zviz_error *err)
 	 * mnt.c); the child only moves it into place. */
 	uint32_t host_base = s->spec.uid_base + 2u * (uint32_t)getpid();
 	int image_fd = -1;
-	bool idmapped = false;
-	if ((r = zv_mnt_open_image(&s->spec, host_base, &image_fd, &idmapped, err)) < 0)
+	if ((r = zv_mnt_open_image(&s->spec, host_base, &image_fd, err)) < 0)
 		return r;
 	/* A job's workspace, likewise prepared here (idmapped to the function's host id). */
 	int ws_fd = -1;

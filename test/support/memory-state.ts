@@ -307,6 +307,13 @@ export class MemoryFunctionStore implements FunctionStore {
     for (const [key, v] of this.#versions) if (key.startsWith(`${tenant}:`) && v.bundle) out.add(v.bundle.digest);
     return out;
   }
+
+  async imageDigests(tenant: string): Promise<Set<string>> {
+    this.outage.check();
+    const out = new Set<string>();
+    for (const [key, v] of this.#versions) if (key.startsWith(`${tenant}:`) && v.image) out.add(v.image.digest);
+    return out;
+  }
 }
 
 export class MemoryInvocationStore implements InvocationStore {
