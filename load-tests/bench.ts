@@ -16,9 +16,11 @@
 //   node dist/load-tests/bench.js [--quick]        (npm run bench / npm run bench:quick)
 //   node dist/load-tests/bench.js --quick --run-only   (item 7 alone)
 //   node dist/load-tests/bench.js --quick --reuse-only (item 8 and the ceiling alone)
+//   node dist/load-tests/bench.js --concurrent-only    (server RSS with 32 sandboxes at once, alone)
 //
 // Network: loopback only. Everything the run creates (servers, their Redis, cgroups,
 // temporary directories) is removed before it exits, also on SIGINT/SIGTERM.
+import { concurrentSandboxes, type Concurrent } from './bench-concurrent.js';
 import { asError } from '../worker-pool/util/errors.js';
 import { cpus, release } from 'node:os';
 import { attachLatency, benchCold, BWRAP_ARGS, openBenchHost, type ColdResult } from './bench-cold.js';
@@ -34,6 +36,7 @@ const quick = process.argv.includes('--quick');
 /** Only item 7 (`zviz run` against node -e 0 and bwrap): a minute, not an hour. */
 const runOnly = process.argv.includes('--run-only');
 const reuseOnly = process.argv.includes('--reuse-only');
+const concurrentOnly = process.argv.includes('--concurrent-only');
 
 const P = quick
   ? { coldN: 100, coldWarmup: 10, attachN: 20, floorN: 20, seqN: 60, seqWarmupMs: 4000, bursts: 6, tputSeconds: 10, ceilingRuns: 20, memCycles: 2, rssN: 1000, runN: 10 }
@@ -370,6 +373,29 @@ function warmMemoryRows(m: WarmMemory): void {
   );
 }
 
+/** Sandboxes running at once for the server memory row (the issue's figure). */
+const CONCURRENT_N = 32;
+
+function concurrentRow(c: Concurrent): void {
+  rows.push([
+    '4',
+    `server RSS with ${c.n} sandboxes running at once (inline bash sleep, pools off)`,
+    String(c.n),
+    fmt(c.peakRssKiB / 1024, 1),
+    '',
+    'MiB',
+    `idle ${fmt(c.idleRssKiB / 1024, 1)}`,
+    `+${fmt((c.peakRssKiB - c.idleRssKiB) / 1024, 1)} MiB`,
+    '≤ 150 MiB',
+    verdict(c.peakRssKiB <= 150 * 1024),
+  ]);
+  notes.push(
+    `4: ${c.n} inline bash \`exec sleep\` at once into a server with ZVIZ_MAX_SANDBOXES=${c.n}, ZVIZ_WARM_MAX=0: VmRSS and Threads of the server process sampled every 5 ms ` +
+      `from the first request to the last answer (peak), against the same server idle just before (after one invocation): threads ${c.idleThreads} → ${c.peakThreads}; ` +
+      `at most ${c.peakRunning} sandboxes seen running sleep at the same moment; ${c.ok} of ${c.n} ok.`,
+  );
+}
+
 function rssRow(r: RssOverTime): void {
   const growth = r.afterKiB - r.beforeKiB;
   // One reading moves ±10 % with the number of live piscina workers and their GCs: judge
@@ -442,6 +468,15 @@ async function main(): Promise<void> {
     for (const n of notes) console.log(`- ${n}`);
     return;
   }
+  if (concurrentOnly) {
+    progress(`item 4: server RSS with ${CONCURRENT_N} sandboxes at once`);
+    concurrentRow(await concurrentSandboxes(CONCURRENT_N));
+    console.log(`ZViz benchmarks, server memory with ${CONCURRENT_N} sandboxes only: ${started.toISOString()}, kernel ${release()}, ${cpus().length} cores, node ${process.version}; load average ${loadAverage()}\n`);
+    printTable();
+    console.log('\nNotes');
+    for (const n of notes) console.log(`- ${n}`);
+    return;
+  }
   if (runOnly) {
     progress(`item 7: zviz run × ${P.runN}`);
     runRows(benchRun(P.runN));
@@ -507,6 +542,8 @@ async function main(): Promise<void> {
         off[rt] = { seq, burst: await bursts(s, t, P.bursts, false) };
       }
     });
+    progress(`item 4: server RSS with ${CONCURRENT_N} sandboxes at once`);
+    const concurrent = await concurrentSandboxes(CONCURRENT_N);
     let mem: WarmMemory | null = null;
     if (ownMemoryCgroup(plan)) {
       progress(`item 4: memory per warm sandbox, ${P.memCycles} cycles`);
@@ -520,6 +557,7 @@ async function main(): Promise<void> {
     httpRows({ target, on, off, floors, poolLevel, floor });
     throughputRows(ceil, tput, target.node.mode);
     memoryRows(mem, rss);
+    concurrentRow(concurrent);
     runRows(run);
     reuseRows(ceil, reuse);
 
