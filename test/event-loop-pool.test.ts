@@ -6,17 +6,13 @@
 // exactly, without timing.
 import { availableParallelism } from 'node:os';
 import { readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadProfiles } from '../profiles/index.js';
-import { networkSchema, type Profile } from '../profiles/schema.js';
-import { loadConfig } from '../server/config.js';
-import { openHost, type Host } from '../worker-pool/host/index.js';
+import type { Profile } from '../profiles/schema.js';
+import type { Host } from '../worker-pool/host/index.js';
 import { NETNS_DIR } from '../worker-pool/host/names.js';
-import { commandTask } from '../worker-pool/task.js';
 import { threadpoolSize } from '../worker-pool/threadpool.cjs';
-import { DEFAULT_WARM } from '../worker-pool/warm.js';
 import { PACKAGE_ROOT } from '../worker-pool/util/package-root.js';
 import { hostLeftovers, leftoversNotOfOtherServers, settledLeftovers } from './support/leftovers.js';
 import { networkToolsMissing } from './support/net-topology.js';
@@ -28,8 +24,8 @@ import { pollUntil, timeScale, token } from './support/wait.js';
 /** Threads of a process, as the kernel lists them. */
 const threadsOf = (pid: number): number => readdirSync(`/proc/${pid}/task`).length;
 
-/** Sandbox processes of `serverPid` that run `sleep`. */
-const sleepers = (serverPid: number): number => sandboxProcesses(serverPid).filter((p) => p.cmd.startsWith('sleep ')).length;
+/** Sandbox processes of `serverPid` that run `sleep` (`sleep` through bash's PATH, or `/usr/bin/sleep`). */
+const sleepers = (serverPid: number): number => sandboxProcesses(serverPid).filter((p) => basename(p.cmd.split(' ')[0]!) === 'sleep').length;
 
 const SLEEP_S = Math.ceil(8 * timeScale());
 
@@ -71,11 +67,22 @@ describe.skipIf(netSkip !== null)(`SandboxPool in process: its own accounting, a
   let host: Host;
   let egress: Profile;
   let before: string[] = [];
-  // The built pool: its piscina worker is dist/worker-pool/worker.js.
+  // The built modules, all of them: the pool's piscina worker is dist/worker-pool/worker.js,
+  // and the native bindings may be declared once per process.
   let built: typeof import('../worker-pool/pool.js');
+  let commandTask: typeof import('../worker-pool/task.js').commandTask;
+  let networkSchema: typeof import('../profiles/schema.js').networkSchema;
+  let DEFAULT_WARM: typeof import('../worker-pool/warm.js').DEFAULT_WARM;
 
   beforeAll(async () => {
-    built = (await import(pathToFileURL(join(PACKAGE_ROOT, 'dist', 'worker-pool', 'pool.js')).href)) as typeof built;
+    const load = async <T>(path: string): Promise<T> => (await import(pathToFileURL(join(PACKAGE_ROOT, 'dist', path)).href)) as T;
+    built = await load('worker-pool/pool.js');
+    ({ commandTask } = await load<typeof import('../worker-pool/task.js')>('worker-pool/task.js'));
+    ({ networkSchema } = await load<typeof import('../profiles/schema.js')>('profiles/schema.js'));
+    ({ DEFAULT_WARM } = await load<typeof import('../worker-pool/warm.js')>('worker-pool/warm.js'));
+    const { openHost } = await load<typeof import('../worker-pool/host/index.js')>('worker-pool/host/index.js');
+    const { loadConfig } = await load<typeof import('../server/config.js')>('server/config.js');
+    const { loadProfiles } = await load<typeof import('../profiles/index.js')>('profiles/index.js');
     before = hostLeftovers();
     sh('ip', ['netns', 'add', router]);
     const config = loadConfig({});
