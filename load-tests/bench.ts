@@ -431,7 +431,7 @@ function runRows(r: RunResult): void {
   rows.push(['7', '  the same against bwrap', String(r.zvizRun.n), fmt(r.zvizRun.p50), fmt(r.zvizRun.p99), 'ms', `bwrap ${fmt(r.bwrap.p50)} / ${fmt(r.bwrap.p99)}`, ratio(r.zvizRun, r.bwrap), '', '']);
   rows.push(['7', '  node -e 0 (baseline)', String(r.nodeE0.n), fmt(r.nodeE0.p50), fmt(r.nodeE0.p99), 'ms', '', '1.00× / 1.00×', '', '']);
   notes.push(
-    `7: each round runs \`node dist/server/cli/main.js run --no-stdin -- /bin/true\` (host checks, registry, cgroup parents, one sandbox with every layer of the default profile, clean-up), ` +
+    `7: each round runs \`node dist/server/cli/zviz.cjs run --no-stdin -- /bin/true\` (host checks, registry, cgroup parents, one sandbox with every layer of the default profile, clean-up), ` +
       `then \`node -e 0\`, then bwrap ${BWRAP_ARGS.join(' ')}, each through spawnSync, wall time from spawn to exit.`,
   );
 }
