@@ -6,7 +6,7 @@
 //   node dist/load-tests/bench-concurrent.js [n]
 import { startBenchServer } from './bench-server.js';
 import { sleep, statusKiB, statusNumber } from './bench-util.js';
-import { sandboxProcesses } from '../test/support/sandboxes.js';
+import { sleepingSandboxes } from '../test/support/sandboxes.js';
 import { isEntryPoint } from '../worker-pool/util/entry-point.js';
 
 export interface Concurrent {
@@ -40,7 +40,7 @@ export async function concurrentSandboxes(n: number, sleepS = 8): Promise<Concur
         peakRssKiB = Math.max(peakRssKiB, statusKiB(s.pid, 'VmRSS') ?? 0);
         peakThreads = Math.max(peakThreads, statusNumber(s.pid, 'Threads') ?? 0);
         // Walking /proc costs more than the status file: every 20th sample.
-        if (tick++ % 20 === 0) peakRunning = Math.max(peakRunning, sandboxProcesses(s.pid).filter((p) => p.cmd.startsWith('sleep ')).length);
+        if (tick++ % 20 === 0) peakRunning = Math.max(peakRunning, sleepingSandboxes(s.pid));
         await sleep(5);
       }
     })();

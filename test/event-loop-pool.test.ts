@@ -6,7 +6,7 @@
 // exactly, without timing.
 import { availableParallelism } from 'node:os';
 import { readdirSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Profile } from '../profiles/schema.js';
@@ -16,16 +16,13 @@ import { threadpoolSize } from '../worker-pool/threadpool.cjs';
 import { PACKAGE_ROOT } from '../worker-pool/util/package-root.js';
 import { hostLeftovers, leftoversNotOfOtherServers, settledLeftovers } from './support/leftovers.js';
 import { networkToolsMissing } from './support/net-topology.js';
-import { run, sandboxProcesses } from './support/sandboxes.js';
+import { run, sleepingSandboxes as sleepers } from './support/sandboxes.js';
 import { privilegedReason, type RunningServer, startServer } from './support/server.js';
 import { sh, trySh } from './support/shell.js';
 import { pollUntil, timeScale, token } from './support/wait.js';
 
 /** Threads of a process, as the kernel lists them. */
 const threadsOf = (pid: number): number => readdirSync(`/proc/${pid}/task`).length;
-
-/** Sandbox processes of `serverPid` that run `sleep` (`sleep` through bash's PATH, or `/usr/bin/sleep`). */
-const sleepers = (serverPid: number): number => sandboxProcesses(serverPid).filter((p) => basename(p.cmd.split(' ')[0]!) === 'sleep').length;
 
 const SLEEP_S = Math.ceil(8 * timeScale());
 
