@@ -44,7 +44,7 @@ export interface ZvizPhases {
   release: Summary;
   /** The supervisor's own durationMs (GO to the function's exit). */
   durationMs: Summary;
-  /** Mean CPU (user + sys) per sandbox of everything this process reaped: supervisor, init, broker, /bin/true. */
+  /** Mean CPU (user + sys) per sandbox of everything this process reaped: supervisor, init, /bin/true. */
   cpuMs: number;
 }
 

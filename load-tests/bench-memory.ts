@@ -4,22 +4,23 @@
 // Per warm sandbox, on a pool of 8 parked node sandboxes:
 //  - the supervisor process on the host: VmRSS, and its private pages (smaps_rollup
 //    Private_Clean + Private_Dirty, what it alone keeps resident) plus its page tables
-//    (VmPTE); the same private pages of its seccomp broker;
+//    (VmPTE) — it answers the sandbox's seccomp notifications itself, there is no broker
+//    process;
 //  - the sandbox's memory cgroup (v1; user pages + kernel memory, see charged()): the
 //    sandbox init, the parked runtime, the tmpfs files under /fn and /tmp, and kernel
 //    memory charged after the init joined the cgroup (on v1 it joins after clone3);
 //  - the same runtime's own cost, measured in the same run: the same bootstrap, parked on
 //    its fd 3 in the same way, started plainly (no sandbox), 8 of them in a memory cgroup
 //    of their own.
-// Per process, beyond the runtime = supervisor private + PTE + broker private + (sandbox
-// cgroup − plain runtime).
+// Per process, beyond the runtime = supervisor private + PTE + (sandbox cgroup − plain
+// runtime).
 //
 // What that misses is caught by a second, whole-tree figure: the server runs in a memory
 // cgroup of the benchmark's own, so everything it and its supervisors charge is in that
 // cgroup's hierarchical charge; (charge with 8 parked − charge with none) ÷ 8 − the plain
 // runtime counts, in addition, kernel objects the supervisor allocates before the init
-// joins its cgroup (the namespaces clone3 creates, the init's and the broker's tasks,
-// stacks and page tables, pipes and sockets). Neither counts kernel memory that is not
+// joins its cgroup (the namespaces clone3 creates, the init's task, stack and page
+// tables, pipes and sockets). Neither counts kernel memory that is not
 // charged to any cgroup, nor page cache of shared files (node, libc) that some other
 // cgroup touched first.
 import { spawn } from 'node:child_process';
@@ -153,8 +154,6 @@ interface Snapshot {
   supRssKiB: number[];
   supPrivKiB: number[];
   supPteKiB: number[];
-  /** Other host-side helpers per sandbox (the seccomp broker, when the profile has one). */
-  helperPrivKiB: number[];
   sandboxCgKiB: number[];
   sandboxKmemKiB: number[];
   runtimeRssKiB: number[];
@@ -176,7 +175,6 @@ function snapshot(s: BenchServer, memTree: string): Snapshot {
     supRssKiB: [],
     supPrivKiB: [],
     supPteKiB: [],
-    helperPrivKiB: [],
     sandboxCgKiB: [],
     sandboxKmemKiB: [],
     runtimeRssKiB: [],
@@ -186,13 +184,7 @@ function snapshot(s: BenchServer, memTree: string): Snapshot {
     snap.supRssKiB.push(statusKiB(sup, 'VmRSS') ?? NaN);
     snap.supPrivKiB.push(smapsRollup(sup)?.priv ?? NaN);
     snap.supPteKiB.push(statusKiB(sup, 'VmPTE') ?? NaN);
-    let helpers = 0;
-    for (const d of descendants(sup)) {
-      const comm = commOf(d);
-      if (comm === 'zviz-broker') helpers += smapsRollup(d)?.priv ?? 0;
-      if (comm === 'node') snap.runtimeRssKiB.push(statusKiB(d, 'VmRSS') ?? NaN);
-    }
-    snap.helperPrivKiB.push(helpers);
+    for (const d of descendants(sup)) if (commOf(d) === 'node') snap.runtimeRssKiB.push(statusKiB(d, 'VmRSS') ?? NaN);
   }
   const zvizDir = join(memTree, 'zviz');
   let names: string[] = [];
@@ -222,11 +214,10 @@ export interface WarmMemory {
   supRssKiB: Summary;
   supPrivKiB: Summary;
   supPteKiB: Summary;
-  helperPrivKiB: Summary;
   sandboxCgKiB: Summary;
   sandboxKmemKiB: Summary;
   runtimeRssKiB: Summary;
-  /** Supervisor private + PTE + helpers + (sandbox cgroup − plain runtime cgroup), per sandbox. */
+  /** Supervisor private + PTE + (sandbox cgroup − plain runtime cgroup), per sandbox. */
   beyondKiB: number;
   /** Whole-tree: (full − empty) ÷ 8 − plain runtime cgroup, per sandbox; median over cycles. */
   treeBeyondKiB: number;
@@ -283,7 +274,6 @@ export async function warmMemory(plan: CgroupPlan, cycles: number): Promise<Warm
     const all = (pick: (x: Snapshot) => number[]): number[] => fulls.flatMap(pick);
     const supPriv = summarize(all((x) => x.supPrivKiB));
     const supPte = summarize(all((x) => x.supPteKiB));
-    const helper = summarize(all((x) => x.helperPrivKiB));
     const sbCg = summarize(all((x) => x.sandboxCgKiB));
     const tree = summarize(perSandbox);
     return {
@@ -293,11 +283,10 @@ export async function warmMemory(plan: CgroupPlan, cycles: number): Promise<Warm
       supRssKiB: summarize(all((x) => x.supRssKiB)),
       supPrivKiB: supPriv,
       supPteKiB: supPte,
-      helperPrivKiB: helper,
       sandboxCgKiB: sbCg,
       sandboxKmemKiB: summarize(all((x) => x.sandboxKmemKiB)),
       runtimeRssKiB: summarize(all((x) => x.runtimeRssKiB)),
-      beyondKiB: supPriv.p50 + supPte.p50 + helper.p50 + (sbCg.p50 - runtime.cgroupKiB),
+      beyondKiB: supPriv.p50 + supPte.p50 + (sbCg.p50 - runtime.cgroupKiB),
       treeBeyondKiB: tree.p50 - runtime.cgroupKiB,
       treePerSandboxKiB: perSandbox,
     };

@@ -25,7 +25,7 @@ export interface ReuseThroughput {
   latency: Summary;
   /** Per invocation, ms: the server process itself (HTTP, auth, Redis client, piscina, koffi). */
   serverSelfCpuMs: number;
-  /** Per invocation: the supervisor and broker (brokerCpuMs of the responses). */
+  /** Per invocation: the supervisor, which answers the notifications too (brokerCpuMs of the responses). */
   trustedCpuMs: number;
   /** Per invocation: the runtime in its cgroup during the invocation (cpuMs: the handler and its bootstrap's framing). */
   sandboxCpuMs: number;

@@ -31,9 +31,13 @@ export interface BenchServerOptions {
 }
 
 export async function startBenchServer(opts: BenchServerOptions = {}): Promise<BenchServer> {
+  // ZVIZ_SUPERVISOR in the benchmark's environment reaches its servers: one run can measure
+  // another supervisor build (a before/after of a native change) with everything else equal.
+  const supervisor: Record<string, string> = process.env.ZVIZ_SUPERVISOR ? { ZVIZ_SUPERVISOR: process.env.ZVIZ_SUPERVISOR } : {};
+  const env = { ...supervisor, ...opts.env };
   const proc = await startServerProcess({
     boundedLogs: true,
-    ...(opts.env ? { env: opts.env } : {}),
+    ...(Object.keys(env).length > 0 ? { env } : {}),
     ...(opts.memoryCgroup ? { memoryCgroup: opts.memoryCgroup } : {}),
   });
   const client = loadClient(proc.url, proc.adminToken);

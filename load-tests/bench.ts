@@ -17,6 +17,7 @@
 //   node dist/load-tests/bench.js --quick --run-only   (item 7 alone)
 //   node dist/load-tests/bench.js --quick --reuse-only (item 8 and the ceiling alone)
 //   node dist/load-tests/bench.js --concurrent-only    (server RSS with 32 sandboxes at once, alone)
+//   node dist/load-tests/bench.js --quick --memory-only (item 4's memory per warm sandbox alone)
 //
 // Network: loopback only. Everything the run creates (servers, their Redis, cgroups,
 // temporary directories) is removed before it exits, also on SIGINT/SIGTERM.
@@ -25,6 +26,7 @@ import { asError } from '../worker-pool/util/errors.js';
 import { cpus, release } from 'node:os';
 import { attachLatency, benchCold, BWRAP_ARGS, openBenchHost, type ColdResult } from './bench-cold.js';
 import { deployReused, reusedSequential, reusedThroughput, type ReuseSeq, type ReuseThroughput } from './bench-reuse.js';
+import { requestPath, type RequestPath } from './bench-request.js';
 import { bursts, ceiling, httpFloors, sequential, throughput, BURST, PAUSE_MS, type Ceiling, type LatencySet, type Throughput } from './bench-http.js';
 import { ownMemoryCgroup, rssOverInvocations, warmMemory, type RssOverTime, type WarmMemory } from './bench-memory.js';
 import { nativeWarmFloor, poolVersusHttp, type NativeFloor, type PoolLevel } from './bench-pool.js';
@@ -37,6 +39,7 @@ const quick = process.argv.includes('--quick');
 const runOnly = process.argv.includes('--run-only');
 const reuseOnly = process.argv.includes('--reuse-only');
 const concurrentOnly = process.argv.includes('--concurrent-only');
+const memoryOnly = process.argv.includes('--memory-only');
 
 const P = quick
   ? { coldN: 100, coldWarmup: 10, attachN: 20, floorN: 20, seqN: 60, seqWarmupMs: 4000, bursts: 6, tputSeconds: 10, ceilingRuns: 20, memCycles: 2, rssN: 1000, runN: 10 }
@@ -100,7 +103,7 @@ function coldRows(c: ColdResult, attach: Attach): void {
     `spawn ${fmt(z.spawn.p50)} (p99 ${fmt(z.spawn.p99)}), run ${fmt(z.run.p50)} (p99 ${fmt(z.run.p99)}; of which the supervisor's durationMs ${fmt(z.durationMs.p50)}), release ${fmt(z.release.p50)} (p99 ${fmt(z.release.p99)})`;
   notes.push(
     `1: ${c.n} iterations after warm-up, the four runners interleaved in rotating order in this process. ZViz = worker-pool/native.ts spawn + run + release ` +
-      `on the main thread, default profile (user/mount/pid/ipc/uts/net/cgroup namespaces, pivot_root onto a read-only view, Landlock, seccomp + broker, ` +
+      `on the main thread, default profile (user/mount/pid/ipc/uts/net/cgroup namespaces, pivot_root onto a read-only view, Landlock, seccomp + notification handling, ` +
       `rlimits, caps dropped), cgroup ${c.cgroupDriver} controllers ${c.controllers.join(',')}. bwrap and fork+exec run through child_process.spawnSync ` +
       `(stdio ignored), so Node's spawnSync overhead is inside both baselines; the fork+exec row is that overhead plus the exec of /bin/true.`,
     `1: ZViz phases, p50 ms — cgroups on: ${ph(c.zviz)}; cgroups off: ${ph(c.zvizNoCgroup)}. ` +
@@ -284,7 +287,7 @@ function throughputRows(c: Ceiling, t: Throughput, mode: string): void {
       `${fmt(c.cpuMs, 1)} ms per start (cross-check from /proc/self/stat cutime + cstime around the bash, 10 ms ticks, includes bash itself: ${fmt(c.cpuMsProc, 1)} ms; ` +
       `wall ${fmt(c.wallMs / c.runs, 1)} ms per start).`,
     `3: ${mode} path, ${t.completed} invocations, ${t.warm} of them warm; latency p50 ${fmt(t.latency.p50)} p99 ${fmt(t.latency.p99)} ms. CPU per invocation: ` +
-      `server process tree ${fmt(t.serverTreeCpuMs, 1)} ms (server itself ${fmt(t.serverSelfCpuMs, 1)}, reaped supervisors + inits + brokers + runtimes ${fmt(t.serverTreeCpuMs - t.serverSelfCpuMs, 1)}; ` +
+      `server process tree ${fmt(t.serverTreeCpuMs, 1)} ms (server itself ${fmt(t.serverSelfCpuMs, 1)}, reaped supervisors + inits + runtimes ${fmt(t.serverTreeCpuMs - t.serverSelfCpuMs, 1)}; ` +
       `the sandboxes' own cgroup cpuMs ${fmt(t.sandboxCpuMs, 1)}), redis ${fmt(t.redisCpuMs, 1)}, this client ${fmt(t.clientCpuMs, 1)}, ` +
       `kernel threads (kworkers: network namespace cleanup, cgroup offlining, RCU; machine-wide) ${fmt(t.kernelThreadsCpuMs, 1)}, ` +
       `everything else on the machine (other users) ${fmt(t.otherCpuMs, 1)}; machine busy ${fmt(t.machineBusy * 100, 0)} %. ` +
@@ -295,6 +298,8 @@ function throughputRows(c: Ceiling, t: Throughput, mode: string): void {
 interface ReuseResults {
   seq: Record<'node' | 'python', ReuseSeq>;
   tput: ReuseThroughput;
+  /** The request path alone: the app over a sandbox that answers at once (bench-request.ts). */
+  path: RequestPath;
 }
 
 async function benchReuse(s: BenchServer): Promise<ReuseResults> {
@@ -305,7 +310,9 @@ async function benchReuse(s: BenchServer): Promise<ReuseResults> {
   }
   progress(`item 8: reused node hello, ${TPUT_CONCURRENCY} clients, ${P.tputSeconds} s`);
   const tput = await reusedThroughput(s, await deployReused(s, 'node'), P.tputSeconds, TPUT_CONCURRENCY);
-  return { seq, tput };
+  progress('item 8 (breakdown): the request path alone, over a sandbox that answers at once');
+  const path = await requestPath(P.seqN * 5);
+  return { seq, tput, path };
 }
 
 function reuseRows(c: Ceiling, r: ReuseResults): void {
@@ -314,6 +321,9 @@ function reuseRows(c: Ceiling, r: ReuseResults): void {
     const ratio = q.latency.p50 / q.healthz.p50;
     rows.push(['8', `reused ${rt} hello, sequential, HTTP`, String(q.latency.n), ...ms(q.latency), 'ms', `healthz ${fmt(q.healthz.p50)} / ${fmt(q.healthz.p99)}`, `${fmt(ratio)}×`, '≤ 2× healthz p50', verdict(ratio <= 2)]);
   }
+  const p = r.path;
+  rows.push(['8', '  request path alone: POST /invoke, the sandbox answering at once, HTTP (breakdown)', String(p.invoke.n), ...ms(p.invoke), 'ms', `healthz ${fmt(p.healthz.p50)} / ${fmt(p.healthz.p99)}`, `${fmt(p.invoke.p50 / p.healthz.p50)}×`, '', '']);
+  rows.push(['8', '  request path alone: server CPU per POST /invoke (breakdown)', String(p.invoke.n), fmt(p.invokeCpuMs, 2), '', 'ms', `healthz ${fmt(p.healthzCpuMs, 2)}`, '', '', '']);
   const t = r.tput;
   const x = t.perSecond / c.perSecond;
   rows.push(['8', `reused node hello sustained, ${t.concurrency} clients, ${fmt(t.seconds, 0)} s`, String(t.completed), fmt(t.perSecond, 1), '', 'inv/s', `ceiling ${fmt(c.perSecond, 1)}`, `${fmt(x)}×`, '≥ 10× single-use ceiling', verdict(x >= 10)]);
@@ -323,8 +333,10 @@ function reuseRows(c: Ceiling, r: ReuseResults): void {
     `8: deployed hello functions with reuse { maxInvocations: 100000, idleMs: 600000, reset: "tmp" }. Sequential: ${P.seqN} invocations after 20 of warm-up, each followed 25 ms later by GET /healthz ` +
       `(the floor, same server, same moment); counted: invocations that answered reused: true (node ${r.seq.node.reused}/${r.seq.node.total}, python ${r.seq.python.reused}/${r.seq.python.total}). ` +
       `Throughput: ${t.completed} invocations, ${t.reused} reused, latency p50 ${fmt(t.latency.p50)} p99 ${fmt(t.latency.p99)} ms; per invocation: server process ${fmt(t.serverSelfCpuMs, 2)} ms ` +
-      `(HTTP, auth, Redis client, piscina, koffi), supervisor + broker ${fmt(t.trustedCpuMs, 2)} ms (brokerCpuMs: framing, reset, accounting), the runtime's own cgroup CPU ${fmt(t.sandboxCpuMs, 2)} ms. ` +
-      `Redis's own CPU and the client's are not in the last row.`,
+      `(HTTP, auth, Redis client, piscina, koffi), supervisor ${fmt(t.trustedCpuMs, 2)} ms (brokerCpuMs: notifications, framing, reset, accounting), the runtime's own cgroup CPU ${fmt(t.sandboxCpuMs, 2)} ms. ` +
+      `Redis's own CPU and the client's are not in the last row. ` +
+      `Request path alone (load-tests/bench-request.ts): the app in a process of its own with its private Redis, whose invoker answers at once what a reused hello answers; ` +
+      `its CPU per POST /invoke is the server's own request path (HTTP, auth, zod, the two Redis scripts, audit, log, metrics), without the pool's hand-off to a worker thread.`,
   );
 }
 
@@ -350,7 +362,7 @@ function warmMemoryRows(m: WarmMemory): void {
   ]);
   rows.push([
     '4',
-    '  … per process: supervisor + broker private + PTE + sandbox cgroup − runtime',
+    '  … per process: supervisor private + PTE + sandbox cgroup − runtime',
     String(m.supPrivKiB.n),
     KiB(m.beyondKiB),
     '',
@@ -362,13 +374,13 @@ function warmMemoryRows(m: WarmMemory): void {
   ]);
   notes.push(
     `4: warm sandboxes (${m.mode} node hello, pool of 8 filled and emptied ${m.cycles} times, median): supervisor VmRSS ${KiB(m.supRssKiB.p50)} KiB ` +
-      `(mostly shared libc/ld pages), private ${KiB(m.supPrivKiB.p50)} + page tables ${KiB(m.supPteKiB.p50)} KiB; seccomp broker private ${KiB(m.helperPrivKiB.p50)} KiB; ` +
+      `(mostly shared libc/ld pages), private ${KiB(m.supPrivKiB.p50)} + page tables ${KiB(m.supPteKiB.p50)} KiB (it answers the seccomp notifications itself: no broker process); ` +
       `sandbox memory cgroup charge ${KiB(m.sandboxCgKiB.p50)} KiB (of which kernel ${KiB(m.sandboxKmemKiB.p50)}); the parked node's VmRSS ${KiB(m.runtimeRssKiB.p50)} KiB. ` +
       `The same bootstrap parked plainly, 8 in one memory cgroup of their own: charge ${KiB(m.runtime.cgroupKiB)} KiB each (kernel ${KiB(m.runtime.kmemKiB)}), VmRSS ${KiB(m.runtime.rssKiB)} KiB. ` +
       `A charge is memory.stat total_rss + total_cache (exact pages) + memory.kmem.usage_in_bytes; memory.usage_in_bytes is not used because it includes each CPU's 256 KiB pre-charged batch.`,
     `4: whole tree: the server ran in a memory cgroup of its own; its hierarchical charge (8 parked − none parked) ÷ 8 per cycle: ` +
       `${m.treePerSandboxKiB.map((v) => KiB(v)).join(', ')} KiB, minus the plain runtime's ${KiB(m.runtime.cgroupKiB)} KiB. It adds what the per-process figure cannot see: ` +
-      `kernel objects the supervisor allocates before the init joins the sandbox's cgroup (clone3's namespaces, the init's task and stack, pipes, sockets), the broker's page tables. ` +
+      `kernel objects the supervisor allocates before the init joins the sandbox's cgroup (clone3's namespaces, the init's task and stack, pipes, sockets). ` +
       `Not counted by either: kernel memory no cgroup is charged for, and page cache of shared files (node, libc) first touched by another cgroup.`,
   );
 }
@@ -472,6 +484,21 @@ async function main(): Promise<void> {
     progress(`item 4: server RSS with ${CONCURRENT_N} sandboxes at once`);
     concurrentRow(await concurrentSandboxes(CONCURRENT_N));
     console.log(`ZViz benchmarks, server memory with ${CONCURRENT_N} sandboxes only: ${started.toISOString()}, kernel ${release()}, ${cpus().length} cores, node ${process.version}; load average ${loadAverage()}\n`);
+    printTable();
+    console.log('\nNotes');
+    for (const n of notes) console.log(`- ${n}`);
+    return;
+  }
+  if (memoryOnly) {
+    const host = openBenchHost();
+    try {
+      if (!ownMemoryCgroup(host.cgroupPlan)) throw new Error('Cannot measure memory per warm sandbox: no v1 memory cgroup to run the server in');
+      progress(`item 4: memory per warm sandbox, ${P.memCycles} cycles`);
+      warmMemoryRows(await warmMemory(host.cgroupPlan, P.memCycles));
+    } finally {
+      host.close();
+    }
+    console.log(`ZViz benchmarks, item 4 memory only${quick ? ' (--quick)' : ''}: ${started.toISOString()}, kernel ${release()}, ${cpus().length} cores, node ${process.version}; load average ${loadAverage()}\n`);
     printTable();
     console.log('\nNotes');
     for (const n of notes) console.log(`- ${n}`);

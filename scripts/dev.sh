@@ -6,8 +6,8 @@
 # and ASan), the TypeScript build. Needs root (sandboxes need it; apt-get needs it).
 #
 # `test` also runs the privileged suites again in a QEMU VM on a pure cgroup v2 + AppArmor
-# kernel (test/vm/job.sh; about 7 minutes on 2 cores without KVM). ZVIZ_VM=0 skips it;
-# ZVIZ_VM_SUITES=all runs layers A to E there, not only C and D; ZVIZ_VM_TIMEOUT (seconds,
+# kernel (test/vm/job.sh: layers A to D and part of E; under 20 minutes on 2 cores without KVM).
+# ZVIZ_VM=0 skips it; ZVIZ_VM_SUITES=all runs layers A to E whole there; ZVIZ_VM_TIMEOUT (seconds,
 # default 1500, 4500 with all) bounds it.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
@@ -68,7 +68,7 @@ case "${1:-}" in
       echo "zviz: ZVIZ_VM=0: the cgroup v2 + AppArmor VM job is skipped"
     else
       echo "zviz: the cgroup v2 + AppArmor VM job (test/vm/job.sh)"
-      # All five layers (ZVIZ_VM_SUITES=all) take about three times the default job.
+      # All five layers whole (ZVIZ_VM_SUITES=all) take about twice the default job.
       vm_timeout=1500
       [ "${ZVIZ_VM_SUITES:-default}" = all ] && vm_timeout=4500
       node dist/test/vm/run.js --timeout "${ZVIZ_VM_TIMEOUT:-$vm_timeout}" --file test/vm/job.sh || rc=1

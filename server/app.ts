@@ -42,6 +42,7 @@ import { QuotaGate, type QuotaStore } from './tenancy/quotas.js';
 import { stateGuard } from './state/guard.js';
 import type { TenantStore } from './tenancy/tenants.js';
 import { abortedBody, clientAborted } from './http/validate.js';
+import { bodyUnread, cacheBodyText, nodeIncoming, readBody } from './http/node-body.js';
 import { z } from 'zod';
 
 export type { Invoker } from './invocation/service.js';
@@ -121,10 +122,22 @@ function limitBody(maxBytes: number): MiddlewareHandler {
     },
   });
   // A chunked body is read here, before any handler: a client that hangs up midway is a
-  // refused request, not an internal error.
+  // refused request, not an internal error. A declared one is judged by its length here and
+  // read by jsonRequest, after authentication.
   return async function limitBodySize(c, next) {
     try {
-      return await limit(c, next);
+      const incoming = nodeIncoming(c);
+      if (incoming === null || !bodyUnread(c, incoming)) return await limit(c, next);
+      // As Hono's bodyLimit, without building a web Request around the Node one (./http/node-body.ts).
+      if (c.req.method === 'GET' || c.req.method === 'HEAD') return await next();
+      const declared = c.req.header('content-length');
+      if (declared !== undefined && c.req.header('transfer-encoding') === undefined) {
+        if (parseInt(declared || '0', 10) > maxBytes) throw payloadTooLarge(maxBytes, declared);
+        return await next();
+      }
+      const text = await readBody(incoming, maxBytes, () => payloadTooLarge(maxBytes, declared));
+      cacheBodyText(c, Promise.resolve(text));
+      return await next();
     } catch (e) {
       throw clientAborted(e) ? abortedBody() : e;
     }
@@ -219,7 +232,7 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
     tenantInvoke,
     limitBody: bodyUpToMax,
   });
-  registerRuntimeRoutes(app, { languages: deps.languages ?? new Map(), profiles, tenantOnly });
+  registerRuntimeRoutes(app, { languages: deps.languages ?? new Map(), profiles, images: deps.images ?? null, tenantOnly });
   const uploads = deps.uploads ?? null;
   registerFunctionRoutes(app, { functions: deps.functions, profiles, audit, withState, tenantOnly, limitBody: bodyUpToMax, bundles: uploads?.bundles ?? null, images: deps.images ?? null, ...(deps.invoker.retire ? { retire: deps.invoker.retire.bind(deps.invoker) } : {}) });
   if (uploads !== null) registerUploadRoutes(app, { uploads: uploads.store, maxUploadBytes: uploads.maxUploadBytes, audit, tenantOnly });

@@ -13,6 +13,7 @@ import { PACKAGE_ROOT } from '../worker-pool/util/package-root.js';
 import { loadProfiles, type Profile } from '../profiles/index.js';
 import { openHost, type Host } from '../worker-pool/host/index.js';
 import { imagesDir, openImageStore } from '../worker-pool/images/index.js';
+import { collectImages, pinnedByCatalog, pinnedByFunctions, reportCollections } from './images/collection.js';
 import { appArmorReadiness } from '../worker-pool/host/probe.js';
 import { PoolOverloadedError, SandboxPool } from '../worker-pool/pool.js';
 import { startedThreadpoolSize, threadpoolSize } from '../worker-pool/threadpool.cjs';
@@ -69,8 +70,9 @@ export async function main(): Promise<void> {
   try {
     config = loadConfig();
     profiles = withJobEgress(loadProfiles(config.profilesDir), config.jobs.egress);
-    // Only what this host can run is offered (GET /runtimes); a bad definition stops start-up.
-    languages = new Map([...loadCatalog(config.runtimesDir)].filter(([, l]) => availableHere(l)));
+    // A host-rooted language is offered when the host has its programs; an image-rooted one
+    // is always listed, with where its image stands (GET /runtimes). A bad definition stops start-up.
+    languages = new Map([...loadCatalog(config.runtimesDir)].filter(([, l]) => l.root !== 'host' || availableHere(l)));
   } catch (e) {
     fatal(errorMessage(e));
   }
@@ -244,6 +246,12 @@ export async function main(): Promise<void> {
     warmPools: () => pool.poolStats(),
   });
   const auditLog = new AuditLog({ store: state.audit, file: join(config.stateDir, 'audit.log'), log });
+  // Images deployed functions or the catalog pin are never collected (server/images/collection.ts).
+  const images = openImageStore(config.stateDir, {
+    ...config.images,
+    pinned: async () => new Set([...(await pinnedByFunctions(state.tenants, state.functions)), ...pinnedByCatalog(languages.values(), images)]),
+  });
+  reportCollections(images, log, metrics);
   audit = auditLog;
   const app = createApp({
     profiles,
@@ -265,7 +273,7 @@ export async function main(): Promise<void> {
     callbackHosts: config.callbackHosts,
     resultTtlS: config.resultTtlS,
     callbackTimeoutMs: config.callbackTimeoutMs,
-    images: openImageStore(config.stateDir, config.images),
+    images,
     uploads: { store: uploads, bundles, maxUploadBytes: config.maxUploadBytes },
     languages,
     jobs: {
@@ -301,6 +309,7 @@ export async function main(): Promise<void> {
     poolStats = new PoolStatsPublisher({ redis: state.redis, host: identity.id, stats: () => pool.poolStats(), log });
     poolStats.start();
     collectBundles();
+    collectImages(images, log);
     bundleGcTimer = setInterval(collectBundles, BUNDLE_GC_INTERVAL_MS).unref();
     try {
       await recoverRunning(state.results, identity, log);

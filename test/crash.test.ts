@@ -231,7 +231,7 @@ describe.skipIf(skip)('crash safety', () => {
 
     // Regressions: init re-arms PR_SET_PDEATHSIG after its setresuid(0) (a credential
     // change clears it), and the worker retries removing a killed supervisor's cgroups.
-    it("the killed supervisor's sandbox and broker die with it", async () => {
+    it("the killed supervisor's sandbox dies with it", async () => {
       const uids = [uidBase + 2 * victim.supervisor, uidBase + 2 * victim.supervisor + 1];
       const alive = () =>
         leftoversInScope({ deadPids: [], livePids: [], uidBase }).filter(

@@ -92,6 +92,19 @@ describe.skipIf(privilegedReason() !== null)('deployed functions on a real serve
   });
 
   it.each([
+    ['node', 'module.exports = { notAHandler: 1 }', /exports no handler function/],
+    ['python', 'raise ImportError("broken module")\n', /ImportError: broken module/],
+  ])('a %s handler that fails to load is status error with why, single use and reused alike', async (runtime, code, message) => {
+    for (const [name, reuse] of [[`noload-${runtime}`, 'never'], [`noload-reused-${runtime}`, { maxInvocations: 5 }]] as const) {
+      expect((await deploy(s, name, { runtime, code, reuse })).status).toBe(201);
+      const r = await s.invoke({ function: name });
+      expect(r.status, JSON.stringify(r)).toBe('error');
+      expect(r.output).toBeNull();
+      expect(r.error?.message, JSON.stringify(r)).toMatch(message);
+    }
+  });
+
+  it.each([
     ['bash', 'echo "this is not json"'],
     ['node', 'module.exports = async () => 10n'],
     ['python', 'def handler(event, context):\n    return {1, 2}\n'],

@@ -73,16 +73,20 @@ describe('deployed functions, async records and pool stats in a real Redis', () 
       expect(await put(s, 'f', spec('z'))).toMatchObject({ meta: { version: 3 } });
     });
 
-    it('bundleDigests names the bundle of every version still stored, and none of a deleted function', async () => {
+    // What bundle GC and image GC must keep: the digests every version still stored names.
+    it.each([
+      { read: 'bundleDigests', tenant: 'bundly', pin: (digest: string): Partial<FunctionSpec> => ({ bundle: { digest, bytes: 1 } }) },
+      { read: 'imageDigests', tenant: 'imagey', pin: (digest: string): Partial<FunctionSpec> => ({ image: { digest, reference: `r.example/x:${digest.slice(-1)}` } }) },
+    ] as const)('$read names what every version still stored names, and nothing of a deleted function', async ({ read, tenant, pin }) => {
       const s = new RedisFunctionStore(redis);
       const d = (c: string) => `sha256:${c.repeat(64)}`;
-      const bundled = (c: string) => spec('', { files: {}, bundle: { digest: d(c), bytes: 1 } });
-      for (const c of ['1', '2', '3', '4']) await s.put('bundly', 'f', bundled(c), digestOf(bundled(c)), opts());
-      await s.put('bundly', 'plain', spec('x'), digestOf(spec('x')), opts());
-      await s.put('bundly', 'gone', bundled('9'), digestOf(bundled('9')), opts());
-      await s.remove('bundly', 'gone', 3);
-      expect([...(await s.bundleDigests('bundly'))].sort()).toEqual(['2', '3', '4'].map(d)); // keepVersions 3
-      expect(await s.bundleDigests('nobody')).toEqual(new Set());
+      const pinned = (c: string) => spec('', { files: {}, ...pin(d(c)) });
+      for (const c of ['1', '2', '3', '4']) await s.put(tenant, 'f', pinned(c), digestOf(pinned(c)), opts());
+      await s.put(tenant, 'plain', spec('x'), digestOf(spec('x')), opts());
+      await s.put(tenant, 'gone', pinned('9'), digestOf(pinned('9')), opts());
+      await s.remove(tenant, 'gone', 3);
+      expect([...(await s[read](tenant))].sort()).toEqual(['2', '3', '4'].map(d)); // keepVersions 3
+      expect(await s[read]('nobody')).toEqual(new Set());
     });
 
     it('lists a tenant its own functions only, by name, and refuses one past maxFunctions', async () => {

@@ -246,7 +246,7 @@ describe.skipIf(skip !== null)('pulls through docker-registry on loopback', () =
 
   it('collects registry images beyond ZVIZ_IMAGE_CACHE_MB, least recently used first, never one in use or just pulled', async () => {
     expect(spawnSync('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${fixtures.layered}:latest`, `docker://${open.host}/tools/layered:1`]).status).toBe(0);
-    const s = regStore('reg-gc', open, { cacheMb: 0 });
+    const s = regStore('reg-gc', open, { cacheMb: 0, pinned: async () => new Set() });
     const evicted: string[] = [];
     s.onEvict((r) => evicted.push(r.digest));
     const a = await s.pull(`${open.host}/tools/busybox:1`);
@@ -255,9 +255,39 @@ describe.skipIf(skip !== null)('pulls through docker-registry on loopback', () =
     const b = await s.pull(`${open.host}/tools/layered:1`);
     expect(s.list().map((r) => r.digest).sort()).toEqual([a.digest, b.digest].sort()); // a is in use
     release();
-    expect(s.gc()).toEqual([a.digest, b.digest]); // least recently used first
+    expect((await s.gc()).removed).toEqual([a.digest, b.digest]); // least recently used first
     expect(s.list()).toEqual([]);
     expect(evicted).toEqual([a.digest, b.digest]); // what the server audits
+  });
+
+  it('never collects a pinned image, even when pinned images alone exceed the budget; an unreadable pinned set collects nothing', async () => {
+    expect(spawnSync('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${fixtures.tooling}:latest`, `docker://${open.host}/tools/tooling:1`]).status).toBe(0);
+    const pins = new Set<string>();
+    let readable = true;
+    const pinned = async () => {
+      if (!readable) throw new Error('redis down');
+      return pins;
+    };
+    const s = regStore('reg-gc-pinned', open, { cacheMb: 0, pinned });
+    const a = await s.pull(`${open.host}/tools/busybox:1`);
+    pins.add(a.digest);
+    const b = await s.pull(`${open.host}/tools/layered:1`); // a is pinned, b just pulled: both stay
+    expect(s.list().map((r) => r.digest).sort()).toEqual([a.digest, b.digest].sort());
+    readable = false;
+    const blind = await s.gc();
+    expect(blind).toMatchObject({ removed: [], error: 'redis down' });
+    readable = true;
+    const outcomes: number[] = [];
+    s.onCollected((o) => outcomes.push(o.pinnedBytes));
+    const c = await s.pull(`${open.host}/tools/tooling:1`); // collects b, never a
+    expect(s.list().map((r) => r.digest).sort()).toEqual([a.digest, c.digest].sort());
+    const after = await s.gc();
+    expect(after.removed).toEqual([c.digest]);
+    expect(after).toMatchObject({ bytes: a.sizeBytes, pinnedBytes: a.sizeBytes, budgetBytes: 0, error: null });
+    expect(outcomes).toEqual([a.sizeBytes, a.sizeBytes]);
+    // The command line's store cannot ask the function store: it collects nothing.
+    expect((await regStore('reg-gc-pinned', open, { cacheMb: 0 }).gc()).removed).toEqual([]);
+    expect(s.get(a.digest)).not.toBeNull();
   });
 
   it('refuses a registry outside the allowlist (REGISTRY_NOT_ALLOWED) without contacting it', async () => {
@@ -481,5 +511,64 @@ describe.skipIf(skip !== null)('the image API', () => {
     expect([del.status, del.body.error.code]).toEqual([404, 'IMAGE_NOT_FOUND']);
     const tenant = await server.request('/admin/images', { body: { reference: 'x' } });
     expect([401, 403]).toContain(tenant.status);
+  });
+});
+
+describe.skipIf(skip !== null)('image GC on a server: images deployed functions pin stay', () => {
+  let server: RunningServer;
+  let reg: LocalRegistry;
+  beforeAll(async () => {
+    reg = await startRegistry();
+    for (const [name, dir] of [['busybox', fixtures.busybox], ['layered', fixtures.layered], ['tooling', fixtures.tooling]] as const) {
+      expect(spawnSync('skopeo', ['copy', '-q', '--dest-tls-verify=false', `oci:${dir}:latest`, `docker://${reg.host}/gc/${name}:1`]).status).toBe(0);
+    }
+    // A budget of 0: every pull is over it, so every pull collects.
+    server = await startServer({ env: { ZVIZ_IMAGE_REGISTRIES: reg.host, ZVIZ_IMAGE_INSECURE_REGISTRIES: reg.host, ZVIZ_IMAGE_CACHE_MB: '0' } });
+  }, 60_000);
+  afterAll(async () => {
+    await server?.stop();
+    await reg?.stop();
+  });
+
+  async function pull(reference: string): Promise<string> {
+    const started = await server.request('/admin/images', { body: { reference }, auth: 'admin' });
+    expect([200, 202]).toContain(started.status);
+    if (started.status === 200) return started.body.digest;
+    let p = started.body;
+    for (let i = 0; i < 300 && p.status === 'pulling'; i++) {
+      await sleep(100);
+      p = (await server.request(started.headers.get('location')!, { auth: 'admin' })).body;
+    }
+    expect(p.status).toBe('done');
+    return p.image.digest;
+  }
+
+  const stored = async () => ((await server.request('/images')).body.images as Array<{ digest: string }>).map((i) => i.digest).sort();
+  const pulls = async (digest: string) =>
+    ((await server.request('/admin/audit?limit=1000', { auth: 'admin' })).body.records as Array<Record<string, unknown>>).filter(
+      (r) => r.type === 'image' && r.action === 'image.pull' && r.outcome === 'stored' && r.digest === digest,
+    ).length;
+
+  it('fills the budget, deploys a function pinning A, pulls others: GC keeps A, which then runs without a pull, and the operator is warned', async () => {
+    const a = await pull(`${reg.host}/gc/busybox:1`);
+    const deployed = await server.request('/functions/pinned', { method: 'PUT', body: { image: `${reg.host}/gc/busybox:1`, command: ['sh', '-c', 'echo \'"pinned-ok"\''] } });
+    expect(deployed.status).toBe(201);
+    const b = await pull(`${reg.host}/gc/layered:1`);
+    const c = await pull(`${reg.host}/gc/tooling:1`); // collects b (least recently used, not pinned), never a
+    expect(await stored()).toEqual([a, c].sort());
+    expect(await stored()).not.toContain(b);
+    const before = await pulls(a);
+    expect(before).toBe(1);
+    const ran = await server.invoke({ function: 'pinned', input: null });
+    expect(ran).toMatchObject({ status: 'ok', output: 'pinned-ok' });
+    expect(await pulls(a)).toBe(before); // run from the store, no pull
+    const metrics = (await server.request('/metrics', { auth: 'admin' })).body as string;
+    expect(metrics).toMatch(/zviz_image_store_bytes\{kind="pinned"\} [1-9]\d*/);
+    expect(metrics).toMatch(/zviz_image_store_bytes\{kind="budget"\} 0/);
+    expect(server.logs()).toContain('image store over ZVIZ_IMAGE_CACHE_MB: the images deployed functions pin alone exceed it');
+    // Deleted, its image is no longer pinned: the next collection takes it.
+    expect((await server.request('/functions/pinned', { method: 'DELETE' })).status).toBe(204);
+    await pull(`${reg.host}/gc/layered:1`);
+    expect(await stored()).not.toContain(a);
   });
 });

@@ -10,7 +10,7 @@
 // audit record the broker wrote for it.
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -738,36 +738,79 @@ print(json.dumps(res))`,
     }, scaledMs(90_000));
   });
 
-  it('killing the broker mid-invocation ends it as killed/broker and leaves nothing of the sandbox behind', async () => {
+  it("a sandbox's process tree holds no broker: the supervisor's only child is init, and init's only child the function", async () => {
     const marker = processMarker();
-    const pending = run(s, 'python', `${PY_SYSCALL}
-import time
+    const pending = run(s, 'python', `import ctypes, time
 ${pyNameSelf(marker)}
-time.sleep(${2 * timeScale()})  # time for the test to find and kill the broker
-print('woke up', flush=True)
-for _ in range(1000):
-    print(sc(${nr('ptrace')}, 0x4206, 999999, 0, 0), flush=True)
-    time.sleep(0.01)`);
-    // The broker: comm zviz-broker, the child of this sandbox's supervisor (found through
-    // the function, which named itself: warm sandboxes of the server have brokers too).
-    const sb = await pollFor(() => {
-      const found = sandboxByMarker(s.pid, marker);
-      return found?.broker ? found : null;
-    }, scaledMs(5000));
-    expect(sb, 'the sandbox of the invocation (and its broker) was not found on the host').not.toBeNull();
-    expect(sb!.cgroups.length).toBeGreaterThan(0);
-    process.kill(sb!.broker!.pid, 'SIGKILL');
-    const r = await pending;
-    expect(r).toMatchObject({ status: 'killed', reason: 'broker' });
-    expect(r.stdout).not.toContain('woke up');
-    // Nothing of that sandbox is left: no process, no cgroup folder.
-    const pids = [sb!.fn.pid, sb!.init.pid, sb!.supervisor.pid, sb!.broker!.pid];
-    const left = (): string[] => [
-      ...pids.filter((p) => hostProcess(p) !== null).map((p) => `process ${p}`),
-      ...serverLeftovers(s).filter((l) => sb!.cgroups.some((c) => l.includes(`/${c}`))),
-    ];
-    const last = await pollFor(() => (left().length === 0 ? [] : null), scaledMs(3000), 50);
-    expect(last, left().join('\n')).toEqual([]);
+time.sleep(${2 * timeScale()})  # time for the test to look at the tree`, { profile: 'broker' });
+    const sb = await pollFor(() => sandboxByMarker(s.pid, marker), scaledMs(5000));
+    expect(sb, 'the sandbox of the invocation was not found on the host').not.toBeNull();
+    // The seccomp listener is the supervisor's own: no process of ours beside init and the function.
+    expect(sb!.tree.map((p) => [p.pid, p.ppid])).toEqual([
+      [sb!.init.pid, sb!.supervisor.pid],
+      [sb!.fn.pid, sb!.init.pid],
+    ].sort((x, y) => x[0]! - y[0]!));
+    expect((await pending).status).toBe('ok');
+  });
+
+  it('SIGKILL of the supervisor while the function loops over a brokered open: no call succeeds after it, and nothing is left behind', async () => {
+    // The supervisor answers the notifications itself; it is the only holder of the
+    // listener. When it dies the kernel answers every pending and later notified call with
+    // ENOSYS, and the sandbox dies with it (PDEATHSIG of init). The function logs each
+    // open's outcome to its /tmp, which the test holds open from the host, so the log
+    // outlives the sandbox: successes, then only failures.
+    const marker = processMarker();
+    const pending = s.request('/invoke', {
+      body: {
+        runtime: 'python',
+        profile: 'broker',
+        limits: { timeoutMs: scaledMs(30_000) },
+        code: `import ctypes, errno, os
+${pyNameSelf(marker)}
+log = os.open('/tmp/fail-closed.log', os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+while True:
+    try:
+        os.close(os.open('/run/secrets/db', os.O_RDONLY))
+        os.write(log, b'ok\\n')
+    except OSError as e:
+        os.write(log, (errno.errorcode.get(e.errno, str(e.errno)) + '\\n').encode())`,
+      },
+    });
+    const sb = await pollFor(() => sandboxByMarker(s.pid, marker), scaledMs(5000));
+    expect(sb, 'the sandbox of the invocation was not found on the host').not.toBeNull();
+    const logPath = `/proc/${sb!.fn.pid}/root/tmp/fail-closed.log`;
+    const served = (): boolean => {
+      try {
+        return (readFileSync(logPath, 'utf8').match(/ok\n/g)?.length ?? 0) >= 100;
+      } catch {
+        return false;
+      }
+    };
+    expect(await pollFor(() => (served() ? true : null), scaledMs(5000), 20), 'the function never got its secret').toBe(true);
+    const log = openSync(logPath, 'r');
+    try {
+      process.kill(sb!.supervisor.pid, 'SIGKILL');
+      const answer = await pending;
+      expect(answer.status).toBe(503);
+      expect(answer.body.error.code).toBe('SANDBOX_UNAVAILABLE');
+      // Nothing of that sandbox is left: no process, no cgroup folder.
+      const pids = [sb!.fn.pid, sb!.init.pid, sb!.supervisor.pid];
+      const left = (): string[] => [
+        ...pids.filter((p) => hostProcess(p) !== null).map((p) => `process ${p}`),
+        ...serverLeftovers(s).filter((l) => sb!.cgroups.some((c) => l.includes(`/${c}`))),
+      ];
+      const last = await pollFor(() => (left().length === 0 ? [] : null), scaledMs(3000), 50);
+      expect(last, left().join('\n')).toEqual([]);
+      const lines = readFileSync(log, 'utf8').split('\n').slice(0, -1);
+      const firstFailure = lines.findIndex((l) => l !== 'ok');
+      const after = firstFailure < 0 ? [] : lines.slice(firstFailure);
+      console.log(`fail closed: ${firstFailure < 0 ? lines.length : firstFailure} opens served, then ${JSON.stringify(after.slice(0, 5))}${after.length > 5 ? ` … (${after.length})` : ''}`);
+      expect(lines.slice(0, 100)).toEqual(Array(100).fill('ok'));
+      // Once one call failed, none succeeded; a failure is the kernel's ENOSYS of a gone listener.
+      expect(after.filter((l) => l !== 'ENOSYS')).toEqual([]);
+    } finally {
+      closeSync(log);
+    }
   });
 
   // A slow (emulated) machine gets a proportionally smaller flood: the same proof, within the same time limit.
@@ -796,17 +839,18 @@ print(json.dumps(sorted({e for v in seen.values() for e in v})))`,
       // broker far more than the scale says, so the limit (not what this test checks) grows.
       { profile: 'flood', limits: { timeoutMs: scaledMs(45_000) } },
     );
-    // The flood's broker, sampled from the host while it works: fds and memory stay flat.
-    const broker = await pollFor(() => sandboxByMarker(s.pid, marker)?.broker, scaledMs(5000));
-    expect(broker, 'the broker of the flood was not found on the host').not.toBeNull();
+    // The flood's supervisor (which answers the notifications), sampled from the host while
+    // it works: fds and memory stay flat.
+    const supervisor = await pollFor(() => sandboxByMarker(s.pid, marker)?.supervisor, scaledMs(5000));
+    expect(supervisor, 'the supervisor of the flood was not found on the host').not.toBeNull();
     const samples: Array<{ fds: number; rssKb: number }> = [];
     const sample = (): void => {
       try {
-        const rssKb = Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${broker!.pid}/status`, 'utf8'))?.[1]);
-        // An exiting broker (a zombie) has no VmRSS: the flood is over.
-        if (Number.isFinite(rssKb)) samples.push({ fds: readdirSync(`/proc/${broker!.pid}/fd`).length, rssKb });
+        const rssKb = Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${supervisor!.pid}/status`, 'utf8'))?.[1]);
+        // An exiting supervisor (a zombie) has no VmRSS: the flood is over.
+        if (Number.isFinite(rssKb)) samples.push({ fds: readdirSync(`/proc/${supervisor!.pid}/fd`).length, rssKb });
       } catch {
-        // the broker is gone: the flood is over
+        // the supervisor is gone: the flood is over
       }
     };
     sample();
@@ -832,7 +876,7 @@ print(json.dumps(sorted({e for v in seen.values() for e in v})))`,
     expect(r.audit.length).toBeLessThanOrEqual(names.length + 1);
     console.log(
       `flood: ${r.durationMs} ms for ${16 * perThread} notifications (trusted side ${String(r.brokerCpuMs)} ms of CPU); the other invocation took ${other.durationMs} ms; ` +
-        `broker: ${samples[0]!.fds} fds, RSS ${samples[0]!.rssKb} kB at start, ${settled.rssKb} kB settled, ${Math.max(...samples.map((x) => x.rssKb))} kB max`,
+        `supervisor: ${samples[0]!.fds} fds, RSS ${samples[0]!.rssKb} kB at start, ${settled.rssKb} kB settled, ${Math.max(...samples.map((x) => x.rssKb))} kB max`,
     );
   }, scaledMs(90_000));
 

@@ -12,6 +12,7 @@ import { serverLeftovers } from './support/leftovers.js';
 import { makeProfilesDir, type ProfilesDir } from './support/profiles.js';
 import { processMarker, PY_SYSCALL, pyJson, pyNameSelf, run, sandboxByMarker } from './support/sandboxes.js';
 import { privilegedReason, repoRoot, type RunningServer, startServer } from './support/server.js';
+import { describeWhere } from './support/applies.js';
 import { hasAppArmor, hasIa32, hasSelinux, hasX32, landlockAbi } from './support/machine.js';
 import { pollFor, timeScale, token } from './support/wait.js';
 import { unenforcedRights } from '../worker-pool/landlock.js';
@@ -35,9 +36,8 @@ const ZVIZ_FUNCTION_LOADED =
  * Tests of rights this kernel's Landlock cannot enforce (truncate needs ABI 3, TCP ports 4,
  * scopes 6) skip, naming the ABI they need and the one here; everything else runs.
  */
-function needsAbi(abi: number): { skip: boolean; tag: string } {
-  const skip = HOST_LANDLOCK_ABI < abi;
-  return { skip, tag: skip ? ` [needs Landlock ABI ≥ ${abi}: this kernel has ${HOST_LANDLOCK_ABI}]` : '' };
+function needsAbi(abi: number): string | null {
+  return HOST_LANDLOCK_ABI < abi ? `needs Landlock ABI ≥ ${abi}: this kernel has ${HOST_LANDLOCK_ABI}` : null;
 }
 /** Start-up may take this much longer on a slow (emulated) machine. */
 const TIME_SCALE = timeScale();
@@ -111,7 +111,7 @@ print(json.dumps(res))`, { profile: 'etc-bind' }));
 
   // Truncation is a Landlock right from ABI 3, TCP ports from 4, scopes from 6: a kernel without
   // them cannot show them, and says so in the title.
-  describe.skipIf(HOST_ABI < 3)(`filesystem: writes and truncation${HOST_ABI < 3 ? ' [needs Landlock ABI 3: this host has ' + HOST_ABI + ']' : ''}`, () => {
+  describeWhere(needsAbi(3), 'filesystem: writes and truncation', () => {
     let out: Record<string, string>;
 
     beforeAll(async () => {
@@ -187,7 +187,7 @@ print('ok')`],
     });
   });
 
-  describe.skipIf(HOST_ABI < 4)(`network (in the sandbox’s own network namespace)${HOST_ABI < 4 ? ' [needs Landlock ABI 4: this host has ' + HOST_ABI + ']' : ''}`, () => {
+  describeWhere(needsAbi(4), 'network (in the sandbox’s own network namespace)', () => {
     const PY_NET = `${PY_SYSCALL}
 import socket, threading
 def bind(port, family=socket.AF_INET, host='127.0.0.1'):
@@ -201,7 +201,7 @@ def connect(port, family=socket.AF_INET, host='127.0.0.1'):
     return r
 `;
 
-    it.skipIf(needsAbi(4).skip)(`binding or connecting TCP ports the profile does not grant fails with EACCES (not ECONNREFUSED)${needsAbi(4).tag}`, async () => {
+    it('binding or connecting TCP ports the profile does not grant fails with EACCES (not ECONNREFUSED)', async () => {
       const { out } = await pyJson(s, `${PY_NET}
 print(json.dumps({'bind 8080': bind(8080)[0], 'bind 0': bind(0)[0], 'bind [::1]:8080': bind(8080, socket.AF_INET6, '::1')[0],
                   'connect 8080': connect(8080), 'connect [::1]:8080': connect(8080, socket.AF_INET6, '::1'),
@@ -216,7 +216,7 @@ print(json.dumps({'bind 8080': bind(8080)[0], 'bind 0': bind(0)[0], 'bind [::1]:
       });
     });
 
-    it.skipIf(needsAbi(4).skip)(`a profile granting tcpBind and tcpConnect 8080 lets a server and a client talk on it, and nothing else${needsAbi(4).tag}`, async () => {
+    it('a profile granting tcpBind and tcpConnect 8080 lets a server and a client talk on it, and nothing else', async () => {
       const { out } = await pyJson(s, `${PY_NET}
 res = {}
 r, srv = bind(8080)
@@ -237,7 +237,7 @@ print(json.dumps(res))`, { profile: 'ports' });
     });
   });
 
-  describe.skipIf(HOST_ABI < 6)(`scopes${HOST_ABI < 6 ? ' [needs Landlock ABI 6: this host has ' + HOST_ABI + ']' : ''}`, () => {
+  describeWhere(needsAbi(6), 'scopes', () => {
     let canary: ChildProcess | null = null;
     const name = `zviz-canary-${token()}`;
 
@@ -276,7 +276,7 @@ print(json.dumps(res))`);
       expect(out['own abstract socket']).toBe('ok');
     });
 
-    it.skipIf(needsAbi(6).skip)(`with only Landlock in the way — the canary in the sandbox’s own network namespace — connecting fails with EPERM${needsAbi(6).tag}`, async () => {
+    it('with only Landlock in the way — the canary in the sandbox’s own network namespace — connecting fails with EPERM', async () => {
       // The issue asks for the sandbox to join a netns the test created; ZViz has no such
       // option, so the test does the converse: it starts a second canary inside the
       // sandbox's network namespace (nsenter --net, as host root). Abstract sockets are per
@@ -344,7 +344,7 @@ print(json.dumps(res))`);
       expect(out).toEqual({ 'kill(1, SIGTERM)': 'EPERM', 'kill(1, 0)': 'EPERM', 'kill(child, SIGTERM)': 'ok', 'child died of': 15 });
     });
 
-    it.skipIf(needsAbi(6).skip)(`kill() of a process with the function’s own uid, in its pid namespace but outside its Landlock domain, fails with EPERM (Landlock alone)${needsAbi(6).tag}`, async () => {
+    it('kill() of a process with the function’s own uid, in its pid namespace but outside its Landlock domain, fails with EPERM (Landlock alone)', async () => {
       // The test places that process (nsenter into the sandbox's user and pid namespaces as
       // uid 1000, the function's uid): DAC would allow the signal, Landlock's signal scope
       // does not.
@@ -448,8 +448,9 @@ async function startUpWith(name: string, make: Parameters<typeof makeProfilesDir
   }
 }
 
-describe.skipIf(skip !== null || !HOST_APPARMOR)(
-  `layer C: start-up refuses an AppArmor profile the kernel has not loaded [needs AppArmor${HOST_APPARMOR ? '' : ': skipped, this kernel has none'}]`,
+describeWhere(
+  HOST_APPARMOR ? null : 'needs AppArmor: this kernel has none',
+  'layer C: start-up refuses an AppArmor profile the kernel has not loaded',
   () => {
     it('a profile naming an unloaded AppArmor profile stops start-up with one line saying how to load it', async () => {
       const missing = `zviz-not-loaded-${token()}`;
@@ -462,10 +463,12 @@ describe.skipIf(skip !== null || !HOST_APPARMOR)(
       expect(lines[0]).toContain('apparmor_parser -r');
     });
   },
+  skip,
 );
 
-describe.skipIf(skip !== null || !ZVIZ_FUNCTION_LOADED)(
-  `layer C: AppArmor confines functions [needs AppArmor with profiles/apparmor/zviz-function loaded${ZVIZ_FUNCTION_LOADED ? '' : ': skipped, not here'}]`,
+describeWhere(
+  ZVIZ_FUNCTION_LOADED ? null : 'needs AppArmor with profiles/apparmor/zviz-function loaded: not here',
+  'layer C: AppArmor confines functions',
   () => {
     let profiles: ProfilesDir;
     let s: RunningServer;
@@ -505,10 +508,11 @@ print(json.dumps(res))`;
       expect(body.checks.apparmor).toEqual({ ok: true, detail: 'loaded: zviz-function' });
     });
   },
+  skip,
 );
 
-describe.skipIf(skip !== null)('layer C: start-up refuses what this host cannot enforce', () => {
-  it.skipIf(hasAppArmor())(`a profile naming an AppArmor profile on a host without AppArmor stops start-up with one line naming it [this host: AppArmor ${hasAppArmor() ? 'on: the refusal does not apply' : 'off'}]`, async () => {
+describeWhere(hasAppArmor() ? 'this host: AppArmor on: the refusal does not apply' : null, 'layer C: start-up refuses what this host cannot enforce', () => {
+  it(`a profile naming an AppArmor profile on a host without AppArmor stops start-up with one line naming it [this host: AppArmor off]`, async () => {
     const profiles = makeProfilesDir({ confined: (p) => (p.apparmorProfile = 'zviz-function') });
     const stateDir = mkdtempSync(join(tmpdir(), 'zviz-layer-c-state-'));
     chmodSync(stateDir, 0o711); // as the harness does: sandboxes must reach their mount point
@@ -526,4 +530,4 @@ describe.skipIf(skip !== null)('layer C: start-up refuses what this host cannot 
       rmSync(stateDir, { recursive: true, force: true });
     }
   });
-});
+}, skip);

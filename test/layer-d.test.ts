@@ -8,11 +8,12 @@ import { basename, dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { CGROUP_PARENT, sandboxCgroupPrefix, SERVER_LEAF } from '../worker-pool/host/names.js';
 import { CGROUP_ROOT, deadPid, findDirs, hostCgroupDriver, MiB, sampleMemAvailable } from './support/cgroups.js';
+import { describeWhere } from './support/applies.js';
 import { belongsToOthers, hostLeftovers } from './support/leftovers.js';
 import { procCgroups, readTrim } from './support/procfs.js';
 import { newSandboxProcesses, sandboxProcesses } from './support/sandboxes.js';
 import { startServerProcess } from './support/server-process.js';
-import { privilegedReason, privilegedUnavailable, type RunningServer, startServer } from './support/server.js';
+import { privilegedReason, type RunningServer, startServer } from './support/server.js';
 import { pollUntil, scaledMs, sleep, timeScale } from './support/wait.js';
 
 const skipReason = privilegedReason();
@@ -99,9 +100,9 @@ function sandboxDirs(s: RunningServer, hierarchy: string): string[] {
   return findDirs(join(CGROUP_ROOT, hierarchy), sandboxCgroupPrefix(s.pid));
 }
 
-const v1Skip = skipReason ?? (driver !== 'v1' ? `this host's cgroup driver is ${driver}, not v1` : null);
-describe.skipIf(v1Skip !== null)(
-  `layer D on cgroup v1${v1Skip !== null ? ` [skipped: ${v1Skip}]` : ''}`,
+describeWhere(
+  driver !== 'v1' ? `this host's cgroup driver is ${driver}, not v1` : null,
+  'layer D on cgroup v1',
   () => {
     let s!: RunningServer;
     coldServerForSuite((started) => (s = started));
@@ -282,6 +283,7 @@ describe.skipIf(v1Skip !== null)(
       expect(host.body.cgroup.parents.memory).toBe(parent);
     });
   },
+  skipReason,
 );
 
 const sweepSkip = skipReason ?? (driver === 'none' ? 'this host offers no usable cgroups' : null);
@@ -326,9 +328,9 @@ describe.skipIf(sweepSkip !== null)(`layer D start-up sweep${sweepSkip !== null 
   });
 });
 
-const v2Skip =
-  driver !== 'v2' ? `skipped: this host's cgroup driver is ${driver}, not v2` : (privilegedUnavailable() ?? '');
-describe.skipIf(v2Skip !== '')(`layer D on cgroup v2${v2Skip ? ` [${v2Skip}]` : ''}`, () => {
+/** The v2 blocks apply only where ZViz's cgroup driver is v2. */
+const notV2 = driver !== 'v2' ? `this host's cgroup driver is ${driver}, not v2` : null;
+describeWhere(notV2, 'layer D on cgroup v2', () => {
   let s!: RunningServer;
   coldServerForSuite((started) => (s = started));
 
@@ -353,7 +355,7 @@ describe.skipIf(v2Skip !== '')(`layer D on cgroup v2${v2Skip ? ` [${v2Skip}]` : 
     const r = await s.invoke({ runtime: 'python', code: pyBurn(4, 2), limits: { cpus: 0.5, timeoutMs: scaledMs(10_000, 60_000) } }); // at most the default profile's max
     expectBurnCharged(r);
   });
-});
+}, skipReason);
 
 /**
  * POST /invoke until a warm sandbox served it (a pool fills after its first claims, and
@@ -431,7 +433,7 @@ describe.skipIf(skipReason !== null)(`layer D: the supervisor survives pipes the
   });
 });
 
-describe.skipIf(v2Skip !== '')(`layer D on cgroup v2: servers in cgroups of their own or shared${v2Skip ? ` [${v2Skip}]` : ''}`, () => {
+describeWhere(notV2, 'layer D on cgroup v2: servers in cgroups of their own or shared', () => {
   const made: string[] = [];
   let sleeper: ChildProcess | null = null;
   afterAll(() => {
@@ -482,4 +484,4 @@ describe.skipIf(v2Skip !== '')(`layer D on cgroup v2: servers in cgroups of thei
       expect(await p.stop()).toBe(0);
     }
   });
-});
+}, skipReason);

@@ -4,8 +4,7 @@
 // start-up canary, the benchmarks). Each builds the profile's section with sandboxProfile,
 // and asks the runtime's record (worker-pool/runtime) for argv, files and control.
 import { allowlistFor, imageAllowlistFor, SOCKET_FAMILIES } from '../profiles/index.js';
-import { lstatSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsInImage } from './images/tree.js';
 import type { Limits, Profile, Runtime } from '../profiles/schema.js';
 import { bootstrapFor, canReuse, envFor, FUNCTION_DIR, handlerInput, inlineRun, inlineWork, runtimeDef, BASE_ENV, type RuntimeDef, type SandboxFile } from './runtime/index.js';
 
@@ -334,12 +333,7 @@ function resolveInImage(rootfs: string, name: string, path: string): string {
   if (!name.includes('/')) {
     for (const dir of path.split(':').filter((d) => d.startsWith('/'))) {
       const candidate = `${dir.replace(/\/+$/, '')}/${name}`;
-      try {
-        lstatSync(join(rootfs, candidate));
-        return candidate;
-      } catch {
-        continue; // not in this PATH entry
-      }
+      if (existsInImage(rootfs, candidate)) return candidate;
     }
   }
   throw new ImageNotAllowedError(`Command ${JSON.stringify(name)} not found in the image's PATH`);

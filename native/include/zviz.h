@@ -54,7 +54,9 @@ struct zviz_error {
 #define ZVIZ_RF_SIGNALED         (1u << 5)
 #define ZVIZ_RF_KILLED_BY_CALLER (1u << 6)
 #define ZVIZ_RF_OUTPUT_LIMIT     (1u << 7) /* killed: stdout or stderr exceeded the cap */
-#define ZVIZ_RF_BROKER_DIED      (1u << 8) /* killed: the seccomp broker died (fail closed) */
+#define ZVIZ_RF_BROKER_DIED      (1u << 8) /* killed: the supervisor's seccomp notification handling failed
+                                              * and closed the listener (fail closed; named after the former
+                                              * broker process) */
 #define ZVIZ_RF_SECCOMP_KILLED   (1u << 9) /* a process died of SIGSYS (seccomp kill action) */
 #define ZVIZ_RF_TRUSTED_CPU      (1u << 10) /* killed: the trusted side's CPU for it passed its budget */
 #define ZVIZ_RF_ANSWERED         (1u << 11) /* sent at a warm function's answer (fd 4 closed, or a
@@ -102,7 +104,7 @@ struct zviz_result {
 	uint64_t stderr_len;
 	uint64_t audit_dropped;     /* records beyond ZVIZ_MAX_AUDIT */
 	uint64_t reply_len;         /* bytes written to the caller's reply buffer (warm fd 4) */
-	uint64_t trusted_cpu_ns;    /* CPU the supervisor and broker spent on it, from GO on (not in cpu_ns) */
+	uint64_t trusted_cpu_ns;    /* CPU the supervisor spent on it, from GO on, notifications included (not in cpu_ns) */
 };
 
 /* Handle of one supervisor. Plain ints so it can live in a koffi struct. */

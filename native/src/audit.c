@@ -1,7 +1,7 @@
 /* audit.c — seccomp kills, as the kernel reports them.
  *
  * A process killed by the filter (wrong architecture, x32) cannot be asked what it
- * called, and the broker never sees it. The kernel logs every seccomp kill to its ring
+ * called, and the supervisor's notification handling never sees it. The kernel logs every seccomp kill to its ring
  * buffer as an audit record (type 1326) with the caller's host uid, architecture and
  * syscall number. The supervisor notes the end of /dev/kmsg before it releases the
  * function and afterwards reads what was added, keeping the records of its sandbox's

@@ -1,16 +1,24 @@
-/* broker.c — layer B: the trusted process that answers the sandbox's filtered syscalls.
+/* broker.c — layer B: the supervisor's answers to the sandbox's filtered syscalls.
  *
- * One broker per sandbox, forked from its (single-threaded) supervisor, outside every
- * namespace of the sandbox. It receives the seccomp listener from the function process
- * and serves notifications one at a time, with fixed memory and a fixed number of fds:
- * a sandbox flooding it with threads only queues up behind itself, never touches another
- * sandbox's broker, and cannot grow ours.
+ * The supervisor is the trusted side already, outside every namespace of the sandbox, so
+ * it answers the seccomp notifications itself, in its own poll loops (loop.c, supervisor.c,
+ * reuse.c): there is no broker process. The function process hands its listener over a
+ * socket the supervisor made before clone; every loop the supervisor waits in while the
+ * sandbox can make a filtered call polls that socket, then the listener, and serves at
+ * most ZV_BROKER_BATCH notifications per wake-up, so a flood from many threads queues
+ * behind itself and never starves the pipes, the timers or the caller. Memory and fds are
+ * fixed: one listener, one sealed copy per brokered file, a table of ZVIZ_MAX_AUDIT records.
+ *
+ * Fail closed: the supervisor is the only holder of the listener. If it dies, the kernel
+ * answers every pending and every later notified call of the sandbox with ENOSYS (and
+ * the sandbox dies with it, PDEATHSIG). If serving fails while it lives, it closes the
+ * listener (the same ENOSYS from then on) and the loop ends the invocation (BROKER_DIED).
  *
  * Decisions:
  *   - open/openat/openat2/creat (routed here only when the profile brokers files): the
  *     path is read from the target's memory ONCE; then SECCOMP_IOCTL_NOTIF_ID_VALID
  *     proves the target is still blocked in this very call. If the path equals a
- *     brokered path exactly, the broker opens the host file itself (openat2 with
+ *     brokered path exactly, the supervisor opens the host file itself (openat2 with
  *     RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS from its directory), copies
  *     it into a sealed memfd (once per sandbox) and injects a read-only fd of that copy
  *     (ADDFD + SEND, atomically): the sandbox never holds an fd that names a host path. A racing thread that rewrites the path
@@ -21,28 +29,24 @@
  *   - clone3: ENOSYS, so glibc falls back to clone (which the filter checks).
  *   - socket/socketpair (an address family the profile does not name): EAFNOSUPPORT.
  *   - anything else: EPERM.
- * Every denial and every brokered decision is recorded (deduplicated, capped) in a table
- * the supervisor reads whenever the invocation's answer is complete, without waiting for
- * the sandbox to end (struct zv_broker_table in sandbox.h). */
+ * Every denial and every brokered decision is recorded (deduplicated, capped) in the
+ * supervisor's table before the call it decides returns to the sandbox, so whatever the
+ * function did after it (its answer, its exit) comes after the record: the supervisor,
+ * which copies the table once it has seen that, has the record. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <linux/seccomp.h>
 #include <poll.h>
 #include <seccomp.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "sandbox.h"
@@ -55,36 +59,23 @@
 #error "kernel headers too old: SECCOMP_IOCTL_NOTIF_ADDFD missing"
 #endif
 
-struct broker {
-	const struct zv_spec *spec;
-	int listener;
-	int copies[ZV_MAX_BROKER_FILES]; /* sealed memfd copy per brokered file, made at its first open; -1 */
-	struct zv_broker_table *t;       /* shared with the supervisor */
-};
-
-/* A decision is in the table before the call it decides returns to the sandbox, so
- * whatever the function did after it (its answer, its exit) comes after the record:
- * the supervisor, which reads the table once it has seen that, sees the record. A new
- * record is filled in before `n` is published (release), counts are single atomic adds. */
-static void record(struct broker *b, uint32_t kind, uint32_t action, int nr, const char *path)
+static void record(struct zv_broker *b, uint32_t kind, uint32_t action, int nr, const char *path)
 {
-	struct zv_broker_table *t = b->t;
-	uint32_t n = __atomic_load_n(&t->n, __ATOMIC_RELAXED);
-	for (uint32_t i = 0; i < n; i++) {
-		struct zviz_audit *a = &t->records[i];
+	for (uint32_t i = 0; i < b->n; i++) {
+		struct zviz_audit *a = &b->records[i];
 		/* A brokered file is one decision whichever open call asked for it. */
 		bool same_call = kind == ZVIZ_AUDIT_BROKER || a->nr == nr;
 		if (a->kind == kind && a->action == action && same_call &&
 		    (!path || strncmp(a->path, path, sizeof(a->path)) == 0)) {
-			__atomic_fetch_add(&a->count, 1, __ATOMIC_RELEASE);
+			a->count++;
 			return;
 		}
 	}
-	if (n == ZVIZ_MAX_AUDIT) {
-		__atomic_fetch_add(&t->dropped, 1, __ATOMIC_RELEASE);
+	if (b->n == ZVIZ_MAX_AUDIT) {
+		b->dropped++;
 		return;
 	}
-	struct zviz_audit *a = &t->records[n];
+	struct zviz_audit *a = &b->records[b->n++];
 	memset(a, 0, sizeof(*a));
 	a->kind = kind;
 	a->action = action;
@@ -95,9 +86,12 @@ static void record(struct broker *b, uint32_t kind, uint32_t action, int nr, con
 	free(name);
 	if (path)
 		snprintf(a->path, sizeof(a->path), "%s", path);
-	__atomic_store_n(&t->n, n + 1, __ATOMIC_RELEASE);
 }
 
+/* The listener the function process sent; -1 if it never will (it failed before it loaded
+ * its filter and closed its end: it says why in its own result); -2 if nothing is there yet
+ * (poll said readable, recvmsg disagrees: ask again at the next wake-up rather than drop a
+ * listener still in flight). Called once the socket is readable. */
 static int receive_listener(int sock)
 {
 	char dummy;
@@ -109,8 +103,10 @@ static int receive_listener(int sock)
 	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
 	ssize_t n;
 	do
-		n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+		n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 	while (n < 0 && errno == EINTR);
+	if (n < 0 && errno == EAGAIN)
+		return -2;
 	if (n != 1)
 		return -1;
 	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
@@ -165,7 +161,7 @@ static int read_mem(pid_t pid, uint64_t addr, void *out, size_t len)
 
 /* Whether the profile's allowlist has this open call (the filter routed every open here
  * only because files are brokered). */
-static bool allowed_call(const struct broker *b, int nr)
+static bool allowed_call(const struct zv_broker *b, int nr)
 {
 	const char *name = nr == __NR_openat ? "openat" : nr == __NR_openat2 ? "openat2" : nr == __NR_open ? "open" : "creat";
 	for (size_t i = 0; i < b->spec->nsc_allow; i++)
@@ -174,7 +170,7 @@ static bool allowed_call(const struct broker *b, int nr)
 	return false;
 }
 
-static const struct zv_broker_file *match(const struct broker *b, const char *path)
+static const struct zv_broker_file *match(const struct zv_broker *b, const char *path)
 {
 	for (size_t i = 0; i < b->spec->nbroker_files; i++)
 		if (strcmp(b->spec->broker_files[i].path, path) == 0)
@@ -297,7 +293,7 @@ out:
 /* A read-only fd of brokered file f for one open: a fresh open of its sealed copy (made at
  * the first open), so every open has its own offset, as an open of the file would, and the
  * copy's memory is spent once per sandbox however often the function opens it. */
-static int brokered_fd(struct broker *b, const struct zv_broker_file *f)
+static int brokered_fd(struct zv_broker *b, const struct zv_broker_file *f)
 {
 	size_t i = (size_t)(f - b->spec->broker_files);
 	if (b->copies[i] < 0) {
@@ -317,7 +313,7 @@ static bool id_valid(int listener, uint64_t id)
 	return ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0;
 }
 
-static void handle(struct broker *b, const struct seccomp_notif *req, struct seccomp_notif_resp *resp)
+static void handle(struct zv_broker *b, const struct seccomp_notif *req, struct seccomp_notif_resp *resp)
 {
 	int nr = req->data.nr;
 	resp->id = req->id;
@@ -410,188 +406,134 @@ static void handle(struct broker *b, const struct seccomp_notif *req, struct sec
 	resp->error = -e;
 }
 
-__attribute__((noreturn)) static void broker_main(const struct zv_spec *spec, int sock, struct zv_broker_table *t)
-{
-	struct broker b;
-	memset(&b, 0, sizeof(b));
-	b.spec = spec;
-	b.t = t;
-	for (size_t i = 0; i < ZV_MAX_BROKER_FILES; i++)
-		b.copies[i] = -1;
-	b.listener = receive_listener(sock);
-	close(sock);
-	/* No listener: the function never loaded its filter (it failed before, and says
-	 * why in its own result; a failed hand-over fails its execve the same way). */
-	if (b.listener >= 0) {
-		struct seccomp_notif_sizes sizes;
-		if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes) < 0)
-			_exit(3);
-		/* The kernel may know a larger struct than our headers: size buffers by it. */
-		struct seccomp_notif *req = calloc(1, sizes.seccomp_notif > sizeof(*req) ? sizes.seccomp_notif : sizeof(*req));
-		struct seccomp_notif_resp *resp =
-			calloc(1, sizes.seccomp_notif_resp > sizeof(*resp) ? sizes.seccomp_notif_resp : sizeof(*resp));
-		if (!req || !resp)
-			_exit(3);
-		for (;;) {
-			struct pollfd p = { .fd = b.listener, .events = POLLIN };
-			if (poll(&p, 1, -1) < 0) {
-				if (errno == EINTR)
-					continue;
-				break;
-			}
-			if (p.revents & (POLLHUP | POLLERR | POLLNVAL))
-				break; /* every filtered task is gone */
-			memset(req, 0, sizes.seccomp_notif);
-			if (ioctl(b.listener, SECCOMP_IOCTL_NOTIF_RECV, req) < 0) {
-				if (errno == EINTR || errno == ENOENT)
-					continue;
-				break;
-			}
-			memset(resp, 0, sizes.seccomp_notif_resp);
-			handle(&b, req, resp);
-			if (resp->id != 0 && ioctl(b.listener, SECCOMP_IOCTL_NOTIF_SEND, resp) < 0 && errno != ENOENT)
-				break;
-		}
-	}
-	_exit(0);
-}
-
-int zv_broker_prepare(struct zv_broker *h, const struct zv_seccomp *sc, struct zviz_error *err)
+int zv_broker_prepare(struct zv_broker *h, const struct zv_spec *spec, const struct zv_seccomp *sc,
+		      struct zviz_error *err)
 {
 	memset(h, 0, sizeof(*h));
-	h->pidfd = h->sock_child = h->sock_broker = -1;
+	h->spec = spec;
+	h->sock = h->sock_child = h->listener = -1;
+	for (size_t i = 0; i < ZV_MAX_BROKER_FILES; i++)
+		h->copies[i] = -1;
 	if (!sc->prog)
 		return 0;
+	struct seccomp_notif_sizes sizes;
+	if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sizes) < 0)
+		return zv_fail(err, ZVIZ_E_SECCOMP, errno, "ask the kernel for the seccomp notification sizes");
+	/* The kernel may know a larger struct than our headers: size the buffers by it. */
+	h->req_size = sizes.seccomp_notif > sizeof(struct seccomp_notif) ? sizes.seccomp_notif : sizeof(struct seccomp_notif);
+	h->resp_size = sizes.seccomp_notif_resp > sizeof(struct seccomp_notif_resp) ? sizes.seccomp_notif_resp
+										     : sizeof(struct seccomp_notif_resp);
+	h->req = calloc(1, h->req_size);
+	h->resp = calloc(1, h->resp_size);
+	if (!h->req || !h->resp)
+		return zv_fail(err, ZVIZ_E_SYSTEM, ENOMEM, "allocate seccomp notification buffers");
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
 		return zv_fail(err, ZVIZ_E_SECCOMP, errno, "socketpair for the seccomp listener");
-	h->sock_broker = sv[0];
+	h->sock = sv[0];
 	h->sock_child = sv[1];
 	return 0;
 }
 
-int zv_broker_spawn(struct zv_broker *h, const struct zv_spec *s, struct zviz_error *err)
+int zv_broker_pollfd(const struct zv_broker *h)
 {
-	if (h->sock_broker < 0)
-		return 0;
-	/* Made now, after the sandbox's init was cloned: a shared mapping would be inherited
-	 * by a clone, and the sandbox must never be able to write the audit. */
-	void *t = mmap(NULL, sizeof(*h->table), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (t == MAP_FAILED)
-		return zv_fail(err, ZVIZ_E_SECCOMP, errno, "map %zu bytes for the broker's audit", sizeof(*h->table));
-	h->table = t;
-	pid_t pid = fork();
-	if (pid < 0)
-		return zv_fail(err, ZVIZ_E_SECCOMP, errno, "fork the broker");
-	if (pid == 0) {
-		pid_t parent = getppid();
-		prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-		if (getppid() != parent)
-			_exit(3); /* the supervisor died before we armed PDEATHSIG */
-		prctl(PR_SET_NAME, "zviz-broker", 0, 0, 0);
-		int keep[] = { h->sock_broker };
-		struct zviz_error ignored;
-		if (zv_proc_close_fds_from(3, keep, 1, &ignored) < 0)
-			_exit(3);
-		broker_main(s, h->sock_broker, h->table);
-	}
-	close(h->sock_broker);
-	h->sock_broker = -1;
-	h->pid = pid;
-	h->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	if (h->pidfd < 0)
-		return zv_fail(err, ZVIZ_E_SECCOMP, errno, "pidfd_open of the broker");
+	return h->listener >= 0 ? h->listener : h->sock;
+}
+
+static void close_listener(struct zv_broker *h)
+{
+	if (h->listener >= 0)
+		close(h->listener);
+	h->listener = -1;
+}
+
+/* One notification: receive, decide, answer. 0, or -1 if the listener is unusable. */
+static int serve_one(struct zv_broker *h)
+{
+	struct seccomp_notif *req = h->req;
+	struct seccomp_notif_resp *resp = h->resp;
+	memset(req, 0, h->req_size);
+	if (ioctl(h->listener, SECCOMP_IOCTL_NOTIF_RECV, req) < 0)
+		/* ENOENT: the caller was interrupted (a signal, its death) before we took it. */
+		return errno == EINTR || errno == ENOENT ? 0 : -1;
+	memset(resp, 0, h->resp_size);
+	handle(h, req, resp);
+	/* ENOENT: the caller is gone, or no longer waits for this answer. */
+	if (resp->id != 0 && ioctl(h->listener, SECCOMP_IOCTL_NOTIF_SEND, resp) < 0 && errno != ENOENT)
+		return -1;
 	return 0;
 }
 
-uint64_t zv_broker_cpu_ns(const struct zv_broker *h)
+void zv_broker_serve(struct zv_broker *h, short revents)
 {
-	if (h->pid <= 0 || h->reaped)
-		return h->cpu_ns;
-	/* A process's CPU clock may be read by anyone who can name it; it is our child. */
-	clockid_t clk;
-	struct timespec ts;
-	if (clock_getcpuclockid(h->pid, &clk) != 0 || clock_gettime(clk, &ts) != 0)
-		return h->cpu_ns;
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-bool zv_broker_exited_abnormally(struct zv_broker *h)
-{
-	siginfo_t si;
-	memset(&si, 0, sizeof(si));
-	if (h->pid <= 0 || h->reaped)
-		return false;
-	if (waitid(P_PIDFD, (id_t)h->pidfd, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid == 0)
-		return false;
-	/* It has exited: its pidfd stays readable until it is reaped, so the caller stops
-	 * watching it (the audit it wrote is collected, and it is reaped, at the end). */
-	h->exited = true;
-	return !(si.si_code == CLD_EXITED && si.si_status == 0);
+	if (h->listener < 0) {
+		if (h->sock < 0 || !revents)
+			return;
+		/* The function process loaded its filter and sent the listener (or ended without). */
+		int l = receive_listener(h->sock);
+		if (l == -2)
+			return;
+		h->listener = l;
+		close(h->sock);
+		h->sock = -1;
+		return; /* its notifications, if any, wake the next poll */
+	}
+	if (revents & POLLIN) {
+		/* Bounded per wake-up: the caller's other fds get their turn between batches. Each
+		 * RECV after the first is preceded by a poll that says one is pending: RECV itself
+		 * would block until the next call. */
+		for (int i = 0; i < ZV_BROKER_BATCH; i++) {
+			struct pollfd p = { .fd = h->listener, .events = POLLIN, .revents = 0 };
+			if (i > 0 && (poll(&p, 1, 0) <= 0 || !(p.revents & POLLIN)))
+				break;
+			if (serve_one(h) < 0) {
+				/* Fail closed: without a listener every filtered call gets ENOSYS. */
+				h->failed = true;
+				close_listener(h);
+				return;
+			}
+		}
+		return;
+	}
+	if (revents & POLLHUP) {
+		close_listener(h); /* every filtered task is gone */
+		return;
+	}
+	if (revents & (POLLERR | POLLNVAL)) {
+		h->failed = true;
+		close_listener(h);
+	}
 }
 
 void zv_broker_audit(const struct zv_broker *h, struct zviz_audit *out, uint32_t *n, uint64_t *dropped)
 {
-	*n = 0;
-	if (!h->table)
-		return;
-	uint32_t k = __atomic_load_n(&h->table->n, __ATOMIC_ACQUIRE);
-	if (k > ZVIZ_MAX_AUDIT)
-		k = ZVIZ_MAX_AUDIT;
-	/* Records only grow (new ones appended, counts raised in place): what came after the
-	 * mark is each record's count beyond its marked one. */
-	for (uint32_t i = 0; i < k; i++) {
-		uint32_t count = __atomic_load_n(&h->table->records[i].count, __ATOMIC_ACQUIRE);
-		if (i < h->marked_n)
-			count -= h->marked[i];
-		if (count == 0)
-			continue;
-		out[*n] = h->table->records[i];
-		out[*n].count = count;
-		out[*n].name[sizeof(out[*n].name) - 1] = '\0';
-		out[*n].path[sizeof(out[*n].path) - 1] = '\0';
-		(*n)++;
-	}
-	*dropped += __atomic_load_n(&h->table->dropped, __ATOMIC_ACQUIRE) - h->marked_dropped;
+	*n = h->n;
+	memcpy(out, h->records, h->n * sizeof(h->records[0]));
+	*dropped += h->dropped;
 }
 
 void zv_broker_audit_mark(struct zv_broker *h)
 {
-	h->marked_n = 0;
-	h->marked_dropped = 0;
-	if (!h->table)
-		return;
-	uint32_t k = __atomic_load_n(&h->table->n, __ATOMIC_ACQUIRE);
-	if (k > ZVIZ_MAX_AUDIT)
-		k = ZVIZ_MAX_AUDIT;
-	for (uint32_t i = 0; i < k; i++)
-		h->marked[i] = __atomic_load_n(&h->table->records[i].count, __ATOMIC_ACQUIRE);
-	h->marked_n = k;
-	h->marked_dropped = __atomic_load_n(&h->table->dropped, __ATOMIC_ACQUIRE);
+	h->n = 0;
+	h->dropped = 0;
 }
 
 void zv_broker_finish(struct zv_broker *h)
 {
-	if (h->pid > 0 && !h->reaped) {
-		siginfo_t si;
-		struct rusage ru;
-		memset(&ru, 0, sizeof(ru));
-		if (h->pidfd >= 0)
-			syscall(SYS_pidfd_send_signal, h->pidfd, SIGKILL, NULL, 0);
-		/* The raw waitid hands back the reaped child's rusage: the broker's exact CPU. */
-		if (syscall(SYS_waitid, P_PIDFD, h->pidfd, &si, WEXITED, &ru) == 0)
-			h->cpu_ns = ((uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec) * 1000000000ull +
-				    ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000ull;
-		h->reaped = true;
+	close_listener(h);
+	int *fds[] = { &h->sock, &h->sock_child };
+	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
+		if (*fds[i] >= 0)
+			close(*fds[i]);
+		*fds[i] = -1;
 	}
-	if (h->pidfd >= 0)
-		close(h->pidfd);
-	if (h->sock_broker >= 0)
-		close(h->sock_broker);
-	if (h->sock_child >= 0)
-		close(h->sock_child);
-	if (h->table)
-		munmap(h->table, sizeof(*h->table));
-	h->table = NULL;
-	h->pidfd = h->sock_broker = h->sock_child = -1;
+	for (size_t i = 0; i < ZV_MAX_BROKER_FILES; i++) {
+		if (h->copies[i] >= 0)
+			close(h->copies[i]);
+		h->copies[i] = -1;
+	}
+	free(h->req);
+	free(h->resp);
+	h->req = NULL;
+	h->resp = NULL;
 }

@@ -1,24 +1,25 @@
 /* loop.c — the supervisor's event loop: one poll over everything a running sandbox
  * touches (init's pidfd, stdout/stderr/reply pipes, stdin/control pipes, init's message
- * pipe, the timeout timerfd, the control socket, the server's and the broker's pidfds),
- * and the measurement of what the invocation did.
+ * pipe, the timeout timerfd, the control socket, the server's pidfd, the seccomp
+ * listener whose notifications it answers), and the measurement of what the invocation did.
  *
  * Every stream is bounded: what we read is capped at outputBytes (passing it kills the
  * sandbox: a flood must not burn the host's CPU until the timeout), what we write is
  * written non-blocking as the sandbox reads it, so a function that never reads its
  * stdin cannot stall us.
  *
- * The trusted side's own CPU is measured too: what this supervisor and the sandbox's
- * broker spend from GO on is work the sandbox caused (a storm of denied syscalls makes
- * the broker, which sits outside the sandbox's cgroup, busy). It is reported apart from
- * the sandbox's cpu_ns, bounded by a budget (sup.h), and charged by the server. Counting
- * the supervisor's own clock keeps this true if the broker ever runs inside it.
+ * The trusted side's own CPU is measured too: what this supervisor spends from GO on is
+ * work the sandbox caused (a storm of denied syscalls keeps it answering notifications,
+ * outside the sandbox's cgroup). It is the supervisor's whole CPU clock, not only the
+ * part spent on notifications: draining a flood of output, wiping a reused /tmp are the
+ * sandbox's doing as much. It is reported apart from the sandbox's cpu_ns, bounded by a
+ * budget (sup.h), and charged by the server.
  *
  * The loop ends when the invocation's answer is complete, not when the sandbox is gone:
  * the function's main process has exited and its stdout and stderr are at EOF, or a warm
  * function answered and closed its fd 4 (answer_complete). Everything the result
  * reports is read then, before the kill: the cgroup's CPU, memory peak and OOM/pids
- * events, the broker's audit table, the trusted side's CPU clocks. Killing the rest,
+ * events, the broker's audit table, the trusted side's CPU clock. Killing the rest,
  * reaping and removing the cgroup come after the RESULT (supervisor.c). */
 #include <errno.h>
 #include <fcntl.h>
@@ -266,13 +267,12 @@ static uint64_t since(uint64_t now, uint64_t then)
 
 static uint64_t trusted_cpu_ns(const struct sup *s)
 {
-	return since(zv_self_cpu_ns(), s->self_cpu_at_go) + since(zv_broker_cpu_ns(&s->broker), s->broker_cpu_at_go);
+	return since(zv_self_cpu_ns(), s->self_cpu_at_go);
 }
 
 int zv_sup_start_trusted_accounting(struct sup *s, struct zviz_error *err)
 {
 	s->self_cpu_at_go = zv_self_cpu_ns();
-	s->broker_cpu_at_go = zv_broker_cpu_ns(&s->broker);
 	uint64_t cpu_millis = s->spec.limits.cpu_millis ? s->spec.limits.cpu_millis : 1000;
 	/* timeout (ms) × cpus (millis / 1000) in ns = timeout × millis × 1000. */
 	uint64_t allowance = s->spec.limits.timeout_ms * cpu_millis * 1000ull;
@@ -344,7 +344,7 @@ bool zv_sup_loop(struct sup *s, bool until_booted)
 			[P_CTLIN] = (s->running && s->ctl.off < s->ctl.len) ? s->ctl.fd : -1,
 			[P_MSG] = s->msg_rd,
 			[P_TIMER] = s->timer_fd,
-			[P_BROKER] = (s->init_reaped || s->broker.exited) ? -1 : s->broker.pidfd,
+			[P_BROKER] = zv_broker_pollfd(&s->broker),
 			[P_BUDGET] = (s->running && !s->init_reaped) ? s->budget_fd : -1,
 		};
 		struct pollfd pfd[P_COUNT];
@@ -407,8 +407,9 @@ bool zv_sup_loop(struct sup *s, bool until_booted)
 			zv_sup_kill_sandbox(s);
 			close_fd(&s->server_pidfd);
 		}
-		if (pfd[P_BROKER].revents && zv_broker_exited_abnormally(&s->broker) &&
-		    !(s->res.flags & ZVIZ_RF_BROKER_DIED)) {
+		if (pfd[P_BROKER].revents)
+			zv_broker_serve(&s->broker, pfd[P_BROKER].revents);
+		if (s->broker.failed && !(s->res.flags & ZVIZ_RF_BROKER_DIED) && !s->init_reaped) {
 			/* Fail closed: filtered calls already get ENOSYS; end the invocation. */
 			s->res.flags |= ZVIZ_RF_BROKER_DIED;
 			zv_sup_kill_sandbox(s);
@@ -469,7 +470,7 @@ void zv_sup_finish_result(struct sup *s)
 	/* Read while the sandbox still exists, before anything kills it (see the file comment). */
 	zv_cg_stats(&s->cg, r);
 	zv_broker_audit(&s->broker, s->audit, &s->naudit, &r->audit_dropped);
-	/* The broker's CPU clock: every decision before the answer is in it. */
+	/* Our own CPU clock: every decision before the answer is in it. */
 	r->trusted_cpu_ns = trusted_cpu_ns(s);
 	if (WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS)
 		r->flags |= ZVIZ_RF_SECCOMP_KILLED;

@@ -306,26 +306,26 @@ static int idmap_pending = -1;
 static const char *idmap_pending_root;
 
 /* Idmapped mount attributes on `tree`; EINVAL, ENOSYS, EOPNOTSUPP and EPERM are the kernel
- * or the store's filesystem refusing idmaps: *idmapped stays false and the mount is used
- * as it is (the documented fallback). */
-static int set_image_attrs(int tree, uint64_t set, int userns, bool *idmapped, const char *root, struct zviz_error *err)
+ * or the store's filesystem refusing idmaps: the mount is used as it is, read-only, nosuid
+ * and nodev, its files shown as the overflow id (the documented fallback). Nothing
+ * downstream depends on which of the two happened: the sandbox is as confined either way,
+ * only the image's ownership is lost, and the image tests assert the idmapped view on
+ * kernels that have it. */
+static int set_image_attrs(int tree, uint64_t set, int userns, const char *root, struct zviz_error *err)
 {
 	struct mount_attr attr = { .attr_set = set, .userns_fd = userns >= 0 ? (uint64_t)userns : 0 };
-	if (mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) == 0) {
-		*idmapped = (set & MOUNT_ATTR_IDMAP) != 0;
+	if (mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) == 0)
 		return 0;
-	}
 	int e = errno;
 	if (!(set & MOUNT_ATTR_IDMAP) || (e != EINVAL && e != ENOSYS && e != EOPNOTSUPP && e != EPERM))
 		return zv_fail(err, ZVIZ_E_MOUNT, e, "%s image root `%s`", set & MOUNT_ATTR_IDMAP ? "idmap" : "make read-only", root);
 	set &= ~(uint64_t)MOUNT_ATTR_IDMAP;
-	return set == 0 ? 0 : set_image_attrs(tree, set, -1, idmapped, root, err);
+	return set == 0 ? 0 : set_image_attrs(tree, set, -1, root, err);
 }
 
-int zv_mnt_open_image(const struct zv_spec *s, uint32_t host_base, int *fd, bool *idmapped, struct zviz_error *err)
+int zv_mnt_open_image(const struct zv_spec *s, uint32_t host_base, int *fd, struct zviz_error *err)
 {
 	*fd = -1;
-	*idmapped = false;
 	if (!s->image_root)
 		return 0;
 	int tree = (int)open_tree(AT_FDCWD, s->image_root,
@@ -341,7 +341,7 @@ int zv_mnt_open_image(const struct zv_spec *s, uint32_t host_base, int *fd, bool
 		 * namespace and the supervisor has written its maps (zv_mnt_idmap_pending, from
 		 * zv_userns_write_maps), before init is released: init touches the mount only
 		 * after that, and the mount is one object whichever fd names it. */
-		if ((r = set_image_attrs(tree, ro, -1, idmapped, s->image_root, err)) < 0)
+		if ((r = set_image_attrs(tree, ro, -1, s->image_root, err)) < 0)
 			goto fail;
 		idmap_pending = fcntl(tree, F_DUPFD_CLOEXEC, 3);
 		idmap_pending_root = s->image_root;
@@ -355,7 +355,7 @@ int zv_mnt_open_image(const struct zv_spec *s, uint32_t host_base, int *fd, bool
 			r = userns;
 			goto fail;
 		}
-		r = set_image_attrs(tree, ro | MOUNT_ATTR_IDMAP, userns, idmapped, s->image_root, err);
+		r = set_image_attrs(tree, ro | MOUNT_ATTR_IDMAP, userns, s->image_root, err);
 		close(userns);
 		if (r < 0)
 			goto fail;
@@ -375,11 +375,10 @@ int zv_mnt_idmap_pending(pid_t child, struct zviz_error *err)
 	snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)child);
 	int userns = open(path, O_RDONLY | O_CLOEXEC);
 	int r;
-	bool idmapped = false;
 	if (userns < 0)
 		r = zv_fail(err, ZVIZ_E_NAMESPACE, errno, "open `%s`", path);
 	else
-		r = set_image_attrs(idmap_pending, MOUNT_ATTR_IDMAP, userns, &idmapped, idmap_pending_root, err);
+		r = set_image_attrs(idmap_pending, MOUNT_ATTR_IDMAP, userns, idmap_pending_root, err);
 	if (userns >= 0)
 		close(userns);
 	close(idmap_pending);

@@ -290,13 +290,18 @@ static bool stop_runtime(struct sup *s)
 {
 	if (s->re.runtime_pidfd < 0 || syscall(SYS_pidfd_send_signal, s->re.runtime_pidfd, SIGSTOP, NULL, 0) < 0)
 		return false;
-	for (int waited = 0; waited < STOP_WAIT_MS; waited++) {
+	/* By the clock: answering notifications makes a round shorter than its 1 ms. */
+	uint64_t deadline = zv_now_ns() + STOP_WAIT_MS * 1000000ull;
+	while (zv_now_ns() < deadline) {
 		if (!runtime_alive(s))
 			return false;
 		if (all_threads_stopped(s->re.runtime_pid))
 			return true;
-		struct timespec ms = { .tv_sec = 0, .tv_nsec = 1000000L };
-		nanosleep(&ms, NULL);
+		/* A thread may be in a filtered call until the signal reaches it: answer it
+		 * meanwhile (the stop interrupts a wait for an answer anyway). */
+		struct pollfd p = { .fd = zv_broker_pollfd(&s->broker), .events = POLLIN, .revents = 0 };
+		if (poll(&p, 1, 1) > 0)
+			zv_broker_serve(&s->broker, p.revents);
 	}
 	return false;
 }
@@ -455,7 +460,7 @@ int zv_reuse_serve(struct sup *s, struct zviz_error *err)
 		/* The runtime runs only within an invocation: its CPU counts from here. */
 		if (s->re.runtime_pidfd >= 0 && !continue_runtime(s))
 			s->re.runtime_pid = 0; /* gone while parked: this invocation fails, and discards */
-		/* The audit is this invocation's: the broker's decisions for earlier ones are not. */
+		/* The audit is this invocation's: the decisions for earlier ones are not. */
 		zv_broker_audit_mark(&s->broker);
 		s->re.peak_resettable = zv_cg_peak_reset(&s->cg, &s->re.peak_fd);
 		s->kmsg_fd = zv_kmsg_open();

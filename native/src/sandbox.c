@@ -86,7 +86,7 @@ __attribute__((noreturn)) static void exec_function(const struct zv_child_ctx *c
 		goto fail;
 	}
 	/* Only 0, 1, 2 (and a warm function's 3 and 4) survive execve. Kept until then, each
-	 * O_CLOEXEC: the exec-status pipe, the Landlock ruleset and the socket to the broker
+	 * O_CLOEXEC: the exec-status pipe, the Landlock ruleset and the socket to the supervisor
 	 * (the last two are closed once used). They move above 63 first, so that placing
 	 * stdio and fds 3 and 4 overwrites none of them. */
 	int broker_sock = ctx->broker_sock;

@@ -51,40 +51,39 @@ int zv_sc_compile(const struct zv_spec *s, struct zv_seccomp *sc, struct zviz_er
 int zv_sc_load(const struct zv_seccomp *sc, int broker_sock, struct zviz_error *err);
 void zv_sc_free(struct zv_seccomp *sc);
 
-/* The broker's audit: deduplicated records, written by the broker, read by the
- * supervisor at any time (a shared mapping between the two, never the sandbox's). */
-struct zv_broker_table {
-	uint32_t n;       /* records filled in; published after the record */
-	uint32_t dropped; /* decisions beyond ZVIZ_MAX_AUDIT */
+/* broker.c: the supervisor's seccomp notification handling (no process of its own).
+ * prepare (before clone) makes the socket the function process hands its listener
+ * over; every supervisor loop polls zv_broker_pollfd and calls zv_broker_serve with what
+ * poll said; audit (once the answer is complete) copies the decisions; finish closes it. */
+#define ZV_BROKER_BATCH 64 /* notifications served per poll wake-up at most */
+struct seccomp_notif;
+struct seccomp_notif_resp;
+struct zv_broker {
+	const struct zv_spec *spec;
+	int sock;       /* our end of the hand-over socket, until the listener came (or EOF) */
+	int sock_child; /* the function process's end (closed in the supervisor after clone) */
+	int listener;   /* -1 before it came, and once every filtered task is gone */
+	bool failed;    /* serving failed and the listener was closed: the loop ends the sandbox */
+	int copies[ZV_MAX_BROKER_FILES]; /* sealed memfd copy per brokered file, made at its first open; -1 */
+	struct seccomp_notif *req;
+	struct seccomp_notif_resp *resp;
+	size_t req_size, resp_size;
+	/* Deduplicated decisions since the last mark (a reused environment's GO). */
+	uint32_t n, dropped;
 	struct zviz_audit records[ZVIZ_MAX_AUDIT];
 };
 
-/* broker.c (supervisor side). prepare (before clone) makes the socket the function
- * process hands its listener over; spawn (before GO) forks the broker; audit (once the
- * answer is complete) copies its records; finish (after the sandbox is killed) reaps it. */
-struct zv_broker {
-	pid_t pid;
-	int pidfd;
-	struct zv_broker_table *table;
-	int sock_child;  /* the function process's end */
-	int sock_broker; /* the broker's end, until it is forked */
-	bool exited;     /* seen to have exited (not yet reaped) */
-	bool reaped;
-	uint64_t cpu_ns; /* its whole CPU time, known once reaped */
-	/* Counts at the last mark (a reused environment's GO): audit reports what came after. */
-	uint32_t marked[ZVIZ_MAX_AUDIT];
-	uint32_t marked_n, marked_dropped;
-};
-
-int zv_broker_prepare(struct zv_broker *h, const struct zv_seccomp *sc, struct zviz_error *err);
-int zv_broker_spawn(struct zv_broker *h, const struct zv_spec *s, struct zviz_error *err);
-bool zv_broker_exited_abnormally(struct zv_broker *h);
+int zv_broker_prepare(struct zv_broker *h, const struct zv_spec *spec, const struct zv_seccomp *sc,
+		      struct zviz_error *err);
+/* The fd a loop polls for POLLIN (the socket, then the listener), or -1. */
+int zv_broker_pollfd(const struct zv_broker *h);
+/* What poll reported for that fd: receives the listener, or serves at most
+ * ZV_BROKER_BATCH notifications. Sets h->failed when the listener had to be closed. */
+void zv_broker_serve(struct zv_broker *h, short revents);
 void zv_broker_audit(const struct zv_broker *h, struct zviz_audit *out, uint32_t *n, uint64_t *dropped);
 /* From now on zv_broker_audit reports only decisions made after this call. */
 void zv_broker_audit_mark(struct zv_broker *h);
 void zv_broker_finish(struct zv_broker *h);
-/* The broker's CPU time so far (its CPU clock while it lives, its rusage once reaped). */
-uint64_t zv_broker_cpu_ns(const struct zv_broker *h);
 
 /* audit.c (supervisor side): seccomp kills from the kernel's audit records. */
 int zv_kmsg_open(void);
@@ -107,7 +106,7 @@ struct zv_child_ctx {
 	int close_from; /* lowest supervisor-only fd; everything >= it except ours is closed */
 	struct zv_landlock *ll;
 	const struct zv_seccomp *sc;
-	int broker_sock; /* -1 without a filter: sends the seccomp listener to the broker */
+	int broker_sock; /* -1 without a filter: sends the seccomp listener to the supervisor */
 	bool joined_netns; /* the network namespace is ZViz's, already configured: hands off */
 	int ctl_rd;   /* warm only (else -1): becomes the function's fd 3 */
 	int reply_wr; /* warm only (else -1): becomes the function's fd 4 */
@@ -127,8 +126,9 @@ int zv_image_sanitize(const char *rootfs, struct zviz_error *err);
 
 /* mnt.c (child side) */
 /* Supervisor side, before clone3: a detached, read-only, nosuid, nodev clone of the image
- * root, idmapped where the kernel and filesystem can (*idmapped tells); *fd is -1 without one. */
-int zv_mnt_open_image(const struct zv_spec *s, uint32_t host_base, int *fd, bool *idmapped, struct zviz_error *err);
+ * root, idmapped where the kernel and filesystem can (else the documented fallback, see
+ * mnt.c); *fd is -1 without one. */
+int zv_mnt_open_image(const struct zv_spec *s, uint32_t host_base, int *fd, struct zviz_error *err);
 /* Supervisor side, after clone3 and the child's maps: the idmap zv_mnt_open_image left to
  * the sandbox's own user namespace, if any. */
 int zv_mnt_idmap_pending(pid_t child, struct zviz_error *err);

@@ -4,10 +4,10 @@
  * from the allowlist the profile names; the child only loads the prepared program, as
  * the very last step before execve.
  *
- * Everything not allowed goes to the broker (SECCOMP_RET_USER_NOTIF): it records the
+ * Everything not allowed goes to the supervisor (SECCOMP_RET_USER_NOTIF, broker.c): it records the
  * call for the invocation's audit and answers EPERM (ENOSYS for clone3, so glibc falls
  * back to clone; EAFNOSUPPORT for socket and socketpair, which are allowed only for the
- * address families the profile names). If the broker is gone, the kernel answers ENOSYS: the filter fails
+ * address families the profile names). If the supervisor is gone, the kernel answers ENOSYS: the filter fails
  * closed. The always-denied list below wins over any profile.
  *
  * A hand-written prefix runs before libseccomp's program, for what libseccomp cannot
@@ -207,8 +207,8 @@ int zv_sc_load(const struct zv_seccomp *sc, int broker_sock, struct zviz_error *
 	int listener = (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &fprog);
 	if (listener < 0)
 		return zv_fail(err, ZVIZ_E_SECCOMP, errno, "load seccomp filter of %u instructions", sc->len);
-	/* From here on every syscall is filtered. Hand the listener to the broker; it stays
-	 * alive in flight even if the broker has not received it yet. */
+	/* From here on every syscall is filtered. Hand the listener to the supervisor; it stays
+	 * alive in flight until the supervisor's loop receives it (it dies with the socket). */
 	char dummy = 'L';
 	struct iovec iov = { .iov_base = &dummy, .iov_len = 1 };
 	union {
@@ -227,7 +227,7 @@ int zv_sc_load(const struct zv_seccomp *sc, int broker_sock, struct zviz_error *
 	close(listener);
 	close(broker_sock);
 	if (n != 1)
-		return zv_fail(err, ZVIZ_E_SECCOMP, e, "hand the seccomp listener to the broker");
+		return zv_fail(err, ZVIZ_E_SECCOMP, e, "hand the seccomp listener to the supervisor");
 	return 0;
 }
 

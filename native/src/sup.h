@@ -11,8 +11,8 @@
 
 #define CTL_FD 3
 
-/* The trusted side's CPU budget for one invocation: what the supervisor and the broker may
- * spend on its behalf from GO on is at most 1/ZV_TRUSTED_CPU_SHARE of the CPU the
+/* The trusted side's CPU budget for one invocation: what the supervisor (which answers the
+ * sandbox's seccomp notifications too) may spend on its behalf from GO on is at most 1/ZV_TRUSTED_CPU_SHARE of the CPU the
  * invocation itself may use (timeoutMs × cpus), and never less than ZV_TRUSTED_CPU_MIN_NS.
  * Checked every ZV_TRUSTED_CPU_TICK_MS; passing it kills the sandbox. */
 #define ZV_TRUSTED_CPU_SHARE 10u
@@ -69,12 +69,11 @@ struct sup {
 	int timer_fd;
 	int budget_fd;             /* periodic: check the trusted side's CPU against its budget */
 	uint64_t trusted_budget_ns;
-	uint64_t self_cpu_at_go;   /* the supervisor's own CPU clock at GO */
-	uint64_t broker_cpu_at_go; /* the broker's, at GO (a warm runtime's boot is not the invocation's) */
+	uint64_t self_cpu_at_go;   /* the supervisor's own CPU clock at GO (a warm runtime's boot is not the invocation's) */
 	bool warm;    /* the function was started before GO (pre-warmed) */
 	bool booted;  /* warm: the runtime said it is ready, or ended trying */
 	bool running; /* GO received: limits, timer and output caps are the invocation's */
-	bool killed;  /* we ended the sandbox (timeout, a cap, the caller, the broker, the server) */
+	bool killed;  /* we ended the sandbox (timeout, a cap, the caller, failed notification handling, the server) */
 	bool reuse;    /* REUSE spec flag: serve invocations one at a time (reuse.c) */
 	bool answered; /* reuse: the runtime's framed answer is complete; the invocation is over */
 	struct zv_reuse re;

@@ -4,7 +4,8 @@
  * reads the spec from its control socket (fd 3), creates the sandbox's cgroup and the
  * sandbox itself, reports READY, and on GO releases the function and runs a poll loop
  * over: the sandbox init's pidfd, its stdout/stderr pipes, the stdin pipe, the init's
- * message pipe, a timeout timerfd, the control socket and a pidfd of the server. It is
+ * message pipe, a timeout timerfd, the control socket, a pidfd of the server and the
+ * sandbox's seccomp listener, whose notifications it answers itself (broker.c). It is
  * single-threaded by design: the child it clone()s may therefore allocate freely.
  *
  * Lifetime rules: the sandbox dies with the supervisor (PDEATHSIG in the child); the
@@ -101,15 +102,14 @@ static int create_sandbox(struct sup *s, struct zviz_error *err)
 		return r;
 	if ((r = zv_ll_prepare(&s->spec, &s->ll, err)) < 0)
 		return r;
-	if ((r = zv_sc_compile(&s->spec, &s->sc, err)) < 0 || (r = zv_broker_prepare(&s->broker, &s->sc, err)) < 0)
+	if ((r = zv_sc_compile(&s->spec, &s->sc, err)) < 0 || (r = zv_broker_prepare(&s->broker, &s->spec, &s->sc, err)) < 0)
 		return r;
 
 	/* Image root: the mount is prepared here, on the trusted side, as host root (see
 	 * mnt.c); the child only moves it into place. */
 	uint32_t host_base = s->spec.uid_base + 2u * (uint32_t)getpid();
 	int image_fd = -1;
-	bool idmapped = false;
-	if ((r = zv_mnt_open_image(&s->spec, host_base, &image_fd, &idmapped, err)) < 0)
+	if ((r = zv_mnt_open_image(&s->spec, host_base, &image_fd, err)) < 0)
 		return r;
 	/* A job's workspace, likewise prepared here (idmapped to the function's host id). */
 	int ws_fd = -1;
@@ -211,23 +211,25 @@ static int create_sandbox(struct sup *s, struct zviz_error *err)
 	}
 	if (m.type != ZV_MSG_READY)
 		return zv_fail(err, ZVIZ_E_PROTOCOL, 0, "sandbox init sent message %d during setup", m.type);
-	/* The broker exists before anything is filtered: a notification never waits for it. */
-	return zv_broker_spawn(&s->broker, &s->spec, err);
+	return 0;
 }
 
 /* Parked: wait for GO (with its payload) while watching the server and, unless the
  * function is warm, the init. A warm function may end while parked (it failed to load):
- * that is its result, collected by the loop after GO. */
+ * that is its result, collected by the loop after GO. A warm runtime may still make
+ * filtered calls while parked (timers, its own housekeeping): they are answered here; if
+ * answering fails, the loop after GO ends the invocation (broker.c). */
 int zv_sup_wait_for_go(struct sup *s, struct zviz_error *err)
 {
 	for (;;) {
-		struct pollfd pfd[3] = {
+		struct pollfd pfd[4] = {
 			{ .fd = CTL_FD, .events = POLLIN },
 			{ .fd = s->server_pidfd, .events = POLLIN },
 			/* A reusable environment's runtime must still be there when work arrives. */
 			{ .fd = s->warm && !s->reuse ? -1 : s->init_pidfd, .events = POLLIN },
+			{ .fd = zv_broker_pollfd(&s->broker), .events = POLLIN },
 		};
-		if (poll(pfd, 3, -1) < 0) {
+		if (poll(pfd, 4, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			return zv_fail(err, ZVIZ_E_SYSTEM, errno, "poll while parked");
@@ -236,6 +238,8 @@ int zv_sup_wait_for_go(struct sup *s, struct zviz_error *err)
 			return zv_fail(err, ZVIZ_E_PROTOCOL, 0, "server exited while the sandbox was parked");
 		if (pfd[2].revents)
 			return zv_fail(err, ZVIZ_E_PROTOCOL, 0, "sandbox init exited while parked");
+		if (pfd[3].revents)
+			zv_broker_serve(&s->broker, pfd[3].revents);
 		if (!pfd[0].revents)
 			continue;
 		struct zv_frame f;
@@ -359,14 +363,16 @@ int main(int argc, char **argv)
 	s.kmsg_fd = -1;
 	s.re.peak_fd = -1;
 	s.re.runtime_pidfd = -1;
-	s.broker.pidfd = s.broker.sock_child = s.broker.sock_broker = -1;
+	s.broker.sock = s.broker.sock_child = s.broker.listener = -1;
+	for (size_t i = 0; i < ZV_MAX_BROKER_FILES; i++)
+		s.broker.copies[i] = -1;
 	int rc = 1;
 
 	/* The sandbox can close every pipe we write into (its stdin, a warm function's fd
 	 * 3) whenever it likes: a write to it must fail with EPIPE, never kill the trusted
-	 * side with SIGPIPE (the result, and the CPU it measured, would be lost). The broker
-	 * we fork inherits this; the function gets the default back before its execve
-	 * (sandbox.c), since an ignored disposition would survive the exec. */
+	 * side with SIGPIPE (the result, and the CPU it measured, would be lost). The function
+	 * gets the default back before its execve (sandbox.c), since an ignored disposition
+	 * would survive the exec. */
 	signal(SIGPIPE, SIG_IGN);
 
 	/* Only the control socket is ours to keep. */

@@ -148,6 +148,18 @@ describe('zviz doctor', () => {
     expect(doctorReport(facts(), circumstances({ redisServer: null })).checks.find((c) => c.name === 'redis')?.detail).toBe('external Redis (ZVIZ_REDIS_URL)');
   });
 
+  it('warns when the image store is over ZVIZ_IMAGE_CACHE_MB (pinned images are never collected), and says how to fix it', () => {
+    const MiB = 1024 * 1024;
+    const within = doctorReport(facts(), circumstances({ imageStore: { images: 2, bytes: 3 * MiB, budgetBytes: 10 * MiB } }));
+    expect(within.checks.find((c) => c.name === 'image store')).toMatchObject({ status: 'ok', detail: '2 images, 3 MiB of 10 MiB (ZVIZ_IMAGE_CACHE_MB)' });
+    const over = doctorReport(facts(), circumstances({ imageStore: { images: 3, bytes: 30 * MiB, budgetBytes: 10 * MiB } }));
+    const check = over.checks.find((c) => c.name === 'image store')!;
+    expect(check.status).toBe('warn');
+    expect(check.detail).toContain('never removes an image a deployed function pins');
+    expect(check.fix).toContain('raise ZVIZ_IMAGE_CACHE_MB');
+    expect(over.ok).toBe(true); // a warning, not a reason to refuse to start
+  });
+
   it('the JSON report round-trips', () => {
     const r = doctorReport(facts(), circumstances());
     expect(JSON.parse(JSON.stringify(r))).toEqual(r);

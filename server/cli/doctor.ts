@@ -11,6 +11,7 @@ import { v2DelegationProblem } from '../../worker-pool/host/cgroups.js';
 import { missingRequirements, probeHost } from '../../worker-pool/host/probe.js';
 import { EXPECTED_ABI, supervisorPath } from '../../worker-pool/native.js';
 import type { HostFacts } from '../../worker-pool/types.js';
+import { imagesDir, storedImages } from '../../worker-pool/images/index.js';
 import { loadConfig, type Config } from '../config.js';
 import { helpText, noPositionals, parseCommandLine, type OptionSpecs } from './args.js';
 import { EXIT } from './exit-codes.js';
@@ -63,6 +64,8 @@ export interface Circumstances {
   ip: string | null;
   /** The private Redis: null when ZVIZ_REDIS_URL names an external one. */
   redisServer: { name: string; path: string | null } | null;
+  /** The image store's size against ZVIZ_IMAGE_CACHE_MB; null when there is no configuration to read. */
+  imageStore?: { images: number; bytes: number; budgetBytes: number } | null;
 }
 
 const APT = (pkg: string) => `apt-get install ${pkg}`;
@@ -155,8 +158,27 @@ export function doctorReport(facts: HostFacts | null, c: Circumstances): DoctorR
     );
   }
 
+  if (c.imageStore) {
+    const { images, bytes, budgetBytes } = c.imageStore;
+    const mb = (b: number) => `${Math.ceil(b / (1024 * 1024))} MiB`;
+    if (bytes <= budgetBytes) add('image store', 'ok', `${images} images, ${mb(bytes)} of ${mb(budgetBytes)} (ZVIZ_IMAGE_CACHE_MB)`);
+    else {
+      add(
+        'image store',
+        'warn',
+        `${images} images, ${mb(bytes)}: over ZVIZ_IMAGE_CACHE_MB (${mb(budgetBytes)}). Collection never removes an image a deployed function pins, one in use or an import, so what is left stays`,
+        'raise ZVIZ_IMAGE_CACHE_MB, or delete functions or images (zviz image rm); the server log and zviz_image_store_bytes{kind="pinned"} say how much is pinned',
+      );
+    }
+  }
+
   const ok = c.missing.length === 0 && checks.every((k) => k.status !== 'fail');
   return { ok, facts, checks, missing: c.missing };
+}
+
+function imageStoreUsage(config: Config): { images: number; bytes: number; budgetBytes: number } {
+  const all = storedImages(imagesDir(config.stateDir));
+  return { images: all.length, bytes: all.reduce((n, r) => n + r.sizeBytes, 0), budgetBytes: config.images.cacheMb * 1024 * 1024 };
 }
 
 export function formatDoctor(r: DoctorReport): string {
@@ -225,6 +247,7 @@ export async function doctorCommand(args: readonly string[], io: Io): Promise<nu
     supervisor: { path: supervisorPath(), present: existsSync(supervisorPath()) },
     ip: findOnPath('ip', sbin, io.env),
     redisServer: config?.redisUrl != null ? null : { name: redis, path: findOnPath(redis, sbin, io.env) },
+    imageStore: config ? imageStoreUsage(config) : null,
   });
   progress.clear();
   if (parsed.values.json === true) writeJson(io.stdout, report);

@@ -142,6 +142,8 @@ export interface FunctionStore {
   version(tenant: string, name: string, version: number): Promise<FunctionVersion | null>;
   /** The bundle digests any stored version of the tenant's functions names (what bundle GC must keep). */
   bundleDigests(tenant: string): Promise<Set<string>>;
+  /** The image digests any stored version of the tenant's functions is pinned to (what image GC must keep). */
+  imageDigests(tenant: string): Promise<Set<string>>;
 }
 
 /** Parses a stored version; null when it is not one (a store must not trust what it reads). */

@@ -52,6 +52,20 @@ export const errorBodySchema = z
 /** The codes of a malformed, unreadable or oversized JSON body. */
 export const BODY_ERRORS: ErrorCode[] = ['UNSUPPORTED_MEDIA_TYPE', 'BAD_JSON', 'VALIDATION_FAILED', 'PAYLOAD_TOO_LARGE'];
 
+/** The codes of admitting work to a sandbox: its secrets, its callback, the tenant's quotas
+ * and the host's room (POST /invoke and POST /jobs alike). */
+export const ADMISSION_ERRORS: ErrorCode[] = [
+  'SECRET_MISSING',
+  'SECRET_TOO_LARGE',
+  'CALLBACK_NOT_ALLOWED',
+  'QUOTA_LIMITS',
+  'QUOTA_CONCURRENCY',
+  'QUOTA_RATE',
+  'QUOTA_CPU',
+  'OVERLOADED',
+  'SHUTTING_DOWN',
+];
+
 const SECURITY_ERRORS: Record<Security, ErrorCode[]> = {
   none: [],
   tenant: ['UNAUTHENTICATED', 'STATE_UNAVAILABLE'],

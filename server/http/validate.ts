@@ -4,6 +4,7 @@
 import type { MiddlewareHandler } from 'hono';
 import type { z } from 'zod';
 import { ApiError } from './errors.js';
+import { bodyUnread, cacheBodyText, nodeIncoming, readBody } from './node-body.js';
 
 export interface FieldIssue {
   /** `limits.memoryMb`, `args[3]`, `env["1BAD"]`; '' for the body itself. */
@@ -130,6 +131,13 @@ export function jsonRequest(): MiddlewareHandler {
       );
     }
     try {
+      // A declared length was judged by the body limit before authentication; the body is
+      // read now, straight from Node's message where there is one (./node-body.ts).
+      const incoming = nodeIncoming(c);
+      const declared = c.req.header('content-length');
+      if (incoming !== null && declared !== undefined && c.req.header('transfer-encoding') === undefined && bodyUnread(c, incoming)) {
+        cacheBodyText(c, readBody(incoming, Number(declared), () => new Error(`Cannot read request body: more than the declared ${declared} bytes arrived`)));
+      }
       await c.req.json();
     } catch (e) {
       if (e instanceof SyntaxError) throw new ApiError('BAD_JSON', `Cannot parse request body as JSON: ${e.message}`);

@@ -20,7 +20,7 @@ import { ApiError, publicError } from '../http/errors.js';
 import type { Admitted, InvocationService } from './service.js';
 import type { Logger } from '../ops/log.js';
 import { z } from 'zod';
-import { apiRoute, BODY_ERRORS } from '../http/openapi.js';
+import { ADMISSION_ERRORS, apiRoute, BODY_ERRORS } from '../http/openapi.js';
 import { jsonRequest } from '../http/validate.js';
 import {
   functionInvokeResponseSchema,
@@ -77,16 +77,8 @@ function invokeRoute(deps: InvokeRouteDeps) {
       'UNKNOWN_FUNCTION',
       'RUNTIME_NOT_ALLOWED',
       'LIMIT_EXCEEDS_PROFILE',
-      'SECRET_MISSING',
-      'SECRET_TOO_LARGE',
-      'CALLBACK_NOT_ALLOWED',
-      'QUOTA_LIMITS',
-      'QUOTA_CONCURRENCY',
-      'QUOTA_RATE',
-      'QUOTA_CPU',
+      ...ADMISSION_ERRORS,
       'SANDBOX_UNAVAILABLE',
-      'OVERLOADED',
-      'SHUTTING_DOWN',
       // A bundle function on a host that has not seen its bundle (server/functions/bundles.ts).
       'UNKNOWN_UPLOAD',
       'UPLOAD_STORE_UNAVAILABLE',

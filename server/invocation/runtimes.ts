@@ -1,11 +1,15 @@
 // GET /runtimes: what POST /invoke { runtime, code } can run on this host — the built-in
-// runtimes and the catalog's languages (worker-pool/runtime/catalog/) whose programs this
-// host has — each with the profiles that allow it.
+// runtimes and the catalog's languages (worker-pool/runtime/catalog/): those rooted on the
+// host when the host has their programs, every image-rooted one with where its image
+// stands now (ready, pulled on first use, or unavailable and why) — each with the profiles
+// that allow it.
 import type { OpenAPIHono } from '@hono/zod-openapi';
 import type { MiddlewareHandler } from 'hono';
 import { z } from 'zod';
 import type { Profile } from '../../profiles/schema.js';
-import type { Language } from '../../worker-pool/runtime/catalog.js';
+import { imageAllowlistFor } from '../../profiles/index.js';
+import { imageRootState, type Language } from '../../worker-pool/runtime/catalog.js';
+import type { ImageStore } from '../../worker-pool/images/store.js';
 import { apiRoute } from '../http/openapi.js';
 import type { TenantEnv } from '../tenancy/auth.js';
 
@@ -25,11 +29,27 @@ export const runtimeListSchema = z.strictObject({
       runLimits: z.record(z.string(), z.number()).optional(),
       /** Profiles that allow it. */
       profiles: z.array(z.string()),
+      /**
+       * `ready`; `pullable`: its image is not stored yet but may be fetched, and the first
+       * use pulls it; `unavailable`: using it is refused, for `reason`.
+       */
+      status: z.enum(['ready', 'pullable', 'unavailable']),
+      reason: z.string().optional(),
+      /** The digest of an image-rooted language's image, when it is stored. */
+      digest: z.string().optional(),
     }),
   ),
 });
 
-export function runtimeList(languages: ReadonlyMap<string, Language>, profiles: ReadonlyMap<string, Profile>): z.infer<typeof runtimeListSchema> {
+type Images = Pick<ImageStore, 'get' | 'rootfs' | 'options'> | null;
+
+function statusOf(l: Language, images: Images): { status: 'ready' | 'pullable' | 'unavailable'; reason?: string; digest?: string } {
+  if (l.root === 'host') return { status: 'ready' }; // only the host languages whose programs exist are loaded (server/main.ts)
+  const s = imageRootState(l, images);
+  return s.status === 'unavailable' ? { status: s.status, reason: s.reason } : s;
+}
+
+export function runtimeList(languages: ReadonlyMap<string, Language>, profiles: ReadonlyMap<string, Profile>, images: Images = null): z.infer<typeof runtimeListSchema> {
   return {
     runtimes: [...languages.values()]
       .sort((a, b) => a.name.localeCompare(b.name))
@@ -41,16 +61,19 @@ export function runtimeList(languages: ReadonlyMap<string, Language>, profiles: 
         compiled: l.compile !== undefined,
         ...(l.compile ? { compileLimits: l.compile.limits } : {}),
         ...(l.run.limits ? { runLimits: l.run.limits } : {}),
-        profiles: [...profiles.values()].filter((p) => p.runtimes.includes(l.syscalls)).map((p) => p.name).sort(),
+        profiles: [...profiles.values()]
+          .filter((p) => (l.syscalls === 'image' ? imageAllowlistFor(p) !== null : p.runtimes.includes(l.syscalls)))
+          .map((p) => p.name)
+          .sort(),
+        ...statusOf(l, images),
       })),
   };
 }
 
 export function registerRuntimeRoutes(
   app: OpenAPIHono<TenantEnv>,
-  deps: { languages: ReadonlyMap<string, Language>; profiles: ReadonlyMap<string, Profile>; tenantOnly: MiddlewareHandler<TenantEnv> },
+  deps: { languages: ReadonlyMap<string, Language>; profiles: ReadonlyMap<string, Profile>; images: Images; tenantOnly: MiddlewareHandler<TenantEnv> },
 ): void {
-  const body = runtimeList(deps.languages, deps.profiles);
   app.openapi(
     apiRoute({
       method: 'get',
@@ -63,7 +86,8 @@ export function registerRuntimeRoutes(
       errors: [],
     }),
     function listRuntimes(c) {
-      return c.json(body, 200);
+      // An image-rooted language's status follows the store: computed per request.
+      return c.json(runtimeList(deps.languages, deps.profiles, deps.images), 200);
     },
   );
 }

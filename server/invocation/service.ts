@@ -10,7 +10,8 @@ import type { Profile } from '../../profiles/schema.js';
 import { LIMIT_NAMES, RUNTIMES, type Limits, type Runtime } from '../../profiles/schema.js';
 import { MAX_BROKERED_FILE_BYTES } from '../../worker-pool/spec.js';
 import { commandTask, handlerTask, imageTask, ImageNotAllowedError, inlineTask, type SandboxTask } from '../../worker-pool/task.js';
-import { ARTIFACT_FILE, compileArgv, compiledRunArgv, interpretedRunArgv, type Language } from '../../worker-pool/runtime/catalog.js';
+import { ARTIFACT_FILE, compileArgv, compiledRunArgv, imageRootState, interpretedRunArgv, type Language } from '../../worker-pool/runtime/catalog.js';
+import type { SandboxFile } from '../../worker-pool/runtime/index.js';
 import { parseReference, pinnedReference, type ImageStore } from '../../worker-pool/images/index.js';
 import { imageApiError } from '../images/routes.js';
 import type { Bundles } from '../functions/bundles.js';
@@ -23,7 +24,7 @@ import { VersionCache, type FunctionStore, type FunctionVersion } from '../funct
 import { checkRuntime, findProfile, resolveLimits, type TenantCap } from './limits.js';
 import { classify, tenth, toResponse, withAnswer } from './response.js';
 import type { Logger } from '../ops/log.js';
-import type { QuotaGate, QuotaName, Lease } from '../tenancy/quotas.js';
+import { StaleVersionError, type ExpectedVersion, type QuotaGate, type QuotaName, type Lease } from '../tenancy/quotas.js';
 import type { AnyInvokeResponse, FunctionInvokeRequest, ImageInvokeRequest, InvokeBody, InvokeRequest, InvokeResponse } from './schemas.js';
 import type { WithState } from '../state/guard.js';
 import type { Tenant } from '../tenancy/tenants.js';
@@ -66,6 +67,8 @@ export interface Prepared {
   fn: { name: string; version: number } | null;
   /** A compiled language: the compile step, run first in its own sandbox, and the run step made from its artifact. */
   compile?: CompileStep;
+  /** Prepared from the remembered latest version of a deployed function: admission checks it still is. */
+  expect?: ExpectedVersion;
 }
 
 export interface CompileStep {
@@ -116,8 +119,18 @@ export function chargedCpuMs(outcome: SandboxOutcome | undefined): number {
   return outcome.result.cpuMs + outcome.result.brokerCpuMs;
 }
 
+/** How many functions' latest versions are remembered (the memory starts over when full). */
+const LATEST_ENTRIES = 10_000;
+
 export class InvocationService {
   readonly #cache = new VersionCache();
+  /**
+   * The latest version of each function last read, by `tenant:name`. An invocation is
+   * prepared from it without a round trip of its own: the admission script checks that it is
+   * still the latest (server/state/scripts.ts ADMIT), and when it is not, the invocation is
+   * prepared again from what the store says (the memory only ever saves a round trip).
+   */
+  readonly #latest = new Map<string, number>();
 
   constructor(private readonly deps: InvocationDeps) {}
 
@@ -126,13 +139,25 @@ export class InvocationService {
    * audited and counted before they are thrown.
    */
   async start(tenant: Tenant, body: InvokeBody, id: string = randomUUID()): Promise<Admitted> {
-    return this.admit(tenant, id, () =>
-      'function' in body
-        ? this.#prepareFunction(tenant, body, id)
-        : 'image' in body
-          ? this.#prepareImage(tenant, body, id)
-          : this.#prepareInline(tenant, body, id),
-    );
+    if ('function' in body) return this.#startFunction(tenant, body, id);
+    return this.admit(tenant, id, () => ('image' in body ? this.#prepareImage(tenant, body, id) : this.#prepareInline(tenant, body, id)));
+  }
+
+  /** From the remembered latest version when there is one; from the store's when it is not (or no longer) right. */
+  async #startFunction(tenant: Tenant, body: FunctionInvokeRequest, id: string): Promise<Admitted> {
+    const key = `${tenant.name}:${body.function}`;
+    const remembered = this.#latest.get(key);
+    if (remembered !== undefined) {
+      try {
+        return await this.admit(tenant, id, () => this.#prepareFunction(tenant, body, id, remembered));
+      } catch (e) {
+        // Redeployed or deleted since (admission said so, or a version asked for is out of the
+        // remembered range): nothing was taken, so ask the store.
+        if (!(e instanceof StaleVersionError) && !(e instanceof ApiError && e.code === 'UNKNOWN_FUNCTION')) throw e;
+        this.#latest.delete(key);
+      }
+    }
+    return this.admit(tenant, id, () => this.#prepareFunction(tenant, body, id, null));
   }
 
   /**
@@ -147,7 +172,12 @@ export class InvocationService {
       prep = await prepare();
       // One lease for both steps of a compiled language.
       const timeoutMs = prep.task.limits.timeoutMs + (prep.compile?.task.limits.timeoutMs ?? 0);
-      lease = await this.deps.withState('quota.acquire', 'check quotas', () => this.deps.gate.admit(tenant, id, timeoutMs));
+      // A stale version is not a store failure: it passes the guard as it is.
+      const admitted = await this.deps.withState('quota.acquire', 'check quotas', () =>
+        this.deps.gate.admit(tenant, id, timeoutMs, prep.expect).catch((e: unknown) => (e instanceof StaleVersionError ? e : Promise.reject(e))),
+      );
+      if (admitted instanceof StaleVersionError) throw admitted;
+      lease = admitted;
     } catch (e) {
       const quota = e instanceof ApiError ? QUOTA_OF_CODE[e.code] : undefined;
       if (quota !== undefined) await recordRefused(this.deps.accounting, tenant.name, quota, e as ApiError, id);
@@ -267,7 +297,7 @@ export class InvocationService {
     }
   }
 
-  #prepareInline(tenant: Tenant, body: InvokeRequest, id: string): Prepared {
+  async #prepareInline(tenant: Tenant, body: InvokeRequest, id: string): Promise<Prepared> {
     const profile = findProfile(this.deps.profiles, body.profile);
     const cap = { tenant: tenant.name, max: tenant.quotas.maxLimits };
     if (isBuiltIn(body.runtime)) {
@@ -280,15 +310,53 @@ export class InvocationService {
         { path: 'runtime', message: 'must be a runtime GET /runtimes lists' },
       ]);
     }
+    const step = await this.#languageStep(lang);
     if (lang.compile === undefined) {
       if (body.compileLimits !== undefined) throw new ApiError('VALIDATION_FAILED', `Cannot use compileLimits: runtime '${lang.name}' has no compile step`, [{ path: 'compileLimits', message: 'is only for compiled languages' }]);
-      return { id, tenant, profile, fn: null, task: interpretedTask(id, lang, body, profile, cap) };
+      return { id, tenant, profile, fn: null, task: interpretedTask(id, lang, step, body, profile, cap) };
     }
-    return { id, tenant, profile, fn: null, ...compiledTasks(id, lang, body, profile, cap) };
+    return { id, tenant, profile, fn: null, ...compiledTasks(id, lang, step, body, profile, cap) };
   }
 
-  async #prepareFunction(tenant: Tenant, body: FunctionInvokeRequest, id: string): Promise<Prepared> {
-    const fn = await this.#load(tenant.name, body.function, body.version);
+  /**
+   * How a catalog language's steps become sandboxes: on the host's /usr under the
+   * definition's runtime allowlist, or rooted in its image (pulled first when the store
+   * may fetch it) under the profile's `image` allowlist, with the image's Env.
+   */
+  async #languageStep(lang: Language): Promise<LanguageStep> {
+    const root = lang.root;
+    if (root === 'host') {
+      const runtime = lang.syscalls as Runtime; // a host root names a runtime's allowlist (catalog.ts)
+      return (c) => {
+        checkRuntime(c.profile, runtime, `run ${lang.name} code`);
+        return {
+          ...commandTask({ id: c.id, argv: c.argv, ...(c.env ? { env: c.env } : {}), ...(c.stdin !== undefined ? { stdin: c.stdin } : {}), limits: c.limits, profile: c.profile, runtimes: [runtime] }),
+          files: c.files,
+          language: lang.name,
+        };
+      };
+    }
+    let state = imageRootState(lang, this.deps.images);
+    if (state.status === 'pullable') {
+      await this.#pullImage(root.image, null);
+      state = imageRootState(lang, this.deps.images);
+    }
+    if (state.status !== 'ready') {
+      const reason = state.status === 'unavailable' ? state.reason : `its image ${root.image} is not in this host's image store`;
+      throw new ApiError(state.status === 'unavailable' ? state.code : 'IMAGE_NOT_FOUND', `Cannot run ${lang.name} code: ${reason}`);
+    }
+    const digest = state.digest;
+    return (c) => ({
+      ...this.imageTask(c.id, digest, { command: [], entrypoint: c.argv, env: c.env, stdin: c.stdin, limits: c.limits, profile: c.profile }),
+      files: c.files,
+      language: lang.name,
+    });
+  }
+
+  /** `remembered`: the latest version to prepare from without asking the store (null: ask it). */
+  async #prepareFunction(tenant: Tenant, body: FunctionInvokeRequest, id: string, remembered: number | null): Promise<Prepared> {
+    const fn = await this.#load(tenant.name, body.function, body.version, remembered);
+    const expect = remembered === null ? {} : { expect: { name: fn.name, version: remembered } };
     const profile = findProfile(this.deps.profiles, body.profile ?? fn.profile);
     // An image function's runtime names its handler contract only; the profile must run images.
     if (!fn.image) checkRuntime(profile, fn.runtime, `run function '${fn.name}'`);
@@ -302,12 +370,12 @@ export class InvocationService {
       const task = this.imageTask(id, fn.image.digest, { command: fn.image.command, env: fn.env, stdin: JSON.stringify(body.input ?? null), limits, profile });
       task.runtime = IMAGE_FUNCTION_CONTRACT;
       task.profile.brokeredFiles.push(...secrets);
-      return { id, tenant, task, profile, fn: { name: fn.name, version: fn.version } };
+      return { id, tenant, task, profile, fn: { name: fn.name, version: fn.version }, ...expect };
     }
     const fnDir = await this.#bundleTree(tenant.name, fn);
     const code = { ...fn, tenant: tenant.name, ...(fnDir === null ? {} : { fnDir }) };
     const task = handlerTask({ id, fn: code, event: body.input, context, limits, profile, secrets });
-    return { id, tenant, task, profile, fn: { name: fn.name, version: fn.version } };
+    return { id, tenant, task, profile, fn: { name: fn.name, version: fn.version }, ...expect };
   }
 
   /**
@@ -327,16 +395,24 @@ export class InvocationService {
     } catch {
       return; // a reference this ZViz cannot parse: #imageTask answers IMAGE_NOT_FOUND
     }
-    const audit = { type: 'image', tenant: null, action: 'image.pull', reference: pinned, digest: image.digest, remote: null } as const;
+    await this.#pullImage(pinned, image.digest);
+  }
+
+  /** Pulls an image an invocation needs (a pinned function's, a catalog language's), audited like an operator's pull. */
+  async #pullImage(reference: string, digest: string | null): Promise<void> {
+    const images = this.deps.images;
+    if (!images) return;
+    const audit = { type: 'image', tenant: null, action: 'image.pull', reference, remote: null } as const;
+    let stored;
     try {
-      await images.pull(pinned);
+      stored = await images.pull(reference);
     } catch (e) {
       const err = imageApiError(e);
-      await this.deps.accounting.audit.record({ ...audit, outcome: 'failed', code: err instanceof ApiError ? err.code : 'INTERNAL' });
+      await this.deps.accounting.audit.record({ ...audit, digest, outcome: 'failed', code: err instanceof ApiError ? err.code : 'INTERNAL' });
       throw err;
     }
-    this.deps.log.info('image of a pinned function fetched', { digest: image.digest, reference: pinned });
-    await this.deps.accounting.audit.record({ ...audit, outcome: 'stored', code: null });
+    this.deps.log.info('image an invocation needs fetched', { digest: stored.digest, reference });
+    await this.deps.accounting.audit.record({ ...audit, digest: stored.digest, outcome: 'stored', code: null });
   }
 
   /** A bundle function's unpacked tree on this host (made from the shared store when needed), or null. */
@@ -350,10 +426,14 @@ export class InvocationService {
   }
 
   /** A version of a function: the latest unless asked; only the last FUNCTION_VERSIONS_KEPT exist. */
-  async #load(tenant: string, name: string, version: number | undefined): Promise<FunctionVersion> {
+  async #load(tenant: string, name: string, version: number | undefined, remembered: number | null): Promise<FunctionVersion> {
     const { functions, withState } = this.deps;
-    const latest = await withState('functions.latest', 'read function', () => functions.latest(tenant, name));
+    const latest = remembered ?? (await withState('functions.latest', 'read function', () => functions.latest(tenant, name)));
     if (latest === null) throw unknownFunction(name);
+    if (remembered === null) {
+      if (this.#latest.size >= LATEST_ENTRIES) this.#latest.clear();
+      this.#latest.set(`${tenant}:${name}`, latest);
+    }
     const v = version ?? latest;
     if (v > latest || v <= latest - FUNCTION_VERSIONS_KEPT) {
       const why = v > latest ? 'does not exist' : `is no longer kept (the last ${FUNCTION_VERSIONS_KEPT} are)`;
@@ -421,22 +501,20 @@ function runLimits(lang: Language, body: InvokeRequest, profile: Profile, cap: T
   return resolveLimits(profile, { ...clampLimits(lang.run.limits ?? {}, profile, cap), ...body.limits }, cap);
 }
 
+/** One step of a catalog language as a sandbox task, rooted where the language's root is (InvocationService#languageStep). */
+type LanguageStep = (c: { id: string; argv: string[]; files: SandboxFile[]; env?: Record<string, string> | undefined; stdin?: string | undefined; limits: Limits; profile: Profile }) => SandboxTask;
+
 /** A catalog language without a compile step: its run argv over the source file, like inline code cold. */
-function interpretedTask(id: string, lang: Language, body: InvokeRequest, profile: Profile, cap: TenantCap): SandboxTask {
-  checkRuntime(profile, lang.syscalls, `run ${lang.name} code`);
-  return {
-    ...commandTask({
-      id,
-      argv: interpretedRunArgv(lang, body.args ?? []),
-      ...(body.env ? { env: body.env } : {}),
-      ...(body.stdin !== undefined ? { stdin: body.stdin } : {}),
-      limits: runLimits(lang, body, profile, cap),
-      profile,
-      runtimes: [lang.syscalls],
-    }),
+function interpretedTask(id: string, lang: Language, step: LanguageStep, body: InvokeRequest, profile: Profile, cap: TenantCap): SandboxTask {
+  return step({
+    id,
+    argv: interpretedRunArgv(lang, body.args ?? []),
+    env: body.env,
+    stdin: body.stdin,
+    limits: runLimits(lang, body, profile, cap),
+    profile,
     files: [{ name: lang.source, content: body.code }],
-    language: lang.name,
-  };
+  });
 }
 
 /**
@@ -445,30 +523,21 @@ function interpretedTask(id: string, lang: Language, body: InvokeRequest, profil
  * request's compileLimits) and the run step (the request's limits, like any invocation),
  * whose /tmp allows exec because that is where the artifact runs.
  */
-function compiledTasks(id: string, lang: Language, body: InvokeRequest, profile: Profile, cap: TenantCap): { task: SandboxTask; compile: CompileStep } {
-  checkRuntime(profile, lang.syscalls, `run ${lang.name} code`);
+function compiledTasks(id: string, lang: Language, step: LanguageStep, body: InvokeRequest, profile: Profile, cap: TenantCap): { task: SandboxTask; compile: CompileStep } {
   const compileLimits = resolveLimits(profile, { ...clampLimits(lang.compile!.limits, profile, cap), ...body.compileLimits }, cap);
   const limits = runLimits(lang, body, profile, cap);
-  const source = { name: lang.source, content: body.code };
-  const compileTask: SandboxTask = {
-    ...commandTask({ id: `${id}-compile`, argv: compileArgv(lang), limits: compileLimits, profile, runtimes: [lang.syscalls] }),
-    files: [source],
-    language: lang.name,
-  };
+  const compileTask = step({ id: `${id}-compile`, argv: compileArgv(lang), limits: compileLimits, profile, files: [{ name: lang.source, content: body.code }] });
   const runProfile: Profile = { ...profile, filesystem: { ...profile.filesystem, tmpExec: true } };
-  const runTask = (artifact: string): SandboxTask => ({
-    ...commandTask({
+  const runTask = (artifact: string): SandboxTask =>
+    step({
       id,
       argv: compiledRunArgv(lang, body.args ?? []),
-      ...(body.env ? { env: body.env } : {}),
-      ...(body.stdin !== undefined ? { stdin: body.stdin } : {}),
+      env: body.env,
+      stdin: body.stdin,
       limits,
       profile: runProfile,
-      runtimes: [lang.syscalls],
-    }),
-    files: [{ name: ARTIFACT_FILE, content: artifact }],
-    language: lang.name,
-  });
+      files: [{ name: ARTIFACT_FILE, content: artifact }],
+    });
   return { task: runTask(''), compile: { task: compileTask, runTask } };
 }
 

@@ -13,7 +13,7 @@ import type { AsyncInvocations } from '../invocation/async.js';
 import { checkCallback } from '../invocation/callbacks.js';
 import type { Drain } from '../ops/drain.js';
 import { ApiError } from '../http/errors.js';
-import { apiRoute, BODY_ERRORS } from '../http/openapi.js';
+import { ADMISSION_ERRORS, apiRoute, BODY_ERRORS } from '../http/openapi.js';
 import { jsonRequest } from '../http/validate.js';
 import type { TenantEnv } from '../tenancy/auth.js';
 import { FollowerQueue, type JobLog } from './log.js';
@@ -87,15 +87,7 @@ export function registerJobRoutes(app: OpenAPIHono<TenantEnv>, deps: JobRouteDep
         'UNKNOWN_UPLOAD',
         'ARCHIVE_REFUSED',
         'IMAGE_NOT_FOUND',
-        'SECRET_MISSING',
-        'SECRET_TOO_LARGE',
-        'CALLBACK_NOT_ALLOWED',
-        'QUOTA_LIMITS',
-        'QUOTA_CONCURRENCY',
-        'QUOTA_RATE',
-        'QUOTA_CPU',
-        'OVERLOADED',
-        'SHUTTING_DOWN',
+        ...ADMISSION_ERRORS,
         'UPLOAD_STORE_UNAVAILABLE',
       ],
     }),

@@ -39,4 +39,12 @@ describe('JsonLogger', () => {
     expect(JSON.parse(lines[0] ?? '').error).toMatchObject({ name: 'Error', message: 'bad', stack: expect.stringContaining('Error: bad') });
     expect(JSON.parse(lines[1] ?? '')).toMatchObject({ msg: 'loop', circular: { self: expect.anything() } });
   });
+
+  it('keeps an error nested in a plain field, and writes a field-only line as given', () => {
+    const { log, lines } = capture();
+    log.warn('nested', { ctx: { error: new Error('deep') }, n: 1 });
+    log.info('plain', { id: 'x', tags: ['a'], ok: true, none: null });
+    expect(JSON.parse(lines[0] ?? '').ctx.error).toMatchObject({ name: 'Error', message: 'deep' });
+    expect(lines[1]).toBe('{"level":"info","time":"1970-01-01T00:00:00.000Z","id":"x","tags":["a"],"ok":true,"none":null,"msg":"plain"}');
+  });
 });

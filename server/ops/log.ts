@@ -37,6 +37,24 @@ function plain(value: unknown, depth = 0): unknown {
   return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, plain(v, depth + 1)]));
 }
 
+/** Whether `plain` would change a field's value (an Error, or a plain object that may hold one). */
+function needsPlain(value: unknown): boolean {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return false;
+  if (value instanceof Error) return true;
+  const proto = Object.getPrototypeOf(value) as unknown;
+  return proto === Object.prototype || proto === null;
+}
+
+/** A line's fields without the reserved keys, Errors made plain; the object itself when nothing needs either (the usual line). */
+function lineFields(fields: LogFields): LogFields {
+  for (const k in fields) {
+    if (RESERVED.has(k) || needsPlain(fields[k])) {
+      return Object.fromEntries(Object.entries(fields).filter(([key]) => !RESERVED.has(key)).map(([key, v]) => [key, plain(v)]));
+    }
+  }
+  return fields;
+}
+
 export class JsonLogger implements Logger {
   readonly level: LogLevel;
   readonly #pino: Pino;
@@ -54,7 +72,7 @@ export class JsonLogger implements Logger {
         timestamp: () => `,"time":"${now().toISOString()}"`,
         formatters: {
           level: (label) => ({ level: label }),
-          log: (fields) => Object.fromEntries(Object.entries(fields).filter(([k]) => !RESERVED.has(k)).map(([k, v]) => [k, plain(v)])),
+          log: lineFields,
         },
       },
       destination,

@@ -36,6 +36,7 @@ export class Metrics {
   readonly securityEvents: Counter<'tenant' | 'kind'>;
   readonly authFailures: Counter<'reason'>;
   readonly stateErrors: Counter<'operation'>;
+  readonly imageStore: Gauge<'kind'>;
 
   constructor(opts: MetricsOptions = {}) {
     const registers = [this.registry];
@@ -93,6 +94,12 @@ export class Metrics {
       name: 'zviz_state_errors_total',
       help: 'Requests failed closed because the state store (Redis) did not answer, by operation',
       labelNames: ['operation'],
+      registers,
+    });
+    this.imageStore = new Gauge({
+      name: 'zviz_image_store_bytes',
+      help: "The image store after its last collection: 'stored' (every image), 'pinned' (what deployed functions and the catalog pin: never collected), 'budget' (ZVIZ_IMAGE_CACHE_MB)",
+      labelNames: ['kind'],
       registers,
     });
     const { poolQueued, stateUp } = opts;

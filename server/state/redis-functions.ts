@@ -84,9 +84,18 @@ export class RedisFunctionStore implements FunctionStore {
   }
 
   async bundleDigests(tenant: string): Promise<Set<string>> {
+    return new Set((await this.#keptVersions(tenant)).flatMap((v) => (v.bundle ? [v.bundle.digest] : [])));
+  }
+
+  async imageDigests(tenant: string): Promise<Set<string>> {
+    return new Set((await this.#keptVersions(tenant)).flatMap((v) => (v.image ? [v.image.digest] : [])));
+  }
+
+  /** Every version of the tenant's functions still stored: an invocation may name any of them. */
+  async #keptVersions(tenant: string): Promise<FunctionVersion[]> {
     const names = await this.redis.smembers(keys.fnIndex(tenant));
-    const digests = new Set<string>();
-    if (names.length === 0) return digests;
+    const out: FunctionVersion[] = [];
+    if (names.length === 0) return out;
     const latest = this.redis.pipeline();
     for (const n of names) latest.hget(keys.fn(tenant, n), 'latest');
     const versions = this.redis.pipeline();
@@ -94,15 +103,14 @@ export class RedisFunctionStore implements FunctionStore {
     for (const [i, [err, v]] of ((await latest.exec()) ?? []).entries()) {
       if (err) throw err;
       if (v === null) continue; // deleted meanwhile
-      // Every version still stored: an invocation may name any of them.
       for (let at = Math.max(1, Number(v) - FUNCTION_VERSIONS_KEPT + 1); at <= Number(v); at++, n++) versions.get(`${keys.fnVersionPrefix(tenant, names[i]!)}${at}`);
     }
-    if (n === 0) return digests;
+    if (n === 0) return out;
     for (const [err, text] of (await versions.exec()) ?? []) {
       if (err) throw err;
-      const digest = parseStoredVersion(text as string | null, '', 0)?.bundle?.digest;
-      if (digest !== undefined) digests.add(digest);
+      const version = parseStoredVersion(text as string | null, '', 0);
+      if (version !== null) out.push(version);
     }
-    return digests;
+    return out;
   }
 }

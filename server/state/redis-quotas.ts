@@ -1,7 +1,7 @@
 // Quota counters in Redis, in the tenant's own hash `zviz:{tenant}` next to its record (the
 // layout is described in ./scripts.ts): leases, the GCRA arrival time, released charges and
 // CPU buckets. The logic is in the Lua scripts; this file only names keys and arguments.
-import type { Admission, LeaseOwner, QuotaStore } from '../tenancy/quotas.js';
+import type { Admission, ExpectedVersion, LeaseOwner, QuotaStore } from '../tenancy/quotas.js';
 import type { Quotas, TenantUsage } from '../tenancy/tenants.js';
 import { keys, type RedisClient } from './redis.js';
 
@@ -20,17 +20,21 @@ export class RedisQuotaStore implements QuotaStore {
     private readonly opts: RedisQuotaStoreOptions,
   ) {}
 
-  async acquire(tenant: { name: string; keyId: string }, leaseId: string, leaseTtlMs: number, owner: LeaseOwner): Promise<Admission> {
-    const [verdict, retryAfterMs, used] = await this.redis.zvizAdmit(
+  async acquire(tenant: { name: string; keyId: string }, leaseId: string, leaseTtlMs: number, owner: LeaseOwner, fn?: ExpectedVersion): Promise<Admission> {
+    const [verdict, retryAfterMs, used, latest] = await this.redis.zvizAdmit(
       keys.tenant(tenant.name),
+      // Without a function to check, the tenant's own key stands in (every key of one slot).
+      fn === undefined ? keys.tenant(tenant.name) : keys.fn(tenant.name, fn.name),
       this.opts.now(),
       leaseId,
       Math.ceil(leaseTtlMs),
       tenant.keyId,
       owner.id,
       owner.boot,
+      fn === undefined ? '' : String(fn.version),
     );
     if (verdict === 'ok') return { ok: true, inFlight: used };
+    if (verdict === 'version') return { ok: false, quota: 'version', latest: latest === null ? null : Number(latest) };
     if (verdict === 'key') return { ok: false, quota: 'key' };
     if (verdict === 'concurrency' || verdict === 'rate' || verdict === 'cpu') {
       return { ok: false, quota: verdict, retryAfterMs, used };

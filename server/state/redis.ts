@@ -49,7 +49,7 @@ type Arg = string | number;
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    zvizAdmit(tenant: string, ...argv: Arg[]): Result<[string, number, number, string | null], Context>;
+    zvizAdmit(tenant: string, fn: string, ...argv: Arg[]): Result<[string, number, number, string | null], Context>;
     zvizRelease(tenant: string, audit: string, ...argv: Arg[]): Result<number, Context>;
     zvizRefresh(tenant: string, ...argv: Arg[]): Result<number, Context>;
     zvizUsage(tenant: string, ...argv: Arg[]): Result<[number, number], Context>;
@@ -66,7 +66,7 @@ declare module 'ioredis' {
 
 /** The scripts, with the keys each declares: all of one tenant, so all in one Cluster slot. */
 export const COMMANDS: Record<string, { numberOfKeys: number; lua: string }> = {
-  zvizAdmit: { numberOfKeys: 1, lua: scripts.ADMIT },
+  zvizAdmit: { numberOfKeys: 2, lua: scripts.ADMIT },
   zvizRelease: { numberOfKeys: 2, lua: scripts.RELEASE },
   zvizRefresh: { numberOfKeys: 1, lua: scripts.REFRESH },
   zvizUsage: { numberOfKeys: 1, lua: scripts.USAGE },

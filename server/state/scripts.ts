@@ -3,8 +3,9 @@
 // keys of one tenant (hash-tagged `zviz:{tenant}…`), so it runs on Redis Cluster too.
 //
 // The hot path is two scripts per invocation, and few commands inside them (INFO
-// commandstats counts both): ADMIT (HGETALL + HSET of the tenant hash) and RELEASE (HSETNX
-// of the tenant hash + XADD per audit record). Everything a tenant's admission needs is in
+// commandstats counts both): ADMIT (HGETALL + HSET of the tenant hash, and for a deployed
+// function an HGET of its latest version) and RELEASE (HSETNX of the tenant hash + XADD per
+// audit record). Everything a tenant's admission needs is in
 // its one hash `zviz:{tenant}`:
 //
 //   name status quotas keyId keyHash createdAt updatedAt   the tenant record
@@ -116,6 +117,14 @@ end
  */
 export const ADMIT = `${READ}
 if h.name == nil or h.keyId ~= ARGV[4] or h.status ~= 'active' then return { 'key', 0, 0 } end
+-- A deployed function prepared from the server's memory of its latest version (ARGV[7];
+-- '' for anything else) runs only while that is still the latest (KEYS[2], the function's
+-- hash): a redeploy or a delete on any host is seen by the next admission, and nothing has
+-- been taken yet when it is refused.
+if ARGV[7] ~= '' then
+  local latest = redis.call('HGET', KEYS[2], 'latest')
+  if latest ~= ARGV[7] then return { 'version', 0, 0, latest } end
+end
 local ok, q = pcall(cjson.decode, h.quotas or '')
 if not ok or type(q) ~= 'table' or tonumber(q.concurrency) == nil or tonumber(q.invocationsPerMinute) == nil
   or tonumber(q.cpuSeconds) == nil or tonumber(q.cpuWindowSeconds) == nil then

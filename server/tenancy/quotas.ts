@@ -14,7 +14,15 @@ export type Admission =
   | { ok: true; inFlight: number }
   /** The key is no longer the tenant's (rotated), or the tenant is disabled. */
   | { ok: false; quota: 'key' }
-  | { ok: false; quota: 'concurrency' | 'rate' | 'cpu'; retryAfterMs: number; used: number };
+  | { ok: false; quota: 'concurrency' | 'rate' | 'cpu'; retryAfterMs: number; used: number }
+  /** The function's latest version is no longer the one the invocation was prepared with (null: deleted). */
+  | { ok: false; quota: 'version'; latest: number | null };
+
+/** A deployed function's version an invocation was prepared with, without asking the store first. */
+export interface ExpectedVersion {
+  name: string;
+  version: number;
+}
 
 /** Who holds a lease: the host (stable across restarts) and this run of it. */
 export interface LeaseOwner {
@@ -25,10 +33,11 @@ export interface LeaseOwner {
 /** Shared counters. Every method may reject when the store is unreachable. */
 export interface QuotaStore {
   /**
-   * Checks that `keyId` is still the tenant's key and the tenant active, then all quotas (the
-   * store's current ones) and, only if all pass, takes a lease that expires after leaseTtlMs.
+   * Checks that `keyId` is still the tenant's key and the tenant active, then (given `fn`)
+   * that `fn.version` is still the function's latest, then all quotas (the store's current
+   * ones) and, only if all pass, takes a lease that expires after leaseTtlMs.
    */
-  acquire(tenant: { name: string; keyId: string }, leaseId: string, leaseTtlMs: number, owner: LeaseOwner): Promise<Admission>;
+  acquire(tenant: { name: string; keyId: string }, leaseId: string, leaseTtlMs: number, owner: LeaseOwner, fn?: ExpectedVersion): Promise<Admission>;
   /** Pushes the lease's expiry to leaseTtlMs from now; false when it expired already. */
   refresh(tenant: string, leaseId: string, leaseTtlMs: number): Promise<boolean>;
   /**
@@ -99,6 +108,16 @@ export interface QuotaGateOptions {
 }
 
 /** Admission's answer to a key that stopped being valid: the same as tenantAuth's. */
+/**
+ * Admission refused an invocation prepared from a remembered latest version: the function
+ * was redeployed or deleted since. Nothing was taken; the caller prepares it again.
+ */
+export class StaleVersionError extends Error {
+  constructor(readonly latest: number | null) {
+    super(`The function's latest version is now ${latest ?? 'none'}`);
+  }
+}
+
 export function revokedKeyError(): ApiError {
   return new ApiError('UNAUTHENTICATED', 'Cannot authenticate: the API key is not valid', undefined, {
     headers: { 'WWW-Authenticate': 'Bearer realm="zviz"' },
@@ -119,11 +138,11 @@ export class QuotaGate {
    * Resolves with a lease, or rejects with a QUOTA_* ApiError when a quota refuses, or with
    * the store's own error when the store cannot answer (the caller fails closed on it).
    */
-  async admit(tenant: Tenant, leaseId: string, timeoutMs: number): Promise<Lease> {
+  async admit(tenant: Tenant, leaseId: string, timeoutMs: number, fn?: ExpectedVersion): Promise<Lease> {
     const ttl = this.leaseTtlMs(timeoutMs);
     let admission: Admission;
     try {
-      admission = await this.opts.store.acquire(tenant, leaseId, ttl, this.opts.owner());
+      admission = await this.opts.store.acquire(tenant, leaseId, ttl, this.opts.owner(), fn);
     } catch (e) {
       // A command that timed out was sent, and a paused or partitioned Redis still runs it
       // when it resumes: the lease it takes would hold a slot nobody releases before its
@@ -135,6 +154,7 @@ export class QuotaGate {
       this.opts.onKeyRefused?.(tenant.keyId);
       throw revokedKeyError();
     }
+    if (!admission.ok && admission.quota === 'version') throw new StaleVersionError(admission.latest);
     if (!admission.ok) throw quotaError(tenant, admission);
     return new HeldLease(tenant, leaseId, ttl, this.opts);
   }

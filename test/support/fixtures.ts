@@ -98,10 +98,10 @@ export function testState() {
   const outage = new Outage();
   const tenants = new MemoryTenantStore(outage);
   const auditStore = new MemoryAuditStore(outage);
-  const quotas = new MemoryQuotaStore(outage, undefined, { tenants, audit: auditStore });
+  const functions = new MemoryFunctionStore(outage);
+  const quotas = new MemoryQuotaStore(outage, undefined, { tenants, audit: auditStore, functions });
   const audit = new AuditLog({ store: auditStore, file: null, log: silentLogger });
   const metrics = new Metrics();
-  const functions = new MemoryFunctionStore(outage);
   const results = new MemoryInvocationStore(outage);
   return { outage, tenants, quotas, auditStore, audit, metrics, functions, results, adminToken: ADMIN_TOKEN };
 }

@@ -4,7 +4,7 @@
 import type { HostIdentity, InvocationStore } from '../../server/invocation/async.js';
 import type { AuditPage, AuditRecord, AuditStore } from '../../server/tenancy/audit.js';
 import { codeBytesOf, metaOf, type FunctionMeta, type FunctionSpec, type FunctionStore, type FunctionVersion, type PutOptions, type PutOutcome } from '../../server/functions/store.js';
-import type { Admission, LeaseOwner, QuotaStore } from '../../server/tenancy/quotas.js';
+import type { Admission, ExpectedVersion, LeaseOwner, QuotaStore } from '../../server/tenancy/quotas.js';
 import {
   newApiKey,
   quotasSchema,
@@ -117,8 +117,12 @@ export class MemoryQuotaStore implements QuotaStore {
   constructor(
     private readonly outage = new Outage(),
     private readonly now: () => number = () => Date.now(),
-    /** As the Redis hash holds both: the tenant record admission checks, and the stream releases append to. */
-    private readonly shared: { tenants?: MemoryTenantStore; audit?: MemoryAuditStore } = {},
+    /**
+     * As the Redis hash holds both: the tenant record admission checks, and the stream
+     * releases append to; and the functions whose latest version admission checks (without
+     * them, every such check fails, and the server asks the function store instead).
+     */
+    private readonly shared: { tenants?: MemoryTenantStore; audit?: MemoryAuditStore; functions?: MemoryFunctionStore } = {},
   ) {}
 
   #live(tenant: string): Map<string, number> {
@@ -136,12 +140,16 @@ export class MemoryQuotaStore implements QuotaStore {
     return charges;
   }
 
-  async acquire(who: { name: string; keyId: string }, leaseId: string, leaseTtlMs: number, _owner: LeaseOwner): Promise<Admission> {
+  async acquire(who: { name: string; keyId: string }, leaseId: string, leaseTtlMs: number, _owner: LeaseOwner, fn?: ExpectedVersion): Promise<Admission> {
     this.outage.check();
     const tenant = who.name;
     const stored = this.shared.tenants?.peek(tenant);
     if (this.shared.tenants !== undefined && (stored === undefined || stored.tenant.keyId !== who.keyId || stored.tenant.status !== 'active')) {
       return { ok: false, quota: 'key' };
+    }
+    if (fn !== undefined) {
+      const latest = this.shared.functions?.peekLatest(tenant, fn.name) ?? null;
+      if (latest !== fn.version) return { ok: false, quota: 'version', latest };
     }
     const quotas = stored?.tenant.quotas ?? quotasSchema.parse({});
     const now = this.now();
@@ -279,6 +287,11 @@ export class MemoryFunctionStore implements FunctionStore {
 
   async latest(tenant: string, name: string): Promise<number | null> {
     this.outage.check();
+    return this.peekLatest(tenant, name);
+  }
+
+  /** The latest version without the outage check (admission's view of it, as the quota store reads it). */
+  peekLatest(tenant: string, name: string): number | null {
     return this.#fns.get(`${tenant}:${name}`)?.latest ?? null;
   }
 
@@ -292,6 +305,13 @@ export class MemoryFunctionStore implements FunctionStore {
     this.outage.check();
     const out = new Set<string>();
     for (const [key, v] of this.#versions) if (key.startsWith(`${tenant}:`) && v.bundle) out.add(v.bundle.digest);
+    return out;
+  }
+
+  async imageDigests(tenant: string): Promise<Set<string>> {
+    this.outage.check();
+    const out = new Set<string>();
+    for (const [key, v] of this.#versions) if (key.startsWith(`${tenant}:`) && v.image) out.add(v.image.digest);
     return out;
   }
 }

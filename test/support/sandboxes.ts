@@ -131,7 +131,8 @@ export interface SandboxProcesses {
   /** The sandbox's init (pid 1 inside), a fork of the supervisor. */
   init: HostProcess;
   supervisor: HostProcess;
-  broker: HostProcess | undefined;
+  /** Every process under the supervisor (init, the function and what it started): no broker among them. */
+  tree: HostProcess[];
   /** Names of the sandbox's cgroup folders (zviz-<server pid>-<id>), from /proc/<fn>/cgroup. */
   cgroups: string[];
 }
@@ -143,14 +144,14 @@ export function sandboxByMarker(serverPid: number, marker: string): SandboxProce
   const init = hostProcess(fn.ppid);
   const supervisor = init ? hostProcess(init.ppid) : null;
   if (!init || !supervisor || init.comm !== 'zviz-supervisor' || supervisor.comm !== 'zviz-supervisor') return null;
-  const broker = all.find((p) => p.ppid === supervisor.pid && p.comm === 'zviz-broker');
+  const tree = descendantsOf(supervisor.pid, all);
   let cgroups: string[] = [];
   try {
     cgroups = [...new Set([...readFileSync(`/proc/${fn.pid}/cgroup`, 'utf8').matchAll(/\/(zviz-\d+-[A-Za-z0-9-]+)/g)].map((m) => m[1]!))];
   } catch {
     // gone meanwhile
   }
-  return { fn, init, supervisor, broker, cgroups };
+  return { fn, init, supervisor, tree, cgroups };
 }
 
 export interface SandboxProc {

@@ -1,8 +1,12 @@
-// The VM job's verdict on a vitest JSON report (--reporter=json): counts, and every test that
-// failed or was skipped. Inside the VM a skip is a failure — the point of the job is that the
-// v2 and AppArmor tests run — except where the title names why by design (EXPECTED_SKIPS).
-//   node dist/test/vm/report.js REPORT.json
-import { readFileSync } from 'node:fs';
+// The VM job's verdict on a vitest JSON report (--reporter=json) and on the list of what the
+// suites left out (test/support/applies.ts, ZVIZ_TEST_LEAVE_OUT): counts, every test that
+// failed or was skipped, and what was left out. Inside the VM a skip is a failure — the
+// point of the job is that the v2 and AppArmor tests run. What cannot apply on this kernel
+// is not defined there at all, and may be left out only for the reasons by design
+// (MAY_BE_LEFT_OUT); anything else left out fails the job too.
+//   node dist/test/vm/report.js [--left-out LEFT-OUT.txt] [--selected REGEX] REPORT.json…
+// (REGEX: the run's vitest -t filter; the tests it did not select are counted apart)
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 interface Assertion {
@@ -15,27 +19,30 @@ interface VitestJson {
 }
 
 /**
- * Skips by design, named in the title: suites for cgroup v1 (they run on v1 hosts), and
- * tests of Landlock rights newer than the VM's kernel, and the refusal meant for hosts without AppArmor.
+ * What the VM's kernel cannot show, by design: the cgroup v1 suites (they run on v1 hosts),
+ * Landlock rights newer than the kernel's ABI, and the refusal meant for hosts without AppArmor.
  */
-export const EXPECTED_SKIPS = [
-  /cgroup driver is v2, not v1/,
-  /\[needs Landlock ABI (≥ )?\d+: this (kernel|host) has \d+\]/,
-  // The refusal of an AppArmor profile on a host without AppArmor: the VM has AppArmor.
-  /\[this host: AppArmor on: the refusal does not apply\]/,
+export const MAY_BE_LEFT_OUT = [
+  /\[this host's cgroup driver is v2, not v1\]$/,
+  /\[needs Landlock ABI ≥ \d+: this kernel has \d+\]$/,
+  /\[this host: AppArmor on: the refusal does not apply\]$/,
 ];
 
 export interface Verdict {
   passed: number;
   failed: number;
   skipped: number;
-  /** Skips that are by design (EXPECTED_SKIPS). */
-  skippedByDesign: number;
+  /** Tests the run's name filter (vitest -t) did not select: vitest reports them as skipped. */
+  notSelected: number;
+  /** Blocks and tests not defined here (each once), with the reason in brackets. */
+  leftOut: string[];
   problems: string[];
 }
 
-export function judge(report: VitestJson): Verdict {
-  const v: Verdict = { passed: 0, failed: 0, skipped: 0, skippedByDesign: 0, problems: [] };
+/** `selected`: the name filter the run was given (vitest -t), matched against full names as vitest does. */
+export function judge(report: VitestJson, leftOutLines: string[] = [], selected: RegExp | null = null): Verdict {
+  const leftOut = [...new Set(leftOutLines.filter((l) => l.trim() !== ''))];
+  const v: Verdict = { passed: 0, failed: 0, skipped: 0, notSelected: 0, leftOut, problems: [] };
   for (const file of report.testResults) {
     if (file.assertionResults.length === 0 && file.status === 'failed') {
       v.problems.push(`file failed before any test: ${file.name}: ${(file.message ?? '').split('\n')[0]}`);
@@ -45,27 +52,39 @@ export function judge(report: VitestJson): Verdict {
       else if (a.status === 'failed') {
         v.failed++;
         v.problems.push(`failed: ${a.fullName}`);
+      } else if (selected && !selected.test(a.fullName)) {
+        v.notSelected++;
       } else {
         v.skipped++;
-        if (EXPECTED_SKIPS.some((r) => r.test(a.fullName))) v.skippedByDesign++;
-        else v.problems.push(`skipped (a skip in the VM is a failure): ${a.fullName}`);
+        v.problems.push(`skipped (a skip in the VM is a failure): ${a.fullName}`);
       }
     }
+  }
+  for (const l of leftOut) {
+    if (!MAY_BE_LEFT_OUT.some((r) => r.test(l))) v.problems.push(`left out, but it should apply in the VM: ${l}`);
   }
   return v;
 }
 
 function main(): number {
-  const path = process.argv[2];
-  if (!path) {
-    process.stderr.write('usage: report.js REPORT.json\n');
+  const args = process.argv.slice(2);
+  let leftOutPath: string | null = null;
+  let selected: RegExp | null = null;
+  while (args[0] === '--left-out' || args[0] === '--selected') {
+    const [flag, value = ''] = args.splice(0, 2);
+    if (flag === '--left-out') leftOutPath = value;
+    else selected = new RegExp(value);
+  }
+  if (args.length === 0 || leftOutPath === '') {
+    process.stderr.write('usage: report.js [--left-out LEFT-OUT.txt] [--selected REGEX] REPORT.json…\n');
     return 2;
   }
-  const v = judge(JSON.parse(readFileSync(path, 'utf8')) as VitestJson);
+  const report: VitestJson = { testResults: args.flatMap((p) => (JSON.parse(readFileSync(p, 'utf8')) as VitestJson).testResults) };
+  const lines = leftOutPath && existsSync(leftOutPath) ? readFileSync(leftOutPath, 'utf8').split('\n') : [];
+  const v = judge(report, lines, selected);
+  for (const l of v.leftOut) process.stdout.write(`vm report: left out, cannot apply on this kernel: ${l}\n`);
   for (const p of v.problems) process.stdout.write(`vm report: ${p}\n`);
-  process.stdout.write(
-    `vm report: ${v.passed} passed, ${v.failed} failed, ${v.skipped} skipped (${v.skippedByDesign} by design: cgroup-v1-only suites, Landlock rights newer than this kernel, the no-AppArmor refusal)\n`,
-  );
+  process.stdout.write(`vm report: ${v.passed} passed, ${v.failed} failed, ${v.skipped} skipped; ${v.leftOut.length} blocks or tests left out (listed above)${selected ? `; ${v.notSelected} not selected by the job's filter` : ''}\n`);
   return v.problems.length === 0 ? 0 : 1;
 }
 

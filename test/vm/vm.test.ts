@@ -124,18 +124,42 @@ describe('the job verdict on a vitest report', () => {
     testResults: [{ name: 'f.test.ts', status: 'passed', assertionResults: tests.map(([fullName, status]) => ({ fullName, status })) }],
   });
 
-  it('a skip fails the job, unless its title names a v1-only suite or a newer Landlock ABI', () => {
+  it('any skip fails the job; what was left out is listed once, and fails it unless left out by design', () => {
     const v = judge(
       report([
         ['a passes', 'passed'],
-        ["layer D on cgroup v1 [skipped: this host's cgroup driver is v2, not v1] x", 'skipped'],
-        ['layer C scopes y [needs Landlock ABI ≥ 6: this kernel has 2]', 'skipped'],
         ['layer D on cgroup v2 the server reports the v2 driver', 'skipped'],
         ['b fails', 'failed'],
       ]),
+      [
+        "layer D on cgroup v1 [this host's cgroup driver is v2, not v1]",
+        'layer C: Landlock, seen from inside real sandboxes > scopes [needs Landlock ABI ≥ 6: this kernel has 2]',
+        'layer C: Landlock, seen from inside real sandboxes > scopes [needs Landlock ABI ≥ 6: this kernel has 2]',
+        'layer C: AppArmor confines functions [needs AppArmor with profiles/apparmor/zviz-function loaded: not here]',
+        '',
+      ],
     );
-    expect(v).toMatchObject({ passed: 1, failed: 1, skipped: 3, skippedByDesign: 2 });
-    expect(v.problems).toEqual(['skipped (a skip in the VM is a failure): layer D on cgroup v2 the server reports the v2 driver', 'failed: b fails']);
+    expect(v).toMatchObject({ passed: 1, failed: 1, skipped: 1 });
+    expect(v.leftOut).toHaveLength(3);
+    expect(v.problems).toEqual([
+      'skipped (a skip in the VM is a failure): layer D on cgroup v2 the server reports the v2 driver',
+      'failed: b fails',
+      'left out, but it should apply in the VM: layer C: AppArmor confines functions [needs AppArmor with profiles/apparmor/zviz-function loaded: not here]',
+    ]);
+  });
+
+  it("tests the job's name filter did not select are counted apart; a selected one skipped still fails", () => {
+    const v = judge(
+      report([
+        ['layer A x', 'passed'],
+        ['layer E: networking slow case', 'skipped'],
+        ['layer E: networking mode none y', 'skipped'],
+      ]),
+      [],
+      /^(?!layer E: )|^layer E: networking mode none /,
+    );
+    expect(v).toMatchObject({ passed: 1, skipped: 1, notSelected: 1 });
+    expect(v.problems).toEqual(['skipped (a skip in the VM is a failure): layer E: networking mode none y']);
   });
 
   it('a file that fails before any test (a beforeAll, an import) fails the job', () => {

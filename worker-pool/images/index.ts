@@ -5,7 +5,7 @@ import { supervisorPath } from '../native.js';
 import { ImageStore, type ImageStoreOptions } from './store.js';
 
 export { DIGEST_PATTERN, parseReference, pinnedReference, registryAllowed } from './reference.js';
-export { ImageError, ImageStore, sweepImages, type ImageErrorCode, type ImageRecord, type ImageRunConfig, type PullProgress } from './store.js';
+export { ImageError, ImageStore, storedImages, sweepImages, type GcOutcome, type ImageErrorCode, type ImageRecord, type ImageRunConfig, type PullProgress } from './store.js';
 
 /** The store's folder under a state directory. */
 export function imagesDir(stateDir: string): string {

@@ -79,10 +79,30 @@ export interface ImageStoreOptions {
   maxLayers: number;
   /** ZVIZ_IMAGE_CACHE_MB: registry images beyond this, least recently used first, are collected. */
   cacheMb: number;
+  /**
+   * The digests GC must never remove: every image a stored version of a deployed function is
+   * pinned to (read from the function store every host of a fleet shares), and the images
+   * of the catalog's languages. Rejects when it cannot say: GC then removes nothing.
+   * Absent (the command line's store, which has no function store to ask): GC removes
+   * nothing either; the server's store collects.
+   */
+  pinned?: () => Promise<ReadonlySet<string>>;
   /** The zviz-supervisor binary (it sanitizes unpacked trees). */
   supervisor: string;
   /** Longest one skopeo or umoci step may take. */
   stepTimeoutMs?: number;
+}
+
+/** What one collection did, and where the store stands after it (the server logs and exports it). */
+export interface GcOutcome {
+  removed: string[];
+  /** Bytes of every image left in the store. */
+  bytes: number;
+  /** Of those, the bytes of pinned images: GC never removes them, even over the budget. */
+  pinnedBytes: number;
+  budgetBytes: number;
+  /** Set when the pinned digests could not be read: nothing was removed. */
+  error: string | null;
 }
 
 /** Progress of a pull: `layers` blobs of `total` copied, then the unpack. */
@@ -182,10 +202,30 @@ function readText(path: string): string | null {
   }
 }
 
+function readRecord(dir: string, digest: string): ImageRecord | null {
+  const text = readText(join(dir, dirName(digest), 'image.json'));
+  return text === null ? null : (JSON.parse(text) as ImageRecord);
+}
+
+/** The records of a store folder, read without opening (or creating) the store: `zviz doctor` reads them. */
+export function storedImages(dir: string): ImageRecord[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return []; // no store (yet), or the folder vanished: nothing stored
+  }
+  return names
+    .filter((n) => /^sha256-[a-f0-9]{64}$/.test(n))
+    .map((n) => readRecord(dir, n.replace('-', ':')))
+    .filter((r): r is ImageRecord => r !== null);
+}
+
 export class ImageStore {
   private readonly inFlight = new Map<string, Promise<ImageRecord>>();
   private readonly inUse = new Map<string, number>();
   private readonly evictionListeners: Array<(record: ImageRecord) => void> = [];
+  private readonly gcListeners: Array<(outcome: GcOutcome) => void> = [];
   private seq = 0;
 
   constructor(readonly options: ImageStoreOptions) {
@@ -219,21 +259,11 @@ export class ImageStore {
   }
 
   list(): ImageRecord[] {
-    let names: string[];
-    try {
-      names = readdirSync(this.options.dir);
-    } catch {
-      return []; // the store folder vanished: nothing stored
-    }
-    return names
-      .filter((n) => /^sha256-[a-f0-9]{64}$/.test(n))
-      .map((n) => this.read(n.replace('-', ':')))
-      .filter((r): r is ImageRecord => r !== null);
+    return storedImages(this.options.dir);
   }
 
   private read(digest: string): ImageRecord | null {
-    const text = readText(join(this.options.dir, dirName(digest), 'image.json'));
-    return text === null ? null : (JSON.parse(text) as ImageRecord);
+    return readRecord(this.options.dir, digest);
   }
 
   /** The host directory of an image's tree (for the sandbox spec). */
@@ -278,22 +308,44 @@ export class ImageStore {
     this.evictionListeners.push(listener);
   }
 
-  /** Registry images beyond the cache budget, least recently used first, not in use. Returns the digests removed. */
-  gc(keep: string | null = null): string[] {
-    const budget = this.options.cacheMb * MiB;
+  /** Calls `listener` after each collection (the server warns when pinned images alone exceed the budget). */
+  onCollected(listener: (outcome: GcOutcome) => void): void {
+    this.gcListeners.push(listener);
+  }
+
+  /**
+   * Registry images beyond the cache budget, least recently used first; never one in use,
+   * `keep` (a pull's own) or a pinned one. Imports are never collected: they cannot be
+   * fetched again. When what is left cannot be collected the store stays over its budget.
+   */
+  async gc(keep: string | null = null): Promise<GcOutcome> {
+    const budgetBytes = this.options.cacheMb * MiB;
+    let pinned: ReadonlySet<string> = new Set();
+    let error: string | null = null;
+    try {
+      if (!this.options.pinned) throw new Error('this store cannot tell which images deployed functions pin: only the server collects');
+      pinned = await this.options.pinned();
+    } catch (e) {
+      error = e instanceof Error ? e.message : String(e);
+    }
+    // Listed after the pinned set is read: an image pulled meanwhile is seen with its pin.
     const all = this.list().map((r) => ({ r, used: this.lastUsed(r.digest) }));
-    let total = all.reduce((s, x) => s + x.r.sizeBytes, 0);
+    let bytes = all.reduce((s, x) => s + x.r.sizeBytes, 0);
     const removed: string[] = [];
-    for (const { r } of all.filter((x) => x.r.origin === 'registry').sort((a, b) => a.used - b.used)) {
-      if (total <= budget) break;
+    const candidates = error !== null ? [] : all.filter((x) => x.r.origin === 'registry' && !pinned.has(x.r.digest)).sort((a, b) => a.used - b.used);
+    for (const { r } of candidates) {
+      if (bytes <= budgetBytes) break;
       if (this.inUse.has(r.digest) || r.digest === keep) continue;
       if (this.remove(r.digest)) {
-        total -= r.sizeBytes;
+        bytes -= r.sizeBytes;
         removed.push(r.digest);
         for (const listener of this.evictionListeners) listener(r);
       }
     }
-    return removed;
+    const pinnedBytes = all.filter((x) => pinned.has(x.r.digest)).reduce((s, x) => s + x.r.sizeBytes, 0);
+    const outcome: GcOutcome = { removed, bytes, pinnedBytes, budgetBytes, error };
+    for (const listener of this.gcListeners) listener(outcome);
+    return outcome;
   }
 
   private lastUsed(digest: string): number {
@@ -456,7 +508,7 @@ export class ImageStore {
       this.writeRecord(final, record);
       renameSync(final, join(this.options.dir, dirName(digest)));
       onProgress?.({ phase: 'done', layersDone: layers, layersTotal: layers });
-      this.gc(digest); // never the image this pull is about to hand out
+      await this.gc(digest); // never the image this pull is about to hand out
       return record;
     } finally {
       rmSync(staging, { recursive: true, force: true });

@@ -16,6 +16,9 @@ import { basename, join } from 'node:path';
 import { z } from 'zod';
 import { limitsSchema, runtimeSchema, RUNTIMES, type Runtime } from '../../profiles/schema.js';
 import { PACKAGE_ROOT } from '../util/package-root.js';
+import { parseReference, ReferenceError, registryAllowed } from '../images/reference.js';
+import type { ImageStore } from '../images/store.js';
+import { existsInImage } from '../images/tree.js';
 import { FUNCTION_DIR, RUNTIMES as RUNTIME_DEFS, SOURCE_PLACEHOLDER } from './index.js';
 
 export const DEFAULT_CATALOG_DIR = join(PACKAGE_ROOT, 'worker-pool', 'runtime', 'catalog');
@@ -26,6 +29,13 @@ export const OUTPUT_PLACEHOLDER = '{output}';
 export const ARTIFACT_PATH = '/tmp/program';
 /** The artifact's base64 text as a file of the run sandbox. */
 export const ARTIFACT_FILE = '.zviz/program.b64';
+
+/**
+ * What the compile and run wrappers below exec besides the definition's own programs: an
+ * image-rooted compiled language's image must have them (Debian, Ubuntu and other
+ * merged-/usr images do; availability says which is missing otherwise).
+ */
+const WRAPPER_PROGRAMS = ['/bin/sh', '/usr/bin/base64', '/usr/bin/chmod'];
 
 export const LANGUAGE_NAME_PATTERN = /^[a-z][a-z0-9+.-]{0,31}$/;
 
@@ -42,8 +52,11 @@ export const languageSchema = z.strictObject({
   root: z.union([z.literal('host'), z.strictObject({ image: z.string().min(1).max(512) })]),
   /** File name the code is written to under /fn. */
   source: z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/),
-  /** Which of the profiles' per-runtime syscall allowlists both steps run under. */
-  syscalls: runtimeSchema,
+  /**
+   * Which of the profiles' syscall allowlists both steps run under: a runtime's for a host
+   * root; `image` (the profile's general-purpose list for image programs) for an image root.
+   */
+  syscalls: z.union([runtimeSchema, z.literal('image')]),
   compile: z
     .strictObject({
       argv: argvSchema,
@@ -93,6 +106,9 @@ export function loadCatalog(dir: string = DEFAULT_CATALOG_DIR): Map<string, Lang
     }
     const lang = parsed.data;
     if (basename(f, '.json') !== lang.name) problems.push(`Invalid runtime definition ${path}: name '${lang.name}' must equal the file name`);
+    if ((lang.root === 'host') === (lang.syscalls === 'image')) {
+      problems.push(`Invalid runtime definition ${path}: field 'syscalls' must be 'image' exactly when the root is an image (a host root names a runtime's allowlist)`);
+    }
     const builtin = (RUNTIMES as readonly string[]).includes(lang.name) ? RUNTIME_DEFS[lang.name as Runtime] : null;
     if (builtin !== null) {
       const same = lang.compile === undefined && lang.source === builtin.source && JSON.stringify(lang.run.argv) === JSON.stringify(builtin.run) && lang.syscalls === lang.name;
@@ -106,11 +122,55 @@ export function loadCatalog(dir: string = DEFAULT_CATALOG_DIR): Map<string, Lang
   return out;
 }
 
-/** Whether this host can run the language: a host root whose programs exist (an image root is the image store's). */
+/** The programs a language's steps exec by absolute path, with the shell and tools the step wrappers below use. */
+export function programsOf(lang: Language): string[] {
+  const own = [...(lang.compile?.argv.slice(0, 1) ?? []), ...lang.run.argv.slice(0, 1)].filter((p) => p.startsWith('/'));
+  const wrappers = lang.compile === undefined ? [] : WRAPPER_PROGRAMS;
+  return [...new Set([...own, ...wrappers])];
+}
+
+/** Whether this host can run a host-rooted language: its programs exist on the host (an image root: see imageRootState). */
 export function availableHere(lang: Language, exists: (path: string) => boolean = existsSync): boolean {
   if (lang.root !== 'host') return false;
-  const programs = [...(lang.compile?.argv.slice(0, 1) ?? []), ...lang.run.argv.slice(0, 1)].filter((p) => p.startsWith('/'));
-  return programs.every((p) => exists(p));
+  return programsOf(lang).every((p) => exists(p));
+}
+
+/**
+ * Where an image-rooted language stands on this host: `ready` (its image is in the store
+ * and has every program its steps run), `pullable` (not stored, but its reference is one
+ * the store may fetch: an allowlisted registry, or a local layout or archive the operator
+ * named in the catalog; the first use pulls it) or `unavailable`, with the reason.
+ */
+export type ImageRootState =
+  | { status: 'ready'; digest: string }
+  | { status: 'pullable' }
+  | { status: 'unavailable'; reason: string; code: 'IMAGE_NOT_FOUND' | 'IMAGE_INVALID' | 'REGISTRY_NOT_ALLOWED' | 'INVALID_IMAGE_REFERENCE' };
+
+export function imageRootState(lang: Language, images: Pick<ImageStore, 'get' | 'rootfs' | 'options'> | null): ImageRootState {
+  if (lang.root === 'host') throw new Error(`runtime '${lang.name}' is rooted on the host`);
+  const ref = lang.root.image;
+  if (images === null) return { status: 'unavailable', code: 'IMAGE_NOT_FOUND', reason: `its image ${ref} cannot be used: this server has no image store` };
+  const record = images.get(ref) ?? images.get(ref.startsWith('docker://') ? ref.slice('docker://'.length) : `docker://${ref}`);
+  if (record !== null) {
+    const missing = programsOf(lang).filter((p) => !existsInImage(images.rootfs(record.digest), p));
+    if (missing.length > 0) return { status: 'unavailable', code: 'IMAGE_INVALID', reason: `its image ${ref} (${record.digest}) lacks ${missing.join(', ')}` };
+    return { status: 'ready', digest: record.digest };
+  }
+  let source;
+  try {
+    source = parseReference(ref);
+  } catch (e) {
+    if (e instanceof ReferenceError) return { status: 'unavailable', code: 'INVALID_IMAGE_REFERENCE', reason: `its image reference is invalid: ${e.message}` };
+    throw e;
+  }
+  if (!registryAllowed(source, images.options.registries)) {
+    return {
+      status: 'unavailable',
+      code: 'REGISTRY_NOT_ALLOWED',
+      reason: `its image ${ref} is not in this host's image store and cannot be pulled: registry ${source.transport === 'docker' ? source.registry : ''} is not in ZVIZ_IMAGE_REGISTRIES (an operator pulls or imports it with POST /admin/images)`,
+    };
+  }
+  return { status: 'pullable' };
 }
 
 function substitute(argv: readonly string[], lang: Language): string[] {

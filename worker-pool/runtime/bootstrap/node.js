@@ -73,24 +73,36 @@ async function loadHandler(entry) {
   return fn;
 }
 
-// A reusable environment: the module stays loaded, its globals persist between
-// invocations (what the function's owner opted into); each answer is one frame. The
-// supervisor stops the whole process (SIGSTOP) once an answer is in and continues it at the
-// next invocation: what an invocation left pending (a timer, a worker thread) runs then,
-// in the next invocation, not while the environment waits.
-async function serveMode(entry) {
+// Ready ("R") either way: a handler that fails to load answers with its error (through
+// `reply`, the mode's way of answering) and the process ends.
+async function readyWithHandler(entry, reply) {
   let fn;
   try {
     fn = await loadHandler(entry);
   } catch (e) {
     fs.writeSync(REPLY, 'R');
-    writeFrame({ ok: false, error: errorOf(e) });
+    reply({ ok: false, error: errorOf(e) });
     process.exit(1);
   }
   fs.writeSync(REPLY, 'R');
+  return fn;
+}
+
+// A reusable environment: the module stays loaded, its globals persist between
+// invocations (what the function's owner opted into); each answer is one frame. The
+// supervisor stops the whole process (SIGSTOP) once an answer is in and continues it at the
+// next invocation: what an invocation left pending (a timer, a worker thread) runs then,
+// in the next invocation, not while the environment waits.
+// A handler that fails to load answers the first invocation with why: the supervisor drops
+// whatever the runtime wrote before an invocation began.
+async function serveMode(entry) {
+  const nextWork = () => JSON.parse(readExactly(CTL, readExactly(CTL, 4).readUInt32LE(0)).toString('utf8'));
+  const fn = await readyWithHandler(entry, (failed) => {
+    nextWork();
+    writeFrame(failed);
+  });
   for (;;) {
-    const len = readExactly(CTL, 4).readUInt32LE(0);
-    const msg = JSON.parse(readExactly(CTL, len).toString('utf8'));
+    const msg = nextWork();
     try {
       const output = await fn(msg.event, msg.context);
       writeFrame({ ok: true, output: output === undefined ? null : output });
@@ -101,15 +113,7 @@ async function serveMode(entry) {
 }
 
 async function handlerMode(entry) {
-  let fn;
-  try {
-    fn = await loadHandler(entry);
-  } catch (e) {
-    fs.writeSync(REPLY, 'R');
-    answer({ ok: false, error: errorOf(e) });
-    process.exit(1);
-  }
-  fs.writeSync(REPLY, 'R');
+  const fn = await readyWithHandler(entry, answer);
   const msg = JSON.parse(readAll(CTL).toString('utf8'));
   try {
     const output = await fn(msg.event, msg.context);

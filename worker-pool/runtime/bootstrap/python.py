@@ -78,18 +78,34 @@ def write_frame(obj):
     write_all(REPLY, len(body).to_bytes(4, "little") + body)
 
 
-def serve_mode(entry):
-    # A reusable environment: the module stays imported, its globals persist between
-    # invocations (what the function's owner opted into); each answer is one frame.
+def ready_with_handler(entry, reply):
+    # Ready ("R") either way: a handler that fails to load answers with its error (through
+    # `reply`, the mode's way of answering) and the process ends.
     try:
         fn = load_handler(entry)
     except BaseException as e:  # noqa: BLE001 - any load failure is the function's error
         write_all(REPLY, b"R")
-        write_frame({"ok": False, "error": error_of(e)})
+        reply({"ok": False, "error": error_of(e)})
         sys.exit(1)
     write_all(REPLY, b"R")
+    return fn
+
+
+def serve_mode(entry):
+    # A reusable environment: the module stays imported, its globals persist between
+    # invocations (what the function's owner opted into); each answer is one frame.
+    # A handler that fails to load answers the first invocation with why: the supervisor
+    # drops whatever the runtime wrote before an invocation began.
+    def next_work():
+        return json.loads(read_exactly(CTL, int.from_bytes(read_exactly(CTL, 4), "little")))
+
+    def failed(obj):
+        next_work()
+        write_frame(obj)
+
+    fn = ready_with_handler(entry, failed)
     while True:
-        msg = json.loads(read_exactly(CTL, int.from_bytes(read_exactly(CTL, 4), "little")))
+        msg = next_work()
         try:
             out = fn(msg["event"], msg["context"])
         except Exception as e:  # noqa: BLE001 - the handler's error is its answer
@@ -99,13 +115,7 @@ def serve_mode(entry):
 
 
 def handler_mode(entry):
-    try:
-        fn = load_handler(entry)
-    except BaseException as e:  # noqa: BLE001 - any load failure is the function's error
-        write_all(REPLY, b"R")
-        answer({"ok": False, "error": error_of(e)})
-        sys.exit(1)
-    write_all(REPLY, b"R")
+    fn = ready_with_handler(entry, answer)
     msg = json.loads(read_all(CTL))
     try:
         out = fn(msg["event"], msg["context"])
