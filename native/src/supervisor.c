@@ -218,7 +218,7 @@ static int create_sandbox(struct sup *s, struct zviz_error *err)
  * function is warm, the init. A warm function may end while parked (it failed to load):
  * that is its result, collected by the loop after GO. A warm runtime may still make
  * filtered calls while parked (timers, its own housekeeping): they are answered here; if
- * answering fails, the loop after GO ends the invocation (broker.c). */
+ * answering fails, the parked sandbox ends here (broker.c). */
 int zv_sup_wait_for_go(struct sup *s, struct zviz_error *err)
 {
 	for (;;) {
@@ -238,8 +238,14 @@ int zv_sup_wait_for_go(struct sup *s, struct zviz_error *err)
 			return zv_fail(err, ZVIZ_E_PROTOCOL, 0, "server exited while the sandbox was parked");
 		if (pfd[2].revents)
 			return zv_fail(err, ZVIZ_E_PROTOCOL, 0, "sandbox init exited while parked");
-		if (pfd[3].revents)
+		if (pfd[3].revents) {
 			zv_broker_serve(&s->broker, pfd[3].revents);
+			/* Fail closed at once, not at the next work: the sandbox ends with us, as
+			 * when its init ends while parked (the caller finds it gone and starts
+			 * another). */
+			if (s->broker.failed)
+				return zv_fail(err, ZVIZ_E_PROTOCOL, 0, "answering the sandbox's seccomp notifications failed while parked");
+		}
 		if (!pfd[0].revents)
 			continue;
 		struct zv_frame f;
