@@ -439,8 +439,11 @@ export class InvocationService {
     return bundles.tree(tenant, fn.bundle.digest);
   }
 
-  /** A version of a function: the latest unless asked; only the last FUNCTION_VERSIONS_KEPT exist. */
-  /** `latest`: the latest version the function had when it was read (`remembered`, or the store's). */
+  /**
+   * A version of a function: the latest unless asked; only the last FUNCTION_VERSIONS_KEPT
+   * exist. `latest`: the latest version the function had when it was read (`remembered`,
+   * or the store's).
+   */
   async #load(tenant: string, name: string, version: number | undefined, remembered: number | null): Promise<{ fn: FunctionVersion; latest: number }> {
     const { functions, withState } = this.deps;
     const latest = remembered ?? (await withState('functions.latest', 'read function', () => functions.latest(tenant, name)));
