@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { hostLeftovers, settledLeftovers } from './support/leftovers.js';
 import { privilegedReason, type Reply, type RunningServer, startServer } from './support/server.js';
-import { pollUntil, sleep, timeScale } from './support/wait.js';
+import { pollUntil, scaledMs, sleep, timeScale } from './support/wait.js';
 
 // One handler for most cases: what it does depends on the event.
 const NODE = `
@@ -263,6 +263,53 @@ describe.skipIf(privilegedReason() !== null)('reusable environments on a real se
     expect(burn.cpuMs).toBeGreaterThanOrEqual(300);
     expect(idle.cpuMs).toBeLessThan(burn.cpuMs / 2);
   });
+
+  it("charges an environment's boot to its first invocation, once: the module load's CPU and the supervisor's", async () => {
+    // The function's module burns 1 s of CPU and makes the supervisor answer 20000 denied
+    // calls (ptrace: a notification each) before its handler exists. Reused once, an
+    // environment whose boot went unbilled would run all of it for free.
+    const code = [
+      'import ctypes, time',
+      'libc = ctypes.CDLL(None, use_errno=True)',
+      't0 = time.process_time()',
+      'while time.process_time() - t0 < 1.0:',
+      '    pass',
+      'BURN_MS = (time.process_time() - t0) * 1000',
+      'for _ in range(20000):',
+      '    libc.syscall(101, -1, 1, 1, 0)',
+      'def handler(event, context):',
+      '    return {"burnMs": BURN_MS}',
+      '',
+    ].join('\n');
+    const limits = { timeoutMs: scaledMs(20_000, 60_000) };
+    for (const maxInvocations of [1, 3]) {
+      const name = `boot${maxInvocations}`;
+      const put = await s.request(`/functions/${name}`, { method: 'PUT', body: { runtime: 'python', code, limits, reuse: { ...REUSE, maxInvocations } } });
+      expect(put.status, JSON.stringify(put.body)).toBe(201);
+      const a = await ok(name);
+      const b = await ok(name);
+      const what = JSON.stringify({ a: { ...a, audit: undefined }, b: { ...b, audit: undefined } });
+      console.log(`boot, maxInvocations ${maxInvocations}: burnt ${a.output.burnMs} ms at load; charged cpuMs ${a.cpuMs} + brokerCpuMs ${a.brokerCpuMs}, then ${b.cpuMs} + ${b.brokerCpuMs} (index ${b.invocationIndex})`);
+      expect(a.invocationIndex, what).toBe(1);
+      // At least half of what the module measured burning: charged, not a wall-clock figure.
+      expect(a.output.burnMs, what).toBeGreaterThanOrEqual(1000);
+      expect(a.cpuMs, what).toBeGreaterThanOrEqual(a.output.burnMs / 2);
+      expect(a.chargedCpuMs, what).toBeGreaterThanOrEqual(a.cpuMs + a.brokerCpuMs - 0.2);
+      // 20000 notifications cost the supervisor well over 1 µs of CPU each.
+      expect(a.brokerCpuMs, what).toBeGreaterThanOrEqual(20);
+      if (maxInvocations === 1) {
+        // A fresh environment each time: each first invocation pays its own boot.
+        expect(b.invocationIndex, what).toBe(1);
+        expect(b.cpuMs, what).toBeGreaterThanOrEqual(b.output.burnMs / 2);
+        expect(b.brokerCpuMs, what).toBeGreaterThanOrEqual(20);
+      } else {
+        // The same environment: its second invocation is not charged the boot again.
+        expect(b.invocationIndex, what).toBe(2);
+        expect(b.cpuMs, what).toBeLessThan(a.output.burnMs / 4);
+        expect(b.brokerCpuMs, what).toBeLessThan(a.brokerCpuMs / 4);
+      }
+    }
+  }, scaledMs(120_000, 600_000));
 
   it('stops the runtime while parked: a thread still running after the answer burns nothing', async () => {
     await deploy('burner', {});
