@@ -311,6 +311,35 @@ describe.skipIf(privilegedReason() !== null)('reusable environments on a real se
     }
   }, scaledMs(120_000, 600_000));
 
+  it('answers a boot that passes timeoutMs as its invocation\'s timeout, charged, not as an unbilled 503', async () => {
+    // The module burns 300 ms of CPU, says so on stderr, and never finishes loading.
+    const code = [
+      'import sys, time',
+      't0 = time.process_time()',
+      'while time.process_time() - t0 < 0.3:',
+      '    pass',
+      'sys.stderr.write("burnt %d\\n" % ((time.process_time() - t0) * 1000))',
+      'sys.stderr.flush()',
+      'time.sleep(3600)',
+      'def handler(event, context):',
+      '    return 1',
+      '',
+    ].join('\n');
+    const limits = { timeoutMs: scaledMs(3000, 60_000) };
+    for (const reuse of [REUSE, 'never']) {
+      const name = `hang-${typeof reuse === 'string' ? reuse : 'reuse'}`;
+      const put = await s.request(`/functions/${name}`, { method: 'PUT', body: { runtime: 'python', code, limits, reuse } });
+      expect(put.status, JSON.stringify(put.body)).toBe(201);
+      const r = await call(name);
+      const what = JSON.stringify({ ...r.body, audit: undefined });
+      expect(r.status, what).toBe(200);
+      expect(r.body.status, what).toBe('timeout');
+      const burnt = /burnt (\d+)/.exec(r.body.stderr)?.[1];
+      expect(burnt, what).toBeDefined();
+      expect(r.body.cpuMs, what).toBeGreaterThanOrEqual(Number(burnt) / 2);
+    }
+  }, scaledMs(60_000, 600_000));
+
   it('stops the runtime while parked: a thread still running after the answer burns nothing', async () => {
     await deploy('burner', {});
     const a = await ok('burner', { burner: true });
