@@ -121,7 +121,7 @@ export function oneSandbox(task: SandboxTask, host: HostLayout, sandboxId: strin
     }
   } finally {
     if (!released) native.release(sb);
-    // As worker.ts: remove what a SIGKILLed supervisor could not (normally nothing).
+    // As worker-pool/sandbox.ts: remove what a SIGKILLed supervisor could not (normally nothing).
     for (const p of host.cgroup?.parents ?? []) killAndRemove(join(p.parent, sandboxCgroup(sandboxId)));
   }
 }

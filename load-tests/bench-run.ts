@@ -14,7 +14,8 @@ export interface RunResult {
   bwrap: Summary;
 }
 
-const CLI = join(PACKAGE_ROOT, 'dist', 'server', 'cli', 'main.js');
+/** The `zviz` executable as package.json's bin names it. */
+const CLI = join(PACKAGE_ROOT, 'dist', 'server', 'cli', 'zviz.cjs');
 
 function spawnOk(cmd: string, args: readonly string[]): void {
   const r = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });

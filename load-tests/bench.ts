@@ -16,10 +16,12 @@
 //   node dist/load-tests/bench.js [--quick]        (npm run bench / npm run bench:quick)
 //   node dist/load-tests/bench.js --quick --run-only   (item 7 alone)
 //   node dist/load-tests/bench.js --quick --reuse-only (item 8 and the ceiling alone)
+//   node dist/load-tests/bench.js --concurrent-only    (server RSS with 32 sandboxes at once, alone)
 //   node dist/load-tests/bench.js --quick --memory-only (item 4's memory per warm sandbox alone)
 //
 // Network: loopback only. Everything the run creates (servers, their Redis, cgroups,
 // temporary directories) is removed before it exits, also on SIGINT/SIGTERM.
+import { concurrentSandboxes, type Concurrent } from './bench-concurrent.js';
 import { asError } from '../worker-pool/util/errors.js';
 import { cpus, release } from 'node:os';
 import { attachLatency, benchCold, BWRAP_ARGS, openBenchHost, type ColdResult } from './bench-cold.js';
@@ -36,6 +38,7 @@ const quick = process.argv.includes('--quick');
 /** Only item 7 (`zviz run` against node -e 0 and bwrap): a minute, not an hour. */
 const runOnly = process.argv.includes('--run-only');
 const reuseOnly = process.argv.includes('--reuse-only');
+const concurrentOnly = process.argv.includes('--concurrent-only');
 const memoryOnly = process.argv.includes('--memory-only');
 
 const P = quick
@@ -382,6 +385,29 @@ function warmMemoryRows(m: WarmMemory): void {
   );
 }
 
+/** Sandboxes running at once for the server memory row (the issue's figure). */
+const CONCURRENT_N = 32;
+
+function concurrentRow(c: Concurrent): void {
+  rows.push([
+    '4',
+    `server RSS with ${c.n} sandboxes running at once (inline bash sleep, pools off)`,
+    String(c.n),
+    fmt(c.peakRssKiB / 1024, 1),
+    '',
+    'MiB',
+    `idle ${fmt(c.idleRssKiB / 1024, 1)}`,
+    `+${fmt((c.peakRssKiB - c.idleRssKiB) / 1024, 1)} MiB`,
+    '≤ 150 MiB',
+    verdict(c.peakRssKiB <= 150 * 1024),
+  ]);
+  notes.push(
+    `4: ${c.n} inline bash \`exec sleep\` at once into a server with ZVIZ_MAX_SANDBOXES=${c.n}, ZVIZ_WARM_MAX=0: VmRSS and Threads of the server process sampled every 5 ms ` +
+      `from the first request to the last answer (peak), against the same server idle just before (after one invocation): threads ${c.idleThreads} → ${c.peakThreads}; ` +
+      `at most ${c.peakRunning} sandboxes seen running sleep at the same moment; ${c.ok} of ${c.n} ok.`,
+  );
+}
+
 function rssRow(r: RssOverTime): void {
   const growth = r.afterKiB - r.beforeKiB;
   // One reading moves ±10 % with the number of live piscina workers and their GCs: judge
@@ -417,7 +443,7 @@ function runRows(r: RunResult): void {
   rows.push(['7', '  the same against bwrap', String(r.zvizRun.n), fmt(r.zvizRun.p50), fmt(r.zvizRun.p99), 'ms', `bwrap ${fmt(r.bwrap.p50)} / ${fmt(r.bwrap.p99)}`, ratio(r.zvizRun, r.bwrap), '', '']);
   rows.push(['7', '  node -e 0 (baseline)', String(r.nodeE0.n), fmt(r.nodeE0.p50), fmt(r.nodeE0.p99), 'ms', '', '1.00× / 1.00×', '', '']);
   notes.push(
-    `7: each round runs \`node dist/server/cli/main.js run --no-stdin -- /bin/true\` (host checks, registry, cgroup parents, one sandbox with every layer of the default profile, clean-up), ` +
+    `7: each round runs \`node dist/server/cli/zviz.cjs run --no-stdin -- /bin/true\` (host checks, registry, cgroup parents, one sandbox with every layer of the default profile, clean-up), ` +
       `then \`node -e 0\`, then bwrap ${BWRAP_ARGS.join(' ')}, each through spawnSync, wall time from spawn to exit.`,
   );
 }
@@ -449,6 +475,15 @@ async function main(): Promise<void> {
       host.close();
     }
     console.log(`ZViz benchmarks, item 8 only${quick ? ' (--quick)' : ''}: ${started.toISOString()}, kernel ${release()}, ${cpus().length} cores, node ${process.version}; load average ${loadAverage()}\n`);
+    printTable();
+    console.log('\nNotes');
+    for (const n of notes) console.log(`- ${n}`);
+    return;
+  }
+  if (concurrentOnly) {
+    progress(`item 4: server RSS with ${CONCURRENT_N} sandboxes at once`);
+    concurrentRow(await concurrentSandboxes(CONCURRENT_N));
+    console.log(`ZViz benchmarks, server memory with ${CONCURRENT_N} sandboxes only: ${started.toISOString()}, kernel ${release()}, ${cpus().length} cores, node ${process.version}; load average ${loadAverage()}\n`);
     printTable();
     console.log('\nNotes');
     for (const n of notes) console.log(`- ${n}`);
@@ -534,6 +569,8 @@ async function main(): Promise<void> {
         off[rt] = { seq, burst: await bursts(s, t, P.bursts, false) };
       }
     });
+    progress(`item 4: server RSS with ${CONCURRENT_N} sandboxes at once`);
+    const concurrent = await concurrentSandboxes(CONCURRENT_N);
     let mem: WarmMemory | null = null;
     if (ownMemoryCgroup(plan)) {
       progress(`item 4: memory per warm sandbox, ${P.memCycles} cycles`);
@@ -547,6 +584,7 @@ async function main(): Promise<void> {
     httpRows({ target, on, off, floors, poolLevel, floor });
     throughputRows(ceil, tput, target.node.mode);
     memoryRows(mem, rss);
+    concurrentRow(concurrent);
     runRows(run);
     reuseRows(ceil, reuse);
 

@@ -7,7 +7,7 @@
 //   node dist/load-tests/soak.js [--quick] [-n 10000] [--concurrency 4] [--every 50]
 //
 // --quick is the CI size (300 invocations). Needs root, like the server. The server runs
-// like the test harness starts it (test/support/server-process.ts): the built dist/server/main.js on an ephemeral loopback
+// like the test harness starts it (test/support/server-process.ts): the built dist/server/start.cjs on an ephemeral loopback
 // port, its own state directory (and private Redis), and here also its own router network
 // namespace for the egress sandboxes and ZVIZ_WARM_IDLE_MS short enough for its warm pools
 // to drain once the load stops.

@@ -54,7 +54,7 @@ npx tsc -p tsconfig.build.json
 
 case "${1:-}" in
   start)
-    exec node dist/server/main.js
+    exec node dist/server/start.cjs
     ;;
   test)
     make -s -C native asan check

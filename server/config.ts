@@ -7,6 +7,7 @@ import { PACKAGE_ROOT } from '../worker-pool/util/package-root.js';
 import { parseCallbackHosts, validCallbackHost } from './invocation/callbacks.js';
 import { parseRegistryList } from '../worker-pool/images/reference.js';
 import type { S3Config } from './uploads/s3.js';
+import { DEFAULT_MAX_SANDBOXES, DEFAULT_WARM_MAX } from '../worker-pool/threadpool.cjs';
 
 function packageVersion(): string {
   try {
@@ -29,7 +30,7 @@ export const configSchema = z.object({
   ZVIZ_PROFILES_DIR: z.string().min(1).default(join(PACKAGE_ROOT, 'profiles')),
   /** Directory of the language catalog's `*.json` definitions (validated at start-up). */
   ZVIZ_RUNTIMES_DIR: z.string().min(1).default(join(PACKAGE_ROOT, 'worker-pool', 'runtime', 'catalog')),
-  ZVIZ_MAX_SANDBOXES: int(1, 1024).default(32),
+  ZVIZ_MAX_SANDBOXES: int(1, 1024).default(DEFAULT_MAX_SANDBOXES),
   ZVIZ_MAX_QUEUE: int(0, 100_000).default(256),
   ZVIZ_UID_BASE: int(65536, 4_000_000_000).default(1_000_000_000),
   ZVIZ_DRAIN_MS: int(0, 600_000).default(15_000),
@@ -49,7 +50,7 @@ export const configSchema = z.object({
   /** Accept test-only profile features (network mode "join"). Never on a production host. */
   ZVIZ_ALLOW_TEST_PROFILES: z.enum(['0', '1']).default('0'),
   /** Most pre-warmed sandboxes on this host (0 turns warm pools off). */
-  ZVIZ_WARM_MAX: int(0, 1024).default(16),
+  ZVIZ_WARM_MAX: int(0, 1024).default(DEFAULT_WARM_MAX),
   /** Most memory warm sandboxes may be made with, all pools together, in MiB. */
   ZVIZ_WARM_BUDGET_MB: int(0, 1_048_576).default(4096),
   /** Most warm sandboxes of one pool (one function version or runtime + profile). */

@@ -16,6 +16,7 @@ import { imagesDir, openImageStore } from '../worker-pool/images/index.js';
 import { collectImages, pinnedByCatalog, pinnedByFunctions, reportCollections } from './images/collection.js';
 import { appArmorReadiness } from '../worker-pool/host/probe.js';
 import { PoolOverloadedError, SandboxPool } from '../worker-pool/pool.js';
+import { startedThreadpoolSize, threadpoolSize } from '../worker-pool/threadpool.cjs';
 import { commandTask, type SandboxTask } from '../worker-pool/task.js';
 import { createApp, DEFAULT_MAX_BODY_BYTES, type Invoker, type Readiness } from './app.js';
 import { recoverRunning, type HostIdentity } from './invocation/async.js';
@@ -162,6 +163,13 @@ export async function main(): Promise<void> {
   }
   if (config.adminToken === null) log.warn('ZVIZ_ADMIN_TOKEN is not set: the admin API, GET /host and GET /metrics answer 403', {});
 
+  // Each running sandbox waits on a thread of libuv's pool, sized by server/start.cts
+  // before anything started it; an entry that did not size it leaves sandboxes waiting
+  // for a thread beyond the pool's size (and the server's file work behind them).
+  const threads = { have: startedThreadpoolSize(process.env), need: threadpoolSize(config.maxSandboxes, config.warm.maxSandboxes) };
+  if (threads.have < threads.need) {
+    log.warn('libuv thread pool is smaller than the sandboxes need: start the server with dist/server/start.cjs or `zviz serve`, or set UV_THREADPOOL_SIZE', threads);
+  }
   let audit: AuditLog | undefined;
   const pool = new SandboxPool({
     host: host.layout,
@@ -361,8 +369,8 @@ export async function main(): Promise<void> {
       // nothing to cut short, only the guard below.
       if (drain.active > 0) {
         deadlinePassed = true;
-        // Exiting now would terminate worker threads blocked in native calls (V8 aborts the
-        // process in koffi) and skip the teardown below. End the sandboxes instead: their
+        // Exiting now would wait for libuv's threads blocked in native calls and skip the
+        // teardown below. End the sandboxes instead: their
         // supervisors report, the handlers answer (killed) and release their leases, and
         // shutdown goes on below, leaving nothing behind; exit code 1 says it was cut short.
         const killed = host.killSandboxes();
@@ -370,8 +378,10 @@ export async function main(): Promise<void> {
       }
       setTimeout(() => {
         // Supervisors watch our pidfd: they kill their sandboxes and clean up when we exit.
+        // Not process.exit(): it waits for libuv's threads, one of which may still be blocked
+        // in a native call.
         log.error('shutdown did not finish after the drain deadline; exiting', { inFlight: drain.active });
-        process.exit(1);
+        process.kill(process.pid, 'SIGKILL');
       }, FORCED_EXIT_MS).unref();
     }, config.drainMs);
     deadline.unref();

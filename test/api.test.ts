@@ -1,7 +1,7 @@
 // Integration: the HTTP API end to end over a real server on an ephemeral loopback port
 // (it needs root too: the server refuses to start when it cannot create sandboxes).
 // Covers the error table, the response shape in every runtime, the status routes, and
-// start-up failures of the built server (dist/server/main.js) run directly.
+// start-up failures of the built server (dist/server/start.cjs) run directly.
 import { execFileSync, spawn } from 'node:child_process';
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { connect } from 'node:net';
@@ -12,9 +12,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hostLeftovers, settledLeftovers } from './support/leftovers.js';
 import { run, type Runtime } from './support/sandboxes.js';
 import { privilegedReason, repoRoot, type RunningServer, startServer } from './support/server.js';
+import { SERVER_ENTRY } from './support/server-process.js';
 import { sleep } from './support/wait.js';
 
-const serverEntry = join(repoRoot, 'dist', 'server', 'main.js');
 const MiB = 1024 * 1024;
 
 interface Reply {
@@ -103,9 +103,9 @@ function request(url: string, method: string, body?: string, contentType = 'appl
   });
 }
 
-/** Runs dist/server/main.js with exactly `env` (plus PATH) until it exits or listens. */
+/** Runs the server's entry (SERVER_ENTRY) with exactly `env` (plus PATH) until it exits or listens. */
 async function startDirect(env: Record<string, string>): Promise<{ code: number | null; output: string; listening: boolean }> {
-  const child = spawn(process.execPath, [serverEntry], {
+  const child = spawn(process.execPath, [SERVER_ENTRY], {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ZVIZ_HOST: '127.0.0.1', ZVIZ_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

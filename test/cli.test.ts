@@ -1,7 +1,7 @@
 // The `zviz` command line, privileged: real sandboxes through `zviz run`, the host probe
 // through `zviz doctor`, a stale cgroup through `zviz sweep`, and `zviz invoke` and
 // `zviz deploy` against a real server. Each case runs the built executable
-// (dist/server/cli/main.js) as a user would.
+// (dist/server/cli/zviz.cjs, package.json's bin) as a user would.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,7 +12,7 @@ import { hostLeftovers, settledLeftovers } from './support/leftovers.js';
 import { privilegedReason, repoRoot, type RunningServer, startServer } from './support/server.js';
 import { cgroupDriver, hasIa32, hasX32 } from './support/machine.js';
 
-const entry = join(repoRoot, 'dist', 'server', 'cli', 'main.js');
+const entry = join(repoRoot, 'dist', 'server', 'cli', 'zviz.cjs');
 
 interface Ran {
   code: number | null;

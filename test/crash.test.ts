@@ -239,7 +239,7 @@ describe.skipIf(skip)('crash safety', () => {
         );
       expect(await pollUntil(alive, (l) => l.length === 0, 3000, 100)).toEqual([]);
     });
-    // worker-pool/worker.ts removeLeftCgroups: one rmdir right after the supervisor died,
+    // The bug (removeLeftCgroups, now in worker-pool/sandbox.ts): one rmdir right after the supervisor died,
     // while the sandbox's processes are still exiting (EBUSY), and no retry; nothing kills
     // what is inside first.
     it("the killed supervisor's cgroup folders are removed while the server runs", async () => {

@@ -1,7 +1,8 @@
 // The only file that imports koffi. It declares the C prototypes of native/include/zviz.h
 // once, refuses a library whose ABI version differs from ours, and exports typed
-// functions. Calls block: use them from piscina worker threads, not the event loop
-// (runAsync is the exception: it waits on koffi's own thread).
+// functions. spawn, run and release block until a supervisor answers: the event loop
+// calls their *Async forms, which wait on a thread of libuv's pool (koffi's `.async`), so
+// waiting on a sandbox holds no JS thread (docs/ARCHITECTURE.md, "Waiting on sandboxes").
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import koffi from 'koffi';
@@ -125,7 +126,7 @@ export interface SandboxHandle {
 interface Bindings {
   abiVersion: () => number;
   probe: (out: Buffer, cap: number, err: RawError) => number;
-  spawn: (path: string, spec: Buffer, len: number, sb: SandboxHandle, err: RawError) => number;
+  spawn: (path: string, spec: Uint8Array, len: number, sb: SandboxHandle, err: RawError) => number;
   run: (
     sb: SandboxHandle,
     go: Buffer | null,
@@ -149,12 +150,18 @@ interface Bindings {
 
 let bindings: Bindings | null = null;
 
+/** koffi's cap on asynchronous calls running or queued at once (its maximum). */
+const MAX_ASYNC_CALLS = 4096;
+
 function load(): Bindings {
   if (bindings) return bindings;
   const libPath = join(nativeDir(), 'libzviz.so');
   if (!existsSync(libPath)) {
     throw new Error(`Cannot load native library: ${libPath} does not exist (run \`npm run build:native\`)`);
   }
+  // Every running sandbox has an asynchronous call waiting on it, and so may its teardown:
+  // more than koffi's default of 256 at once on a large host. Only settable before a load.
+  if ((koffi.config().max_async_calls ?? 0) < MAX_ASYNC_CALLS) koffi.config({ max_async_calls: MAX_ASYNC_CALLS });
   const lib = koffi.load(libPath);
   const b: Bindings = {
     abiVersion: lib.func('int zviz_abi_version(void)'),
@@ -210,12 +217,47 @@ export function probe(): Record<string, unknown> {
   return JSON.parse(out.subarray(0, end < 0 ? out.length : end).toString('utf8')) as Record<string, unknown>;
 }
 
-/** Starts a supervisor and waits until its sandbox is built and parked. */
-export function spawn(spec: Buffer): SandboxHandle {
+/**
+ * Calls `fn` on a thread of libuv's pool (koffi's `.async`) and settles with `finish(rc)`
+ * on the event loop. The one place the library's blocking calls are made asynchronous: the
+ * arguments (buffers, output structs) must stay alive until then, which the closure does.
+ */
+function callAsync<A extends unknown[], T>(fn: (...args: A) => number, args: A, finish: (rc: number) => T): Promise<T> {
+  const f = fn as unknown as { async: (...a: unknown[]) => void };
+  return new Promise((resolve, reject) => {
+    f.async(...args, (e: unknown, rc: number) => {
+      if (e) return reject(e instanceof Error ? e : new Error(String(e)));
+      try {
+        resolve(finish(rc));
+      } catch (err) {
+        reject(err instanceof Error ? err : new Error(String(err)));
+      }
+    });
+  });
+}
+
+function spawnCall(spec: Uint8Array): { args: Parameters<Bindings['spawn']>; finish: (rc: number) => SandboxHandle } {
   const sb: SandboxHandle = { pid: 0, ctl_fd: -1, pidfd: -1, state: 0, setup_ns: 0 };
   const err = emptyError();
-  if (load().spawn(supervisorPath(), spec, spec.length, sb, err) !== 0) throw new NativeError(toFailure(err));
-  return sb;
+  return {
+    args: [supervisorPath(), spec, spec.length, sb, err],
+    finish: (rc) => {
+      if (rc !== 0) throw new NativeError(toFailure(err));
+      return sb;
+    },
+  };
+}
+
+/** Starts a supervisor and waits until its sandbox is built and parked. */
+export function spawn(spec: Uint8Array): SandboxHandle {
+  const call = spawnCall(spec);
+  return call.finish(load().spawn(...call.args));
+}
+
+/** `spawn`, waiting on a thread of libuv's pool instead of the calling thread. */
+export function spawnAsync(spec: Uint8Array): Promise<SandboxHandle> {
+  const call = spawnCall(spec);
+  return callAsync(load().spawn, call.args, call.finish);
 }
 
 export interface RunOutput {
@@ -282,9 +324,9 @@ export function run(
 }
 
 /**
- * `run` without blocking the calling thread: the call waits on one of koffi's own threads
- * and `onOutput` runs on this thread's event loop, so signals and timers keep working
- * while the sandbox runs. For a caller with no worker thread to block (`zviz run`).
+ * `run` without blocking the calling thread: the call waits on a thread of libuv's pool
+ * and `onOutput` runs on this thread's event loop (koffi queues it there; the waiting
+ * thread resumes when it returns), so every chunk is delivered before the result.
  */
 export function runAsync(
   sb: SandboxHandle,
@@ -293,19 +335,7 @@ export function runAsync(
   onOutput: ((stream: 'stdout' | 'stderr', chunk: Buffer) => boolean) | null = null,
 ): Promise<RunOutput> {
   const call = runCall(sb, outputCap, go, onOutput);
-  const fn = load().run as unknown as { async: (...args: unknown[]) => void };
-  return new Promise((resolve, reject) => {
-    fn.async(...call.args, (e: unknown, rc: number) => {
-      if (e) reject(e instanceof Error ? e : new Error(String(e)));
-      else {
-        try {
-          resolve(call.finish(rc));
-        } catch (err) {
-          reject(err instanceof Error ? err : new Error(String(err)));
-        }
-      }
-    });
-  });
+  return callAsync(load().run, call.args, call.finish);
 }
 
 export function kill(sb: SandboxHandle): void {
@@ -315,6 +345,10 @@ export function kill(sb: SandboxHandle): void {
 
 /** Kills what is left, reaps the supervisor. Idempotent. */
 export function release(sb: SandboxHandle): void {
-  const err = emptyError();
-  load().release(sb, err);
+  load().release(sb, emptyError());
+}
+
+/** `release`, waiting on a thread of libuv's pool (the supervisor's teardown takes its time). */
+export function releaseAsync(sb: SandboxHandle): Promise<void> {
+  return callAsync(load().release, [sb, emptyError()], () => undefined);
 }

@@ -1,19 +1,23 @@
-// The main-thread side of the worker pool: a piscina pool whose workers run one
-// invocation each (worker.ts). Queue overflow is reported as PoolOverloadedError; the
-// server turns it into its HTTP error. An invocation is answered as soon as its worker
-// posts the outcome; the worker then tears the sandbox down, and the pool keeps every
-// such job (and every release of a warm sandbox) until it has ended, so that closing the
-// pool, and a test, can wait for every teardown (teardownsSettled).
+// The main-thread side of the worker pool. Every sandbox is waited on from the event loop
+// (sandbox.ts: koffi's asynchronous calls wait on threads of libuv's pool), so a running
+// sandbox holds no JS thread; a piscina pool of at most one worker per core does only the
+// host work that must leave the event loop (worker.ts: egress network, spec encoding).
+// maxSandboxes and maxQueue are this pool's own accounting: beyond them an invocation is
+// refused with PoolOverloadedError, which the server turns into its HTTP error. An
+// invocation is answered as soon as its outcome is in; its sandbox is torn down after,
+// and the pool keeps every such teardown (and every release of a warm sandbox) until it
+// has ended, so that closing the pool, and a test, can wait for them (teardownsSettled).
 import { Piscina } from 'piscina';
 import type { HostLayout } from './spec.js';
-import { MessageChannel, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
-import { cpus } from 'node:os';
-import type { OutputChunk, ParkedSandbox, ReuseOutcome, RunMessage, SandboxOutcome, SpawnOutcome, WorkerJob } from './types.js';
+import { availableParallelism, cpus } from 'node:os';
+import type { HostJob, HostJobResult, OutputChunk, ParkedSandbox, ReuseOutcome, SandboxOutcome } from './types.js';
+import type { HostWork } from './host-work.js';
+import type { NetworkInfo } from './network/index.js';
 import { ReusePools, type Claim, type DiscardEvent } from './reuse.js';
 import { parseAnswer, runtimeDef } from './runtime/index.js';
+import { makeWarm, releaseSandbox, runParked, runReused, runTask, type OutputSink, type SandboxHost, type SettledRun } from './sandbox.js';
 import type { SandboxTask } from './task.js';
 import { DEFAULT_WARM, WarmPools, type PoolStats, type WarmOptions } from './warm.js';
-import { errorMessage } from './util/errors.js';
 
 /** Cores idle between one call and the next, from the kernel's per-CPU times. */
 export function idleCoresMeter(read: () => Array<{ times: { idle: number; user: number; nice: number; sys: number; irq: number } }> = cpus): () => number {
@@ -43,9 +47,9 @@ export class PoolOverloadedError extends Error {
 
 export interface PoolOptions {
   host: HostLayout;
-  /** Sandboxes running at once (one worker thread each: the native call blocks it). */
+  /** Sandboxes running at once. */
   maxSandboxes: number;
-  /** Invocations waiting for a thread before new ones are refused. */
+  /** Invocations waiting for a running sandbox to end before new ones are refused. */
   maxQueue: number;
   /** Pre-warmed sandboxes (maxSandboxes 0 turns them off). */
   warm?: WarmOptions;
@@ -54,33 +58,38 @@ export interface PoolOptions {
 }
 
 export class SandboxPool {
+  /** Host work that must leave the event loop (worker.ts). */
   private readonly piscina: Piscina;
+  private readonly host: SandboxHost;
   private closing = false;
   private accepted = 0;
-  /** Worker jobs that end with a teardown (runs and releases) and have not ended yet. */
+  /** Invocations running (from admission to their answer). */
+  private running = 0;
+  /** Invocations waiting for one of maxSandboxes, oldest first. */
+  private readonly waiting: Array<() => void> = [];
+  /** Invocations and releases whose sandbox is not torn down yet. */
   private readonly teardowns = new Set<Promise<unknown>>();
   readonly warm: WarmPools;
   /** Reusable environments of deployed functions that opted in; the same budget as warm pools. */
   readonly reuse: ReusePools;
 
   constructor(readonly options: PoolOptions) {
+    const cores = availableParallelism();
     this.piscina = new Piscina({
       filename: new URL('./worker.js', import.meta.url).href,
-      minThreads: Math.min(2, options.maxSandboxes),
-      maxThreads: options.maxSandboxes,
-      maxQueue: options.maxQueue,
-      // A worker thread only waits on its supervisor; it needs little heap.
+      minThreads: 1,
+      // Its jobs run `ip` and `nft` or encode a spec: at most one worker per core, each
+      // taking several jobs (they wait their turn in the worker, not on another isolate).
+      maxThreads: Math.max(1, Math.min(cores, options.maxSandboxes)),
+      concurrentTasksPerWorker: 4,
       resourceLimits: { maxOldGenerationSizeMb: 64 },
       idleTimeout: 60_000,
       workerData: { host: options.host },
     });
+    this.host = { layout: options.host, work: this.hostWork() };
     this.warm = new WarmPools(
       {
-        spawn: async (template) => {
-          const out = (await this.piscina.run({ kind: 'spawn', task: template } satisfies WorkerJob)) as SpawnOutcome;
-          if (!out.ok) throw new Error(out.error.message);
-          return out.parked;
-        },
+        spawn: (template) => makeWarm(template, this.host),
         release: (parked: ParkedSandbox) => this.release(parked),
         now: () => performance.now(),
         idleCores: idleCoresMeter(),
@@ -102,6 +111,22 @@ export class SandboxPool {
     );
   }
 
+  /** The host work of a sandbox, on a piscina worker. */
+  private hostWork(): HostWork {
+    const run = async (job: HostJob): Promise<HostJobResult & { ok: true }> => {
+      const r = (await this.piscina.run(job)) as HostJobResult;
+      if (!r.ok) throw new Error(r.message);
+      return r;
+    };
+    return {
+      prepare: async (task, sandboxId, warm) => (await run({ kind: 'prepare', task, sandboxId, warm })).prepared!,
+      endNetwork: async (net: NetworkInfo) => (await run({ kind: 'end-network', net })).drops ?? [],
+      removeNetwork: async (net: NetworkInfo) => {
+        await run({ kind: 'remove-network', net });
+      },
+    };
+  }
+
   /** Warm pool sizes and hit/miss counters, per key. */
   poolStats(): PoolStats[] {
     return [...this.warm.stats(), ...this.reuse.stats()];
@@ -109,42 +134,88 @@ export class SandboxPool {
 
   /**
    * Runs one task. With `onOutput`, stdout and stderr are handed over in chunks as the
-   * function writes them (the final result still carries them whole, capped).
+   * function writes them, all before the outcome (which still carries them whole, capped).
    */
   async invoke(task: SandboxTask, onOutput?: (chunk: OutputChunk) => void): Promise<SandboxOutcome> {
     if (this.closing) throw new PoolOverloadedError('Cannot run invocation: the server is shutting down');
-    if (this.piscina.queueSize >= this.options.maxQueue) {
-      throw new PoolOverloadedError(
-        `Cannot queue invocation: ${this.piscina.queueSize} invocations are already waiting (ZVIZ_MAX_QUEUE is ${this.options.maxQueue})`,
-      );
-    }
     this.accepted++;
-    // A function that opted into reuse runs in one of its environments when the budget allows.
-    const claim = this.reuse.claim(task);
-    if (claim) {
-      try {
-        return await this.#runReused(claim, task, onOutput);
-      } finally {
-        this.accepted--;
-      }
-    }
-    const parked = this.warm.claim(task);
     try {
-      const job = (port: MessagePort, stream: boolean): WorkerJob => (parked ? { kind: 'run', parked, task, port, stream } : { kind: 'invoke', task, port, stream });
-      return await this.#runOnWorker(job, onOutput);
+      await this.admit();
     } catch (e) {
-      // A claimed sandbox that never ran must not stay parked: release it.
-      if (parked) void this.release(parked).catch(() => undefined); // the pool is closing: the supervisor, seeing our pidfd close, cleans up
+      this.accepted--;
+      throw e;
+    }
+    const sink: OutputSink = onOutput ?? null;
+    const life = this.lifetime();
+    try {
+      // A function that opted into reuse runs in one of its environments when the budget allows.
+      const claim = this.reuse.claim(task);
+      const settled = claim ? await this.runReused(claim, task, sink) : await this.runSingleUse(task, sink);
+      life.end(settled.teardown);
+      return settled.outcome;
+    } catch (e) {
+      life.end(null);
       throw e;
     } finally {
       this.accepted--;
+      this.leave();
+    }
+  }
+
+  /** Takes one of maxSandboxes, waiting for it behind at most maxQueue others. */
+  private async admit(): Promise<void> {
+    if (this.running < this.options.maxSandboxes) {
+      this.running++;
+      return;
+    }
+    if (this.waiting.length >= this.options.maxQueue) {
+      throw new PoolOverloadedError(
+        `Cannot queue invocation: ${this.waiting.length} invocations are already waiting (ZVIZ_MAX_QUEUE is ${this.options.maxQueue})`,
+      );
+    }
+    // leave() hands its place over: `running` stays as it is.
+    await new Promise<void>((resolve) => this.waiting.push(resolve));
+  }
+
+  /** Gives the place of an answered invocation to the oldest waiting one. */
+  private leave(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.running--;
+  }
+
+  /**
+   * Tracks one invocation from its start until its sandbox is torn down: `end` is given the
+   * sandbox still to tear down once the invocation has its answer (null: nothing left).
+   */
+  private lifetime(): { end: (teardown: ParkedSandbox | null) => void } {
+    let done: () => void = () => undefined;
+    this.track(new Promise<void>((resolve) => (done = resolve)));
+    return {
+      end: (teardown) => {
+        if (!teardown) return done();
+        // A teardown that fails leaves what the next start's sweep removes.
+        releaseSandbox(teardown, this.host).then(done, done);
+      },
+    };
+  }
+
+  private async runSingleUse(task: SandboxTask, sink: OutputSink): Promise<SettledRun> {
+    const parked = this.warm.claim(task);
+    try {
+      return parked ? await runParked(parked, task, this.host, true, sink) : await runTask(task, this.host, sink);
+    } catch (e) {
+      // A claimed sandbox whose run did not settle must not stay parked: release it.
+      if (parked) void this.release(parked).catch(() => undefined); // the pool is closing: the supervisor, seeing our pidfd close, cleans up
+      throw e;
+    } finally {
       this.warm.done(task);
     }
   }
 
-  /** Releases a parked sandbox on a worker thread; tracked until it has ended. */
+  /** Releases a parked sandbox; tracked until it has ended. */
   private release(parked: ParkedSandbox): Promise<void> {
-    return this.track(this.piscina.run({ kind: 'release', parked } satisfies WorkerJob)).then(() => undefined);
+    return this.track(releaseSandbox(parked, this.host)).then(() => undefined);
   }
 
   private track<T>(job: Promise<T>): Promise<T> {
@@ -154,70 +225,30 @@ export class SandboxPool {
     return job;
   }
 
-  /** Runs and releases whose sandbox is not torn down yet (answered or not). */
+  /** Invocations and releases whose sandbox is not torn down yet (answered or not). */
   get pendingTeardowns(): number {
     return this.teardowns.size;
   }
 
-  /** Resolves once every run and release started so far has torn its sandbox down. */
+  /** Resolves once every invocation and release started so far has torn its sandbox down. */
   async teardownsSettled(): Promise<void> {
     while (this.teardowns.size > 0) await Promise.allSettled([...this.teardowns]);
   }
 
-  /**
-   * Runs a job that answers on its port (worker.ts `answerThenTearDown`): resolves with the
-   * outcome as soon as it is posted, while the job goes on tearing the sandbox down.
-   */
-  async #runOnWorker(make: (port: MessagePort, stream: boolean) => WorkerJob, onOutput?: (chunk: OutputChunk) => void): Promise<SandboxOutcome> {
-    const channel = new MessageChannel();
+  private async runReused(claim: NonNullable<Claim>, task: SandboxTask, sink: OutputSink): Promise<SettledRun> {
+    let settled: SettledRun;
     try {
-      // The worker's last message on the port is the outcome: every chunk before it is
-      // delivered before the caller sees the result.
-      let outcome: SandboxOutcome | null = null;
-      let answer: (o: SandboxOutcome) => void = () => undefined;
-      const answered = new Promise<SandboxOutcome>((resolve) => (answer = resolve));
-      const deliver = (m: RunMessage): void => {
-        if ('outcome' in m) answer((outcome = m.outcome));
-        else onOutput?.({ stream: m.stream, data: Buffer.from(m.data) });
-      };
-      channel.port1.on('message', deliver);
-      const port = channel.port2;
-      const ran = this.track(this.piscina.run(make(port, onOutput !== undefined), { transferList: [port as never] }));
-      return await Promise.race([
-        answered,
-        ran.then(() => {
-          // The outcome was posted before the job ended, on another port: it may still
-          // be queued behind the job's own message. Take what is there now.
-          for (let m = receiveMessageOnPort(channel.port1); m && !outcome; m = receiveMessageOnPort(channel.port1)) deliver(m.message as RunMessage);
-          if (!outcome) throw new Error('Cannot run invocation: the worker ended without an answer');
-          return outcome;
-        }),
-      ]);
-    } catch (e) {
-      if (/queue is at limit/i.test(errorMessage(e))) {
-        throw new PoolOverloadedError(`Cannot queue invocation: the queue is full (ZVIZ_MAX_QUEUE is ${this.options.maxQueue})`);
-      }
-      throw e;
-    } finally {
-      channel.port1.close();
-    }
-  }
-
-  async #runReused(claim: NonNullable<Claim>, task: SandboxTask, onOutput?: (chunk: OutputChunk) => void): Promise<SandboxOutcome> {
-    let out: ReuseOutcome;
-    try {
-      const parked = claim.env?.parked ?? null;
-      const job = (port: MessagePort, stream: boolean): WorkerJob => ({ kind: 'reuse', parked, task, index: claim.index, port, stream });
-      out = (await this.#runOnWorker(job, onOutput)) as ReuseOutcome;
+      settled = await runReused(claim.env?.parked ?? null, task, this.host, claim.index, sink);
     } catch (e) {
       this.reuse.abandon(claim);
       throw e;
     }
+    const out = settled.outcome as ReuseOutcome;
     // Only an ok answer keeps the environment: a handler's error discards it like a crash.
     const ok = out.ok && parseAnswer(runtimeDef(task.runtime), out.result.reply, out.result.stdout)?.ok === true;
     this.reuse.settle(claim, task, out, ok);
     const { kept: _kept, discard: _discard, ...outcome } = out;
-    return outcome as SandboxOutcome;
+    return { outcome: outcome as SandboxOutcome, teardown: settled.teardown };
   }
 
   /** Invocations accepted and not yet finished (running or queued). */
@@ -225,20 +256,25 @@ export class SandboxPool {
     return this.accepted;
   }
 
+  /** Invocations waiting for one of maxSandboxes. */
   get queued(): number {
-    return this.piscina.queueSize;
+    return this.waiting.length;
+  }
+
+  /** Threads of the piscina pool that does host work (at most one per core). */
+  get hostWorkers(): number {
+    return this.piscina.threads.length;
   }
 
   /** Refuses new work, waits for running invocations (each bounded by its timeout). */
   async close(): Promise<void> {
     this.closing = true;
-    // Let running invocations finish (each is bounded by its timeout; the server's drain
-    // deadline bounds the whole): a worker thread must never be terminated while it is
-    // inside a native call.
+    // Let running and queued invocations finish (each is bounded by its timeout; the
+    // server's drain deadline bounds the whole).
     while (this.accepted > 0) await new Promise((r) => setTimeout(r, 20));
     await this.warm.close();
     await this.reuse.close();
-    // Answered runs may still be tearing their sandboxes down on a worker thread.
+    // Answered invocations may still be tearing their sandboxes down.
     await this.teardownsSettled();
     await this.piscina.close();
   }

@@ -1,6 +1,8 @@
-// Plain data that crosses the piscina boundary. Nothing here is a class or carries
-// methods: the structured clone between threads would strip them (piscina #141).
-import type { MessagePort } from 'node:worker_threads';
+// Plain data that crosses the piscina boundary, and what the pool answers with. Nothing
+// here is a class or carries methods: the structured clone between threads would strip
+// them (piscina #141).
+import type { Prepared } from './host-work.js';
+import type { NetworkInfo } from './network/index.js';
 import type { SandboxTask } from './task.js';
 
 /** A sandbox made ahead of its invocation and parked; plain data, valid in any thread. */
@@ -12,17 +14,18 @@ export interface ParkedSandbox {
 }
 
 /**
- * The jobs a worker thread runs. A run (`invoke`, `run`, `reuse`) answers on `port` — its streamed
- * output if `stream`, then its outcome — and ends once its sandbox is torn down (a kept
- * reusable environment is not torn down).
+ * The jobs a piscina worker runs (worker.ts): a sandbox's host work that must leave the
+ * event loop (host-work.ts). Waiting on sandboxes is not among them (sandbox.ts).
  */
-export type WorkerJob =
-  | { kind: 'invoke'; task: SandboxTask; port: MessagePort; stream: boolean }
-  | { kind: 'spawn'; task: SandboxTask }
-  | { kind: 'run'; parked: ParkedSandbox; task: SandboxTask; port: MessagePort; stream: boolean }
-  | { kind: 'release'; parked: ParkedSandbox }
-  /** One invocation in a reusable environment: `parked` to reuse, or null to make one first. */
-  | { kind: 'reuse'; parked: ParkedSandbox | null; task: SandboxTask; index: number; port: MessagePort; stream: boolean };
+export type HostJob =
+  | { kind: 'prepare'; task: SandboxTask; sandboxId: string; warm: boolean }
+  | { kind: 'end-network'; net: NetworkInfo }
+  | { kind: 'remove-network'; net: NetworkInfo };
+
+/** A host job's answer: its result, or why it failed (as data: piscina #141). */
+export type HostJobResult =
+  | { ok: true; prepared?: Prepared; drops?: AuditEvent[] }
+  | { ok: false; message: string };
 
 /** Why a reusable environment was discarded after an invocation (the supervisor's reset, or the answer). */
 export type ReuseDiscard = 'process' | 'socket' | 'rlimit' | 'memory' | 'reset';
@@ -33,16 +36,11 @@ export type ReuseDiscard = 'process' | 'socket' | 'rlimit' | 'memory' | 'reset';
  */
 export type ReuseOutcome = SandboxOutcome & { kept: ParkedSandbox | null; discard: ReuseDiscard | null };
 
-/** What a streaming invocation posts on its port while it runs. */
+/** A piece of a run's output, handed over as the function writes it. */
 export interface OutputChunk {
   stream: 'stdout' | 'stderr';
   data: Uint8Array;
 }
-
-/** What a run posts on its job's port: streamed chunks, then its outcome, last. */
-export type RunMessage = OutputChunk | { outcome: SandboxOutcome };
-
-export type SpawnOutcome = { ok: true; parked: ParkedSandbox } | { ok: false; error: NativeFailure };
 
 /** Closed set of native error codes (mirrors `enum zviz_code` in native/include/zviz.h). */
 export const NATIVE_ERROR_CODES = [

@@ -322,7 +322,7 @@ static bool continue_runtime(struct sup *s)
  * sandbox until removed). Last, the runtime must still be the process we looked at. */
 static uint32_t reset(struct sup *s, bool stopped)
 {
-	if (!stopped)
+	if (!stopped || s->broker.failed)
 		return ZVIZ_RF_DISCARD_RESET;
 	if (other_processes(s))
 		return ZVIZ_RF_DISCARD_PROCESS;

@@ -108,6 +108,16 @@ static int add_allow(scmp_filter_ctx ctx, const char *name, bool brokered_opens,
 		for (int f = 0; f < 64 && rc == 0; f++)
 			if (families & ((uint64_t)1 << f))
 				rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A0(SCMP_CMP_EQ, (uint64_t)f));
+	} else if (strcmp(name, "seccomp") == 0) {
+		/* A function may add filters of its own (sandboxes in sandboxes, a runtime's own
+		 * hardening), but never a listener. While ours is open the kernel refuses a second
+		 * one anyway (EBUSY); once ours is closed (the supervisor died, or its handling
+		 * failed and fail-closed ended it), a listener of the function's own would receive
+		 * the calls we route to notification — every call outside the allowlist, the
+		 * always-denied ones included — and could answer them "continue". The flags are
+		 * an unsigned int to the kernel; the bit tested is in its low half. */
+		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1,
+				      SCMP_A1(SCMP_CMP_MASKED_EQ, (uint64_t)SECCOMP_FILTER_FLAG_NEW_LISTENER, 0));
 	} else if (strcmp(name, "personality") == 0) {
 		/* Querying (0xffffffff) and PER_LINUX only: no READ_IMPLIES_EXEC, no ADDR_NO_RANDOMIZE. */
 		rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1, SCMP_A0(SCMP_CMP_EQ, 0xffffffffULL));

@@ -216,9 +216,9 @@ static int create_sandbox(struct sup *s, struct zviz_error *err)
 
 /* Parked: wait for GO (with its payload) while watching the server and, unless the
  * function is warm, the init. A warm function may end while parked (it failed to load,
- * or its boot passed a limit): that is its result, collected by the loop after GO. A warm runtime may still make
- * filtered calls while parked (timers, its own housekeeping): they are answered here; if
- * answering fails, the loop after GO ends the invocation (broker.c). */
+ * or its boot passed a limit): that is its result, collected by the loop after GO. A warm
+ * runtime may still make filtered calls while parked (timers, its own housekeeping): they
+ * are answered here; if answering fails, the parked sandbox ends here (broker.c). */
 int zv_sup_wait_for_go(struct sup *s, struct zviz_error *err)
 {
 	for (;;) {
@@ -242,6 +242,11 @@ int zv_sup_wait_for_go(struct sup *s, struct zviz_error *err)
 			return zv_fail(err, ZVIZ_E_PROTOCOL, 0, "sandbox init exited while parked");
 		if (pfd[3].revents) {
 			zv_broker_serve(&s->broker, pfd[3].revents);
+			/* Fail closed at once, not at the next work: the sandbox ends with us, as
+			 * when its init ends while parked (the caller finds it gone and starts
+			 * another). */
+			if (s->broker.failed)
+				return zv_fail(err, ZVIZ_E_PROTOCOL, 0, "answering the sandbox's seccomp notifications failed while parked");
 			/* A warm runtime's boot started its first invocation's trusted CPU. */
 			zv_sup_check_trusted_cpu(s);
 		}

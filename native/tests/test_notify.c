@@ -15,7 +15,12 @@
  * own for it). The harness waits for answered calls, SIGKILLs the supervisor, and reads
  * on: after the first call that was not answered EPERM, every call fails with ENOSYS (the
  * kernel's answer once the listener is gone), none succeeds, for thousands of calls. The
- * target is reparented to the harness (a child subreaper) and reaped at the end. */
+ * target is reparented to the harness (a child subreaper) and reaped at the end.
+ *
+ * Then, with the filter zv_sc_compile makes from an allowlist that has seccomp: a filter
+ * of the function's own loads, but a listener of its own does not, also once the
+ * supervisor's listener is closed (when the kernel would otherwise accept one, and that
+ * listener would receive, and could let through, every call outside the allowlist). */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/audit.h>
@@ -32,6 +37,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "internal.h"
 #include "sandbox.h"
 
 #define ANSWERED_BEFORE 200  /* calls the supervisor answers before it is killed */
@@ -124,6 +130,79 @@ static int read_int(int fd, int *v)
 	return 0;
 }
 
+/* A filter that allows everything: what the function tries to add. */
+static struct sock_filter allow_all[] = { BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW) };
+
+/* The function's side: load the compiled filter, wait for the word, then try a plain
+ * filter and one with a listener; each call's result (>= 0) or -errno goes to `out`. */
+__attribute__((noreturn)) static void nested_target(const struct zv_seccomp *sc, int sock, int go, int out)
+{
+	struct zviz_error err;
+	zv_error_clear(&err);
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || zv_sc_load(sc, sock, &err) < 0)
+		_exit(2);
+	char word;
+	if (read(go, &word, 1) != 1)
+		_exit(2);
+	struct sock_fprog fprog = { .len = 1, .filter = allow_all };
+	int r[2];
+	r[0] = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fprog) < 0 ? -errno : 0;
+	long l = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &fprog);
+	r[1] = l < 0 ? -errno : (int)l;
+	_exit(write(out, r, sizeof(r)) == sizeof(r) ? 0 : 2);
+}
+
+static void nested_listener(void)
+{
+	char *allow[] = { "seccomp", "read" };
+	struct zv_spec spec;
+	memset(&spec, 0, sizeof(spec));
+	spec.seccomp_flags = ZV_SC_ENABLED;
+	spec.sc_allow = allow;
+	spec.nsc_allow = sizeof(allow) / sizeof(allow[0]);
+	struct zv_seccomp sc;
+	struct zv_broker b;
+	struct zviz_error err;
+	zv_error_clear(&err);
+	int go[2], out[2];
+	if (zv_sc_compile(&spec, &sc, &err) < 0 || zv_broker_prepare(&b, &spec, &sc, &err) < 0 || pipe2(go, O_CLOEXEC) < 0 ||
+	    pipe2(out, O_CLOEXEC) < 0) {
+		CHECK(0, "nested listener: set up (%s)", err.msg);
+		return;
+	}
+	pid_t t = fork();
+	if (t == 0) {
+		close(b.sock);
+		nested_target(&sc, b.sock_child, go[0], out[1]);
+	}
+	close(b.sock_child);
+	b.sock_child = -1;
+	close(out[1]);
+	/* Receive the listener, then close it as the supervisor's death would. */
+	while (b.listener < 0 && b.sock >= 0) {
+		struct pollfd p = { .fd = zv_broker_pollfd(&b), .events = POLLIN, .revents = 0 };
+		if (poll(&p, 1, 5000) <= 0)
+			break;
+		zv_broker_serve(&b, p.revents);
+	}
+	CHECK(b.listener >= 0, "nested listener: the function's filter loaded and its listener came over");
+	zv_broker_finish(&b);
+	int r[2] = { 1, 1 };
+	bool wrote = write(go[1], "g", 1) == 1;
+	bool read_back = wrote && read_int(out[0], &r[0]) == 0 && read_int(out[0], &r[1]) == 0;
+	CHECK(read_back && r[0] == 0, "nested listener: a filter of the function's own loads (got %d)", r[0]);
+	CHECK(read_back && r[1] < 0,
+	      "nested listener: a listener of the function's own is refused once the supervisor's is closed (got %d%s)",
+	      r[1], r[1] == -ENOSYS ? ", ENOSYS: the call went to the closed listener" : "");
+	close(go[0]);
+	close(go[1]);
+	close(out[0]);
+	int st;
+	kill(t, SIGKILL);
+	waitpid(t, &st, 0);
+	free(sc.prog);
+}
+
 int main(void)
 {
 	struct seccomp_notif_sizes sizes;
@@ -191,6 +270,8 @@ int main(void)
 	kill(tgt, SIGKILL);
 	while (waitpid(-1, &st, 0) > 0 || errno == EINTR)
 		;
+
+	nested_listener();
 	printf("%s\n", failures ? "test-notify FAILED" : "test-notify passed");
 	return failures ? 1 : 0;
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The `zviz` executable (package.json "bin"; scripts/zviz from a checkout). Everything is
+// The `zviz` command line, as zviz.cts starts it (and the benchmarks do). Everything is
 // in cli.ts; this file only connects it to the process.
 import { cli } from './cli.js';
 import { processIo } from './io.js';

@@ -1,4 +1,4 @@
-// `zviz serve`: the server, started exactly as `node dist/server/main.js` starts it. Its
+// `zviz serve`: the server, started exactly as `node dist/server/start.cjs` starts it. Its
 // configuration is the ZVIZ_* environment (README, docs/TENANTS.md); --host and --port
 // are shorthands for ZVIZ_HOST and ZVIZ_PORT. It logs JSON lines on stdout, always.
 import { helpText, noPositionals, parseCommandLine, parseInteger, shown, type OptionSpecs } from './args.js';

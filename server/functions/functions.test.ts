@@ -195,6 +195,29 @@ describe('POST /invoke with a deployed function', () => {
     expect(control.context).toEqual({ invocationId: task.id, function: 'hello', version: 2, tenant: 'acme', deadlineMs: expect.any(Number) });
   });
 
+  it.each([
+    ['redeployed', 200],
+    ['deleted', 404],
+  ] as const)('a function %s between reading its latest version and admission never runs the version before (%i)', async (change, status) => {
+    const { call, invoker, state } = await setup();
+    await call('PUT', '/functions/hello', { runtime: 'node', code: 'v1' });
+    // Nothing remembered yet: the invocation reads the store, and the change lands right after.
+    const latest = state.functions.latest.bind(state.functions);
+    let changed = false;
+    state.functions.latest = async (tenant, name) => {
+      const v = await latest(tenant, name);
+      if (!changed) {
+        changed = true;
+        const res = change === 'redeployed' ? await call('PUT', '/functions/hello', { runtime: 'node', code: 'v2' }) : await call('DELETE', '/functions/hello');
+        expect(res.status).toBeLessThan(300);
+      }
+      return v;
+    };
+    const res = await call('POST', '/invoke', { function: 'hello' });
+    expect(res.status).toBe(status);
+    expect(invoker.tasks.map((t) => t.files[0]!.content)).toEqual(change === 'redeployed' ? ['v2'] : []);
+  });
+
   it('pins a version, and refuses one that does not exist or is no longer kept', async () => {
     const { call, invoker } = await setup();
     for (let i = 0; i < FUNCTION_VERSIONS_KEPT + 1; i++) await call('PUT', '/functions/hello', { runtime: 'node', code: `v${i + 1}` });

@@ -1,11 +1,12 @@
 // JSON bodies read straight from Node's message (./node-body.ts) behave as Hono's own read
 // did: over a real listening server, declared and chunked, within and over the limit, not
 // JSON, with a BOM, and a client that hangs up midway.
-import { type Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FakeInvoker, testApp, testState, testTenant } from '../../test/support/fixtures.js';
+import { readBody } from './node-body.js';
 
 const MAX = 4096;
 
@@ -112,5 +113,31 @@ describe('a JSON body read from the Node request', () => {
     await send([Buffer.from(INLINE.slice(0, 10))], { hangUp: true });
     expect(invoker.tasks.length).toBe(before);
     expect((await send(INLINE)).status).toBe(200);
+  });
+
+  it('a client gone before the read begins (during authentication) is an aborted read at once, not a read that never ends', async () => {
+    // The whole body arrives, the client closes, and only then is the body read: Node has
+    // destroyed the message and emitted its 'close' already.
+    const outcome = new Promise<string>((resolve) => {
+      const raw = createServer((req) => {
+        // (Not events.once: it listens for 'error' too, which this hang-up emits.)
+        req.on('close', async () => {
+          const timer = setTimeout(() => resolve('never settled'), 2000);
+          const text = await readBody(req, MAX, () => new Error('too large')).then(
+            (t) => `read ${t}`,
+            (e: NodeJS.ErrnoException) => `rejected ${e.code}`,
+          );
+          clearTimeout(timer);
+          raw.close();
+          resolve(text);
+        });
+      });
+      raw.listen(0, '127.0.0.1', () => {
+        const s = connect((raw.address() as AddressInfo).port, '127.0.0.1');
+        s.write(`POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: ${INLINE.length}\r\n\r\n${INLINE}`);
+        setTimeout(() => s.destroy(), 20);
+      });
+    });
+    expect(await outcome).toBe('rejected ECONNRESET');
   });
 });

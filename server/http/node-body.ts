@@ -17,6 +17,11 @@ export function nodeIncoming(c: Context): IncomingMessage | null {
 /** UTF-8 with a leading BOM dropped and bad sequences replaced, as the Fetch standard's text() decodes. */
 const utf8 = new TextDecoder();
 
+/** The error Node gives a read of a message whose client hung up (clientAborted() knows it). */
+function hungUp(): Error {
+  return Object.assign(new Error('aborted'), { code: 'ECONNRESET' });
+}
+
 /**
  * Reads the rest of `incoming`; rejects with `tooLarge()` once more than `maxBytes` arrived
  * (the rest is left unread, for the server to drain or cut), and with an `aborted`
@@ -24,6 +29,13 @@ const utf8 = new TextDecoder();
  */
 export function readBody(incoming: IncomingMessage, maxBytes: number, tooLarge: () => Error): Promise<string> {
   return new Promise((resolve, reject) => {
+    // A client gone before the read began (during authentication, say): the message is
+    // destroyed, its buffered bytes dropped, and its 'close' already emitted, so no listener
+    // below would ever hear of it.
+    if (incoming.destroyed || incoming.errored !== null) {
+      reject(hungUp());
+      return;
+    }
     const chunks: Buffer[] = [];
     let size = 0;
     const stop = (): void => {
@@ -53,7 +65,7 @@ export function readBody(incoming: IncomingMessage, maxBytes: number, tooLarge: 
     const onClose = (): void => {
       if (incoming.complete) return;
       stop();
-      reject(Object.assign(new Error('aborted'), { code: 'ECONNRESET' }));
+      reject(hungUp());
     };
     incoming.on('data', onData);
     incoming.on('end', onEnd);

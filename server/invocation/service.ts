@@ -119,6 +119,9 @@ export function chargedCpuMs(outcome: SandboxOutcome | undefined): number {
   return outcome.result.cpuMs + outcome.result.brokerCpuMs;
 }
 
+/** How many times a function may turn out redeployed during one admission before it is refused. */
+const STALE_ATTEMPTS = 3;
+
 /** How many functions' latest versions are remembered (the memory starts over when full). */
 const LATEST_ENTRIES = 10_000;
 
@@ -143,21 +146,32 @@ export class InvocationService {
     return this.admit(tenant, id, () => ('image' in body ? this.#prepareImage(tenant, body, id) : this.#prepareInline(tenant, body, id)));
   }
 
-  /** From the remembered latest version when there is one; from the store's when it is not (or no longer) right. */
+  /**
+   * From the remembered latest version when there is one; from the store's when it is not
+   * (or no longer) right. Admission checks, in the step that takes the lease, that the
+   * version prepared from is still the latest, whichever way it was learnt: a redeploy or
+   * a delete that has returned is never raced by the version before it.
+   */
   async #startFunction(tenant: Tenant, body: FunctionInvokeRequest, id: string): Promise<Admitted> {
     const key = `${tenant.name}:${body.function}`;
-    const remembered = this.#latest.get(key);
-    if (remembered !== undefined) {
+    let latest = this.#latest.get(key) ?? null;
+    for (let attempt = 1; ; attempt++) {
       try {
-        return await this.admit(tenant, id, () => this.#prepareFunction(tenant, body, id, remembered));
+        return await this.admit(tenant, id, () => this.#prepareFunction(tenant, body, id, latest));
       } catch (e) {
         // Redeployed or deleted since (admission said so, or a version asked for is out of the
-        // remembered range): nothing was taken, so ask the store.
-        if (!(e instanceof StaleVersionError) && !(e instanceof ApiError && e.code === 'UNKNOWN_FUNCTION')) throw e;
+        // remembered range): nothing was taken, so go on from what admission saw, or the store.
+        const stale = e instanceof StaleVersionError;
+        if (!stale && !(latest !== null && e instanceof ApiError && e.code === 'UNKNOWN_FUNCTION')) throw e;
         this.#latest.delete(key);
+        if (stale && e.latest === null) throw unknownFunction(body.function);
+        if (attempt === STALE_ATTEMPTS) {
+          throw new ApiError('OVERLOADED', `Cannot invoke function '${body.function}': it was redeployed ${attempt} times while being admitted; try again`);
+        }
+        latest = stale ? e.latest : null;
+        if (latest !== null) this.#remember(key, latest);
       }
     }
-    return this.admit(tenant, id, () => this.#prepareFunction(tenant, body, id, null));
   }
 
   /**
@@ -355,8 +369,8 @@ export class InvocationService {
 
   /** `remembered`: the latest version to prepare from without asking the store (null: ask it). */
   async #prepareFunction(tenant: Tenant, body: FunctionInvokeRequest, id: string, remembered: number | null): Promise<Prepared> {
-    const fn = await this.#load(tenant.name, body.function, body.version, remembered);
-    const expect = remembered === null ? {} : { expect: { name: fn.name, version: remembered } };
+    const { fn, latest } = await this.#load(tenant.name, body.function, body.version, remembered);
+    const expect = { expect: { name: fn.name, version: latest } };
     const profile = findProfile(this.deps.profiles, body.profile ?? fn.profile);
     // An image function's runtime names its handler contract only; the profile must run images.
     if (!fn.image) checkRuntime(profile, fn.runtime, `run function '${fn.name}'`);
@@ -425,15 +439,16 @@ export class InvocationService {
     return bundles.tree(tenant, fn.bundle.digest);
   }
 
-  /** A version of a function: the latest unless asked; only the last FUNCTION_VERSIONS_KEPT exist. */
-  async #load(tenant: string, name: string, version: number | undefined, remembered: number | null): Promise<FunctionVersion> {
+  /**
+   * A version of a function: the latest unless asked; only the last FUNCTION_VERSIONS_KEPT
+   * exist. `latest`: the latest version the function had when it was read (`remembered`,
+   * or the store's).
+   */
+  async #load(tenant: string, name: string, version: number | undefined, remembered: number | null): Promise<{ fn: FunctionVersion; latest: number }> {
     const { functions, withState } = this.deps;
     const latest = remembered ?? (await withState('functions.latest', 'read function', () => functions.latest(tenant, name)));
     if (latest === null) throw unknownFunction(name);
-    if (remembered === null) {
-      if (this.#latest.size >= LATEST_ENTRIES) this.#latest.clear();
-      this.#latest.set(`${tenant}:${name}`, latest);
-    }
+    if (remembered === null) this.#remember(`${tenant}:${name}`, latest);
     const v = version ?? latest;
     if (v > latest || v <= latest - FUNCTION_VERSIONS_KEPT) {
       const why = v > latest ? 'does not exist' : `is no longer kept (the last ${FUNCTION_VERSIONS_KEPT} are)`;
@@ -441,12 +456,17 @@ export class InvocationService {
     }
     const key = VersionCache.key(tenant, name, v);
     const cached = this.#cache.get(key);
-    if (cached !== undefined) return cached;
+    if (cached !== undefined) return { fn: cached, latest };
     const fn = await withState('functions.version', 'read function', () => functions.version(tenant, name, v));
     // Deleted or replaced by enough newer versions since the first read.
     if (fn === null) throw unknownFunction(name, `version ${v} of function '${name}' is no longer stored`);
     this.#cache.set(key, fn);
-    return fn;
+    return { fn, latest };
+  }
+
+  #remember(key: string, latest: number): void {
+    if (this.#latest.size >= LATEST_ENTRIES) this.#latest.clear();
+    this.#latest.set(key, latest);
   }
 
   /**

@@ -282,7 +282,7 @@ export class JobService {
       if (killer !== null) clearInterval(killer);
       job.log.end();
     }
-    // The answer comes before the sandbox's teardown (worker.ts answerThenTearDown): a
+    // The answer comes before the sandbox's teardown (worker-pool/sandbox.ts settleRun, pool.ts): a
     // background process of the job may still be running and swapping files of the
     // workspace. Nothing is read from it until the sandbox has no process left.
     const settled = ws !== null && response !== null && (await this.#sandboxGone(id));

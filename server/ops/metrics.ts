@@ -106,7 +106,7 @@ export class Metrics {
     if (poolQueued) {
       new Gauge({
         name: 'zviz_pool_queued',
-        help: 'Invocations waiting for a worker thread',
+        help: 'Invocations waiting for one of ZVIZ_MAX_SANDBOXES',
         registers,
         collect() {
           this.set(poolQueued());

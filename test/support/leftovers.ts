@@ -75,7 +75,7 @@ export function leftoversNotOfOtherServers(ours: readonly number[], baseline: re
   const found = hostLeftovers().filter((entry) => !baseline.includes(entry));
   // Read after hostLeftovers(): a supervisor it saw is in this snapshot unless it exited.
   const procs = hostProcesses();
-  const others = procs.filter((p) => /(^|\/)node .*server\/main\.js/.test(p.cmdline) && !ours.includes(p.pid)).map((p) => p.pid);
+  const others = procs.filter((p) => /(^|\/)node .*server\/(main\.js|start\.cjs)/.test(p.cmdline) && !ours.includes(p.pid)).map((p) => p.pid);
   if (others.length === 0) return found;
   const mounts = cgroupMounts();
   const theirParents = new Set<string>();
@@ -125,7 +125,7 @@ function otherSandboxOwners(mine: readonly number[]): number[] {
   for (const n of readdirSync('/proc')) {
     if (!/^\d+$/.test(n)) continue;
     const cmd = (readTrim(`/proc/${n}/cmdline`) ?? '').replace(/\0/g, ' ');
-    if (/dist\/server\/main\.js/.test(cmd)) owners.add(Number(n));
+    if (/dist\/server\/(main\.js|start\.cjs)/.test(cmd)) owners.add(Number(n));
     if (cmd.includes('zviz-supervisor')) owners.add(parentPid(Number(n)));
   }
   return [...owners].filter((p) => p > 1 && !mine.includes(p) && alive(p));

@@ -2,6 +2,7 @@
 // host from outside: its function (by a marker it names itself with), its init, its
 // supervisor and broker, the processes running as sandbox uids.
 import { readdirSync, readFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import { sandboxCgroupOwner } from '../../worker-pool/host/names.js';
 import { ancestors, descendantsOf, exeOf, hostProcess, hostProcesses, procCgroups, readTrim, type HostProcess } from './procfs.js';
 import type { RunningServer } from './server.js';
@@ -180,6 +181,11 @@ export function sandboxProcesses(serverPid: number): SandboxProc[] {
     out.push({ pid: Number(name), uid, memcg, cmd });
   }
   return out;
+}
+
+/** Sandbox processes of `serverPid` that run `sleep` (found through a PATH, or as `/usr/bin/sleep`). */
+export function sleepingSandboxes(serverPid: number): number {
+  return sandboxProcesses(serverPid).filter((p) => basename(p.cmd.split(' ')[0]!) === 'sleep').length;
 }
 
 /** Sandbox processes that appeared since `before` and are still there after a grace period. */

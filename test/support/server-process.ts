@@ -1,4 +1,4 @@
-// The built server (dist/server/main.js) as a process of the test's (or the benchmark's):
+// The built server (dist/server/start.cjs) as a process of the test's (or the benchmark's):
 // on an ephemeral loopback port, with its own state directory and so its own private
 // Redis, an admin token, and its output kept for the failure message. Shared by the test
 // harness (server.ts), the benchmarks and the soak (load-tests/), which run from dist/:
@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { PACKAGE_ROOT } from '../../worker-pool/util/package-root.js';
 import { timeScale } from './wait.js';
 
-export const SERVER_ENTRY = join(PACKAGE_ROOT, 'dist', 'server', 'main.js');
+export const SERVER_ENTRY = join(PACKAGE_ROOT, 'dist', 'server', 'start.cjs');
 
 /** Quotas no functional test or benchmark reaches. */
 export const GENEROUS_QUOTAS = { concurrency: 10_000, invocationsPerMinute: 1_000_000, cpuSeconds: 1_000_000_000 };

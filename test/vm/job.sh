@@ -27,7 +27,7 @@ case "${ZVIZ_VM_SUITES:-default}" in
 esac
 STEPS="${ZVIZ_VM_STEPS:-smoke apparmor suites bench}"
 failed=()
-zviz() { node dist/server/cli/main.js "$@"; }
+zviz() { node dist/server/cli/zviz.cjs "$@"; }
 
 step() {
   local name=$1 t0=$SECONDS rc
