@@ -7,8 +7,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { brokerStormPython, trustedBudgetMs } from './support/broker-storm.js';
 import { hostLeftovers, settledLeftovers } from './support/leftovers.js';
 import { privilegedReason, type Reply, type RunningServer, startServer } from './support/server.js';
+import { syscallTableUnavailable, x86_64Syscalls } from './support/syscall-table.js';
 import { pollUntil, scaledMs, sleep, timeScale } from './support/wait.js';
 
 // One handler for most cases: what it does depends on the event.
@@ -339,6 +341,30 @@ describe.skipIf(privilegedReason() !== null)('reusable environments on a real se
       expect(r.body.cpuMs, what).toBeGreaterThanOrEqual(Number(burnt) / 2);
     }
   }, scaledMs(60_000, 600_000));
+
+  it.skipIf(syscallTableUnavailable() !== null)(
+    "bounds a boot by the trusted CPU budget: a storm of denied calls at load is its first invocation's broker-cpu kill, charged (x86_64)",
+    async () => {
+      const timeoutMs = 8000;
+      const cpus = 0.5;
+      const budgetMs = trustedBudgetMs(timeoutMs, cpus);
+      const code = `${brokerStormPython(x86_64Syscalls().get('ptrace')!)}\ndef handler(event, context):\n    return 1\n`;
+      const put = await s.request('/functions/bootstorm', { method: 'PUT', body: { runtime: 'python', code, limits: { timeoutMs, cpus }, reuse: { ...REUSE, maxInvocations: 1 } } });
+      expect(put.status, JSON.stringify(put.body)).toBe(201);
+      const r = await call('bootstorm');
+      const what = JSON.stringify({ ...r.body, audit: undefined });
+      console.log(`boot storm: cpuMs=${r.body.cpuMs} brokerCpuMs=${r.body.brokerCpuMs} budget=${budgetMs} status=${r.body.status}/${r.body.reason}`);
+      expect(r.status, what).toBe(200);
+      // Ended by the budget while loading, not by the boot's timeout (before, the boot ran its
+      // whole timeoutMs with the supervisor answering, and was a 503 charged nothing).
+      expect(r.body, what).toMatchObject({ status: 'killed', reason: 'broker-cpu', invocationIndex: 1 });
+      // Past the budget by at most one 50 ms check of one busy supervisor (as in layer-b).
+      expect(r.body.brokerCpuMs, what).toBeGreaterThan(budgetMs);
+      expect(r.body.brokerCpuMs, what).toBeLessThan(budgetMs + 150);
+      expect(r.body.chargedCpuMs, what).toBeGreaterThanOrEqual(r.body.brokerCpuMs);
+    },
+    scaledMs(60_000, 600_000),
+  );
 
   it('stops the runtime while parked: a thread still running after the answer burns nothing', async () => {
     await deploy('burner', {});
