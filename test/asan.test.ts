@@ -129,6 +129,23 @@ module.exports = async (e) => {
     expect(s.logs()).not.toMatch(SANITIZER_REPORT);
   });
 
+  it("a reusable environment whose boot fails to load or passes timeoutMs answers its first invocation, without a sanitizer report", async () => {
+    const cases: Array<[string, string, string]> = [
+      ['reused-raises', 'raise RuntimeError("broken at load")\ndef handler(e, c):\n    return 1\n', 'error'],
+      ['reused-hangs', 'import time\ntime.sleep(3600)\ndef handler(e, c):\n    return 1\n', 'timeout'],
+    ];
+    for (const [name, code, status] of cases) {
+      const put = await s.request(`/functions/${name}`, { method: 'PUT', body: { runtime: 'python', code, limits: { timeoutMs: 1500 }, reuse: { maxInvocations: 10 } } });
+      expect(put.status).toBe(201);
+      for (let i = 0; i < 2; i++) {
+        const r = await s.request('/invoke', { method: 'POST', body: { function: name } });
+        expect(r.status, JSON.stringify(r.body)).toBe(200);
+        expect(r.body, JSON.stringify(r.body)).toMatchObject({ status, invocationIndex: 1 });
+      }
+    }
+    expect(s.logs()).not.toMatch(SANITIZER_REPORT);
+  });
+
   it('the supervisors that run are the ASan build', async () => {
     const running = s.invoke({ runtime: 'bash', code: 'sleep 1', limits: { timeoutMs: 5000 } });
     await new Promise((r) => setTimeout(r, 400));

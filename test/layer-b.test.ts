@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_BROKERED_FILE_BYTES } from '../worker-pool/spec.js';
 import { SOCKET_FAMILIES } from '../profiles/index.js';
+import { brokerStormPython, trustedBudgetMs } from './support/broker-storm.js';
 import { serverLeftovers } from './support/leftovers.js';
 import { hostProcess } from './support/procfs.js';
 import { makeProfilesDir, type ProfilesDir } from './support/profiles.js';
@@ -888,27 +889,12 @@ print(json.dumps(sorted({e for v in seen.values() for e in v})))`,
     const name = made.body.tenant.name as string;
     const timeoutMs = 8000;
     const cpus = 0.5;
-    // The budget (native/src/sup.h): a tenth of timeoutMs × cpus, at least 100 ms.
-    const budgetMs = Math.max(100, (timeoutMs * cpus) / 10);
-    // Each thread is a machine-code loop (GIL released) around the raw call, so the storm is
-    // as dense on an emulated CPU, where an interpreter slows far more than the broker, as
-    // on a real one:
-    //   1: mov eax, NR; mov rdi, -1; mov esi, 1; mov edx, 1; xor r10d, r10d; syscall; jmp 1b
-    const nrLe = Buffer.alloc(4);
-    nrLe.writeUInt32LE(nr('ptrace'));
-    const loop = `b8${nrLe.toString('hex')}48c7c7ffffffffbe01000000ba010000004531d20f05ebe3`;
+    const budgetMs = trustedBudgetMs(timeoutMs, cpus);
     const storm = await s.request('/invoke', {
       auth: { bearer: made.body.apiKey },
       body: {
         runtime: 'python',
-        code: `
-import ctypes, mmap, threading
-page = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
-page.write(bytes.fromhex('${loop}'))
-storm = ctypes.CFUNCTYPE(None)(ctypes.addressof(ctypes.c_char.from_buffer(page)))
-ts = [threading.Thread(target=storm) for _ in range(16)]
-for t in ts: t.start()
-for t in ts: t.join()`,
+        code: brokerStormPython(nr('ptrace')),
         limits: { timeoutMs, cpus },
       },
     });

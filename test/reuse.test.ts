@@ -7,9 +7,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { brokerStormPython, trustedBudgetMs } from './support/broker-storm.js';
 import { hostLeftovers, settledLeftovers } from './support/leftovers.js';
 import { privilegedReason, type Reply, type RunningServer, startServer } from './support/server.js';
-import { pollUntil, sleep, timeScale } from './support/wait.js';
+import { syscallTableUnavailable, x86_64Syscalls } from './support/syscall-table.js';
+import { pollUntil, scaledMs, sleep, timeScale } from './support/wait.js';
 
 // One handler for most cases: what it does depends on the event.
 const NODE = `
@@ -263,6 +265,106 @@ describe.skipIf(privilegedReason() !== null)('reusable environments on a real se
     expect(burn.cpuMs).toBeGreaterThanOrEqual(300);
     expect(idle.cpuMs).toBeLessThan(burn.cpuMs / 2);
   });
+
+  it("charges an environment's boot to its first invocation, once: the module load's CPU and the supervisor's", async () => {
+    // The function's module burns 1 s of CPU and makes the supervisor answer 20000 denied
+    // calls (ptrace: a notification each) before its handler exists. Reused once, an
+    // environment whose boot went unbilled would run all of it for free.
+    const code = [
+      'import ctypes, time',
+      'libc = ctypes.CDLL(None, use_errno=True)',
+      't0 = time.process_time()',
+      'while time.process_time() - t0 < 1.0:',
+      '    pass',
+      'BURN_MS = (time.process_time() - t0) * 1000',
+      'for _ in range(20000):',
+      '    libc.syscall(101, -1, 1, 1, 0)',
+      'def handler(event, context):',
+      '    return {"burnMs": BURN_MS}',
+      '',
+    ].join('\n');
+    const limits = { timeoutMs: scaledMs(20_000, 60_000) };
+    for (const maxInvocations of [1, 3]) {
+      const name = `boot${maxInvocations}`;
+      const put = await s.request(`/functions/${name}`, { method: 'PUT', body: { runtime: 'python', code, limits, reuse: { ...REUSE, maxInvocations } } });
+      expect(put.status, JSON.stringify(put.body)).toBe(201);
+      const a = await ok(name);
+      const b = await ok(name);
+      const what = JSON.stringify({ a: { ...a, audit: undefined }, b: { ...b, audit: undefined } });
+      console.log(`boot, maxInvocations ${maxInvocations}: burnt ${a.output.burnMs} ms at load; charged cpuMs ${a.cpuMs} + brokerCpuMs ${a.brokerCpuMs}, then ${b.cpuMs} + ${b.brokerCpuMs} (index ${b.invocationIndex})`);
+      expect(a.invocationIndex, what).toBe(1);
+      // At least half of what the module measured burning: charged, not a wall-clock figure.
+      expect(a.output.burnMs, what).toBeGreaterThanOrEqual(1000);
+      expect(a.cpuMs, what).toBeGreaterThanOrEqual(a.output.burnMs / 2);
+      expect(a.chargedCpuMs, what).toBeGreaterThanOrEqual(a.cpuMs + a.brokerCpuMs - 0.2);
+      // 20000 notifications cost the supervisor well over 1 µs of CPU each.
+      expect(a.brokerCpuMs, what).toBeGreaterThanOrEqual(20);
+      if (maxInvocations === 1) {
+        // A fresh environment each time: each first invocation pays its own boot.
+        expect(b.invocationIndex, what).toBe(1);
+        expect(b.cpuMs, what).toBeGreaterThanOrEqual(b.output.burnMs / 2);
+        expect(b.brokerCpuMs, what).toBeGreaterThanOrEqual(20);
+      } else {
+        // The same environment: its second invocation is not charged the boot again.
+        expect(b.invocationIndex, what).toBe(2);
+        expect(b.cpuMs, what).toBeLessThan(a.output.burnMs / 4);
+        expect(b.brokerCpuMs, what).toBeLessThan(a.brokerCpuMs / 4);
+      }
+    }
+  }, scaledMs(120_000, 600_000));
+
+  it('answers a boot that passes timeoutMs as its invocation\'s timeout, charged, not as an unbilled 503', async () => {
+    // The module burns 300 ms of CPU, says so on stderr, and never finishes loading.
+    const code = [
+      'import sys, time',
+      't0 = time.process_time()',
+      'while time.process_time() - t0 < 0.3:',
+      '    pass',
+      'sys.stderr.write("burnt %d\\n" % ((time.process_time() - t0) * 1000))',
+      'sys.stderr.flush()',
+      'time.sleep(3600)',
+      'def handler(event, context):',
+      '    return 1',
+      '',
+    ].join('\n');
+    const limits = { timeoutMs: scaledMs(3000, 60_000) };
+    for (const reuse of [REUSE, 'never']) {
+      const name = `hang-${typeof reuse === 'string' ? reuse : 'reuse'}`;
+      const put = await s.request(`/functions/${name}`, { method: 'PUT', body: { runtime: 'python', code, limits, reuse } });
+      expect(put.status, JSON.stringify(put.body)).toBe(201);
+      const r = await call(name);
+      const what = JSON.stringify({ ...r.body, audit: undefined });
+      expect(r.status, what).toBe(200);
+      expect(r.body.status, what).toBe('timeout');
+      const burnt = /burnt (\d+)/.exec(r.body.stderr)?.[1];
+      expect(burnt, what).toBeDefined();
+      expect(r.body.cpuMs, what).toBeGreaterThanOrEqual(Number(burnt) / 2);
+    }
+  }, scaledMs(60_000, 600_000));
+
+  it.skipIf(syscallTableUnavailable() !== null)(
+    "bounds a boot by the trusted CPU budget: a storm of denied calls at load is its first invocation's broker-cpu kill, charged (x86_64)",
+    async () => {
+      const timeoutMs = 8000;
+      const cpus = 0.5;
+      const budgetMs = trustedBudgetMs(timeoutMs, cpus);
+      const code = `${brokerStormPython(x86_64Syscalls().get('ptrace')!)}\ndef handler(event, context):\n    return 1\n`;
+      const put = await s.request('/functions/bootstorm', { method: 'PUT', body: { runtime: 'python', code, limits: { timeoutMs, cpus }, reuse: { ...REUSE, maxInvocations: 1 } } });
+      expect(put.status, JSON.stringify(put.body)).toBe(201);
+      const r = await call('bootstorm');
+      const what = JSON.stringify({ ...r.body, audit: undefined });
+      console.log(`boot storm: cpuMs=${r.body.cpuMs} brokerCpuMs=${r.body.brokerCpuMs} budget=${budgetMs} status=${r.body.status}/${r.body.reason}`);
+      expect(r.status, what).toBe(200);
+      // Ended by the budget while loading, not by the boot's timeout (before, the boot ran its
+      // whole timeoutMs with the supervisor answering, and was a 503 charged nothing).
+      expect(r.body, what).toMatchObject({ status: 'killed', reason: 'broker-cpu', invocationIndex: 1 });
+      // Past the budget by at most one 50 ms check of one busy supervisor (as in layer-b).
+      expect(r.body.brokerCpuMs, what).toBeGreaterThan(budgetMs);
+      expect(r.body.brokerCpuMs, what).toBeLessThan(budgetMs + 150);
+      expect(r.body.chargedCpuMs, what).toBeGreaterThanOrEqual(r.body.brokerCpuMs);
+    },
+    scaledMs(60_000, 600_000),
+  );
 
   it('stops the runtime while parked: a thread still running after the answer burns nothing', async () => {
     await deploy('burner', {});

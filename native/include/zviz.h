@@ -104,7 +104,7 @@ struct zviz_result {
 	uint64_t stderr_len;
 	uint64_t audit_dropped;     /* records beyond ZVIZ_MAX_AUDIT */
 	uint64_t reply_len;         /* bytes written to the caller's reply buffer (warm fd 4) */
-	uint64_t trusted_cpu_ns;    /* CPU the supervisor spent on it, from GO on, notifications included (not in cpu_ns) */
+	uint64_t trusted_cpu_ns;    /* CPU the supervisor spent on it, from GO on (a warm runtime: from its boot), notifications included (not in cpu_ns) */
 };
 
 /* Handle of one supervisor. Plain ints so it can live in a koffi struct. */

@@ -8,12 +8,13 @@
  * written non-blocking as the sandbox reads it, so a function that never reads its
  * stdin cannot stall us.
  *
- * The trusted side's own CPU is measured too: what this supervisor spends from GO on is
- * work the sandbox caused (a storm of denied syscalls keeps it answering notifications,
- * outside the sandbox's cgroup). It is the supervisor's whole CPU clock, not only the
- * part spent on notifications: draining a flood of output, wiping a reused /tmp are the
- * sandbox's doing as much. It is reported apart from the sandbox's cpu_ns, bounded by a
- * budget (sup.h), and charged by the server.
+ * The trusted side's own CPU is measured too: what this supervisor spends from GO on (for a
+ * warm runtime, from the start of its boot: loading the function is its first invocation's
+ * work) is work the sandbox caused (a storm of denied syscalls keeps it answering
+ * notifications, outside the sandbox's cgroup). It is the supervisor's whole CPU clock, not
+ * only the part spent on notifications: draining a flood of output, wiping a reused /tmp
+ * are the sandbox's doing as much. It is reported apart from the sandbox's cpu_ns, bounded
+ * by a budget (sup.h) that is checked during the boot too, and charged by the server.
  *
  * The loop ends when the invocation's answer is complete, not when the sandbox is gone:
  * the function's main process has exited and its stdout and stderr are at EOF, or a warm
@@ -267,19 +268,25 @@ static uint64_t since(uint64_t now, uint64_t then)
 
 static uint64_t trusted_cpu_ns(const struct sup *s)
 {
-	return since(zv_self_cpu_ns(), s->self_cpu_at_go);
+	return since(zv_self_cpu_ns(), s->self_cpu_from);
 }
 
 int zv_sup_start_trusted_accounting(struct sup *s, struct zviz_error *err)
 {
-	s->self_cpu_at_go = zv_self_cpu_ns();
+	/* A warm runtime's boot started the clock already: what the supervisor spent while
+	 * the function loaded (at module top level it may storm the broker as well as in its
+	 * handler) stays the first invocation's, and counts against its budget. */
+	if (!s->charging)
+		s->self_cpu_from = zv_self_cpu_ns();
+	s->charging = true;
 	uint64_t cpu_millis = s->spec.limits.cpu_millis ? s->spec.limits.cpu_millis : 1000;
 	/* timeout (ms) × cpus (millis / 1000) in ns = timeout × millis × 1000. */
 	uint64_t allowance = s->spec.limits.timeout_ms * cpu_millis * 1000ull;
 	s->trusted_budget_ns = allowance / ZV_TRUSTED_CPU_SHARE;
 	if (s->trusted_budget_ns < ZV_TRUSTED_CPU_MIN_NS)
 		s->trusted_budget_ns = ZV_TRUSTED_CPU_MIN_NS;
-	s->budget_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (s->budget_fd < 0)
+		s->budget_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 	if (s->budget_fd < 0)
 		return zv_fail(err, ZVIZ_E_SYSTEM, errno, "timerfd_create for the trusted CPU budget");
 	struct itimerspec its;
@@ -292,17 +299,31 @@ int zv_sup_start_trusted_accounting(struct sup *s, struct zviz_error *err)
 	return 0;
 }
 
+void zv_sup_pause_trusted_budget(struct sup *s)
+{
+	struct itimerspec off;
+	memset(&off, 0, sizeof(off));
+	if (s->budget_fd >= 0)
+		timerfd_settime(s->budget_fd, 0, &off, NULL);
+}
+
 /* A sandbox that makes the trusted side spend more than its budget is ended, like one
  * that passes its own timeout: the work it causes outside its cgroup is bounded too. */
-static void check_trusted_budget(struct sup *s)
+void zv_sup_check_trusted_cpu(struct sup *s)
 {
-	uint64_t ticks;
-	if (read(s->budget_fd, &ticks, sizeof(ticks)) != sizeof(ticks) || s->init_reaped)
+	if (!s->charging || s->init_reaped)
 		return;
 	if (!(s->res.flags & ZVIZ_RF_TRUSTED_CPU) && trusted_cpu_ns(s) > s->trusted_budget_ns) {
 		s->res.flags |= ZVIZ_RF_TRUSTED_CPU;
 		zv_sup_kill_sandbox(s);
 	}
+}
+
+static void check_trusted_budget(struct sup *s)
+{
+	uint64_t ticks;
+	if (read(s->budget_fd, &ticks, sizeof(ticks)) == sizeof(ticks))
+		zv_sup_check_trusted_cpu(s);
 }
 
 /* See the file comment. A warm function's reply counts as its answer only if it wrote
@@ -345,7 +366,7 @@ bool zv_sup_loop(struct sup *s, bool until_booted)
 			[P_MSG] = s->msg_rd,
 			[P_TIMER] = s->timer_fd,
 			[P_BROKER] = zv_broker_pollfd(&s->broker),
-			[P_BUDGET] = (s->running && !s->init_reaped) ? s->budget_fd : -1,
+			[P_BUDGET] = ((s->running || until_booted) && !s->init_reaped) ? s->budget_fd : -1,
 		};
 		struct pollfd pfd[P_COUNT];
 		for (int i = 0; i < P_COUNT; i++) {

@@ -11,8 +11,14 @@ int zv_sup_arm_timer(struct sup *s, uint64_t ms, struct zviz_error *err);
  * is ready). Returns false if the server or the caller is gone (no result to send). */
 bool zv_sup_loop(struct sup *s, bool until_booted);
 void zv_sup_finish_result(struct sup *s);
-/* At GO: start measuring the trusted side's CPU and arm the check of its budget. */
+/* At a warm runtime's boot, and at GO: start measuring the trusted side's CPU (unless the
+ * boot started it: the boot is its first invocation's) and arm the check of its budget for
+ * the current limits. */
 int zv_sup_start_trusted_accounting(struct sup *s, struct zviz_error *err);
+/* Parked: no periodic check (nothing polls it); zv_sup_check_trusted_cpu after serving. */
+void zv_sup_pause_trusted_budget(struct sup *s);
+/* Kills the sandbox (TRUSTED_CPU) if the trusted side's CPU is past its budget. */
+void zv_sup_check_trusted_cpu(struct sup *s);
 
 /* The supervisor's own CPU so far (the trusted side's share of an invocation). */
 uint64_t zv_self_cpu_ns(void);

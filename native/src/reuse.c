@@ -5,9 +5,13 @@
  * profile and limits). Then, per invocation: GO arrives with the invocation's limits and
  * work; the work goes to fd 3 as a u32 little-endian length and the bytes; the runtime's
  * answer on fd 4 is framed the same way and ends the invocation (the runtime stays up).
- * CPU is the cgroup's delta over the invocation, the memory peak is reset at GO where
- * the kernel can (v1 memory.max_usage_in_bytes, v2 memory.peak through a kept fd), and
- * the result says when only the environment's peak is known.
+ * CPU is the cgroup's delta since what the earlier invocations were charged, so the first
+ * is charged the boot (the runtime's start and the function's module load, which a tenant
+ * controls: left out, a function that does its work at load and is reused once would run
+ * unbilled), and the supervisor's trusted CPU of the first counts from the boot too
+ * (supervisor.c). The memory peak is reset at GO where the kernel can (v1
+ * memory.max_usage_in_bytes, v2 memory.peak through a kept fd), and the result says when
+ * only the environment's peak is known.
  *
  * Before RESULT, the reset decides whether the environment may serve again. What the
  * tenant opted into keeping is the runtime's own memory (globals, module caches); what it
@@ -341,14 +345,6 @@ static uint32_t reset(struct sup *s, bool stopped)
 	return runtime_alive(s) ? 0 : ZVIZ_RF_DISCARD_RESET;
 }
 
-static uint64_t cgroup_cpu_ns(struct sup *s)
-{
-	struct zviz_result r;
-	memset(&r, 0, sizeof(r));
-	zv_cg_stats(&s->cg, &r);
-	return r.cpu_ns;
-}
-
 /* Before the first GO: which process is the runtime (held by a pidfd), and its rlimits
  * as it booted. */
 static void learn_runtime(struct sup *s)
@@ -372,12 +368,19 @@ static void discard_pending(int fd)
 			;
 }
 
-/* Resets what one invocation leaves in struct sup, so the next starts from nothing. */
-static void clear_invocation(struct sup *s)
+/* Resets what one invocation leaves in struct sup, so the next starts from nothing. The
+ * first starts from what the boot left: its stdout and stderr, and what ended it (a limit). */
+static void clear_invocation(struct sup *s, bool first)
 {
+	uint32_t boot_flags = first ? s->res.flags : 0;
 	memset(&s->res, 0, sizeof(s->res));
-	s->out.len = s->err.len = s->reply.len = 0;
-	s->out.truncated = s->err.truncated = s->reply.truncated = false;
+	s->res.flags = boot_flags;
+	if (!first) {
+		s->out.len = s->err.len = 0;
+		s->out.truncated = s->err.truncated = false;
+	}
+	s->reply.len = 0;
+	s->reply.truncated = false;
 	s->naudit = 0;
 	s->answered = false;
 	s->spec.stream = false;
@@ -440,7 +443,8 @@ int zv_reuse_serve(struct sup *s, struct zviz_error *err)
 {
 	learn_runtime(s);
 	for (;;) {
-		clear_invocation(s);
+		bool first = s->re.invocations == 0;
+		clear_invocation(s, first);
 		if (zv_sup_wait_for_go(s, err) < 0) {
 			/* EOF while parked is how the caller discards an idle environment. */
 			if (err->code != ZVIZ_E_PROTOCOL)
@@ -453,11 +457,12 @@ int zv_reuse_serve(struct sup *s, struct zviz_error *err)
 			zv_send_frame(CTL_FD, ZV_FRAME_ERROR, err, sizeof(*err));
 			return r;
 		}
-		discard_pending(s->out.fd);
-		discard_pending(s->err.fd);
+		if (!first) {
+			discard_pending(s->out.fd);
+			discard_pending(s->err.fd);
+		}
 		discard_pending(s->reply.fd);
-		s->re.cpu_at_go = cgroup_cpu_ns(s);
-		/* The runtime runs only within an invocation: its CPU counts from here. */
+		/* The runtime runs only within an invocation (and its boot, the first's). */
 		if (s->re.runtime_pidfd >= 0 && !continue_runtime(s))
 			s->re.runtime_pid = 0; /* gone while parked: this invocation fails, and discards */
 		/* The audit is this invocation's: the decisions for earlier ones are not. */
@@ -473,8 +478,12 @@ int zv_reuse_serve(struct sup *s, struct zviz_error *err)
 		bool stopped = alive && s->answered && s->re.runtime_pid > 0 && stop_runtime(s);
 		bool framed = unframe_reply(s);
 		zv_sup_finish_result(s);
-		/* The invocation's own CPU and peak, not the environment's. */
-		s->res.cpu_ns = s->res.cpu_ns > s->re.cpu_at_go ? s->res.cpu_ns - s->re.cpu_at_go : 0;
+		/* The invocation's own CPU and peak, not the environment's: what the cgroup counted
+		 * since the earlier invocations' share (the boot included in the first's, init's
+		 * crumbs while parked in the next's), so each nanosecond is charged once. */
+		uint64_t cpu_total = s->res.cpu_ns;
+		s->res.cpu_ns = cpu_total > s->re.cpu_charged ? cpu_total - s->re.cpu_charged : 0;
+		s->re.cpu_charged = cpu_total > s->re.cpu_charged ? cpu_total : s->re.cpu_charged;
 		uint64_t peak;
 		if (s->re.peak_resettable && zv_cg_peak_read(&s->cg, s->re.peak_fd, &peak))
 			s->res.memory_peak_bytes = peak;
@@ -493,6 +502,8 @@ int zv_reuse_serve(struct sup *s, struct zviz_error *err)
 				discard = ZVIZ_RF_DISCARD_RESET;
 			s->res.flags |= discard ? discard : ZVIZ_RF_REUSABLE;
 		}
+		/* The boot's trusted CPU was the first invocation's; the next counts from its GO. */
+		s->charging = false;
 		if (alive)
 			zv_sup_send_result(s);
 		if (!alive || !(s->res.flags & ZVIZ_RF_REUSABLE))

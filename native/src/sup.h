@@ -12,9 +12,11 @@
 #define CTL_FD 3
 
 /* The trusted side's CPU budget for one invocation: what the supervisor (which answers the
- * sandbox's seccomp notifications too) may spend on its behalf from GO on is at most 1/ZV_TRUSTED_CPU_SHARE of the CPU the
- * invocation itself may use (timeoutMs × cpus), and never less than ZV_TRUSTED_CPU_MIN_NS.
- * Checked every ZV_TRUSTED_CPU_TICK_MS; passing it kills the sandbox. */
+ * sandbox's seccomp notifications too) may spend on its behalf — from GO on, or for a warm
+ * runtime from the start of its boot, which is its first invocation's — is at most
+ * 1/ZV_TRUSTED_CPU_SHARE of the CPU the invocation itself may use (timeoutMs × cpus), and
+ * never less than ZV_TRUSTED_CPU_MIN_NS. Checked every ZV_TRUSTED_CPU_TICK_MS, during a
+ * warm runtime's boot too; passing it kills the sandbox. */
 #define ZV_TRUSTED_CPU_SHARE 10u
 #define ZV_TRUSTED_CPU_MIN_NS (100ull * 1000000ull)
 #define ZV_TRUSTED_CPU_TICK_MS 50
@@ -44,7 +46,9 @@ struct zv_reuse {
 	uint8_t *frame;        /* the invocation's control message, length-prefixed */
 	int peak_fd;           /* v2 memory.peak, reset through this fd per invocation */
 	bool peak_resettable;  /* the kernel resets the peak per invocation */
-	uint64_t cpu_at_go;    /* the cgroup's CPU when the invocation started */
+	uint64_t cpu_charged;  /* the cgroup's CPU charged to the invocations so far: 0 before the
+				* first, which is therefore charged the boot too (the cgroup is the
+				* sandbox's own from its creation) */
 	uint32_t invocations;  /* served so far */
 };
 
@@ -69,7 +73,8 @@ struct sup {
 	int timer_fd;
 	int budget_fd;             /* periodic: check the trusted side's CPU against its budget */
 	uint64_t trusted_budget_ns;
-	uint64_t self_cpu_at_go;   /* the supervisor's own CPU clock at GO (a warm runtime's boot is not the invocation's) */
+	uint64_t self_cpu_from;    /* the supervisor's own CPU clock where the invocation's trusted CPU starts */
+	bool charging;             /* self_cpu_from is set: a warm runtime's boot started the first invocation's */
 	bool warm;    /* the function was started before GO (pre-warmed) */
 	bool booted;  /* warm: the runtime said it is ready, or ended trying */
 	bool running; /* GO received: limits, timer and output caps are the invocation's */

@@ -215,18 +215,20 @@ static int create_sandbox(struct sup *s, struct zviz_error *err)
 }
 
 /* Parked: wait for GO (with its payload) while watching the server and, unless the
- * function is warm, the init. A warm function may end while parked (it failed to load):
- * that is its result, collected by the loop after GO. A warm runtime may still make
- * filtered calls while parked (timers, its own housekeeping): they are answered here; if
- * answering fails, the parked sandbox ends here (broker.c). */
+ * function is warm, the init. A warm function may end while parked (it failed to load,
+ * or its boot passed a limit): that is its result, collected by the loop after GO. A warm
+ * runtime may still make filtered calls while parked (timers, its own housekeeping): they
+ * are answered here; if answering fails, the parked sandbox ends here (broker.c). */
 int zv_sup_wait_for_go(struct sup *s, struct zviz_error *err)
 {
 	for (;;) {
 		struct pollfd pfd[4] = {
 			{ .fd = CTL_FD, .events = POLLIN },
 			{ .fd = s->server_pidfd, .events = POLLIN },
-			/* A reusable environment's runtime must still be there when work arrives. */
-			{ .fd = s->warm && !s->reuse ? -1 : s->init_pidfd, .events = POLLIN },
+			/* A reusable environment's runtime must still be there when work arrives,
+			 * once it has served: before, a runtime that ended (failed to load, killed
+			 * for a limit while booting or parked) is its first invocation's result. */
+			{ .fd = !s->warm || (s->reuse && s->re.invocations > 0) ? s->init_pidfd : -1, .events = POLLIN },
 			{ .fd = zv_broker_pollfd(&s->broker), .events = POLLIN },
 		};
 		if (poll(pfd, 4, -1) < 0) {
@@ -245,6 +247,8 @@ int zv_sup_wait_for_go(struct sup *s, struct zviz_error *err)
 			 * another). */
 			if (s->broker.failed)
 				return zv_fail(err, ZVIZ_E_PROTOCOL, 0, "answering the sandbox's seccomp notifications failed while parked");
+			/* A warm runtime's boot started its first invocation's trusted CPU. */
+			zv_sup_check_trusted_cpu(s);
 		}
 		if (!pfd[0].revents)
 			continue;
@@ -297,11 +301,20 @@ void zv_sup_send_result(struct sup *s)
 	zv_send_framev(CTL_FD, ZV_FRAME_RESULT, parts, 5);
 }
 
-/* Warm: start the runtime now and wait until it says it has loaded (or ends trying). */
+/* Warm: start the runtime now and wait until it says it has loaded (or ends trying).
+ *
+ * The boot is the function's own code (its module's top level runs here), so it is its
+ * first invocation's: bounded by that invocation's limits — the cgroup (cpus, memory, pids)
+ * from creation, timeoutMs by the timer armed here, the trusted CPU budget from here on —
+ * and charged to it: the cgroup's CPU from creation, the supervisor's CPU clock from here
+ * (loop.c, reuse.c). A boot that passes a limit is killed and, like a runtime that failed
+ * to load, becomes that invocation's result, reported and charged after GO: were it an
+ * error instead, the CPU it burnt would be charged to nobody, every time it is tried. */
 static int boot(struct sup *s, struct zviz_error *err)
 {
 	int r;
-	if ((r = zv_sup_alloc_buffers(s, err)) < 0 || (r = zv_sup_arm_timer(s, s->spec.limits.timeout_ms, err)) < 0)
+	if ((r = zv_sup_alloc_buffers(s, err)) < 0 || (r = zv_sup_arm_timer(s, s->spec.limits.timeout_ms, err)) < 0 ||
+	    (r = zv_sup_start_trusted_accounting(s, err)) < 0)
 		return r;
 	if (write(s->sync_wr, "G", 1) != 1)
 		return zv_fail(err, ZVIZ_E_PROTOCOL, errno, "start the warm runtime");
@@ -309,9 +322,8 @@ static int boot(struct sup *s, struct zviz_error *err)
 	s->sync_wr = -1;
 	if (!zv_sup_loop(s, true))
 		return zv_fail(err, ZVIZ_E_PROTOCOL, 0, "server exited while the runtime was starting");
-	if (s->res.flags & ZVIZ_RF_TIMED_OUT)
-		return zv_fail(err, ZVIZ_E_EXEC, 0, "runtime did not become ready within %llu ms",
-			       (unsigned long long)s->spec.limits.timeout_ms);
+	/* Parked: the budget is checked as notifications are answered (zv_sup_wait_for_go). */
+	zv_sup_pause_trusted_budget(s);
 	/* Disarm: the invocation's own timeout starts at GO. */
 	return zv_sup_arm_timer(s, 0, err);
 }
