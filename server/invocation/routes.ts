@@ -21,6 +21,7 @@ import type { Admitted, InvocationService } from './service.js';
 import type { Logger } from '../ops/log.js';
 import { z } from 'zod';
 import { ADMISSION_ERRORS, apiRoute, BODY_ERRORS } from '../http/openapi.js';
+import { SseQueue } from '../http/sse-queue.js';
 import { jsonRequest } from '../http/validate.js';
 import {
   functionInvokeResponseSchema,
@@ -168,11 +169,14 @@ export function registerInvokeRoutes(app: OpenAPIHono<TenantEnv>, deps: InvokeRo
   function stream(c: Context, admitted: Admitted, release: () => void): Response {
     return streamSSE(c, async function invokeStream(sse) {
       // Writes go out in order; a client that went away makes them no-ops (hono swallows
-      // write errors), and the invocation still runs to its end and is accounted.
-      let queue: Promise<void> = Promise.resolve();
-      const send = (event: string, data: string): void => {
-        queue = queue.then(() => sse.writeSSE({ event, data })).catch(() => undefined);
-      };
+      // write errors), and one that reads too slowly is dropped (sse-queue.ts). Either way
+      // the invocation still runs to its end and is accounted.
+      const queue = new SseQueue((event, data) => sse.writeSSE({ event, data }), () => undefined, {
+        reason: 'slow-reader',
+        message: (max) =>
+          `Dropped: this client read the output more slowly than the function wrote it (over ${max} bytes waited to be sent); the invocation runs to its end and is accounted, unwatched: read faster, or invoke without Accept: text/event-stream`,
+      });
+      const send = (event: string, data: string): void => queue.send(event, data);
       // A chunk may end inside a UTF-8 sequence: decode each stream incrementally.
       const decoders = { stdout: new StringDecoder('utf8'), stderr: new StringDecoder('utf8') };
       const onOutput = (chunk: OutputChunk): void => {
@@ -192,7 +196,7 @@ export function registerInvokeRoutes(app: OpenAPIHono<TenantEnv>, deps: InvokeRo
       } finally {
         release();
       }
-      await queue;
+      await queue.end(c, sse);
     });
   }
 

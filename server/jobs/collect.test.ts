@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import * as tar from 'tar';
 import { archive, globMatch, globMatcher, select } from './collect.js';
-import { FollowerQueue, JobLog } from './log.js';
+import { JobLog } from './log.js';
 import { relativePatternProblem } from './schemas.js';
 
 describe('globMatch', () => {
@@ -150,42 +150,5 @@ describe('JobLog', () => {
     log.append(Buffer.from('late'));
     expect(seen).toEqual(['hello ', 'world, and more', null]);
     expect(log.totalBytes).toBe(21);
-  });
-});
-
-describe('FollowerQueue', () => {
-  it('drops a follower whose unwritten events pass the bound, with a last event saying why', async () => {
-    const written: Array<[string, string]> = [];
-    let release!: () => void;
-    const blocked = new Promise<void>((r) => (release = r));
-    let drops = 0;
-    const q = new FollowerQueue(
-      async (event, data) => {
-        await blocked; // a reader that does not read
-        written.push([event, data]);
-      },
-      10,
-      () => drops++,
-      'ask again',
-    );
-    q.send('log', '12345678'); // fits an empty queue
-    q.send('log', 'ab'); // 10 bytes: still fits
-    q.send('log', 'c'); // 11: over, dropped
-    q.send('log', 'never');
-    expect([q.dropped, drops]).toEqual([true, 1]);
-    release();
-    await q.flushed();
-    expect(written.map(([e]) => e)).toEqual(['log', 'log', 'closed']);
-    expect(JSON.parse(written[2]![1])).toMatchObject({ reason: 'slow-follower', message: expect.stringMatching(/more slowly.*over 10 bytes.*ask again/) });
-  });
-
-  it('lets one event larger than the bound through an empty queue', async () => {
-    const written: string[] = [];
-    const q = new FollowerQueue(async (_e, data) => void written.push(data), 4, () => undefined, '');
-    q.send('log', 'a whole tail');
-    await q.flushed();
-    q.send('log', 'more');
-    await q.flushed();
-    expect([written, q.dropped]).toEqual([['a whole tail', 'more'], false]);
   });
 });

@@ -16,12 +16,12 @@ import { ApiError } from '../http/errors.js';
 import { ADMISSION_ERRORS, apiRoute, BODY_ERRORS } from '../http/openapi.js';
 import { jsonRequest } from '../http/validate.js';
 import type { TenantEnv } from '../tenancy/auth.js';
-import { FollowerQueue, type JobLog } from './log.js';
+import { type JobLog } from './log.js';
+import { SseQueue } from '../http/sse-queue.js';
 import { jobBodySchema, jobDoneSchema, jobPendingSchema, type JobRecord } from './schemas.js';
 import type { JobService } from './service.js';
 
 /** Most log bytes one `?follow=1` reader may have waiting to be sent before it is dropped. */
-const FOLLOWER_MAX_QUEUED_BYTES = 4 * 1024 * 1024;
 
 export interface JobRouteDeps {
   jobs: JobService;
@@ -207,7 +207,14 @@ export function registerJobRoutes(app: OpenAPIHono<TenantEnv>, deps: JobRouteDep
     const { log } = live;
     return streamSSE(c, async function followJobLog(sse) {
       let dropSlow = () => undefined as void;
-      const out = new FollowerQueue((event, data) => sse.writeSSE({ event, data }), FOLLOWER_MAX_QUEUED_BYTES, () => dropSlow(), `GET /jobs/${id}/log again, or without follow`);
+      const out = new SseQueue(
+        (event, data) => sse.writeSSE({ event, data }),
+        () => dropSlow(),
+        {
+          reason: 'slow-follower',
+          message: (max) => `Dropped: this follower read more slowly than the job logs (over ${max} bytes waited to be sent): GET /jobs/${id}/log again, or without follow`,
+        },
+      );
       const send = (event: string, data: string) => out.send(event, data);
       // Bytes, not text, are kept: a chunk may end inside a UTF-8 sequence.
       const { StringDecoder } = await import('node:string_decoder');
@@ -235,7 +242,7 @@ export function registerJobRoutes(app: OpenAPIHono<TenantEnv>, deps: JobRouteDep
       });
       await ended;
       if (out.dropped) {
-        await out.flushed();
+        await out.end(c, sse);
         return;
       }
       const rest = decoder.end();
@@ -243,7 +250,7 @@ export function registerJobRoutes(app: OpenAPIHono<TenantEnv>, deps: JobRouteDep
       // The record follows the log's end by the collection of artifacts: wait for it.
       const rec = await live.done;
       send('end', JSON.stringify(rec ?? (await deps.async.get(tenant, id))));
-      await out.flushed();
+      await out.end(c, sse);
     });
   }
 
