@@ -24,11 +24,12 @@ export async function pinnedByFunctions(tenants: Pick<TenantStore, 'list'>, func
 }
 
 /** The stored images of the catalog's image-rooted languages (by the reference the catalog names). */
-export function pinnedByCatalog(languages: Iterable<Language>, images: Pick<ImageStore, 'get'>): Set<string> {
+export function pinnedByCatalog(languages: Iterable<Language>, images: Pick<ImageStore, 'find'>): Set<string> {
   const out = new Set<string>();
   for (const l of languages) {
     if (l.root === 'host') continue;
-    const d = images.get(l.root.image)?.digest;
+    // Found as the catalog's runtimes are (imageRootState): a language shown ready is pinned.
+    const d = images.find(l.root.image)?.digest;
     if (d !== undefined) out.add(d);
   }
   return out;

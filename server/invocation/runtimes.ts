@@ -41,7 +41,7 @@ export const runtimeListSchema = z.strictObject({
   ),
 });
 
-type Images = Pick<ImageStore, 'get' | 'rootfs' | 'options'> | null;
+type Images = Pick<ImageStore, 'find' | 'rootfs' | 'options'> | null;
 
 function statusOf(l: Language, images: Images): { status: 'ready' | 'pullable' | 'unavailable'; reason?: string; digest?: string } {
   if (l.root === 'host') return { status: 'ready' }; // only the host languages whose programs exist are loaded (server/main.ts)

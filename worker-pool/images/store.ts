@@ -251,9 +251,17 @@ export class ImageStore {
     return this.list().find((r) => r.references.includes(ref) || r.pinned === ref) ?? null;
   }
 
-  /** Like get, or IMAGE_NOT_FOUND. */
+  /**
+   * Like get, under either spelling of a registry reference (with or without `docker://`):
+   * how every user of a reference finds its image (an invocation, the catalog, collection).
+   */
+  find(ref: string): ImageRecord | null {
+    return this.get(ref) ?? this.get(ref.startsWith('docker://') ? ref.slice('docker://'.length) : `docker://${ref}`);
+  }
+
+  /** Like find, or IMAGE_NOT_FOUND. */
   resolve(ref: string): ImageRecord {
-    const r = this.get(ref) ?? this.get(ref.startsWith('docker://') ? ref.slice(9) : `docker://${ref}`);
+    const r = this.find(ref);
     if (!r) throw new ImageError('IMAGE_NOT_FOUND', `Image ${JSON.stringify(ref)} is not in this host's image store: an operator pulls it with POST /admin/images`);
     return r;
   }

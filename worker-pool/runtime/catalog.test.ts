@@ -50,7 +50,7 @@ describe('the language catalog', () => {
     for (const f of ['usr/bin/sh', 'usr/bin/base64', 'usr/local/cargo/bin/rustc']) writeFileSync(join(rootfs, f), '');
     const digest = `sha256:${'a'.repeat(64)}`;
     const store = (stored: boolean, registries: string[] = []) => ({
-      get: (ref: string) => (stored && ref === 'docker.io/library/rust:1.75' ? ({ digest } as never) : null),
+      find: (ref: string) => (stored && ref === 'docker.io/library/rust:1.75' ? ({ digest } as never) : null),
       rootfs: () => rootfs,
       options: { registries } as never,
     });

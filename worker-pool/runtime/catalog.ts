@@ -146,11 +146,11 @@ export type ImageRootState =
   | { status: 'pullable' }
   | { status: 'unavailable'; reason: string; code: 'IMAGE_NOT_FOUND' | 'IMAGE_INVALID' | 'REGISTRY_NOT_ALLOWED' | 'INVALID_IMAGE_REFERENCE' };
 
-export function imageRootState(lang: Language, images: Pick<ImageStore, 'get' | 'rootfs' | 'options'> | null): ImageRootState {
+export function imageRootState(lang: Language, images: Pick<ImageStore, 'find' | 'rootfs' | 'options'> | null): ImageRootState {
   if (lang.root === 'host') throw new Error(`runtime '${lang.name}' is rooted on the host`);
   const ref = lang.root.image;
   if (images === null) return { status: 'unavailable', code: 'IMAGE_NOT_FOUND', reason: `its image ${ref} cannot be used: this server has no image store` };
-  const record = images.get(ref) ?? images.get(ref.startsWith('docker://') ? ref.slice('docker://'.length) : `docker://${ref}`);
+  const record = images.find(ref);
   if (record !== null) {
     const missing = programsOf(lang).filter((p) => !existsInImage(images.rootfs(record.digest), p));
     if (missing.length > 0) return { status: 'unavailable', code: 'IMAGE_INVALID', reason: `its image ${ref} (${record.digest}) lacks ${missing.join(', ')}` };
