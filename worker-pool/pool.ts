@@ -206,7 +206,7 @@ export class SandboxPool {
       return parked ? await runParked(parked, task, this.host, true, sink) : await runTask(task, this.host, sink);
     } catch (e) {
       // A claimed sandbox whose run did not settle must not stay parked: release it.
-      if (parked) void this.release(parked).catch(() => undefined); // the pool is closing: the supervisor, seeing our pidfd close, cleans up
+      if (parked) void this.release(parked);
       throw e;
     } finally {
       this.warm.done(task);
@@ -214,8 +214,12 @@ export class SandboxPool {
   }
 
   /** Releases a parked sandbox; tracked until it has ended. */
+  /** Never rejects (its callers do not wait): a teardown that fails leaves what the next start's sweep removes. */
   private release(parked: ParkedSandbox): Promise<void> {
-    return this.track(releaseSandbox(parked, this.host)).then(() => undefined);
+    return this.track(releaseSandbox(parked, this.host)).then(
+      () => undefined,
+      () => undefined,
+    );
   }
 
   private track<T>(job: Promise<T>): Promise<T> {

@@ -126,12 +126,27 @@ export async function settleRun(
   warm: boolean,
 ): Promise<SettledRun> {
   if ('error' in ran) {
-    const { leftCpuMs: cpuMs } = await releaseSandbox(parked, host);
+    let cpuMs = 0;
+    try {
+      ({ leftCpuMs: cpuMs } = await releaseSandbox(parked, host));
+    } catch {
+      // What a failed teardown leaves, the next start's sweep removes; the answer is the failure.
+    }
     return { outcome: { ...failure(ran.error), cpuMs }, teardown: null };
   }
+  // Never throws: the run's answer stands, and a network that could not be read and removed
+  // here (its host work failed) is the teardown's to remove.
   const net = parked.net as NetworkInfo | null;
-  const drops = net ? await host.work.endNetwork(net) : [];
-  return { outcome: toOutcome(ran.out, parked, task, warm, drops), teardown: { ...parked, net: null } };
+  let drops: AuditEvent[] = [];
+  let left: NetworkInfo | null = null;
+  if (net) {
+    try {
+      drops = await host.work.endNetwork(net);
+    } catch {
+      left = net;
+    }
+  }
+  return { outcome: toOutcome(ran.out, parked, task, warm, drops), teardown: { ...parked, net: left } };
 }
 
 /** What a finished run says, as the plain result the main thread receives. */
