@@ -70,3 +70,14 @@ describe('loadConfig: CI jobs', () => {
     expect(() => loadConfig({ ZVIZ_JOB_EGRESS: value })).toThrowError(/ZVIZ_JOB_EGRESS/);
   });
 });
+
+describe('loadConfig: sandboxes and libuv thread pool', () => {
+  it("refuses more sandboxes than libuv's pool can wait on, naming both variables", () => {
+    expect(loadConfig({ ZVIZ_MAX_SANDBOXES: '500', ZVIZ_WARM_MAX: '16' }).maxSandboxes).toBe(500); // 1020 threads
+    expect(() => loadConfig({ ZVIZ_MAX_SANDBOXES: '505', ZVIZ_WARM_MAX: '16' })).toThrowError(
+      new ConfigError(
+        "Invalid configuration: ZVIZ_MAX_SANDBOXES (505) and ZVIZ_WARM_MAX (16) need 1030 threads of libuv's pool (2 × ZVIZ_MAX_SANDBOXES + ZVIZ_WARM_MAX + 4), which has at most 1024: lower either",
+      ),
+    );
+  });
+});

@@ -7,7 +7,7 @@ import { PACKAGE_ROOT } from '../worker-pool/util/package-root.js';
 import { parseCallbackHosts, validCallbackHost } from './invocation/callbacks.js';
 import { parseRegistryList } from '../worker-pool/images/reference.js';
 import type { S3Config } from './uploads/s3.js';
-import { DEFAULT_MAX_SANDBOXES, DEFAULT_WARM_MAX } from '../worker-pool/threadpool.cjs';
+import { DEFAULT_MAX_SANDBOXES, DEFAULT_WARM_MAX, LIBUV_MAX, THREADPOOL_MARGIN, threadpoolNeed } from '../worker-pool/threadpool.cjs';
 
 function packageVersion(): string {
   try {
@@ -244,6 +244,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(lines.join('\n'));
   }
   const c = parsed.data;
+  // Every running sandbox, its teardown and every warm sandbox wait on a thread of libuv's
+  // pool (worker-pool/threadpool.cts), which has at most LIBUV_MAX.
+  const threads = threadpoolNeed(c.ZVIZ_MAX_SANDBOXES, c.ZVIZ_WARM_MAX);
+  if (threads > LIBUV_MAX) {
+    throw new ConfigError(
+      `Invalid configuration: ZVIZ_MAX_SANDBOXES (${c.ZVIZ_MAX_SANDBOXES}) and ZVIZ_WARM_MAX (${c.ZVIZ_WARM_MAX}) need ${threads} threads of libuv's pool ` +
+        `(2 × ZVIZ_MAX_SANDBOXES + ZVIZ_WARM_MAX + ${THREADPOOL_MARGIN}), which has at most ${LIBUV_MAX}: lower either`,
+    );
+  }
   return {
     host: c.ZVIZ_HOST,
     port: c.ZVIZ_PORT,

@@ -13,7 +13,7 @@ export const DEFAULT_WARM_MAX = 16;
 /** libuv pool threads kept for the server's own file system work and DNS lookups. */
 export const THREADPOOL_MARGIN = 4;
 /** libuv's own cap on UV_THREADPOOL_SIZE. */
-const LIBUV_MAX = 1024;
+export const LIBUV_MAX = 1024;
 
 /**
  * Threads for `maxSandboxes` running at once with `warmMax` warm sandboxes or reusable
@@ -22,7 +22,12 @@ const LIBUV_MAX = 1024;
  * for the server's own file system work and DNS lookups.
  */
 export function threadpoolSize(maxSandboxes: number, warmMax: number): number {
-  return Math.min(LIBUV_MAX, 2 * maxSandboxes + warmMax + THREADPOOL_MARGIN);
+  return Math.min(LIBUV_MAX, threadpoolNeed(maxSandboxes, warmMax));
+}
+
+/** The threads those need, beyond libuv's cap or not (the configuration refuses more than the cap). */
+export function threadpoolNeed(maxSandboxes: number, warmMax: number): number {
+  return 2 * maxSandboxes + warmMax + THREADPOOL_MARGIN;
 }
 
 /** An integer setting as the configuration reads it; the default where it is not one (the configuration refuses it later). */
