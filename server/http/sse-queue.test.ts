@@ -4,7 +4,8 @@ import { type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
-import { streamSSE } from 'hono/streaming';
+import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
+import type { Context } from 'hono';
 import { describe, expect, it } from 'vitest';
 import { SseQueue } from './sse-queue.js';
 
@@ -44,6 +45,23 @@ describe('SseQueue', () => {
     q.send('log', 'more');
     await q.flushed();
     expect([written, q.dropped]).toEqual([['a whole tail', 'more'], false]);
+  });
+
+  it('waits for a slow client that keeps taking events, past the time one without progress gets', async () => {
+    const written: string[] = [];
+    const q = new SseQueue(
+      async (_e, data) => {
+        await new Promise((r) => setTimeout(r, 60)); // each event taken after 60 ms
+        written.push(data);
+      },
+      () => undefined,
+      drop,
+    );
+    for (let i = 0; i < 6; i++) q.send('stdout', String(i)); // 360 ms in all, against 150 ms without progress
+    let aborted = false;
+    const sse = { abort: () => void (aborted = true) } as unknown as SSEStreamingApi;
+    await q.end({ env: {} } as unknown as Context, sse, 150);
+    expect([written.length, aborted]).toEqual([6, false]);
   });
 
   it('cuts the connection of a client that stops reading once the events have ended, and frees what waited', async () => {

@@ -2,14 +2,15 @@
 // for them bounded twice: in bytes queued and not yet written (a client that reads more
 // slowly than events come is dropped with a last `closed` event saying why, instead of
 // holding an ever longer queue), and in time once the events have ended (a client that
-// stops reading does not keep its connection, and what was queued for it, forever).
+// stops reading does not keep its connection, and what was queued for it, forever; one
+// that reads slowly is waited for).
 import type { Context } from 'hono';
 import type { SSEStreamingApi } from 'hono/streaming';
 import { nodeIncoming } from './node-body.js';
 
 /** Bytes of events one SSE client may have waiting to be written. */
 export const SSE_MAX_QUEUED_BYTES = 4 * 1024 * 1024;
-/** How long the events of an ended stream may take to be written before the connection is cut. */
+/** How long the client of an ended stream may take no event before its connection is cut. */
 export const SSE_FLUSH_MS = 10_000;
 
 export class SseQueue {
@@ -44,9 +45,15 @@ export class SseQueue {
   }
 
   #chain(event: string, data: string): Promise<void> {
-    this.#queue = this.#queue.then(() => this.write(event, data)).catch(() => undefined); // a closed stream: nothing more to send
+    this.#queue = this.#queue
+      .then(() => this.write(event, data))
+      .then(() => void (this.#progress = performance.now()))
+      .catch(() => undefined); // a closed stream: nothing more to send
     return this.#queue;
   }
+
+  /** When an event was last written (or the queue made). */
+  #progress = performance.now();
 
   /** Resolves once everything sent so far is written (or failed to be). */
   flushed(): Promise<void> {
@@ -54,16 +61,22 @@ export class SseQueue {
   }
 
   /**
-   * Waits up to `ms` for everything sent so far to be written; if it is not, cuts the
-   * client's connection (`c`'s socket, or the stream where there is none), which fails
-   * the writes still waiting and frees what they hold.
+   * Waits for everything sent so far to be written, as long as the client takes some of it
+   * every `ms`; a client that takes nothing for `ms` has its connection cut (`c`'s socket,
+   * or the stream where there is none), which fails the writes still waiting and frees
+   * what they hold. A slow client is waited for; one that stopped reading is not.
    */
   async end(c: Context, sse: SSEStreamingApi, ms = SSE_FLUSH_MS): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
-    const done = await Promise.race([this.#queue.then(() => true as const), late]);
-    clearTimeout(timer);
-    if (done) return;
+    let flushed = false;
+    void this.#queue.then(() => (flushed = true));
+    for (;;) {
+      const wait = Math.max(0, this.#progress + ms - performance.now());
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.#queue, new Promise<void>((resolve) => (timer = setTimeout(resolve, wait)))]);
+      clearTimeout(timer);
+      if (flushed) return;
+      if (performance.now() - this.#progress >= ms) break;
+    }
     const socket = nodeIncoming(c)?.socket;
     if (socket) socket.destroy();
     sse.abort();
