@@ -182,8 +182,13 @@ export class InvocationService {
   async admit(tenant: Tenant, id: string, prepare: () => Prepared | Promise<Prepared>): Promise<Admitted> {
     let prep: Prepared;
     let lease: Lease;
+    let hold = (): void => undefined;
     try {
       prep = await prepare();
+      // What the task names is held from here, not from the run: a collection between
+      // admission and the run (a job's workspace being made, a queued async invocation)
+      // must not remove it. The lease's release, which ends every path, lets go.
+      hold = this.#hold(prep.task);
       // One lease for both steps of a compiled language.
       const timeoutMs = prep.task.limits.timeoutMs + (prep.compile?.task.limits.timeoutMs ?? 0);
       // A stale version is not a store failure: it passes the guard as it is.
@@ -193,11 +198,35 @@ export class InvocationService {
       if (admitted instanceof StaleVersionError) throw admitted;
       lease = admitted;
     } catch (e) {
+      hold();
       const quota = e instanceof ApiError ? QUOTA_OF_CODE[e.code] : undefined;
       if (quota !== undefined) await recordRefused(this.deps.accounting, tenant.name, quota, e as ApiError, id);
       throw e;
     }
-    return { prep, lease };
+    const held = lease;
+    return {
+      prep,
+      lease: {
+        id: held.id,
+        release: (cpuMs, auditRecords) => {
+          hold();
+          return held.release(cpuMs, auditRecords);
+        },
+      },
+    };
+  }
+
+  /** Marks the image and the bundle tree `task` runs from in use (neither collected nor removed); returns the release, idempotent. */
+  #hold(task: SandboxTask): () => void {
+    const image = task.image && this.deps.images ? this.deps.images.acquire(task.image.digest) : null;
+    const tree = task.fnDir !== undefined && this.deps.bundles ? this.deps.bundles.acquire(task.fnDir) : null;
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      image?.();
+      tree?.();
+    };
   }
 
   /**
@@ -216,10 +245,7 @@ export class InvocationService {
     let outcome: SandboxOutcome | undefined;
     let failure: unknown;
     metrics.inFlight.inc();
-    // An image in use is neither collected nor removed until its sandbox is gone.
-    const releaseImage = task.image && this.deps.images ? this.deps.images.acquire(task.image.digest) : () => {};
-    // So is a bundle's tree by the bundle collector.
-    const releaseTree = task.fnDir !== undefined && this.deps.bundles ? this.deps.bundles.acquire(task.fnDir) : () => {};
+    // The image and the bundle tree stay held (since admission) until the lease's release below.
     try {
       if (prep.compile !== undefined) {
         compiled = await this.deps.invoker.invoke(prep.compile.task);
@@ -229,8 +255,6 @@ export class InvocationService {
     } catch (e) {
       failure = e;
     } finally {
-      releaseImage();
-      releaseTree();
       metrics.inFlight.dec();
     }
     const wallMs = performance.now() - started;
