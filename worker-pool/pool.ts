@@ -194,8 +194,7 @@ export class SandboxPool {
     return {
       end: (teardown) => {
         if (!teardown) return done();
-        // A teardown that fails leaves what the next start's sweep removes.
-        releaseSandbox(teardown, this.host).then(done, done);
+        void this.release(teardown).then(done);
       },
     };
   }

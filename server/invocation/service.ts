@@ -67,7 +67,7 @@ export interface Prepared {
   fn: { name: string; version: number } | null;
   /** A compiled language: the compile step, run first in its own sandbox, and the run step made from its artifact. */
   compile?: CompileStep;
-  /** Prepared from the remembered latest version of a deployed function: admission checks it still is. */
+  /** A deployed function's latest version when it was prepared (remembered or read): admission checks it still is. */
   expect?: ExpectedVersion;
 }
 
@@ -125,6 +125,9 @@ const STALE_ATTEMPTS = 3;
 /** How many functions' latest versions are remembered (the memory starts over when full). */
 const LATEST_ENTRIES = 10_000;
 
+/** A function's entry among the remembered latest versions. */
+const latestKey = (tenant: string, name: string): string => `${tenant}:${name}`;
+
 export class InvocationService {
   readonly #cache = new VersionCache();
   /**
@@ -153,7 +156,7 @@ export class InvocationService {
    * a delete that has returned is never raced by the version before it.
    */
   async #startFunction(tenant: Tenant, body: FunctionInvokeRequest, id: string): Promise<Admitted> {
-    const key = `${tenant.name}:${body.function}`;
+    const key = latestKey(tenant.name, body.function);
     let latest = this.#latest.get(key) ?? null;
     for (let attempt = 1; ; attempt++) {
       try {
@@ -394,7 +397,7 @@ export class InvocationService {
   /** `remembered`: the latest version to prepare from without asking the store (null: ask it). */
   async #prepareFunction(tenant: Tenant, body: FunctionInvokeRequest, id: string, remembered: number | null): Promise<Prepared> {
     const { fn, latest } = await this.#load(tenant.name, body.function, body.version, remembered);
-    const expect = { expect: { name: fn.name, version: latest } };
+    const expect = { name: fn.name, version: latest };
     const profile = findProfile(this.deps.profiles, body.profile ?? fn.profile);
     // An image function's runtime names its handler contract only; the profile must run images.
     if (!fn.image) checkRuntime(profile, fn.runtime, `run function '${fn.name}'`);
@@ -408,12 +411,12 @@ export class InvocationService {
       const task = this.imageTask(id, fn.image.digest, { command: fn.image.command, env: fn.env, stdin: JSON.stringify(body.input ?? null), limits, profile });
       task.runtime = IMAGE_FUNCTION_CONTRACT;
       task.profile.brokeredFiles.push(...secrets);
-      return { id, tenant, task, profile, fn: { name: fn.name, version: fn.version }, ...expect };
+      return { id, tenant, task, profile, fn: { name: fn.name, version: fn.version }, expect };
     }
     const fnDir = await this.#bundleTree(tenant.name, fn);
     const code = { ...fn, tenant: tenant.name, ...(fnDir === null ? {} : { fnDir }) };
     const task = handlerTask({ id, fn: code, event: body.input, context, limits, profile, secrets });
-    return { id, tenant, task, profile, fn: { name: fn.name, version: fn.version }, ...expect };
+    return { id, tenant, task, profile, fn: { name: fn.name, version: fn.version }, expect };
   }
 
   /**
@@ -472,7 +475,7 @@ export class InvocationService {
     const { functions, withState } = this.deps;
     const latest = remembered ?? (await withState('functions.latest', 'read function', () => functions.latest(tenant, name)));
     if (latest === null) throw unknownFunction(name);
-    if (remembered === null) this.#remember(`${tenant}:${name}`, latest);
+    if (remembered === null) this.#remember(latestKey(tenant, name), latest);
     const v = version ?? latest;
     if (v > latest || v <= latest - FUNCTION_VERSIONS_KEPT) {
       const why = v > latest ? 'does not exist' : `is no longer kept (the last ${FUNCTION_VERSIONS_KEPT} are)`;
