@@ -17,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tarGz } from './support/archives.js';
 import { rawFetch } from './support/compat-auth.js';
 import { serverLeftovers } from './support/leftovers.js';
+import { descendantsOf, uidOf } from './support/procfs.js';
 import { busyboxLayer, writeOciLayout } from './support/oci-images.js';
 import { GENEROUS_QUOTAS, privilegedReason, repoRoot, startServer, type RunningServer } from './support/server.js';
 import { parseSse } from './support/sse.js';
@@ -96,14 +97,18 @@ async function artifacts(id: string, key = s.apiKey!): Promise<Map<string, Buffe
   return tarNames(Buffer.from(await r.arrayBuffer()));
 }
 
-/** What the server's jobs left on the host: workspace mounts and image files. */
+/** ZVIZ_UID_BASE's default, which the suite's server runs with: sandbox processes run at or above it. */
+const SANDBOX_UID_BASE = 1_000_000_000;
+
+/** What the server's jobs left on the host: workspace mounts, image files and the loop devices over them. */
 function workspaceLeftovers(): string[] {
+  const loops = spawnSync('losetup', ['--list', '--noheadings', '--output', 'NAME,BACK-FILE']).stdout.toString().split('\n').filter((l) => l.includes(join(s.stateDir, 'jobs')));
   const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
     .split('\n')
     .map((l) => l.split(' ')[4] ?? '')
     .filter((p) => p.startsWith(`/run/zviz/jobs/${s.pid}-`));
   const images = readdirSync(join(s.stateDir, 'jobs')).filter((n) => n.endsWith('.ext4'));
-  return [...mounts, ...images];
+  return [...mounts, ...images, ...loops];
 }
 
 const C_PROJECT = tarGz([
@@ -177,6 +182,9 @@ describe.skipIf(skip !== null)('CI jobs on a real server', () => {
       await sleep(50);
     }
     expect(serverLeftovers(s).some((l) => l.startsWith('process '))).toBe(true);
+    // The job's own processes (its shell and both sleeps), by their sandbox uid.
+    const jobProcesses = descendantsOf(s.pid).filter((p) => (uidOf(p.pid) ?? 0) >= SANDBOX_UID_BASE);
+    expect(jobProcesses.filter((p) => p.cmdline.startsWith('sleep 600')).length).toBe(2);
     const t0 = performance.now();
     const cancelled = await s.request(`/jobs/${id}`, { method: 'DELETE' });
     const tookMs = performance.now() - t0;
@@ -185,6 +193,7 @@ describe.skipIf(skip !== null)('CI jobs on a real server', () => {
     // The DELETE answers once the job ended: its sandbox is gone by then.
     expect(tookMs).toBeLessThan(1000 * timeScale() + 500);
     expect(serverLeftovers(s)).toEqual([]);
+    expect(jobProcesses.filter((p) => existsSync(`/proc/${p.pid}`) && uidOf(p.pid) !== null && uidOf(p.pid)! >= SANDBOX_UID_BASE)).toEqual([]);
     expect(workspaceLeftovers()).toEqual([]);
     const job = await waitJob(id);
     expect(job).toMatchObject({ status: 'killed', reason: 'cancelled' });
