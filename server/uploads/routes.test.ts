@@ -129,7 +129,7 @@ describe('DELETE /uploads/:digest', () => {
     expect(d).toEqual({ status: 200, body: { digest: first.body.digest, size: MiB } });
     expect((await upload(t.apiKey, 10, 0x62)).status).toBe(201);
     const records = await state.auditStore.list({ tenant: 'acme', limit: 10 });
-    expect(records.records.map((r: { action: string }) => r.action)).toContain('upload.delete');
+    expect(records.records.map((r) => ('action' in r ? r.action : null))).toContain('upload.delete');
   });
 
   it("is 404 UNKNOWN_UPLOAD for another tenant's digest, an unknown one or a malformed one", async () => {
