@@ -262,6 +262,23 @@ describe.skipIf(skip !== null)('CI jobs on a real server', () => {
     const traversal = await upload(tarGz([{ name: '../escape.txt', content: 'x' }]));
     const refused = await s.request('/jobs', { body: { script: 'true', cache: { key: 'k', paths: ['a'], seed: traversal } } });
     expect([refused.status, refused.body.error?.code]).toEqual([400, 'ARCHIVE_REFUSED']);
+    // The command line: a directory as the seed (packed and uploaded), or a digest as it is.
+    const dir = mkdtempSync(join(tmpdir(), 'zviz-job-seed-'));
+    try {
+      mkdirSync(join(dir, 'seed', 'vendor'), { recursive: true });
+      writeFileSync(join(dir, 'seed', 'vendor', 'lib.txt'), 'from the cli\n');
+      const remote = ['--url', s.url, '--key', s.apiKey!, '--cache-key', 'cli-seed', '--cache-path', 'vendor'];
+      const packed = await runCli(['job', 'run', ...remote, '--cache-seed', join(dir, 'seed'), '--json', '--', 'cat', 'vendor/lib.txt']);
+      expect(packed.status, packed.stderr).toBe(0);
+      expect(JSON.parse(packed.stdout)).toMatchObject({ status: 'ok', cache: { restored: true, seeded: true } });
+      expect(packed.stderr).toContain('from the cli');
+      const byDigest = await runCli(['job', 'run', ...remote.slice(0, 4), '--cache-key', 'cli-digest', '--cache-path', 'vendor', '--cache-seed', seed, '--', 'cat', 'vendor/lib.txt']);
+      expect([byDigest.status, byDigest.stdout], byDigest.stderr).toEqual([0, 'seeded\n']);
+      const alone = await runCli(['job', 'run', '--url', s.url, '--key', s.apiKey!, '--cache-seed', seed, '--', 'true']);
+      expect(alone.status).toBe(2);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }, 120_000 * timeScale());
 
   it('refuses bad inputs with 4xx in the error shape', async () => {
