@@ -189,10 +189,10 @@ export class UploadStore {
     const { digest, size } = counter.result();
     const created = await this.#underLock(tenant, async () => {
       if (budget !== null && !(await this.#exists(tenant, digest))) {
-        const now = await this.usage(tenant);
-        if (now.bytes + size > budget) {
+        const stored = await this.usage(tenant);
+        if (stored.bytes + size > budget) {
           await rm(part, { force: true });
-          throw storeFull(tenant, budget, now.bytes, size, true);
+          throw storeFull(tenant, budget, stored.bytes, size, true);
         }
       }
       return this.#place(part, tenant, digest);
