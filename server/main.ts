@@ -280,7 +280,7 @@ export async function main(): Promise<void> {
     resultTtlS: config.resultTtlS,
     callbackTimeoutMs: config.callbackTimeoutMs,
     images,
-    uploads: { store: uploads, bundles, maxUploadBytes: config.maxUploadBytes },
+    uploads: { store: uploads, bundles, maxUploadBytes: config.maxUploadBytes, maxStoreBytes: config.maxUploadStoreBytes },
     languages,
     jobs: {
       workspaces,

@@ -261,6 +261,46 @@ describe.skipIf(skip !== null)('CI jobs on a real server', () => {
     expect((await s.request(`/jobs/${second.id}`, { auth: { bearer: other.key } })).status).toBe(404);
   }, 120_000 * timeScale());
 
+  it("an upload seeds a cache the tenant has not saved yet, the saved cache wins after, and another tenant's digest is refused", async () => {
+    const seed = await upload(tarGz([{ name: 'vendor/lib.txt', content: 'seeded\n' }]));
+    const cache = { key: 'seeded-v1', paths: ['vendor'], seed };
+    const first = await waitJob(await startJob({ script: 'cat vendor/lib.txt; echo saved > vendor/lib.txt', cache }));
+    expect(first, JSON.stringify(first)).toMatchObject({ status: 'ok', cache: { key: 'seeded-v1', restored: true, seeded: true, saved: true } });
+    expect((await s.request(`/jobs/${first.id}/log`)).body).toBe('seeded\n');
+    const second = await waitJob(await startJob({ script: 'cat vendor/lib.txt', cache }));
+    expect(second).toMatchObject({ status: 'ok', cache: { restored: true, seeded: false } });
+    expect((await s.request(`/jobs/${second.id}/log`)).body).toBe('saved\n');
+    // Checked before the 202, as a workspace is: another tenant's digest is one it never uploaded.
+    for (const [body, key] of [
+      [{ script: 'true', cache: { key: 'seeded-v1', paths: ['vendor'], seed } }, other.key],
+      [{ script: 'true', cache: { key: 'seeded-v1', paths: ['vendor'], seed: `sha256:${'0'.repeat(64)}` } }, s.apiKey!],
+    ] as const) {
+      const r = await s.request('/jobs', { body, auth: { bearer: key } });
+      expect([r.status, r.body.error?.code], JSON.stringify(r.body)).toEqual([404, 'UNKNOWN_UPLOAD']);
+      expect(r.body.error.details).toEqual({ digest: body.cache.seed, field: 'cache.seed' });
+    }
+    const traversal = await upload(tarGz([{ name: '../escape.txt', content: 'x' }]));
+    const refused = await s.request('/jobs', { body: { script: 'true', cache: { key: 'k', paths: ['a'], seed: traversal } } });
+    expect([refused.status, refused.body.error?.code]).toEqual([400, 'ARCHIVE_REFUSED']);
+    // The command line: a directory as the seed (packed and uploaded), or a digest as it is.
+    const dir = mkdtempSync(join(tmpdir(), 'zviz-job-seed-'));
+    try {
+      mkdirSync(join(dir, 'seed', 'vendor'), { recursive: true });
+      writeFileSync(join(dir, 'seed', 'vendor', 'lib.txt'), 'from the cli\n');
+      const remote = ['--url', s.url, '--key', s.apiKey!, '--cache-key', 'cli-seed', '--cache-path', 'vendor'];
+      const packed = await runCli(['job', 'run', ...remote, '--cache-seed', join(dir, 'seed'), '--json', '--', 'cat', 'vendor/lib.txt']);
+      expect(packed.status, packed.stderr).toBe(0);
+      expect(JSON.parse(packed.stdout)).toMatchObject({ status: 'ok', cache: { restored: true, seeded: true } });
+      expect(packed.stderr).toContain('from the cli');
+      const byDigest = await runCli(['job', 'run', ...remote.slice(0, 4), '--cache-key', 'cli-digest', '--cache-path', 'vendor', '--cache-seed', seed, '--', 'cat', 'vendor/lib.txt']);
+      expect([byDigest.status, byDigest.stdout], byDigest.stderr).toEqual([0, 'seeded\n']);
+      const alone = await runCli(['job', 'run', '--url', s.url, '--key', s.apiKey!, '--cache-seed', seed, '--', 'true']);
+      expect(alone.status).toBe(2);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000 * timeScale());
+
   it('refuses bad inputs with 4xx in the error shape', async () => {
     const traversal = await upload(tarGz([{ name: 'ok.txt', content: 'x' }, { name: '../escape.txt', content: 'x' }]));
     const linkOut = await upload(tarGz([{ name: 'etc', type: 'symlink', linkname: '/etc' }]));
