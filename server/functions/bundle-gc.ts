@@ -78,7 +78,7 @@ export class BundleCollector {
         .filter((t) => !t.inUse && !(t.current && anyTenant.has(t.digest)))
         .map((t): Candidate => ({ kind: 'tree', key: t.name, bytes: t.bytes, usedMs: t.usedMs, remove: () => bundles.discard(t.name) })),
       ...blobs
-        .filter((b) => !bundles.unpacking(b.digest) && !(referenced.get(b.tenant)?.has(b.digest) ?? false))
+        .filter((b) => !bundles.unpacking(b.digest) && !uploads.held(b.tenant, b.digest) && !(referenced.get(b.tenant)?.has(b.digest) ?? false))
         .map((b): Candidate => ({ kind: 'blob', key: `${b.tenant}/${b.digest}`, bytes: b.bytes, usedMs: b.usedMs, remove: () => uploads.discard(b.tenant, b.digest) })),
     ].filter((c) => c.usedMs < fresh);
     for (const c of candidates.sort((a, b) => a.usedMs - b.usedMs)) {

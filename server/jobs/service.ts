@@ -88,6 +88,8 @@ interface JobPlan {
   workspaceFile: string | null;
   /** The cache's seed upload, restored when the tenant has no saved cache for the key. */
   cacheSeedFile: string | null;
+  /** Lets go of the uploads above (kept from removal until they are unpacked); idempotent. */
+  releaseUploads: () => void;
   startedAt: string;
 }
 
@@ -164,11 +166,17 @@ export class JobService {
   async #submit(tenant: Tenant, body: JobBody, slot: { held: boolean }): Promise<string> {
     const id = randomUUID();
     let plan: JobPlan | undefined;
-    const admitted = await this.deps.invocations.admit(tenant, id, async () => {
-      const prepared = await this.#prepare(tenant, id, body);
-      plan = prepared.plan;
-      return { id, tenant, task: prepared.task, profile: prepared.plan.profile, fn: null };
-    });
+    let admitted: Admitted;
+    try {
+      admitted = await this.deps.invocations.admit(tenant, id, async () => {
+        const prepared = await this.#prepare(tenant, id, body);
+        plan = prepared.plan;
+        return { id, tenant, task: prepared.task, profile: prepared.plan.profile, fn: null };
+      });
+    } catch (e) {
+      plan?.releaseUploads(); // prepared, then refused (a quota): nothing will unpack them
+      throw e;
+    }
     let finish!: (r: JobRecord | null) => void;
     const done = new Promise<JobRecord | null>((r) => (finish = r));
     const running: Running = { tenant: tenant.name, id, log: new JobLog(this.deps.logBytes), cancelled: false, done, finish };
@@ -179,6 +187,7 @@ export class JobService {
       await this.deps.async.accept(admitted, body.callbackUrl, () => this.#run(admitted, plan!, running));
     } catch (e) {
       this.#running.delete(key(tenant.name, id));
+      plan!.releaseUploads();
       throw e;
     }
     await this.deps.audit.record({ type: 'job', tenant: tenant.name, action: 'job.start', jobId: id, profile: plan!.profile.name, image: body.image ?? null, workspace: body.workspace ?? null });
@@ -205,36 +214,49 @@ export class JobService {
       const problem = relativePatternProblem(p);
       if (problem !== null) throw new ApiError('VALIDATION_FAILED', `Cannot validate request body: path ${JSON.stringify(p)} ${problem}`, [{ path: 'artifacts', message: problem }]);
     }
-    const workspaceFile = body.workspace === undefined ? null : await this.#checkUpload(tenant.name, body.workspace, 'workspace', diskMb, `a disk of ${diskMb} MiB: raise limits.diskMb`);
-    const seed = body.cache?.seed;
-    const cacheSeedFile =
-      seed === undefined
-        ? null
-        : await this.#checkUpload(tenant.name, seed, 'cache.seed', Math.min(diskMb, jobs.maxCacheMb), `a disk of ${diskMb} MiB or a cache of ${jobs.maxCacheMb} MiB (profile '${profile.name}')`);
-    const secrets = body.secrets ?? {};
-    checkBrokeredSlots(profile, secrets);
-    const brokered = await this.deps.invocations.secretFiles(tenant.name, `job ${id}`, secrets);
-    const env = { CI: 'true', ZVIZ_JOB_ID: id, HOME: jobs.workspace, ...body.env };
-    let task: SandboxTask;
-    if (body.image !== undefined) {
-      task = this.deps.invocations.imageTask(id, body.image, {
-        command: body.script !== undefined ? ['-e', '-c', body.script] : body.command,
-        // A script runs under the image's shell; a command replaces the Entrypoint too.
-        entrypoint: body.script !== undefined ? ['/bin/sh'] : [],
-        env,
-        stdin: undefined,
-        limits,
-        profile,
-      });
-    } else {
-      checkRuntime(profile, body.runtime ?? 'bash', 'run job');
-      const argv = body.script !== undefined ? ['/usr/bin/bash', '-e', '-o', 'pipefail', '-c', body.script] : runtimeArgv(body.command!);
-      task = commandTask({ id, argv, env, limits, profile, runtimes: profile.runtimes });
-      // A build calls compilers, package managers and test runners: the image class too.
-      task.profile.seccompAllow = [...new Set([...allowlistFor(profile, profile.runtimes), ...(imageAllowlistFor(profile) ?? [])])];
+    // Held from before their check until they are unpacked: a DELETE /uploads or the
+    // collector in between would leave the job nothing to unpack.
+    const holds: Array<() => void> = [];
+    const releaseUploads = (): void => holds.forEach((release) => release());
+    const checkHeld = async (digest: string, field: string, mb: number, room: string): Promise<string> => {
+      if (this.deps.uploads !== null) holds.push(this.deps.uploads.hold(tenant.name, digest));
+      return this.#checkUpload(tenant.name, digest, field, mb, room);
+    };
+    try {
+      const workspaceFile = body.workspace === undefined ? null : await checkHeld(body.workspace, 'workspace', diskMb, `a disk of ${diskMb} MiB: raise limits.diskMb`);
+      const seed = body.cache?.seed;
+      const cacheSeedFile =
+        seed === undefined
+          ? null
+          : await checkHeld(seed, 'cache.seed', Math.min(diskMb, jobs.maxCacheMb), `a disk of ${diskMb} MiB or a cache of ${jobs.maxCacheMb} MiB (profile '${profile.name}')`);
+      const secrets = body.secrets ?? {};
+      checkBrokeredSlots(profile, secrets);
+      const brokered = await this.deps.invocations.secretFiles(tenant.name, `job ${id}`, secrets);
+      const env = { CI: 'true', ZVIZ_JOB_ID: id, HOME: jobs.workspace, ...body.env };
+      let task: SandboxTask;
+      if (body.image !== undefined) {
+        task = this.deps.invocations.imageTask(id, body.image, {
+          command: body.script !== undefined ? ['-e', '-c', body.script] : body.command,
+          // A script runs under the image's shell; a command replaces the Entrypoint too.
+          entrypoint: body.script !== undefined ? ['/bin/sh'] : [],
+          env,
+          stdin: undefined,
+          limits,
+          profile,
+        });
+      } else {
+        checkRuntime(profile, body.runtime ?? 'bash', 'run job');
+        const argv = body.script !== undefined ? ['/usr/bin/bash', '-e', '-o', 'pipefail', '-c', body.script] : runtimeArgv(body.command!);
+        task = commandTask({ id, argv, env, limits, profile, runtimes: profile.runtimes });
+        // A build calls compilers, package managers and test runners: the image class too.
+        task.profile.seccompAllow = [...new Set([...allowlistFor(profile, profile.runtimes), ...(imageAllowlistFor(profile) ?? [])])];
+      }
+      task.profile.brokeredFiles.push(...brokered);
+      return { task, plan: { body, profile, diskMb, workspaceTarget: jobs.workspace, workspaceFile, cacheSeedFile, releaseUploads, startedAt: new Date().toISOString() } };
+    } catch (e) {
+      releaseUploads();
+      throw e;
     }
-    task.profile.brokeredFiles.push(...brokered);
-    return { task, plan: { body, profile, diskMb, workspaceTarget: jobs.workspace, workspaceFile, cacheSeedFile, startedAt: new Date().toISOString() } };
   }
 
   /**
@@ -278,6 +300,7 @@ export class JobService {
         await unpackArchive(plan.workspaceFile, ws.mount, { limits: { maxBytes: ws.sizeBytes, maxEntries: DEFAULT_MAX_ENTRIES } });
       }
       if (plan.body.cache !== undefined) cacheRestored = await this.#restoreCache(tenant, plan.body.cache.key, plan.cacheSeedFile, ws);
+      plan.releaseUploads();
       await chownTree(ws.mount, WORKSPACE_OWNER);
       if (job.cancelled) throw new ApiError('SANDBOX_UNAVAILABLE', 'Cancelled before it ran');
       prep.task.workspace = { source: ws.mount, target: plan.workspaceTarget };
@@ -293,6 +316,7 @@ export class JobService {
       failure = e instanceof ApiError ? e : publicError(e, this.deps.log, { route: 'job', id });
       if (leaseHeld) await lease.release(0).catch(() => undefined); // the lease expires on its own
     } finally {
+      plan.releaseUploads(); // a failure before the unpack ended
       if (killer !== null) clearInterval(killer);
       job.log.end();
     }

@@ -148,6 +148,17 @@ describe('DELETE /uploads/:digest', () => {
     expect(readdirSync(join(work, 'uploads', 'acme')).length).toBe(1);
   });
 
+  it('is 409 UPLOAD_IN_USE while a job starting from it holds it, and removes it once let go', async () => {
+    const t = await testTenant(state);
+    const up = await upload(t.apiKey, 100, 0x61);
+    const release = store.hold(t.name, up.body.digest);
+    const r = await del(t.apiKey, up.body.digest);
+    expect([r.status, r.body.error.code]).toEqual([409, 'UPLOAD_IN_USE']);
+    expect(r.body.error.message).toContain('a job');
+    release();
+    expect((await del(t.apiKey, up.body.digest)).status).toBe(200);
+  });
+
   it('is 409 UPLOAD_IN_USE while a stored function version is deployed from it', async () => {
     const t = await testTenant(state);
     const up = await upload(t.apiKey, 100, 0x61);

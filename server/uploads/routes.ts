@@ -102,6 +102,9 @@ export function registerUploadRoutes(app: OpenAPIHono<TenantEnv>, deps: UploadRo
         throw new ApiError('UPLOAD_IN_USE', `Cannot delete upload ${digest}: a function of tenant '${tenant.name}' is deployed from it: delete the function first`, { digest });
       }
       const removed = await deps.uploads.remove(tenant.name, digest);
+      if (removed === 'held') {
+        throw new ApiError('UPLOAD_IN_USE', `Cannot delete upload ${digest}: a job of tenant '${tenant.name}' is starting from it (its workspace or cache seed): retry once the job runs`, { digest });
+      }
       if (removed === null) throw unknown();
       await deps.audit.record({ type: 'upload', tenant: tenant.name, action: 'upload.delete', digest, bytes: removed, remote: remoteAddress(c) });
       return c.json({ digest, size: removed }, 200);

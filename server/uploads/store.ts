@@ -113,6 +113,8 @@ export class UploadStore {
   readonly #streaming = new Map<string, number>();
   /** Per tenant: the end of the last budget check and placement, so two cannot interleave. */
   readonly #placing = new Map<string, Promise<unknown>>();
+  /** Blobs a job is starting from (its workspace, a cache seed), by `tenant/digest`: how many hold each. */
+  readonly #held = new Map<string, number>();
 
   constructor(private readonly opts: UploadStoreOptions) {}
 
@@ -330,9 +332,35 @@ export class UploadStore {
     return true;
   }
 
-  /** Removes a tenant's blob from this host (DELETE /uploads/:digest): its size, or null when it was not there. */
-  async remove(tenant: string, digest: string): Promise<number | null> {
+  /**
+   * Keeps a blob from removal (DELETE /uploads/:digest, the collector) until the returned
+   * function is called: a job holds its workspace and cache seed from its admission until
+   * they are unpacked. Calling it again does nothing.
+   */
+  hold(tenant: string, digest: string): () => void {
+    const k = `${tenant}/${digest}`;
+    this.#held.set(k, (this.#held.get(k) ?? 0) + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const n = (this.#held.get(k) ?? 1) - 1;
+      if (n > 0) this.#held.set(k, n);
+      else this.#held.delete(k);
+    };
+  }
+
+  held(tenant: string, digest: string): boolean {
+    return this.#held.has(`${tenant}/${digest}`);
+  }
+
+  /**
+   * Removes a tenant's blob from this host (DELETE /uploads/:digest): its size, null when
+   * it was not there, 'held' while a job is starting from it.
+   */
+  async remove(tenant: string, digest: string): Promise<number | null | 'held'> {
     return this.#underLock(tenant, async () => {
+      if (this.held(tenant, digest)) return 'held';
       const st = await stat(this.#blobPath(tenant, digest)).catch(() => null);
       if (st === null || !st.isFile()) return null;
       return (await this.discard(tenant, digest)) ? st.size : null;

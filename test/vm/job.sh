@@ -11,6 +11,8 @@
 #                    egress sandboxes, limits, dns, pre-warmed sandboxes, a killed server's
 #                    clean-up, the 80-sandbox small pool, shutdown), which run on the v1
 #                    hosts on every run, and here with `all`.
+#   ZVIZ_VM_SELECT   a vitest -t filter (full test names) over those files, in place of the
+#                    default's
 #   ZVIZ_VM_STEPS    the steps to run (default: all): smoke apparmor suites bench
 set -u
 export ZVIZ_MUST_WORK=1
@@ -25,6 +27,7 @@ case "${ZVIZ_VM_SUITES:-default}" in
   all) SUITES="test/layer-a.test.ts test/layer-b.test.ts test/layer-c.test.ts test/layer-d.test.ts test/layer-e.test.ts" ;;
   *) SUITES=$ZVIZ_VM_SUITES ;;
 esac
+SELECT="${ZVIZ_VM_SELECT:-$SELECT}"
 STEPS="${ZVIZ_VM_STEPS:-smoke apparmor suites bench}"
 failed=()
 zviz() { node dist/server/cli/zviz.cjs "$@"; }
