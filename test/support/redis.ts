@@ -4,7 +4,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach } from 'vitest';
@@ -12,6 +12,7 @@ import { silentLogger } from '../../server/ops/log.js';
 import { connectRedis, createRedis } from '../../server/state/redis.js';
 import { ProcessGroup } from './processes.js';
 import { freePort } from './server-process.js';
+import { missingPrograms } from './shell.js';
 import { pollUntil, timeScale, waitFor } from './wait.js';
 
 export interface TestRedis {
@@ -108,8 +109,7 @@ export function redisForSuite(): { readonly client: Redis } {
 
 /** Why a Redis Cluster of the test's own cannot start here (Debian's redis-server and redis-cli), or null. */
 export function redisClusterUnavailable(): string | null {
-  const dirs = (process.env.PATH ?? '/usr/bin:/bin').split(delimiter);
-  const missing = ['redis-server', 'redis-cli'].filter((b) => !dirs.some((d) => existsSync(join(d, b))));
+  const missing = missingPrograms('redis-server', 'redis-cli');
   return missing.length === 0 ? null : `needs ${missing.join(' and ')} in PATH`;
 }
 
