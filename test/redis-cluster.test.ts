@@ -41,6 +41,7 @@ describe.skipIf(skip !== null)(skip !== null ? `${TITLE} [${skip}]` : TITLE, () 
 
   beforeAll(async () => {
     cluster = await startRedisCluster(3);
+    // stateDir only holds a private Redis, which a set redisUrl never starts.
     state = await openState({ redisUrl: cluster.url, redisServer: 'redis-server', stateDir: '/nonexistent', auditKeep: 1000, log: silentLogger });
     const byMaster = new Map<number, string>();
     for (let i = 0; i < 200 && byMaster.size < cluster.ports.length; i++) {
