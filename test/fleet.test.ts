@@ -4,13 +4,13 @@
 // HAProxy with the shipped deploy/haproxy/haproxy.cfg in front. Each scenario prints its
 // exact counts. Every process is started here and stopped here, by pid; every loop is bounded
 // in count and time.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PACKAGE_ROOT } from '../worker-pool/util/package-root.js';
+import { ProcessGroup, type Proc } from './support/processes.js';
 import { freePort, startServerProcess, type ServerProcess } from './support/server-process.js';
 import { privilegedReason } from './support/server.js';
 import { pollUntil, sleep, token } from './support/wait.js';
@@ -65,40 +65,7 @@ async function tryCall(base: string, path: string, opts: Parameters<typeof call>
 
 // ---- processes of the test's own, stopped by pid ----
 
-interface Proc {
-  name: string;
-  child: ChildProcess;
-  exited: Promise<void>;
-  output: () => string;
-}
-
-const procs: Proc[] = [];
-
-function startProc(name: string, cmd: string, args: string[], env: Record<string, string> = {}): Proc {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env } });
-  let out = '';
-  const keep = (d: Buffer): void => {
-    out = (out + d.toString()).slice(-20_000);
-  };
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const p = { name, child, exited, output: () => out };
-  procs.push(p);
-  return p;
-}
-
-async function stopProc(p: Proc, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  if (p.child.exitCode === null && p.child.signalCode === null && p.child.pid !== undefined) {
-    process.kill(p.child.pid, signal);
-    const late = await Promise.race([p.exited.then(() => false), sleep(5000).then(() => true)]);
-    if (late && p.child.exitCode === null && p.child.signalCode === null) {
-      process.kill(p.child.pid, 'SIGKILL');
-      await p.exited;
-    }
-  }
-  procs.splice(procs.indexOf(p), 1);
-}
+const procs = new ProcessGroup();
 
 // ---- cgroup subtrees, one per server, beneath this process's own cgroups ----
 
@@ -168,8 +135,8 @@ async function startRedisSet(dir: string): Promise<RedisSet> {
     writeFileSync(conf, [`port ${port}`, 'bind 127.0.0.1', `dir ${d}`, 'save ""', 'appendonly no', 'daemonize no', ...extra, ''].join('\n'));
     return conf;
   };
-  const master = startProc('redis-master', 'redis-server', [redisConf('master', masterPort, [])]);
-  const replica = startProc('redis-replica', 'redis-server', [redisConf('replica', replicaPort, [`replicaof 127.0.0.1 ${masterPort}`])]);
+  const master = procs.start('redis-master', 'redis-server', [redisConf('master', masterPort, [])]);
+  const replica = procs.start('redis-replica', 'redis-server', [redisConf('replica', replicaPort, [`replicaof 127.0.0.1 ${masterPort}`])]);
   for (const [i, port] of sentinelPorts.entries()) {
     const d = join(dir, `sentinel${i}`);
     mkdirSync(d);
@@ -187,7 +154,7 @@ async function startRedisSet(dir: string): Promise<RedisSet> {
         '',
       ].join('\n'),
     );
-    startProc(`sentinel${i}`, 'redis-sentinel', [conf]);
+    procs.start(`sentinel${i}`, 'redis-sentinel', [conf]);
   }
   const url = `redis+sentinel://${sentinelPorts.map((p) => `127.0.0.1:${p}`).join(',')}/${MASTER_NAME}`;
   const set: RedisSet = {
@@ -237,7 +204,7 @@ async function startRedisSet(dir: string): Promise<RedisSet> {
     30_000,
     200,
   );
-  if (!ready) throw new Error(`Sentinels did not discover each other and the replica within 30 s:\n${procs.map((p) => `${p.name}: ${p.output()}`).join('\n')}`);
+  if (!ready) throw new Error(`Sentinels did not discover each other and the replica within 30 s:\n${procs.outputs()}`);
   return set;
 }
 
@@ -391,7 +358,7 @@ describe.skipIf(skip !== null)('a fleet of three hosts behind HAProxy, sharing a
     }
     const lbPort = await freePort();
     lb = `http://127.0.0.1:${lbPort}`;
-    haproxy = startProc('haproxy', 'haproxy', ['-db', '-f', HAPROXY_CFG], {
+    haproxy = procs.start('haproxy', 'haproxy', ['-db', '-f', HAPROXY_CFG], {
       ZVIZ_LB_BIND: `127.0.0.1:${lbPort}`,
       ...Object.fromEntries(hosts.map((h) => [`ZVIZ_HOST_${h.n}`, `127.0.0.1:${h.port}`])),
     });
@@ -406,7 +373,7 @@ describe.skipIf(skip !== null)('a fleet of three hosts behind HAProxy, sharing a
     // HAProxy's view of the hosts over the run (its log: checks, hosts going down and up).
     log(`HAProxy log:\n${haproxy?.output().split('\n').filter((l) => /Server|backend/.test(l)).slice(-40).join('\n')}`);
     for (const h of hosts) await h.proc?.stop('SIGTERM', 30_000);
-    for (const p of [...procs].reverse()) await stopProc(p);
+    await procs.stopAll();
     const left: string[] = [];
     for (const h of hosts) for (const d of h.cgroups) left.push(...removeSubtree(d));
     rmSync(dir, { recursive: true, force: true });
@@ -620,7 +587,7 @@ describe.skipIf(skip !== null)('a fleet of three hosts behind HAProxy, sharing a
     const load = steadyLoad(lb, key, 2, body);
     await sleep(1000);
     const killedAt = Date.now();
-    await stopProc(redis.master, 'SIGKILL');
+    await procs.stop(redis.master, 'SIGKILL');
     const promoted = await pollUntil(() => redis.masterAddr(), (a) => a !== null && a !== oldMaster, 30_000, 200);
     const promotedMs = Date.now() - killedAt;
     // Service is back: a request straight to every host succeeds.
@@ -684,9 +651,9 @@ describe.skipIf(skip !== null)('a fleet of three hosts behind HAProxy, sharing a
 // The shipped config must at least parse with Debian's haproxy wherever haproxy is installed.
 describe.skipIf(!existsSync('/usr/sbin/haproxy'))('deploy/haproxy/haproxy.cfg', () => {
   it('is valid for haproxy -c', async () => {
-    const p = startProc('haproxy-check', 'haproxy', ['-c', '-f', HAPROXY_CFG], { ZVIZ_LB_BIND: '127.0.0.1:1', ZVIZ_HOST_1: '127.0.0.1:2', ZVIZ_HOST_2: '127.0.0.1:3', ZVIZ_HOST_3: '127.0.0.1:4' });
+    const p = procs.start('haproxy-check', 'haproxy', ['-c', '-f', HAPROXY_CFG], { ZVIZ_LB_BIND: '127.0.0.1:1', ZVIZ_HOST_1: '127.0.0.1:2', ZVIZ_HOST_2: '127.0.0.1:3', ZVIZ_HOST_3: '127.0.0.1:4' });
     await p.exited;
-    procs.splice(procs.indexOf(p), 1);
+    procs.forget(p);
     expect(p.child.exitCode, p.output()).toBe(0);
   });
 });

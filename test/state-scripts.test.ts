@@ -309,12 +309,12 @@ describe('state scripts in a real Redis', () => {
   it("every key a script touches carries its tenant's hash tag (one Cluster slot)", () => {
     const tag = (key: string): string | null => /^[^{]*\{([^}]+)\}/.exec(key)?.[1] ?? null;
     const t = 'acme-1';
-    const ofTenant = [keys.tenant(t), keys.tenantAudit(t), keys.fn(t, 'f'), keys.fnIndex(t), keys.fnSeq(t), `${keys.fnVersionPrefix(t, 'f')}3`, keys.invocation(t, 'x')];
+    const ofTenant = [keys.tenant(t), keys.tenantAudit(t), keys.fn(t, 'f'), keys.fnIndex(t), keys.fnSeq(t), keys.fnVersions(t, 'f'), keys.invocation(t, 'x')];
     for (const k of ofTenant) expect(tag(k), k).toBe(t);
     expect(tag(keys.pool('host-1', 'fn:acme:f:1:default'))).toBe('host-1');
   });
 
-  it('moves the keys of an older ZViz to the hash-tagged layout at start-up, once', async () => {
+  it('moves the keys of an older ZViz to the current layout at start-up, once', async () => {
     const tenants = new RedisTenantStore(redis);
     const { tenant, apiKey } = await tenants.create('old', q({ concurrency: 7 }));
     // Rewrite it as the layout before hash tags had it.
@@ -323,17 +323,19 @@ describe('state scripts in a real Redis', () => {
     await redis.hset('zviz:tenant:old', record);
     await redis.hset('zviz:fn:old:hello', { latest: '2', meta: '{}', digest: 'd', createdAt: 'c' });
     await redis.set('zviz:fn:old:hello:v2', '{"v":2}');
+    // A version stored as a key of its own after hash tags came in.
+    await redis.set('zviz:{old}:fn:hello:v1', '{"v":1}');
     await redis.sadd('zviz:fns:old', 'hello');
     await redis.xadd('zviz:audit:tenant:old', '*', 'r', '{}');
     await redis.zadd('zviz:quota:old:leases', 1, 'stale');
     const { migrateKeyLayout } = await import('../server/state/migrate.js');
     const { silentLogger } = await import('../server/ops/log.js');
-    expect(await migrateKeyLayout(redis, silentLogger)).toBe(5);
+    expect(await migrateKeyLayout(redis, silentLogger)).toBe(6);
     expect(await migrateKeyLayout(redis, silentLogger)).toBe(0);
-    expect((await redis.keys('zviz:*')).filter((k) => !k.includes('{') && !k.startsWith('zviz:apikey:') && k !== keys.tenants)).toEqual([]);
+    expect((await redis.keys('zviz:*')).filter((k) => (!k.includes('{') || /:v\d+$/.test(k)) && !k.startsWith('zviz:apikey:') && k !== keys.tenants)).toEqual([]);
     expect(await tenants.findByKeyId(keyIdOf(apiKey)!)).toMatchObject({ tenant: { name: 'old', keyId: tenant.keyId, quotas: { concurrency: 7 } } });
     expect(await redis.hget(keys.fn('old', 'hello'), 'latest')).toBe('2');
-    expect(await redis.get(`${keys.fnVersionPrefix('old', 'hello')}2`)).toBe('{"v":2}');
+    expect(await redis.hgetall(keys.fnVersions('old', 'hello'))).toEqual({ 1: '{"v":1}', 2: '{"v":2}' });
     expect(await redis.smembers(keys.fnIndex('old'))).toEqual(['hello']);
     expect(await redis.xlen(keys.tenantAudit('old'))).toBe(1);
   });

@@ -106,7 +106,7 @@ describe('referencedBundles', () => {
     const d = (n: number) => `sha256:${String(n).repeat(64).slice(0, 64)}`;
     for (let v = 1; v <= FUNCTION_VERSIONS_KEPT + 1; v++) await functions.put('acme', 'f', spec(d(v)), String(v), opts);
     await functions.put('acme', 'gone', spec(d(9)), 'x', opts);
-    await functions.remove('acme', 'gone', FUNCTION_VERSIONS_KEPT);
+    await functions.remove('acme', 'gone');
     const refs = await referencedBundles(tenants, functions);
     expect([...refs.get('acme')!].sort()).toEqual([2, 3, 4, 5, 6].map(d)); // version 1 is no longer kept
   });

@@ -219,7 +219,7 @@ export function registerFunctionRoutes(app: OpenAPIHono<TenantEnv>, deps: Functi
       const tenant = c.get('tenant');
       const name = nameParam(c);
       const meta = await withState('functions.get', 'read function', () => functions.get(tenant.name, name));
-      if (meta === null || !(await withState('functions.delete', 'delete function', () => functions.remove(tenant.name, name, FUNCTION_VERSIONS_KEPT)))) {
+      if (meta === null || !(await withState('functions.delete', 'delete function', () => functions.remove(tenant.name, name)))) {
         throw unknownFunction(name);
       }
       deps.retire?.(tenant.name, name, 'deleted');

@@ -134,8 +134,8 @@ export interface FunctionStore {
   get(tenant: string, name: string): Promise<FunctionMeta | null>;
   /** The tenant's functions, by name. */
   list(tenant: string): Promise<FunctionMeta[]>;
-  /** false when there was no such function. */
-  remove(tenant: string, name: string, keepVersions: number): Promise<boolean>;
+  /** Removes the function and every stored version of it; false when there was no such function. */
+  remove(tenant: string, name: string): Promise<boolean>;
   /** The latest version number, or null when the function does not exist. */
   latest(tenant: string, name: string): Promise<number | null>;
   /** A stored version, or null when it is not (or no longer) stored. */

@@ -1,10 +1,14 @@
-// Start-up migration from the key layout before hash tags (`zviz:tenant:<t>`, `zviz:fn:<t>:…`,
-// `zviz:quota:<t>:…`, `zviz:audit:tenant:<t>`, `zviz:inv:<t>:…`) to the one of ./redis.ts, where
-// everything of a tenant carries `{<t>}`. Tenants, their functions and their audit streams move
-// (DUMP + RESTORE, which also crosses Cluster slots; the old layout only ever ran on one Redis);
-// quota counters, async invocation records and host indexes are dropped: leases and rate
-// tokens start afresh and the CPU window restarts. Idempotent: a key already moved is skipped,
-// so hosts starting together, or a start interrupted half-way, are harmless.
+// Start-up migration of what older ZViz versions wrote to the key layout of ./redis.ts:
+// - the layout before hash tags (`zviz:tenant:<t>`, `zviz:fn:<t>:…`, `zviz:quota:<t>:…`,
+//   `zviz:audit:tenant:<t>`, `zviz:inv:<t>:…`), where everything of a tenant now carries `{<t>}`.
+//   Tenants, their functions and their audit streams move (DUMP + RESTORE, which also crosses
+//   Cluster slots); quota counters, async invocation records and host indexes are dropped:
+//   leases and rate tokens start afresh and the CPU window restarts;
+// - a function version stored as a key of its own (`…fn:<name>:v<N>`, in either layout), which
+//   becomes field N of the function's versions hash (a script must declare every key it
+//   touches, and a version's number is only known inside the script).
+// Idempotent: a key already moved is skipped, so hosts starting together, or a start
+// interrupted half-way, are harmless. On a Cluster every master is scanned.
 import { Cluster } from 'ioredis';
 import type { Logger } from '../ops/log.js';
 import { keys, type RedisClient } from './redis.js';
@@ -17,20 +21,26 @@ interface Move {
 // Tenant and function names cannot contain ':' (TENANT_NAME_PATTERN, FUNCTION_NAME_PATTERN).
 const MOVES: Move[] = [
   { from: /^zviz:fn:([^:{}]+):([^:]+)$/, to: (t, n) => keys.fn(t, n) },
-  { from: /^zviz:fn:([^:{}]+):([^:]+):v(\d+)$/, to: (t, n, v) => `${keys.fnVersionPrefix(t, n)}${v}` },
   { from: /^zviz:fns:([^:{}]+)$/, to: (t) => keys.fnIndex(t) },
   { from: /^zviz:fnseq:([^:{}]+)$/, to: (t) => keys.fnSeq(t) },
   { from: /^zviz:audit:tenant:([^:{}]+)$/, to: (t) => keys.tenantAudit(t) },
 ];
 const DROPPED = [/^zviz:quota:/, /^zviz:inv:/, /^zviz:invhost:/];
 const OLD_TENANT = /^zviz:tenant:([^:{}]+)$/;
+const VERSION_KEYS = [/^zviz:fn:([^:{}]+):([^:]+):v(\d+)$/, /^zviz:\{([^:{}]+)\}:fn:([^:]+):v(\d+)$/];
 
-/** Moves what an older ZViz wrote; returns how many keys moved. Nothing to do on a Cluster (the old layout could not run there). */
+function isOld(key: string): boolean {
+  return !key.includes('{') || VERSION_KEYS[1]!.test(key);
+}
+
+/** Moves what an older ZViz wrote; returns how many keys moved. */
 export async function migrateKeyLayout(redis: RedisClient, log: Logger): Promise<number> {
-  if (redis instanceof Cluster) return 0;
   const old: string[] = [];
-  for await (const batch of redis.scanStream({ match: 'zviz:*', count: 500 }) as AsyncIterable<string[]>) {
-    for (const k of batch) if (!k.includes('{')) old.push(k);
+  // A Cluster's keys are spread over its masters: SCAN each.
+  for (const node of redis instanceof Cluster ? redis.nodes('master') : [redis]) {
+    for await (const batch of node.scanStream({ match: 'zviz:*', count: 500 }) as AsyncIterable<string[]>) {
+      for (const k of batch) if (isOld(k)) old.push(k);
+    }
   }
   let moved = 0;
   let dropped = 0;
@@ -43,6 +53,14 @@ export async function migrateKeyLayout(redis: RedisClient, log: Logger): Promise
         await redis.hset(keys.tenant(tenant), fields);
         moved++;
       }
+      await redis.del(key);
+      continue;
+    }
+    const version = VERSION_KEYS.map((r) => r.exec(key)).find((m) => m !== null);
+    if (version) {
+      const [, t = '', n = '', v = ''] = version;
+      const text = await redis.get(key);
+      if (text !== null && (await redis.hsetnx(keys.fnVersions(t, n), v, text)) === 1) moved++;
       await redis.del(key);
       continue;
     }
@@ -64,6 +82,6 @@ export async function migrateKeyLayout(redis: RedisClient, log: Logger): Promise
       break;
     }
   }
-  if (moved + dropped > 0) log.warn('moved keys of an older ZViz to the hash-tagged layout', { moved, dropped });
+  if (moved + dropped > 0) log.warn('moved keys of an older ZViz to the current layout', { moved, dropped });
   return moved;
 }

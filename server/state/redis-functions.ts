@@ -1,10 +1,9 @@
 // Deployed functions in Redis: `zviz:{<tenant>}:fn:<name>` (hash: latest version, its
-// metadata, digest, createdAt), `zviz:{<tenant>}:fn:<name>:v<N>` (one version's spec and
-// code, JSON), `zviz:{<tenant>}:fns` (set of names) and `zviz:{<tenant>}:fnseq` (hash: the
-// last version number given to each name, kept across deletes). Changes run as one Lua
-// script each (./scripts.ts).
+// metadata, digest, createdAt), `zviz:{<tenant>}:fn:<name>:versions` (hash: version number →
+// that version's spec and code, JSON, for the kept versions), `zviz:{<tenant>}:fns` (set of
+// names) and `zviz:{<tenant>}:fnseq` (hash: the last version number given to each name, kept
+// across deletes). Changes run as one Lua script each (./scripts.ts).
 import { metaOf, parseStoredVersion, type FunctionMeta, type FunctionSpec, type FunctionStore, type FunctionVersion, type PutOptions, type PutOutcome, codeBytesOf } from '../functions/store.js';
-import { FUNCTION_VERSIONS_KEPT } from '../functions/deploy.js';
 import { keys, type RedisClient } from './redis.js';
 
 /** The hash's `meta` with the hash's own `latest` and `createdAt` (the JSON is written before they are known). */
@@ -28,7 +27,7 @@ export class RedisFunctionStore implements FunctionStore {
       keys.fn(tenant, name),
       keys.fnIndex(tenant),
       keys.fnSeq(tenant),
-      keys.fnVersionPrefix(tenant, name),
+      keys.fnVersions(tenant, name),
       name,
       JSON.stringify(meta),
       JSON.stringify(stored),
@@ -69,8 +68,8 @@ export class RedisFunctionStore implements FunctionStore {
     return out;
   }
 
-  async remove(tenant: string, name: string, keepVersions: number): Promise<boolean> {
-    const removed = await this.redis.zvizFnDelete(keys.fn(tenant, name), keys.fnIndex(tenant), keys.fnVersionPrefix(tenant, name), name, keepVersions);
+  async remove(tenant: string, name: string): Promise<boolean> {
+    const removed = await this.redis.zvizFnDelete(keys.fn(tenant, name), keys.fnIndex(tenant), keys.fnVersions(tenant, name), name);
     return removed === 1;
   }
 
@@ -80,7 +79,7 @@ export class RedisFunctionStore implements FunctionStore {
   }
 
   async version(tenant: string, name: string, version: number): Promise<FunctionVersion | null> {
-    return parseStoredVersion(await this.redis.get(`${keys.fnVersionPrefix(tenant, name)}${version}`), name, version);
+    return parseStoredVersion(await this.redis.hget(keys.fnVersions(tenant, name), String(version)), name, version);
   }
 
   async bundleDigests(tenant: string): Promise<Set<string>> {
@@ -94,22 +93,16 @@ export class RedisFunctionStore implements FunctionStore {
   /** Every version of the tenant's functions still stored: an invocation may name any of them. */
   async #keptVersions(tenant: string): Promise<FunctionVersion[]> {
     const names = await this.redis.smembers(keys.fnIndex(tenant));
+    if (names.length === 0) return [];
+    const pipeline = this.redis.pipeline();
+    for (const n of names) pipeline.hvals(keys.fnVersions(tenant, n));
     const out: FunctionVersion[] = [];
-    if (names.length === 0) return out;
-    const latest = this.redis.pipeline();
-    for (const n of names) latest.hget(keys.fn(tenant, n), 'latest');
-    const versions = this.redis.pipeline();
-    let n = 0;
-    for (const [i, [err, v]] of ((await latest.exec()) ?? []).entries()) {
+    for (const [err, texts] of (await pipeline.exec()) ?? []) {
       if (err) throw err;
-      if (v === null) continue; // deleted meanwhile
-      for (let at = Math.max(1, Number(v) - FUNCTION_VERSIONS_KEPT + 1); at <= Number(v); at++, n++) versions.get(`${keys.fnVersionPrefix(tenant, names[i]!)}${at}`);
-    }
-    if (n === 0) return out;
-    for (const [err, text] of (await versions.exec()) ?? []) {
-      if (err) throw err;
-      const version = parseStoredVersion(text as string | null, '', 0);
-      if (version !== null) out.push(version);
+      for (const text of texts as string[]) {
+        const version = parseStoredVersion(text, '', 0);
+        if (version !== null) out.push(version);
+      }
     }
     return out;
   }

@@ -36,7 +36,8 @@ export const keys = {
   tenantAudit: (tenant: string) => `${KEY_PREFIX}{${tenant}}:audit`,
   // Function names cannot contain ':' either (FUNCTION_NAME_PATTERN).
   fn: (tenant: string, name: string) => `${KEY_PREFIX}{${tenant}}:fn:${name}`,
-  fnVersionPrefix: (tenant: string, name: string) => `${KEY_PREFIX}{${tenant}}:fn:${name}:v`,
+  /** Hash: version number → that version's spec and code (JSON), the kept ones only. */
+  fnVersions: (tenant: string, name: string) => `${KEY_PREFIX}{${tenant}}:fn:${name}:versions`,
   fnIndex: (tenant: string) => `${KEY_PREFIX}{${tenant}}:fns`,
   fnSeq: (tenant: string) => `${KEY_PREFIX}{${tenant}}:fnseq`,
   invocation: (tenant: string, id: string) => `${KEY_PREFIX}{${tenant}}:inv:${id}`,
@@ -58,13 +59,17 @@ declare module 'ioredis' {
     zvizTenantRotate(tenant: string, ...argv: Arg[]): Result<string | null, Context>;
     zvizTenantSet(tenant: string, ...argv: Arg[]): Result<number, Context>;
     zvizAuditAppend(stream: string, ...argv: Arg[]): Result<string, Context>;
-    zvizFnPut(fn: string, index: string, seq: string, ...argv: Arg[]): Result<[string, number, string | null], Context>;
-    zvizFnDelete(fn: string, index: string, ...argv: Arg[]): Result<number, Context>;
+    zvizFnPut(fn: string, index: string, seq: string, versions: string, ...argv: Arg[]): Result<[string, number, string | null], Context>;
+    zvizFnDelete(fn: string, index: string, versions: string, ...argv: Arg[]): Result<number, Context>;
     zvizInvFail(invocation: string, ...argv: Arg[]): Result<number, Context>;
   }
 }
 
-/** The scripts, with the keys each declares: all of one tenant, so all in one Cluster slot. */
+/**
+ * The scripts, with how many keys each declares: every key a script touches is one of them
+ * (a Cluster routes a script by its declared keys; scripts.test.ts checks), and all are of
+ * one tenant, so all in one Cluster slot.
+ */
 export const COMMANDS: Record<string, { numberOfKeys: number; lua: string }> = {
   zvizAdmit: { numberOfKeys: 2, lua: scripts.ADMIT },
   zvizRelease: { numberOfKeys: 2, lua: scripts.RELEASE },
@@ -75,8 +80,8 @@ export const COMMANDS: Record<string, { numberOfKeys: number; lua: string }> = {
   zvizTenantRotate: { numberOfKeys: 1, lua: scripts.TENANT_ROTATE },
   zvizTenantSet: { numberOfKeys: 1, lua: scripts.TENANT_SET },
   zvizAuditAppend: { numberOfKeys: 1, lua: scripts.AUDIT_APPEND },
-  zvizFnPut: { numberOfKeys: 3, lua: scripts.FN_PUT },
-  zvizFnDelete: { numberOfKeys: 2, lua: scripts.FN_DELETE },
+  zvizFnPut: { numberOfKeys: 4, lua: scripts.FN_PUT },
+  zvizFnDelete: { numberOfKeys: 3, lua: scripts.FN_DELETE },
   zvizInvFail: { numberOfKeys: 1, lua: scripts.INV_FAIL },
 };
 

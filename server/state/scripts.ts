@@ -1,6 +1,7 @@
 // The Lua scripts that keep ZViz's shared state consistent. Each runs atomically in Redis,
-// so hosts racing for the same tenant's slots see one order of events. Each declares only
-// keys of one tenant (hash-tagged `zviz:{tenant}…`), so it runs on Redis Cluster too.
+// so hosts racing for the same tenant's slots see one order of events. Each declares in KEYS
+// every key it touches (Redis's rule: a Cluster routes a script by them alone), and all of
+// them are keys of one tenant (hash-tagged `zviz:{tenant}…`), so it runs on Redis Cluster too.
 //
 // The hot path is two scripts per invocation, and few commands inside them (INFO
 // commandstats counts both): ADMIT (HGETALL + HSET of the tenant hash, and for a deployed
@@ -324,46 +325,44 @@ return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'r', ARGV[2])
 /**
  * Stores a new version of a function. Version numbers come from a per-tenant counter that
  * survives deletes, so a number names one content forever (caches and warm pools key on
- * it). Keeps the last `keep` versions' code.
+ * it). Keeps the last `keep` versions' code, as fields of one hash: the script declares the
+ * key, whatever number it gives the version.
  *
- * KEYS: function hash, tenant's name set, tenant's version counters (hash)
- * ARGV: version key prefix, name, meta JSON, version JSON, digest, '1' to skip an unchanged
- *       deploy, keep, max functions per tenant, now ISO
+ * KEYS: function hash, tenant's name set, tenant's version counters (hash), function's versions (hash)
+ * ARGV: name, meta JSON, version JSON, digest, '1' to skip an unchanged deploy, keep, max
+ *       functions per tenant, now ISO
  * Returns { 'created', version, createdAt } or { 'unchanged', latest, createdAt } or
  * { 'too-many', count }.
  */
 export const FN_PUT = `
 local exists = redis.call('EXISTS', KEYS[1]) == 1
-if exists and ARGV[6] == '1' and redis.call('HGET', KEYS[1], 'digest') == ARGV[5] then
+if exists and ARGV[5] == '1' and redis.call('HGET', KEYS[1], 'digest') == ARGV[4] then
   return { 'unchanged', tonumber(redis.call('HGET', KEYS[1], 'latest')), redis.call('HGET', KEYS[1], 'createdAt') }
 end
 if not exists then
   local n = redis.call('SCARD', KEYS[2])
-  if n >= tonumber(ARGV[8]) then return { 'too-many', n } end
-  redis.call('HSET', KEYS[1], 'createdAt', ARGV[9])
+  if n >= tonumber(ARGV[7]) then return { 'too-many', n } end
+  redis.call('HSET', KEYS[1], 'createdAt', ARGV[8])
 end
-local v = redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
-redis.call('SET', ARGV[1] .. v, ARGV[4])
-redis.call('HSET', KEYS[1], 'latest', v, 'meta', ARGV[3], 'digest', ARGV[5])
-redis.call('SADD', KEYS[2], ARGV[2])
-local old = v - tonumber(ARGV[7])
-if old >= 1 then redis.call('DEL', ARGV[1] .. old) end
+local v = redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+redis.call('HSET', KEYS[4], v, ARGV[3])
+redis.call('HSET', KEYS[1], 'latest', v, 'meta', ARGV[2], 'digest', ARGV[4])
+redis.call('SADD', KEYS[2], ARGV[1])
+local old = v - tonumber(ARGV[6])
+if old >= 1 then redis.call('HDEL', KEYS[4], old) end
 return { 'created', v, redis.call('HGET', KEYS[1], 'createdAt') }
 `;
 
 /**
  * Deletes a function and the code of its kept versions. Its version counter stays.
  *
- * KEYS: function hash, tenant's name set   ARGV: version key prefix, name, keep
+ * KEYS: function hash, tenant's name set, function's versions (hash)   ARGV: name
  * Returns 1, or 0 when there was no such function.
  */
 export const FN_DELETE = `
-local latest = tonumber(redis.call('HGET', KEYS[1], 'latest'))
-redis.call('SREM', KEYS[2], ARGV[2])
-if latest == nil then return 0 end
-for v = math.max(1, latest - tonumber(ARGV[3]) + 1), latest do redis.call('DEL', ARGV[1] .. v) end
-redis.call('DEL', KEYS[1])
-return 1
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3])
+return redis.call('DEL', KEYS[1])
 `;
 
 /**

@@ -275,12 +275,12 @@ export class MemoryFunctionStore implements FunctionStore {
     return out;
   }
 
-  async remove(tenant: string, name: string, keepVersions: number): Promise<boolean> {
+  async remove(tenant: string, name: string): Promise<boolean> {
     this.outage.check();
     const key = `${tenant}:${name}`;
     const fn = this.#fns.get(key);
     if (!fn) return false;
-    for (let v = fn.latest - keepVersions + 1; v <= fn.latest; v++) this.#versions.delete(`${key}:${v}`);
+    for (const k of [...this.#versions.keys()]) if (k.startsWith(`${key}:`)) this.#versions.delete(k);
     this.#fns.delete(key);
     return true;
   }

@@ -22,15 +22,19 @@ export function privilegedUnavailable(): string | null {
 }
 
 /**
- * describe() for privileged suites: skips with the reason when the host cannot run them,
- * unless ZVIZ_MUST_WORK=1 (CI), where a skip would hide a failure: then it fails.
+ * Why `suite` cannot run here (`why`, null if it can), for a skip that names it; under
+ * ZVIZ_MUST_WORK=1 (CI) a skip would hide a failure, so a reason throws instead.
  */
-export function privilegedReason(): string | null {
-  const why = privilegedUnavailable();
+export function skipReason(suite: string, why: string | null): string | null {
   if (why && process.env.ZVIZ_MUST_WORK === '1') {
-    throw new Error(`Privileged suite cannot run but ZVIZ_MUST_WORK=1: ${why}`);
+    throw new Error(`${suite} cannot run but ZVIZ_MUST_WORK=1: ${why}`);
   }
   return why;
+}
+
+/** describe() for privileged suites: skips with the reason when the host cannot run them (see skipReason). */
+export function privilegedReason(): string | null {
+  return skipReason('Privileged suite', privilegedUnavailable());
 }
 
 export interface RequestOptions {

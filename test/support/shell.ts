@@ -1,6 +1,14 @@
-// Commands a test runs on the host (ip, nft, mount, …): one that must succeed, and one for
-// probes and clean-up that never throws.
+// Commands a test runs on the host (ip, nft, mount, …): one that must succeed, one for
+// probes and clean-up that never throws, and which programs the host lacks.
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
+
+/** Which of these programs no directory of PATH has (a suite names them when it skips). */
+export function missingPrograms(...programs: string[]): string[] {
+  const dirs = (process.env.PATH ?? '/usr/bin:/bin').split(delimiter);
+  return programs.filter((p) => !dirs.some((d) => existsSync(join(d, p))));
+}
 
 /** Runs a command that must succeed; the error names it and shows what it said. */
 export function sh(cmd: string, args: string[], input?: string): string {
