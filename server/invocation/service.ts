@@ -119,6 +119,21 @@ export function chargedCpuMs(outcome: SandboxOutcome | undefined): number {
   return outcome.result.cpuMs + outcome.result.brokerCpuMs;
 }
 
+/** Whether a sandbox ran (or may have run) something of the invocation: it answered, or failed after GO. */
+function ranSomething(o: SandboxOutcome | undefined): boolean {
+  return o !== undefined && (o.ok || o.started === true);
+}
+
+/**
+ * A run step's refusal with a 503 (no sandbox could be made, the queue was full) after its
+ * compile step ran: the compiler ran on the tenant's code and is charged, so the answer is
+ * not the 503 that promises a retry costs nothing twice.
+ */
+function afterWork(err: Error, compiled: SandboxOutcome | undefined): Error {
+  if (!(err instanceof ApiError) || err.status !== 503 || !ranSomething(compiled)) return err;
+  return new ApiError('SANDBOX_FAILED', `Cannot finish invocation: its compile step ran (and is charged), then: ${err.message}`, { after: 'compile', code: err.code, details: err.details });
+}
+
 /** How many times a function may turn out redeployed during one admission before it is refused. */
 const STALE_ATTEMPTS = 3;
 
@@ -282,7 +297,7 @@ export class InvocationService {
         }
       }
     } catch (e) {
-      const err = asError(e);
+      const err = afterWork(asError(e), compiled);
       const code = err instanceof ApiError ? err.code : 'INTERNAL';
       log.info('invoke', { ...fields, status: 'failed', code, durationMs: null });
       try {
