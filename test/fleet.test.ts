@@ -598,12 +598,14 @@ describe.skipIf(skip !== null)('a fleet of three hosts behind HAProxy, sharing a
     }
   }, 90_000);
 
-  it('a rolling restart (SIGTERM, wait, start) of every host under steady load fails no request, with or without X-ZViz-Function', async () => {
+  it('a rolling restart (SIGTERM, wait, start) of every host under steady load fails no request, with or without X-ZViz-Function, or hashed by its body', async () => {
     const fn = await call(hosts[0]!.url, '/functions/rolling', { method: 'PUT', body: { runtime: 'bash', code: 'sleep 0.2; echo ok' }, bearer: tenantKey });
     expect(fn.status, JSON.stringify(fn.body)).toBeLessThan(300);
     const inline = steadyLoad(lb, tenantKey, 2, { runtime: 'bash', code: 'sleep 0.2; echo ok' });
     // A deployed function's requests hash to one host; while it restarts they go to another.
     const hashed = steadyLoad(lb, tenantKey, 1, { function: 'rolling', input: null }, 2000, { 'X-ZViz-Function': 'rolling' });
+    // The same function named by the body only (HAProxy reads it there).
+    const byBody = steadyLoad(lb, tenantKey, 1, { function: 'rolling', input: null }, 2000);
     const drained: string[] = [];
     const exits: Array<number | null> = [];
     for (const h of hosts) {
@@ -617,19 +619,22 @@ describe.skipIf(skip !== null)('a fleet of three hosts behind HAProxy, sharing a
       await settle();
     }
     await sleep(1000);
-    await Promise.all([inline.stop(), hashed.stop()]);
+    await Promise.all([inline.stop(), hashed.stop(), byBody.stop()]);
     log(
       `rolling restart of 3 hosts: inline code (2 clients) ${inline.total()} requests -> ${fmt(inline.statuses)}; ` +
         `deployed function with X-ZViz-Function (1 client) ${hashed.total()} requests -> ${fmt(hashed.statuses)}; ` +
+        `the same by its body only (1 client) ${byBody.total()} requests -> ${fmt(byBody.statuses)}; ` +
         `/readyz right after SIGTERM: ${drained.join(', ')}; exit codes ${exits.join(', ')}`,
     );
-    for (const f of [...inline.failures, ...hashed.failures]) log(`  failed: ${f}`);
+    for (const f of [...inline.failures, ...hashed.failures, ...byBody.failures]) log(`  failed: ${f}`);
     expect(drained).toEqual(['503 SHUTTING_DOWN', '503 SHUTTING_DOWN', '503 SHUTTING_DOWN']);
     expect(exits).toEqual([0, 0, 0]);
     expect(inline.count(200)).toBe(inline.total());
     expect(hashed.count(200)).toBe(hashed.total());
+    expect(byBody.count(200)).toBe(byBody.total());
     expect(inline.total()).toBeGreaterThan(10);
     expect(hashed.total()).toBeGreaterThan(5);
+    expect(byBody.total()).toBeGreaterThan(5);
   }, 180_000);
 
   it('Redis master killed: Sentinel promotes the replica, requests get 503 with Retry-After only in the failover window, CPU is charged once per invocation', async () => {
