@@ -209,7 +209,9 @@ export class InvocationService {
       hold = this.#hold(prep.task);
       // One lease for both steps of a compiled language.
       const timeoutMs = prep.task.limits.timeoutMs + (prep.compile?.task.limits.timeoutMs ?? 0);
-      // A stale version is not a store failure: it passes the guard as it is.
+      // A stale version is not a store failure: it passes the guard as it is. An admission
+      // Redis failed is a retryable 503 like a read (server/state/guard.ts): no sandbox was
+      // asked for, and a lease the script may have taken expires with its TTL.
       const admitted = await this.deps.withState('quota.acquire', 'check quotas', () =>
         this.deps.gate.admit(tenant, id, timeoutMs, prep.expect).catch((e: unknown) => (e instanceof StaleVersionError ? e : Promise.reject(e))),
       );
