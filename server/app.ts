@@ -96,7 +96,7 @@ export interface AppDeps {
   /** The catalog's languages available on this host (GET /runtimes); default: none beyond the built-in runtimes. */
   languages?: ReadonlyMap<string, Language>;
   /** POST /uploads and function bundles; absent: neither route nor bundle deploys. */
-  uploads?: { store: UploadStore; bundles: Bundles; maxUploadBytes: number } | null;
+  uploads?: { store: UploadStore; bundles: Bundles; maxUploadBytes: number; maxStoreBytes: number } | null;
   /** CI jobs (/jobs); absent: no job routes. */
   jobs?: {
     workspaces: Workspaces;
@@ -235,7 +235,9 @@ export function createApp(deps: AppDeps): OpenAPIHono<TenantEnv> {
   registerRuntimeRoutes(app, { languages: deps.languages ?? new Map(), profiles, images: deps.images ?? null, tenantOnly });
   const uploads = deps.uploads ?? null;
   registerFunctionRoutes(app, { functions: deps.functions, profiles, audit, withState, tenantOnly, limitBody: bodyUpToMax, bundles: uploads?.bundles ?? null, images: deps.images ?? null, ...(deps.invoker.retire ? { retire: deps.invoker.retire.bind(deps.invoker) } : {}) });
-  if (uploads !== null) registerUploadRoutes(app, { uploads: uploads.store, maxUploadBytes: uploads.maxUploadBytes, audit, tenantOnly });
+  if (uploads !== null) {
+    registerUploadRoutes(app, { uploads: uploads.store, maxUploadBytes: uploads.maxUploadBytes, maxStoreBytes: uploads.maxStoreBytes, functions: deps.functions, bundles: uploads.bundles, withState, audit, tenantOnly });
+  }
   if (deps.jobs) {
     const jobs = new JobService({
       ...deps.jobs,

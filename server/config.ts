@@ -110,6 +110,8 @@ export const configSchema = z.object({
   ZVIZ_IMAGE_CACHE_MB: int(0, 16_777_216).default(10_240),
   /** Largest body POST /uploads takes, in MiB (a tenant's maxUploadMb quota may lower it). */
   ZVIZ_MAX_UPLOAD_MB: int(1, 65_536).default(64),
+  /** A tenant's uploads stored on this host together, in MiB (a tenant's maxUploadStoreMb quota replaces it). */
+  ZVIZ_MAX_UPLOAD_STORE_MB: int(1, 16_777_216).default(1024),
   /** CI jobs (POST /jobs) this server runs at once; more are refused with OVERLOADED. */
   ZVIZ_MAX_JOBS: int(0, 1024).default(4),
   /** The tail of each job's log that is kept (live and after the end), in KiB. */
@@ -185,6 +187,7 @@ export interface Config {
     cacheMb: number;
   };
   maxUploadBytes: number;
+  maxUploadStoreBytes: number;
   maxBundleBytes: number;
   bundleCacheDir: string;
   /** ZVIZ_BUNDLE_CACHE_MB in bytes (server/functions/bundle-gc.ts). */
@@ -292,6 +295,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       cacheMb: c.ZVIZ_IMAGE_CACHE_MB,
     },
     maxUploadBytes: c.ZVIZ_MAX_UPLOAD_MB * 1024 * 1024,
+    maxUploadStoreBytes: c.ZVIZ_MAX_UPLOAD_STORE_MB * 1024 * 1024,
     maxBundleBytes: c.ZVIZ_MAX_BUNDLE_MB * 1024 * 1024,
     bundleCacheDir: c.ZVIZ_BUNDLE_CACHE_DIR,
     bundleCacheBytes: c.ZVIZ_BUNDLE_CACHE_MB * 1024 * 1024,

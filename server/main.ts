@@ -64,6 +64,12 @@ function canaryTask(profile: Profile): SandboxTask {
 
 /** Starts the server; it runs until SIGTERM or SIGINT. `zviz serve` calls this too. */
 export async function main(): Promise<void> {
+  // What the server lays out for sandboxes (bundle trees, image roots, job workspaces, the
+  // run directory) is read by their unprivileged setup user, and private files get explicit
+  // modes: an operator's umask (systemd's UMask=0077) would make the first unreadable, a
+  // looser one than 022 would make them writable by others. The umask is the server's, not
+  // its environment's; the programs it starts (umoci, skopeo, redis-server) inherit it.
+  process.umask(0o022);
   let config: Config;
   let profiles: Map<string, Profile>;
   let languages: Map<string, Language>;
@@ -274,7 +280,7 @@ export async function main(): Promise<void> {
     resultTtlS: config.resultTtlS,
     callbackTimeoutMs: config.callbackTimeoutMs,
     images,
-    uploads: { store: uploads, bundles, maxUploadBytes: config.maxUploadBytes },
+    uploads: { store: uploads, bundles, maxUploadBytes: config.maxUploadBytes, maxStoreBytes: config.maxUploadStoreBytes },
     languages,
     jobs: {
       workspaces,

@@ -6,7 +6,7 @@
 // store (s3rver on 127.0.0.1): the second, with an empty state directory and bundle cache,
 // fetches the bundle from the store and runs it.
 import { execFile } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import S3rver from 's3rver';
@@ -204,10 +204,12 @@ describe.skipIf(privilegedReason() !== null)('function bundles on real servers, 
     expect(dep.body.error.code).toBe('UNKNOWN_UPLOAD');
   });
 
-  it('a second server with an empty local store fetches the bundle from S3 and runs it', async () => {
-    const b = await startServer({ env: { ...s3Env, ZVIZ_BUNDLE_CACHE_DIR: cacheB }, tenant: false });
+  it('a second server with an empty local store, started under umask 077 (systemd UMask=0077), fetches the bundle from S3 and runs it', async () => {
+    // Its cache directory does not exist yet: the server makes it, searchable by the sandboxes' setup user.
+    const cacheDir = join(cacheB, 'cache');
+    const b = await startServer({ env: { ...s3Env, ZVIZ_BUNDLE_CACHE_DIR: cacheDir }, tenant: false, umask: 0o077 });
     try {
-      expect(readdirSync(cacheB)).toEqual([]);
+      expect(existsSync(cacheDir)).toBe(false);
       const r = await b.request('/invoke', { method: 'POST', body: { function: 'padder', input: { s: 'xyz' } }, auth: { bearer: a.apiKey! } });
       expect(r.status).toBe(200);
       expect(r.body.output).toMatchObject({ padded: '...xyz' });
@@ -215,7 +217,8 @@ describe.skipIf(privilegedReason() !== null)('function bundles on real servers, 
       expect(py.body.output).toMatchObject({ loud: 'FLEET!' });
       // Fetched into its own store, unpacked into its own cache.
       expect(readdirSync(join(b.stateDir, 'uploads', 'harness')).length).toBe(2);
-      expect(readdirSync(cacheB).filter((n) => !n.startsWith('.')).length).toBe(2);
+      expect(readdirSync(cacheDir).filter((n) => !n.startsWith('.')).length).toBe(2);
+      expect(statSync(cacheDir).mode & 0o777).toBe(0o711);
     } finally {
       await b.stop();
     }

@@ -169,6 +169,11 @@ describe('deploy/kubernetes', () => {
     // Everything the server reads from the environment parses.
     const env = Object.fromEntries(c.env.map((e) => [e.name, e.value ?? (e.valueFrom ? secret.stringData[e.valueFrom.secretKeyRef.key] : '')]));
     expect(() => loadConfig(env)).not.toThrow();
+    // The root file system is read-only: every directory the server writes is a volume.
+    expect(c.securityContext.readOnlyRootFilesystem).toBe(true);
+    const config = loadConfig(env);
+    const mounted = (dir: string): boolean => c.volumeMounts.some((m) => dir === m.mountPath || dir.startsWith(m.mountPath + '/'));
+    for (const dir of [config.stateDir, config.bundleCacheDir, '/run/zviz', '/run/netns', '/tmp']) expect(mounted(dir), dir).toBe(true);
   });
 });
 
@@ -183,7 +188,7 @@ describe('deploy/systemd', () => {
 
   it('delegates the cgroup subtree and sets no option that breaks sandboxes', () => {
     expect(settings.get('Delegate')).toBe('yes');
-    for (const breaking of ['ProtectControlGroups', 'ProtectKernelTunables', 'RestrictNamespaces', 'PrivateUsers', 'PrivateDevices', 'PrivateNetwork', 'SystemCallFilter', 'MemoryDenyWriteExecute']) {
+    for (const breaking of ['ProtectControlGroups', 'ProtectKernelTunables', 'RestrictNamespaces', 'PrivateUsers', 'PrivateDevices', 'PrivateNetwork', 'SystemCallFilter', 'MemoryDenyWriteExecute', 'UMask']) {
       expect(settings.has(breaking), breaking).toBe(false);
     }
     expect(settings.get('KillSignal')).toBe('SIGTERM');

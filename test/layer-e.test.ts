@@ -121,7 +121,7 @@ describe.skipIf(skipReason !== null)(`layer E: sandbox networking${skipReason ? 
     hostTcpPort = (hostTcp.address() as { port: number }).port;
 
     profilesDir = mkdtempSync(join(tmpdir(), 'nettest-profiles-'));
-    for (const f of ['default.json', 'minimal.json', 'seccomp']) {
+    for (const f of ['default.json', 'minimal.json', 'ci.json', 'seccomp']) {
       cpSync(join(repoRoot, 'profiles', f), join(profilesDir, f), { recursive: true });
     }
     const egress = (allow: unknown[], extra: Record<string, unknown> = {}) => (p: any) => {
@@ -516,6 +516,36 @@ print(json.dumps(results))`,
         expect(r.out.up).toBe('connected');
         expect(DROPPED).toContain(r.out.router);
         expect(r.audit).toEqual([drop(ROUTER_IP, 8080)]);
+      }
+    });
+  });
+
+  describe('CI jobs with the operator\'s egress allowlist (ZVIZ_JOB_EGRESS)', () => {
+    test('a job reaches the allowed cidr:port; the allowed port elsewhere is dropped by nftables and in its record; another port and the host\'s loopback are refused', async () => {
+      const s = await start(false, { ZVIZ_JOB_EGRESS: `${UPSTREAM_IP}/32:8080` });
+      try {
+        const before = hostTcpAccepted;
+        const code = PY_NET + `print(json.dumps([http_get('http://${UPSTREAM_IP}:8080/'), tcp('${ROUTER_IP}', 8080), tcp('${UPSTREAM_IP}', 8081), tcp('127.0.0.1', ${hostTcpPort})]))`;
+        const started = await s.request('/jobs', { body: { script: `python3 - <<'PY'\n${code}\nPY`, limits: { timeoutMs: scaledMs(30_000, 3_600_000) } } });
+        expect(started.status, JSON.stringify(started.body)).toBe(202);
+        const id = started.body.id as string;
+        const job = await pollUntil(() => s.request(`/jobs/${id}`), (r) => r.status !== 202, scaledMs(60_000), 100);
+        expect(job.body, JSON.stringify(job.body)).toMatchObject({ id, status: 'ok', profile: 'ci' });
+        // The log is the one line the job printed (the harness parses a body that is JSON).
+        const log = (await s.request(`/jobs/${id}/log`)).body as unknown;
+        const [allowed, otherAddress, otherPort, hostLoopback] = (typeof log === 'string' ? JSON.parse(log) : log) as unknown[];
+        expect(allowed).toEqual({ status: 200, body: `upstream ${UPSTREAM_IP}:8080` });
+        // Landlock allows the allowlist's ports anywhere: nftables alone stops another address.
+        expect(DROPPED).toContain(otherAddress);
+        expect(networkAudit(job.body)).toContainEqual(drop(ROUTER_IP, 8080));
+        // Another port: Landlock refuses it before a packet leaves (EACCES), or nftables drops it.
+        expect(['EACCES', ...DROPPED]).toContain(otherPort);
+        // The job's loopback is its own: nothing reaches the test's server on the host.
+        expect(['ECONNREFUSED', 'EACCES']).toContain(hostLoopback);
+        expect(hostTcpAccepted).toBe(before);
+        await expectNoNetLeftovers(s.pid);
+      } finally {
+        await stopAndExpectClean(s);
       }
     });
   });

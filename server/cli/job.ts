@@ -10,6 +10,7 @@ import { StringDecoder } from 'node:string_decoder';
 import * as tar from 'tar';
 import { RUNTIMES } from '../../profiles/schema.js';
 import { ENV_KEY_PATTERN, PROFILE_NAME_PATTERN } from '../invocation/schemas.js';
+import { DIGEST_PATTERN } from '../uploads/store.js';
 import { helpText, parseCommandLine, parseEnvAssignment, parseInteger, shown, type OptionSpecs } from './args.js';
 import { EXIT, exitCodeFor, statusLines } from './exit-codes.js';
 import { callServer, refusal, serverFrom, streamFromServer, uploadFile, type Server } from './http.js';
@@ -30,6 +31,11 @@ const RUN_OPTIONS = {
   artifact: { type: 'string', short: 'a', multiple: true, value: 'GLOB', help: 'workspace files to collect after the run (repeatable): build/**, *.tar.gz' },
   'cache-key': { type: 'string', value: 'KEY', help: "your tenant's cache to restore before and save after a successful run" },
   'cache-path': { type: 'string', multiple: true, value: 'PATH', help: 'what the cache holds, relative to the workspace (repeatable)' },
+  'cache-seed': {
+    type: 'string',
+    value: 'DIR|ARCHIVE|DIGEST',
+    help: 'restored while the tenant has no saved cache for the key: a directory laid out as the workspace (packed as .tar.gz), an archive, or an upload digest',
+  },
   disk: { type: 'string', value: 'MIB', help: "the workspace's size in MiB (default: the profile's)" },
   ...LIMIT_OPTIONS,
   'artifacts-out': { type: 'string', short: 'o', value: 'FILE', help: "download the artifacts' .tar.gz to FILE after the run" },
@@ -206,14 +212,19 @@ async function run(args: readonly string[], io: Io): Promise<number> {
   }
   if (v.artifact) body.artifacts = v.artifact;
   if ((v['cache-key'] === undefined) !== (v['cache-path'] === undefined)) throw new UsageError('Invalid cache: --cache-key and --cache-path go together');
-  if (v['cache-key'] !== undefined) body.cache = { key: v['cache-key'], paths: v['cache-path'] };
+  if (v['cache-seed'] !== undefined && v['cache-key'] === undefined) throw new UsageError('Invalid cache: --cache-seed needs --cache-key and --cache-path');
+  const cache = v['cache-key'] === undefined ? undefined : { key: v['cache-key'], paths: v['cache-path'] };
   const limits: Record<string, number> = { ...limitsObject(parseLimitFlags(v)) };
   if (v.disk !== undefined) limits.diskMb = parseInteger('disk', v.disk, 16);
   if (Object.keys(limits).length > 0) body.limits = limits;
 
   const server = serverFrom(v, io.env);
   const progress = new Progress(io.stderr);
-  if (v.workspace !== undefined) body.workspace = await uploadWorkspace(server, v.workspace, progress);
+  if (v.workspace !== undefined) body.workspace = await uploadTree(server, 'workspace', v.workspace, progress);
+  if (cache !== undefined) {
+    const seed = v['cache-seed'];
+    body.cache = seed === undefined ? cache : { ...cache, seed: DIGEST_PATTERN.test(seed) ? seed : await uploadTree(server, 'cache-seed', seed, progress) };
+  }
   progress.show(`starting job at ${server.url.origin}…`);
   const started = await callServer(server, 'POST', '/jobs', body).finally(() => progress.clear());
   if (started.status !== 202) throw refusal(started, EXIT.ZVIZ_FAILED);
@@ -251,25 +262,28 @@ async function run(args: readonly string[], io: Io): Promise<number> {
   return exitCodeFor(record as never);
 }
 
-/** A directory packed into a .tar.gz (links stored as links: the server refuses those pointing out), or an archive as it is. */
-async function uploadWorkspace(server: Server, path: string, progress: Progress): Promise<string> {
+/**
+ * `--<option>`'s directory packed into a .tar.gz (links stored as links: the server refuses
+ * those pointing out), or an archive as it is, uploaded: its digest.
+ */
+async function uploadTree(server: Server, option: 'workspace' | 'cache-seed', path: string, progress: Progress): Promise<string> {
   let st;
   try {
     st = statSync(path);
   } catch (e) {
-    throw new UsageError(`Invalid --workspace: cannot read ${shown(path)}: ${(e as NodeJS.ErrnoException).code ?? errorMessage(e)}`);
+    throw new UsageError(`Invalid --${option}: cannot read ${shown(path)}: ${(e as NodeJS.ErrnoException).code ?? errorMessage(e)}`);
   }
-  const tmp = st.isDirectory() ? mkdtempSync(join(tmpdir(), 'zviz-workspace-')) : null;
+  const tmp = st.isDirectory() ? mkdtempSync(join(tmpdir(), `zviz-${option}-`)) : null;
   try {
     let file = path;
     if (tmp !== null) {
-      file = join(tmp, 'workspace.tar.gz');
+      file = join(tmp, `${option}.tar.gz`);
       const entries = readdirSync(path).sort();
-      if (entries.length === 0) throw new UsageError(`Invalid --workspace: ${shown(path)} is empty`);
+      if (entries.length === 0) throw new UsageError(`Invalid --${option}: ${shown(path)} is empty`);
       progress.show(`packing ${path}…`);
       await tar.c({ gzip: true, cwd: resolve(path), file, portable: true, follow: false }, entries);
     }
-    progress.show(`uploading the workspace (${statSync(file).size} bytes)…`);
+    progress.show(`uploading the ${option === 'workspace' ? 'workspace' : 'cache seed'} (${statSync(file).size} bytes)…`);
     const up = await uploadFile(server, '/uploads', file).finally(() => progress.clear());
     if (up.status !== 200 && up.status !== 201) throw refusal(up, EXIT.ZVIZ_FAILED);
     return (up.body as { digest: string }).digest;

@@ -29,7 +29,7 @@ afterEach(() => rmSync(work, { recursive: true, force: true }));
 /** Uploads an archive of `bytes` bytes of content for `tenant`, unpacks it, and dates both `hoursAgo`. */
 async function bundle(tenant: string, seed: string, bytes: number, hoursAgo: number): Promise<{ digest: string; tree: string }> {
   const archive = tarGz([{ name: 'main.js', content: seed.repeat(bytes / seed.length) }]);
-  const { digest } = await uploads.receive(tenant, new Blob([new Uint8Array(archive)]).stream(), 1 << 20);
+  const { digest } = await uploads.receive(tenant, new Blob([new Uint8Array(archive)]).stream(), { maxBytes: 1 << 20, storeBytes: null });
   const tree = await bundles.tree(tenant, digest);
   const at = new Date(now - hoursAgo * HOUR);
   utimesSync(tree, at, at);

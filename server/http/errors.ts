@@ -52,6 +52,8 @@ export type ErrorCode =
   | 'ARCHIVE_REFUSED'
   | 'UNKNOWN_UPLOAD'
   | 'UPLOAD_STORE_UNAVAILABLE'
+  | 'QUOTA_UPLOAD_STORE'
+  | 'UPLOAD_IN_USE'
   | 'JOBS_NOT_ALLOWED'
   | 'UNKNOWN_JOB'
   | 'JOB_NOT_HERE'
@@ -124,6 +126,11 @@ export const ERROR_STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   ARCHIVE_REFUSED: 400,
   UNKNOWN_UPLOAD: 404,
   UPLOAD_STORE_UNAVAILABLE: 503,
+  // The tenant's uploads on this host would pass its stored-bytes budget (maxUploadStoreMb):
+  // too large for what is left, as PAYLOAD_TOO_LARGE is for one upload.
+  QUOTA_UPLOAD_STORE: 413,
+  // DELETE /uploads/:digest of a blob a stored function version is deployed from.
+  UPLOAD_IN_USE: 409,
   // The profile has no 'jobs' section.
   JOBS_NOT_ALLOWED: 400,
   UNKNOWN_JOB: 404,

@@ -61,6 +61,8 @@ export const jobBodySchema = z
       .strictObject({
         key: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, { error: 'must be letters, digits and ._- starting with a letter or digit, at most 128 characters' }),
         paths: z.array(relativePattern).min(1).max(MAX_CACHE_PATHS),
+        /** An upload's digest, laid out as the cache (workspace-relative paths): restored while the tenant has no saved cache for the key. */
+        seed: digestSchema.optional(),
       })
       .optional(),
     /** The job's record is POSTed here when it ends (ZVIZ_CALLBACK_HOSTS, as for async invocations). */
@@ -113,7 +115,8 @@ export const jobRecordSchema = z.strictObject({
   /** Bytes the job wrote to stdout and stderr, and how many of the last ones are kept. */
   log: z.strictObject({ bytes: z.number().int(), keptBytes: z.number().int() }),
   artifacts: artifactsSchema.nullable(),
-  cache: z.strictObject({ key: z.string(), restored: z.boolean(), saved: z.boolean(), bytes: z.number().int().nullable() }).nullable(),
+  /** `seeded`: what was restored is the seed upload (the tenant had no saved cache for the key). */
+  cache: z.strictObject({ key: z.string(), restored: z.boolean(), seeded: z.boolean(), saved: z.boolean(), bytes: z.number().int().nullable() }).nullable(),
   audit: z.array(auditEventSchema),
   /** Set with status 'failed': why the job could not run. */
   error: z.strictObject({ code: z.string(), message: z.string() }).optional(),

@@ -3,7 +3,8 @@
 // admission (quotas, a lease), the same sandbox and layers, the same record in Redis,
 // polling, callback and host-restart recovery (invocation/async.ts) — plus, on this host:
 //
-//   workspace made (worker-pool/jobs/) → upload unpacked into it → cache restored →
+//   workspace made (worker-pool/jobs/) → upload unpacked into it → cache restored (the
+//   tenant's saved cache for the key, else the cache's seed upload) →
 //   sandbox run, its output into the job's bounded log → artifacts and cache collected
 //   (collect.ts) → log saved → workspace removed
 //
@@ -85,8 +86,13 @@ interface JobPlan {
   diskMb: number;
   workspaceTarget: string;
   workspaceFile: string | null;
+  /** The cache's seed upload, restored when the tenant has no saved cache for the key. */
+  cacheSeedFile: string | null;
   startedAt: string;
 }
+
+/** Where a restored cache came from: the tenant's saved cache for the key, or the seed upload. */
+type CacheSource = 'saved' | 'seed';
 
 const key = (tenant: string, id: string) => `${tenant}/${id}`;
 
@@ -199,7 +205,12 @@ export class JobService {
       const problem = relativePatternProblem(p);
       if (problem !== null) throw new ApiError('VALIDATION_FAILED', `Cannot validate request body: path ${JSON.stringify(p)} ${problem}`, [{ path: 'artifacts', message: problem }]);
     }
-    const workspaceFile = await this.#checkWorkspace(tenant.name, body, diskMb);
+    const workspaceFile = body.workspace === undefined ? null : await this.#checkUpload(tenant.name, body.workspace, 'workspace', diskMb, `a disk of ${diskMb} MiB: raise limits.diskMb`);
+    const seed = body.cache?.seed;
+    const cacheSeedFile =
+      seed === undefined
+        ? null
+        : await this.#checkUpload(tenant.name, seed, 'cache.seed', Math.min(diskMb, jobs.maxCacheMb), `a disk of ${diskMb} MiB or a cache of ${jobs.maxCacheMb} MiB (profile '${profile.name}')`);
     const secrets = body.secrets ?? {};
     checkBrokeredSlots(profile, secrets);
     const brokered = await this.deps.invocations.secretFiles(tenant.name, `job ${id}`, secrets);
@@ -223,21 +234,24 @@ export class JobService {
       task.profile.seccompAllow = [...new Set([...allowlistFor(profile, profile.runtimes), ...(imageAllowlistFor(profile) ?? [])])];
     }
     task.profile.brokeredFiles.push(...brokered);
-    return { task, plan: { body, profile, diskMb, workspaceTarget: jobs.workspace, workspaceFile, startedAt: new Date().toISOString() } };
+    return { task, plan: { body, profile, diskMb, workspaceTarget: jobs.workspace, workspaceFile, cacheSeedFile, startedAt: new Date().toISOString() } };
   }
 
-  /** The tenant's upload, checked entry by entry (traversal, links out, size) before the 202. */
-  async #checkWorkspace(tenant: string, body: JobBody, diskMb: number): Promise<string | null> {
-    if (body.workspace === undefined) return null;
-    const file = this.deps.uploads === null ? null : await this.deps.uploads.local(tenant, body.workspace);
+  /**
+   * The tenant's upload named by `field` (the workspace, a cache seed), checked entry by
+   * entry (traversal, links out, size) before the 202: it must unpack to less than 90% of
+   * `mb` MiB (`room` says what that is). Another tenant's digest is unknown here.
+   */
+  async #checkUpload(tenant: string, digest: string, field: string, mb: number, room: string): Promise<string> {
+    const file = this.deps.uploads === null ? null : await this.deps.uploads.local(tenant, digest);
     if (file === null) {
-      throw new ApiError('UNKNOWN_UPLOAD', `Cannot find upload ${body.workspace}: tenant '${tenant}' has not uploaded it (POST /uploads first)`, { digest: body.workspace });
+      throw new ApiError('UNKNOWN_UPLOAD', `Cannot find upload ${digest} (${field}): tenant '${tenant}' has not uploaded it (POST /uploads first)`, { digest, field });
     }
-    const checked = await checkArchive(file, { limits: { maxBytes: diskMb * MiB, maxEntries: DEFAULT_MAX_ENTRIES } });
-    if (checked.bytes > diskMb * MiB * 0.9) {
-      throw new ApiError('LIMIT_EXCEEDS_PROFILE', `Cannot start job: the workspace unpacks to ${checked.bytes} bytes, which does not fit a disk of ${diskMb} MiB: raise limits.diskMb`, {
-        field: 'diskMb',
-        requested: diskMb,
+    const checked = await checkArchive(file, { limits: { maxBytes: mb * MiB, maxEntries: DEFAULT_MAX_ENTRIES } });
+    if (checked.bytes > mb * MiB * 0.9) {
+      throw new ApiError('LIMIT_EXCEEDS_PROFILE', `Cannot start job: the ${field} unpacks to ${checked.bytes} bytes, which does not fit ${room}`, {
+        field: field === 'workspace' ? 'diskMb' : field,
+        requested: mb,
         bytes: checked.bytes,
       });
     }
@@ -252,7 +266,7 @@ export class JobService {
     let ws: Workspace | null = null;
     let response: InvokeResponse | null = null;
     let failure: ApiError | null = null;
-    let cacheRestored = false;
+    let cacheRestored: CacheSource | null = null;
     let killer: NodeJS.Timeout | null = null;
     let leaseHeld = true;
     let artifacts: ArtifactsSummary | null = null;
@@ -263,7 +277,7 @@ export class JobService {
       if (plan.workspaceFile !== null) {
         await unpackArchive(plan.workspaceFile, ws.mount, { limits: { maxBytes: ws.sizeBytes, maxEntries: DEFAULT_MAX_ENTRIES } });
       }
-      if (plan.body.cache !== undefined) cacheRestored = await this.#restoreCache(tenant, plan.body.cache.key, ws);
+      if (plan.body.cache !== undefined) cacheRestored = await this.#restoreCache(tenant, plan.body.cache.key, plan.cacheSeedFile, ws);
       await chownTree(ws.mount, WORKSPACE_OWNER);
       if (job.cancelled) throw new ApiError('SANDBOX_UNAVAILABLE', 'Cancelled before it ran');
       prep.task.workspace = { source: ws.mount, target: plan.workspaceTarget };
@@ -313,7 +327,7 @@ export class JobService {
     job: Running,
     r: InvokeResponse | null,
     failure: ApiError | null,
-    extra: { artifacts: ArtifactsSummary | null; cacheRestored: boolean; cacheSaved: { saved: boolean; bytes: number | null }; diskFull: boolean; wallMs: number },
+    extra: { artifacts: ArtifactsSummary | null; cacheRestored: CacheSource | null; cacheSaved: { saved: boolean; bytes: number | null }; diskFull: boolean; wallMs: number },
   ): JobRecord {
     const limits = { ...(r?.limits ?? (plan.profile.limits.defaults as Limits)), diskMb: plan.diskMb };
     let status: JobRecord['status'] = r?.status === 'compile_error' ? 'error' : (r?.status ?? 'failed');
@@ -341,7 +355,7 @@ export class JobService {
       workspace: plan.body.workspace ?? null,
       log: { bytes: job.log.totalBytes, keptBytes: job.log.keptBytes },
       artifacts: extra.artifacts,
-      cache: plan.body.cache ? { key: plan.body.cache.key, restored: extra.cacheRestored, saved: extra.cacheSaved.saved, bytes: extra.cacheSaved.bytes } : null,
+      cache: plan.body.cache ? { key: plan.body.cache.key, restored: extra.cacheRestored !== null, seeded: extra.cacheRestored === 'seed', saved: extra.cacheSaved.saved, bytes: extra.cacheSaved.bytes } : null,
       audit: r?.audit ?? [],
       ...(failure !== null && !job.cancelled ? { error: { code: failure.code, message: failure.message } } : {}),
       startedAt: plan.startedAt,
@@ -362,18 +376,28 @@ export class JobService {
     return join(this.deps.dir, 'cache', tenant, `${cacheKey}.tar.gz`);
   }
 
-  /** The tenant's cache under `key`, unpacked over the workspace with the checks any upload gets. */
-  async #restoreCache(tenant: string, cacheKey: string, ws: Workspace): Promise<boolean> {
+  /**
+   * The tenant's cache under `key`, unpacked over the workspace with the checks any upload
+   * gets; without one (or when it cannot be restored), the cache's seed upload the same way.
+   */
+  async #restoreCache(tenant: string, cacheKey: string, seedFile: string | null, ws: Workspace): Promise<CacheSource | null> {
     const file = this.#cacheFile(tenant, cacheKey);
-    if ((await stat(file).catch(() => null)) === null) return false;
-    try {
-      await unpackArchive(file, ws.mount, { limits: { maxBytes: await this.deps.workspaces.freeBytes(ws), maxEntries: DEFAULT_MAX_ENTRIES } });
+    if ((await stat(file).catch(() => null)) !== null && (await this.#unpackCache(tenant, cacheKey, file, ws))) {
       const now = new Date();
       await utimes(file, now, now).catch(() => undefined); // recency for eviction only
+      return 'saved';
+    }
+    if (seedFile !== null && (await this.#unpackCache(tenant, cacheKey, seedFile, ws))) return 'seed';
+    return null;
+  }
+
+  async #unpackCache(tenant: string, cacheKey: string, file: string, ws: Workspace): Promise<boolean> {
+    try {
+      await unpackArchive(file, ws.mount, { limits: { maxBytes: await this.deps.workspaces.freeBytes(ws), maxEntries: DEFAULT_MAX_ENTRIES } });
       return true;
     } catch (e) {
       // A cache that no longer fits (or is damaged) is a miss, never a failed job.
-      this.deps.log.warn('cannot restore a job cache', { tenant, key: cacheKey, error: errorMessage(e) });
+      this.deps.log.warn('cannot restore a job cache', { tenant, key: cacheKey, file: basename(file), error: errorMessage(e) });
       return false;
     }
   }

@@ -104,7 +104,7 @@ export const auditRecordSchema = z.discriminatedUnion('type', [
     type: z.literal('upload'),
     time,
     tenant: z.string(),
-    action: z.enum(['upload.create']),
+    action: z.enum(['upload.create', 'upload.delete']),
     /** sha256:<hex> of the stored blob. */
     digest: z.string(),
     bytes: z.number().int(),

@@ -29,6 +29,8 @@ const quotaFields = {
   maxLimits: limitsSchema.partial(),
   /** Largest upload (POST /uploads) in MiB, below ZVIZ_MAX_UPLOAD_MB; unset: the server's cap. */
   maxUploadMb: z.number().int().min(1).max(65_536),
+  /** The tenant's uploads stored on this host together, in MiB; unset: ZVIZ_MAX_UPLOAD_STORE_MB. */
+  maxUploadStoreMb: z.number().int().min(1).max(16_777_216),
 };
 
 export const QUOTA_DEFAULTS = {
@@ -47,6 +49,7 @@ export const quotasSchema = z.strictObject({
   cpuWindowSeconds: quotaFields.cpuWindowSeconds.default(QUOTA_DEFAULTS.cpuWindowSeconds),
   maxLimits: quotaFields.maxLimits.default({}),
   maxUploadMb: quotaFields.maxUploadMb.optional(),
+  maxUploadStoreMb: quotaFields.maxUploadStoreMb.optional(),
 });
 export type Quotas = z.infer<typeof quotasSchema>;
 

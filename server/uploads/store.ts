@@ -5,7 +5,12 @@
 // digest. With a remote store (S3-compatible, server/uploads/s3.ts) every blob is also put
 // there before the upload is answered, and a host that has not seen a blob fetches it,
 // verifying its digest, the first time it needs it: that is how a fleet sharing one Redis
-// shares bundles. Reused by anything that takes an archive (bundles, and CI workspaces).
+// shares bundles. Reused by anything that takes an archive (bundles, CI workspaces and
+// cache seeds).
+//
+// Each tenant's blobs on this host are also bounded together (ZVIZ_MAX_UPLOAD_STORE_MB, or
+// the tenant's maxUploadStoreMb): see `receive`. They shrink when the tenant deletes one
+// (DELETE /uploads/:digest, `remove`) or the bundle collector removes one (`discard`).
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
@@ -36,6 +41,21 @@ export interface BlobRemote {
   get(key: string, destFile: string): Promise<boolean>;
 }
 
+/** What one upload may take: its own cap, and the tenant's stored-bytes budget (null: none). */
+export interface ReceiveLimits {
+  maxBytes: number;
+  storeBytes: number | null;
+  /** The request's Content-Length, when it declared one: refused before a byte is read when it cannot fit. */
+  declaredBytes?: number;
+}
+
+/** A tenant's blobs on this host: their bytes together, and the largest one's. */
+export interface TenantUsage {
+  bytes: number;
+  largest: number;
+  blobs: number;
+}
+
 export interface UploadStoreOptions {
   /** `<dir>/<tenant>/<hex>` are the blobs; `<dir>/.part` the uploads in progress. */
   dir: string;
@@ -49,14 +69,15 @@ function hexOf(digest: string): string {
   return digest.slice('sha256:'.length);
 }
 
-/** A pass-through that hashes and counts, and fails once more than `max` bytes went by. */
-function hashingCounter(max: number, tooLarge: () => Error) {
+/** A pass-through that hashes and counts, and fails with what `refuse` answers for the size so far. */
+function hashingCounter(refuse: (size: number, chunk: number) => Error | null) {
   const hash = createHash('sha256');
   let size = 0;
   const stream = new Transform({
     transform(chunk: Buffer, _enc, done) {
       size += chunk.length;
-      if (size > max) return done(tooLarge());
+      const refusal = refuse(size, chunk.length);
+      if (refusal !== null) return done(refusal);
       hash.update(chunk);
       done(null, chunk);
     },
@@ -75,8 +96,23 @@ export interface StoredBlob {
 
 const now = () => new Date();
 
+/** The refusal of an upload the tenant's stored-bytes budget cannot take. */
+function storeFull(tenant: string, budget: number, used: number, size: number, known: boolean): ApiError {
+  const sizeText = known ? `${size} bytes` : `at least ${size} bytes`;
+  return new ApiError(
+    'QUOTA_UPLOAD_STORE',
+    `Cannot store upload: tenant '${tenant}' may keep at most ${budget} bytes of uploads on this host, ${used} are stored, and this one is ${sizeText}: delete uploads (DELETE /uploads/:digest) first`,
+    { quota: 'maxUploadStoreMb', budgetBytes: budget, usedBytes: used, bytes: size },
+    { headers: { Connection: 'close' } },
+  );
+}
+
 export class UploadStore {
   readonly #inflight = new Map<string, Promise<string | null>>();
+  /** Bytes each tenant is streaming to part files in this process right now. */
+  readonly #streaming = new Map<string, number>();
+  /** Per tenant: the end of the last budget check and placement, so two cannot interleave. */
+  readonly #placing = new Map<string, Promise<unknown>>();
 
   constructor(private readonly opts: UploadStoreOptions) {}
 
@@ -107,15 +143,37 @@ export class UploadStore {
   }
 
   /**
-   * Streams `body` to disk under the tenant, at most `maxBytes`. Resolves with its digest
-   * and size once it is stored (locally and, if configured, remotely).
+   * Streams `body` to disk under the tenant, at most `limits.maxBytes`. Resolves with its
+   * digest and size once it is stored (locally and, if configured, remotely).
+   *
+   * The tenant's budget (`limits.storeBytes`) counts the bytes of its blobs on this host. A
+   * blob it has already stored costs nothing again, and its digest is known only at the
+   * end, so while streaming an upload is refused once it is both over what the budget has
+   * left (less what the tenant streams alongside) and larger than its largest stored blob
+   * (so it cannot be one of them); at the end, under a per-tenant lock, one that is new and
+   * does not fit is refused. A refused upload's part file is removed.
    */
-  async receive(tenant: string, body: ReadableStream<Uint8Array> | null, maxBytes: number): Promise<Upload & { created: boolean }> {
+  async receive(tenant: string, body: ReadableStream<Uint8Array> | null, limits: ReceiveLimits): Promise<Upload & { created: boolean }> {
     if (body === null) throw new ApiError('VALIDATION_FAILED', 'Cannot store upload: the request has no body', [{ path: 'body', message: 'is required' }]);
-    const part = this.#partPath();
+    const { maxBytes, storeBytes: budget } = limits;
     const tooLarge = () =>
       new ApiError('PAYLOAD_TOO_LARGE', `Cannot store upload: it must be at most ${maxBytes} bytes`, { maxBytes }, { headers: { Connection: 'close' } });
-    const counter = hashingCounter(maxBytes, tooLarge);
+    const start = budget === null ? null : await this.usage(tenant);
+    let counted = 0;
+    // What the tenant streams alongside this upload counts too, so parallel uploads cannot each take what is left.
+    const others = () => (this.#streaming.get(tenant) ?? 0) - counted;
+    const overBudget = (size: number) => start !== null && budget !== null && start.bytes + others() + size > budget && size > start.largest;
+    if (limits.declaredBytes !== undefined && overBudget(limits.declaredBytes)) {
+      // The body is never read, so the connection cannot carry another request.
+      throw storeFull(tenant, budget!, start!.bytes, limits.declaredBytes, true);
+    }
+    const part = this.#partPath();
+    const counter = hashingCounter((size, chunk) => {
+      this.#streaming.set(tenant, (this.#streaming.get(tenant) ?? 0) + chunk);
+      counted += chunk;
+      if (size > maxBytes) return tooLarge();
+      return overBudget(size) ? storeFull(tenant, budget!, start!.bytes, size, false) : null;
+    });
     try {
       await pipeline(Readable.fromWeb(body as import('node:stream/web').ReadableStream<Uint8Array>), counter.stream, createWriteStream(part, { flags: 'wx', mode: 0o600 }));
     } catch (e) {
@@ -123,9 +181,22 @@ export class UploadStore {
       if (e instanceof ApiError) throw e;
       if (clientAborted(e)) throw abortedBody();
       throw e;
+    } finally {
+      const left = (this.#streaming.get(tenant) ?? 0) - counted;
+      if (left > 0) this.#streaming.set(tenant, left);
+      else this.#streaming.delete(tenant);
     }
     const { digest, size } = counter.result();
-    const created = await this.#place(part, tenant, digest);
+    const created = await this.#underLock(tenant, async () => {
+      if (budget !== null && !(await this.#exists(tenant, digest))) {
+        const stored = await this.usage(tenant);
+        if (stored.bytes + size > budget) {
+          await rm(part, { force: true });
+          throw storeFull(tenant, budget, stored.bytes, size, true);
+        }
+      }
+      return this.#place(part, tenant, digest);
+    });
     if (this.opts.remote !== null) {
       try {
         await this.opts.remote.put(UploadStore.remoteKey(tenant, digest), this.#blobPath(tenant, digest), size);
@@ -135,6 +206,33 @@ export class UploadStore {
       }
     }
     return { digest, size, created };
+  }
+
+  /** Runs `fn` after every earlier call for the same tenant has settled. */
+  async #underLock<T>(tenant: string, fn: () => Promise<T>): Promise<T> {
+    const before = this.#placing.get(tenant) ?? Promise.resolve();
+    const mine = before.then(fn, fn);
+    const settled = mine.catch(() => undefined);
+    this.#placing.set(tenant, settled);
+    void settled.then(() => {
+      if (this.#placing.get(tenant) === settled) this.#placing.delete(tenant);
+    });
+    return mine;
+  }
+
+  async #exists(tenant: string, digest: string): Promise<boolean> {
+    return (await stat(this.#blobPath(tenant, digest)).catch(() => null))?.isFile() ?? false;
+  }
+
+  /** The tenant's blobs on this host (what its stored-bytes budget counts). */
+  async usage(tenant: string): Promise<TenantUsage> {
+    const out: TenantUsage = { bytes: 0, largest: 0, blobs: 0 };
+    for (const b of await this.#tenantBlobs(tenant)) {
+      out.bytes += b.bytes;
+      out.largest = Math.max(out.largest, b.bytes);
+      out.blobs++;
+    }
+    return out;
   }
 
   /** Renames a verified part file to its digest's name; false when that blob was there already. */
@@ -200,12 +298,17 @@ export class UploadStore {
   async blobs(): Promise<StoredBlob[]> {
     const out: StoredBlob[] = [];
     for (const tenant of await readdir(this.opts.dir).catch(() => [] as string[])) {
-      if (tenant === PART_DIR) continue;
-      for (const hex of await readdir(join(this.opts.dir, tenant)).catch(() => [] as string[])) {
-        if (!/^[0-9a-f]{64}$/.test(hex)) continue;
-        const st = await stat(join(this.opts.dir, tenant, hex)).catch(() => null);
-        if (st?.isFile()) out.push({ tenant, digest: `sha256:${hex}`, bytes: st.size, usedMs: st.mtimeMs });
-      }
+      if (tenant !== PART_DIR) out.push(...(await this.#tenantBlobs(tenant)));
+    }
+    return out;
+  }
+
+  async #tenantBlobs(tenant: string): Promise<StoredBlob[]> {
+    const out: StoredBlob[] = [];
+    for (const hex of await readdir(join(this.opts.dir, tenant)).catch(() => [] as string[])) {
+      if (!/^[0-9a-f]{64}$/.test(hex)) continue;
+      const st = await stat(join(this.opts.dir, tenant, hex)).catch(() => null);
+      if (st?.isFile()) out.push({ tenant, digest: `sha256:${hex}`, bytes: st.size, usedMs: st.mtimeMs });
     }
     return out;
   }
@@ -225,6 +328,15 @@ export class UploadStore {
     }
     await rm(doomed, { force: true });
     return true;
+  }
+
+  /** Removes a tenant's blob from this host (DELETE /uploads/:digest): its size, or null when it was not there. */
+  async remove(tenant: string, digest: string): Promise<number | null> {
+    return this.#underLock(tenant, async () => {
+      const st = await stat(this.#blobPath(tenant, digest)).catch(() => null);
+      if (st === null || !st.isFile()) return null;
+      return (await this.discard(tenant, digest)) ? st.size : null;
+    });
   }
 
   /** Size of a stored blob, or null. */

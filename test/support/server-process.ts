@@ -28,6 +28,8 @@ export interface ServerProcessOptions {
   cgroups?: readonly string[];
   /** Keep only the first and the last 16 KiB of output (a long run logs a line per invocation). */
   boundedLogs?: boolean;
+  /** The umask the server is started with (an operator's, e.g. systemd's UMask=0077). Default: this process's. */
+  umask?: number;
   /** How long start-up may take. Default 20 s. */
   startTimeoutMs?: number;
 }
@@ -82,12 +84,13 @@ export async function startServerProcess(opts: ServerProcessOptions = {}): Promi
   };
   // `exec` keeps the pid: the shell becomes the server once it has joined the cgroup.
   const cgroups = [...(opts.memoryCgroup ? [opts.memoryCgroup] : []), ...(opts.cgroups ?? [])];
-  // Directories are passed joined by newlines (cgroup paths have none).
+  // Directories are passed joined by newlines (cgroup paths have none); the umask in octal.
+  const umask = opts.umask === undefined ? '' : opts.umask.toString(8);
   const child: ChildProcess =
-    cgroups.length > 0
+    cgroups.length > 0 || umask !== ''
       ? spawn(
           '/bin/sh',
-          ['-c', 'IFS="$(printf \'\\n_\')"; IFS="${IFS%_}"; for d in $1; do echo $$ > "$d/cgroup.procs" || exit 125; done; shift && exec "$@"', 'sh', cgroups.join('\n'), process.execPath, SERVER_ENTRY],
+          ['-c', 'IFS="$(printf \'\\n_\')"; IFS="${IFS%_}"; for d in $1; do echo $$ > "$d/cgroup.procs" || exit 125; done; [ -z "$2" ] || umask "$2"; shift 2 && exec "$@"', 'sh', cgroups.join('\n'), umask, process.execPath, SERVER_ENTRY],
           { env, stdio: ['ignore', 'pipe', 'pipe'] },
         )
       : spawn(process.execPath, [SERVER_ENTRY], { env, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -86,6 +86,8 @@ export interface StartOptions {
    * server started on it is a restart of the first (crash tests).
    */
   stateDir?: string;
+  /** The umask the server is started with. Default: this process's. */
+  umask?: number;
 }
 
 /**
@@ -141,6 +143,7 @@ async function send(url: string, opts: RequestOptions, credentials: { adminToken
 export async function startServer(opts: StartOptions = {}): Promise<RunningServer> {
   const proc = await startServerProcess({
     ...(opts.stateDir !== undefined ? { stateDir: opts.stateDir } : {}),
+    ...(opts.umask !== undefined ? { umask: opts.umask } : {}),
     env: {
       // The ASan + UBSan supervisor (the library stays the release one: an instrumented
       // .so cannot be loaded into node without preloading the ASan runtime).

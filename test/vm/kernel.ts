@@ -5,7 +5,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** What init loads, in this order once dependencies are resolved. */
-export const GUEST_MODULES = ['virtio_pci', '9pnet_virtio', '9p', 'overlay'] as const;
+export const GUEST_MODULES = ['virtio_pci', '9pnet_virtio', '9p', 'overlay', 'loop', 'ext4'] as const;
 
 export interface Kernel {
   version: string;
