@@ -192,6 +192,12 @@ describe('POST /invoke when the invoker fails', () => {
   const failing: Array<[string, () => Promise<SandboxOutcome>, number, ErrorCode]> = [
     ['a full queue is OVERLOADED', () => Promise.reject(new ApiError('OVERLOADED', 'Cannot queue invocation: queue is full')), 503, 'OVERLOADED'],
     ['a native failure is SANDBOX_UNAVAILABLE', async () => ({ ok: false, error: { code: 'CGROUP', errno: 13, message: 'mkdir `/sys/fs/cgroup/zviz/x`: Permission denied' } }), 503, 'SANDBOX_UNAVAILABLE'],
+    [
+      'a native failure after the sandbox started is SANDBOX_FAILED (502: it may have run)',
+      async () => ({ ok: false, error: { code: 'PROTOCOL', errno: 0, message: 'supervisor died before reporting a result' }, cpuMs: 40, started: true }),
+      502,
+      'SANDBOX_FAILED',
+    ],
     ['a native INVALID_SPEC is INTERNAL', async () => ({ ok: false, error: { code: 'INVALID_SPEC', errno: 0, message: 'argv[0] is not absolute' } }), 500, 'INTERNAL'],
   ];
   it.each(failing)('%s', async (_name, respond, status, code) => {

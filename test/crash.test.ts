@@ -202,7 +202,7 @@ describe.skipIf(skip)('crash safety', () => {
     const victim = { supervisor: 0, cgroups: [] as string[] };
     const uidBase = 1_000_000_000;
 
-    it("fails only that invocation, with 503 SANDBOX_UNAVAILABLE 'supervisor died …'; the others succeed and the pool refills", async () => {
+    it("fails only that invocation, with 502 SANDBOX_FAILED 'supervisor died …' (it had started: never a retryable 503); the others succeed and the pool refills", async () => {
       expect((await s.request('/invoke', { body: { runtime: 'bash', code: 'echo warm' } })).status).toBe(200);
       await pollUntil(warmSize, (n) => n > 0, 10_000, 200);
       const doomed = s.request('/invoke', { body: { ...sleeper(8, 201), limits: { timeoutMs: 20_000 } } });
@@ -214,8 +214,8 @@ describe.skipIf(skip)('crash safety', () => {
       process.kill(victim.supervisor, 'SIGKILL');
 
       const failed = await doomed;
-      expect(failed.status).toBe(503);
-      expect(failed.body.error.code).toBe('SANDBOX_UNAVAILABLE');
+      expect(failed.status).toBe(502);
+      expect(failed.body.error.code).toBe('SANDBOX_FAILED');
       expect(failed.body.error.message).toMatch(/supervisor died before reporting a result/);
       const ok = await Promise.all(others);
       expect(ok.map((r) => [r.status, r.body.stdout])).toEqual([

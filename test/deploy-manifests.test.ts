@@ -215,17 +215,47 @@ describe('deploy/haproxy', () => {
     .map((l) => l.trim())
     .filter((l) => l !== '' && !l.startsWith('#'));
 
-  it("answers its own 503 (no host ready) in ZViz's error shape with Retry-After", () => {
-    const line = lines.find((l) => l.startsWith('http-error status 503 '));
+  it.each([
+    [503, 'no host ready', true],
+    [408, 'a POST /invoke body it waited for did not come in time', false],
+  ])("answers its own %i (%s) in ZViz's error shape", (status, _why, retryAfter) => {
+    const line = lines.find((l) => l.startsWith(`http-error status ${status} `));
     expect(line).toBeDefined();
     expect(line).toContain('content-type application/json');
-    expect(line).toMatch(/ hdr Retry-After \d+$/);
+    if (retryAfter) expect(line).toMatch(/ hdr Retry-After \d+$/);
     // The body is a double-quoted haproxy string with \" escapes.
     const quoted = / string "((?:[^"\\]|\\.)*)"/.exec(line!)![1]!;
     const body = JSON.parse(quoted.replace(/\\(.)/g, '$1')) as { error: { code: ErrorCode; message: string } };
     expect(Object.keys(body)).toEqual(['error']);
-    expect(ERROR_STATUS[body.error.code]).toBe(503);
+    expect(ERROR_STATUS[body.error.code]).toBe(status);
     expect(body.error.message).toMatch(/^Cannot /);
+  });
+
+  it('retries only what cannot have run: a refused connection and a 503 (server/http/errors.test.ts pins what a 503 means)', () => {
+    const retryOn = lines.filter((l) => l.startsWith('retry-on '));
+    expect(retryOn).toHaveLength(1);
+    // Not 500/502/504, empty-response, junk-response, response-timeout, all-retryable-errors:
+    // each can follow a request the host read and ran.
+    expect(retryOn[0]!.split(/\s+/).slice(1).sort()).toEqual(['503', 'conn-failure']);
+    expect(lines.some((l) => /^http-(request|response) .*l7-retry/.test(l) && !l.startsWith('http-request disable-l7-retry'))).toBe(false);
+  });
+
+  it('hashes on the function: the X-ZViz-Function header, else the body of POST /invoke; round robin without one', () => {
+    const backend = lines.slice(lines.indexOf('backend zviz'));
+    expect(backend).toContain('balance hash var(txn.fn)');
+    expect(backend).toContain('hash-type consistent');
+    const sets = backend.filter((l) => l.startsWith('http-request set-var(txn.fn) '));
+    expect(sets).toEqual([
+      'http-request set-var(txn.fn) req.hdr(X-ZViz-Function)',
+      "http-request set-var(txn.fn) req.body,json_query('$.function') if { method POST } { path /invoke } !{ var(txn.fn) -m found }",
+    ]);
+    // Only POST /invoke without the header waits for its body (an upload streams through), bounded in time and size.
+    const waits = backend.filter((l) => l.includes('wait-for-body'));
+    expect(waits).toEqual(['http-request wait-for-body time 10s if { method POST } { path /invoke } !{ var(txn.fn) -m found }']);
+    expect(lines.some((l) => l.includes('http-buffer-request'))).toBe(false);
+    const bufsize = Number(lines.find((l) => l.startsWith('tune.bufsize '))?.split(/\s+/)[1]);
+    expect(bufsize).toBeGreaterThanOrEqual(16_384);
+    expect(bufsize).toBeLessThanOrEqual(256 * 1024);
   });
 
   it('opens a connection per request to a host (no request lost on a keep-alive connection the host closes)', () => {

@@ -471,7 +471,7 @@ describe.skipIf(privilegedReason() !== null)('an async invocation whose server d
         id,
         status: 'failed',
         reason: 'host-restart',
-        error: { code: 'SANDBOX_UNAVAILABLE', message: expect.stringContaining(`${readFileSync(join(stateDir, 'host-id'), 'utf8').trim()}) stopped before it ended`) },
+        error: { code: 'SANDBOX_FAILED', message: expect.stringContaining(`${readFileSync(join(stateDir, 'host-id'), 'utf8').trim()}) stopped before it ended`) },
       });
     } finally {
       await first?.stop('SIGKILL');

@@ -4,6 +4,8 @@
 // HAProxy with the shipped deploy/haproxy/haproxy.cfg in front. Each scenario prints its
 // exact counts. Every process is started here and stopped here, by pid; every loop is bounded
 // in count and time.
+import { createHash } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -456,6 +458,42 @@ describe.skipIf(skip !== null)('a fleet of three hosts behind HAProxy, sharing a
     expect(used.size).toBeGreaterThan(1);
   }, 60_000);
 
+  it('plain clients that send only the body ({ "function": name }) land on one host by that field, the same one the header picks; no function spreads', async () => {
+    const key = await createTenant('hash-body', { concurrency: 100, invocationsPerMinute: 100_000 });
+    const names = ['golf', 'hotel', 'india', 'juliett', 'kilo', 'lima'];
+    for (const name of names) {
+      const put = await call(hosts[0]!.url, `/functions/${name}`, { method: 'PUT', body: { runtime: 'bash', code: 'echo ok' }, bearer: key });
+      expect(put.status, JSON.stringify(put.body)).toBeLessThan(300);
+    }
+    const perCall = 4;
+    const landed: string[] = [];
+    const hostOf = (counts: number[]): number => counts.findIndex((n) => n > 0);
+    /** Invocations per host of `send`, `times` times, each answered 200. */
+    const spread = async (times: number, send: () => Promise<Reply>): Promise<number[]> => {
+      const before = await Promise.all(hosts.map((h) => invocationsOf(h, 'hash-body')));
+      for (let i = 0; i < times; i++) {
+        const r = await send();
+        expect(r.status, JSON.stringify(r.body)).toBe(200);
+      }
+      const after = await Promise.all(hosts.map((h) => invocationsOf(h, 'hash-body')));
+      return after.map((n, i) => n - before[i]!);
+    };
+    for (const name of names) {
+      // No header: HAProxy reads the name from the JSON body, whatever the key order.
+      const byBody = await spread(perCall, () => call(lb, '/invoke', { body: { input: { n: 1 }, function: name }, bearer: key }));
+      const byHeader = await spread(1, () => call(lb, '/invoke', { body: { function: name, input: null }, bearer: key, headers: { 'X-ZViz-Function': name } }));
+      landed.push(`${name} -> ${byBody.join('/')} (header: host ${hostOf(byHeader) + 1})`);
+      expect(byBody.filter((n) => n > 0), `${name}: invocations per host ${byBody.join('/')}`).toEqual([perCall]);
+      expect(hostOf(byHeader), `${name}: the header and the body pick the same host`).toBe(hostOf(byBody));
+    }
+    const used = new Set(landed.map((l) => l.split(' -> ')[1]!.split(' ')[0]));
+    // Inline code names no function: any host, round robin.
+    const inline = await spread(6, () => call(lb, '/invoke', { body: { runtime: 'bash', code: 'true' }, bearer: key }));
+    log(`consistent hashing on the body's "function" (no header): ${perCall} invocations each, per host 1/2/3: ${landed.join(', ')}; ${used.size} distinct hosts used; 6 inline invocations per host ${inline.join('/')}`);
+    expect(used.size).toBeGreaterThan(1);
+    expect(inline.filter((n) => n > 0).length).toBeGreaterThan(1);
+  }, 90_000);
+
   it('SIGKILL of a host under load: only its requests in flight fail; restarted, it frees its leases at once and marks its async invocations host-restart', async () => {
     const victim = hosts[2]!;
     const client = await redis.client();
@@ -536,12 +574,14 @@ describe.skipIf(skip !== null)('a fleet of three hosts behind HAProxy, sharing a
     }
   }, 90_000);
 
-  it('a rolling restart (SIGTERM, wait, start) of every host under steady load fails no request, with or without X-ZViz-Function', async () => {
+  it('a rolling restart (SIGTERM, wait, start) of every host under steady load fails no request, with or without X-ZViz-Function, or hashed by its body', async () => {
     const fn = await call(hosts[0]!.url, '/functions/rolling', { method: 'PUT', body: { runtime: 'bash', code: 'sleep 0.2; echo ok' }, bearer: tenantKey });
     expect(fn.status, JSON.stringify(fn.body)).toBeLessThan(300);
     const inline = steadyLoad(lb, tenantKey, 2, { runtime: 'bash', code: 'sleep 0.2; echo ok' });
     // A deployed function's requests hash to one host; while it restarts they go to another.
     const hashed = steadyLoad(lb, tenantKey, 1, { function: 'rolling', input: null }, 2000, { 'X-ZViz-Function': 'rolling' });
+    // The same function named by the body only (HAProxy reads it there).
+    const byBody = steadyLoad(lb, tenantKey, 1, { function: 'rolling', input: null }, 2000);
     const drained: string[] = [];
     const exits: Array<number | null> = [];
     for (const h of hosts) {
@@ -555,19 +595,22 @@ describe.skipIf(skip !== null)('a fleet of three hosts behind HAProxy, sharing a
       await settle();
     }
     await sleep(1000);
-    await Promise.all([inline.stop(), hashed.stop()]);
+    await Promise.all([inline.stop(), hashed.stop(), byBody.stop()]);
     log(
       `rolling restart of 3 hosts: inline code (2 clients) ${inline.total()} requests -> ${fmt(inline.statuses)}; ` +
         `deployed function with X-ZViz-Function (1 client) ${hashed.total()} requests -> ${fmt(hashed.statuses)}; ` +
+        `the same by its body only (1 client) ${byBody.total()} requests -> ${fmt(byBody.statuses)}; ` +
         `/readyz right after SIGTERM: ${drained.join(', ')}; exit codes ${exits.join(', ')}`,
     );
-    for (const f of [...inline.failures, ...hashed.failures]) log(`  failed: ${f}`);
+    for (const f of [...inline.failures, ...hashed.failures, ...byBody.failures]) log(`  failed: ${f}`);
     expect(drained).toEqual(['503 SHUTTING_DOWN', '503 SHUTTING_DOWN', '503 SHUTTING_DOWN']);
     expect(exits).toEqual([0, 0, 0]);
     expect(inline.count(200)).toBe(inline.total());
     expect(hashed.count(200)).toBe(hashed.total());
+    expect(byBody.count(200)).toBe(byBody.total());
     expect(inline.total()).toBeGreaterThan(10);
     expect(hashed.total()).toBeGreaterThan(5);
+    expect(byBody.total()).toBeGreaterThan(5);
   }, 180_000);
 
   it('Redis master killed: Sentinel promotes the replica, requests get 503 with Retry-After only in the failover window, CPU is charged once per invocation', async () => {
@@ -656,4 +699,134 @@ describe.skipIf(!existsSync('/usr/sbin/haproxy'))('deploy/haproxy/haproxy.cfg', 
     procs.forget(p);
     expect(p.child.exitCode, p.output()).toBe(0);
   });
+});
+
+// The shipped config's routing and retries, with real HAProxy in front of three stand-in hosts
+// (plain HTTP servers in this process that say who they are and what body they received):
+// no sandboxes, so it runs wherever haproxy is installed.
+describe.skipIf(!existsSync('/usr/sbin/haproxy'))('deploy/haproxy/haproxy.cfg in front of stand-in hosts', () => {
+  interface Seen {
+    host: string;
+    bytes: number;
+    sha: string;
+    chunked: boolean;
+  }
+  const servers: Server[] = [];
+  /** Requests each stand-in answered (not /readyz). */
+  const asked = [0, 0, 0];
+  let lb = '';
+  let haproxy: Proc | null = null;
+
+  beforeAll(async () => {
+    const ports: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const name = `h${i + 1}`;
+      const server = createServer((req, res) => {
+        if (req.url === '/readyz') return void res.writeHead(200, { 'content-type': 'application/json' }).end('{"ready":true}');
+        asked[i]!++;
+        const hash = createHash('sha256');
+        let bytes = 0;
+        req.on('data', (d: Buffer) => {
+          hash.update(d);
+          bytes += d.length;
+        });
+        req.on('end', () => {
+          // X-Fail: <host>:<status> makes that stand-in answer the status (a host's 503 or 502).
+          const [failHost, failStatus] = String(req.headers['x-fail'] ?? ':').split(':');
+          const status = failHost === name ? Number(failStatus) : 200;
+          const seen: Seen = { host: name, bytes, sha: hash.digest('hex'), chunked: req.headers['transfer-encoding'] === 'chunked' };
+          res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(seen));
+        });
+      });
+      const port = await freePort();
+      await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+      servers.push(server);
+      ports.push(port);
+    }
+    const lbPort = await freePort();
+    lb = `http://127.0.0.1:${lbPort}`;
+    haproxy = procs.start('haproxy-stand-ins', 'haproxy', ['-db', '-f', HAPROXY_CFG], {
+      ZVIZ_LB_BIND: `127.0.0.1:${lbPort}`,
+      ...Object.fromEntries(ports.map((p, i) => [`ZVIZ_HOST_${i + 1}`, `127.0.0.1:${p}`])),
+    });
+    // Up once every stand-in passed its checks (rise 2): a run of requests without a function reaches all three.
+    await pollUntil(
+      async () => {
+        const hit = new Set<string>();
+        for (let i = 0; i < 6; i++) hit.add(((await tryCall(lb, '/other', { body: {}, timeoutMs: 2000 })).body as Seen).host);
+        return hit.size;
+      },
+      (n) => n === 3,
+      15_000,
+      300,
+    );
+  }, 30_000);
+
+  afterAll(async () => {
+    if (haproxy) await procs.stop(haproxy);
+    for (const s of servers) await new Promise((r) => s.close(r));
+  });
+
+  const post = async (path: string, body: string, headers: Record<string, string> = {}): Promise<{ status: number; seen: Seen }> => {
+    const r = await fetch(lb + path, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body, signal: AbortSignal.timeout(30_000) });
+    return { status: r.status, seen: (await r.json()) as Seen };
+  };
+  const hostsOf = async (n: number, send: () => Promise<{ seen: Seen }>): Promise<string[]> => {
+    const out: string[] = [];
+    for (let i = 0; i < n; i++) out.push((await send()).seen.host);
+    return out;
+  };
+
+  it('hashes POST /invoke on the body\'s "function" (any key order, the same host as X-ZViz-Function), and spreads requests without one', async () => {
+    const lines: string[] = [];
+    for (const name of ['alpha', 'bravo', 'charlie', 'delta', 'echo', 'foxtrot']) {
+      const body = await hostsOf(4, () => post('/invoke', JSON.stringify({ input: [1, 2], function: name })));
+      const header = await hostsOf(1, () => post('/invoke', JSON.stringify({ runtime: 'bash', code: 'true' }), { 'X-ZViz-Function': name }));
+      lines.push(`${name}: body ${body.join(',')} header ${header[0]}`);
+      expect(new Set([...body, ...header]), `${name}: ${body.join(',')} / header ${header[0]}`).toEqual(new Set([body[0]]));
+    }
+    const none: Record<string, string[]> = {
+      'inline code': await hostsOf(6, () => post('/invoke', JSON.stringify({ runtime: 'bash', code: 'true' }))),
+      'not JSON': await hostsOf(6, () => post('/invoke', 'not json')),
+      'function not a string': await hostsOf(6, () => post('/invoke', JSON.stringify({ function: { name: 'alpha' } }))),
+    };
+    log(`stand-ins, by body: ${lines.join('; ')}; without a function: ${Object.entries(none).map(([k, v]) => `${k} ${v.join(',')}`).join('; ')}`);
+    expect(new Set(lines.map((l) => l.split(' ')[2])).size).toBeGreaterThan(1);
+    for (const [what, hit] of Object.entries(none)) expect(new Set(hit).size, `${what}: ${hit.join(',')}`).toBeGreaterThan(1);
+  }, 60_000);
+
+  it('forwards large bodies whole: inline code near the 4 MiB limit, a 16 MiB chunked upload, a body longer than its buffer', async () => {
+    const big = JSON.stringify({ runtime: 'bash', code: 'x'.repeat(4 * 1024 * 1024 - 100) });
+    const upload = Buffer.alloc(16 * 1024 * 1024, 7);
+    // "function" first in a body longer than the buffer: hashed from the part HAProxy waited for.
+    const longFn = JSON.stringify({ function: 'alpha', input: 'y'.repeat(200_000) });
+    const sha = (b: string | Buffer): string => createHash('sha256').update(b).digest('hex');
+    const inline = await post('/invoke', big);
+    const stream = new ReadableStream<Uint8Array>({
+      start(c) {
+        for (let o = 0; o < upload.length; o += 1 << 20) c.enqueue(upload.subarray(o, o + (1 << 20)));
+        c.close();
+      },
+    });
+    const r = await fetch(`${lb}/uploads`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: stream, duplex: 'half', signal: AbortSignal.timeout(30_000) } as RequestInit);
+    const up = (await r.json()) as Seen;
+    const long = await hostsOf(3, () => post('/invoke', longFn));
+    const alpha = (await post('/invoke', '{}', { 'X-ZViz-Function': 'alpha' })).seen.host;
+    log(`stand-ins, large bodies: inline ${inline.seen.bytes} bytes on ${inline.seen.host}, upload ${up.bytes} bytes chunked=${up.chunked} on ${up.host}, 200 kB body naming alpha on ${long.join(',')} (alpha: ${alpha})`);
+    expect([inline.status, inline.seen.bytes, inline.seen.sha]).toEqual([200, Buffer.byteLength(big), sha(big)]);
+    expect([r.status, up.bytes, up.sha, up.chunked]).toEqual([200, upload.length, sha(upload), true]);
+    expect(new Set(long)).toEqual(new Set([alpha]));
+  }, 60_000);
+
+  it("retries a host's 503 on another host, and never a 502 (the request may have run)", async () => {
+    const home = (await post('/invoke', JSON.stringify({ function: 'retry-me' }))).seen.host;
+    const n = Number(home.slice(1)) - 1;
+    const before = asked[n]!;
+    const r503 = await post('/invoke', JSON.stringify({ function: 'retry-me' }), { 'X-Fail': `${home}:503` });
+    const after503 = asked[n]!;
+    const r502 = await post('/invoke', JSON.stringify({ function: 'retry-me' }), { 'X-Fail': `${home}:502` });
+    log(`stand-ins, retries: ${home} answering 503 -> ${r503.status} from ${r503.seen.host} (${home} asked ${after503 - before}x); answering 502 -> ${r502.status} from ${r502.seen.host} (asked ${asked[n]! - after503}x)`);
+    expect([r503.status, r503.seen.host === home]).toEqual([200, false]);
+    expect([r502.status, r502.seen.host, asked[n]! - after503]).toEqual([502, home, 1]);
+  }, 30_000);
 });

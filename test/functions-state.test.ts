@@ -128,7 +128,7 @@ describe('deployed functions, async records and pool stats in a real Redis', () 
       const next = { id: host.id, boot: 'boot-2' };
       await s.start('acme', 'current', next, 600);
       expect(await s.recover(next, 'host stopped')).toBe(1);
-      expect(await s.get('acme', 'old')).toEqual({ id: 'old', status: 'failed', reason: 'host-restart', error: { code: 'SANDBOX_UNAVAILABLE', message: 'host stopped' } });
+      expect(await s.get('acme', 'old')).toEqual({ id: 'old', status: 'failed', reason: 'host-restart', error: { code: 'SANDBOX_FAILED', message: 'host stopped' } });
       expect(await redis.ttl(keys.invocation('acme', 'old'))).toBeGreaterThan(500);
       expect(await s.get('acme', 'current')).toMatchObject({ status: 'running' });
       expect(await s.get('acme', 'elsewhere')).toMatchObject({ status: 'running' });

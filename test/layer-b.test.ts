@@ -796,8 +796,8 @@ while True:
     try {
       process.kill(sb!.supervisor.pid, 'SIGKILL');
       const answer = await pending;
-      expect(answer.status).toBe(503);
-      expect(answer.body.error.code).toBe('SANDBOX_UNAVAILABLE');
+      expect(answer.status).toBe(502);
+      expect(answer.body.error.code).toBe('SANDBOX_FAILED');
       // Nothing of that sandbox is left: no process, no cgroup folder.
       const pids = [sb!.fn.pid, sb!.init.pid, sb!.supervisor.pid];
       const left = (): string[] => [

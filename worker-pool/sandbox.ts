@@ -116,7 +116,7 @@ export interface SettledRun {
  * once must find the pair free. Removing the veth under a sandbox that is being killed
  * only cuts it off. A run whose native layer failed is torn down here, because what the
  * function used before is charged from the cgroup its supervisor left, read before it is
- * removed.
+ * removed; its outcome says it `started` (GO was sent: the function may have run).
  */
 export async function settleRun(
   ran: Ran,
@@ -132,7 +132,7 @@ export async function settleRun(
     } catch {
       // What a failed teardown leaves, the next start's sweep removes; the answer is the failure.
     }
-    return { outcome: { ...failure(ran.error), cpuMs }, teardown: null };
+    return { outcome: { ...failure(ran.error), cpuMs, started: true }, teardown: null };
   }
   // Never throws: the run's answer stands, and a network that could not be read and removed
   // here (its host work failed) is the teardown's to remove.

@@ -136,9 +136,11 @@ export interface SandboxResult {
 
 /**
  * A failed run still carries the CPU its sandbox used (read from the cgroup the supervisor
- * left), so that quotas charge it whatever the outcome.
+ * left), so that quotas charge it whatever the outcome. `started`: the sandbox had been
+ * told to run the invocation (GO sent) when it failed, so the function may have run; absent
+ * when the native layer failed while making the sandbox, before anything of the invocation ran.
  */
-export type SandboxOutcome = { ok: true; result: SandboxResult } | { ok: false; error: NativeFailure; cpuMs?: number };
+export type SandboxOutcome = { ok: true; result: SandboxResult } | { ok: false; error: NativeFailure; cpuMs?: number; started?: true };
 
 /** Facts about the host, reported by GET /host and logged at start-up. */
 export interface HostFacts {

@@ -106,6 +106,7 @@ async function store(
       maxFunctions: MAX_FUNCTIONS_PER_TENANT,
       keepVersions: FUNCTION_VERSIONS_KEPT,
     }),
+    'write',
   );
   if (out.outcome === 'too-many') {
     throw new ApiError(
@@ -143,6 +144,7 @@ export function registerFunctionRoutes(app: OpenAPIHono<TenantEnv>, deps: Functi
         'UNKNOWN_UPLOAD',
         'ARCHIVE_REFUSED',
         'UPLOAD_STORE_UNAVAILABLE',
+        'STATE_UNCERTAIN',
       ],
     }),
     async function deploy(c) {
@@ -213,13 +215,13 @@ export function registerFunctionRoutes(app: OpenAPIHono<TenantEnv>, deps: Functi
       middleware: [tenantOnly],
       params: NAME,
       answers: [{ status: 204, description: 'Deleted' }],
-      errors: ['VALIDATION_FAILED', 'UNKNOWN_FUNCTION'],
+      errors: ['VALIDATION_FAILED', 'UNKNOWN_FUNCTION', 'STATE_UNCERTAIN'],
     }),
     async function deleteFunction(c) {
       const tenant = c.get('tenant');
       const name = nameParam(c);
       const meta = await withState('functions.get', 'read function', () => functions.get(tenant.name, name));
-      if (meta === null || !(await withState('functions.delete', 'delete function', () => functions.remove(tenant.name, name)))) {
+      if (meta === null || !(await withState('functions.delete', 'delete function', () => functions.remove(tenant.name, name), 'write'))) {
         throw unknownFunction(name);
       }
       deps.retire?.(tenant.name, name, 'deleted');

@@ -18,6 +18,7 @@ export type ErrorCode =
   | 'NOT_FOUND'
   | 'METHOD_NOT_ALLOWED'
   | 'SANDBOX_UNAVAILABLE'
+  | 'SANDBOX_FAILED'
   | 'OVERLOADED'
   | 'NOT_READY'
   | 'UNAUTHENTICATED'
@@ -29,6 +30,7 @@ export type ErrorCode =
   | 'QUOTA_CPU'
   | 'QUOTA_LIMITS'
   | 'STATE_UNAVAILABLE'
+  | 'STATE_UNCERTAIN'
   | 'UNKNOWN_FUNCTION'
   | 'UNKNOWN_INVOCATION'
   | 'QUOTA_FUNCTIONS'
@@ -69,7 +71,13 @@ export const ERROR_STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   LIMIT_EXCEEDS_PROFILE: 400,
   NOT_FOUND: 404,
   METHOD_NOT_ALLOWED: 405,
+  // 503 is a promise: nothing ran and nothing was changed, so a client or a load balancer
+  // may send the request again, to this host or another (deploy/haproxy/haproxy.cfg does).
+  // errors.test.ts lists every 503 code with the reason it keeps that promise.
   SANDBOX_UNAVAILABLE: 503,
+  // The sandbox failed after it was told to run the invocation: the function may have run
+  // and its CPU is charged. A gateway error, never retried for the client.
+  SANDBOX_FAILED: 502,
   OVERLOADED: 503,
   NOT_READY: 503,
   UNAUTHENTICATED: 401,
@@ -82,6 +90,9 @@ export const ERROR_STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   // The request is well formed but asks for more than this tenant may have.
   QUOTA_LIMITS: 403,
   STATE_UNAVAILABLE: 503,
+  // A write the client asked for failed at the state store after it may have reached it
+  // (server/state/guard.ts): not a 503, since a blind retry could apply it twice.
+  STATE_UNCERTAIN: 502,
   UNKNOWN_FUNCTION: 404,
   UNKNOWN_INVOCATION: 404,
   // Like QUOTA_LIMITS: well formed, but more than this tenant may have.

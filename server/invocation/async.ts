@@ -77,6 +77,8 @@ export class AsyncInvocations {
     const { prep, lease } = admitted;
     const ttlS = this.deps.resultTtlS + Math.ceil(prep.task.limits.timeoutMs / 1000) + 60;
     try {
+      // A retryable 503 when Redis fails (not a write's STATE_UNCERTAIN): nothing runs, and a
+      // record that did reach Redis names an id nobody was given; it expires with its TTL.
       await this.deps.withState('invocations.start', 'record the invocation', () =>
         this.deps.store.start(prep.tenant.name, prep.id, this.deps.host(), ttlS),
       );

@@ -3,6 +3,7 @@
 // made from the compile step's stdout, and none when the compile step fails.
 import { describe, expect, it } from 'vitest';
 import { FakeInvoker, result, testApp, testState, testTenant } from '../../test/support/fixtures.js';
+import { ApiError } from '../http/errors.js';
 import { languageSchema, loadCatalog, type Language } from '../../worker-pool/runtime/catalog.js';
 
 const shipped = loadCatalog();
@@ -79,6 +80,24 @@ describe('catalog languages in POST /invoke', () => {
     const e = await invoke(failed, { runtime: 'cpp', code: 'x' }, state2);
     expect(e.body).toMatchObject({ status: 'compile_error', cpuMs: 40, brokerCpuMs: 2, chargedCpuMs: 42 });
     expect(state2.quotas.released.map((x) => x.cpuMs)).toEqual([42]);
+  });
+
+  it.each([
+    ['no run sandbox could be made', async () => ({ ok: false as const, error: { code: 'CGROUP' as const, errno: 12, message: 'mkdir: Cannot allocate memory' } })],
+    ['the queue was full', () => Promise.reject(new ApiError('OVERLOADED', 'Cannot queue invocation: queue is full'))],
+  ])('a run step refused with a 503 after its compile step ran (%s) is 502 SANDBOX_FAILED: the compile is charged, never a retryable 503', async (_why, runStep) => {
+    const inv = new FakeInvoker(async (task) => (task.id.endsWith('-compile') ? { ok: true, result: result({ stdout: 'QUJD', cpuMs: 300 }) } : runStep()));
+    const state = testState();
+    const r = await invoke(inv, { runtime: 'cpp', code: 'int main(){}' }, state);
+    expect(r.status).toBe(502);
+    expect(r.body.error).toMatchObject({ code: 'SANDBOX_FAILED', details: { after: 'compile' } });
+    expect(state.quotas.released.map((x) => x.cpuMs)).toEqual([300]);
+  });
+
+  it('a compile step that could not be made at all is 503 SANDBOX_UNAVAILABLE: nothing ran', async () => {
+    const inv = new FakeInvoker(async () => ({ ok: false, error: { code: 'CGROUP', errno: 12, message: 'mkdir: Cannot allocate memory' } }));
+    const r = await invoke(inv, { runtime: 'cpp', code: 'int main(){}' });
+    expect([r.status, r.body.error.code, inv.tasks.length]).toEqual([503, 'SANDBOX_UNAVAILABLE', 1]);
   });
 
   it('a failed compile step is compile_error with its stderr, and no run sandbox is made', async () => {

@@ -177,7 +177,7 @@ describe('POST /invoke?mode=async and GET /invocations/:id', () => {
     await state.results.start('acme', 'a', host);
     await state.results.start('acme', 'b', { id: 'h:1', boot: 'new' });
     expect(await state.results.recover({ id: 'h:1', boot: 'new' }, 'gone')).toBe(1);
-    expect(await state.results.get('acme', 'a')).toEqual({ id: 'a', status: 'failed', reason: 'host-restart', error: { code: 'SANDBOX_UNAVAILABLE', message: 'gone' } });
+    expect(await state.results.get('acme', 'a')).toEqual({ id: 'a', status: 'failed', reason: 'host-restart', error: { code: 'SANDBOX_FAILED', message: 'gone' } });
     expect(await state.results.get('acme', 'b')).toMatchObject({ status: 'running' });
   });
 });

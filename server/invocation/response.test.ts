@@ -42,6 +42,18 @@ describe('toResponse maps what the supervisor measured to status and reason', ()
     expect(fail).toThrowError(expect.objectContaining({ code: 'SANDBOX_UNAVAILABLE', details: { nativeCode: 'NAMESPACE', errno: 28 } }));
   });
 
+  it('turns a native failure after the sandbox was told to run into 502 SANDBOX_FAILED, never a retryable 503', () => {
+    // A 503 promises nothing ran (a load balancer runs it again on another host); this one may have, and is charged.
+    const fail = () =>
+      toResponse('id-1', 'default', limits, {
+        ok: false,
+        error: { code: 'PROTOCOL', errno: 0, message: 'supervisor died before reporting a result' },
+        cpuMs: 120,
+        started: true,
+      });
+    expect(fail).toThrowError(expect.objectContaining({ code: 'SANDBOX_FAILED', status: 502, details: { nativeCode: 'PROTOCOL', errno: 0 } }));
+  });
+
   it('turns INVALID_SPEC into INTERNAL: a spec the native layer rejects is our bug', () => {
     const fail = () => toResponse('id-1', 'default', limits, { ok: false, error: { code: 'INVALID_SPEC', errno: 0, message: 'bad argv' } });
     expect(fail).toThrowError(expect.objectContaining({ code: 'INTERNAL' }));

@@ -40,6 +40,12 @@ export function toResponse(
     if (code === 'INVALID_SPEC') {
       throw new ApiError('INTERNAL', `Native layer rejected the sandbox spec: ${message}`, { nativeCode: code, errno });
     }
+    // Once the sandbox was told to run the invocation, the function may have run (and its
+    // CPU is charged): that is never a 503, which promises a retry runs it only once
+    // (docs/DEPLOYMENT.md, the load balancer retries 503s on another host).
+    if (outcome.started) {
+      throw new ApiError('SANDBOX_FAILED', `Cannot finish invocation: the sandbox failed after it was started, so the function may have run: ${message}`, { nativeCode: code, errno });
+    }
     throw new ApiError('SANDBOX_UNAVAILABLE', `Cannot create sandbox: ${message}`, { nativeCode: code, errno });
   }
   const r = outcome.result;

@@ -80,6 +80,8 @@ function invokeRoute(deps: InvokeRouteDeps) {
       'LIMIT_EXCEEDS_PROFILE',
       ...ADMISSION_ERRORS,
       'SANDBOX_UNAVAILABLE',
+      // The sandbox failed after it was told to run: the function may have run (502, not retried).
+      'SANDBOX_FAILED',
       // A bundle function on a host that has not seen its bundle (server/functions/bundles.ts).
       'UNKNOWN_UPLOAD',
       'UPLOAD_STORE_UNAVAILABLE',

@@ -119,6 +119,21 @@ export function chargedCpuMs(outcome: SandboxOutcome | undefined): number {
   return outcome.result.cpuMs + outcome.result.brokerCpuMs;
 }
 
+/** Whether a sandbox ran (or may have run) something of the invocation: it answered, or failed after GO. */
+function ranSomething(o: SandboxOutcome | undefined): boolean {
+  return o !== undefined && (o.ok || o.started === true);
+}
+
+/**
+ * A run step's refusal with a 503 (no sandbox could be made, the queue was full) after its
+ * compile step ran: the compiler ran on the tenant's code and is charged, so the answer is
+ * not the 503 that promises a retry costs nothing twice.
+ */
+function afterWork(err: Error, compiled: SandboxOutcome | undefined): Error {
+  if (!(err instanceof ApiError) || err.status !== 503 || !ranSomething(compiled)) return err;
+  return new ApiError('SANDBOX_FAILED', `Cannot finish invocation: its compile step ran (and is charged), then: ${err.message}`, { after: 'compile', code: err.code, details: err.details });
+}
+
 /** How many times a function may turn out redeployed during one admission before it is refused. */
 const STALE_ATTEMPTS = 3;
 
@@ -194,7 +209,9 @@ export class InvocationService {
       hold = this.#hold(prep.task);
       // One lease for both steps of a compiled language.
       const timeoutMs = prep.task.limits.timeoutMs + (prep.compile?.task.limits.timeoutMs ?? 0);
-      // A stale version is not a store failure: it passes the guard as it is.
+      // A stale version is not a store failure: it passes the guard as it is. An admission
+      // Redis failed is a retryable 503 like a read (server/state/guard.ts): no sandbox was
+      // asked for, and a lease the script may have taken expires with its TTL.
       const admitted = await this.deps.withState('quota.acquire', 'check quotas', () =>
         this.deps.gate.admit(tenant, id, timeoutMs, prep.expect).catch((e: unknown) => (e instanceof StaleVersionError ? e : Promise.reject(e))),
       );
@@ -282,7 +299,7 @@ export class InvocationService {
         }
       }
     } catch (e) {
-      const err = asError(e);
+      const err = afterWork(asError(e), compiled);
       const code = err instanceof ApiError ? err.code : 'INTERNAL';
       log.info('invoke', { ...fields, status: 'failed', code, durationMs: null });
       try {

@@ -378,7 +378,7 @@ if not raw then return 0 end
 local ok, rec = pcall(cjson.decode, raw)
 if not ok or type(rec) ~= 'table' or rec.status ~= 'running' then return 0 end
 local failed = cjson.encode({ id = rec.id, status = 'failed', reason = 'host-restart',
-  error = { code = 'SANDBOX_UNAVAILABLE', message = ARGV[1] } })
+  error = { code = 'SANDBOX_FAILED', message = ARGV[1] } })
 redis.call('SET', KEYS[1], failed, 'KEEPTTL')
 return 1
 `;

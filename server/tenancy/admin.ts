@@ -20,12 +20,13 @@ import {
 } from './tenants.js';
 import { apiRoute, BODY_ERRORS } from '../http/openapi.js';
 import { jsonRequest } from '../http/validate.js';
+import type { WithState } from '../state/guard.js';
 
 export interface AdminDeps {
   tenants: TenantStore;
   quotas: QuotaStore;
   audit: AuditLog;
-  withState: <T>(operation: string, action: string, fn: () => Promise<T>) => Promise<T>;
+  withState: WithState;
   /** Limits the size of JSON bodies (the same middleware /invoke uses). */
   limitBody: (maxBytes: number) => MiddlewareHandler;
   /** Discards the reusable environments of a disabled tenant. */
@@ -82,7 +83,7 @@ export function registerAdminRoutes(app: OpenAPIHono<TenantEnv>, deps: AdminDeps
       middleware: adminBody,
       body: createTenantSchema,
       answers: [{ status: 201, description: 'Created', schema: tenantWithKeySchema }],
-      errors: [...BODY_ERRORS, 'TENANT_EXISTS'],
+      errors: [...BODY_ERRORS, 'TENANT_EXISTS', 'STATE_UNCERTAIN'],
     }),
     async function createTenant(c) {
       const { name, quotas: q } = c.req.valid('json');
@@ -97,7 +98,7 @@ export function registerAdminRoutes(app: OpenAPIHono<TenantEnv>, deps: AdminDeps
           }
           throw e;
         }
-      });
+      }, 'write');
       await adminRecord(c, name, 'tenant.create');
       return c.json(created, 201);
     },
@@ -137,7 +138,7 @@ export function registerAdminRoutes(app: OpenAPIHono<TenantEnv>, deps: AdminDeps
       params: NAME,
       body: patchTenantSchema,
       answers: [{ status: 200, description: 'The updated tenant', schema: z.strictObject({ tenant: tenantSchema }) }],
-      errors: [...BODY_ERRORS, 'UNKNOWN_TENANT'],
+      errors: [...BODY_ERRORS, 'UNKNOWN_TENANT', 'STATE_UNCERTAIN'],
     }),
     async function patchTenant(c) {
       const name = tenantParam(c);
@@ -148,7 +149,7 @@ export function registerAdminRoutes(app: OpenAPIHono<TenantEnv>, deps: AdminDeps
         const updated = await tenants.setQuotas(name, quotasSchema.parse({ ...current.quotas, ...patch }));
         if (updated === null) throw unknownTenant(name);
         return updated;
-      });
+      }, 'write');
       await adminRecord(c, name, 'tenant.update');
       return c.json({ tenant }, 200);
     },
@@ -163,7 +164,7 @@ export function registerAdminRoutes(app: OpenAPIHono<TenantEnv>, deps: AdminDeps
         summary: 'Disable a tenant: its key stops working at once, its name stays taken',
         params: NAME,
         answers: [{ status: 200, description: 'The disabled tenant', schema: z.strictObject({ tenant: tenantSchema }) }],
-        errors: ['UNKNOWN_TENANT'],
+        errors: ['UNKNOWN_TENANT', 'STATE_UNCERTAIN'],
       }),
     ),
     async function disableTenant(c) {
@@ -172,7 +173,7 @@ export function registerAdminRoutes(app: OpenAPIHono<TenantEnv>, deps: AdminDeps
         const disabled = await tenants.disable(name);
         if (disabled === null) throw unknownTenant(name);
         return disabled;
-      });
+      }, 'write');
       deps.retire?.(name, null, 'tenant-disabled');
       await adminRecord(c, name, 'tenant.disable');
       return c.json({ tenant }, 200);
@@ -188,7 +189,7 @@ export function registerAdminRoutes(app: OpenAPIHono<TenantEnv>, deps: AdminDeps
         summary: 'Replace the API key of a tenant; the old key stops working at once',
         params: NAME,
         answers: [{ status: 201, description: 'The new key, shown once', schema: tenantWithKeySchema }],
-        errors: ['UNKNOWN_TENANT'],
+        errors: ['UNKNOWN_TENANT', 'STATE_UNCERTAIN'],
       }),
     ),
     async function rotateKey(c) {
@@ -197,7 +198,7 @@ export function registerAdminRoutes(app: OpenAPIHono<TenantEnv>, deps: AdminDeps
         const result = await tenants.rotateKey(name);
         if (result === null) throw unknownTenant(name);
         return result;
-      });
+      }, 'write');
       await adminRecord(c, name, 'key.rotate');
       return c.json(rotated, 201);
     },

@@ -349,7 +349,7 @@ export class MemoryInvocationStore implements InvocationStore {
       if (boot === host.boot) continue;
       const r = this.records.get(key);
       if (r?.status === 'running') {
-        this.records.set(key, { id: r.id, status: 'failed', reason: 'host-restart', error: { code: 'SANDBOX_UNAVAILABLE', message } });
+        this.records.set(key, { id: r.id, status: 'failed', reason: 'host-restart', error: { code: 'SANDBOX_FAILED', message } });
         marked++;
       }
       index.delete(key);
