@@ -381,7 +381,7 @@ describe.skipIf(skip !== null)('CI jobs on a real server', () => {
     const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${s.pid}/status`, 'utf8'))![1]) * 1024;
     const before = rss();
     const total = 64 * 1024 * 1024;
-    const id = await startJob({ script: `yes 0123456789abcdef | head -c ${total}; echo last-line`, limits: { timeoutMs: 300_000 } });
+    const id = await startJob({ script: `(yes 0123456789abcdef || true) | head -c ${total}; echo last-line`, limits: { timeoutMs: 300_000 } });
     // The supervisors' peak memory while the job runs (VmHWM: their largest RSS so far).
     let supervisorPeak = 0;
     let job: any = null;
