@@ -179,6 +179,12 @@ export const networkSchema = z.discriminatedUnion('mode', [
 
 /** A job's disk (its workspace filesystem) may be at most this large. */
 export const MAX_JOB_DISK_MB = 256 * 1024;
+/**
+ * A job's log (stdout and stderr together) may be at most this large. Unlike outputBytes
+ * it is volume, not memory: the supervisor forwards a job's output and keeps none of it,
+ * and the server keeps a bounded tail (ZVIZ_JOB_LOG_KB).
+ */
+export const MAX_JOB_LOG_MB = 64 * 1024;
 
 /**
  * What a profile gives CI jobs (POST /jobs); a profile without this section runs none.
@@ -188,6 +194,14 @@ export const jobsSchema = z.strictObject({
   diskMb: z
     .strictObject({ default: z.number().int().min(16).max(MAX_JOB_DISK_MB), max: z.number().int().min(16).max(MAX_JOB_DISK_MB) })
     .refine((d) => d.default <= d.max, 'default must be at most max'),
+  /**
+   * The most a job may print (stdout and stderr together), MiB: past it the job is killed
+   * with 'output-limit'. Jobs' only output bound: outputBytes does not apply to them.
+   */
+  logMb: z
+    .strictObject({ default: z.number().int().min(1).max(MAX_JOB_LOG_MB), max: z.number().int().min(1).max(MAX_JOB_LOG_MB) })
+    .refine((d) => d.default <= d.max, 'default must be at most max')
+    .default({ default: 1024, max: 1024 }),
   /** Where the workspace is mounted inside the sandbox (and the job's working directory). */
   workspace: absolutePath.default('/workspace'),
   /** The artifacts archive (tar.gz) may be at most this large, MiB. */

@@ -4,7 +4,8 @@
 // job's whole sandbox is gone within a second and its log and artifacts are kept; a job
 // that fills its disk ends with reason disk-full; artifact globs never follow a symlink out;
 // a cache is restored for the same tenant only; bad inputs are 4xx in the error shape; a job
-// runs in an OCI image; a job that logs more than ZVIZ_JOB_LOG_KB keeps only its tail.
+// runs in an OCI image; a job that logs more than ZVIZ_JOB_LOG_KB keeps only its tail; a job may
+// print far more than outputBytes (its log is volume-limited by limits.logMb, not kept by the supervisor).
 import { execFile, spawnSync } from 'node:child_process';
 import { createServer as createHttpServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -17,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tarGz } from './support/archives.js';
 import { rawFetch } from './support/compat-auth.js';
 import { serverLeftovers } from './support/leftovers.js';
-import { descendantsOf, uidOf } from './support/procfs.js';
+import { descendantsOf, hostProcesses, readTrim, uidOf } from './support/procfs.js';
 import { busyboxLayer, writeOciLayout } from './support/oci-images.js';
 import { GENEROUS_QUOTAS, privilegedReason, repoRoot, skipReason, startServer, type RunningServer } from './support/server.js';
 import { missingPrograms } from './support/shell.js';
@@ -98,6 +99,18 @@ async function artifacts(id: string, key = s.apiKey!): Promise<Map<string, Buffe
 
 /** ZVIZ_UID_BASE's default, which the suite's server runs with: sandbox processes run at or above it. */
 const SANDBOX_UID_BASE = 1_000_000_000;
+
+/** The supervisors a server runs (its zviz-supervisor children). */
+function supervisorsOf(server: number): number[] {
+  return hostProcesses()
+    .filter((p) => p.comm === 'zviz-supervisor' && p.ppid === server)
+    .map((p) => p.pid);
+}
+
+/** A /proc/<pid>/status size (VmRSS, VmHWM) in bytes; 0 once the process is gone. */
+function statusBytes(pid: number, field: string): number {
+  return Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readTrim(`/proc/${pid}/status`) ?? '')?.[1] ?? 0) * 1024;
+}
 
 /** What the server's jobs left on the host: workspace mounts, image files and the loop devices over them. */
 function workspaceLeftovers(): string[] {
@@ -474,6 +487,51 @@ describe.skipIf(skip !== null)('CI jobs on a real server', () => {
     expect(log.endsWith('last-line\n')).toBe(true);
     expect(rss() - before).toBeLessThan(64 * 1024 * 1024);
   }, (Number(process.env.ZVIZ_JOBS_SOAK_S ?? 8) + 180) * 1000 * timeScale());
+
+  it('a job that prints 64 MiB (past the 16 MiB outputBytes cap) ends ok with the right kept tail; the supervisor keeps none of it', async () => {
+    const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${s.pid}/status`, 'utf8'))![1]) * 1024;
+    const before = rss();
+    const total = 64 * 1024 * 1024;
+    const id = await startJob({ script: `(yes 0123456789abcdef || true) | head -c ${total}; echo last-line`, limits: { timeoutMs: 300_000 } });
+    // The supervisors' peak memory while the job runs (VmHWM: their largest RSS so far).
+    let supervisorPeak = 0;
+    let job: any = null;
+    const deadline = Date.now() + 300_000 * timeScale();
+    while (job === null) {
+      supervisorPeak = Math.max(supervisorPeak, ...supervisorsOf(s.pid).map((pid) => statusBytes(pid, 'VmHWM')));
+      const r = await s.request(`/jobs/${id}`);
+      if (r.status === 200) job = r.body;
+      else if (Date.now() > deadline) throw new Error(`job ${id} did not end`);
+      else await sleep(50);
+    }
+    expect(job, JSON.stringify(job)).toMatchObject({ status: 'ok', exitCode: 0, reason: null });
+    expect(job.log.bytes).toBe(total + 10);
+    const log = Buffer.from(String((await s.request(`/jobs/${id}/log`)).body));
+    const line = '0123456789abcdef\n';
+    const printed = (i: number) => (i < total ? line.charCodeAt(i % line.length) : 'last-line\n'.charCodeAt(i - total));
+    const expected = Buffer.from(Array.from({ length: LOG_KB * 1024 }, (_, i) => printed(total + 10 - LOG_KB * 1024 + i)));
+    expect(log.equals(expected)).toBe(true);
+    // A supervisor that kept what it forwarded would hold tens of MiB here.
+    expect(supervisorPeak).toBeGreaterThan(0);
+    expect(supervisorPeak).toBeLessThan(16 * 1024 * 1024);
+    expect(rss() - before).toBeLessThan(64 * 1024 * 1024);
+  }, 360_000 * timeScale());
+
+  it('a job past its log volume limit (limits.logMb) is killed with reason output-limit; its log ends at the limit with a message', async () => {
+    const over = await s.request('/jobs', { body: { script: 'true', limits: { logMb: 1_000_000 } } });
+    expect(over.status).toBe(400);
+    const tooMuch = await s.request('/jobs', { body: { script: 'true', limits: { logMb: 60_000 } } });
+    expect(tooMuch.status, JSON.stringify(tooMuch.body)).toBe(400);
+    expect(tooMuch.body.error).toMatchObject({ code: 'LIMIT_EXCEEDS_PROFILE', message: expect.stringContaining('logMb must be at most 16384') });
+    const id = await startJob({ script: 'yes', limits: { logMb: 2, timeoutMs: 120_000 } });
+    const job = await waitJob(id);
+    const note = "\n[zviz] job killed: its output passed its log limit of 2 MiB (limits.logMb)\n";
+    expect(job, JSON.stringify(job)).toMatchObject({ status: 'killed', reason: 'output-limit' });
+    expect(job.limits.logMb).toBe(2);
+    expect(job.log.bytes).toBe(2 * 1024 * 1024 + note.length);
+    const log = String((await s.request(`/jobs/${id}/log`)).body);
+    expect(log.endsWith(`y\ny\n${note}`)).toBe(true);
+  }, 180_000 * timeScale());
 });
 
 describe.skipIf(skip !== null)('a server SIGKILLed mid-job, started again on the same state directory', () => {

@@ -9,7 +9,7 @@ import koffi from 'koffi';
 import { PACKAGE_ROOT } from './util/package-root.js';
 import { NATIVE_ERROR_CODES, type NativeFailure, type NativeErrorCode } from './types.js';
 
-export const EXPECTED_ABI = 10;
+export const EXPECTED_ABI = 11;
 
 /** Directory holding libzviz.so and zviz-supervisor (ZVIZ_NATIVE_DIR selects e.g. the ASan build). */
 export function nativeDir(): string {

@@ -134,7 +134,8 @@ export class SandboxPool {
 
   /**
    * Runs one task. With `onOutput`, stdout and stderr are handed over in chunks as the
-   * function writes them, all before the outcome (which still carries them whole, capped).
+   * function writes them, all before the outcome (which still carries them whole, capped;
+   * for a log, task.logBytes, it carries none).
    */
   async invoke(task: SandboxTask, onOutput?: (chunk: OutputChunk) => void): Promise<SandboxOutcome> {
     if (this.closing) throw new PoolOverloadedError('Cannot run invocation: the server is shutting down');

@@ -204,7 +204,9 @@ async function go(parked: ParkedSandbox, task: SandboxTask, control: Buffer | nu
       }
     : null;
   try {
-    return { out: await native.runAsync(parked.handle as native.SandboxHandle, task.limits.outputBytes, encodeGo(task, control, sink !== null), onOutput) };
+    // A log comes back as OUTPUT frames only: no buffer for a result's stdout and stderr.
+    const outputCap = task.logBytes !== undefined ? 0 : task.limits.outputBytes;
+    return { out: await native.runAsync(parked.handle as native.SandboxHandle, outputCap, encodeGo(task, control, sink !== null), onOutput) };
   } catch (e) {
     return { error: e };
   }

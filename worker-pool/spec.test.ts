@@ -454,4 +454,15 @@ describe('encodeGo', () => {
     expect(tags(encodeGo(makeTask({ warm: warm(true) }), null))).not.toContain(GO_TAG.ANSWER);
     expect(tags(encodeGo(makeTask({ warm: warm(false) }), Buffer.from('{}')))).not.toContain(GO_TAG.ANSWER);
   });
+
+  it("streams a job's output as a LOG with its u64 volume limit instead of STREAM, and plain output as before", () => {
+    const tags = (buf: Buffer) => decode(buf).map((r) => r.tag);
+    const fiveGiB = 5 * 1024 * 1024 * 1024;
+    const log = decode(encodeGo({ ...makeTask(), logBytes: fiveGiB }, null, true));
+    expect(log.map((r) => r.tag)).not.toContain(GO_TAG.STREAM);
+    expect(payloads(log, GO_TAG.LOG).map((p) => p.readBigUInt64LE(0))).toEqual([BigInt(fiveGiB)]);
+    expect(tags(encodeGo(makeTask(), null, true))).toContain(GO_TAG.STREAM);
+    expect(tags(encodeGo(makeTask(), null, true))).not.toContain(GO_TAG.LOG);
+    expect(tags(encodeGo(makeTask(), null, false))).not.toContain(GO_TAG.STREAM);
+  });
 });

@@ -39,7 +39,7 @@ export const TAG = {
 export const MAX_BROKERED_FILE_BYTES = 1 << 20;
 
 /** GO payload tags (native/src/internal.h enum zv_go_tag). */
-export const GO_TAG = { LIMITS: 1, STDIN: 2, CONTROL: 3, STREAM: 4, ANSWER: 5 } as const;
+export const GO_TAG = { LIMITS: 1, STDIN: 2, CONTROL: 3, STREAM: 4, ANSWER: 5, LOG: 6 } as const;
 /** Spec flags (native/src/internal.h ZV_SF_*). */
 export const SPEC_FLAGS = { WARM: 1, REUSE: 2, RESET_TMP: 4 } as const;
 
@@ -190,15 +190,20 @@ export function encodeSpec(
  * The GO payload: the invocation's own limits (applied to a pre-made sandbox's cgroup
  * before anything of the invocation runs), its stdin, and a warm runtime's work (fd 3).
  * With work for a runtime whose answer is its reply channel, ANSWER: the result is due
- * when the runtime closes fd 4, not when it has exited.
+ * when the runtime closes fd 4, not when it has exited. A job's output (task.logBytes)
+ * is a LOG, streamed whether or not `stream` asks for it.
  */
 export function encodeGo(
-  task: Pick<SandboxTask, 'limits' | 'profile' | 'stdin' | 'warm'>,
+  task: Pick<SandboxTask, 'limits' | 'profile' | 'stdin' | 'warm' | 'logBytes'>,
   control: Buffer | null,
   stream = false,
 ): Buffer {
   const parts = [record(GO_TAG.LIMITS, limits(task))];
-  if (stream) parts.push(record(GO_TAG.STREAM, Buffer.alloc(0)));
+  if (task.logBytes !== undefined) {
+    const volume = Buffer.alloc(8);
+    volume.writeBigUInt64LE(BigInt(task.logBytes), 0);
+    parts.push(record(GO_TAG.LOG, volume));
+  } else if (stream) parts.push(record(GO_TAG.STREAM, Buffer.alloc(0)));
   if (task.stdin.length > 0) parts.push(record(GO_TAG.STDIN, Buffer.from(task.stdin)));
   if (control) parts.push(record(GO_TAG.CONTROL, control));
   if (control && task.warm?.answerOnReply) parts.push(record(GO_TAG.ANSWER, Buffer.alloc(0)));

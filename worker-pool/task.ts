@@ -40,6 +40,12 @@ export interface SandboxTask {
    * mounted read-write on `target`, idmapped to the function, and its working directory.
    */
   workspace?: { source: string; target: string };
+  /**
+   * A job's output is a log: streamed and not kept (the supervisor holds one 64 KiB read
+   * per stream, the result carries no stdout or stderr), and ended with 'output-limit'
+   * past this many bytes of stdout and stderr together. limits.outputBytes does not apply.
+   */
+  logBytes?: number;
 }
 
 /** What the native layer needs of an image root (worker-pool/images/). */

@@ -1,5 +1,5 @@
 /* libFuzzer target: the control protocol's other input, the GO payload (limits, stdin,
- * a warm runtime's work, streaming), parsed over a valid spec as the supervisor does. */
+ * a warm runtime's work, streaming, a job's log), parsed over a valid spec as the supervisor does. */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>

@@ -18,7 +18,7 @@
 extern "C" {
 #endif
 
-#define ZVIZ_ABI_VERSION 10
+#define ZVIZ_ABI_VERSION 11
 #define ZVIZ_EXPORT __attribute__((visibility("default")))
 
 enum zviz_code {
@@ -53,7 +53,7 @@ struct zviz_error {
 #define ZVIZ_RF_STDERR_TRUNCATED (1u << 4)
 #define ZVIZ_RF_SIGNALED         (1u << 5)
 #define ZVIZ_RF_KILLED_BY_CALLER (1u << 6)
-#define ZVIZ_RF_OUTPUT_LIMIT     (1u << 7) /* killed: stdout or stderr exceeded the cap */
+#define ZVIZ_RF_OUTPUT_LIMIT     (1u << 7) /* killed: stdout or stderr exceeded the cap, or a log its volume limit */
 #define ZVIZ_RF_BROKER_DIED      (1u << 8) /* killed: the supervisor's seccomp notification handling failed
                                               * and closed the listener (fail closed; named after the former
                                               * broker process) */

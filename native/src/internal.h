@@ -125,6 +125,10 @@ enum zv_go_tag {
 	ZV_G_CONTROL = 3, /* bytes: written to a warm function's fd 3 */
 	ZV_G_STREAM = 4,  /* empty: send output as OUTPUT frames while it comes */
 	ZV_G_ANSWER = 5,  /* empty: a warm function's answer is complete when its fd 4 closes */
+	ZV_G_LOG = 6,     /* u64, not zero: stream output as STREAM does, but as a log: keep none of
+			   * it (the result carries no stdout or stderr), and end the invocation
+			   * (OUTPUT_LIMIT) past this many bytes of stdout and stderr together; a
+			   * cold sandbox only */
 };
 
 #define ZV_MAX_SC_ALLOW 512
@@ -221,6 +225,7 @@ struct zv_spec {
 	char *workspace_src;
 	char *workspace_target;
 	bool stream; /* set by GO */
+	uint64_t log_bytes; /* set by GO (ZV_G_LOG): 0, or the log's volume limit */
 	bool answer_on_reply; /* set by GO: the result is due at the reply channel's EOF */
 };
 

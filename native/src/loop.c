@@ -3,7 +3,8 @@
  * pipe, the timeout timerfd, the control socket, the server's pidfd, the seccomp
  * listener whose notifications it answers), and the measurement of what the invocation did.
  *
- * Every stream is bounded: what we read is capped at outputBytes (passing it kills the
+ * Every stream is bounded: what we read is capped at outputBytes, or for a log (a CI job's)
+ * forwarded and forgotten up to its volume limit (output.c; passing either kills the
  * sandbox: a flood must not burn the host's CPU until the timeout), what we write is
  * written non-blocking as the sandbox reads it, so a function that never reads its
  * stdin cannot stall us.
@@ -67,9 +68,13 @@ static int grow(struct pipe_buf *p, size_t cap, struct zviz_error *err)
 
 int zv_sup_alloc_buffers(struct sup *s, struct zviz_error *err)
 {
-	size_t cap = (size_t)s->spec.limits.output_bytes;
+	/* A log keeps nothing: one read's buffer per stream, however much the job prints. It
+	 * is a cold sandbox's (zv_sup_apply_go), which has no reply channel. */
+	bool log = s->spec.log_bytes != 0;
+	size_t cap = log ? ZV_LOG_CHUNK : (size_t)s->spec.limits.output_bytes;
 	int r;
-	if ((r = grow(&s->out, cap, err)) < 0 || (r = grow(&s->err, cap, err)) < 0 || (r = grow(&s->reply, cap, err)) < 0)
+	if ((r = grow(&s->out, cap, err)) < 0 || (r = grow(&s->err, cap, err)) < 0 ||
+	    (r = grow(&s->reply, log ? 0 : cap, err)) < 0)
 		return r;
 	return 0;
 }
@@ -103,53 +108,29 @@ static void close_fd(int *fd)
 	*fd = -1;
 }
 
-/* Streaming: forward what drain() just kept to the caller as an OUTPUT frame. */
-static void forward(struct sup *s, int stream, const struct pipe_buf *p, size_t before)
+/* How output is handled now: forwarded only while streaming and running (GO's). */
+static struct zv_output *output(struct sup *s)
 {
-	if (!s->spec.stream || !s->running || p->len <= before)
-		return;
-	uint32_t id = (uint32_t)stream;
-	for (size_t off = before; off < p->len;) {
-		size_t n = p->len - off < 65536 ? p->len - off : 65536; /* the library's chunk size */
-		struct iovec parts[] = {
-			{ .iov_base = &id, .iov_len = sizeof(id) },
-			{ .iov_base = p->data + off, .iov_len = n },
-		};
-		if (zv_send_framev(CTL_FD, ZV_FRAME_OUTPUT, parts, 2) < 0) {
-			/* The caller stopped reading (send timeout) or is gone: end the invocation. */
-			s->res.flags |= ZVIZ_RF_KILLED_BY_CALLER;
-			zv_sup_kill_sandbox(s);
-			return;
-		}
-		off += n;
+	s->output.ctl_fd = CTL_FD;
+	s->output.forward = s->spec.stream && s->running;
+	s->output.log_limit = s->spec.log_bytes;
+	return &s->output;
+}
+
+static void caller_check(struct sup *s)
+{
+	if (s->output.send_failed && !(s->res.flags & ZVIZ_RF_KILLED_BY_CALLER)) {
+		/* The caller stopped reading (send timeout) or is gone: end the invocation. */
+		s->res.flags |= ZVIZ_RF_KILLED_BY_CALLER;
+		zv_sup_kill_sandbox(s);
 	}
 }
 
-static void drain(struct pipe_buf *p)
+/* stdout (1) or stderr (2): kept and, streaming, forwarded; or a log's, forwarded only. */
+static void drain(struct sup *s, int stream, struct pipe_buf *p)
 {
-	uint8_t scratch[65536];
-	for (;;) {
-		size_t room = p->cap - p->len;
-		uint8_t *dst = room ? p->data + p->len : scratch;
-		size_t want = room ? room : sizeof(scratch);
-		ssize_t n = read(p->fd, dst, want);
-		if (n > 0) {
-			if (room) {
-				p->len += (size_t)n;
-				continue;
-			}
-			/* Over the cap: keep what fits and report it; the loop kills the sandbox. */
-			p->truncated = true;
-			close_fd(&p->fd);
-			return;
-		}
-		if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
-			close_fd(&p->fd);
-			return;
-		}
-		if (errno == EAGAIN)
-			return;
-	}
+	zv_out_drain(output(s), stream, p);
+	caller_check(s);
 }
 
 static void feed(struct feed *f)
@@ -183,13 +164,13 @@ static void read_child_msg(struct sup *s)
 			s->wait_status = m.wait_status;
 		} else if (m.type == ZV_MSG_ERROR) {
 			/* execve failed: report it on stderr of the result, as a shell would. */
+			char line[sizeof(m.err.msg) + 1];
 			m.err.msg[sizeof(m.err.msg) - 1] = '\0';
 			size_t l = strnlen(m.err.msg, sizeof(m.err.msg));
-			if (l + 1 <= s->err.cap - s->err.len) {
-				memcpy(s->err.data + s->err.len, m.err.msg, l);
-				s->err.data[s->err.len + l] = '\n';
-				s->err.len += l + 1;
-			}
+			memcpy(line, m.err.msg, l);
+			line[l] = '\n';
+			zv_out_note(output(s), 2, &s->err, line, l + 1);
+			caller_check(s);
 			s->got_exit = true;
 			s->wait_status = 127 << 8;
 		}
@@ -241,16 +222,8 @@ static void check_answered(struct sup *s)
  * in: what it printed before answering is in the pipes; what comes after is not ours). */
 static void drain_output(struct sup *s)
 {
-	if (s->out.fd >= 0) {
-		size_t before = s->out.len;
-		drain(&s->out);
-		forward(s, 1, &s->out, before);
-	}
-	if (s->err.fd >= 0) {
-		size_t before = s->err.len;
-		drain(&s->err);
-		forward(s, 2, &s->err, before);
-	}
+	drain(s, 1, &s->out);
+	drain(s, 2, &s->err);
 }
 
 uint64_t zv_self_cpu_ns(void)
@@ -380,18 +353,12 @@ bool zv_sup_loop(struct sup *s, bool until_booted)
 			zv_sup_kill_sandbox(s);
 			return false;
 		}
-		if (pfd[P_OUT].revents) {
-			size_t before = s->out.len;
-			drain(&s->out);
-			forward(s, 1, &s->out, before);
-		}
-		if (pfd[P_ERR].revents) {
-			size_t before = s->err.len;
-			drain(&s->err);
-			forward(s, 2, &s->err, before);
-		}
+		if (pfd[P_OUT].revents)
+			drain(s, 1, &s->out);
+		if (pfd[P_ERR].revents)
+			drain(s, 2, &s->err);
 		if (pfd[P_REPLY].revents) {
-			drain(&s->reply);
+			zv_out_keep(&s->reply);
 			check_booted(s);
 			check_answered(s);
 		}

@@ -384,6 +384,9 @@ static void clear_invocation(struct sup *s, bool first)
 	s->naudit = 0;
 	s->answered = false;
 	s->spec.stream = false;
+	s->spec.log_bytes = 0;
+	s->output.total = 0;
+	s->output.send_failed = false;
 	s->spec.stdin_len = 0;
 	s->spec.stdin_data = NULL;
 	free(s->go_buf);

@@ -504,7 +504,7 @@ int zv_go_parse(const uint8_t *buf, size_t len, struct zv_spec *s, const uint8_t
 {
 	*control = NULL;
 	*control_len = 0;
-	bool seen[6] = { false, false, false, false, false, false };
+	bool seen[7] = { false };
 	for (size_t off = 0; off < len;) {
 		if (len - off < 8)
 			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "GO: truncated record header at offset %zu", off);
@@ -515,7 +515,7 @@ int zv_go_parse(const uint8_t *buf, size_t len, struct zv_spec *s, const uint8_t
 			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "GO: malformed record at offset %zu", off - 8);
 		const uint8_t *p = buf + off;
 		off += rlen;
-		if (tag < 1 || tag > 5 || seen[tag])
+		if (tag < 1 || tag > 6 || seen[tag])
 			return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "GO: unknown or repeated record tag %u", tag);
 		seen[tag] = true;
 		switch ((enum zv_go_tag)tag) {
@@ -550,6 +550,14 @@ int zv_go_parse(const uint8_t *buf, size_t len, struct zv_spec *s, const uint8_t
 			if (rlen != 0)
 				return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "GO answer: %u bytes, expected none", rlen);
 			s->answer_on_reply = true;
+			break;
+		case ZV_G_LOG:
+			if (rlen != 8)
+				return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "GO log: %u bytes, expected 8", rlen);
+			s->log_bytes = rd_u64(p);
+			if (s->log_bytes == 0)
+				return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "GO log: a volume limit of 0 bytes");
+			s->stream = true;
 			break;
 		}
 	}

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <sys/resource.h>
 
+#include "output.h"
 #include "sandbox.h"
 
 #define CTL_FD 3
@@ -20,14 +21,6 @@
 #define ZV_TRUSTED_CPU_SHARE 10u
 #define ZV_TRUSTED_CPU_MIN_NS (100ull * 1000000ull)
 #define ZV_TRUSTED_CPU_TICK_MS 50
-
-/* A stream we read from the sandbox (stdout, stderr, the reply channel), capped. */
-struct pipe_buf {
-	int fd;
-	uint8_t *data;
-	size_t len, cap;
-	bool truncated;
-};
 
 /* A stream we write into the sandbox (stdin, the control channel). */
 struct feed {
@@ -70,6 +63,7 @@ struct sup {
 	int msg_rd;
 	struct feed in, ctl;
 	struct pipe_buf out, err, reply;
+	struct zv_output output; /* how out and err are handled: kept, or a log (output.h) */
 	int timer_fd;
 	int budget_fd;             /* periodic: check the trusted side's CPU against its budget */
 	uint64_t trusted_budget_ns;

@@ -272,6 +272,10 @@ int zv_sup_wait_for_go(struct sup *s, struct zviz_error *err)
 int zv_sup_apply_go(struct sup *s, struct zviz_error *err)
 {
 	int r;
+	/* A warm function's output before GO is kept for its first invocation, and its answer
+	 * is the reply channel: neither is a log. */
+	if (s->spec.log_bytes && s->warm)
+		return zv_fail(err, ZVIZ_E_INVALID_SPEC, 0, "GO log: a warm sandbox's output is not a log");
 	if (s->cg.n > 0 && (r = zv_cg_apply_limits(&s->cg, &s->spec.limits, err)) < 0)
 		return r;
 	if ((r = zv_sup_alloc_buffers(s, err)) < 0)

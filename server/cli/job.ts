@@ -37,6 +37,7 @@ const RUN_OPTIONS = {
     help: 'restored while the tenant has no saved cache for the key: a directory laid out as the workspace (packed as .tar.gz), an archive, or an upload digest',
   },
   disk: { type: 'string', value: 'MIB', help: "the workspace's size in MiB (default: the profile's)" },
+  'log-mb': { type: 'string', value: 'MIB', help: "the most the job may print, MiB (default: the profile's); past it it is killed" },
   ...LIMIT_OPTIONS,
   'artifacts-out': { type: 'string', short: 'o', value: 'FILE', help: "download the artifacts' .tar.gz to FILE after the run" },
   detach: { type: 'boolean', short: 'd', help: "print the job's id and exit; do not follow it" },
@@ -216,6 +217,7 @@ async function run(args: readonly string[], io: Io): Promise<number> {
   const cache = v['cache-key'] === undefined ? undefined : { key: v['cache-key'], paths: v['cache-path'] };
   const limits: Record<string, number> = { ...limitsObject(parseLimitFlags(v)) };
   if (v.disk !== undefined) limits.diskMb = parseInteger('disk', v.disk, 16);
+  if (v['log-mb'] !== undefined) limits.logMb = parseInteger('log-mb', v['log-mb'], 1);
   if (Object.keys(limits).length > 0) body.limits = limits;
 
   const server = serverFrom(v, io.env);
@@ -254,6 +256,7 @@ async function run(args: readonly string[], io: Io): Promise<number> {
     const lines = record.status === 'failed' ? [`the job could not run: ${record.error?.message ?? record.reason ?? 'unknown'}`] : [];
     if (record.reason === 'cancelled') lines.push('the job was cancelled');
     else if (record.reason === 'disk-full') lines.push(`the workspace is full (${record.limits?.diskMb ?? '?'} MiB): raise --disk`);
+    else if (record.reason === 'output-limit') lines.push(`killed: the job's log passed ${record.limits?.logMb ?? '?'} MiB: raise --log-mb`);
     else if (record.status !== 'failed' && record.limits) lines.push(...statusLines(record as never, record.limits as never));
     for (const s of record.artifacts?.skipped ?? []) lines.push(`artifact ${s.path} not collected: ${s.reason}`);
     if (lines.length > 0) say(io.stderr, lines.join('\n'));

@@ -1,7 +1,7 @@
 // The HTTP contract of CI jobs (POST /jobs and friends). Request and record types come
 // from these schemas.
 import { z } from '@hono/zod-openapi';
-import { limitsSchema, MAX_JOB_DISK_MB, runtimeSchema } from '../../profiles/schema.js';
+import { limitsSchema, MAX_JOB_DISK_MB, MAX_JOB_LOG_MB, runtimeSchema } from '../../profiles/schema.js';
 import { digestSchema } from '../uploads/store.js';
 import { secretsSchema } from '../functions/deploy.js';
 import { auditEventSchema, callbackUrlSchema, envSchema, INVOKE_REASONS, INVOKE_STATUSES, MAX_ARG_CHARS, MAX_ARGS, MAX_CODE_BYTES, profileNameSchema } from '../invocation/schemas.js';
@@ -35,6 +35,8 @@ const argSchema = z.string().max(MAX_ARG_CHARS).refine((s) => !s.includes('\0'),
 export const jobLimitsSchema = limitsSchema.partial().extend({
   /** The workspace filesystem's size, MiB: the most the job can write there. */
   diskMb: z.number().int().min(16).max(MAX_JOB_DISK_MB).optional(),
+  /** The most the job may print, stdout and stderr together, MiB; past it: killed, 'output-limit'. */
+  logMb: z.number().int().min(1).max(MAX_JOB_LOG_MB).optional(),
 });
 
 export const jobBodySchema = z
@@ -108,7 +110,7 @@ export const jobRecordSchema = z.strictObject({
   brokerCpuMs: z.number(),
   memoryPeakBytes: z.number(),
   profile: z.string(),
-  limits: limitsSchema.extend({ diskMb: z.number().int() }),
+  limits: limitsSchema.extend({ diskMb: z.number().int(), logMb: z.number().int().optional() }),
   image: z.string().nullable(),
   runtime: z.string().nullable(),
   workspace: z.string().nullable(),

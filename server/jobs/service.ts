@@ -84,6 +84,8 @@ interface JobPlan {
   body: JobBody;
   profile: Profile;
   diskMb: number;
+  /** The most the job may print (task.logBytes), MiB. */
+  logMb: number;
   workspaceTarget: string;
   workspaceFile: string | null;
   /** The cache's seed upload, restored when the tenant has no saved cache for the key. */
@@ -200,16 +202,10 @@ export class JobService {
     if (jobs === undefined) {
       throw new ApiError('JOBS_NOT_ALLOWED', `Cannot start job: profile '${profile.name}' runs no jobs (it has no 'jobs' section): use profile 'ci'`, { profile: profile.name });
     }
-    const { diskMb: requestedDisk, ...requested } = body.limits ?? {};
+    const { diskMb: requestedDisk, logMb: requestedLog, ...requested } = body.limits ?? {};
     const limits = resolveLimits(profile, requested, { tenant: tenant.name, max: tenant.quotas.maxLimits });
-    const diskMb = requestedDisk ?? jobs.diskMb.default;
-    if (diskMb > jobs.diskMb.max) {
-      throw new ApiError('LIMIT_EXCEEDS_PROFILE', `Cannot apply limits: diskMb must be at most ${jobs.diskMb.max} for profile '${profile.name}': current value is ${diskMb}`, {
-        field: 'diskMb',
-        max: jobs.diskMb.max,
-        requested: diskMb,
-      });
-    }
+    const diskMb = jobLimit(profile, 'diskMb', requestedDisk);
+    const logMb = jobLimit(profile, 'logMb', requestedLog);
     for (const p of [...(body.artifacts ?? []), ...(body.cache?.paths ?? [])]) {
       const problem = relativePatternProblem(p);
       if (problem !== null) throw new ApiError('VALIDATION_FAILED', `Cannot validate request body: path ${JSON.stringify(p)} ${problem}`, [{ path: 'artifacts', message: problem }]);
@@ -252,7 +248,9 @@ export class JobService {
         task.profile.seccompAllow = [...new Set([...allowlistFor(profile, profile.runtimes), ...(imageAllowlistFor(profile) ?? [])])];
       }
       task.profile.brokeredFiles.push(...brokered);
-      return { task, plan: { body, profile, diskMb, workspaceTarget: jobs.workspace, workspaceFile, cacheSeedFile, releaseUploads, startedAt: new Date().toISOString() } };
+      // The output is a log: streamed into job.log and not kept by the supervisor, bounded in volume.
+      task.logBytes = logMb * MiB;
+      return { task, plan: { body, profile, diskMb, logMb, workspaceTarget: jobs.workspace, workspaceFile, cacheSeedFile, releaseUploads, startedAt: new Date().toISOString() } };
     } catch (e) {
       releaseUploads();
       throw e;
@@ -311,6 +309,9 @@ export class JobService {
       const run = this.deps.invocations.run(admitted, onOutput);
       const r = (await run) as InvokeResponse;
       response = r;
+      if (r.reason === 'output-limit') {
+        job.log.append(Buffer.from(`\n[zviz] job killed: its output passed its log limit of ${plan.logMb} MiB (limits.logMb)\n`));
+      }
       diskFull = r.status !== 'ok' && (await this.deps.workspaces.freeBytes(ws)) < Math.max(MiB, ws.sizeBytes / 100);
     } catch (e) {
       failure = e instanceof ApiError ? e : publicError(e, this.deps.log, { route: 'job', id });
@@ -353,7 +354,7 @@ export class JobService {
     failure: ApiError | null,
     extra: { artifacts: ArtifactsSummary | null; cacheRestored: CacheSource | null; cacheSaved: { saved: boolean; bytes: number | null }; diskFull: boolean; wallMs: number },
   ): JobRecord {
-    const limits = { ...(r?.limits ?? (plan.profile.limits.defaults as Limits)), diskMb: plan.diskMb };
+    const limits = { ...(r?.limits ?? (plan.profile.limits.defaults as Limits)), diskMb: plan.diskMb, logMb: plan.logMb };
     let status: JobRecord['status'] = r?.status === 'compile_error' ? 'error' : (r?.status ?? 'failed');
     let reason: JobReason | null = r?.reason ?? null;
     if (job.cancelled) {
@@ -508,6 +509,20 @@ export function withJobEgress(profiles: Map<string, Profile>, egress: { allow: J
       p.jobs?.egressFromConfig ? { ...p, network: { mode: 'egress' as const, allow: egress.allow, ...(egress.dns ? { dns: egress.dns } : {}), limits: {} } } : p,
     ]),
   );
+}
+
+/** A job's own limit (jobs.diskMb, jobs.logMb): the request's within the profile's max, or its default. */
+function jobLimit(profile: Profile, field: 'diskMb' | 'logMb', requested: number | undefined): number {
+  const bounds = profile.jobs![field];
+  const value = requested ?? bounds.default;
+  if (value > bounds.max) {
+    throw new ApiError('LIMIT_EXCEEDS_PROFILE', `Cannot apply limits: ${field} must be at most ${bounds.max} for profile '${profile.name}': current value is ${value}`, {
+      field,
+      max: bounds.max,
+      requested: value,
+    });
+  }
+  return value;
 }
 
 /** argv of a command in a runtime's root: a bare name is a program of /usr/bin. */
