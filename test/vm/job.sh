@@ -2,15 +2,17 @@
 # with `node dist/test/vm/run.js --file test/vm/job.sh`). Run from the checkout, as root,
 # with ZVIZ_MUST_WORK=1: a skip is a failure. Each step prints its name, exit status and
 # time; the job fails if any step does.
-#   ZVIZ_VM_SUITES   the vitest files to run: `default`, `all` (layers A to E whole), or a
-#                    list of files (whole). The default fits the CI budget (at most 25 minutes
+#   ZVIZ_VM_SUITES   the vitest files to run: `default`, `all` (layers A to E and the CI jobs
+#                    whole), or a list of files (whole). The default fits the CI budget (at most 25 minutes
 #                    for the VM step on 2 cores under TCG; measured times in the README):
 #                    layers A to D whole, and of layer E (networking) what the kernel itself
 #                    answers — mode none, mode egress (its nftables rules and their audit),
 #                    the socket families refused — without its slowest cases (two concurrent
 #                    egress sandboxes, limits, dns, pre-warmed sandboxes, a killed server's
 #                    clean-up, the 80-sandbox small pool, shutdown), which run on the v1
-#                    hosts on every run, and here with `all`.
+#                    hosts on every run, and here with `all`. Of the CI jobs (test/jobs.test.ts),
+#                    what the kernel decides: a build in a loop-mounted ext4 workspace, a cancel
+#                    through the cgroup, a full disk, env and secrets, a restart's sweep.
 #   ZVIZ_VM_SELECT   a vitest -t filter (full test names) over those files, in place of the
 #                    default's
 #   ZVIZ_VM_STEPS    the steps to run (default: all): smoke apparmor suites bench
@@ -20,11 +22,11 @@ export ZVIZ_TEST_TIME_SCALE="${ZVIZ_TEST_TIME_SCALE:-10}"
 SELECT='' # a vitest -t filter on full test names (empty: every test of SUITES)
 case "${ZVIZ_VM_SUITES:-default}" in
   default)
-    SUITES="test/layer-a.test.ts test/layer-b.test.ts test/layer-c.test.ts test/layer-d.test.ts test/layer-e.test.ts"
-    # Every test of the other files; of layer E's, the ones named above (full names).
-    SELECT='^(?!layer E: )|^layer E: sandbox networking one sandbox per invocation \(no pre-warming\) (mode none |mode egress (?!two concurrent)|socket address families )'
+    SUITES="test/layer-a.test.ts test/layer-b.test.ts test/layer-c.test.ts test/layer-d.test.ts test/layer-e.test.ts test/jobs.test.ts"
+    # Every test of layers A to D; of layer E's and the CI jobs', the ones named above (full names).
+    SELECT='^(?!layer E: |CI jobs on a real server )|^layer E: sandbox networking one sandbox per invocation \(no pre-warming\) (mode none |mode egress (?!two concurrent)|socket address families )|^CI jobs on a real server (builds a C project|cancel kills|a job that writes more than its disk|a command job gets)'
     ;;
-  all) SUITES="test/layer-a.test.ts test/layer-b.test.ts test/layer-c.test.ts test/layer-d.test.ts test/layer-e.test.ts" ;;
+  all) SUITES="test/layer-a.test.ts test/layer-b.test.ts test/layer-c.test.ts test/layer-d.test.ts test/layer-e.test.ts test/jobs.test.ts" ;;
   *) SUITES=$ZVIZ_VM_SUITES ;;
 esac
 SELECT="${ZVIZ_VM_SELECT:-$SELECT}"

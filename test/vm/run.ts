@@ -7,7 +7,7 @@ import { PACKAGE_ROOT } from '../../worker-pool/util/package-root.js';
 import { runInVm, shellQuote, vmUnavailable } from './vm.js';
 
 /** Variables the guest gets from the caller's environment when set. */
-export const PASSED_ENV = ['ZVIZ_MUST_WORK', 'ZVIZ_TEST_TIME_SCALE', 'ZVIZ_VM_SUITES', 'ZVIZ_VM_STEPS'];
+export const PASSED_ENV = ['ZVIZ_MUST_WORK', 'ZVIZ_TEST_TIME_SCALE', 'ZVIZ_VM_SUITES', 'ZVIZ_VM_SELECT', 'ZVIZ_VM_STEPS'];
 
 export interface RunArgs {
   timeoutS: number;

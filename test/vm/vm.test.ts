@@ -94,12 +94,14 @@ describe('scripts', () => {
     }
   });
 
-  it('job.sh is valid shell, and ZVIZ_VM_SUITES=all names every layer suite there is', () => {
+  it('job.sh is valid shell; ZVIZ_VM_SUITES=all names every layer suite there is and the CI jobs, and the default the same files', () => {
     const path = join(PACKAGE_ROOT, 'test', 'vm', 'job.sh');
     expect(spawnSync('bash', ['-n', path]).status).toBe(0);
-    const all = /^\s*all\) SUITES="([^"]*)"/m.exec(readFileSync(path, 'utf8'))?.[1]?.split(' ');
+    const text = readFileSync(path, 'utf8');
+    const all = /^\s*all\) SUITES="([^"]*)"/m.exec(text)?.[1]?.split(' ');
     const layers = readdirSync(join(PACKAGE_ROOT, 'test')).filter((f) => /^layer-[a-z]\.test\.ts$/.test(f)).map((f) => `test/${f}`);
-    expect(all).toEqual(layers.sort());
+    expect(all).toEqual([...layers.sort(), 'test/jobs.test.ts']);
+    expect(/^\s*SUITES="([^"]*)"/m.exec(text)?.[1]?.split(' ')).toEqual(all);
   });
 
   it('the job script quotes its environment and directory, and refuses a bad variable name', () => {
