@@ -9,18 +9,10 @@ import { PoolStatsPublisher } from '../server/ops/pool-stats.js';
 import { RedisFunctionStore } from '../server/state/redis-functions.js';
 import { RedisInvocationStore } from '../server/state/redis-invocations.js';
 import { createRedis, keys } from '../server/state/redis.js';
+import { nodeFunctionSpec } from './support/fixtures.js';
 import { redisForSuite } from './support/redis.js';
 
-const spec = (code: string, over: Partial<FunctionSpec> = {}): FunctionSpec => ({
-  runtime: 'node',
-  files: { 'main.js': code },
-  handler: 'main.js',
-  profile: 'default',
-  limits: {},
-  env: {},
-  secrets: {},
-  ...over,
-});
+const spec = nodeFunctionSpec;
 const opts = (over: Partial<PutOptions> = {}): PutOptions => ({ onlyIfChanged: false, maxFunctions: 100, keepVersions: 3, ...over });
 
 describe('deployed functions, async records and pool stats in a real Redis', () => {

@@ -14,6 +14,7 @@ import { openState, type State } from '../server/state/index.js';
 import { migrateKeyLayout } from '../server/state/migrate.js';
 import { COMMANDS, keys } from '../server/state/redis.js';
 import { keyIdOf, quotasSchema } from '../server/tenancy/tenants.js';
+import { nodeFunctionSpec } from './support/fixtures.js';
 import { redisClusterUnavailable, startRedisCluster, type TestRedisCluster } from './support/redis.js';
 import { skipReason } from './support/server.js';
 import { timeScale } from './support/wait.js';
@@ -22,16 +23,7 @@ const TITLE = 'shared state on a real 3-master Redis Cluster (needs redis-server
 const skip = skipReason('Redis Cluster suite', redisClusterUnavailable());
 const quotas = quotasSchema.parse({ concurrency: 2, invocationsPerMinute: 1000, cpuSeconds: 100, cpuWindowSeconds: 3600 });
 const owner = { id: 'host-a', boot: 'boot-2' };
-const spec = (code: string, bundle?: string): FunctionSpec => ({
-  runtime: 'node',
-  files: { 'main.js': code },
-  handler: 'main.js',
-  profile: 'default',
-  limits: {},
-  env: {},
-  secrets: {},
-  ...(bundle ? { bundle: { digest: bundle, bytes: 1 } } : {}),
-});
+const spec = (code: string, bundle?: string): FunctionSpec => nodeFunctionSpec(code, bundle ? { bundle: { digest: bundle, bytes: 1 } } : {});
 
 describe.skipIf(skip !== null)(skip !== null ? `${TITLE} [${skip}]` : TITLE, () => {
   let cluster: TestRedisCluster;

@@ -43,19 +43,7 @@
 #define ANSWERED_BEFORE 200  /* calls the supervisor answers before it is killed */
 #define FAILED_AFTER 5000    /* calls read after its death */
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                                     \
-	do {                                                                                                 \
-		if (cond) {                                                                                  \
-			printf("ok   ");                                                                     \
-		} else {                                                                                     \
-			printf("FAIL ");                                                                     \
-			failures++;                                                                          \
-		}                                                                                            \
-		printf(__VA_ARGS__);                                                                         \
-		printf("\n");                                                                                \
-	} while (0)
+#include "check.h"
 
 /* getppid → user notification, everything else allowed (the native architecture only). */
 static struct sock_filter prog[] = {

@@ -28,19 +28,7 @@
 
 #define MiB (1024ull * 1024ull)
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                                     \
-	do {                                                                                                 \
-		if (cond) {                                                                                  \
-			printf("ok   ");                                                                     \
-		} else {                                                                                     \
-			printf("FAIL ");                                                                     \
-			failures++;                                                                          \
-		}                                                                                            \
-		printf(__VA_ARGS__);                                                                         \
-		printf("\n");                                                                                \
-	} while (0)
+#include "check.h"
 
 /* Byte i of the writer's output. */
 static uint8_t pattern(uint64_t i)

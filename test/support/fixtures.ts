@@ -6,6 +6,7 @@ import { PACKAGE_ROOT } from '../../worker-pool/util/package-root.js';
 import { parseProfile, type Profile } from '../../profiles/index.js';
 import type { HostFacts, OutputChunk, SandboxOutcome, SandboxResult } from '../../worker-pool/types.js';
 import type { SandboxTask } from '../../worker-pool/task.js';
+import type { FunctionSpec } from '../../server/functions/store.js';
 import { createApp, type AppDeps, type Invoker } from '../../server/app.js';
 import { AuditLog } from '../../server/tenancy/audit.js';
 import { silentLogger } from '../../server/ops/log.js';
@@ -128,4 +129,9 @@ export function testApp(deps: Partial<AppDeps> = {}, state: ReturnType<typeof te
     ...state,
     ...deps,
   });
+}
+
+/** A node function whose main.js is `code`, with everything else at its default (`over` replaces fields). */
+export function nodeFunctionSpec(code: string, over: Partial<FunctionSpec> = {}): FunctionSpec {
+  return { runtime: 'node', files: { 'main.js': code }, handler: 'main.js', profile: 'default', limits: {}, env: {}, secrets: {}, ...over };
 }
