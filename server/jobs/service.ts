@@ -267,7 +267,13 @@ export class JobService {
     if (file === null) {
       throw new ApiError('UNKNOWN_UPLOAD', `Cannot find upload ${digest} (${field}): tenant '${tenant}' has not uploaded it (POST /uploads first)`, { digest, field });
     }
-    const checked = await checkArchive(file, { limits: { maxBytes: mb * MiB, maxEntries: DEFAULT_MAX_ENTRIES } });
+    const checked = await checkArchive(file, { limits: { maxBytes: mb * MiB, maxEntries: DEFAULT_MAX_ENTRIES } }).catch((e: unknown) => {
+      // Removed in the instant before this job's hold was taken (a DELETE, the collector).
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new ApiError('UNKNOWN_UPLOAD', `Cannot find upload ${digest} (${field}): it was deleted as the job started`, { digest, field });
+      }
+      throw e;
+    });
     if (checked.bytes > mb * MiB * 0.9) {
       throw new ApiError('LIMIT_EXCEEDS_PROFILE', `Cannot start job: the ${field} unpacks to ${checked.bytes} bytes, which does not fit ${room}`, {
         field: field === 'workspace' ? 'diskMb' : field,

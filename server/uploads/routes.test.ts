@@ -115,6 +115,40 @@ describe('POST /uploads within the tenant quotas', () => {
   });
 });
 
+describe('what the stored-bytes budget counts', () => {
+  it('a tiny upload counts as 4 KiB (a file takes an inode and a block): 256 fill a 1 MiB budget', async () => {
+    const t = await testTenant(state, 'acme', { maxUploadStoreMb: 1 });
+    for (let i = 0; i < 256; i++) {
+      const r = await upload(t.apiKey, 1, i);
+      expect(r.status, JSON.stringify(r.body)).toBe(201);
+    }
+    const over = await upload(t.apiKey, 2, 0x61);
+    expect([over.status, over.body.error.code]).toEqual([413, 'QUOTA_UPLOAD_STORE']);
+    expect(await store.usage('acme')).toMatchObject({ bytes: MiB, blobs: 256 });
+  });
+
+  it('a tenant keeps at most so many uploads on a host, however small', async () => {
+    store = new UploadStore({ dir: join(work, 'uploads'), remote: null, log: silentLogger, maxBlobsPerTenant: 3 });
+    app = testApp({ uploads: { store, bundles: new Bundles({ uploads: store, cacheDir: join(work, 'cache'), maxBundleBytes: MiB, log: silentLogger }), maxUploadBytes: 4 * MiB, maxStoreBytes: 64 * MiB } }, state);
+    const t = await testTenant(state);
+    for (const fill of [1, 2, 3]) expect((await upload(t.apiKey, 10, fill)).status).toBe(201);
+    const fourth = await upload(t.apiKey, 10, 4);
+    expect([fourth.status, fourth.body.error.code, fourth.body.error.details]).toEqual([413, 'QUOTA_UPLOAD_STORE', { quota: 'uploads', maxUploads: 3, uploads: 3 }]);
+    // The same bytes again are not a new upload.
+    expect((await upload(t.apiKey, 10, 1)).status).toBe(200);
+    expect(parts()).toEqual([]);
+  });
+
+  it('uploads no larger than the largest stored blob are let through to the end only one at a time: parallel ones cannot fill the disk', async () => {
+    const t = await testTenant(state, 'acme', { maxUploadStoreMb: 1 });
+    expect((await upload(t.apiKey, (3 * MiB) / 4, 0x61)).status).toBe(201);
+    // Each is smaller than the stored one, and together they are far over what is left.
+    const all = await Promise.all([0x62, 0x63, 0x64, 0x65].map((fill) => upload(t.apiKey, MiB / 2, fill, true)));
+    expect(all.map((r) => [r.status, r.body.error?.code])).toEqual(all.map(() => [413, 'QUOTA_UPLOAD_STORE']));
+    expect(parts()).toEqual([]);
+  });
+});
+
 describe('DELETE /uploads/:digest', () => {
   async function del(key: string, digest: string) {
     const r = await app.request(`/uploads/${digest}`, { method: 'DELETE', headers: { authorization: `Bearer ${key}` } });
@@ -146,6 +180,21 @@ describe('DELETE /uploads/:digest', () => {
       expect(r.body.error.code).toMatch(/^(UNKNOWN_UPLOAD|NOT_FOUND)$/);
     }
     expect(readdirSync(join(work, 'uploads', 'acme')).length).toBe(1);
+  });
+
+  it('a held blob is not discarded (the collector), and a hold taken while it is being removed keeps it', async () => {
+    const t = await testTenant(state);
+    const up = await upload(t.apiKey, 100, 0x61);
+    const release = store.hold(t.name, up.body.digest);
+    expect(await store.discard(t.name, up.body.digest)).toBe(false);
+    release();
+    // A hold taken during the removal's rename: the blob comes back.
+    const removing = store.discard(t.name, up.body.digest);
+    const late = store.hold(t.name, up.body.digest);
+    expect(await removing).toBe(false);
+    expect(await store.local(t.name, up.body.digest)).not.toBeNull();
+    late();
+    expect(await store.discard(t.name, up.body.digest)).toBe(true);
   });
 
   it('is 409 UPLOAD_IN_USE while a job starting from it holds it, and removes it once let go', async () => {

@@ -51,6 +51,7 @@ export interface ReceiveLimits {
 
 /** A tenant's blobs on this host: their bytes together, and the largest one's. */
 export interface TenantUsage {
+  /** What the budget counts: each blob's size, at least CHARGED_MIN_BYTES. */
   bytes: number;
   largest: number;
   blobs: number;
@@ -61,6 +62,8 @@ export interface UploadStoreOptions {
   dir: string;
   remote: BlobRemote | null;
   log: Logger;
+  /** Blobs a tenant may keep on this host; default MAX_BLOBS_PER_TENANT. */
+  maxBlobsPerTenant?: number;
 }
 
 const PART_DIR = '.part';
@@ -95,6 +98,24 @@ export interface StoredBlob {
 }
 
 const now = () => new Date();
+
+/**
+ * The least a stored blob counts against the budget: a file takes an inode and a block
+ * whatever its size, so a budget of bytes alone would let a tenant store millions of tiny ones.
+ */
+export const CHARGED_MIN_BYTES = 4096;
+/** Blobs a tenant may keep on a host: every upload and every collection reads its folder. */
+export const MAX_BLOBS_PER_TENANT = 4096;
+
+/** The refusal of an upload the tenant's blob count cannot take. */
+function tooManyBlobs(tenant: string, count: number, max: number): ApiError {
+  return new ApiError(
+    'QUOTA_UPLOAD_STORE',
+    `Cannot store upload: tenant '${tenant}' may keep at most ${max} uploads on this host and keeps ${count}: delete uploads (DELETE /uploads/:digest) first`,
+    { quota: 'uploads', maxUploads: max, uploads: count },
+    { headers: { Connection: 'close' } },
+  );
+}
 
 /** The refusal of an upload the tenant's stored-bytes budget cannot take. */
 function storeFull(tenant: string, budget: number, used: number, size: number, known: boolean): ApiError {
@@ -164,7 +185,12 @@ export class UploadStore {
     let counted = 0;
     // What the tenant streams alongside this upload counts too, so parallel uploads cannot each take what is left.
     const others = () => (this.#streaming.get(tenant) ?? 0) - counted;
-    const overBudget = (size: number) => start !== null && budget !== null && start.bytes + others() + size > budget && size > start.largest;
+    // An upload no larger than the tenant's largest blob may be one it stored already (a
+    // digest stored again costs nothing), so it is let through to the end, where the digest
+    // is known; but only while it is the tenant's one upload in flight: parallel ones could
+    // otherwise each take that much of the disk.
+    const overBudget = (size: number) =>
+      start !== null && budget !== null && start.bytes + others() + Math.max(size, CHARGED_MIN_BYTES) > budget && (size > start.largest || others() > 0);
     if (limits.declaredBytes !== undefined && overBudget(limits.declaredBytes)) {
       // The body is never read, so the connection cannot carry another request.
       throw storeFull(tenant, budget!, start!.bytes, limits.declaredBytes, true);
@@ -192,9 +218,14 @@ export class UploadStore {
     const created = await this.#underLock(tenant, async () => {
       if (budget !== null && !(await this.#exists(tenant, digest))) {
         const stored = await this.usage(tenant);
-        if (stored.bytes + size > budget) {
+        if (stored.bytes + Math.max(size, CHARGED_MIN_BYTES) > budget) {
           await rm(part, { force: true });
           throw storeFull(tenant, budget, stored.bytes, size, true);
+        }
+        const maxBlobs = this.opts.maxBlobsPerTenant ?? MAX_BLOBS_PER_TENANT;
+        if (stored.blobs >= maxBlobs) {
+          await rm(part, { force: true });
+          throw tooManyBlobs(tenant, stored.blobs, maxBlobs);
         }
       }
       return this.#place(part, tenant, digest);
@@ -230,7 +261,7 @@ export class UploadStore {
   async usage(tenant: string): Promise<TenantUsage> {
     const out: TenantUsage = { bytes: 0, largest: 0, blobs: 0 };
     for (const b of await this.#tenantBlobs(tenant)) {
-      out.bytes += b.bytes;
+      out.bytes += Math.max(b.bytes, CHARGED_MIN_BYTES);
       out.largest = Math.max(out.largest, b.bytes);
       out.blobs++;
     }
@@ -318,15 +349,22 @@ export class UploadStore {
   /**
    * Removes a blob from this host (the shared store keeps its copy). Renamed into the part
    * folder first, so the blob is gone at once and a crash leaves only a part file, which
-   * the next `open` removes. False when it was not there.
+   * the next `open` removes. False when it was not there, or held: a job that took its hold
+   * while the rename ran gets the blob back (a hold comes before the job looks for the file).
    */
   async discard(tenant: string, digest: string): Promise<boolean> {
+    if (this.held(tenant, digest)) return false;
     const doomed = this.#partPath();
+    const blob = this.#blobPath(tenant, digest);
     try {
-      await rename(this.#blobPath(tenant, digest), doomed);
+      await rename(blob, doomed);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
       throw e;
+    }
+    if (this.held(tenant, digest)) {
+      await rename(doomed, blob);
+      return false;
     }
     await rm(doomed, { force: true });
     return true;
@@ -363,7 +401,8 @@ export class UploadStore {
       if (this.held(tenant, digest)) return 'held';
       const st = await stat(this.#blobPath(tenant, digest)).catch(() => null);
       if (st === null || !st.isFile()) return null;
-      return (await this.discard(tenant, digest)) ? st.size : null;
+      if (await this.discard(tenant, digest)) return st.size;
+      return this.held(tenant, digest) ? 'held' : null;
     });
   }
 
