@@ -23,7 +23,8 @@ import { busyboxLayer, writeOciLayout } from './support/oci-images.js';
 import { GENEROUS_QUOTAS, privilegedReason, repoRoot, skipReason, startServer, type RunningServer } from './support/server.js';
 import { missingPrograms } from './support/shell.js';
 import { parseSse } from './support/sse.js';
-import { sleep, timeScale } from './support/wait.js';
+import { pollUntil, sleep, timeScale } from './support/wait.js';
+import { MAX_FOLLOWERS_PER_JOB } from '../server/jobs/routes.js';
 import { startRedis, type TestRedis } from './support/redis.js';
 import { freePort } from './support/server-process.js';
 
@@ -469,6 +470,31 @@ describe.skipIf(skip !== null)('CI jobs on a real server', () => {
     expect(log.endsWith('finished\n')).toBe(true);
     expect((await s.request('/healthz')).status).toBe(200);
     expect(workspaceLeftovers()).toEqual([]);
+  }, 60_000 * timeScale());
+
+  it(`a running job has at most ${MAX_FOLLOWERS_PER_JOB} followers: one more is 429 TOO_MANY_FOLLOWERS until one hangs up`, async () => {
+    const id = await startJob({ script: 'echo started; sleep 60' });
+    const follow = (signal: AbortSignal) => rawFetch(`${s.url}/jobs/${id}/log?follow=1`, { headers: { authorization: `Bearer ${s.apiKey}` }, signal });
+    const hangUps = Array.from({ length: MAX_FOLLOWERS_PER_JOB }, () => new AbortController());
+    try {
+      for (const ac of hangUps) expect((await follow(ac.signal)).status).toBe(200);
+      const extra = await s.request(`/jobs/${id}/log?follow=1`);
+      expect([extra.status, extra.body.error.code]).toEqual([429, 'TOO_MANY_FOLLOWERS']);
+      // Without follow the log is always there.
+      expect((await s.request(`/jobs/${id}/log`)).status).toBe(200);
+      hangUps[0]!.abort();
+      const again = await pollUntil(async () => {
+        const ac = new AbortController();
+        const r = await follow(ac.signal);
+        if (r.status !== 200) await r.body?.cancel();
+        return { r, ac };
+      }, (x) => x.r.status === 200, 10_000 * timeScale(), 100);
+      expect(again.r.status).toBe(200);
+      hangUps[0] = again.ac;
+    } finally {
+      for (const ac of hangUps) ac.abort();
+      await s.request(`/jobs/${id}`, { method: 'DELETE' });
+    }
   }, 60_000 * timeScale());
 
   // ZVIZ_JOBS_SOAK_S=600 runs the issue's 10-minute form; CI runs ~8 s of it.

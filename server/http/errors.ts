@@ -26,6 +26,7 @@ export type ErrorCode =
   | 'UNKNOWN_TENANT'
   | 'TENANT_EXISTS'
   | 'QUOTA_CONCURRENCY'
+  | 'TOO_MANY_FOLLOWERS'
   | 'QUOTA_RATE'
   | 'QUOTA_CPU'
   | 'QUOTA_LIMITS'
@@ -85,6 +86,8 @@ export const ERROR_STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   UNKNOWN_TENANT: 404,
   TENANT_EXISTS: 409,
   QUOTA_CONCURRENCY: 429,
+  // A job's live log already has as many followers as it may (server/jobs/routes.ts).
+  TOO_MANY_FOLLOWERS: 429,
   QUOTA_RATE: 429,
   QUOTA_CPU: 429,
   // The request is well formed but asks for more than this tenant may have.

@@ -7,7 +7,7 @@ import { stat } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import type { OpenAPIHono } from '@hono/zod-openapi';
 import type { Context, MiddlewareHandler } from 'hono';
-import { streamSSE } from 'hono/streaming';
+import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
 import { z } from 'zod';
 import type { AsyncInvocations } from '../invocation/async.js';
 import { checkCallback } from '../invocation/callbacks.js';
@@ -21,7 +21,11 @@ import { SseQueue } from '../http/sse-queue.js';
 import { jobBodySchema, jobDoneSchema, jobPendingSchema, type JobRecord } from './schemas.js';
 import type { JobService } from './service.js';
 
-/** Most log bytes one `?follow=1` reader may have waiting to be sent before it is dropped. */
+/**
+ * Followers (`?follow=1`) one running job may have at once: each costs the server's one
+ * thread a decode and an event per chunk of the job's output, and up to 4 MiB of queue.
+ */
+export const MAX_FOLLOWERS_PER_JOB = 8;
 
 export interface JobRouteDeps {
   jobs: JobService;
@@ -179,7 +183,7 @@ export function registerJobRoutes(app: OpenAPIHono<TenantEnv>, deps: JobRouteDep
         { status: 200, description: 'The kept log', contentType: 'text/plain', schema: z.string() },
         { status: 200, description: '?follow=1', contentType: 'text/event-stream', schema: z.string() },
       ],
-      errors: ['UNKNOWN_JOB', 'JOB_NOT_HERE', 'VALIDATION_FAILED'],
+      errors: ['UNKNOWN_JOB', 'JOB_NOT_HERE', 'VALIDATION_FAILED', 'TOO_MANY_FOLLOWERS'],
     }),
     async function getJobLog(c) {
       const { tenant, id, rec } = await record(c);
@@ -203,55 +207,89 @@ export function registerJobRoutes(app: OpenAPIHono<TenantEnv>, deps: JobRouteDep
     },
   );
 
+  /** Followers of each running job (`tenant/id`). */
+  const following = new Map<string, number>();
+
   function followLog(c: Context<TenantEnv>, tenant: string, id: string, live: { log: JobLog; done: Promise<JobRecord | null> }): Response {
-    const { log } = live;
-    return streamSSE(c, async function followJobLog(sse) {
-      let dropSlow = () => undefined as void;
-      const out = new SseQueue(
-        (event, data) => sse.writeSSE({ event, data }),
-        () => dropSlow(),
-        {
-          reason: 'slow-follower',
-          message: (max) => `Dropped: this follower read more slowly than the job logs (over ${max} bytes waited to be sent): GET /jobs/${id}/log again, or without follow`,
-        },
-      );
-      const send = (event: string, data: string) => out.send(event, data);
-      // Bytes, not text, are kept: a chunk may end inside a UTF-8 sequence.
-      const { StringDecoder } = await import('node:string_decoder');
-      const decoder = new StringDecoder('utf8');
-      const first = decoder.write(log.tail());
-      if (first !== '') send('log', JSON.stringify(first));
-      const ended = new Promise<void>((resolve) => {
-        dropSlow = () => {
-          stop();
-          resolve();
-        };
-        const stop = log.follow((chunk) => {
-          if (chunk === null) {
-            stop();
-            resolve();
-            return;
-          }
-          const text = decoder.write(chunk);
-          if (text !== '') send('log', JSON.stringify(text));
-        });
-        sse.onAbort(() => {
-          stop();
-          resolve();
-        });
+    const key = `${tenant}/${id}`;
+    const now = following.get(key) ?? 0;
+    if (now >= MAX_FOLLOWERS_PER_JOB) {
+      throw new ApiError('TOO_MANY_FOLLOWERS', `Cannot follow the log of job '${id}': it has ${now} followers, the most one job may have: read it without follow, or later`, {
+        id,
+        max: MAX_FOLLOWERS_PER_JOB,
       });
-      await ended;
-      if (out.dropped) {
-        await out.end(c, sse);
-        return;
-      }
-      const rest = decoder.end();
-      if (rest !== '') send('log', JSON.stringify(rest));
-      // The record follows the log's end by the collection of artifacts: wait for it.
-      const rec = await live.done;
-      send('end', JSON.stringify(rec ?? (await deps.async.get(tenant, id))));
-      await out.end(c, sse);
+    }
+    following.set(key, now + 1);
+    const left = (): void => {
+      const n = (following.get(key) ?? 1) - 1;
+      if (n > 0) following.set(key, n);
+      else following.delete(key);
+    };
+    try {
+      return streamSSE(c, async function followJobLog(sse) {
+        try {
+          await followStream(c, sse, tenant, id, live);
+        } finally {
+          left();
+        }
+      });
+    } catch (e) {
+      left();
+      throw e;
+    }
+  }
+
+  async function followStream(c: Context<TenantEnv>, sse: SSEStreamingApi, tenant: string, id: string, live: { log: JobLog; done: Promise<JobRecord | null> }): Promise<void> {
+    const { log } = live;
+    let aborted = false;
+    let dropSlow = () => undefined as void;
+    const out = new SseQueue(
+      (event, data) => sse.writeSSE({ event, data }),
+      () => dropSlow(),
+      {
+        reason: 'slow-follower',
+        message: (max) => `Dropped: this follower read more slowly than the job logs (over ${max} bytes waited to be sent): GET /jobs/${id}/log again, or without follow`,
+      },
+    );
+    const send = (event: string, data: string) => out.send(event, data);
+    // Bytes, not text, are kept: a chunk may end inside a UTF-8 sequence.
+    const { StringDecoder } = await import('node:string_decoder');
+    const decoder = new StringDecoder('utf8');
+    const first = decoder.write(log.tail());
+    if (first !== '') send('log', JSON.stringify(first));
+    const ended = new Promise<void>((resolve) => {
+      dropSlow = () => {
+        stop();
+        resolve();
+      };
+      const stop = log.follow((chunk) => {
+        if (chunk === null) {
+          stop();
+          resolve();
+          return;
+        }
+        const text = decoder.write(chunk);
+        if (text !== '') send('log', JSON.stringify(text));
+      });
+      sse.onAbort(() => {
+        aborted = true;
+        stop();
+        resolve();
+      });
     });
+    await ended;
+    // A follower that hung up is done now, not when the job ends: it holds one of the job's follower slots.
+    if (aborted) return;
+    if (out.dropped) {
+      await out.end(c, sse);
+      return;
+    }
+    const rest = decoder.end();
+    if (rest !== '') send('log', JSON.stringify(rest));
+    // The record follows the log's end by the collection of artifacts: wait for it.
+    const rec = await live.done;
+    send('end', JSON.stringify(rec ?? (await deps.async.get(tenant, id))));
+    await out.end(c, sse);
   }
 
   app.openapi(
