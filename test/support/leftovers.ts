@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { planCgroups } from '../../worker-pool/host/cgroups.js';
 import { isZvizCgroupName, NET_LOCK_DIR, NETNS_DIR, SERVERS_DIR } from '../../worker-pool/host/names.js';
 import { registeredServers } from '../../worker-pool/host/registry.js';
+import { PACKAGE_ROOT } from '../../worker-pool/util/package-root.js';
 import { alive, ancestors, descendantsOf, exeOf, hostProcesses, parentPid, procCgroups, readTrim, uidOf } from './procfs.js';
 import { CGROUP_ROOT } from './cgroups.js';
 import { isSupervisor } from './sandboxes.js';
@@ -44,10 +45,22 @@ export function hostLeftovers(): string[] {
       // gone
     }
   }
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    if (line.includes('zviz')) found.push(`mount ${line}`);
-  }
+  for (const line of zvizMountLines()) found.push(`mount ${line}`);
   return found;
+}
+
+/**
+ * Lines of /proc/self/mountinfo that name ZViz, but for the mounts this checkout itself lies
+ * on: in the VM job a CI clone in /tmp (say /tmp/zviz-ci) is a mount of its own.
+ */
+function zvizMountLines(): string[] {
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter((line) => {
+      if (!line.includes('zviz')) return false;
+      const mountPoint = line.split(' ')[4] ?? '';
+      return !(PACKAGE_ROOT === mountPoint || PACKAGE_ROOT.startsWith(`${mountPoint}/`));
+    });
 }
 
 /** Where each cgroup controller (v1) or the unified hierarchy (v2, key '') is mounted. */
@@ -263,11 +276,11 @@ export function leftoversInScope(scope: LeftoverScope): string[] {
     if (!liveIndexes.has(Number(m[2]))) found.push(`nft chain ${m[1]}`);
   }
 
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+  for (const line of zvizMountLines()) {
     // A live egress sandbox's namespace is an nsfs mount on /run/netns/zviz-<its server>-….
     const owner = /\/run\/netns\/zviz-(\d+)-/.exec(line)?.[1];
     if (owner !== undefined && alive(Number(owner))) continue;
-    if (line.includes('zviz')) found.push(`mount ${line}`);
+    found.push(`mount ${line}`);
   }
   for (const pid of scope.deadPids) {
     if (existsSync(join(SERVERS_DIR, String(pid)))) found.push(`state file ${join(SERVERS_DIR, String(pid))}`);
