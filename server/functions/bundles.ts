@@ -18,6 +18,7 @@ import { unpackArchive, DEFAULT_MAX_ENTRIES } from '../uploads/unpack.js';
 import type { UploadStore } from '../uploads/store.js';
 import { allBootstraps } from '../../worker-pool/runtime/index.js';
 import { processAlive } from '../../worker-pool/host/pids.js';
+import { Holds } from '../../worker-pool/util/holds.js';
 
 /** Top-level names a bundle may not use: the bootstraps' directory. */
 export const RESERVED_BUNDLE_NAMES = ['.zviz'] as const;
@@ -70,7 +71,7 @@ export interface BundleRef {
 
 export class Bundles {
   readonly #inflight = new Map<string, Promise<string>>();
-  readonly #inUse = new Map<string, number>();
+  readonly #inUse = new Holds<string>();
   /** Sizes of trees seen, by folder name: trees are immutable. */
   readonly #sizes = new Map<string, number>();
   readonly #bootKey: string;
@@ -157,15 +158,7 @@ export class Bundles {
 
   /** Marks a tree in use by a sandbox until the returned function is called: the collector skips it. */
   acquire(tree: string): () => void {
-    this.#inUse.set(tree, (this.#inUse.get(tree) ?? 0) + 1);
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const n = (this.#inUse.get(tree) ?? 1) - 1;
-      if (n <= 0) this.#inUse.delete(tree);
-      else this.#inUse.set(tree, n);
-    };
+    return this.#inUse.take(tree);
   }
 
   /** Whether an unpack of this digest runs in this process (it reads the digest's upload). */

@@ -23,6 +23,7 @@ import { abortedBody, clientAborted } from '../http/validate.js';
 import type { Logger } from '../ops/log.js';
 import { errorMessage } from '../../worker-pool/util/errors.js';
 import { processAlive } from '../../worker-pool/host/pids.js';
+import { Holds } from '../../worker-pool/util/holds.js';
 
 export const DIGEST_PATTERN = /^sha256:[0-9a-f]{64}$/;
 export const digestSchema = z.string().regex(DIGEST_PATTERN, { error: 'must be an upload digest: sha256: and 64 lower-case hex digits' });
@@ -135,7 +136,7 @@ export class UploadStore {
   /** Per tenant: the end of the last budget check and placement, so two cannot interleave. */
   readonly #placing = new Map<string, Promise<unknown>>();
   /** Blobs a job is starting from (its workspace, a cache seed), by `tenant/digest`: how many hold each. */
-  readonly #held = new Map<string, number>();
+  readonly #held = new Holds<string>();
 
   constructor(private readonly opts: UploadStoreOptions) {}
 
@@ -171,10 +172,11 @@ export class UploadStore {
    *
    * The tenant's budget (`limits.storeBytes`) counts the bytes of its blobs on this host. A
    * blob it has already stored costs nothing again, and its digest is known only at the
-   * end, so while streaming an upload is refused once it is both over what the budget has
-   * left (less what the tenant streams alongside) and larger than its largest stored blob
-   * (so it cannot be one of them); at the end, under a per-tenant lock, one that is new and
-   * does not fit is refused. A refused upload's part file is removed.
+   * end, so while streaming an upload is refused once it is over what the budget has left
+   * (less what the tenant streams alongside) and either larger than its largest stored blob
+   * (so it cannot be one of them) or not the tenant's only upload in flight; at the end,
+   * under a per-tenant lock, one that is new and does not fit (in bytes, or in the count of
+   * blobs) is refused. A refused upload's part file is removed.
    */
   async receive(tenant: string, body: ReadableStream<Uint8Array> | null, limits: ReceiveLimits): Promise<Upload & { created: boolean }> {
     if (body === null) throw new ApiError('VALIDATION_FAILED', 'Cannot store upload: the request has no body', [{ path: 'body', message: 'is required' }]);
@@ -376,16 +378,7 @@ export class UploadStore {
    * they are unpacked. Calling it again does nothing.
    */
   hold(tenant: string, digest: string): () => void {
-    const k = `${tenant}/${digest}`;
-    this.#held.set(k, (this.#held.get(k) ?? 0) + 1);
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const n = (this.#held.get(k) ?? 1) - 1;
-      if (n > 0) this.#held.set(k, n);
-      else this.#held.delete(k);
-    };
+    return this.#held.take(`${tenant}/${digest}`);
   }
 
   held(tenant: string, digest: string): boolean {

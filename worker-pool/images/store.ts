@@ -18,6 +18,7 @@ import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Holds } from '../util/holds.js';
 import { DIGEST_PATTERN, parseReference, pinnedReference, ReferenceError, registryAllowed, type ImageSource } from './reference.js';
 
 export type ImageErrorCode =
@@ -223,7 +224,7 @@ export function storedImages(dir: string): ImageRecord[] {
 
 export class ImageStore {
   private readonly inFlight = new Map<string, Promise<ImageRecord>>();
-  private readonly inUse = new Map<string, number>();
+  private readonly inUse = new Holds<string>();
   private readonly evictionListeners: Array<(record: ImageRecord) => void> = [];
   private readonly gcListeners: Array<(outcome: GcOutcome) => void> = [];
   private seq = 0;
@@ -281,21 +282,14 @@ export class ImageStore {
 
   /** Marks an image in use by a sandbox until the returned function is called (GC and rm skip it). */
   acquire(digest: string): () => void {
-    this.inUse.set(digest, (this.inUse.get(digest) ?? 0) + 1);
+    const release = this.inUse.take(digest);
     try {
       const now = new Date();
       utimesSync(join(this.options.dir, dirName(digest), 'image.json'), now, now);
     } catch {
       // removed meanwhile: the sandbox fails to mount it and says so
     }
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const n = (this.inUse.get(digest) ?? 1) - 1;
-      if (n <= 0) this.inUse.delete(digest);
-      else this.inUse.set(digest, n);
-    };
+    return release;
   }
 
   /** Removes an image; false if it was not there. IMAGE_IN_USE while a sandbox of this process uses it. */
